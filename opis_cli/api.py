@@ -1,0 +1,228 @@
+"""``evaluate()``: embeddings and labels in, a typed ``EvaluationResult`` out.
+
+Data flows one way: prepare -> engine counts -> utility curves -> OPIS and
+threshold -> result. No file I/O and no terminal output happen here; the
+optional ``progress`` callback is how a caller (the CLI) shows progress.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+from typing import Sequence
+
+import numpy as np
+
+from . import __version__
+from .curves import UTILITIES, utility as utility_curves
+from .engine import DEFAULT_BLOCK_BYTES, EngineOutput, ExactEngine, GridSpec, Progress
+from .errors import ConfigError, InputError
+from .metrics import consistency, retrieval as retrieval_metrics
+from .prepare import Prepared, prepare
+from .results import (CalibrationRange, ClassSummary, ConsistencyBlock, Curves, DistanceHistogram,
+                      EvaluationResult, RecommendedThreshold, Retrieval, Spread)
+from .threshold import Policy, global_far, recommend
+
+
+def _versions() -> dict:
+    import faiss
+    import numba
+
+    return {"python": platform.python_version(), "numpy": np.__version__,
+            "faiss": getattr(faiss, "__version__", "unknown"), "numba": numba.__version__}
+
+
+def _pair(value, option: str) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        parts = value.split(":")
+        if len(parts) != 2:
+            raise ConfigError(f"{option} {value!r}: expected LO:HI, e.g. 0.01:0.1")
+        try:
+            return float(parts[0]), float(parts[1])
+        except ValueError:
+            raise ConfigError(f"{option} {value!r}: LO and HI must be numbers") from None
+    lo, hi = value
+    return float(lo), float(hi)
+
+
+def evaluate(
+    embeddings,
+    labels: Sequence,
+    *,
+    groups: Sequence | None = None,
+    is_query: Sequence[bool] | None = None,
+    is_gallery: Sequence[bool] | None = None,
+    metric: str = "cosine",
+    far_range: tuple[float, float] | str = (0.01, 0.1),
+    calibration_range: tuple[float, float] | str | None = None,
+    num_thresholds: int = 101,
+    utility: str = "tpr-tnr",
+    beta: float = 1.0,
+    epsilon: float = 0.1,
+    threshold_policy: str = "max-mean-utility",
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
+    engine=None,
+    progress: Progress | None = None,
+    sources: Sequence[dict] = (),
+    group_column: str | None = None,
+    timestamp: bool = True,
+) -> EvaluationResult:
+    """Measure threshold consistency of an embedding model (SPEC.md).
+
+    Parameters
+    ----------
+    embeddings : (N, D) array of float16/32/64 (a memmap is fine)
+    labels : N labels (any hashable; compared as strings)
+    groups : optional N group values for the per-group block (SPEC 7)
+    is_query, is_gallery : optional boolean masks (default: every row is both)
+    metric : ``"cosine"`` (d = 1 - cos) or ``"l2"``; smaller is closer
+    far_range : global FAR bounds ``(A, B)`` defining the calibration range
+    calibration_range : explicit ``(lo, hi)`` distances; overrides ``far_range``
+    num_thresholds : grid size K (both ends included)
+    utility : ``"tpr-tnr"`` or ``"precision-recall"``; ``beta`` its F-beta weight
+    epsilon : fraction of worst classes for epsilon-OPIS
+    threshold_policy : ``max-mean-utility``, ``max-worst-utility`` or ``far:F``
+    block_bytes : memory of one block of distances (results do not depend on it)
+    engine : an object with ``run(prepared, GridSpec, progress) -> EngineOutput``
+        (default: the exact engine)
+    progress : ``callback(stage, done, total)``
+    sources : provenance entries for the input files (path, sha256, ...)
+
+    Returns
+    -------
+    EvaluationResult
+
+    Raises
+    ------
+    InputError, ConfigError
+        One-line messages; the CLI turns them into exit code 2.
+    """
+    if utility not in UTILITIES:
+        raise ConfigError(f"unknown utility {utility!r}; expected one of {', '.join(UTILITIES)}")
+    if not (np.isfinite(beta) and beta > 0):
+        raise ConfigError(f"--beta must be a positive number, got {beta:g}")
+    if not (0.0 < epsilon <= 1.0):
+        raise ConfigError(f"--epsilon must be in (0, 1], got {epsilon:g}")
+    if int(num_thresholds) < 2:
+        raise ConfigError(f"--num-thresholds must be at least 2, got {num_thresholds}")
+    policy = Policy.parse(threshold_policy)
+    far = _pair(far_range, "--far-range")
+    cal = _pair(calibration_range, "--calibration-range")
+    prep = prepare(embeddings, labels, metric=metric, groups=groups, is_query=is_query,
+                   is_gallery=is_gallery)
+    P, M = prep.class_pair_counts()
+    evaluated = (P > 0) & (M > 0)
+    if evaluated.sum() < 2:
+        raise InputError(
+            f"only {int(evaluated.sum())} class(es) can be evaluated (a class needs at least one "
+            "positive and one negative pair, i.e. two rows and another class); need at least 2")
+    eng = engine if engine is not None else ExactEngine(block_bytes=block_bytes)
+    spec = GridSpec(num_thresholds=int(num_thresholds), far_range=far, calibration_range=cal)
+    out = eng.run(prep, spec, progress)
+    return build_result(prep, out, spec=spec, metric=metric, utility=utility, beta=beta,
+                        epsilon=epsilon, policy=policy, engine_name=getattr(eng, "name", "custom"),
+                        sources=sources, group_column=group_column, timestamp=timestamp,
+                        block_bytes=block_bytes)
+
+
+def _block(labels, ids_rows, tp_all, pp_all, P, M, thresholds, kind, beta, epsilon, policy,
+           n_rows, queries, recall1) -> ConsistencyBlock:
+    """One consistency block (classes or groups) from its counts."""
+    ev = (P > 0) & (M > 0)
+    idx = np.nonzero(ev)[0]
+    lab = [labels[i] for i in idx]
+    tp, pp = tp_all[idx], pp_all[idx]
+    Pe, Me = P[idx], M[idx]
+    U = utility_curves(tp, pp, Pe, Me, kind=kind, beta=beta)
+    cons = consistency(U, thresholds, lab, epsilon)
+    fp = pp - tp
+    op = recommend(policy, thresholds, cons.mean_curve, cons.worst_curve, tp, fp, Pe, Me)
+    best = thresholds[np.argmax(U, axis=1)]
+    per = []
+    for j in cons.order:  # ascending mean utility: the worst first
+        i = idx[j]
+        r1 = recall1[i]
+        per.append(ClassSummary(
+            label=lab[j], n=int(n_rows[i]), queries=int(queries[i]), positives=int(Pe[j]),
+            negatives=int(Me[j]), mean_utility=float(cons.mean_utility[j]),
+            far_at_threshold=float(op.per_far[j]), frr_at_threshold=float(op.per_frr[j]),
+            best_threshold=float(best[j]), opis_contribution=float(cons.contribution[j]),
+            worst=bool(cons.worst[j]), recall_at_1=None if np.isnan(r1) else float(r1)))
+    rt = RecommendedThreshold(
+        policy=op.policy, value=op.value, index=op.index, mean_utility=op.mean_utility,
+        worst_mean_utility=op.worst_utility, tpr=op.tpr, far=op.far,
+        far_spread=Spread(**vars(op.far_spread)), frr_spread=Spread(**vars(op.frr_spread)),
+        fraction_far_above_2x=op.fraction_far_above_2x, requested_far=op.requested_far)
+    excluded = tuple(labels[i] for i in np.nonzero(~ev)[0])
+    return ConsistencyBlock(
+        opis=cons.opis, epsilon_opis=cons.epsilon_opis,
+        mean_utility=tuple(float(v) for v in cons.mean_curve),
+        worst_mean_utility=tuple(float(v) for v in cons.worst_curve),
+        recommended_threshold=rt, evaluated=len(idx), excluded=len(excluded),
+        excluded_labels=excluded, per_class=tuple(per),
+        curves=Curves(labels=tuple(lab), utility=U, tp=tp, fp=fp, positives=Pe, negatives=Me))
+
+
+def _per_id_recall1(ids: np.ndarray, n: int, out: EngineOutput) -> np.ndarray:
+    has = out.n_relevant > 0
+    hits = np.bincount(ids[has], weights=(out.first_rank[has] == 1), minlength=n)
+    cnt = np.bincount(ids[has], minlength=n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(cnt > 0, hits / np.maximum(cnt, 1), np.nan)
+
+
+def build_result(prep: Prepared, out: EngineOutput, *, spec: GridSpec, metric: str, utility: str,
+                 beta: float, epsilon: float, policy: Policy, engine_name: str,
+                 sources: Sequence[dict] = (), group_column: str | None = None,
+                 timestamp: bool = True, block_bytes: int | None = None) -> EvaluationResult:
+    """Turn engine counts into the result (shared by every engine)."""
+    th = out.thresholds
+    C = prep.n_classes
+    P, M = prep.class_pair_counts()
+    q_per_class = np.bincount(prep.q_class, minlength=C)
+    classes = _block(prep.class_labels, None, out.class_tp, out.class_pp, P, M, th, utility, beta,
+                     epsilon, policy, prep.class_rows, q_per_class,
+                     _per_id_recall1(prep.q_class, C, out))
+    if classes.evaluated < 2:
+        raise InputError(f"only {classes.evaluated} class(es) can be evaluated; need at least 2")
+    groups = None
+    if prep.q_group is not None:
+        G = len(prep.group_labels)
+        Pg, Mg = prep.group_pair_counts()
+        qg = np.bincount(prep.q_group, minlength=G)
+        if ((Pg > 0) & (Mg > 0)).sum() >= 1:
+            groups = _block(prep.group_labels, None, out.group_tp, out.group_pp, Pg, Mg, th,
+                            utility, beta, epsilon, policy, qg, qg,
+                            _per_id_recall1(prep.q_group, G, out))
+    ev = (P > 0) & (M > 0)
+    gfar = global_far(out.class_pp[ev] - out.class_tp[ev], M[ev])
+    cal = CalibrationRange(
+        lower=float(th[0]), upper=float(th[-1]), source=out.range_source,
+        far_lower=float(gfar[0]), far_upper=float(gfar[-1]),
+        far_requested=tuple(spec.far_range) if out.range_source == "far" else None)
+    r = retrieval_metrics(out.first_rank, out.ap_at_r, out.n_relevant)
+    hist = DistanceHistogram(tuple(float(v) for v in out.hist_edges),
+                             tuple(int(v) for v in out.hist_pos), tuple(int(v) for v in out.hist_neg))
+    options = {
+        "metric": metric, "utility": utility, "beta": beta, "epsilon": epsilon,
+        "num_thresholds": spec.num_thresholds,
+        "far_range": list(spec.far_range) if spec.calibration_range is None else None,
+        "calibration_range": list(spec.calibration_range) if spec.calibration_range else None,
+        "threshold_policy": str(policy), "group_column": group_column,
+    }
+    prov = {
+        "tool": "opis", "tool_version": __version__, "inputs": [dict(s) for s in sources],
+        "engine": engine_name, "index": "exact (all pairs, BLAS inner products)"
+        if engine_name == "exact" else engine_name,
+        "passes": out.passes, "versions": _versions(),
+    }
+    if timestamp:
+        prov["time"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return EvaluationResult(
+        n_samples=prep.n_samples, dim=prep.dim, metric=metric, utility=utility, beta=float(beta),
+        epsilon=float(epsilon), calibration_range=cal, thresholds=tuple(float(v) for v in th),
+        classes=classes, retrieval=Retrieval(r.recall_at_k, r.map_at_r, r.queries),
+        distance_histogram=hist, options=options, provenance=prov, groups=groups,
+        group_column=group_column)

@@ -1,0 +1,103 @@
+"""OPIS, epsilon-OPIS and retrieval accuracy (SPEC 5-6). Pure numpy, no I/O.
+
+Reference: Zhang et al., "Threshold-Consistent Margin Loss for Open-World
+Deep Metric Learning", ICLR 2024 (arXiv 2307.04047).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+
+RECALL_KS = (1, 2, 4, 8)
+
+
+def range_average(v: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Trapezoidal integral of ``v`` over the grid divided by its width (last axis)."""
+    width = thresholds[-1] - thresholds[0]
+    return np.trapezoid(v, thresholds, axis=-1) / width
+
+
+def worst_count(epsilon: float, n: int) -> int:
+    """``ceil(epsilon * n)``, at least 1, on the exact decimal value of epsilon."""
+    return max(1, math.ceil(Fraction(repr(float(epsilon))) * n))
+
+
+@dataclass(frozen=True)
+class Consistency:
+    """OPIS and its parts for one set of curves (classes or groups).
+
+    Attributes
+    ----------
+    opis : mean over rows of the range-average of ``(U_c - Ubar)^2``
+    epsilon_opis : range-average of ``(mean_R U - mean_W U)^2`` (0 if R empty)
+    mean_curve : (K,) ``Ubar(t)``
+    worst_curve : (K,) mean utility of the worst group W
+    mean_utility : (C,) range-average of each ``U_c``
+    contribution : (C,) each row's share of OPIS (they sum to ``opis``)
+    worst : (C,) bool, membership of W
+    order : (C,) rows sorted by mean utility ascending, ties by label
+    """
+
+    opis: float
+    epsilon_opis: float
+    mean_curve: np.ndarray
+    worst_curve: np.ndarray
+    mean_utility: np.ndarray
+    contribution: np.ndarray
+    worst: np.ndarray
+    order: np.ndarray
+
+
+def consistency(U: np.ndarray, thresholds: np.ndarray, labels, epsilon: float) -> Consistency:
+    """OPIS and epsilon-OPIS of curves ``U`` (C, K) of evaluated rows (SPEC 6).
+
+    ``labels`` are the row labels (strings), used only to break ties in the
+    mean-utility ordering.
+    """
+    C = U.shape[0]
+    ubar = U.mean(axis=0)
+    per_row = range_average((U - ubar) ** 2, thresholds)
+    contrib = per_row / C
+    opis = float(np.mean(per_row))
+    mean_u = range_average(U, thresholds)
+    order = np.array(sorted(range(C), key=lambda i: (mean_u[i], labels[i])), dtype=np.int64)
+    nw = worst_count(epsilon, C)
+    worst = np.zeros(C, bool)
+    worst[order[:nw]] = True
+    w_curve = U[worst].mean(axis=0)
+    if nw < C:
+        r_curve = U[~worst].mean(axis=0)
+        eps_opis = float(range_average((r_curve - w_curve) ** 2, thresholds))
+    else:
+        eps_opis = 0.0
+    return Consistency(opis=opis, epsilon_opis=eps_opis, mean_curve=ubar, worst_curve=w_curve,
+                       mean_utility=mean_u, contribution=contrib, worst=worst, order=order)
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    """R@k and MAP@R over queries with at least one positive in the gallery."""
+
+    recall_at_k: dict[str, float]
+    map_at_r: float
+    queries: int
+
+
+def retrieval(first_rank: np.ndarray, ap_at_r: np.ndarray, n_relevant: np.ndarray) -> Retrieval:
+    """Aggregate per-query ranks into R@k (k = 1, 2, 4, 8) and MAP@R.
+
+    ``first_rank`` is the 1-based rank of the nearest positive, ``ap_at_r``
+    the per-query average precision at R = ``n_relevant`` (Musgrave et al.
+    2020). Queries with ``n_relevant == 0`` are left out.
+    """
+    has = n_relevant > 0
+    q = int(has.sum())
+    if q == 0:
+        return Retrieval({str(k): float("nan") for k in RECALL_KS}, float("nan"), 0)
+    fr = first_rank[has]
+    rk = {str(k): float(np.count_nonzero(fr <= k) / q) for k in RECALL_KS}
+    return Retrieval(rk, float(np.sum(ap_at_r[has]) / q), q)

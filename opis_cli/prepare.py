@@ -1,0 +1,213 @@
+"""Validate inputs once and arrange them for the engines (pure numpy).
+
+The engines see queries and gallery sorted by (class, original row), so that
+the positives of a query are one contiguous slice of the gallery and ties in
+retrieval are broken by original row (SPEC 6).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InputError
+
+METRICS = ("cosine", "l2")
+
+#: rows converted to float32 at a time (bounded extra memory: CHUNK x D x 8 bytes)
+_CHUNK = 16384
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Embeddings and labels arranged for the engines.
+
+    Attributes
+    ----------
+    metric : "cosine" or "l2"
+    xq, xg : float32 arrays (nq, D) and (ng, D); L2-normalised for cosine,
+        as given for l2 (not centred: centring would round exactly
+        representable inputs and break exact ties).
+    qn2, gn2 : float64 squared norms of ``xq``/``xg`` (zeros for cosine).
+    q_rows, g_rows : original row of every query / gallery item.
+    q_class, g_class : class id (index into ``class_labels``).
+    q_group : group id of every query (index into ``group_labels``) or None.
+    self_col : gallery column of the query's own row, or -1.
+    class_start, class_end : gallery slice ``[start, end)`` of every class.
+    class_labels : sorted label strings; ``group_labels`` likewise.
+    class_rows : number of input rows with each label.
+    """
+
+    metric: str
+    xq: np.ndarray
+    xg: np.ndarray
+    qn2: np.ndarray
+    gn2: np.ndarray
+    q_rows: np.ndarray
+    g_rows: np.ndarray
+    q_class: np.ndarray
+    g_class: np.ndarray
+    q_group: np.ndarray | None
+    self_col: np.ndarray
+    class_start: np.ndarray
+    class_end: np.ndarray
+    class_labels: tuple[str, ...]
+    class_rows: np.ndarray
+    group_labels: tuple[str, ...] | None
+    n_samples: int
+    dim: int
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_labels)
+
+    def class_pair_counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """``P_c`` and ``M_c`` of every class (SPEC 3), as int64."""
+        return self._pair_counts(self.q_class, self.n_classes)
+
+    def group_pair_counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """``P_g`` and ``M_g`` of every group (SPEC 7)."""
+        assert self.q_group is not None and self.group_labels is not None
+        return self._pair_counts(self.q_group, len(self.group_labels))
+
+    def _pair_counts(self, ids: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        gal = (self.class_end - self.class_start)[self.q_class]
+        pos = gal - (self.self_col >= 0)
+        neg = len(self.g_rows) - gal
+        P = np.bincount(ids, weights=pos, minlength=n).astype(np.int64)
+        M = np.bincount(ids, weights=neg, minlength=n).astype(np.int64)
+        return P, M
+
+
+def _as_labels(values, name: str, n: int) -> np.ndarray:
+    arr = np.asarray(values, dtype=object)
+    if arr.ndim != 1:
+        raise InputError(f"{name} must be one-dimensional, got shape {arr.shape}")
+    if len(arr) != n:
+        raise InputError(f"{len(arr)} {name} for {n} embeddings")
+    out = np.empty(n, dtype=object)
+    for i, v in enumerate(arr):
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            raise InputError(f"{name}: row {i} is null; every row needs a value")
+        out[i] = v if isinstance(v, str) else str(v)
+    return out
+
+
+def _as_mask(values, name: str, n: int) -> np.ndarray:
+    if values is None:
+        return np.ones(n, dtype=bool)
+    arr = np.asarray(values)
+    if arr.shape != (n,):
+        raise InputError(f"{name} has shape {arr.shape}, expected ({n},)")
+    if arr.dtype != bool:
+        if arr.dtype.kind not in "iu" or not np.isin(arr, (0, 1)).all():
+            raise InputError(f"{name} must be boolean (or 0/1)")
+        arr = arr.astype(bool)
+    return arr
+
+
+def _float32_rows(emb: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Checked float32 copy (normalised for cosine) and float64 norms."""
+    n, d = emb.shape
+    out = np.empty((n, d), dtype=np.float32)
+    norms = np.empty(n, dtype=np.float64)
+    for s in range(0, n, _CHUNK):
+        block = np.asarray(emb[s:s + _CHUNK], dtype=np.float64)
+        finite = np.isfinite(block).all(axis=1)
+        if not finite.all():
+            row = s + int(np.argmin(finite))
+            raise InputError(f"embeddings: row {row} contains NaN or infinity")
+        nrm = np.sqrt(np.einsum("ij,ij->i", block, block))
+        norms[s:s + _CHUNK] = nrm
+        if metric == "cosine":
+            if (nrm == 0).any():
+                row = s + int(np.argmax(nrm == 0))
+                raise InputError(
+                    f"embeddings: row {row} is a zero vector, which has no cosine "
+                    "distance (use --metric l2 or drop the row)")
+            block = block / nrm[:, None]
+        out[s:s + _CHUNK] = block
+    return out, norms
+
+
+def prepare(embeddings, labels, *, metric: str = "cosine", groups=None,
+            is_query=None, is_gallery=None) -> Prepared:
+    """Validate the inputs and arrange them for the engines.
+
+    Parameters
+    ----------
+    embeddings : array-like (N, D) of float16/32/64 (may be a memmap)
+    labels : sequence of N hashable labels (compared as strings)
+    metric : "cosine" (rows L2-normalised, d = 1 - <a, b>) or "l2"
+    groups : optional sequence of N group values (SPEC 7)
+    is_query, is_gallery : optional boolean masks (default: every row is both)
+
+    Raises
+    ------
+    InputError
+        One line naming what is wrong and where.
+    """
+    if metric not in METRICS:
+        raise InputError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
+    emb = embeddings if isinstance(embeddings, np.ndarray) else np.asarray(embeddings)
+    if emb.ndim != 2:
+        raise InputError(f"embeddings must be a 2-D array (rows x dimensions), got shape {emb.shape}")
+    if emb.dtype.kind not in "fiu":
+        raise InputError(f"embeddings must be numeric, got dtype {emb.dtype}")
+    n, dim = emb.shape
+    if n == 0 or dim == 0:
+        raise InputError(f"embeddings are empty (shape {emb.shape})")
+    lab = _as_labels(labels, "labels", n)
+    grp = _as_labels(groups, "groups", n) if groups is not None else None
+    qmask = _as_mask(is_query, "is_query", n)
+    gmask = _as_mask(is_gallery, "is_gallery", n)
+    if not qmask.any():
+        raise InputError("no row is a query (is_query is false everywhere)")
+    if not gmask.any():
+        raise InputError("no row is in the gallery (is_gallery is false everywhere)")
+
+    x, norms = _float32_rows(emb, metric)
+
+    class_labels, class_of_row = np.unique(lab.astype(str), return_inverse=True)
+    class_of_row = class_of_row.astype(np.int64)
+    rows = np.arange(n, dtype=np.int64)
+    g_rows = rows[gmask]
+    g_rows = g_rows[np.lexsort((g_rows, class_of_row[g_rows]))]
+    q_rows = rows[qmask]
+    q_rows = q_rows[np.lexsort((q_rows, class_of_row[q_rows]))]
+    g_class = class_of_row[g_rows]
+    q_class = class_of_row[q_rows]
+    C = len(class_labels)
+    counts = np.bincount(g_class, minlength=C)
+    class_end = np.cumsum(counts).astype(np.int64)
+    class_start = class_end - counts
+    col_of_row = np.full(n, -1, dtype=np.int64)
+    col_of_row[g_rows] = np.arange(len(g_rows))
+    self_col = col_of_row[q_rows]
+
+    xg = x[g_rows]
+    xq = x[q_rows]
+    if metric == "l2":
+        gn2 = np.einsum("ij,ij->i", xg.astype(np.float64), xg.astype(np.float64))
+        qn2 = np.einsum("ij,ij->i", xq.astype(np.float64), xq.astype(np.float64))
+    else:
+        gn2 = np.zeros(len(g_rows))
+        qn2 = np.zeros(len(q_rows))
+    del x
+
+    q_group = None
+    group_labels = None
+    if grp is not None:
+        group_labels, group_of_row = np.unique(grp.astype(str), return_inverse=True)
+        q_group = group_of_row.astype(np.int64)[q_rows]
+        group_labels = tuple(str(g) for g in group_labels)
+
+    return Prepared(
+        metric=metric, xq=np.ascontiguousarray(xq), xg=np.ascontiguousarray(xg),
+        qn2=qn2, gn2=gn2, q_rows=q_rows, g_rows=g_rows, q_class=q_class,
+        g_class=g_class, q_group=q_group, self_col=self_col,
+        class_start=class_start, class_end=class_end,
+        class_labels=tuple(str(c) for c in class_labels),
+        class_rows=np.bincount(class_of_row, minlength=C).astype(np.int64),
+        group_labels=group_labels, n_samples=n, dim=dim)

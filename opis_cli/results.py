@@ -1,0 +1,394 @@
+"""Typed, frozen results and the versioned JSON schema (SPEC 8).
+
+The result object is the single thing reports and gates read: they never
+recompute. ``EvaluationResult.to_dict()`` gives the JSON document;
+``EvaluationResult.from_dict()`` reads one back (without the curves, which
+live in their own table, see ``Curves``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+
+
+def _clean(v: Any) -> Any:
+    """JSON-safe value: NaN/inf -> None, numpy scalars -> Python."""
+    if isinstance(v, (np.floating, float)):
+        v = float(v)
+        return v if math.isfinite(v) else None
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.bool_):
+        return bool(v)
+    if isinstance(v, dict):
+        return {str(k): _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return [_clean(x) for x in v]
+    return v
+
+
+def _num(v: Any) -> float:
+    return float("nan") if v is None else float(v)
+
+
+@dataclass(frozen=True)
+class Spread:
+    """min, 5th, 50th, 95th percentile and max of a per-class rate."""
+
+    min: float
+    p5: float
+    p50: float
+    p95: float
+    max: float
+
+    def to_dict(self) -> dict:
+        return _clean({"min": self.min, "p5": self.p5, "p50": self.p50, "p95": self.p95,
+                       "max": self.max})
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Spread":
+        return cls(*(_num(d.get(k)) for k in ("min", "p5", "p50", "p95", "max")))
+
+
+@dataclass(frozen=True)
+class CalibrationRange:
+    """The calibration range (SPEC 5) as distances and as global FARs.
+
+    ``far_lower``/``far_upper`` are the global FARs actually achieved at the
+    bounds; ``far_requested`` the ``--far-range`` bounds when ``source`` is
+    ``"far"``.
+    """
+
+    lower: float
+    upper: float
+    source: str
+    far_lower: float
+    far_upper: float
+    far_requested: tuple[float, float] | None = None
+
+    def to_dict(self) -> dict:
+        d = {"lower": self.lower, "upper": self.upper, "source": self.source,
+             "far_lower": self.far_lower, "far_upper": self.far_upper}
+        if self.far_requested is not None:
+            d["far_requested"] = list(self.far_requested)
+        return _clean(d)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CalibrationRange":
+        fr = d.get("far_requested")
+        return cls(float(d["lower"]), float(d["upper"]), d["source"], _num(d.get("far_lower")),
+                   _num(d.get("far_upper")), tuple(fr) if fr else None)
+
+
+@dataclass(frozen=True)
+class RecommendedThreshold:
+    """The global threshold a policy recommends, and what it does there."""
+
+    policy: str
+    value: float
+    index: int
+    mean_utility: float
+    worst_mean_utility: float
+    tpr: float
+    far: float
+    far_spread: Spread
+    frr_spread: Spread
+    fraction_far_above_2x: float
+    requested_far: float | None = None
+
+    @property
+    def frr(self) -> float:
+        return 1.0 - self.tpr
+
+    def to_dict(self) -> dict:
+        d = {"policy": self.policy, "value": self.value, "index": self.index,
+             "mean_utility": self.mean_utility, "worst_mean_utility": self.worst_mean_utility,
+             "tpr": self.tpr, "frr": self.frr, "far": self.far,
+             "far_spread": self.far_spread.to_dict(), "frr_spread": self.frr_spread.to_dict(),
+             "fraction_far_above_2x": self.fraction_far_above_2x}
+        if self.requested_far is not None:
+            d["requested_far"] = self.requested_far
+        return _clean(d)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RecommendedThreshold":
+        return cls(d["policy"], float(d["value"]), int(d["index"]), _num(d["mean_utility"]),
+                   _num(d.get("worst_mean_utility")), _num(d["tpr"]), _num(d["far"]),
+                   Spread.from_dict(d["far_spread"]), Spread.from_dict(d["frr_spread"]),
+                   _num(d.get("fraction_far_above_2x")), d.get("requested_far"))
+
+
+@dataclass(frozen=True)
+class ClassSummary:
+    """One evaluated class (or group) at a glance.
+
+    ``best_threshold`` is the grid threshold maximising this class's own
+    utility (ties to the smallest); ``opis_contribution`` its share of OPIS
+    (the shares sum to OPIS); ``worst`` whether it is in the worst-epsilon
+    set W; ``recall_at_1`` over its queries that have a positive (None if
+    none do).
+    """
+
+    label: str
+    n: int
+    queries: int
+    positives: int
+    negatives: int
+    mean_utility: float
+    far_at_threshold: float
+    frr_at_threshold: float
+    best_threshold: float
+    opis_contribution: float
+    worst: bool
+    recall_at_1: float | None
+
+    def to_dict(self) -> dict:
+        return _clean({f.name: getattr(self, f.name) for f in fields(self)})
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ClassSummary":
+        return cls(str(d["label"]), int(d["n"]), int(d.get("queries", 0)), int(d["positives"]),
+                   int(d["negatives"]), _num(d["mean_utility"]), _num(d["far_at_threshold"]),
+                   _num(d["frr_at_threshold"]), _num(d.get("best_threshold")),
+                   _num(d.get("opis_contribution")), bool(d.get("worst", False)),
+                   d.get("recall_at_1"))
+
+
+@dataclass(frozen=True)
+class Curves:
+    """Full per-row curves on the grid (not in the JSON; see ``--curves``).
+
+    ``utility``, ``tp``, ``fp`` are (C, K) for the evaluated rows ``labels``;
+    ``positives``/``negatives`` are (C,).
+    """
+
+    labels: tuple[str, ...]
+    utility: np.ndarray
+    tp: np.ndarray
+    fp: np.ndarray
+    positives: np.ndarray
+    negatives: np.ndarray
+
+
+@dataclass(frozen=True)
+class ConsistencyBlock:
+    """OPIS and friends over classes (or, with ``--group-column``, groups)."""
+
+    opis: float
+    epsilon_opis: float
+    mean_utility: tuple[float, ...]
+    worst_mean_utility: tuple[float, ...]
+    recommended_threshold: RecommendedThreshold
+    evaluated: int
+    excluded: int
+    excluded_labels: tuple[str, ...]
+    per_class: tuple[ClassSummary, ...]
+    curves: Curves | None = field(default=None, compare=False, repr=False)
+
+    def counts_dict(self) -> dict:
+        return {"evaluated": self.evaluated, "excluded": self.excluded,
+                "excluded_labels": list(self.excluded_labels)}
+
+    def to_dict(self) -> dict:
+        return _clean({
+            "opis": self.opis, "epsilon_opis": self.epsilon_opis,
+            "mean_utility": list(self.mean_utility),
+            "worst_mean_utility": list(self.worst_mean_utility),
+            "recommended_threshold": self.recommended_threshold.to_dict(),
+            "classes": self.counts_dict(),
+            "per_class": [c.to_dict() for c in self.per_class]})
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ConsistencyBlock":
+        c = d["classes"]
+        return cls(_num(d["opis"]), _num(d["epsilon_opis"]),
+                   tuple(_num(v) for v in d["mean_utility"]),
+                   tuple(_num(v) for v in d.get("worst_mean_utility", [])),
+                   RecommendedThreshold.from_dict(d["recommended_threshold"]),
+                   int(c["evaluated"]), int(c["excluded"]), tuple(c.get("excluded_labels", [])),
+                   tuple(ClassSummary.from_dict(x) for x in d["per_class"]))
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    """R@k (k = 1, 2, 4, 8) and MAP@R over ``queries`` queries with a positive."""
+
+    recall_at_k: dict[str, float]
+    map_at_r: float
+    queries: int
+
+    def to_dict(self) -> dict:
+        return _clean({"recall_at_k": self.recall_at_k, "map_at_r": self.map_at_r,
+                       "queries": self.queries})
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Retrieval":
+        return cls({k: _num(v) for k, v in d["recall_at_k"].items()}, _num(d["map_at_r"]),
+                   int(d["queries"]))
+
+
+@dataclass(frozen=True)
+class DistanceHistogram:
+    """Counts of positive and negative pairs (of evaluated classes) per distance bin."""
+
+    edges: tuple[float, ...]
+    positive: tuple[int, ...]
+    negative: tuple[int, ...]
+
+    def to_dict(self) -> dict:
+        return _clean({"edges": list(self.edges), "positive": list(self.positive),
+                       "negative": list(self.negative)})
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DistanceHistogram":
+        return cls(tuple(float(v) for v in d["edges"]), tuple(int(v) for v in d["positive"]),
+                   tuple(int(v) for v in d["negative"]))
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """Everything ``opis evaluate`` measured (SPEC 8, ``schema_version`` 1).
+
+    ``classes`` is the class-level block (its numbers are also exposed at the
+    top level, e.g. ``result.opis``); ``groups`` the group-level block when
+    groups were given.
+    """
+
+    n_samples: int
+    dim: int
+    metric: str
+    utility: str
+    beta: float
+    epsilon: float
+    calibration_range: CalibrationRange
+    thresholds: tuple[float, ...]
+    classes: ConsistencyBlock
+    retrieval: Retrieval
+    distance_histogram: DistanceHistogram | None
+    options: dict
+    provenance: dict
+    groups: ConsistencyBlock | None = None
+    group_column: str | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    # -- headline numbers ------------------------------------------------
+    @property
+    def opis(self) -> float:
+        return self.classes.opis
+
+    @property
+    def epsilon_opis(self) -> float:
+        return self.classes.epsilon_opis
+
+    @property
+    def recommended_threshold(self) -> RecommendedThreshold:
+        return self.classes.recommended_threshold
+
+    @property
+    def curves(self) -> Curves | None:
+        return self.classes.curves
+
+    def headline(self) -> dict[str, float]:
+        """The flat metrics gates and comparisons use, by JSON key name."""
+        rt = self.recommended_threshold
+        return {
+            "opis": self.opis, "epsilon_opis": self.epsilon_opis,
+            "recall_at_1": self.retrieval.recall_at_k.get("1", float("nan")),
+            "recall_at_2": self.retrieval.recall_at_k.get("2", float("nan")),
+            "recall_at_4": self.retrieval.recall_at_k.get("4", float("nan")),
+            "recall_at_8": self.retrieval.recall_at_k.get("8", float("nan")),
+            "map_at_r": self.retrieval.map_at_r,
+            "threshold": rt.value, "mean_utility": rt.mean_utility,
+            "worst_mean_utility": rt.worst_mean_utility, "tpr": rt.tpr, "far": rt.far,
+            "frr": rt.frr, "fraction_far_above_2x": rt.fraction_far_above_2x,
+        }
+
+    # -- JSON ----------------------------------------------------------------
+    def to_dict(self) -> dict:
+        cb = self.classes.to_dict()
+        d = {
+            "schema_version": self.schema_version,
+            "n_samples": self.n_samples, "dim": self.dim, "metric": self.metric,
+            "utility": self.utility, "beta": self.beta, "epsilon": self.epsilon,
+            "opis": cb["opis"], "epsilon_opis": cb["epsilon_opis"],
+            "calibration_range": self.calibration_range.to_dict(),
+            "thresholds": list(self.thresholds),
+            "mean_utility": cb["mean_utility"],
+            "worst_mean_utility": cb["worst_mean_utility"],
+            "recommended_threshold": cb["recommended_threshold"],
+            "retrieval": self.retrieval.to_dict(),
+            "classes": cb["classes"],
+            "per_class": cb["per_class"],
+        }
+        if self.groups is not None:
+            g = self.groups.to_dict()
+            g["column"] = self.group_column
+            d["groups"] = g
+        if self.distance_histogram is not None:
+            d["distance_histogram"] = self.distance_histogram.to_dict()
+        d["options"] = self.options
+        d["provenance"] = self.provenance
+        return _clean(d)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EvaluationResult":
+        """Read a result document back (curves are not part of it)."""
+        if d.get("schema_version") != SCHEMA_VERSION:
+            raise ValueError(
+                f"schema_version {d.get('schema_version')!r} is not supported "
+                f"(this opis reads {SCHEMA_VERSION})")
+        block = ConsistencyBlock.from_dict(d)
+        groups = ConsistencyBlock.from_dict(d["groups"]) if d.get("groups") else None
+        hist = d.get("distance_histogram")
+        return cls(
+            n_samples=int(d["n_samples"]), dim=int(d["dim"]), metric=d["metric"],
+            utility=d["utility"], beta=float(d["beta"]), epsilon=float(d["epsilon"]),
+            calibration_range=CalibrationRange.from_dict(d["calibration_range"]),
+            thresholds=tuple(float(v) for v in d["thresholds"]), classes=block,
+            retrieval=Retrieval.from_dict(d["retrieval"]),
+            distance_histogram=DistanceHistogram.from_dict(hist) if hist else None,
+            options=d.get("options", {}), provenance=d.get("provenance", {}),
+            groups=groups, group_column=(d.get("groups") or {}).get("column"))
+
+    @classmethod
+    def from_json(cls, text: str) -> "EvaluationResult":
+        return cls.from_dict(json.loads(text))
+
+    def curves_table(self) -> dict[str, np.ndarray]:
+        """Per-row curves as columns, one row per (level, label, threshold).
+
+        Columns: level ("class"/"group"), label, threshold_index, threshold,
+        utility, tp, fp, positives, negatives, tpr, far.
+        """
+        cols: dict[str, list] = {k: [] for k in (
+            "level", "label", "threshold_index", "threshold", "utility", "tp", "fp",
+            "positives", "negatives", "tpr", "far")}
+        th = np.asarray(self.thresholds)
+        K = len(th)
+        for level, blk in (("class", self.classes), ("group", self.groups)):
+            if blk is None or blk.curves is None:
+                continue
+            cv = blk.curves
+            C = len(cv.labels)
+            cols["level"].append(np.full(C * K, level, dtype=object))
+            cols["label"].append(np.repeat(np.array(cv.labels, dtype=object), K))
+            cols["threshold_index"].append(np.tile(np.arange(K), C))
+            cols["threshold"].append(np.tile(th, C))
+            cols["utility"].append(cv.utility.ravel())
+            cols["tp"].append(cv.tp.ravel())
+            cols["fp"].append(cv.fp.ravel())
+            cols["positives"].append(np.repeat(cv.positives, K))
+            cols["negatives"].append(np.repeat(cv.negatives, K))
+            cols["tpr"].append((cv.tp / cv.positives[:, None]).ravel())
+            cols["far"].append((cv.fp / cv.negatives[:, None]).ravel())
+        return {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in cols.items()}

@@ -1,0 +1,110 @@
+"""Recommended global threshold and the per-class spread at it (SPEC 6).
+
+Pure numpy, no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import ConfigError
+
+SPREAD_POINTS = (("min", 0.0), ("p5", 5.0), ("p50", 50.0), ("p95", 95.0), ("max", 100.0))
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A threshold policy: ``max-mean-utility``, ``max-worst-utility`` or ``far:F``."""
+
+    name: str
+    far: float | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "Policy":
+        text = text.strip()
+        if text in ("max-mean-utility", "max-worst-utility"):
+            return cls(text)
+        if text.startswith("far:"):
+            try:
+                f = float(text[4:])
+            except ValueError:
+                f = float("nan")
+            if not (0.0 <= f <= 1.0):
+                raise ConfigError(
+                    f"--threshold-policy {text}: F must be a number in [0, 1], e.g. far:0.05")
+            return cls("far", f)
+        raise ConfigError(
+            f"--threshold-policy {text!r}: expected max-mean-utility, max-worst-utility or far:F")
+
+    def __str__(self) -> str:
+        return f"far:{self.far:g}" if self.name == "far" else self.name
+
+
+@dataclass(frozen=True)
+class Spread:
+    min: float
+    p5: float
+    p50: float
+    p95: float
+    max: float
+
+    @classmethod
+    def of(cls, values: np.ndarray) -> "Spread":
+        if len(values) == 0:
+            return cls(*(float("nan"),) * 5)
+        q = np.percentile(values, [p for _, p in SPREAD_POINTS])
+        return cls(*(float(v) for v in q))
+
+
+@dataclass(frozen=True)
+class Operating:
+    """The recommended threshold and what it does (SPEC 6)."""
+
+    policy: str
+    index: int
+    value: float
+    mean_utility: float
+    worst_utility: float
+    tpr: float
+    far: float
+    far_spread: Spread
+    frr_spread: Spread
+    fraction_far_above_2x: float
+    requested_far: float | None
+    per_far: np.ndarray
+    per_frr: np.ndarray
+
+
+def global_far(fp: np.ndarray, M: np.ndarray) -> np.ndarray:
+    """Global FAR at every threshold: ``sum_c FP_c(t) / sum_c M_c``."""
+    return fp.sum(axis=0) / M.sum()
+
+
+def recommend(policy: Policy, thresholds: np.ndarray, mean_curve: np.ndarray,
+              worst_curve: np.ndarray, tp: np.ndarray, fp: np.ndarray,
+              P: np.ndarray, M: np.ndarray) -> Operating:
+    """Pick the grid threshold of ``policy`` and describe the operating point.
+
+    ``tp``/``fp`` are (C, K) counts of evaluated rows, ``P``/``M`` their totals.
+    Ties go to the smallest threshold (``argmax`` returns the first maximum).
+    """
+    gfar = global_far(fp, M)
+    if policy.name == "max-mean-utility":
+        k = int(np.argmax(mean_curve))
+    elif policy.name == "max-worst-utility":
+        k = int(np.argmax(worst_curve))
+    else:
+        ok = np.nonzero(gfar <= policy.far)[0]
+        k = int(ok[-1]) if len(ok) else 0
+    per_far = fp[:, k] / M
+    per_frr = 1.0 - tp[:, k] / P
+    g = float(gfar[k])
+    return Operating(
+        policy=str(policy), index=k, value=float(thresholds[k]),
+        mean_utility=float(mean_curve[k]), worst_utility=float(worst_curve[k]),
+        tpr=float(tp[:, k].sum() / P.sum()), far=g,
+        far_spread=Spread.of(per_far), frr_spread=Spread.of(per_frr),
+        fraction_far_above_2x=float(np.mean(per_far > 2 * g)),
+        requested_far=policy.far, per_far=per_far, per_frr=per_frr)
