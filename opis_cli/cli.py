@@ -159,12 +159,22 @@ def evaluate(
     report: Annotated[Optional[Path], typer.Option(
         help="Write an HTML report with PNG figures into this folder.")] = None,
     block_mib: BlockMiB = 64,
+    engine: Annotated[str, typer.Option(
+        help="exact (all pairs), knn (approximate: K nearest neighbours) or dask "
+             "(exact, distributed).")] = "exact",
+    k: Annotated[int, typer.Option("--k", help="Neighbours per query for --engine knn.")] = 100,
+    index: Annotated[str, typer.Option(help="FAISS index for --engine knn: hnsw, ivf or flat.")] = "hnsw",
+    scheduler: Annotated[Optional[str], typer.Option(
+        help="Dask scheduler address for --engine dask (default: a local cluster).")] = None,
+    workers: Annotated[Optional[int], typer.Option(
+        help="Worker processes of the local Dask cluster for --engine dask.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No terminal output but errors.")] = False,
     debug: Annotated[bool, typer.Option(help="Show tracebacks for errors.")] = False,
 ) -> None:
     """Measure OPIS, 10%-OPIS, a recommended threshold and retrieval accuracy."""
     global _DEBUG
     _DEBUG = debug
+    from .engines import make_engine
     from .output import write_table, write_text
     from .terminal import print_result
 
@@ -175,7 +185,9 @@ def evaluate(
         show_progress=not quiet and sys.stderr.isatty(), metric=metric.value,
         far_range=far_range, calibration_range=calibration_range,
         num_thresholds=num_thresholds, utility=utility.value, beta=beta, epsilon=epsilon,
-        threshold_policy=threshold_policy, block_bytes=block_mib * 2**20)
+        threshold_policy=threshold_policy, block_bytes=block_mib * 2**20,
+        engine=make_engine(engine, block_bytes=block_mib * 2**20, k=k, index=index,
+                           scheduler=scheduler, workers=workers))
     if json_out:
         write_text(json_out, result.to_json())
     if curves:

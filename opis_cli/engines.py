@@ -1,0 +1,22 @@
+"""Engine factory: the name given to ``--engine`` -> an engine object.
+
+An engine has ``name`` and ``run(prepared, GridSpec, progress) -> EngineOutput``
+(see ``engine.py``). Heavy engines (knn, dask) are imported only when asked
+for.
+"""
+
+from __future__ import annotations
+
+from .errors import ConfigError
+
+ENGINES = ("exact", "knn", "dask")
+
+
+def make_engine(name: str, *, block_bytes: int, k: int = 100, index: str = "hnsw",
+                scheduler: str | None = None, workers: int | None = None):
+    """Build the engine called ``name`` with the CLI's options."""
+    if name == "exact":
+        from .engine import ExactEngine
+
+        return ExactEngine(block_bytes=block_bytes)
+    raise ConfigError(f"--engine {name!r}: expected one of {', '.join(ENGINES)}")
