@@ -33,41 +33,260 @@ def _key(s, qn2, gn2, l2):
     return 1.0 - s
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _bin(key, lo, scale, nbins):
+    b = int((key - lo) * scale)
+    if b < 0:
+        return 0
+    if b >= nbins:
+        return nbins - 1
+    return b
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _before(k1, o1, k2, o2):
+    """(k1, o1) ranks before (k2, o2): by key, ties by original row."""
+    return k1 < k2 or (k1 == k2 and o1 < o2)
+
+
+@nb.njit(cache=True, nogil=True)
+def _sift_down(hk, ho, hp, n, i):
+    """Restore the max-heap (by key, then row) below position ``i``."""
+    while True:
+        left = 2 * i + 1
+        if left >= n:
+            return
+        big = left
+        right = left + 1
+        if right < n and _before(hk[left], ho[left], hk[right], ho[right]):
+            big = right
+        if _before(hk[i], ho[i], hk[big], ho[big]):
+            hk[i], hk[big] = hk[big], hk[i]
+            ho[i], ho[big] = ho[big], ho[i]
+            hp[i], hp[big] = hp[big], hp[i]
+            i = big
+        else:
+            return
+
+
+@nb.njit(cache=True, nogil=True)
+def _sift_up(hk, ho, hp, i):
+    while i > 0:
+        parent = (i - 1) // 2
+        if _before(hk[parent], ho[parent], hk[i], ho[i]):
+            hk[i], hk[parent] = hk[parent], hk[i]
+            ho[i], ho[parent] = ho[parent], ho[i]
+            hp[i], hp[parent] = hp[parent], hp[i]
+            i = parent
+        else:
+            return
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _cell(key, K, lo_b, hi_b, base, inv_step):
+    """Grid cell of ``key`` (first k with t_k >= key), or -1 if undecided.
+
+    ``lo_b[k] <= t_k <= hi_b[k]``; the caller has checked ``key <= hi_b[-1]``.
+    """
+    if key <= lo_b[0]:
+        return 0
+    k = int((key - base) * inv_step)
+    if k < 0:
+        k = 0
+    elif k > K - 1:
+        k = K - 1
+    while k > 0 and hi_b[k - 1] >= key:
+        k -= 1
+    while k < K and hi_b[k] < key:
+        k += 1
+    jmin = k
+    while k < K and lo_b[k] < key:
+        k += 1
+    if k == jmin:
+        return jmin
+    return -1
+
+
+@nb.njit(cache=True, nogil=True)
+def _keys_row(row, l2, qn, gn2, kb):
+    if l2:
+        for j in range(row.shape[0]):
+            kb[j] = qn + gn2[j] - 2.0 * np.float64(row[j])
+    else:
+        for j in range(row.shape[0]):
+            kb[j] = 1.0 - np.float64(row[j])
+
+
+@nb.njit(cache=True, nogil=True)
+def _order_stat_row(kb, j0, j1, win_lo, win_hi, win_scale, F, below, hist):
+    """Per window w: count keys < win_lo[w], histogram keys in [win_lo, win_hi)."""
+    top = win_hi.max()
+    W = win_lo.shape[0]
+    for j in range(j0, j1):
+        key = kb[j]
+        if key < top:  # most keys are above every window: one predictable test
+            for w in range(W):
+                if key < win_lo[w]:
+                    below[w] += 1
+                elif key < win_hi[w]:
+                    hist[w, _bin(key, win_lo[w], win_scale[w], F)] += 1
+
+
+@nb.njit(cache=True, nogil=True)
+def _report_hist(kb, sc, ps, pe, lo, scale, RB, hpos, hneg):
+    for j in range(kb.shape[0]):
+        if j == sc:
+            continue
+        b = _bin(kb[j], lo, scale, RB)
+        if ps <= j < pe:
+            hpos[b] += 1
+        else:
+            hneg[b] += 1
+
+
+@nb.njit(cache=True, nogil=True)
+def _counts_row(kb, ps, pe, key_skip, K, lo_b, hi_b, base, inv_step, call, cpos,
+                dval, dpos, gather, win_lo, win_hi, win_scale, F, gat_win, gat_bin, gval):
+    """Grid cells of one row; returns (deferred, gathered) element counts."""
+    for k in range(K):
+        call[k] = 0
+        cpos[k] = 0
+    cap_d = dval.shape[0]
+    cap_g = gval.shape[0]
+    nd = 0
+    ng = 0
+    for j in range(kb.shape[0]):
+        key = kb[j]
+        if key <= key_skip:
+            c = _cell(key, K, lo_b, hi_b, base, inv_step)
+            if c >= 0:
+                call[c] += 1
+            else:
+                if nd < cap_d:
+                    dval[nd] = key
+                    dpos[nd] = ps <= j < pe
+                nd += 1
+            if gather and not (ps <= j < pe):
+                for i in range(2):
+                    w = gat_win[i]
+                    if win_lo[w] <= key < win_hi[w] and \
+                            _bin(key, win_lo[w], win_scale[w], F) == gat_bin[i]:
+                        if ng < cap_g:
+                            gval[ng] = key
+                        ng += 1
+                        break
+    for j in range(ps, pe):
+        key = kb[j]
+        if key <= key_skip:
+            c = _cell(key, K, lo_b, hi_b, base, inv_step)
+            if c >= 0:
+                cpos[c] += 1
+    return nd, ng
+
+
+@nb.njit(cache=True, nogil=True)
+def _retrieval_row(kb, sc, ps, pe, g_orig):
+    """(R, rank of the first positive, AP@R) of one row; see process_block."""
+    Ng = kb.shape[0]
+    R = pe - ps
+    if ps <= sc < pe:
+        R -= 1
+    if R <= 0:
+        return R, 0, 0.0
+    avail = Ng - 1 if sc >= 0 else Ng
+    hsize = min(max(R, 8), avail)
+    hk = np.empty(hsize, np.float64)
+    ho = np.empty(hsize, np.int64)
+    hp = np.empty(hsize, np.bool_)
+    hn = 0
+    j = 0
+    while hn < hsize:
+        if j != sc:
+            hk[hn] = kb[j]
+            ho[hn] = g_orig[j]
+            hp[hn] = ps <= j < pe
+            _sift_up(hk, ho, hp, hn)
+            hn += 1
+        j += 1
+    top = hk[0]
+    for jj in range(j, Ng):
+        key = kb[jj]
+        if key <= top:  # self is +inf, never here
+            o = g_orig[jj]
+            if _before(key, o, hk[0], ho[0]):
+                hk[0] = key
+                ho[0] = o
+                hp[0] = ps <= jj < pe
+                _sift_down(hk, ho, hp, hn, 0)
+                top = hk[0]
+    # pop the heap, largest first, filling the ranking from the back
+    order_p = np.empty(hn, np.bool_)
+    m = hn
+    while m > 0:
+        order_p[m - 1] = hp[0]
+        m -= 1
+        hk[0] = hk[m]
+        ho[0] = ho[m]
+        hp[0] = hp[m]
+        _sift_down(hk, ho, hp, m, 0)
+    found = 0
+    first = hn + 1  # beyond every k that is reported
+    total = 0.0
+    for i in range(hn):
+        if order_p[i]:
+            found += 1
+            if found == 1:
+                first = i + 1
+            if i < R:
+                total += found / (i + 1)
+    return R, first, total / R
+
+
 @nb.njit(parallel=True, cache=True, nogil=True)
 def process_block(
-    S, l2, qn2, gn2, self_col, pos_start, pos_end, row_eval, g_orig,
-    # distance histogram (H bins) of evaluated rows, per thread, or disabled
-    do_hist, h_lo, h_scale, H, hist_pos, hist_neg,
-    # gather negatives falling in histogram bins b0/b1 (order statistic)
-    do_gather, b0, b1, gath_val, gath_n,
+    S, l2, qn2, gn2, self_col, pos_start, pos_end, row_eval, row_sample, g_orig,
+    # order statistic: per window w, count negatives with key < win_lo[w] and
+    # histogram those in [win_lo[w], win_hi[w]) into F bins (per thread)
+    do_win, win_lo, win_hi, win_scale, F, win_below, win_hist,
+    # coarse histogram of all keys of sampled rows, for the report (per thread)
+    do_rep, r_lo, r_scale, RB, rep_pos, rep_neg,
+    # gather negative keys in bin gat_bin[i] of window gat_win[i] (i = 0, 1)
+    do_gather, gat_win, gat_bin, gath_val, gath_n,
     # per-row threshold counts with (possibly uncertain) key bounds of the grid
     do_counts, lo_b, hi_b, base, inv_step, cnt_all, cnt_pos, def_val, def_pos, def_n,
     # retrieval: rank of the first positive and AP@R
     do_ret, first_rank, ap, n_rel,
 ):
-    """Process one block of queries; see module docstring for the conventions.
+    """Process one block of queries; see the module docstring for conventions.
 
     Outputs indexed by block row (``cnt_*``, ``def_*``, ``gath_*``,
     ``first_rank``, ``ap``, ``n_rel``) are overwritten for every row; the
-    histograms ``hist_*`` (shape (T, H)) accumulate across calls, one row per
+    histograms (first axis: thread) accumulate across calls, one slice per
     thread so that no two threads write the same memory.
 
-    Deferred elements (whose grid index cannot be decided because the grid is
+    Each row is handled in phases, each a tight loop over the row's keys
+    (computed once, vectorised): the rare work (an element inside a range of
+    interest) sits behind one well-predicted comparison.
+
+    Deferred elements (whose grid cell cannot be decided because the grid is
     only known within ``[lo_b, hi_b]``) and gathered elements are written up
     to the buffer capacity; ``def_n``/``gath_n`` always hold the true number,
     so the caller can detect an overflow and run the block again with larger
     buffers.
+
+    Retrieval keeps, per row, a max-heap of the ``k = max(R, 8)`` nearest
+    gallery items by (key, original row): one comparison per element once the
+    heap is full, like a k-NN search.
     """
     B, Ng = S.shape
-    T = hist_pos.shape[0]
+    T = win_below.shape[0]
     K = lo_b.shape[0]
-    cap_d = def_val.shape[1]
-    cap_g = gath_val.shape[1]
     chunk = (B + T - 1) // T
-    key_skip = hi_b[K - 1] if K > 0 else -np.inf
+    key_skip = hi_b[K - 1]
     for t in nb.prange(T):
         r0 = t * chunk
         r1 = min(B, r0 + chunk)
+        kb = np.empty(Ng, np.float64)
         for r in range(r0, r1):
             ps = pos_start[r]
             pe = pos_end[r]
@@ -75,119 +294,32 @@ def process_block(
             qn = qn2[r]
             ev = row_eval[r]
             row = S[r]
-            if do_counts:
-                for k in range(K):
-                    cnt_all[r, k] = 0
-                    cnt_pos[r, k] = 0
-                def_n[r] = 0
+            _keys_row(row, l2, qn, gn2, kb)
+            if sc >= 0:
+                kb[sc] = np.inf  # never paired with itself: above every threshold
+            if do_rep and ev and row_sample[r]:
+                _report_hist(kb, sc, ps, pe, r_lo, r_scale, RB, rep_pos[t], rep_neg[t])
+            if do_win and ev:
+                # negatives are [0, ps) and [pe, Ng)
+                _order_stat_row(kb, 0, ps, win_lo, win_hi, win_scale, F, win_below[t],
+                                win_hist[t])
+                _order_stat_row(kb, pe, Ng, win_lo, win_hi, win_scale, F, win_below[t],
+                                win_hist[t])
             if do_gather:
                 gath_n[r] = 0
-            # --- retrieval set-up: positives sorted by (key, original row)
-            R = 0
+            if do_counts:
+                nd, ng_ = _counts_row(kb, ps, pe, key_skip, K, lo_b, hi_b, base, inv_step,
+                                      cnt_all[r], cnt_pos[r], def_val[r], def_pos[r],
+                                      do_gather and ev, win_lo, win_hi, win_scale, F, gat_win,
+                                      gat_bin, gath_val[r])
+                def_n[r] = nd
+                if do_gather:
+                    gath_n[r] = ng_
             if do_ret:
-                R = pe - ps
-                if ps <= sc < pe:
-                    R -= 1
+                R, first, apr = _retrieval_row(kb, sc, ps, pe, g_orig)
                 n_rel[r] = R
-                first_rank[r] = 0
-                ap[r] = 0.0
-            pk = np.empty(max(R, 1), np.float64)
-            po = np.empty(max(R, 1), np.int64)
-            cntb = np.zeros(max(R, 1), np.int64)
-            pmax_k = -np.inf
-            pmax_o = -1
-            if R > 0:
-                tmp_k = np.empty(R, np.float64)
-                tmp_o = np.empty(R, np.int64)
-                m = 0
-                for j in range(ps, pe):
-                    if j == sc:
-                        continue
-                    tmp_k[m] = _key(np.float64(row[j]), qn, gn2[j], l2)
-                    tmp_o[m] = g_orig[j]
-                    m += 1
-                # columns are in original-row order, so a stable sort on the
-                # key alone orders ties by original row
-                order = np.argsort(tmp_k, kind="mergesort")
-                for i in range(R):
-                    pk[i] = tmp_k[order[i]]
-                    po[i] = tmp_o[order[i]]
-                pmax_k = pk[R - 1]
-                pmax_o = po[R - 1]
-            # --- one sweep over the gallery
-            for j in range(Ng):
-                if j == sc:
-                    continue
-                key = _key(np.float64(row[j]), qn, gn2[j], l2)
-                pos = ps <= j < pe
-                if ev and (do_hist or do_gather):
-                    b = int((key - h_lo) * h_scale)
-                    if b < 0:
-                        b = 0
-                    elif b >= H:
-                        b = H - 1
-                    if do_hist:
-                        if pos:
-                            hist_pos[t, b] += 1
-                        else:
-                            hist_neg[t, b] += 1
-                    if do_gather and not pos and (b == b0 or b == b1):
-                        n = gath_n[r]
-                        if n < cap_g:
-                            gath_val[r, n] = key
-                        gath_n[r] = n + 1
-                if do_counts and key <= key_skip:
-                    if key <= lo_b[0]:
-                        jmin = 0
-                        jmax = 0
-                    else:
-                        k = int((key - base) * inv_step)
-                        if k < 0:
-                            k = 0
-                        elif k > K - 1:
-                            k = K - 1
-                        while k > 0 and hi_b[k - 1] >= key:
-                            k -= 1
-                        while k < K and hi_b[k] < key:
-                            k += 1
-                        jmin = k
-                        while k < K and lo_b[k] < key:
-                            k += 1
-                        jmax = k
-                    if jmin == jmax:
-                        cnt_all[r, jmin] += 1
-                        if pos:
-                            cnt_pos[r, jmin] += 1
-                    else:
-                        n = def_n[r]
-                        if n < cap_d:
-                            def_val[r, n] = key
-                            def_pos[r, n] = pos
-                        def_n[r] = n + 1
-                if R > 0 and not pos:
-                    o = g_orig[j]
-                    if key < pmax_k or (key == pmax_k and o < pmax_o):
-                        lo = 0
-                        hi = R
-                        while lo < hi:
-                            mid = (lo + hi) >> 1
-                            if pk[mid] < key or (pk[mid] == key and po[mid] < o):
-                                lo = mid + 1
-                            else:
-                                hi = mid
-                        cntb[lo] += 1
-            if R > 0:
-                acc = 0
-                total = 0.0
-                for i in range(R):
-                    acc += cntb[i]
-                    rank = i + 1 + acc
-                    if i == 0:
-                        first_rank[r] = rank
-                    if rank > R:
-                        break
-                    total += (i + 1) / rank
-                ap[r] = total / R
+                first_rank[r] = first
+                ap[r] = apr
 
 
 @nb.njit(cache=True)

@@ -3,24 +3,30 @@
 Distances are never materialised for all pairs. Queries are processed in
 blocks of ``b`` rows; for each block one BLAS product gives the ``b x ng``
 inner products, and a compiled kernel (``_kernels.process_block``) folds them
-into per-row counts on the threshold grid, a distance histogram and the
-retrieval ranks, after which the block is dropped.
+into per-row counts on the threshold grid, histograms and the retrieval
+ranks, after which the block is dropped.
 
 Peak memory (bytes), with N rows, D dimensions, K thresholds, T threads::
 
-    N*D*4 (float32 copy of the embeddings, queries and gallery)
-    + b*ng*4 (one block of inner products; b*ng <= block_bytes/4)
-    + b*K*16 + b*cap*17 (per-row counts and deferral buffers)
-    + 2*T*H*8 (distance histograms; H = 2**20 in the FAR pass, 32 MiB at T=2)
-    + N*(8+8+8) (retrieval results per query)
-    + n_deferred*17 (elements whose grid cell is decided after the FAR pass)
+    N*D*4             float32 copy of the embeddings (queries and gallery)
+    + b*ng*4          one block of inner products (b*ng*4 <= block_bytes)
+    + b*K*16          per-row counts of the block
+    + 2*T*F*8         order-statistic histograms (F = 2**16 bins: 2 MiB at T=2)
+    + T*ng*8          one row of float64 keys per thread
+    + nq*24           retrieval results per query
+    + n_deferred*25   elements whose grid cell is decided after the FAR pass
 
 The FAR-defined calibration range (SPEC 5) needs the exact order statistic of
 all negative distances before the grid is known. It costs one extra pass:
 
-1. pass 1 builds an exact histogram of negative keys with 2**20 bins (and the
-   retrieval metrics, which need no grid), so the bins holding the two order
-   statistics and their ranks inside those bins are known;
+0. a pilot of a couple of thousand sampled query rows estimates, for each of
+   the two FAR levels, a narrow window of distances that holds its order
+   statistic with high probability;
+1. pass 1 counts the negatives below each window and histograms those inside
+   it (2**16 bins), and computes the retrieval metrics (which need no grid),
+   so the bins holding the two order statistics and their ranks inside those
+   bins are known (if a window missed, pass 1 runs again over all distances:
+   results never depend on the pilot, only the speed does);
 2. pass 2 counts against the grid known only to within one bin, gathers the
    negatives of the two bins (so the order statistics are then selected
    exactly) and defers the few elements whose grid cell is still undecided;
@@ -30,14 +36,19 @@ With an explicit range one pass does everything. The inner products use the
 same BLAS ``sgemm`` that FAISS's own ``pairwise_distances`` calls for the
 inner-product metric (``xq @ xb.T``); calling it directly lets the block be
 written into one reused buffer.
+
+Work is split into *chunks* of query rows (``run_chunk``) whose partial
+results are summed (``merge``): the local engine runs them in turn, the
+distributed engine (``engine_dask``) on workers; integer counts and per-query
+results make the outcome independent of the split.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -50,9 +61,14 @@ Progress = Callable[[str, int, int], None]
 #: default bytes of one block of inner products
 DEFAULT_BLOCK_BYTES = 64 * 2**20
 #: histogram bins of the order-statistic pass
-FAR_BINS = 2**20
-#: bins of the distance histogram kept in the result (FAR_BINS is a multiple)
+FAR_BINS = 2**16
+#: bins of the distance histogram kept in the result
 REPORT_BINS = 512
+#: query rows sampled for the report histogram
+REPORT_ROWS = 1024
+#: query rows of the pilot that bounds the FAR pass, and values it keeps
+PILOT_ROWS = 2048
+PILOT_VALUES = 4_000_000
 
 
 @dataclass(frozen=True)
@@ -66,11 +82,13 @@ class GridSpec:
 
 @dataclass(frozen=True)
 class EngineOutput:
-    """What the engine measured; everything downstream is computed from this.
+    """What an engine measured; everything downstream is computed from this.
 
     ``class_tp[c, k]`` / ``class_pp[c, k]`` are the numbers of positive / all
     pairs of class ``c`` with distance ``<= thresholds[k]`` (so
-    ``FP = class_pp - class_tp``); likewise for groups.
+    ``FP = class_pp - class_tp``); likewise for groups. Per-query arrays are
+    in the prepared (class-sorted) query order. ``notes`` carries
+    engine-specific facts for provenance (e.g. truncation of the knn engine).
     """
 
     thresholds: np.ndarray
@@ -87,6 +105,31 @@ class EngineOutput:
     hist_neg: np.ndarray
     passes: int
     deferred: int
+    notes: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PassConfig:
+    """What one pass over the pairs computes (picklable: sent to workers)."""
+
+    K: int
+    l2: bool
+    block_rows: int
+    do_win: bool = False
+    win_lo: tuple[float, ...] = (0.0,)
+    win_hi: tuple[float, ...] = (1.0,)
+    do_rep: bool = False
+    r_lo: float = 0.0
+    r_hi: float = 1.0
+    do_gather: bool = False
+    gather: tuple[tuple[int, int], tuple[int, int]] = ((0, -1), (0, -1))
+    counts: tuple[np.ndarray, np.ndarray] | None = None
+    do_ret: bool = False
+
+    def window_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        lo = np.asarray(self.win_lo, np.float64)
+        hi = np.asarray(self.win_hi, np.float64)
+        return lo, hi, FAR_BINS / (hi - lo)
 
 
 def _rank(fraction: float, m: int) -> int:
@@ -94,25 +137,142 @@ def _rank(fraction: float, m: int) -> int:
     return max(1, math.ceil(Fraction(repr(float(fraction))) * m))
 
 
-class _Buffers:
-    """Per-block output buffers, grown when a block needs more room."""
+def run_chunk(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg: PassConfig,
+              start: int, stop: int, progress: Callable[[int], None] | None = None) -> dict:
+    """One pass over query rows ``[start, stop)``: the map step.
 
-    def __init__(self, b: int, K: int, T: int, H: int):
-        self.cnt_all = np.zeros((b, K), np.int64)
-        self.cnt_pos = np.zeros((b, K), np.int64)
-        self.def_n = np.zeros(b, np.int64)
-        self.gath_n = np.zeros(b, np.int64)
-        self.first_rank = np.zeros(b, np.int64)
-        self.ap = np.zeros(b, np.float64)
-        self.n_rel = np.zeros(b, np.int64)
-        self.hist_pos = np.zeros((T, H), np.int64)
-        self.hist_neg = np.zeros((T, H), np.int64)
-        self.set_caps(b, 32, 4)
+    Returns partial results that ``merge`` sums: per-class (and per-group)
+    count histograms on the grid, histograms, deferred and gathered
+    elements, and the retrieval results of these queries.
+    """
+    K = cfg.K
+    ng = len(prep.g_rows)
+    b = max(1, min(stop - start, cfg.block_rows))
+    T = _kernels.num_threads()
+    C = prep.n_classes
+    G = len(prep.group_labels) if prep.group_labels is not None else 0
+    do_counts = cfg.counts is not None
+    lo_b, hi_b = cfg.counts if do_counts else (np.full(1, -np.inf), np.full(1, -np.inf))
+    base = float(lo_b[0]) if np.isfinite(lo_b[0]) else 0.0
+    top = float(hi_b[-1])
+    inv_step = (K - 1) / (top - base) if do_counts and np.isfinite(top) and top > base else 0.0
+    F = FAR_BINS
+    win_lo, win_hi, win_scale = cfg.window_arrays()
+    W = len(win_lo)
+    win_below = np.zeros((T, W), np.int64)
+    win_hist = np.zeros((T, W, F if cfg.do_win else 1), np.int64)
+    gat_win = np.array([g[0] for g in cfg.gather], np.int64)
+    gat_bin = np.array([g[1] for g in cfg.gather], np.int64)
+    RB = REPORT_BINS if cfg.do_rep else 1
+    rep_pos = np.zeros((T, RB), np.int64)
+    rep_neg = np.zeros((T, RB), np.int64)
+    r_scale = REPORT_BINS / (cfg.r_hi - cfg.r_lo) if cfg.do_rep else 0.0
+    cnt_all = np.zeros((b, K if do_counts else 1), np.int64)
+    cnt_pos = np.zeros_like(cnt_all)
+    def_n = np.zeros(b, np.int64)
+    gath_n = np.zeros(b, np.int64)
+    first_rank = np.zeros(b, np.int64)
+    ap = np.zeros(b, np.float64)
+    n_rel = np.zeros(b, np.int64)
+    cap_d, cap_g = 32, 4
+    def_val = np.zeros((b, cap_d), np.float64)
+    def_pos = np.zeros((b, cap_d), np.bool_)
+    gath_val = np.zeros((b, cap_g), np.float64)
+    S = np.empty((b, ng), np.float32)
+    xgT = prep.xg.T
+    qs = prep.class_start[prep.q_class]
+    qe = prep.class_end[prep.q_class]
+    out = {
+        "class_all": np.zeros((C, K), np.int64), "class_pos": np.zeros((C, K), np.int64),
+        "group_all": np.zeros((G, K), np.int64), "group_pos": np.zeros((G, K), np.int64),
+        "deferred": [], "deferred_total": 0, "gathered": [],
+        "first_rank": np.zeros(stop - start, np.int64), "ap": np.zeros(stop - start),
+        "n_rel": np.zeros(stop - start, np.int64),
+    }
+    for s in range(start, stop, b):
+        e = min(stop, s + b)
+        n = e - s
+        Sb = S[:n]
+        np.matmul(prep.xq[s:e], xgT, out=Sb)
+        hist_on = True
+        while True:
+            _kernels.process_block(
+                Sb, cfg.l2, prep.qn2[s:e], prep.gn2, prep.self_col[s:e], qs[s:e], qe[s:e],
+                row_eval[s:e], row_sample[s:e], prep.g_rows,
+                cfg.do_win and hist_on, win_lo, win_hi, win_scale, F, win_below, win_hist,
+                cfg.do_rep and hist_on, cfg.r_lo, r_scale, RB, rep_pos, rep_neg,
+                cfg.do_gather, gat_win, gat_bin, gath_val, gath_n,
+                do_counts, lo_b, hi_b, base, inv_step, cnt_all, cnt_pos, def_val, def_pos, def_n,
+                cfg.do_ret, first_rank, ap, n_rel)
+            need_d = int(def_n[:n].max()) if do_counts else 0
+            need_g = int(gath_n[:n].max()) if cfg.do_gather else 0
+            if need_d <= cap_d and need_g <= cap_g:
+                break
+            # rare: a row overflowed its buffer; run the block again with room
+            # for it (histograms are already counted, so not again)
+            cap_d, cap_g = max(cap_d, 2 * need_d), max(cap_g, 2 * need_g)
+            def_val = np.zeros((b, cap_d), np.float64)
+            def_pos = np.zeros((b, cap_d), np.bool_)
+            gath_val = np.zeros((b, cap_g), np.float64)
+            hist_on = False
+        if cfg.do_ret:
+            out["first_rank"][s - start:e - start] = first_rank[:n]
+            out["ap"][s - start:e - start] = ap[:n]
+            out["n_rel"][s - start:e - start] = n_rel[:n]
+        if do_counts:
+            cls = prep.q_class[s:e]
+            _kernels.aggregate_rows(cnt_all[:n], cls, C, out["class_all"])
+            _kernels.aggregate_rows(cnt_pos[:n], cls, C, out["class_pos"])
+            grp = prep.q_group[s:e] if G else None
+            if G:
+                _kernels.aggregate_rows(cnt_all[:n], grp, G, out["group_all"])
+                _kernels.aggregate_rows(cnt_pos[:n], grp, G, out["group_pos"])
+            dn = def_n[:n]
+            if dn.any():
+                mask = np.arange(def_val.shape[1])[None, :] < dn[:, None]
+                rows = np.nonzero(mask)[0]
+                out["deferred"].append((def_val[:n][mask], def_pos[:n][mask], cls[rows],
+                                        grp[rows] if G else None))
+                out["deferred_total"] += int(dn.sum())
+        if cfg.do_gather:
+            gn = gath_n[:n]
+            if gn.any():
+                mask = np.arange(gath_val.shape[1])[None, :] < gn[:, None]
+                out["gathered"].append(gath_val[:n][mask])
+        if progress:
+            progress(e - s)
+    if cfg.do_win:
+        out["win_below"] = win_below.sum(axis=0)
+        out["win_hist"] = win_hist.sum(axis=0)
+    if cfg.do_rep:
+        out["rep_pos"] = rep_pos.sum(axis=0)
+        out["rep_neg"] = rep_neg.sum(axis=0)
+    return out
 
-    def set_caps(self, b: int, cap_d: int, cap_g: int) -> None:
-        self.def_val = np.zeros((b, cap_d), np.float64)
-        self.def_pos = np.zeros((b, cap_d), np.bool_)
-        self.gath_val = np.zeros((b, cap_g), np.float64)
+
+def merge(parts: Iterable[tuple[int, int, dict]], nq: int) -> dict:
+    """Sum the partial results of ``run_chunk`` (the reduce step)."""
+    total: dict = {}
+    for start, stop, p in parts:
+        if not total:
+            total = {k: v for k, v in p.items() if k not in ("first_rank", "ap", "n_rel")}
+            total["deferred"] = list(p["deferred"])
+            total["gathered"] = list(p["gathered"])
+            total["first_rank"] = np.zeros(nq, np.int64)
+            total["ap"] = np.zeros(nq)
+            total["n_rel"] = np.zeros(nq, np.int64)
+        else:
+            for k in ("class_all", "class_pos", "group_all", "group_pos", "win_below", "win_hist",
+                      "rep_pos", "rep_neg"):
+                if k in p:
+                    total[k] = total[k] + p[k]
+            total["deferred_total"] += p["deferred_total"]
+            total["deferred"].extend(p["deferred"])
+            total["gathered"].extend(p["gathered"])
+        total["first_rank"][start:stop] = p["first_rank"]
+        total["ap"][start:stop] = p["ap"]
+        total["n_rel"][start:stop] = p["n_rel"]
+    return total
 
 
 class ExactEngine:
@@ -120,7 +280,8 @@ class ExactEngine:
 
     Parameters
     ----------
-    block_bytes : size of one block of inner products, in bytes.
+    block_bytes : size of one block of inner products, in bytes (results do
+        not depend on it).
     """
 
     name = "exact"
@@ -130,6 +291,22 @@ class ExactEngine:
             raise ConfigError("block size must be positive")
         self.block_bytes = int(block_bytes)
 
+    # -- the map over chunks: overridden by distributed engines ----------------
+    def map_chunks(self, prep: Prepared, row_eval, row_sample, cfg: PassConfig,
+                   progress: Progress | None, stage: str) -> dict:
+        nq = len(prep.q_rows)
+        done = [0]
+
+        def tick(n: int) -> None:
+            done[0] += n
+            if progress:
+                progress(stage, done[0], nq)
+
+        if progress:
+            progress(stage, 0, nq)
+        part = run_chunk(prep, row_eval, row_sample, cfg, 0, nq, tick)
+        return merge([(0, nq, part)], nq)
+
     # -- public -----------------------------------------------------------
     def run(self, prep: Prepared, spec: GridSpec, progress: Progress | None = None) -> EngineOutput:
         K = int(spec.num_thresholds)
@@ -138,224 +315,180 @@ class ExactEngine:
         P, M = prep.class_pair_counts()
         evaluated = (P > 0) & (M > 0)
         row_eval = evaluated[prep.q_class]
+        nq, ng = len(prep.q_rows), len(prep.g_rows)
+        row_sample = np.zeros(nq, bool)
+        row_sample[:: max(1, nq // REPORT_ROWS)] = True
         l2 = prep.metric == "l2"
-        h_lo, h_hi = self._key_span(prep)
-        self._prep, self._l2, self._row_eval = prep, l2, row_eval
-        self._h_lo, self._h_hi = h_lo, h_hi
-        nq = len(prep.q_rows)
-        self._first_rank = np.zeros(nq, np.int64)
-        self._ap = np.zeros(nq, np.float64)
-        self._n_rel = np.zeros(nq, np.int64)
+        k_lo, k_hi = self._key_span(prep)
+        block_rows = max(1, self.block_bytes // (4 * ng))
+        base_cfg = dict(K=K, l2=l2, block_rows=block_rows, do_rep=True, r_lo=k_lo, r_hi=k_hi)
 
         if spec.calibration_range is not None:
             lo, hi = (float(v) for v in spec.calibration_range)
             _check_range(lo, hi, "--calibration-range", f"{lo:g}:{hi:g}")
             grid = np.linspace(lo, hi, K)
-            lo_b, hi_b = self._exact_key_bounds(grid)
-            res = self._pass(K, REPORT_BINS, do_hist=True, do_ret=True, counts=(lo_b, hi_b),
-                             progress=progress, stage="distances")
-            self._resolve_deferred(res, grid)
-            hist_pos, hist_neg = res["hist_pos"], res["hist_neg"]
+            cfg = PassConfig(**base_cfg, counts=self._exact_key_bounds(grid, l2), do_ret=True)
+            res = self.map_chunks(prep, row_eval, row_sample, cfg, progress, "distances")
+            ret = res
             source, passes = "explicit", 1
         else:
             a, b = (float(v) for v in spec.far_range)
             if not (0.0 < a < b <= 1.0):
-                raise ConfigError(
-                    f"--far-range {a:g}:{b:g} is degenerate: need 0 < A < B <= 1")
+                raise ConfigError(f"--far-range {a:g}:{b:g} is degenerate: need 0 < A < B <= 1")
             m_total = int(M[evaluated].sum())
-            if m_total == 0:
-                raise ConfigError("--far-range needs negative pairs, and there are none")
-            res1 = self._pass(K, FAR_BINS, do_hist=True, do_ret=True, counts=None,
-                              progress=progress, stage="order statistic")
-            hneg = res1["hist_neg"]
-            cum = np.cumsum(hneg)
             ranks = (_rank(a, m_total), _rank(b, m_total))
-            bins = [int(np.searchsorted(cum, r, side="left")) for r in ranks]
-            width = (h_hi - h_lo) / FAR_BINS
-            pad = 1e-9 * (h_hi - h_lo) + 1e-12
-            kb = []
-            for bb in bins:
-                klo = h_lo + bb * width - pad if bb > 0 else -np.inf
-                khi = h_lo + (bb + 1) * width + pad if bb < FAR_BINS - 1 else np.inf
-                kb.append((klo, khi))
-            d_lo = [self._key_to_dist(k) for k in kb[0]]
-            d_hi = [self._key_to_dist(k) for k in kb[1]]
-            lo_b, hi_b = self._uncertain_key_bounds(K, d_lo, d_hi, h_lo, h_hi)
-            res2 = self._pass(K, FAR_BINS, do_hist=False, do_ret=False, counts=(lo_b, hi_b),
-                              gather=tuple(bins), progress=progress, stage="counts")
-            gathered = res2["gathered"]
+            everything = (k_lo - 1e-3 * (k_hi - k_lo) - 1e-9, k_hi + 1e-3 * (k_hi - k_lo) + 1e-9)
+            windows = self._pilot_windows(prep, row_eval, (a, b), l2, everything)
+            passes = 2
+            while True:
+                cfg1 = PassConfig(**base_cfg, do_win=True, win_lo=tuple(w[0] for w in windows),
+                                  win_hi=tuple(w[1] for w in windows), do_ret=True)
+                res1 = self.map_chunks(prep, row_eval, row_sample, cfg1, progress,
+                                       "order statistic")
+                located = _locate(ranks, res1["win_below"], res1["win_hist"])
+                if located is not None or windows == [everything]:
+                    break
+                windows, passes = [everything], passes + 1  # the pilot's windows missed
+            if located is None:  # pragma: no cover - the full window always holds them
+                raise RuntimeError("order statistic not found; please report this")
+            win_lo, win_hi, win_scale = cfg1.window_arrays()
+            d_bounds = []
+            for w, bb, _ in located:
+                width = 1.0 / win_scale[w]
+                pad = 1e-9 * (win_hi[w] - win_lo[w]) + 1e-12
+                klo = win_lo[w] + bb * width - pad
+                khi = win_lo[w] + (bb + 1) * width + pad
+                d_bounds.append([self._key_to_dist(klo, l2) if klo > k_lo else -np.inf,
+                                 self._key_to_dist(khi, l2)])
+            bounds = self._uncertain_key_bounds(K, d_bounds[0], d_bounds[1], k_lo, k_hi, l2)
+            cfg2 = replace(cfg1, do_win=False, do_rep=False, do_ret=False, do_gather=True,
+                           gather=tuple((w, bb) for w, bb, _ in located), counts=bounds)
+            res = self.map_chunks(prep, row_eval, row_sample, cfg2, progress, "counts")
+            gathered = np.concatenate(res["gathered"]) if res["gathered"] else np.zeros(0)
             values = []
-            for bb, r in zip(bins, ranks):
-                before = int(cum[bb - 1]) if bb > 0 else 0
-                cand = np.sort(gathered[bb])
-                if len(cand) != int(hneg[bb]):  # pragma: no cover - engine invariant
-                    raise RuntimeError("order-statistic pass disagreed with the histogram")
-                values.append(self._key_to_dist(float(cand[r - before - 1])))
+            for w, bb, within in located:
+                in_w = (gathered >= win_lo[w]) & (gathered < win_hi[w])
+                gb = np.clip(((gathered - win_lo[w]) * win_scale[w]).astype(np.int64), 0,
+                             FAR_BINS - 1)
+                cand = np.sort(gathered[in_w & (gb == bb)])
+                if len(cand) != int(res1["win_hist"][w, bb]):  # pragma: no cover - invariant
+                    raise RuntimeError("order-statistic passes disagree; please report this")
+                values.append(self._key_to_dist(float(cand[within - 1]), l2))
             lo, hi = values
             _check_range(lo, hi, "--far-range",
-                         f"{a:g}:{b:g} (the FAR bounds select distances {lo:.6g} and {hi:.6g})")
+                         f"{a:g}:{b:g} (it selects distances {lo:.6g} and {hi:.6g}; "
+                         "many negative pairs share one distance)")
             grid = np.linspace(lo, hi, K)
-            res = res2
-            self._resolve_deferred(res, grid)
-            # report histogram: FAR_BINS -> REPORT_BINS by exact summation
-            f = FAR_BINS // REPORT_BINS
-            hist_pos = res1["hist_pos"].reshape(REPORT_BINS, f).sum(axis=1)
-            hist_neg = hneg.reshape(REPORT_BINS, f).sum(axis=1)
-            source, passes = "far", 2
-
-        edges_key = np.linspace(h_lo, h_hi, REPORT_BINS + 1)
-        edges = np.array([self._key_to_dist(k) for k in edges_key])
-        class_tp = np.cumsum(res["class_pos"], axis=1)
-        class_pp = np.cumsum(res["class_all"], axis=1)
+            res["rep_pos"], res["rep_neg"] = res1["rep_pos"], res1["rep_neg"]
+            ret = res1
+            source = "far"
+        self._resolve_deferred(res, grid, l2)
+        edges = np.array([self._key_to_dist(k, l2)
+                          for k in np.linspace(k_lo, k_hi, REPORT_BINS + 1)])
         group_tp = group_pp = None
         if prep.q_group is not None:
             group_tp = np.cumsum(res["group_pos"], axis=1)
             group_pp = np.cumsum(res["group_all"], axis=1)
         return EngineOutput(
-            thresholds=grid, range_source=source, class_tp=class_tp, class_pp=class_pp,
-            group_tp=group_tp, group_pp=group_pp, first_rank=self._first_rank,
-            ap_at_r=self._ap, n_relevant=self._n_rel, hist_edges=edges,
-            hist_pos=hist_pos, hist_neg=hist_neg, passes=passes,
-            deferred=res["deferred_total"])
+            thresholds=grid, range_source=source,
+            class_tp=np.cumsum(res["class_pos"], axis=1),
+            class_pp=np.cumsum(res["class_all"], axis=1),
+            group_tp=group_tp, group_pp=group_pp, first_rank=ret["first_rank"],
+            ap_at_r=ret["ap"], n_relevant=ret["n_rel"], hist_edges=edges,
+            hist_pos=res["rep_pos"], hist_neg=res["rep_neg"], passes=passes,
+            deferred=res["deferred_total"],
+            notes={"report_histogram_rows": int(row_sample.sum())})
+
+    # -- pilot -------------------------------------------------------------------
+    def _pilot_windows(self, prep: Prepared, row_eval: np.ndarray, fars: tuple[float, float],
+                       l2: bool, everything: tuple[float, float]) -> list[tuple[float, float]]:
+        """Key windows that hold the two order statistics with high probability.
+
+        Estimated on up to PILOT_ROWS evenly spaced evaluated query rows (their
+        negative keys, subsampled to at most PILOT_VALUES), each window spanning
+        the FAR levels ``F -/+ max(F/2, 6 sigma)`` with ``sigma =
+        sqrt(F (1 - F) / rows)``, a bound on the standard error of a FAR
+        estimated from that many rows. Pass 1 checks that the order
+        statistics fall inside and runs again over everything when they do not,
+        so results never depend on the pilot; only the speed does.
+        """
+        rows = np.nonzero(row_eval)[0]
+        ng = len(prep.g_rows)
+        pick = rows[np.unique(np.linspace(0, len(rows) - 1, min(PILOT_ROWS, len(rows)))
+                              .astype(np.int64))]
+        stride = max(1, math.ceil(len(pick) * ng / PILOT_VALUES))
+        cols = np.arange(ng)
+        vals = []
+        for s in range(0, len(pick), 64):
+            sub = pick[s:s + 64]
+            ip = (prep.xq[sub] @ prep.xg.T).astype(np.float64)
+            keys = (prep.qn2[sub, None] + prep.gn2[None, :] - 2 * ip) if l2 else 1.0 - ip
+            cls = prep.q_class[sub]
+            neg = ~((cols[None, :] >= prep.class_start[cls][:, None])
+                    & (cols[None, :] < prep.class_end[cls][:, None]))
+            vals.append(keys[neg][::stride])
+        vals = np.concatenate(vals) if vals else np.zeros(0)
+        if len(vals) < 1000:
+            return [everything]
+        windows = []
+        for f in fars:
+            m = max(f / 2, 6 * math.sqrt(f * (1 - f) / len(pick)))
+            lo_q, hi_q = f - m, f + m
+            lo = everything[0] if lo_q <= 0 else float(np.quantile(vals, lo_q))
+            hi = everything[1] if hi_q >= 1 else float(np.quantile(vals, hi_q))
+            span = max(hi - lo, 1e-12)
+            windows.append((max(everything[0], lo - 1e-6 * span),
+                            min(everything[1], np.nextafter(hi + 1e-6 * span, np.inf))))
+        if windows[0][1] >= windows[1][0]:  # overlapping: one window
+            windows = [(windows[0][0], windows[1][1])]
+        return windows
 
     # -- key space ----------------------------------------------------------
-    def _key_span(self, prep: Prepared) -> tuple[float, float]:
+    @staticmethod
+    def _key_span(prep: Prepared) -> tuple[float, float]:
         if prep.metric == "cosine":
             return 0.0, 2.0
         top = math.sqrt(float(prep.qn2.max())) + math.sqrt(float(prep.gn2.max()))
         return 0.0, max(top * top, 1e-30)
 
-    def _key_to_dist(self, key: float) -> float:
-        if not self._l2:
+    @staticmethod
+    def _key_to_dist(key: float, l2: bool) -> float:
+        if not l2:
             return float(key)
         if key == np.inf:
             return np.inf
         return math.sqrt(max(float(key), 0.0))
 
-    def _exact_key_bounds(self, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if not self._l2:
+    @staticmethod
+    def _exact_key_bounds(grid: np.ndarray, l2: bool) -> tuple[np.ndarray, np.ndarray]:
+        if not l2:
             return grid.copy(), grid.copy()
         # key = d**2: decide by squares except within a few ulps, where the
         # element is deferred and decided by sqrt(key) <= t exactly
         sq = grid * grid
         return sq * (1 - 4e-16), sq * (1 + 4e-16) + 1e-300
 
-    def _uncertain_key_bounds(self, K, d_lo, d_hi, h_lo, h_hi):
+    def _uncertain_key_bounds(self, K, d_lo, d_hi, k_lo, k_hi, l2):
         """Key-space bounds of every grid threshold when t_lo, t_hi are only
-        known to lie in ``d_lo``, ``d_hi`` (intervals)."""
-        lo0 = max(d_lo[0], self._key_to_dist(h_lo) - 1.0)
-        hi1 = min(d_hi[1], self._key_to_dist(h_hi) + 1.0)
+        known to lie in the intervals ``d_lo``, ``d_hi``."""
+        lo0 = max(d_lo[0], self._key_to_dist(k_lo, l2) - 1.0)
+        hi1 = min(d_hi[1], self._key_to_dist(k_hi, l2) + 1.0)
         w = np.arange(K) / (K - 1)
         g_min = (1 - w) * lo0 + w * d_hi[0]
         g_max = (1 - w) * d_lo[1] + w * hi1
         span = max(abs(hi1), abs(lo0), 1e-300)
         g_min = g_min - 1e-12 * span
         g_max = g_max + 1e-12 * span
-        if self._l2:
+        if l2:
             g_min = np.where(g_min > 0, g_min * g_min, -np.inf)
             g_max = g_max * g_max
         return g_min, g_max
 
-    # -- one pass over the blocks --------------------------------------------
-    def _pass(self, K, H, *, do_hist, do_ret, counts, progress, stage, gather=(-1, -1)):
-        prep = self._prep
-        nq, ng = len(prep.q_rows), len(prep.g_rows)
-        b = max(1, min(nq, self.block_bytes // (4 * ng)))
-        T = _kernels.num_threads()
-        buf = _Buffers(b, K, T, H if do_hist else 1)
-        cap_d, cap_g = 32, 4
-        S = np.empty((b, ng), np.float32)
-        xgT = prep.xg.T
-        C = prep.n_classes
-        G = len(prep.group_labels) if prep.group_labels is not None else 0
-        class_all = np.zeros((C, K), np.int64)
-        class_pos = np.zeros((C, K), np.int64)
-        group_all = np.zeros((max(G, 1), K), np.int64)
-        group_pos = np.zeros((max(G, 1), K), np.int64)
-        do_counts = counts is not None
-        lo_b, hi_b = counts if do_counts else (np.zeros(1), np.zeros(1))
-        base = float(lo_b[0]) if do_counts and np.isfinite(lo_b[0]) else 0.0
-        top = float(hi_b[-1]) if do_counts else 1.0
-        inv_step = (K - 1) / (top - base) if do_counts and np.isfinite(top) and top > base else 0.0
-        do_gather = gather[0] >= 0
-        gathered = {bb: [] for bb in gather} if do_gather else {}
-        deferred = []
-        deferred_total = 0
-        h_scale = H / (self._h_hi - self._h_lo)
-        qs = prep.class_start[prep.q_class]
-        qe = prep.class_end[prep.q_class]
-        dummy_i = np.zeros(1, np.int64)
-        if progress:
-            progress(stage, 0, nq)
-        for s in range(0, nq, b):
-            e = min(nq, s + b)
-            n = e - s
-            Sb = S[:n]
-            np.matmul(prep.xq[s:e], xgT, out=Sb)
-            hist_on = do_hist
-            while True:
-                _kernels.process_block(
-                    Sb, self._l2, prep.qn2[s:e], prep.gn2, prep.self_col[s:e], qs[s:e], qe[s:e],
-                    self._row_eval[s:e], prep.g_rows,
-                    hist_on, self._h_lo, h_scale, H, buf.hist_pos, buf.hist_neg,
-                    do_gather, gather[0], gather[1], buf.gath_val, buf.gath_n,
-                    do_counts, lo_b, hi_b, base, inv_step, buf.cnt_all, buf.cnt_pos,
-                    buf.def_val, buf.def_pos, buf.def_n,
-                    do_ret, buf.first_rank, buf.ap, buf.n_rel)
-                need_d = int(buf.def_n[:n].max()) if do_counts else 0
-                need_g = int(buf.gath_n[:n].max()) if do_gather else 0
-                if need_d <= cap_d and need_g <= cap_g:
-                    break
-                # rare: a row overflowed its buffer; run the block again with room
-                # for it (histograms are already counted, so not again)
-                cap_d, cap_g = max(cap_d, 2 * need_d), max(cap_g, 2 * need_g)
-                buf.set_caps(b, cap_d, cap_g)
-                hist_on = False
-            if do_ret:
-                self._first_rank[s:e] = buf.first_rank[:n]
-                self._ap[s:e] = buf.ap[:n]
-                self._n_rel[s:e] = buf.n_rel[:n]
-            if do_counts:
-                cls = prep.q_class[s:e]
-                _kernels.aggregate_rows(buf.cnt_all[:n], cls, C, class_all)
-                _kernels.aggregate_rows(buf.cnt_pos[:n], cls, C, class_pos)
-                grp = prep.q_group[s:e] if G else dummy_i
-                if G:
-                    _kernels.aggregate_rows(buf.cnt_all[:n], grp, G, group_all)
-                    _kernels.aggregate_rows(buf.cnt_pos[:n], grp, G, group_pos)
-                dn = buf.def_n[:n]
-                if dn.any():
-                    mask = np.arange(buf.def_val.shape[1])[None, :] < dn[:, None]
-                    rows = np.nonzero(mask)[0]
-                    deferred.append((buf.def_val[:n][mask].copy(), buf.def_pos[:n][mask].copy(),
-                                     cls[rows].copy(), grp[rows].copy() if G else None))
-                    deferred_total += int(dn.sum())
-            if do_gather:
-                gn = buf.gath_n[:n]
-                if gn.any():
-                    mask = np.arange(buf.gath_val.shape[1])[None, :] < gn[:, None]
-                    vals = buf.gath_val[:n][mask]
-                    hb = np.clip(((vals - self._h_lo) * h_scale).astype(np.int64), 0, H - 1)
-                    for bb in gathered:
-                        gathered[bb].append(vals[hb == bb])
-            if progress:
-                progress(stage, e, nq)
-        out = {
-            "class_all": class_all, "class_pos": class_pos,
-            "group_all": group_all[:G], "group_pos": group_pos[:G],
-            "deferred": deferred, "deferred_total": deferred_total,
-            "gathered": {bb: np.concatenate(v) if v else np.zeros(0) for bb, v in gathered.items()},
-        }
-        if do_hist:
-            out["hist_pos"] = buf.hist_pos.sum(axis=0)
-            out["hist_neg"] = buf.hist_neg.sum(axis=0)
-        return out
-
-    def _resolve_deferred(self, res, grid: np.ndarray) -> None:
+    def _resolve_deferred(self, res, grid: np.ndarray, l2: bool) -> None:
         """Place the deferred elements in their grid cell, now that it is exact."""
         K = len(grid)
         for vals, pos, cls, grp in res["deferred"]:
-            d = np.sqrt(np.maximum(vals, 0.0)) if self._l2 else vals
+            d = np.sqrt(np.maximum(vals, 0.0)) if l2 else vals
             cell = np.searchsorted(grid, d, side="left")
             keep = cell < K
             cell, pos, cls = cell[keep], pos[keep], cls[keep]
@@ -366,6 +499,25 @@ class ExactEngine:
                 np.add.at(res["group_all"], (grp, cell), 1)
                 np.add.at(res["group_pos"], (grp[pos], cell[pos]), 1)
         res["deferred"] = []
+
+
+def _locate(ranks, below, hist):
+    """For each rank: (window, bin, rank within the bin), or None if a rank is
+    not inside a window's histogram."""
+    out = []
+    for r in ranks:
+        hit = None
+        for w in range(len(below)):
+            cum = below[w] + np.cumsum(hist[w])
+            if below[w] < r <= cum[-1]:
+                bb = int(np.searchsorted(cum, r, side="left"))
+                before = int(cum[bb - 1]) if bb > 0 else int(below[w])
+                hit = (w, bb, r - before)
+                break
+        if hit is None:
+            return None
+        out.append(hit)
+    return out
 
 
 def _check_range(lo: float, hi: float, option: str, what: str) -> None:

@@ -117,7 +117,7 @@ def _float32_rows(emb: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]
         finite = np.isfinite(block).all(axis=1)
         if not finite.all():
             row = s + int(np.argmin(finite))
-            raise InputError(f"embeddings: row {row} contains NaN or infinity")
+            raise InputError(f"embeddings: row {row} contains NaN or infinity; expected finite numbers")
         nrm = np.sqrt(np.einsum("ij,ij->i", block, block))
         norms[s:s + _CHUNK] = nrm
         if metric == "cosine":

@@ -1,0 +1,87 @@
+"""Speed of the exact engine relative to one FAISS IndexFlatIP k=10 search.
+
+Prints, for each shape, the time of ``opis_cli.evaluate`` (FAR-defined range,
+retrieval included; and with an explicit range) divided by the time of one
+``faiss.IndexFlatIP`` search with k=10 over the same embeddings, both timed in
+this run (best of ``--repeat``). The machine is shared and noisy: read the
+ratios, not the seconds.
+
+    python benchmarks/bench_evaluate.py                 # 25k x 384 and 100k x 128
+    python benchmarks/bench_evaluate.py --shapes 10000x128 --repeat 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+
+import faiss
+import numpy as np
+
+import opis_cli
+
+
+def synthetic(n: int, d: int, n_classes: int, seed: int = 0):
+    """Clustered unit vectors: class centres plus per-class noise of varying spread."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((n_classes, d)).astype(np.float32)
+    labels = rng.integers(0, n_classes, n)
+    spread = rng.uniform(0.5, 2.0, n_classes).astype(np.float32)
+    x = centres[labels] + spread[labels, None] * rng.standard_normal((n, d)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x, labels.astype(str)
+
+
+def best_of(fn, repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shapes", default="25000x384,100000x128")
+    ap.add_argument("--classes-per-row", type=float, default=0.05,
+                    help="classes = rows * this (default: 20 rows per class)")
+    ap.add_argument("--repeat", type=int, default=1)
+    args = ap.parse_args()
+    # warm the numba kernels (compiled once, cached on disk)
+    xw, lw = synthetic(500, 16, 20)
+    opis_cli.evaluate(xw, lw)
+    print(f"faiss {faiss.__version__}, threads: faiss {faiss.omp_get_max_threads()}")
+    print(f"{'shape':>12} {'faiss k=10 s':>13} {'far-range s':>12} {'ratio':>6} "
+          f"{'explicit s':>11} {'ratio':>6}")
+    for shape in args.shapes.split(","):
+        n, d = (int(v) for v in shape.lower().split("x"))
+        x, labels = synthetic(n, d, max(2, int(n * args.classes_per_row)))
+
+        def faiss_search():
+            index = faiss.IndexFlatIP(d)
+            index.add(x)
+            index.search(x, 10)
+
+        t_faiss = best_of(faiss_search, args.repeat)
+        res = {}
+
+        def far():
+            res["far"] = opis_cli.evaluate(x, labels)
+
+        t_far = best_of(far, args.repeat)
+        cr = res["far"].calibration_range
+
+        def explicit():
+            opis_cli.evaluate(x, labels, calibration_range=(cr.lower, cr.upper))
+
+        t_exp = best_of(explicit, args.repeat)
+        print(f"{shape:>12} {t_faiss:13.2f} {t_far:12.2f} {t_far / t_faiss:6.2f} "
+              f"{t_exp:11.2f} {t_exp / t_faiss:6.2f}", flush=True)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(f"peak RSS of this process: {peak:.2f} GiB")
+
+
+if __name__ == "__main__":
+    main()
