@@ -49,10 +49,13 @@ _DEBUG = False
 
 def fail(message: str) -> "typer.Exit":
     """Print one error line and return the exit to raise."""
+    from rich.text import Text
+
     from .terminal import console
 
-    console.print(f"[bold red]Error:[/bold red] {message}", markup=True, highlight=False,
-                  soft_wrap=True)
+    # user data (file names, labels) must print as given: no markup, no emoji codes
+    console.print(Text.assemble(("Error:", "bold red"), " ", " ".join(str(message).split("\n"))),
+                  highlight=False, soft_wrap=True)
     return typer.Exit(ExitCode.USAGE)
 
 
@@ -175,9 +178,18 @@ def evaluate(
     global _DEBUG
     _DEBUG = debug
     from .engines import make_engine
-    from .output import write_table, write_text
+    from .errors import ConfigError
+    from .output import TABLE_SUFFIXES, check_output_path, staged
     from .terminal import print_result
 
+    if block_mib < 1:
+        raise ConfigError(f"--block-mib must be a positive number of MiB, got {block_mib}")
+    if json_out:
+        check_output_path(json_out, "--json")
+    if curves:
+        check_output_path(curves, "--curves", TABLE_SUFFIXES)
+    if report and report.exists() and not report.is_dir():
+        raise ConfigError(f"--report {report}: exists and is not a folder")
     result = load_and_evaluate(
         path, labels=labels, embedding_column=embedding_column,
         embedding_columns=embedding_columns, label_column=label_column,
@@ -188,14 +200,15 @@ def evaluate(
         threshold_policy=threshold_policy, block_bytes=block_mib * 2**20,
         engine=make_engine(engine, block_bytes=block_mib * 2**20, k=k, index=index,
                            scheduler=scheduler, workers=workers))
-    if json_out:
-        write_text(json_out, result.to_json())
-    if curves:
-        write_table(curves, result.curves_table())
-    if report:
-        from .report import write_report
+    with staged() as out:
+        if json_out:
+            out.text(json_out, result.to_json())
+        if curves:
+            out.table(curves, result.curves_table())
+        if report:
+            from .report import write_report
 
-        write_report(result, report)
+            write_report(result, report)
     if not quiet:
         print_result(result, str(path))
 
