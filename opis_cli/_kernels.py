@@ -90,7 +90,7 @@ def _cell(key, K, lo_b, hi_b, base, inv_step):
     """
     if key <= lo_b[0]:
         return 0
-    k = int((key - base) * inv_step)
+    k = int(np.ceil((key - base) * inv_step))  # the grid is even: usually exact
     if k < 0:
         k = 0
     elif k > K - 1:
@@ -118,18 +118,31 @@ def _keys_row(row, l2, qn, gn2, kb):
 
 
 @nb.njit(cache=True, nogil=True)
-def _order_stat_row(kb, j0, j1, win_lo, win_hi, win_scale, F, below, hist):
-    """Per window w: count keys < win_lo[w], histogram keys in [win_lo, win_hi)."""
-    top = win_hi.max()
-    W = win_lo.shape[0]
+def _compact(kb, j0, j1, limit, idx):
+    """Indices j in [j0, j1) with kb[j] <= limit, written to idx; returns their number.
+
+    Branch-free (every index is written, the count advances by the test), so
+    the scan costs the same whatever the data: no mispredicted branches.
+    """
+    n = 0
     for j in range(j0, j1):
-        key = kb[j]
-        if key < top:  # most keys are above every window: one predictable test
-            for w in range(W):
-                if key < win_lo[w]:
-                    below[w] += 1
-                elif key < win_hi[w]:
-                    hist[w, _bin(key, win_lo[w], win_scale[w], F)] += 1
+        idx[n] = j
+        n += kb[j] <= limit
+    return n
+
+
+@nb.njit(cache=True, nogil=True)
+def _order_stat_row(kb, j0, j1, win_lo, win_hi, win_scale, F, below, hist, idx):
+    """Per window w: count keys < win_lo[w], histogram keys in [win_lo, win_hi)."""
+    n = _compact(kb, j0, j1, win_hi.max(), idx)
+    W = win_lo.shape[0]
+    for i in range(n):
+        key = kb[idx[i]]
+        for w in range(W):
+            lo = win_lo[w]
+            below[w] += key < lo
+            inside = (key >= lo) & (key < win_hi[w])
+            hist[w, _bin(key, lo, win_scale[w], F)] += inside
 
 
 @nb.njit(cache=True, nogil=True)
@@ -146,7 +159,7 @@ def _report_hist(kb, sc, ps, pe, lo, scale, RB, hpos, hneg):
 
 @nb.njit(cache=True, nogil=True)
 def _counts_row(kb, ps, pe, key_skip, K, lo_b, hi_b, base, inv_step, call, cpos,
-                dval, dpos, gather, win_lo, win_hi, win_scale, F, gat_win, gat_bin, gval):
+                dval, dpos, gather, win_lo, win_hi, win_scale, F, gat_win, gat_bin, gval, idx):
     """Grid cells of one row; returns (deferred, gathered) element counts."""
     for k in range(K):
         call[k] = 0
@@ -155,26 +168,27 @@ def _counts_row(kb, ps, pe, key_skip, K, lo_b, hi_b, base, inv_step, call, cpos,
     cap_g = gval.shape[0]
     nd = 0
     ng = 0
-    for j in range(kb.shape[0]):
+    n = _compact(kb, 0, kb.shape[0], key_skip, idx)
+    for i in range(n):
+        j = idx[i]
         key = kb[j]
-        if key <= key_skip:
-            c = _cell(key, K, lo_b, hi_b, base, inv_step)
-            if c >= 0:
-                call[c] += 1
-            else:
-                if nd < cap_d:
-                    dval[nd] = key
-                    dpos[nd] = ps <= j < pe
-                nd += 1
-            if gather and not (ps <= j < pe):
-                for i in range(2):
-                    w = gat_win[i]
-                    if win_lo[w] <= key < win_hi[w] and \
-                            _bin(key, win_lo[w], win_scale[w], F) == gat_bin[i]:
-                        if ng < cap_g:
-                            gval[ng] = key
-                        ng += 1
-                        break
+        c = _cell(key, K, lo_b, hi_b, base, inv_step)
+        if c >= 0:
+            call[c] += 1
+        else:
+            if nd < cap_d:
+                dval[nd] = key
+                dpos[nd] = ps <= j < pe
+            nd += 1
+        if gather and not (ps <= j < pe):
+            for g in range(2):
+                w = gat_win[g]
+                if win_lo[w] <= key < win_hi[w] and \
+                        _bin(key, win_lo[w], win_scale[w], F) == gat_bin[g]:
+                    if ng < cap_g:
+                        gval[ng] = key
+                    ng += 1
+                    break
     for j in range(ps, pe):
         key = kb[j]
         if key <= key_skip:
@@ -287,6 +301,7 @@ def process_block(
         r0 = t * chunk
         r1 = min(B, r0 + chunk)
         kb = np.empty(Ng, np.float64)
+        idx = np.empty(Ng + 1, np.int64)
         for r in range(r0, r1):
             ps = pos_start[r]
             pe = pos_end[r]
@@ -302,16 +317,16 @@ def process_block(
             if do_win and ev:
                 # negatives are [0, ps) and [pe, Ng)
                 _order_stat_row(kb, 0, ps, win_lo, win_hi, win_scale, F, win_below[t],
-                                win_hist[t])
+                                win_hist[t], idx)
                 _order_stat_row(kb, pe, Ng, win_lo, win_hi, win_scale, F, win_below[t],
-                                win_hist[t])
+                                win_hist[t], idx)
             if do_gather:
                 gath_n[r] = 0
             if do_counts:
                 nd, ng_ = _counts_row(kb, ps, pe, key_skip, K, lo_b, hi_b, base, inv_step,
                                       cnt_all[r], cnt_pos[r], def_val[r], def_pos[r],
                                       do_gather and ev, win_lo, win_hi, win_scale, F, gat_win,
-                                      gat_bin, gath_val[r])
+                                      gat_bin, gath_val[r], idx)
                 def_n[r] = nd
                 if do_gather:
                     gath_n[r] = ng_

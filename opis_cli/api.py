@@ -194,7 +194,7 @@ def build_result(prep: Prepared, out: EngineOutput, *, spec: GridSpec, metric: s
         qg = np.bincount(prep.q_group, minlength=G)
         if ((Pg > 0) & (Mg > 0)).sum() >= 1:
             groups = _block(prep.group_labels, None, out.group_tp, out.group_pp, Pg, Mg, th,
-                            utility, beta, epsilon, policy, qg, qg,
+                            utility, beta, epsilon, policy, prep.group_rows, qg,
                             _per_id_recall1(prep.q_group, G, out))
     ev = (P > 0) & (M > 0)
     gfar = global_far(out.class_pp[ev] - out.class_tp[ev], M[ev])

@@ -58,6 +58,8 @@ from .prepare import Prepared
 
 Progress = Callable[[str, int, int], None]
 
+#: query rows of every BLAS product (see _inner_products)
+TILE = 64
 #: default bytes of one block of inner products
 DEFAULT_BLOCK_BYTES = 64 * 2**20
 #: histogram bins of the order-statistic pass
@@ -137,6 +139,24 @@ def _rank(fraction: float, m: int) -> int:
     return max(1, math.ceil(Fraction(repr(float(fraction))) * m))
 
 
+def _inner_products(xq, s, e, xgT, S, pad_q) -> None:
+    """``S[:e-s] = xq[s:e] @ xgT``, always as products of exactly TILE query rows.
+
+    BLAS may round differently for differently shaped products (a one-row
+    product is a matrix-vector call, for one); using one shape for every
+    call makes each inner product, hence every result, independent of the
+    block size and of how the work is split into chunks.
+    """
+    for t in range(s, e, TILE):
+        u = min(e, t + TILE)
+        if u - t == TILE:
+            np.matmul(xq[t:u], xgT, out=S[t - s:u - s])
+        else:
+            pad_q[:u - t] = xq[t:u]
+            pad_q[u - t:] = 0
+            np.matmul(pad_q, xgT, out=S[t - s:t - s + TILE])
+
+
 def run_chunk(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg: PassConfig,
               start: int, stop: int, progress: Callable[[int], None] | None = None) -> dict:
     """One pass over query rows ``[start, stop)``: the map step.
@@ -148,6 +168,7 @@ def run_chunk(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg:
     K = cfg.K
     ng = len(prep.g_rows)
     b = max(1, min(stop - start, cfg.block_rows))
+    b = -(-b // TILE) * TILE  # whole tiles
     T = _kernels.num_threads()
     C = prep.n_classes
     G = len(prep.group_labels) if prep.group_labels is not None else 0
@@ -180,6 +201,7 @@ def run_chunk(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg:
     gath_val = np.zeros((b, cap_g), np.float64)
     S = np.empty((b, ng), np.float32)
     xgT = prep.xg.T
+    pad_q = np.zeros((TILE, prep.xq.shape[1]), np.float32)
     qs = prep.class_start[prep.q_class]
     qe = prep.class_end[prep.q_class]
     out = {
@@ -193,7 +215,7 @@ def run_chunk(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg:
         e = min(stop, s + b)
         n = e - s
         Sb = S[:n]
-        np.matmul(prep.xq[s:e], xgT, out=Sb)
+        _inner_products(prep.xq, s, e, xgT, S, pad_q)
         hist_on = True
         while True:
             _kernels.process_block(

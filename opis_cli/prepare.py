@@ -36,7 +36,8 @@ class Prepared:
     self_col : gallery column of the query's own row, or -1.
     class_start, class_end : gallery slice ``[start, end)`` of every class.
     class_labels : sorted label strings; ``group_labels`` likewise.
-    class_rows : number of input rows with each label.
+    class_rows : number of input rows with each label (``group_rows``: in
+        each group).
     """
 
     metric: str
@@ -55,6 +56,7 @@ class Prepared:
     class_labels: tuple[str, ...]
     class_rows: np.ndarray
     group_labels: tuple[str, ...] | None
+    group_rows: np.ndarray | None
     n_samples: int
     dim: int
 
@@ -131,6 +133,25 @@ def _float32_rows(emb: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]
     return out, norms
 
 
+def _l2_centre(xg: np.ndarray) -> np.ndarray | None:
+    """A translation that makes l2 distances accurate in float32, or None.
+
+    ``|q|^2 + |g|^2 - 2<q, g>`` loses digits to cancellation when the rows
+    sit far from the origin compared with their spread; l2 distances do not
+    change under a common translation, so the rows are then moved to their
+    mean. The mean is rounded to 8 significant bits so that subtracting it
+    stays exact for inputs with few significant bits (integer data keep
+    their exact ties). Rows near the origin are left as they are.
+    """
+    mean = xg.mean(axis=0, dtype=np.float64)
+    sq = float(np.einsum("ij,ij->", xg, xg, dtype=np.float64)) / len(xg)
+    spread = max(sq - float(mean @ mean), 0.0)
+    if float(mean @ mean) <= spread:
+        return None
+    mant, expo = np.frexp(mean)
+    return np.ldexp(np.round(mant * 256) / 256, expo).astype(np.float32)
+
+
 def prepare(embeddings, labels, *, metric: str = "cosine", groups=None,
             is_query=None, is_gallery=None) -> Prepared:
     """Validate the inputs and arrange them for the engines.
@@ -189,6 +210,10 @@ def prepare(embeddings, labels, *, metric: str = "cosine", groups=None,
     xg = x[g_rows]
     xq = x[q_rows]
     if metric == "l2":
+        centre = _l2_centre(xg)
+        if centre is not None:
+            xg -= centre
+            xq -= centre
         gn2 = np.einsum("ij,ij->i", xg.astype(np.float64), xg.astype(np.float64))
         qn2 = np.einsum("ij,ij->i", xq.astype(np.float64), xq.astype(np.float64))
     else:
@@ -198,9 +223,11 @@ def prepare(embeddings, labels, *, metric: str = "cosine", groups=None,
 
     q_group = None
     group_labels = None
+    group_rows = None
     if grp is not None:
         group_labels, group_of_row = np.unique(grp.astype(str), return_inverse=True)
         q_group = group_of_row.astype(np.int64)[q_rows]
+        group_rows = np.bincount(group_of_row, minlength=len(group_labels)).astype(np.int64)
         group_labels = tuple(str(g) for g in group_labels)
 
     return Prepared(
@@ -210,4 +237,4 @@ def prepare(embeddings, labels, *, metric: str = "cosine", groups=None,
         class_start=class_start, class_end=class_end,
         class_labels=tuple(str(c) for c in class_labels),
         class_rows=np.bincount(class_of_row, minlength=C).astype(np.int64),
-        group_labels=group_labels, n_samples=n, dim=dim)
+        group_labels=group_labels, group_rows=group_rows, n_samples=n, dim=dim)
