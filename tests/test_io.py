@@ -393,17 +393,6 @@ def test_error_missing_labels_file(tmp_path):
     assert "missing.txt" in msg and "no such file" in msg
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root can read anything")
-def test_error_not_readable(tmp_path):
-    path = basic_parquet(tmp_path / "d.parquet")
-    os.chmod(path, 0)
-    try:
-        msg = error_of(path)
-    finally:
-        os.chmod(path, 0o644)
-    assert "d.parquet" in msg and "not readable" in msg
-
-
 def test_error_unknown_extension(tmp_path):
     (tmp_path / "data.csv").write_text("a,b\n")
     msg = error_of(tmp_path / "data.csv")
