@@ -15,6 +15,8 @@ from typing import Annotated, Optional
 import typer
 
 from . import __version__
+from .cli_compare import (BaselineOpt, BootstrapOpt, ConfigOpt, EvaluateGate, JunitOpt,
+                          MaxDecreaseRules, MaxIncreaseRules, MaxRules, MinRules, SeedOpt)
 from .errors import OpisError
 
 app = typer.Typer(
@@ -161,7 +163,7 @@ def evaluate(
              "or .csv.")] = None,
     report: Annotated[Optional[Path], typer.Option(
         help="Write an HTML report with PNG figures into this folder.")] = None,
-    block_mib: BlockMiB = 64,
+    block_mib: BlockMiB = 256,
     engine: Annotated[str, typer.Option(
         help="exact (all pairs), knn (approximate: K nearest neighbours) or dask "
              "(exact, distributed).")] = "exact",
@@ -171,10 +173,23 @@ def evaluate(
         help="Dask scheduler address for --engine dask (default: a local cluster).")] = None,
     workers: Annotated[Optional[int], typer.Option(
         help="Worker processes of the local Dask cluster for --engine dask.")] = None,
+    baseline: BaselineOpt = None,
+    max_rules: MaxRules = None,
+    min_rules: MinRules = None,
+    max_increase: MaxIncreaseRules = None,
+    max_decrease: MaxDecreaseRules = None,
+    gate_config: ConfigOpt = None,
+    bootstrap: BootstrapOpt = None,
+    seed: SeedOpt = 0,
+    junit: JunitOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No terminal output but errors.")] = False,
     debug: Annotated[bool, typer.Option(help="Show tracebacks for errors.")] = False,
 ) -> None:
-    """Measure OPIS, 10%-OPIS, a recommended threshold and retrieval accuracy."""
+    """Measure OPIS, 10%-OPIS, a recommended threshold and retrieval accuracy.
+
+    With gate rules (--max, --min, --max-increase, --max-decrease, --config) the
+    fresh result is also checked like `opis gate`: exit 1 when a rule fails.
+    """
     global _DEBUG
     _DEBUG = debug
     from .engines import make_engine
@@ -190,6 +205,9 @@ def evaluate(
         check_output_path(curves, "--curves", TABLE_SUFFIXES)
     if report and report.exists() and not report.is_dir():
         raise ConfigError(f"--report {report}: exists and is not a folder")
+    gate = EvaluateGate.plan(baseline=baseline, max_rules=max_rules, min_rules=min_rules,
+                             max_increase=max_increase, max_decrease=max_decrease,
+                             config=gate_config, bootstrap=bootstrap, seed=seed, junit=junit)
     result = load_and_evaluate(
         path, labels=labels, embedding_column=embedding_column,
         embedding_columns=embedding_columns, label_column=label_column,
@@ -202,7 +220,7 @@ def evaluate(
                            scheduler=scheduler, workers=workers))
     with staged() as out:
         if json_out:
-            out.text(json_out, result.to_json())
+            out.text(json_out, gate.result_json(result))
         if curves:
             out.table(curves, result.curves_table())
         if report:
@@ -211,6 +229,7 @@ def evaluate(
             write_report(result, report)
     if not quiet:
         print_result(result, str(path))
+    raise typer.Exit(gate.finish(result, str(path), quiet=quiet))
 
 
 def _register_extensions() -> None:

@@ -9,7 +9,8 @@ ranks, after which the block is dropped.
 Peak memory (bytes), with N rows, D dimensions, K thresholds, T threads::
 
     N*D*4             float32 copy of the embeddings (queries and gallery)
-    + b*ng*4          one block of inner products (b*ng*4 <= block_bytes)
+    + b*ng*4          one block of inner products (b = block_bytes/(4*ng) rounded up
+                      to whole tiles of tile_rows(ng) query rows: 256 MiB by default)
     + b*K*16          per-row counts of the block
     + 2*T*F*8         order-statistic histograms (F = 2**16 bins: 2 MiB at T=2)
     + T*ng*8          one row of float64 keys per thread
@@ -58,10 +59,10 @@ from .prepare import Prepared
 
 Progress = Callable[[str, int, int], None]
 
-#: query rows of every BLAS product (see _inner_products)
-TILE = 64
 #: default bytes of one block of inner products
-DEFAULT_BLOCK_BYTES = 64 * 2**20
+DEFAULT_BLOCK_BYTES = 256 * 2**20
+#: bytes of one tile of inner products (one BLAS call), see tile_rows()
+TILE_BYTES = 256 * 2**20
 #: histogram bins of the order-statistic pass
 FAR_BINS = 2**16
 #: bins of the distance histogram kept in the result
@@ -139,22 +140,36 @@ def _rank(fraction: float, m: int) -> int:
     return max(1, math.ceil(Fraction(repr(float(fraction))) * m))
 
 
+def tile_rows(ng: int) -> int:
+    """Query rows of every BLAS product: a power of two in [64, 1024] with
+    ``rows * ng * 4 <= TILE_BYTES`` where possible.
+
+    Large products amortise BLAS's packing of the gallery (a 64-row product
+    costs about twice as much per element as a 512-row one); the size depends
+    on the gallery size only, never on the block size, so that results do not
+    either (see ``_inner_products``).
+    """
+    rows = TILE_BYTES // (4 * max(ng, 1))
+    return int(min(1024, max(64, 2 ** int(math.floor(math.log2(max(rows, 1)))))))
+
+
 def _inner_products(xq, s, e, xgT, S, pad_q) -> None:
-    """``S[:e-s] = xq[s:e] @ xgT``, always as products of exactly TILE query rows.
+    """``S[:e-s] = xq[s:e] @ xgT``, always as products of exactly ``tile`` rows.
 
     BLAS may round differently for differently shaped products (a one-row
     product is a matrix-vector call, for one); using one shape for every
     call makes each inner product, hence every result, independent of the
     block size and of how the work is split into chunks.
     """
-    for t in range(s, e, TILE):
-        u = min(e, t + TILE)
-        if u - t == TILE:
+    tile = pad_q.shape[0]
+    for t in range(s, e, tile):
+        u = min(e, t + tile)
+        if u - t == tile:
             np.matmul(xq[t:u], xgT, out=S[t - s:u - s])
         else:
             pad_q[:u - t] = xq[t:u]
             pad_q[u - t:] = 0
-            np.matmul(pad_q, xgT, out=S[t - s:t - s + TILE])
+            np.matmul(pad_q, xgT, out=S[t - s:t - s + tile])
 
 
 def run_chunk(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg: PassConfig,
@@ -167,8 +182,9 @@ def run_chunk(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg:
     """
     K = cfg.K
     ng = len(prep.g_rows)
+    tile = tile_rows(ng)
     b = max(1, min(stop - start, cfg.block_rows))
-    b = -(-b // TILE) * TILE  # whole tiles
+    b = -(-b // tile) * tile  # whole tiles
     T = _kernels.num_threads()
     C = prep.n_classes
     G = len(prep.group_labels) if prep.group_labels is not None else 0
@@ -201,7 +217,7 @@ def run_chunk(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg:
     gath_val = np.zeros((b, cap_g), np.float64)
     S = np.empty((b, ng), np.float32)
     xgT = prep.xg.T
-    pad_q = np.zeros((TILE, prep.xq.shape[1]), np.float32)
+    pad_q = np.zeros((tile, prep.xq.shape[1]), np.float32)
     qs = prep.class_start[prep.q_class]
     qe = prep.class_end[prep.q_class]
     out = {
@@ -427,7 +443,8 @@ class ExactEngine:
         """Key windows that hold the two order statistics with high probability.
 
         Estimated on up to PILOT_ROWS evenly spaced evaluated query rows (their
-        negative keys, subsampled to at most PILOT_VALUES), each window spanning
+        negative keys with evenly spaced gallery columns, at most PILOT_VALUES),
+        each window spanning
         the FAR levels ``F -/+ max(F/2, 6 sigma)`` with ``sigma =
         sqrt(F (1 - F) / rows)``, a bound on the standard error of a FAR
         estimated from that many rows. Pass 1 checks that the order
@@ -438,17 +455,19 @@ class ExactEngine:
         ng = len(prep.g_rows)
         pick = rows[np.unique(np.linspace(0, len(rows) - 1, min(PILOT_ROWS, len(rows)))
                               .astype(np.int64))]
-        stride = max(1, math.ceil(len(pick) * ng / PILOT_VALUES))
-        cols = np.arange(ng)
+        # evenly spaced gallery columns: at most PILOT_VALUES keys in all
+        step = max(1, math.ceil(len(pick) * ng / PILOT_VALUES))
+        cols = np.arange(0, ng, step)
+        xg_cols = prep.xg[cols]
         vals = []
-        for s in range(0, len(pick), 64):
-            sub = pick[s:s + 64]
-            ip = (prep.xq[sub] @ prep.xg.T).astype(np.float64)
-            keys = (prep.qn2[sub, None] + prep.gn2[None, :] - 2 * ip) if l2 else 1.0 - ip
+        for s in range(0, len(pick), 256):
+            sub = pick[s:s + 256]
+            ip = (prep.xq[sub] @ xg_cols.T).astype(np.float64)
+            keys = (prep.qn2[sub, None] + prep.gn2[cols][None, :] - 2 * ip) if l2 else 1.0 - ip
             cls = prep.q_class[sub]
             neg = ~((cols[None, :] >= prep.class_start[cls][:, None])
                     & (cols[None, :] < prep.class_end[cls][:, None]))
-            vals.append(keys[neg][::stride])
+            vals.append(keys[neg])
         vals = np.concatenate(vals) if vals else np.zeros(0)
         if len(vals) < 1000:
             return [everything]
