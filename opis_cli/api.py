@@ -127,7 +127,7 @@ def evaluate(
                         block_bytes=block_bytes)
 
 
-def _block(labels, ids_rows, tp_all, pp_all, P, M, thresholds, kind, beta, epsilon, policy,
+def _block(labels, tp_all, pp_all, P, M, thresholds, kind, beta, epsilon, policy,
            n_rows, queries, recall1) -> ConsistencyBlock:
     """One consistency block (classes or groups) from its counts."""
     ev = (P > 0) & (M > 0)
@@ -182,7 +182,7 @@ def build_result(prep: Prepared, out: EngineOutput, *, spec: GridSpec, metric: s
     C = prep.n_classes
     P, M = prep.class_pair_counts()
     q_per_class = np.bincount(prep.q_class, minlength=C)
-    classes = _block(prep.class_labels, None, out.class_tp, out.class_pp, P, M, th, utility, beta,
+    classes = _block(prep.class_labels, out.class_tp, out.class_pp, P, M, th, utility, beta,
                      epsilon, policy, prep.class_rows, q_per_class,
                      _per_id_recall1(prep.q_class, C, out))
     if classes.evaluated < 2:
@@ -193,7 +193,7 @@ def build_result(prep: Prepared, out: EngineOutput, *, spec: GridSpec, metric: s
         Pg, Mg = prep.group_pair_counts()
         qg = np.bincount(prep.q_group, minlength=G)
         if ((Pg > 0) & (Mg > 0)).sum() >= 1:
-            groups = _block(prep.group_labels, None, out.group_tp, out.group_pp, Pg, Mg, th,
+            groups = _block(prep.group_labels, out.group_tp, out.group_pp, Pg, Mg, th,
                             utility, beta, epsilon, policy, prep.group_rows, qg,
                             _per_id_recall1(prep.q_group, G, out))
     ev = (P > 0) & (M > 0)

@@ -364,6 +364,22 @@ class EvaluationResult:
     def from_json(cls, text: str) -> "EvaluationResult":
         return cls.from_dict(json.loads(text))
 
+    def per_class_frame(self, level: str = "class"):
+        """The per-class (or per-group, ``level="group"``) summaries as a pandas
+        DataFrame, worst first: handy in notebooks and training loops."""
+        import pandas as pd
+
+        block = self.classes if level == "class" else self.groups
+        if block is None:
+            raise ValueError(f"this result has no {level} block")
+        return pd.DataFrame([c.to_dict() for c in block.per_class])
+
+    def curves_frame(self):
+        """``curves_table()`` as a pandas DataFrame (needs in-process curves)."""
+        import pandas as pd
+
+        return pd.DataFrame(self.curves_table())
+
     def curves_table(self) -> dict[str, np.ndarray]:
         """Per-row curves as columns, one row per (level, label, threshold).
 

@@ -641,3 +641,18 @@ def test_process_markup_like_file_name_does_not_crash(tmp_path):
     missing = tmp_path / "data[/].parquet"
     run = run_process(module_cmd(), missing, cwd=tmp_path)
     assert_one_error_line(run, str(missing))
+
+
+def test_python_api_frames_match_the_result():
+    import opis_cli
+    from opis_cli.io import read_dataset
+
+    ds = read_dataset(str(SAMPLE / "digits_weak.parquet"), group_column="group")
+    r = opis_cli.evaluate(ds.embeddings, ds.labels, groups=ds.groups, num_thresholds=11)
+    pc = r.per_class_frame()
+    assert list(pc["label"]) == [c.label for c in r.classes.per_class]
+    assert pc["mean_utility"].is_monotonic_increasing
+    curves = r.curves_frame()
+    assert len(curves) == (r.classes.evaluated + r.groups.evaluated) * 11
+    first = curves[(curves.level == "class") & (curves.label == pc.label[0])]
+    assert np.allclose(first["utility"].to_numpy(), r.curves.utility[r.curves.labels.index(pc.label[0])])
