@@ -1,0 +1,259 @@
+"""Comparison of two results: headline deltas and per-class changes. Pure, no I/O.
+
+Reads two ``EvaluationResult`` objects (the single source of every number;
+nothing is recomputed here) and, optionally, their bootstraps for intervals
+of the OPIS and epsilon-OPIS changes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+from .bootstrap import BOOTSTRAP_METRICS, Bootstrap, DifferenceInterval, difference_interval
+from .gate import DIRECTION
+
+_SAME = 1e-12
+
+
+def _num(v) -> float | None:
+    if v is None:
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+@dataclass(frozen=True)
+class MetricChange:
+    """One headline metric on both sides.
+
+    ``relative`` is ``change / |baseline|`` (None when the baseline is 0 or
+    missing); ``verdict`` is ``"better"``, ``"worse"``, ``"same"`` or ``""``
+    (no direction, e.g. the threshold itself, or a missing value).
+    """
+
+    name: str
+    baseline: float
+    candidate: float
+    change: float
+    relative: float | None
+    verdict: str
+
+    def to_dict(self) -> dict:
+        return {"metric": self.name, "baseline": _num(self.baseline),
+                "candidate": _num(self.candidate), "change": _num(self.change),
+                "relative_change": _num(self.relative), "verdict": self.verdict}
+
+
+@dataclass(frozen=True)
+class ClassChange:
+    """One class present on both sides (matched by label).
+
+    Mean utility is the class's range-average utility; FAR and FRR are at
+    each side's own recommended threshold.
+    """
+
+    label: str
+    baseline_mean_utility: float
+    candidate_mean_utility: float
+    baseline_far: float
+    candidate_far: float
+    baseline_frr: float
+    candidate_frr: float
+
+    @property
+    def change(self) -> float:
+        return self.candidate_mean_utility - self.baseline_mean_utility
+
+    def to_dict(self) -> dict:
+        return {"label": self.label,
+                "baseline_mean_utility": _num(self.baseline_mean_utility),
+                "candidate_mean_utility": _num(self.candidate_mean_utility),
+                "mean_utility_change": _num(self.change),
+                "baseline_far_at_threshold": _num(self.baseline_far),
+                "candidate_far_at_threshold": _num(self.candidate_far),
+                "baseline_frr_at_threshold": _num(self.baseline_frr),
+                "candidate_frr_at_threshold": _num(self.candidate_frr)}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Everything ``opis compare`` reports.
+
+    ``classes`` holds the common classes sorted by mean-utility change
+    ascending (the most worsened first; ties by label).
+    """
+
+    baseline: str
+    candidate: str
+    metrics: tuple[MetricChange, ...]
+    classes: tuple[ClassChange, ...]
+    only_baseline: tuple[str, ...]
+    only_candidate: tuple[str, ...]
+    same_thresholds: bool
+    warnings: tuple[str, ...]
+    intervals: tuple[DifferenceInterval, ...] = ()
+
+    def metric(self, name: str) -> MetricChange:
+        return next(m for m in self.metrics if m.name == name)
+
+    def most_worse(self, n: int) -> list[ClassChange]:
+        return [c for c in self.classes if c.change < 0][:n]
+
+    def most_better(self, n: int) -> list[ClassChange]:
+        return [c for c in reversed(self.classes) if c.change > 0][:n]
+
+    def interval(self, name: str) -> DifferenceInterval | None:
+        return next((i for i in self.intervals if i.metric == name), None)
+
+    def to_dict(self) -> dict:
+        return {"baseline": self.baseline, "candidate": self.candidate,
+                "same_thresholds": self.same_thresholds, "warnings": list(self.warnings),
+                "metrics": [m.to_dict() for m in self.metrics],
+                "intervals": [i.to_dict() for i in self.intervals],
+                "classes": {"common": len(self.classes),
+                            "only_baseline": list(self.only_baseline),
+                            "only_candidate": list(self.only_candidate),
+                            "changes": [c.to_dict() for c in self.classes]}}
+
+
+def _verdict(name: str, base: float, cand: float) -> str:
+    d = DIRECTION.get(name, 0)
+    if not (math.isfinite(base) and math.isfinite(cand)) or d == 0:
+        return ""
+    diff = cand - base
+    if abs(diff) <= _SAME * max(1.0, abs(base)):
+        return "same"
+    return "better" if diff * d > 0 else "worse"
+
+
+def _close(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.3g}%" if math.isfinite(v) else "n/a"
+
+
+def _far_differs(br, cr, factor: float = 2.0) -> bool:
+    """Whether the global FAR at either end of the range differs by more than ``factor``."""
+    for b, c in ((br.far_lower, cr.far_lower), (br.far_upper, cr.far_upper)):
+        if not (math.isfinite(b) and math.isfinite(c)):
+            continue
+        lo, hi = sorted((b, c))
+        if hi > factor * lo:
+            return True
+    return False
+
+
+def comparability_warnings(base, cand) -> list[str]:
+    """Differences in how the two results were measured (they make deltas less meaningful)."""
+    out = []
+    for attr in ("metric", "utility"):
+        if getattr(base, attr) != getattr(cand, attr):
+            out.append(f"different {attr}: baseline {getattr(base, attr)}, "
+                       f"candidate {getattr(cand, attr)}")
+    for attr in ("beta", "epsilon"):
+        if not _close(getattr(base, attr), getattr(cand, attr)):
+            out.append(f"different {attr}: baseline {getattr(base, attr):g}, "
+                       f"candidate {getattr(cand, attr):g}")
+    bp, cp = base.recommended_threshold.policy, cand.recommended_threshold.policy
+    if bp != cp:
+        out.append(f"different threshold policy: baseline {bp}, candidate {cp}")
+    br, cr = base.calibration_range, cand.calibration_range
+    if not (_close(br.lower, cr.lower) and _close(br.upper, cr.upper)):
+        out.append(f"different calibration ranges: baseline {br.lower:.6g}..{br.upper:.6g}, "
+                   f"candidate {cr.lower:.6g}..{cr.upper:.6g} (distances); OPIS is measured "
+                   "on different thresholds")
+    elif _far_differs(br, cr):
+        out.append(f"same thresholds, but the global FAR over them is {_pct(cr.far_lower)}.."
+                   f"{_pct(cr.far_upper)} for the candidate and {_pct(br.far_lower)}.."
+                   f"{_pct(br.far_upper)} for the baseline: the models accept very different "
+                   "shares of negative pairs at the same distance (compare with --own-range to "
+                   "measure each on its own FAR range)")
+    if len(base.thresholds) != len(cand.thresholds):
+        out.append(f"different numbers of thresholds: baseline {len(base.thresholds)}, "
+                   f"candidate {len(cand.thresholds)}")
+    return out
+
+
+def compare_results(base, cand, *, baseline_name: str = "baseline",
+                    candidate_name: str = "candidate", base_bootstrap: Bootstrap | None = None,
+                    cand_bootstrap: Bootstrap | None = None,
+                    confidence: float | None = None,
+                    extra_warnings: Sequence[str] = ()) -> Comparison:
+    """Compare two ``EvaluationResult`` objects (baseline first)."""
+    bh, ch = base.headline(), cand.headline()
+    metrics = []
+    for name, bv in bh.items():
+        if name not in ch:
+            continue
+        bv, cv = float(bv), float(ch[name])
+        change = cv - bv
+        rel = change / abs(bv) if math.isfinite(change) and bv != 0 else None
+        metrics.append(MetricChange(name, bv, cv, change, rel, _verdict(name, bv, cv)))
+    bpc = {c.label: c for c in base.classes.per_class}
+    cpc = {c.label: c for c in cand.classes.per_class}
+    common = [lab for lab in bpc if lab in cpc]
+    changes = sorted(
+        (ClassChange(lab, bpc[lab].mean_utility, cpc[lab].mean_utility,
+                     bpc[lab].far_at_threshold, cpc[lab].far_at_threshold,
+                     bpc[lab].frr_at_threshold, cpc[lab].frr_at_threshold) for lab in common),
+        key=lambda c: (c.change, c.label))
+    only_b = tuple(sorted(set(bpc) - set(cpc)))
+    only_c = tuple(sorted(set(cpc) - set(bpc)))
+    warnings = comparability_warnings(base, cand)
+    if only_b or only_c:
+        warnings.append(f"evaluated classes differ: {len(only_b)} only in the baseline, "
+                        f"{len(only_c)} only in the candidate; per-class changes cover the "
+                        f"{len(common)} common classes")
+    warnings.extend(extra_warnings)
+    same = (len(base.thresholds) == len(cand.thresholds)
+            and all(_close(a, b) for a, b in zip(base.thresholds, cand.thresholds)))
+    intervals = ()
+    if base_bootstrap is not None and cand_bootstrap is not None:
+        intervals = tuple(difference_interval(base_bootstrap, cand_bootstrap, m, confidence)
+                          for m in BOOTSTRAP_METRICS)
+    return Comparison(baseline_name, candidate_name, tuple(metrics), tuple(changes), only_b,
+                      only_c, same, tuple(warnings), intervals)
+
+
+def _f(v: float | None, fmt: str = ".4g") -> str:
+    if v is None or not math.isfinite(v):
+        return "n/a"
+    return format(v, fmt)
+
+
+def _md(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown(cmp: Comparison, top: int = 5) -> str:
+    """Markdown: the headline deltas and the most changed classes."""
+    lines = [f"### opis compare", "",
+             f"Baseline `{_md(cmp.baseline)}`, candidate `{_md(cmp.candidate)}`"
+             + (" (same thresholds)." if cmp.same_thresholds else " (different thresholds)."),
+             "", "| metric | baseline | candidate | change | relative | |",
+             "|---|---:|---:|---:|---:|---|"]
+    for m in cmp.metrics:
+        iv = cmp.interval(m.name)
+        ci = (f" [{iv.lower:+.3g}, {iv.upper:+.3g}]" if iv is not None else "")
+        rel = f"{100 * m.relative:+.1f}%" if m.relative is not None else "n/a"
+        lines.append(f"| {m.name} | {_f(m.baseline)} | {_f(m.candidate)} | "
+                     f"{_f(m.change, '+.4g')}{ci} | {rel} | {m.verdict} |")
+    for title, rows in (("Classes that got most worse", cmp.most_worse(top)),
+                        ("Classes that got most better", cmp.most_better(top))):
+        if not rows:
+            continue
+        lines += ["", f"**{title}** (mean utility; FAR / FRR at each model's threshold)", "",
+                  "| class | mean utility | change | FAR | FRR |", "|---|---:|---:|---:|---:|"]
+        for c in rows:
+            lines.append(
+                f"| {_md(c.label)} | {_f(c.baseline_mean_utility)} -> "
+                f"{_f(c.candidate_mean_utility)} | {_f(c.change, '+.4g')} | "
+                f"{_f(100 * c.baseline_far, '.2f')}% -> {_f(100 * c.candidate_far, '.2f')}% | "
+                f"{_f(100 * c.baseline_frr, '.2f')}% -> {_f(100 * c.candidate_frr, '.2f')}% |")
+    for w in cmp.warnings:
+        lines += ["", f"> :warning: {_md(w)}"]
+    return "\n".join(lines) + "\n"

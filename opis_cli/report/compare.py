@@ -1,0 +1,361 @@
+"""The before/after report of ``opis compare --report DIR``.
+
+Figures overlay the two models (baseline grey and dashed, candidate blue and
+solid) and only read the two results and the :class:`~opis_cli.compare.Comparison`
+(nothing is recomputed). matplotlib is imported lazily, inside the functions,
+on the Agg canvas (no ``pyplot``), like ``plots.py``, whose colours, units
+and PNG writer are reused. The page is one self-contained HTML file (PNG
+figures inlined as base64, every label escaped); the PNGs are also written
+next to it.
+
+Distances: smaller = more similar, a pair is accepted at ``t`` when ``d <= t``.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .plots import (C_CLASS, C_GOOD, C_MEAN, C_THRESHOLD, C_WORST, DPI, UTILITY_NAMES,
+                    distance_unit, short_label, to_png)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
+
+    from ..compare import Comparison
+    from ..gate import GateOutcome
+    from ..results import EvaluationResult
+
+COMPARE_FILE = "compare.html"
+#: figure names, in the order the page shows them
+FIGURES = ("mean_utility", "class_curves", "class_changes", "far_frr_changes")
+#: at most this many classes in the per-class change chart (the most changed)
+MAX_CHANGES = 40
+#: at most this many per-class curves drawn per panel
+MAX_LINES = 60
+#: at most this many classes drawn as arrows in the FAR/FRR figure
+MAX_ARROWS = 200
+
+C_BASE = "#6b7280"  # baseline: grey, dashed
+C_CAND = C_GOOD     # candidate: blue, solid
+
+
+def _figure(width: float, height: float, ncols: int = 1, sharey: bool = False):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, ncols, sharey=sharey, squeeze=False)[0]
+    for ax in axes:
+        ax.grid(True, color="#e5e7eb", linewidth=0.8)
+        ax.set_axisbelow(True)
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(False)
+    return fig, axes
+
+
+def _titles(fig, ax, title: str, subtitle: str = "") -> None:
+    fig.suptitle(title, x=0.01, ha="left", fontsize=13, fontweight="bold")
+    if subtitle:
+        ax.set_title(subtitle, loc="left", fontsize=9, color="#4b5563")
+
+
+def _names(cmp: "Comparison") -> tuple[str, str]:
+    return (f"baseline ({short_label(Path(cmp.baseline).name, 28)})",
+            f"candidate ({short_label(Path(cmp.candidate).name, 28)})")
+
+
+def _unit(base: "EvaluationResult", cand: "EvaluationResult") -> str:
+    u = distance_unit(cand.metric)
+    return u if base.metric == cand.metric else f"{distance_unit(base.metric)} / {u}"
+
+
+# -- 1. mean and worst-class utility, overlaid -----------------------------------
+def mean_utility_figure(cmp: "Comparison", base: "EvaluationResult",
+                        cand: "EvaluationResult") -> "Figure":
+    """Mean utility ``Ubar(t)`` and the worst-epsilon mean of both models on one axis."""
+    fig, (ax,) = _figure(9.0, 5.2)
+    nb, nc = _names(cmp)
+    for res, name, color, ls, key in ((base, nb, C_BASE, "--", "baseline"),
+                                      (cand, nc, C_CAND, "-", "candidate")):
+        th = np.asarray(res.thresholds, dtype=np.float64)
+        ax.plot(th, res.classes.mean_utility, color=color, lw=2.2, ls=ls, zorder=4,
+                gid=f"{key}-mean-curve", label=f"{name}: mean over classes")
+        if res.classes.worst_mean_utility:
+            ax.plot(th, res.classes.worst_mean_utility, color=color, lw=1.4, ls=ls, alpha=0.7,
+                    marker="v", markevery=max(1, len(th) // 10), ms=4, zorder=3,
+                    gid=f"{key}-worst-curve",
+                    label=f"{name}: worst {100 * res.epsilon:g}% of classes")
+        rt = res.recommended_threshold
+        ax.axvline(rt.value, color=color, lw=1.2, ls=":", zorder=2, gid=f"{key}-threshold",
+                   label=f"{name}: recommended threshold {rt.value:.4g}")
+    ax.set_ylim(-0.01, 1.03)
+    ax.set_xlabel(f"threshold ({_unit(base, cand)}; pairs at or below it are accepted)")
+    ax.set_ylabel(f"utility ({UTILITY_NAMES.get(cand.utility, cand.utility)}, "
+                  f"beta {cand.beta:g})")
+    ax.legend(loc="lower right", fontsize=7.5, framealpha=0.92)
+    o = cmp.metric("opis")
+    e = cmp.metric("epsilon_opis")
+    grid = ("both on the same thresholds" if cmp.same_thresholds
+            else "on different thresholds: compare the shapes, not the positions")
+    _titles(fig, ax, "Mean utility before and after",
+            f"OPIS {o.baseline:.4g} -> {o.candidate:.4g},  {100 * cand.epsilon:g}%-OPIS "
+            f"{e.baseline:.4g} -> {e.candidate:.4g}  ({grid}).\nThe closer the worst-class "
+            "curve to the mean, the better one threshold serves every class.")
+    return fig
+
+
+# -- 2. per-class curves, side by side ---------------------------------------------
+def class_curves_figure(cmp: "Comparison", base: "EvaluationResult",
+                        cand: "EvaluationResult") -> "Figure":
+    """Per-class utility curves of each model in its own panel, shared axes."""
+    fig, axes = _figure(11.0, 4.8, ncols=2, sharey=True)
+    lo = min(base.thresholds[0], cand.thresholds[0])
+    hi = max(base.thresholds[-1], cand.thresholds[-1])
+    pad = 0.02 * ((hi - lo) or 1.0)
+    for ax, res, name, color, key in ((axes[0], base, _names(cmp)[0], C_BASE, "baseline"),
+                                      (axes[1], cand, _names(cmp)[1], C_CAND, "candidate")):
+        th = np.asarray(res.thresholds, dtype=np.float64)
+        cv = res.curves
+        if cv is not None:
+            worst = {c.label for c in res.classes.per_class if c.worst}
+            rows = np.unique(np.round(np.linspace(0, len(cv.labels) - 1,
+                                                  min(MAX_LINES, len(cv.labels)))).astype(int))
+            for i in rows:
+                w = cv.labels[i] in worst
+                ax.plot(th, cv.utility[i], color=C_WORST if w else C_CLASS, lw=0.9,
+                        alpha=0.7 if w else 0.45, zorder=2, gid=f"{key}-class-curve")
+        else:
+            ax.text(0.5, 0.12, "per-class curves are not in a result JSON;\ncompare the "
+                    "embeddings files to see them", ha="center", fontsize=8, color="#92400e",
+                    transform=ax.transAxes, gid=f"{key}-no-curves-note")
+        ax.plot(th, res.classes.mean_utility, color=C_MEAN, lw=2.2, zorder=4,
+                gid=f"{key}-mean-curve", label="mean over classes")
+        ax.axvline(res.recommended_threshold.value, color=C_THRESHOLD, lw=1.6, ls="-.",
+                   zorder=5, gid=f"{key}-threshold",
+                   label=f"recommended threshold {res.recommended_threshold.value:.4g}")
+        ax.set_xlim(lo - pad, hi + pad)
+        ax.set_ylim(-0.01, 1.03)
+        ax.set_xlabel(f"threshold ({distance_unit(res.metric)})")
+        t = ax.set_title(f"{name}: OPIS {res.opis:.4g}", loc="left", fontsize=9,
+                         color=color if key == "candidate" else "#374151")
+        t.set_parse_math(False)
+        ax.legend(loc="lower right", fontsize=7.5, framealpha=0.92)
+    axes[0].set_ylabel(f"utility ({UTILITY_NAMES.get(cand.utility, cand.utility)})")
+    fig.suptitle("Per-class utility curves before (left) and after (right); red: worst "
+                 f"{100 * cand.epsilon:g}%", x=0.01, ha="left", fontsize=13, fontweight="bold")
+    return fig
+
+
+# -- 3. per-class mean utility, before -> after -------------------------------------
+def class_changes_figure(cmp: "Comparison") -> "Figure":
+    """Each common class's mean utility, baseline (grey) to candidate (red if worse, blue if better)."""
+    rows = list(cmp.classes)
+    if len(rows) > MAX_CHANGES:
+        rows = sorted(rows, key=lambda c: (-abs(c.change), c.label))[:MAX_CHANGES]
+        rows.sort(key=lambda c: (c.change, c.label))
+    n = len(rows)
+    fig, (ax,) = _figure(9.0, max(3.4, 1.9 + 0.28 * n))
+    ax.grid(False, axis="y")
+    y = np.arange(n)[::-1]
+    b = np.array([c.baseline_mean_utility for c in rows], dtype=np.float64)
+    a = np.array([c.candidate_mean_utility for c in rows], dtype=np.float64)
+    worse = a < b
+    ax.hlines(y, b, a, color=np.where(worse, C_WORST, C_CAND).tolist(), lw=2, zorder=2,
+              gid="change-segments")
+    ax.scatter(b, y, s=36, color=C_BASE, zorder=3, gid="baseline-points",
+               label=_names(cmp)[0])
+    ax.scatter(a[worse], y[worse], s=40, color=C_WORST, zorder=4, gid="worse-points",
+               label="candidate, worse")
+    ax.scatter(a[~worse], y[~worse], s=40, color=C_CAND, zorder=4, gid="better-points",
+               label="candidate, better or same")
+    ax.set_yticks(y, [short_label(c.label) for c in rows], fontsize=8)
+    for t in ax.get_yticklabels():
+        t.set_parse_math(False)
+    ax.set_ylim(-0.7, n - 0.3)
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_xlabel("mean utility of the class (range average over the calibration range)")
+    ax.legend(loc="lower right", fontsize=8, framealpha=0.92)
+    nw = int(sum(c.change < 0 for c in cmp.classes))
+    nb = int(sum(c.change > 0 for c in cmp.classes))
+    shown = f"the {n} most changed of {len(cmp.classes)}" if n < len(cmp.classes) else \
+        f"all {n}"
+    _titles(fig, ax, "Per-class mean utility before and after",
+            f"{nw} classes got worse, {nb} better ({shown} common classes shown, most worsened "
+            "at the top).")
+    return fig
+
+
+# -- 4. FAR and FRR per class at each model's threshold ------------------------------
+def far_frr_figure(cmp: "Comparison", base: "EvaluationResult",
+                   cand: "EvaluationResult") -> "Figure":
+    """Arrows from each class's (FAR, FRR) under the baseline to the candidate's."""
+    from matplotlib.ticker import PercentFormatter
+
+    rows = list(cmp.classes)
+    if len(rows) > MAX_ARROWS:
+        rows = sorted(rows, key=lambda c: (-abs(c.change), c.label))[:MAX_ARROWS]
+    fig, (ax,) = _figure(9.0, 5.4)
+    bx = np.array([c.baseline_far for c in rows]); by = np.array([c.baseline_frr for c in rows])
+    cx = np.array([c.candidate_far for c in rows]); cy = np.array([c.candidate_frr for c in rows])
+    for i in range(len(rows)):
+        ax.annotate("", (cx[i], cy[i]), (bx[i], by[i]), zorder=2,
+                    arrowprops=dict(arrowstyle="->", color="#9ca3af", lw=0.8))
+    ax.scatter(bx, by, s=26, color=C_BASE, zorder=3, gid="baseline-points",
+               label=_names(cmp)[0])
+    ax.scatter(cx, cy, s=30, color=C_CAND, zorder=4, gid="candidate-points",
+               label=_names(cmp)[1])
+    for res, color, key, name in ((base, C_BASE, "baseline", "baseline"),
+                                  (cand, C_CAND, "candidate", "candidate")):
+        rt = res.recommended_threshold
+        ax.plot([rt.far], [rt.frr], marker="*", ms=15, color=color, mec="white", mew=1,
+                ls="none", zorder=6, gid=f"{key}-global-point",
+                label=f"{name} global: FAR {100 * rt.far:.2f}%, FRR {100 * rt.frr:.2f}%")
+    if len(rows) <= 30:
+        for c in rows:
+            t = ax.annotate(short_label(c.label, 20), (c.candidate_far, c.candidate_frr),
+                            xytext=(4, 3), textcoords="offset points", fontsize=7,
+                            color="#1f2937", zorder=5)
+            t.set_parse_math(False)
+    vals = np.r_[bx, cx, base.recommended_threshold.far, cand.recommended_threshold.far]
+    ax.set_xlim(0, float(np.nanmax(vals)) * 1.1 or 1.0)
+    vals = np.r_[by, cy, base.recommended_threshold.frr, cand.recommended_threshold.frr]
+    ax.set_ylim(0, min(1.0, float(np.nanmax(vals)) * 1.1) or 1.0)
+    ax.xaxis.set_major_formatter(PercentFormatter(xmax=1.0))
+    ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
+    ax.set_xlabel("false accept rate of the class (FAR) at the model's recommended threshold")
+    ax.set_ylabel("false reject rate of the class (FRR)")
+    ax.legend(loc="upper right", fontsize=7.5, framealpha=0.92)
+    _titles(fig, ax, "Per-class FAR and FRR, before -> after",
+            "Each arrow goes from a class's operating point under the baseline to the "
+            "candidate's (each at its own recommended threshold).\nA tighter cloud means one "
+            "threshold treats the classes more alike.")
+    return fig
+
+
+def all_figures(cmp: "Comparison", base: "EvaluationResult",
+                cand: "EvaluationResult") -> dict[str, "Figure"]:
+    """Every figure of the comparison page, by file stem, in display order."""
+    return {"mean_utility": mean_utility_figure(cmp, base, cand),
+            "class_curves": class_curves_figure(cmp, base, cand),
+            "class_changes": class_changes_figure(cmp),
+            "far_frr_changes": far_frr_figure(cmp, base, cand)}
+
+
+# -- the page ---------------------------------------------------------------------------
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;
+max-width:1100px;color:#111827;padding:0 1rem}
+h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem}
+table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem}
+th,td{border-bottom:1px solid #e5e7eb;padding:.3rem .7rem;text-align:right}
+th:first-child,td:first-child{text-align:left}
+.better{color:#1d4ed8}.worse{color:#b91c1c;font-weight:600}.pass{color:#047857}
+.fail{color:#b91c1c;font-weight:700}.warn{background:#fef3c7;padding:.4rem .7rem;
+border-left:4px solid #f59e0b}.muted{color:#6b7280;font-size:.85rem}
+img{max-width:100%;height:auto;border:1px solid #f3f4f6}
+"""
+
+
+def _n(v, fmt: str = ".4g") -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"
+    return format(v, fmt)
+
+
+def render_page(cmp: "Comparison", images: dict[str, bytes],
+                outcome: "GateOutcome | None" = None) -> str:
+    """The comparison page: verdict, headline deltas, class changes and the figures."""
+    e = html.escape
+    parts = ["<!DOCTYPE html>", "<html lang=\"en\"><head><meta charset=\"utf-8\">",
+             f"<title>opis compare: {e(cmp.baseline)} vs {e(cmp.candidate)}</title>",
+             f"<style>{_CSS}</style></head><body>",
+             "<h1>opis compare</h1>",
+             f"<p>Baseline <code>{e(cmp.baseline)}</code>, candidate "
+             f"<code>{e(cmp.candidate)}</code>; "
+             + ("both measured on the same thresholds." if cmp.same_thresholds
+                else "measured on <b>different</b> thresholds.") + "</p>"]
+    for w in cmp.warnings:
+        parts.append(f"<p class=\"warn\">Warning: {e(w)}</p>")
+    if outcome is not None:
+        verdict = ("<span class=\"pass\">passed</span>" if outcome.passed
+                   else "<span class=\"fail\">FAILED</span>")
+        parts += [f"<h2>Gate: {verdict}</h2>", "<table><tr><th>rule</th><th>value</th>"
+                  "<th>baseline</th><th>limit</th><th>verdict</th></tr>"]
+        for r in outcome.results:
+            limit = (f"[{r.interval.lower:+.4g}, {r.interval.upper:+.4g}]"
+                     if r.interval is not None else _n(r.limit, ".6g"))
+            parts.append(
+                f"<tr><td><code>{e(r.rule.text)}</code></td><td>{_n(r.value, '.6g')}</td>"
+                f"<td>{_n(r.baseline, '.6g')}</td><td>{e(limit)}</td>"
+                + ("<td class=\"pass\">pass</td>" if r.passed else
+                   f"<td class=\"fail\" title=\"{e(r.message)}\">FAIL</td>") + "</tr>")
+        parts.append("</table>")
+    parts += ["<h2>Headline metrics</h2>", "<table><tr><th>metric</th><th>baseline</th>"
+              "<th>candidate</th><th>change</th><th>relative</th><th>interval of change</th>"
+              "<th></th></tr>"]
+    for m in cmp.metrics:
+        iv = cmp.interval(m.name)
+        ivs = (f"[{iv.lower:+.4g}, {iv.upper:+.4g}] ({iv.method}, {100 * iv.confidence:g}%)"
+               if iv else "")
+        rel = "n/a" if m.relative is None else f"{100 * m.relative:+.1f}%"
+        parts.append(f"<tr><td>{e(m.name)}</td><td>{_n(m.baseline)}</td>"
+                     f"<td>{_n(m.candidate)}</td><td>{_n(m.change, '+.4g')}</td><td>{rel}</td>"
+                     f"<td>{e(ivs)}</td><td class=\"{e(m.verdict)}\">{e(m.verdict)}</td></tr>")
+    parts.append("</table>")
+    parts += ["<h2>Classes</h2>", "<p class=\"muted\">Mean utility over the calibration range; "
+              "FAR and FRR at each model's own recommended threshold. Most worsened first.</p>",
+              "<table><tr><th>class</th><th>mean utility</th><th>change</th><th>FAR</th>"
+              "<th>FRR</th></tr>"]
+    for c in cmp.classes:
+        cls = "worse" if c.change < 0 else ("better" if c.change > 0 else "")
+        parts.append(
+            f"<tr><td>{e(c.label)}</td><td>{_n(c.baseline_mean_utility)} &rarr; "
+            f"{_n(c.candidate_mean_utility)}</td><td class=\"{cls}\">{_n(c.change, '+.4f')}</td>"
+            f"<td>{_n(100 * c.baseline_far, '.2f')}% &rarr; {_n(100 * c.candidate_far, '.2f')}%"
+            f"</td><td>{_n(100 * c.baseline_frr, '.2f')}% &rarr; "
+            f"{_n(100 * c.candidate_frr, '.2f')}%</td></tr>")
+    parts.append("</table>")
+    if cmp.only_baseline or cmp.only_candidate:
+        parts.append(f"<p>Only in the baseline: {e(', '.join(cmp.only_baseline) or '-')}. "
+                     f"Only in the candidate: {e(', '.join(cmp.only_candidate) or '-')}.</p>")
+    parts.append("<h2>Figures</h2>")
+    for name in FIGURES:
+        if name in images:
+            b64 = base64.b64encode(images[name]).decode("ascii")
+            parts.append(f"<p><img id=\"fig-{name}\" alt=\"{e(name.replace('_', ' '))}\" "
+                         f"src=\"data:image/png;base64,{b64}\"></p>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def write_comparison_report(cmp: "Comparison", base: "EvaluationResult",
+                            cand: "EvaluationResult", out_dir: str | os.PathLike, *,
+                            outcome: "GateOutcome | None" = None) -> Path:
+    """Write ``compare.html`` and one PNG per figure into ``out_dir`` (created if missing)."""
+    from ..errors import InputError
+    from ..output import atomic_path, write_text
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a folder; --report needs a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"{out}: cannot create the report folder ({e.strerror or e})") from None
+    images = {}
+    for name, fig in all_figures(cmp, base, cand).items():
+        png = to_png(fig)
+        with atomic_path(out / f"{name}.png") as tmp:
+            tmp.write_bytes(png)
+        images[name] = png
+    target = out / COMPARE_FILE
+    write_text(target, render_page(cmp, images, outcome))
+    return target
