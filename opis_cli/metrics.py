@@ -64,7 +64,8 @@ def consistency(U: np.ndarray, thresholds: np.ndarray, labels, epsilon: float) -
     contrib = per_row / C
     opis = float(np.mean(per_row))
     mean_u = range_average(U, thresholds)
-    order = np.array(sorted(range(C), key=lambda i: (mean_u[i], labels[i])), dtype=np.int64)
+    # ascending mean utility, ties by label string (lexsort: last key is primary)
+    order = np.lexsort((np.asarray(labels, dtype=str), mean_u)).astype(np.int64)
     nw = worst_count(epsilon, C)
     worst = np.zeros(C, bool)
     worst[order[:nw]] = True
