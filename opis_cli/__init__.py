@@ -6,14 +6,33 @@ Public API::
     result = evaluate(embeddings, labels)        # -> EvaluationResult
     result.opis, result.epsilon_opis, result.recommended_threshold.value
 
-See SPEC.md (shipped as the README's "What is computed") for every number.
+SPEC.md defines every number. The heavy parts (numba kernels, faiss) load on
+first use, so ``import opis_cli`` and ``opis --help`` stay fast.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .errors import ConfigError, InputError, OpisError
 
 __version__ = "0.1.0"
 
-from .api import evaluate  # noqa: E402
-from .errors import ConfigError, InputError, OpisError  # noqa: E402
-from .results import EvaluationResult  # noqa: E402
-
 __all__ = ["evaluate", "EvaluationResult", "OpisError", "InputError", "ConfigError",
            "__version__"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .api import evaluate
+    from .results import EvaluationResult
+
+
+def __getattr__(name: str):
+    if name == "evaluate":
+        from .api import evaluate
+
+        return evaluate
+    if name == "EvaluationResult":
+        from .results import EvaluationResult
+
+        return EvaluationResult
+    raise AttributeError(f"module 'opis_cli' has no attribute {name!r}")
