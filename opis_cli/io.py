@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 from opis_cli.errors import InputError
 
-__all__ = ["Dataset", "SourceFile", "read_dataset"]
+__all__ = ["Dataset", "SourceFile", "read_dataset", "read_curves", "read_result"]
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -1028,3 +1028,120 @@ def _read_labels_csv(path: str, label_column: str) -> np.ndarray:
             f"{path}: column '{label_column}' row {bad} is empty; expected a label in every row"
         )
     return _strings_from_arrow(col, path, label_column, 0)
+
+
+# --------------------------------------------------------------------------
+# Saved results (for ``opis report``): the result JSON and the curves table
+
+_CURVES_REQUIRED = ("level", "label", "threshold_index", "threshold", "utility")
+_CURVES_SUFFIXES = (".csv", ".txt") + _PARQUET_SUFFIXES
+
+
+def read_result(path: str | os.PathLike[str]):
+    """Read a result document written by ``opis evaluate --json``.
+
+    Returns
+    -------
+    EvaluationResult
+        Without per-class curves (they are not part of the JSON; see
+        :func:`read_curves`).
+
+    Raises
+    ------
+    InputError
+        Missing or unreadable file, invalid JSON, or not an opis result
+        document of a supported ``schema_version``.
+    """
+    import json
+
+    from opis_cli.results import EvaluationResult
+
+    path_str = os.fspath(path)
+    _check_suffix(path_str, (".json",), "result file", allow_dir=False)
+    try:
+        with open(path_str, encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path_str}: not UTF-8 text (byte {exc.start}); expected the JSON "
+                         "written by opis evaluate --json") from exc
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path_str}: not valid JSON (line {exc.lineno} column {exc.colno}: "
+                         f"{exc.msg})") from exc
+    except OSError as exc:
+        raise InputError(f"{path_str}: not readable ({exc.strerror or exc})") from exc
+    if not isinstance(doc, dict) or "schema_version" not in doc:
+        raise InputError(f"{path_str}: not an opis result document (no 'schema_version'); "
+                         "expected the JSON written by opis evaluate --json")
+    try:
+        return EvaluationResult.from_dict(doc)
+    except ValueError as exc:
+        raise InputError(f"{path_str}: {_one_line(exc)}") from exc
+    except (KeyError, TypeError, IndexError, AttributeError) as exc:
+        what = f"key {exc.args[0]!r} is missing" if isinstance(exc, KeyError) else _one_line(exc)
+        raise InputError(f"{path_str}: not a complete opis result document ({what})") from exc
+
+
+def read_curves(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Read a per-class curves table written by ``opis evaluate --curves``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        ``.parquet``/``.pq`` or ``.csv`` (as written by the ``--curves``
+        option: one row per class (and group) and threshold).
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        Every column of the table. ``level`` and ``label`` are object arrays
+        of ``str`` (a CSV label such as ``007`` stays ``"007"``); the numeric
+        columns (``threshold_index``, ``threshold``, ``utility``, and
+        ``tp``, ``fp``, ``positives``, ``negatives``, ``tpr``, ``far`` when
+        present) are int64 or float64.
+
+    Raises
+    ------
+    InputError
+        Missing file, unknown type, unreadable table, a missing or
+        non-numeric column, or an empty cell in a required column.
+    """
+    path_str = os.fspath(path)
+    _check_suffix(path_str, _CURVES_SUFFIXES, "curves table", allow_dir=False)
+    if _suffix(path_str) in _PARQUET_SUFFIXES:
+        with _arrow_errors(path_str, "not a Parquet file or corrupt"):
+            table = pq.read_table(path_str)
+    else:
+        import pyarrow.csv as pacsv
+
+        with _arrow_errors(path_str, "not a readable CSV file"):
+            table = pacsv.read_csv(
+                path_str,
+                convert_options=pacsv.ConvertOptions(
+                    column_types={"level": pa.string(), "label": pa.string()},
+                    strings_can_be_null=False,
+                ),
+            )
+    names = list(table.column_names)
+    missing = [c for c in _CURVES_REQUIRED if c not in names]
+    if missing:
+        raise InputError(
+            f"{path_str}: no column '{missing[0]}'; columns are: {_names(names) or 'none'} "
+            "(expected the table written by opis evaluate --curves)"
+        )
+    out: dict[str, np.ndarray] = {}
+    for name in names:
+        col = table.column(name)
+        if name in ("level", "label"):
+            out[name] = _strings_from_arrow(col, path_str, name, 0)
+            continue
+        if col.null_count and name in _CURVES_REQUIRED:
+            bad = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
+            raise InputError(f"{path_str}: column '{name}' row {bad} is empty; expected a number")
+        t = col.type
+        if pa.types.is_integer(t) and not col.null_count:
+            out[name] = col.to_numpy().astype(np.int64, copy=False)
+        elif pa.types.is_integer(t) or pa.types.is_floating(t):
+            out[name] = col.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+        elif name in _CURVES_REQUIRED:
+            raise InputError(f"{path_str}: column '{name}' has type {t}; expected numbers")
+    return out

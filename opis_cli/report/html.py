@@ -1,0 +1,620 @@
+"""One self-contained HTML page for a finished result.
+
+The page needs nothing but itself: figures are PNGs embedded as ``data:``
+URIs, the style sheet and the script are inline, a Content-Security-Policy
+forbids every network request, so it opens the same from disk, from a CI
+artifact store or as a mail attachment.
+
+Every string that can come from user data (labels, paths, option values) is
+escaped with :func:`html.escape`; the per-row tables are drawn by the inline
+script from a JSON blob (escaped so that ``</script>`` inside a label cannot
+end the block), one page of rows at a time, so 10k+ classes stay responsive.
+
+Reads the result only; computes nothing but display shares and formats.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from typing import Any, Mapping
+
+from ..results import ConsistencyBlock, EvaluationResult
+from .plots import distance_unit
+
+__all__ = ["render_report", "FIGURE_TEXT"]
+
+#: heading and "how to read it" caption of each figure, by file stem
+FIGURE_TEXT: dict[str, tuple[str, str]] = {
+    "utility": (
+        "Utility of each class across the calibration range",
+        "Each line is one class's utility as the distance threshold sweeps the calibration range "
+        "(with many classes, blue shading shows the share of classes at each utility, with "
+        "sampled classes on top). Black: the mean over classes; red dashed: the mean of the worst "
+        "classes; green: the recommended threshold. OPIS measures how far the class curves stray "
+        "from the mean: a consistent model keeps them bunched together."),
+    "far_frr": (
+        "False accepts and false rejects per class at the recommended threshold",
+        "Each point is one class at the one global threshold: how often it accepts pairs it "
+        "should reject (FAR, right) and rejects pairs it should accept (FRR, up). The star is "
+        "the global operating point. Classes far to the right get too loose a threshold, classes "
+        "far up too strict a one; the dotted line marks twice the global FAR."),
+    "best_thresholds": (
+        "Each class's own best threshold",
+        "Where each class's own utility peaks, against the recommended global threshold (green). "
+        "If one threshold suited every class, all of them would sit on the green line. A class "
+        "whose best threshold is at an end of the calibration range may want one outside it; a "
+        "class whose utility is flat across the range counts at the lower end (ties go to the "
+        "smallest threshold)."),
+    "distances": (
+        "Distances of positive and negative pairs",
+        "Distances of same-label (positive) and different-label (negative) pairs, from the "
+        "histogram the result stores, each scaled to area 1 so both are visible. The shaded "
+        "band is the "
+        "calibration range over which OPIS is measured; pairs left of the green threshold are "
+        "accepted. Where the two overlap, no threshold separates them."),
+    "contributions": (
+        "Classes that contribute most to OPIS",
+        "OPIS is the sum of the per-class shares shown here: a class contributes by being far "
+        "from the mean utility curve, either way. Red: classes below the average utility, which "
+        "the shared threshold serves badly; blue: classes above it. The full list is in the "
+        "table below (column \u201cOPIS share\u201d)."),
+    "group_utility": (
+        "Utility of each group across the calibration range",
+        "The same view with groups (customers, domains) in place of classes: the utility over "
+        "all pairs whose query is in the group."),
+}
+
+_CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+        "script-src 'unsafe-inline'; base-uri 'none'; form-action 'none'")
+
+_CSS = """
+:root{--fg:#111827;--muted:#4b5563;--line:#e5e7eb;--bg:#f9fafb;--card:#fff;--accent:#059669;
+--bad:#dc2626;--badbg:#fef2f2;--warnbg:#fffbeb;--warn:#92400e}
+*{box-sizing:border-box}
+body{margin:0;
+font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;
+color:var(--fg);background:var(--bg)}
+main{max-width:1180px;margin:0 auto;padding:24px 20px 48px}
+header h1{margin:0;font-size:26px}
+header .sub{margin:4px 0 0;color:var(--muted);font-size:14px;overflow-wrap:anywhere}
+nav{margin:14px 0 6px;font-size:14px}
+nav a{color:var(--accent);margin-right:14px;text-decoration:none}
+nav a:hover{text-decoration:underline}
+h2{font-size:20px;margin:34px 0 10px;padding-bottom:4px;border-bottom:1px solid var(--line)}
+h3{font-size:16px;margin:0 0 6px}
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(190px,1fr));gap:12px;margin:18px 0}
+.card{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:12px 14px}
+.card .k{font-size:13px;color:var(--muted);font-weight:600;text-transform:uppercase;
+letter-spacing:.03em}
+.card .v{font-size:28px;font-weight:700;margin:2px 0;font-variant-numeric:tabular-nums}
+.card .v small{font-size:14px;font-weight:500;color:var(--muted)}
+.card .h{font-size:12.5px;color:var(--muted);line-height:1.35}
+.story{background:var(--card);border-left:4px solid var(--accent);padding:10px 14px;margin:8px 0;
+border-radius:0 8px 8px 0}
+.story p{margin:6px 0}
+.flag{background:var(--warnbg);border-left-color:#f59e0b;color:var(--warn)}
+figure{margin:0 0 22px;background:var(--card);border:1px solid var(--line);border-radius:10px;
+padding:14px}
+figure img{display:block;max-width:100%;height:auto;margin:6px auto 0}
+figcaption{color:var(--muted);font-size:14px}
+table{border-collapse:collapse;font-size:13.5px;font-variant-numeric:tabular-nums}
+th,td{padding:5px 8px;border-bottom:1px solid var(--line);text-align:right;white-space:nowrap}
+th:first-child,td:first-child{text-align:left}
+table.kv td,table.kv th{text-align:left;white-space:normal;overflow-wrap:anywhere}
+th.text{text-align:left}
+table.kv td:first-child{color:var(--muted);white-space:nowrap}
+.box{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:12px 14px}
+.controls{display:flex;flex-wrap:wrap;gap:10px 18px;align-items:center;margin-bottom:8px;
+font-size:14px}
+.controls input[type=search]{font:inherit;padding:4px 8px;border:1px solid #d1d5db;
+border-radius:6px;
+min-width:240px}
+.controls select,.controls button{font:inherit;padding:3px 8px;border:1px solid #d1d5db;
+border-radius:6px;background:#fff;cursor:pointer}
+.controls button:disabled{opacity:.45;cursor:default}
+.status{color:var(--muted)}
+.scroll{max-height:75vh;overflow:auto;border:1px solid var(--line);border-radius:8px;
+background:#fff}
+.scroll table{width:100%}
+.scroll thead th{position:sticky;top:0;background:#f3f4f6;z-index:1}
+thead th button{font:inherit;font-weight:600;border:0;background:none;cursor:pointer;padding:0;
+color:var(--fg)}
+thead th[aria-sort=ascending] button::after{content:" \\25B2";font-size:10px}
+thead th[aria-sort=descending] button::after{content:" \\25BC";font-size:10px}
+td.label{text-align:left;white-space:normal;overflow-wrap:anywhere;min-width:9em;max-width:340px}
+tr.worst td.label{color:var(--bad);font-weight:600}
+td.hot{background:var(--badbg);color:var(--bad)}
+.labels{max-height:220px;overflow:auto;background:#fff;border:1px solid var(--line);
+border-radius:6px;
+padding:8px;font-size:13px;overflow-wrap:anywhere}
+details summary{cursor:pointer;color:var(--accent)}
+footer{margin-top:40px;color:var(--muted);font-size:13px}
+"""
+
+_JS = r"""
+(function () {
+  "use strict";
+  var FORMAT = {
+    text: function (v) { return String(v); },
+    int: function (v) { return v.toLocaleString("en-US"); },
+    num: function (v) { return v.toFixed(4); },
+    pct: function (v) { return (100 * v).toFixed(2) + "%"; },
+    dist: function (v) { return String(Number(v.toPrecision(5))); },
+    bool: function (v) { return v ? "yes" : ""; }
+  };
+  function fmt(v, kind) {
+    return (v === null || v === undefined) ? "\u2013" : FORMAT[kind](v);
+  }
+  function setup(root) {
+    var data = JSON.parse(document.getElementById(root.getAttribute("data-source")).textContent);
+    var cols = data.columns, rows = data.rows;
+    var labelIdx = cols.findIndex(function (c) { return c.key === "label"; });
+    var worstIdx = cols.findIndex(function (c) { return c.key === "worst"; });
+    var farIdx = cols.findIndex(function (c) { return c.key === "far"; });
+    var lower = rows.map(function (r) { return String(r[labelIdx]).toLowerCase(); });
+    var st = { col: data.sort_column, desc: false, filter: "", worstOnly: false, page: 0,
+               size: 100, view: [] };
+    var filterBox = root.querySelector("input.filter");
+    var worstBox = root.querySelector("input.worst-only");
+    var sizeBox = root.querySelector("select.page-size");
+    var prev = root.querySelector("button.prev"), next = root.querySelector("button.next");
+    var status = root.querySelector(".status"), pageInfo = root.querySelector(".page");
+    var thead = root.querySelector("thead tr"), tbody = root.querySelector("tbody");
+    var ths = cols.map(function (c, i) {
+      var th = document.createElement("th");
+      var b = document.createElement("button");
+      b.type = "button";
+      b.textContent = c.label;
+      if (c.title) { th.title = c.title; }
+      if (c.kind === "text") { th.className = "text"; }
+      b.addEventListener("click", function () {
+        if (st.col === i) { st.desc = !st.desc; } else { st.col = i; st.desc = !!c.desc_first; }
+        st.page = 0;
+        refresh();
+      });
+      th.appendChild(b);
+      thead.appendChild(th);
+      return th;
+    });
+    function compare(a, b) {
+      var x = rows[a][st.col], y = rows[b][st.col];
+      if (x === null || x === undefined) { return (y === null || y === undefined) ? a - b : 1; }
+      if (y === null || y === undefined) { return -1; }
+      var r;
+      if (typeof x === "string") { r = x < y ? -1 : (x > y ? 1 : 0); }
+      else { r = (x === y) ? 0 : (x < y ? -1 : 1); }
+      if (st.desc) { r = -r; }
+      return r !== 0 ? r : a - b;
+    }
+    function refresh() {
+      var f = st.filter, view = [];
+      for (var i = 0; i < rows.length; i++) {
+        if (f && lower[i].indexOf(f) < 0) { continue; }
+        if (st.worstOnly && !rows[i][worstIdx]) { continue; }
+        view.push(i);
+      }
+      view.sort(compare);
+      st.view = view;
+      ths.forEach(function (th, i) {
+        if (i === st.col) { th.setAttribute("aria-sort", st.desc ? "descending" : "ascending"); }
+        else { th.removeAttribute("aria-sort"); }
+      });
+      render();
+    }
+    function render() {
+      var n = st.view.length, pages = Math.max(1, Math.ceil(n / st.size));
+      if (st.page >= pages) { st.page = pages - 1; }
+      var start = st.page * st.size, end = Math.min(n, start + st.size);
+      var frag = document.createDocumentFragment();
+      for (var j = start; j < end; j++) {
+        var r = rows[st.view[j]], tr = document.createElement("tr");
+        if (worstIdx >= 0 && r[worstIdx]) { tr.className = "worst"; }
+        for (var c = 0; c < cols.length; c++) {
+          var td = document.createElement("td");
+          td.textContent = fmt(r[c], cols[c].kind);
+          if (c === labelIdx) { td.className = "label"; }
+          else if (c === farIdx && r[c] !== null && data.far_hot !== null && r[c] > data.far_hot) {
+            td.className = "hot";
+          }
+          tr.appendChild(td);
+        }
+        frag.appendChild(tr);
+      }
+      tbody.replaceChildren(frag);
+      status.textContent = (n === 0 ? "No " + data.noun_plural + " match"
+        : "Showing " + (start + 1).toLocaleString("en-US") + "\u2013" + end.toLocaleString("en-US")
+          + " of " + n.toLocaleString("en-US") + " " + (n === 1 ? data.noun : data.noun_plural))
+        + (n < rows.length ? " (" + rows.length.toLocaleString("en-US") + " in all)" : "");
+      pageInfo.textContent = "page " + (st.page + 1) + " of " + pages;
+      prev.disabled = st.page === 0;
+      next.disabled = st.page >= pages - 1;
+    }
+    var timer = null;
+    filterBox.addEventListener("input", function () {
+      clearTimeout(timer);
+      timer = setTimeout(function () {
+        st.filter = filterBox.value.trim().toLowerCase();
+        st.page = 0;
+        refresh();
+      }, 120);
+    });
+    worstBox.addEventListener("change", function () {
+      st.worstOnly = worstBox.checked; st.page = 0; refresh();
+    });
+    sizeBox.addEventListener("change", function () {
+      st.size = parseInt(sizeBox.value, 10); st.page = 0; render();
+    });
+    prev.addEventListener("click", function () { st.page -= 1; render(); });
+    next.addEventListener("click", function () { st.page += 1; render(); });
+    root.opisTable = { state: st, refresh: refresh };
+    refresh();
+    root.setAttribute("data-ready", "1");
+  }
+  document.querySelectorAll("[data-opis-table]").forEach(setup);
+  document.documentElement.setAttribute("data-opis-ready", "1");
+})();
+"""
+
+
+# -- formatting helpers ---------------------------------------------------------
+def esc(value: Any) -> str:
+    """Escape any value for HTML text or attributes."""
+    return html.escape(str(value), quote=True)
+
+
+def _ok(v) -> bool:
+    return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def _f(v, fmt: str = ".4f") -> str:
+    return format(v, fmt) if _ok(v) else "\u2013"
+
+
+def _pct(v, digits: int = 2) -> str:
+    return f"{100 * v:.{digits}f}%" if _ok(v) else "\u2013"
+
+
+def _num(v) -> float | None:
+    """A finite number rounded for display (6 significant digits), else None (JSON null)."""
+    if not _ok(v):
+        return None
+    return float(f"{float(v):.6g}")
+
+
+def json_for_script(obj: Any) -> str:
+    """JSON safe inside ``<script type="application/json">``.
+
+    ``<``, ``>`` and ``&`` become ``\\u003c`` etc., so no label can close the
+    script element (``</script>``) or open a comment; ``JSON.parse`` reads
+    them back unchanged.
+    """
+    text = json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return (text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+            .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
+
+
+# -- page parts -------------------------------------------------------------------
+def _card(key: str, value: str, hint: str, unit: str = "") -> str:
+    unit_html = f" <small>{esc(unit)}</small>" if unit else ""
+    return (f'<div class="card"><div class="k">{esc(key)}</div>'
+            f'<div class="v">{esc(value)}{unit_html}</div><div class="h">{esc(hint)}</div></div>')
+
+
+def _cards(result: EvaluationResult) -> str:
+    rt = result.recommended_threshold
+    eps = f"{100 * result.epsilon:g}%"
+    r1 = result.retrieval.recall_at_k.get("1")
+    return '<section id="summary" class="cards">' + "".join([
+        _card("OPIS", _f(result.opis, ".4g"),
+              "How much per-class utility varies around the mean over the calibration range. "
+              "0 = every class alike; lower is better."),
+        _card(f"{eps}-OPIS", _f(result.epsilon_opis, ".4g"),
+              f"Squared gap between the worst {eps} of classes and the rest. Lower is better."),
+        _card("R@1", _pct(r1),
+              f"Queries whose nearest neighbour has their label ({result.retrieval.queries:,} "
+              "queries)."),
+        _card("MAP@R", _f(result.retrieval.map_at_r),
+              "Mean average precision at R (R = the query's number of same-label items)."),
+        _card("Recommended threshold", _f(rt.value, ".4g"),
+              f"{distance_unit(result.metric)} ({rt.policy}); accept a pair when its distance "
+              f"is at most this. Global FAR {_pct(rt.far)}, FRR {_pct(rt.frr)}."),
+    ]) + "</section>"
+
+
+def _story(result: EvaluationResult) -> str:
+    """The key facts in plain sentences (all numbers from the result)."""
+    rt = result.recommended_threshold
+    cls = result.classes
+    unit = distance_unit(result.metric)
+    fs, rs = rt.far_spread, rt.frr_spread
+    per = cls.per_class
+    avg = sum(c.mean_utility for c in per) / len(per) if per else float("nan")
+    parts = [
+        f"At the recommended threshold of <b>{esc(_f(rt.value, '.4g'))}</b> ({esc(unit)}), the "
+        f"model falsely accepts <b>{_pct(rt.far)}</b> of different-label pairs and falsely "
+        f"rejects <b>{_pct(rt.frr)}</b> of same-label pairs overall.",
+        f"Across the {cls.evaluated:,} classes, the false accept rate runs from {_pct(fs.min)} "
+        f"to {_pct(fs.max)} (5th to 95th percentile {_pct(fs.p5)} to {_pct(fs.p95)}) and the "
+        f"false reject rate from {_pct(rs.min)} to {_pct(rs.max)} ({_pct(rs.p5)} to "
+        f"{_pct(rs.p95)}); {_pct(rt.fraction_far_above_2x, 1)} of classes have more than twice "
+        "the global false accept rate.",
+    ]
+    if per:
+        w = per[0]
+        parts.append(f"The worst-served class is <b>{esc(w.label)}</b> (mean utility "
+                     f"{_f(w.mean_utility, '.3f')} against an average of {_f(avg, '.3f')}).")
+    out = '<div class="story">' + "<p>" + " ".join(parts) + "</p></div>"
+    flags = []
+    K = len(result.thresholds)
+    if K and rt.index in (0, K - 1):
+        end = "lower" if rt.index == 0 else "upper"
+        flags.append(f"The recommended threshold sits at the {end} end of the calibration range: "
+                     "the best global threshold may lie outside it (try a wider --far-range or "
+                     "--calibration-range).")
+    if cls.excluded:
+        flags.append(f"{cls.excluded:,} class(es) were excluded because they have no positive or "
+                     "no negative pair (e.g. a single sample); see <a href=\"#excluded\">Excluded "
+                     "classes</a>.")
+    if flags:
+        out += '<div class="story flag">' + "".join(f"<p>{f}</p>" for f in flags) + "</div>"
+    return out
+
+
+def _spread_table(block: ConsistencyBlock, noun: str) -> str:
+    rt = block.recommended_threshold
+    head = "".join(f"<th>{k}</th>" for k in ("min", "5th pct", "median", "95th pct", "max"))
+    body = ""
+    for name, sp, glob in (("FAR", rt.far_spread, rt.far), ("FRR", rt.frr_spread, rt.frr)):
+        cells = "".join(f"<td>{_pct(getattr(sp, k))}</td>"
+                        for k in ("min", "p5", "p50", "p95", "max"))
+        body += f"<tr><td>{name} per {esc(noun)}</td>{cells}<td>{_pct(glob)}</td></tr>"
+    return (f'<div class="box"><table><thead><tr><th>at threshold {esc(_f(rt.value, ".4g"))}</th>'
+            f"{head}<th>global</th></tr></thead><tbody>{body}</tbody></table></div>")
+
+
+def _figure(name: str, png: bytes, note: str = "") -> str:
+    heading, caption = FIGURE_TEXT.get(name, (name, ""))
+    data = base64.b64encode(png).decode("ascii")
+    extra = f" <b>{esc(note)}</b>" if note else ""
+    return (f'<figure id="fig-{esc(name)}"><h3>{esc(heading)}</h3>'
+            f"<figcaption>{esc(caption)}{extra}</figcaption>"
+            f'<img src="data:image/png;base64,{data}" alt="{esc(heading)}"></figure>')
+
+
+_COLUMNS = [
+    {"key": "rank", "label": "#", "kind": "int",
+     "title": "Rank by mean utility (1 = worst)"},
+    {"key": "label", "label": "label", "kind": "text", "title": "Label (as in the input)"},
+    {"key": "n", "label": "rows", "kind": "int", "desc_first": True,
+     "title": "Rows with this label"},
+    {"key": "queries", "label": "queries", "kind": "int", "desc_first": True,
+     "title": "Query rows with this label"},
+    {"key": "positives", "label": "pos. pairs", "kind": "int", "desc_first": True,
+     "title": "Pairs whose query has this label and whose gallery item has it too"},
+    {"key": "negatives", "label": "neg. pairs", "kind": "int", "desc_first": True,
+     "title": "Pairs whose query has this label and whose gallery item has another"},
+    {"key": "mean_utility", "label": "mean utility", "kind": "num",
+     "title": "Utility averaged over the calibration range"},
+    {"key": "far", "label": "FAR", "kind": "pct", "desc_first": True,
+     "title": "False accept rate at the recommended threshold (red: above twice the global FAR)"},
+    {"key": "frr", "label": "FRR", "kind": "pct", "desc_first": True,
+     "title": "False reject rate at the recommended threshold"},
+    {"key": "best_threshold", "label": "best threshold", "kind": "dist",
+     "title": "Grid threshold maximising this row's utility"},
+    {"key": "opis_share", "label": "OPIS share", "kind": "pct", "desc_first": True,
+     "title": "This row's share of OPIS"},
+    {"key": "worst", "label": "worst", "kind": "bool", "desc_first": True,
+     "title": "In the worst-epsilon set used by epsilon-OPIS"},
+    {"key": "recall_at_1", "label": "R@1", "kind": "num",
+     "title": "Recall at 1 over this row's queries"},
+]
+
+
+def table_data(block: ConsistencyBlock, noun: str, noun_plural: str) -> dict:
+    """The JSON the page's table script draws from (one array per row)."""
+    rt = block.recommended_threshold
+    opis = block.opis if _ok(block.opis) and block.opis > 0 else None
+    rows = []
+    for i, c in enumerate(block.per_class, start=1):
+        share = c.opis_contribution / opis if opis and _ok(c.opis_contribution) else None
+        rows.append([i, c.label, c.n, c.queries, c.positives, c.negatives, _num(c.mean_utility),
+                     _num(c.far_at_threshold), _num(c.frr_at_threshold), _num(c.best_threshold),
+                     _num(share), bool(c.worst), _num(c.recall_at_1)])
+    return {"noun": noun, "noun_plural": noun_plural, "columns": _COLUMNS, "rows": rows,
+            "sort_column": 0, "far_hot": _num(2 * rt.far) if _ok(rt.far) else None}
+
+
+def _table(block: ConsistencyBlock, ident: str, noun: str, noun_plural: str,
+           epsilon: float) -> str:
+    blob = json_for_script(table_data(block, noun, noun_plural))
+    return (
+        f'<div class="table-widget" data-opis-table data-source="{ident}-data" id="{ident}-table">'
+        '<div class="controls">'
+        f'<label>Filter by label <input type="search" class="filter" '
+        f'placeholder="part of a {esc(noun)} label" '
+        f'aria-label="Filter {esc(noun_plural)} by label">'
+        "</label>"
+        '<label><input type="checkbox" class="worst-only"> '
+        f"only the worst {100 * epsilon:g}%</label>"
+        '<label>rows per page <select class="page-size"><option>25</option>'
+        '<option selected>100</option><option>500</option></select></label>'
+        '<span class="pager"><button type="button" class="prev">&#8249; previous</button> '
+        '<span class="page"></span> <button type="button" class="next">next &#8250;</button></span>'
+        '<span class="status" aria-live="polite"></span></div>'
+        '<div class="scroll"><table class="data"><thead><tr></tr></thead><tbody></tbody></table>'
+        "</div><noscript>The table needs JavaScript; the same numbers are in the result JSON."
+        "</noscript></div>"
+        f'<script type="application/json" id="{ident}-data">{blob}</script>')
+
+
+def _kv(rows: list[tuple[str, Any]]) -> str:
+    body = "".join(f"<tr><td>{esc(k)}</td><td>{esc(_show(v))}</td></tr>" for k, v in rows)
+    return f'<div class="box"><table class="kv"><tbody>{body}</tbody></table></div>'
+
+
+def _show(v: Any) -> str:
+    if v is None:
+        return "\u2013"
+    if isinstance(v, (dict, list, tuple)):
+        return json.dumps(v, ensure_ascii=False, sort_keys=True)
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    return str(v)
+
+
+def _flatten(d: Mapping, prefix: str = "") -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out += _flatten(v, f"{prefix}{k}.")
+        else:
+            out.append((f"{prefix}{k}", v))
+    return out
+
+
+def _options(result: EvaluationResult) -> str:
+    cr = result.calibration_range
+    rows: list[tuple[str, Any]] = [
+        ("metric", f"{result.metric} ({distance_unit(result.metric)}; smaller = more similar)"),
+        ("utility", f"{result.utility} (beta {result.beta:g})"),
+        ("epsilon", f"{result.epsilon:g} (worst {100 * result.epsilon:g}% of classes)"),
+        ("calibration range", f"{cr.lower:.6g} to {cr.upper:.6g} ({cr.source}; global FAR "
+                              f"{_pct(cr.far_lower)} to {_pct(cr.far_upper)})"),
+        ("thresholds in the grid", len(result.thresholds)),
+        ("recommended threshold policy", result.recommended_threshold.policy),
+        ("rows", f"{result.n_samples:,} x {result.dim} dimensions"),
+    ]
+    shown = {"metric", "utility", "beta", "epsilon", "num_thresholds", "threshold_policy"}
+    rows += [(f"option {k}", v) for k, v in _flatten(result.options) if k not in shown]
+    return _kv(rows)
+
+
+def _provenance(result: EvaluationResult) -> str:
+    prov = dict(result.provenance)
+    inputs = prov.pop("inputs", None) or []
+    out = _kv(_flatten(prov)) if prov else "<p>No provenance recorded.</p>"
+    if inputs:
+        body = ""
+        for s in inputs:
+            s = s if isinstance(s, Mapping) else {"path": s}
+            size = s.get("size_bytes")
+            body += (f"<tr><td>{esc(s.get('path', ''))}</td><td>{esc(s.get('sha256', ''))}</td>"
+                     f"<td>{esc(f'{size:,}' if isinstance(size, int) else _show(size))}</td></tr>")
+        out += ('<h3 style="margin-top:14px">Input files</h3><div class="box"><table class="kv">'
+                "<thead><tr><th>path</th><th>sha256</th><th>bytes</th></tr></thead>"
+                f"<tbody>{body}</tbody></table></div>")
+    return out
+
+
+def _excluded(block: ConsistencyBlock, noun: str, noun_plural: str) -> str:
+    if not block.excluded:
+        return (f"<p>None: every {esc(noun)} has at least one positive and one negative "
+                "pair.</p>")
+    labels = ", ".join(esc(v) for v in block.excluded_labels)
+    return (f"<p>{block.excluded:,} {esc(noun_plural)} were left out of every average because they "
+            "have no positive pair (e.g. a single sample) or no negative pair.</p>"
+            f'<details open><summary>show the labels</summary><div class="labels">{labels}'
+            "</div></details>")
+
+
+def _source_line(result: EvaluationResult) -> str:
+    inputs = result.provenance.get("inputs") or []
+    paths = [s.get("path", "") if isinstance(s, Mapping) else str(s) for s in inputs]
+    bits = []
+    if paths:
+        bits.append(", ".join(paths))
+    bits.append(f"{result.n_samples:,} rows x {result.dim} dims")
+    bits.append(f"{distance_unit(result.metric)}, utility {result.utility}")
+    bits.append(f"{result.classes.evaluated:,} classes evaluated, {result.classes.excluded:,} "
+                "excluded")
+    t = result.provenance.get("time")
+    if t:
+        bits.append(f"evaluated {t}")
+    return esc(" \u00b7 ".join(bits))
+
+
+# -- the page ---------------------------------------------------------------------
+def render_report(result: EvaluationResult, images: Mapping[str, bytes], *,
+                  class_curves: bool = True, group_curves: bool = True) -> str:
+    """The whole page as a string.
+
+    Parameters
+    ----------
+    result : the evaluation.
+    images : PNG bytes by figure name (``plots.FIGURES`` and ``GROUP_FIGURES``).
+    class_curves, group_curves : whether the utility figures had per-row
+        curves (otherwise their captions say how to add them).
+    """
+    no_curves = ("This report was rendered without the per-class curves: pass --curves CURVES "
+                 "(written by opis evaluate --curves) to draw them.")
+    figs = "".join(_figure(name, png, "" if class_curves or name != "utility" else no_curves)
+                   for name, png in images.items() if not name.startswith("group_"))
+    nav = [("summary", "Summary"), ("figures", "Figures"), ("classes", "Per-class table")]
+    groups_html = ""
+    g = result.groups
+    if g is not None:
+        nav.append(("groups", "Groups"))
+        gfig = "".join(_figure(n, p, "" if group_curves else no_curves.replace("class", "group"))
+                       for n, p in images.items() if n.startswith("group_"))
+        groups_html = (
+            f'<section id="groups"><h2>Groups (column {esc(result.group_column or "")})</h2>'
+            '<div class="cards">'
+            + _card("group OPIS", _f(g.opis, ".4g"), "OPIS with groups in place of classes.")
+            + _card(f"group {100 * result.epsilon:g}%-OPIS", _f(g.epsilon_opis, ".4g"),
+                    "Gap between the worst groups and the rest.")
+            + _card("groups", f"{g.evaluated:,}", f"evaluated; {g.excluded:,} excluded")
+            + "</div>" + _spread_table(g, "group") + "<br>" + gfig
+            + _table(g, "groups", "group", "groups", result.epsilon) + "</section>")
+    nav += [("excluded", "Excluded classes"), ("options", "Options"),
+            ("provenance", "Provenance")]
+    nav_html = "".join(f'<a href="#{k}">{esc(v)}</a>' for k, v in nav)
+    tool = result.provenance.get("tool_version", "")
+    title = (f"opis report: OPIS {_f(result.opis, '.4g')}, threshold "
+             f"{_f(result.recommended_threshold.value, '.4g')}")
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{_CSP}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="generator" content="opis">
+<title>{esc(title)}</title>
+<style>{_CSS}</style>
+</head>
+<body>
+<main>
+<header><h1>Can one threshold serve every class?</h1>
+<p class="sub">{_source_line(result)}</p></header>
+<nav>{nav_html}</nav>
+{_cards(result)}
+{_story(result)}
+<h3 style="margin-top:16px">Per-class spread at the recommended threshold</h3>
+{_spread_table(result.classes, "class")}
+<section id="figures"><h2>Figures</h2>
+{figs}
+</section>
+<section id="classes"><h2>Per-class table</h2>
+<p>One row per evaluated class, worst first. Click a column to sort, type to filter by label.</p>
+{_table(result.classes, "classes", "class", "classes", result.epsilon)}
+</section>
+{groups_html}
+<section id="excluded"><h2>Excluded classes</h2>
+{_excluded(result.classes, "class", "classes")}
+</section>
+<section id="options"><h2>Options</h2>
+{_options(result)}
+</section>
+<section id="provenance"><h2>Provenance</h2>
+{_provenance(result)}
+</section>
+<footer>Made by opis {esc(tool)} from the result document (schema version {result.schema_version}).
+OPIS and 10%-OPIS follow Zhang et al., \u201cThreshold-Consistent Margin Loss for Open-World Deep
+Metric Learning\u201d, ICLR 2024.</footer>
+</main>
+<script>{_JS}</script>
+</body>
+</html>
+"""
