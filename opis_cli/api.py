@@ -204,7 +204,8 @@ def build_result(prep: Prepared, out: EngineOutput, *, spec: GridSpec, metric: s
         far_requested=tuple(spec.far_range) if out.range_source == "far" else None)
     r = retrieval_metrics(out.first_rank, out.ap_at_r, out.n_relevant)
     hist = DistanceHistogram(tuple(float(v) for v in out.hist_edges),
-                             tuple(int(v) for v in out.hist_pos), tuple(int(v) for v in out.hist_neg))
+                             tuple(int(v) for v in out.hist_pos), tuple(int(v) for v in out.hist_neg),
+                             out.notes.get("report_histogram_rows"))
     options = {
         "metric": metric, "utility": utility, "beta": beta, "epsilon": epsilon,
         "num_thresholds": spec.num_thresholds,

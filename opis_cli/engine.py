@@ -355,7 +355,7 @@ class ExactEngine:
         row_eval = evaluated[prep.q_class]
         nq, ng = len(prep.q_rows), len(prep.g_rows)
         row_sample = np.zeros(nq, bool)
-        row_sample[:: max(1, nq // REPORT_ROWS)] = True
+        row_sample[:: max(1, -(-nq // REPORT_ROWS))] = True
         l2 = prep.metric == "l2"
         k_lo, k_hi = self._key_span(prep)
         block_rows = max(1, self.block_bytes // (4 * ng))
@@ -435,7 +435,7 @@ class ExactEngine:
             ap_at_r=ret["ap"], n_relevant=ret["n_rel"], hist_edges=edges,
             hist_pos=res["rep_pos"], hist_neg=res["rep_neg"], passes=passes,
             deferred=res["deferred_total"],
-            notes={"report_histogram_rows": int(row_sample.sum())})
+            notes={"report_histogram_rows": int((row_sample & row_eval).sum())})
 
     # -- pilot -------------------------------------------------------------------
     def _pilot_windows(self, prep: Prepared, row_eval: np.ndarray, fars: tuple[float, float],

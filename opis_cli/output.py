@@ -45,6 +45,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 class Staged:
     """Temporary files waiting to be renamed onto their targets together."""
 
@@ -57,6 +63,8 @@ class Staged:
         if not folder.is_dir():
             raise InputError(f"{target}: folder {folder} does not exist")
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+        # mkstemp makes the file private (0600); outputs get the usual mode
+        os.fchmod(fd, 0o666 & ~_umask())
         os.close(fd)
         self._pending.append((Path(tmp), target))
         return Path(tmp)

@@ -236,20 +236,26 @@ class Retrieval:
 
 @dataclass(frozen=True)
 class DistanceHistogram:
-    """Counts of positive and negative pairs (of evaluated classes) per distance bin."""
+    """Counts of positive and negative pairs per distance bin.
+
+    The pairs are those of ``queries`` evenly spaced queries of evaluated
+    classes (all of them up to 1024): a picture of the distributions, not a
+    quantity that enters any metric.
+    """
 
     edges: tuple[float, ...]
     positive: tuple[int, ...]
     negative: tuple[int, ...]
+    queries: int | None = None
 
     def to_dict(self) -> dict:
         return _clean({"edges": list(self.edges), "positive": list(self.positive),
-                       "negative": list(self.negative)})
+                       "negative": list(self.negative), "queries": self.queries})
 
     @classmethod
     def from_dict(cls, d: dict) -> "DistanceHistogram":
         return cls(tuple(float(v) for v in d["edges"]), tuple(int(v) for v in d["positive"]),
-                   tuple(int(v) for v in d["negative"]))
+                   tuple(int(v) for v in d["negative"]), d.get("queries"))
 
 
 @dataclass(frozen=True)
