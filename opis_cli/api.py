@@ -20,7 +20,7 @@ from .errors import ConfigError, InputError
 from .metrics import consistency, retrieval as retrieval_metrics
 from .prepare import Prepared, prepare
 from .results import (CalibrationRange, ClassSummary, ConsistencyBlock, Curves, DistanceHistogram,
-                      EvaluationResult, RecommendedThreshold, Retrieval, Spread)
+                      EvaluationResult, RecommendedThreshold, Retrieval)
 from .threshold import Policy, global_far, recommend
 
 
@@ -153,7 +153,7 @@ def _block(labels, tp_all, pp_all, P, M, thresholds, kind, beta, epsilon, policy
     rt = RecommendedThreshold(
         policy=op.policy, value=op.value, index=op.index, mean_utility=op.mean_utility,
         worst_mean_utility=op.worst_utility, tpr=op.tpr, far=op.far,
-        far_spread=Spread(**vars(op.far_spread)), frr_spread=Spread(**vars(op.frr_spread)),
+        far_spread=op.far_spread, frr_spread=op.frr_spread,
         fraction_far_above_2x=op.fraction_far_above_2x, requested_far=op.requested_far)
     excluded = tuple(labels[i] for i in np.nonzero(~ev)[0])
     return ConsistencyBlock(
@@ -217,7 +217,7 @@ def build_result(prep: Prepared, out: EngineOutput, *, spec: GridSpec, metric: s
         "tool": "opis", "tool_version": __version__, "inputs": [dict(s) for s in sources],
         "engine": engine_name, "index": "exact (all pairs, BLAS inner products)"
         if engine_name == "exact" else engine_name,
-        "passes": out.passes, "versions": _versions(),
+        "passes": out.passes, "options": options, "versions": _versions(),
     }
     if timestamp:
         prov["time"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import ConfigError
+from .results import Spread
 
 SPREAD_POINTS = (("min", 0.0), ("p5", 5.0), ("p50", 50.0), ("p95", 95.0), ("max", 100.0))
 
@@ -42,20 +43,12 @@ class Policy:
         return f"far:{self.far:g}" if self.name == "far" else self.name
 
 
-@dataclass(frozen=True)
-class Spread:
-    min: float
-    p5: float
-    p50: float
-    p95: float
-    max: float
-
-    @classmethod
-    def of(cls, values: np.ndarray) -> "Spread":
-        if len(values) == 0:
-            return cls(*(float("nan"),) * 5)
-        q = np.percentile(values, [p for _, p in SPREAD_POINTS])
-        return cls(*(float(v) for v in q))
+def spread_of(values: np.ndarray) -> Spread:
+    """min, 5th, 50th, 95th percentile (numpy's default linear rule) and max."""
+    if len(values) == 0:
+        return Spread(*(float("nan"),) * 5)
+    q = np.percentile(values, [p for _, p in SPREAD_POINTS])
+    return Spread(*(float(v) for v in q))
 
 
 @dataclass(frozen=True)
@@ -105,6 +98,6 @@ def recommend(policy: Policy, thresholds: np.ndarray, mean_curve: np.ndarray,
         policy=str(policy), index=k, value=float(thresholds[k]),
         mean_utility=float(mean_curve[k]), worst_utility=float(worst_curve[k]),
         tpr=float(tp[:, k].sum() / P.sum()), far=g,
-        far_spread=Spread.of(per_far), frr_spread=Spread.of(per_frr),
+        far_spread=spread_of(per_far), frr_spread=spread_of(per_frr),
         fraction_far_above_2x=float(np.mean(per_far > 2 * g)),
         requested_far=policy.far, per_far=per_far, per_frr=per_frr)
