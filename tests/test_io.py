@@ -769,8 +769,6 @@ SAMPLE = os.path.join(os.path.dirname(__file__), os.pardir, "sample_data")
 @pytest.mark.parametrize("model", ["weak", "strong"])
 def test_sample_data_formats_agree(model):
     parquet = os.path.join(SAMPLE, f"digits_{model}.parquet")
-    if not os.path.exists(parquet):
-        pytest.skip("sample_data not built (python scripts/make_sample_data.py)")
     a = read_dataset(parquet, group_column="group")
     b = read_dataset(
         os.path.join(SAMPLE, f"digits_{model}.npy"),
