@@ -19,4 +19,12 @@ def make_engine(name: str, *, block_bytes: int, k: int = 100, index: str = "hnsw
         from .engine import ExactEngine
 
         return ExactEngine(block_bytes=block_bytes)
+    if name == "knn":
+        from .engine_knn import KnnEngine
+
+        return KnnEngine(k=k, index=index, block_bytes=block_bytes)
+    if name == "dask":
+        from .engine_dask import DaskEngine  # says how to install dask when it is missing
+
+        return DaskEngine(block_bytes=block_bytes, scheduler=scheduler, workers=workers)
     raise ConfigError(f"--engine {name!r}: expected one of {', '.join(ENGINES)}")

@@ -31,7 +31,8 @@ import pyarrow.parquet as pq
 
 from opis_cli.errors import InputError
 
-__all__ = ["Dataset", "SourceFile", "read_dataset", "read_curves", "read_result"]
+__all__ = ["Dataset", "SourceFile", "read_dataset", "memory_needed", "check_memory",
+           "available_memory", "read_curves", "read_result"]
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -115,6 +116,8 @@ def read_dataset(
     query_column: str | None = None,
     gallery_column: str | None = None,
     progress: ProgressCallback | None = None,
+    check_memory_fits: bool = True,
+    memory_available: int | None = None,
 ) -> Dataset:
     """Read a dataset of embeddings and labels.
 
@@ -148,6 +151,13 @@ def read_dataset(
     progress : callable, optional
         Called as ``progress(rows_done, rows_total)`` after each Parquet row
         group (once at the end for NumPy inputs).
+    check_memory_fits : bool, default True
+        Before the embeddings are read (Parquet, .npy) or right after
+        (.npz), compare :func:`memory_needed` for their shape with
+        ``memory_available`` and raise ``InputError`` if it will not fit.
+    memory_available : int, optional
+        Bytes available; default :func:`available_memory` (the check is
+        skipped when that is unknown).
 
     Returns
     -------
@@ -167,6 +177,16 @@ def read_dataset(
         _check_suffix(label_str, _LABEL_SUFFIXES, "labels file", allow_dir=True)
 
     kind = _input_kind(path_str)
+
+    def fits(where: str, rows: int, dim: int, itemsize: int, in_memory: bool = True) -> None:
+        if not check_memory_fits:
+            return
+        avail = memory_available if memory_available is not None else available_memory()
+        if avail is not None:
+            check_memory(where, rows, dim, available=avail,
+                         stored_itemsize=itemsize if in_memory else 0,
+                         parquet=kind == "parquet", groups=group_column is not None)
+
     if kind == "parquet":
         files = _parquet_files(path_str)
         table = _read_parquet(
@@ -179,6 +199,7 @@ def read_dataset(
             query_column=query_column,
             gallery_column=gallery_column,
             progress=progress,
+            memory_check=lambda rows, dim, itemsize: fits(path_str, rows, dim, itemsize),
         )
         embeddings = table.embeddings
         labels = table.labels
@@ -191,6 +212,8 @@ def read_dataset(
                 "gallery columns need Parquet or .npz input"
             )
         embeddings = _load_npy_embeddings(path_str)
+        # memory-mapped: the file's pages are cache the system can drop
+        fits(path_str, embeddings.shape[0], embeddings.shape[1], embeddings.itemsize, False)
         labels = groups = is_query = is_gallery = None
     else:  # npz
         files = [path_str]
@@ -201,6 +224,7 @@ def read_dataset(
             query_column=query_column,
             gallery_column=gallery_column,
         )
+        fits(path_str, embeddings.shape[0], embeddings.shape[1], embeddings.itemsize)
 
     n = embeddings.shape[0]
     if label_str is not None:
@@ -339,6 +363,131 @@ def _arrow_errors(path: str, doing: str) -> Iterator[None]:
 
 
 # --------------------------------------------------------------------------
+# Memory needed (checked before the embeddings are read)
+
+#: bytes per label held as a Python ``str`` in an object array (pointer + object)
+LABEL_BYTES = 72
+#: int64/float64 per-row arrays of the prepared data and the exact engine
+ROW_BYTES = 200
+#: the interpreter and libraries at work (numpy, numba, faiss, pyarrow, BLAS buffers)
+BASE_BYTES = 400 * 2**20
+#: the FAR pilot's keys (engine.PILOT_VALUES float64, twice)
+PILOT_BYTES = 64 * 2**20
+
+
+def memory_needed(
+    rows: int,
+    dim: int,
+    *,
+    stored_itemsize: int = 4,
+    parquet: bool = False,
+    queries: int | None = None,
+    gallery: int | None = None,
+    groups: bool = False,
+    block_bytes: int | None = None,
+    threads: int | None = None,
+) -> dict[str, int]:
+    """Bytes the exact engine needs for ``rows x dim`` embeddings, by term.
+
+    ``total`` is::
+
+        rows*dim*stored_itemsize                    the embeddings as read
+        + rows*dim*stored_itemsize (Parquet only)   row-group buffers the allocators keep
+        + rows*LABEL_BYTES (x2 with groups)         labels (and groups) as str
+        + rows*ROW_BYTES                            row indices, norms, per-query results
+        + (queries + gallery)*dim*4                 float32 query and gallery arrays
+        + max(rows*dim*4,                           float32 working copy (while preparing)
+              b*gallery*4                           one block of inner products
+              + PILOT_BYTES                         the pilot of the FAR pass
+              + threads*gallery*8)                  one row of float64 keys per thread
+        + BASE_BYTES                                the interpreter and libraries at work
+
+    with ``b = block_bytes / (4*gallery)`` query rows rounded up to whole
+    BLAS tiles (``engine.tile_rows``; about ``block_bytes``, at most twice, and
+    at least 64 rows). ``queries`` and ``gallery`` default to ``rows`` (every
+    row is both); ``block_bytes`` to the engine's default.
+    ``stored_itemsize`` is 0 for a memory-mapped ``.npy`` (its pages are
+    cache). Other engines add to this: knn ``gallery*dim*4`` (the index;
+    HNSW ``+ gallery*2*M*4``) and ``queries*K*8`` (neighbours); dask holds
+    the same on the client, and every worker ``(queries + gallery)*dim*4``
+    plus one block.
+    """
+    from opis_cli.engine import DEFAULT_BLOCK_BYTES, tile_rows  # the engine's block sizing
+
+    nq = rows if queries is None else int(queries)
+    ng = max(1, rows if gallery is None else int(gallery))
+    t = threads if threads is not None else (os.cpu_count() or 1)
+    tile = tile_rows(ng)
+    b = max(1, min(nq, (block_bytes or DEFAULT_BLOCK_BYTES) // (4 * ng)))
+    b = -(-b // tile) * tile
+    terms = {
+        "stored": rows * dim * stored_itemsize,
+        "reading": rows * dim * stored_itemsize if parquet else 0,
+        "labels": rows * LABEL_BYTES * (2 if groups else 1),
+        "rows": rows * ROW_BYTES,
+        "float32": (nq + ng) * dim * 4,
+        "working": max(rows * dim * 4, b * ng * 4 + PILOT_BYTES + t * ng * 8),
+        "base": BASE_BYTES,
+    }
+    terms["total"] = sum(terms.values())
+    return terms
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still allocate: MemAvailable from
+    /proc/meminfo (or free pages), capped by a cgroup v2 memory limit.
+    None when unknown."""
+    avail = None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError):
+        pass
+    if avail is None:
+        try:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return None
+    try:
+        with open("/sys/fs/cgroup/memory.max", encoding="ascii") as fh:
+            limit = fh.read().strip()
+        with open("/sys/fs/cgroup/memory.current", encoding="ascii") as fh:
+            used = int(fh.read().strip())
+        if limit != "max":
+            avail = min(avail, max(0, int(limit) - used))
+    except (OSError, ValueError):
+        pass
+    return avail
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def check_memory(path: str, rows: int, dim: int, *, available: int, **options) -> None:
+    """Raise ``InputError`` when :func:`memory_needed` exceeds ``available``.
+
+    Pure: the caller passes the available bytes (see :func:`available_memory`).
+    ``options`` go to :func:`memory_needed`.
+    """
+    need = memory_needed(rows, dim, **options)
+    if need["total"] <= available:
+        return
+    as_read = need["stored"] + need["reading"]
+    other = need["labels"] + need["rows"] + need["base"]
+    raise InputError(
+        f"{path}: {rows} x {dim} embeddings need about {_gib(need['total'])} of memory "
+        f"({_gib(as_read)} as read + {_gib(need['float32'])} float32 queries and gallery + "
+        f"{_gib(need['working'])} working copy or blocks + {_gib(other)} labels, indices "
+        f"and libraries) but {_gib(available)} is available; free memory, use a machine "
+        "with more, or evaluate a sample of the rows"
+    )
+
+
+# --------------------------------------------------------------------------
 # Parquet
 
 
@@ -401,6 +550,7 @@ def _read_parquet(
     gallery_column: str | None,
     progress: ProgressCallback | None,
     want_embeddings: bool = True,
+    memory_check: Callable[[int, int, int], None] | None = None,
 ) -> _Table:
     """Read the role columns of one or more Parquet files, row group by row group.
 
@@ -425,6 +575,7 @@ def _read_parquet(
             gallery_column=gallery_column,
             progress=progress,
             want_embeddings=want_embeddings,
+            memory_check=memory_check,
         )
     finally:
         for h in handles:
@@ -432,6 +583,9 @@ def _read_parquet(
                 h.close()
             except Exception:  # closing is best effort; the data is already read
                 pass
+        # hand Arrow's cached row-group buffers back to the system before the
+        # engine allocates its blocks
+        pa.default_memory_pool().release_unused()
 
 
 def _read_parquet_handles(
@@ -447,6 +601,7 @@ def _read_parquet_handles(
     gallery_column: str | None,
     progress: ProgressCallback | None,
     want_embeddings: bool,
+    memory_check: Callable[[int, int, int], None] | None = None,
 ) -> _Table:
     schemas = []
     for f, h in zip(files, handles, strict=True):
@@ -574,6 +729,8 @@ def _read_parquet_handles(
         )
     out: np.ndarray | None = None
     if dim is not None and out_dtype is not None:
+        if memory_check is not None:
+            memory_check(rows_total, dim, out_dtype.itemsize)
         out = np.empty((rows_total, dim), dtype=out_dtype)
 
     labels_parts: list[np.ndarray] = []
@@ -613,6 +770,8 @@ def _read_parquet_handles(
                                     f"{f}: column '{emb_cols[0]}' row {file_row} has 0 values; "
                                     "expected at least one"
                                 )
+                            if memory_check is not None:
+                                memory_check(rows_total, dim, out_dtype.itemsize)
                             out = np.empty((rows_total, dim), dtype=out_dtype)
                         out[done : done + n] = block
                 for role, parts in (

@@ -1,0 +1,832 @@
+"""Approximate engine: counts from each query's K nearest neighbours (FAISS).
+
+The exact engine pays for every (query, gallery) pair. This engine looks only
+at the pairs a nearest-neighbour search returns, plus every within-class
+pair, and says how much it may have missed.
+
+What is counted (SPEC 3 notation; distances, smaller = closer):
+
+* **Positives are exact.** For every class, all within-class pairs are
+  computed (classes are contiguous in the prepared arrays, so this is one
+  small matrix product per class), so ``TP_c(t)`` and ``P_c`` are exact.
+  The cost is ``sum_c n_c^2 D``: cheap with many classes, heavy with a few
+  huge ones.
+* **Negatives are counted among the K nearest neighbours** of each query
+  (self excluded) returned by a FAISS index: ``flat`` (exact search,
+  ``IndexFlatIP``/``IndexFlatL2``), ``hnsw`` (``IndexHNSWFlat``) or ``ivf``
+  (``IndexIVFFlat``). Cosine uses inner products of the L2-normalised rows.
+  The search's float32 distances are kept with the neighbour ids (they are
+  within ``delta`` of the exact engine's, see below).
+* **Unseen negatives.** A query's negatives beyond its K-th neighbour are not
+  seen. With an exact search every one of them is at least as far as the K-th
+  neighbour (distance ``tau_q``), so at a threshold ``t < tau_q`` the query's
+  count is exact, and at ``t >= tau_q`` the query is *truncated*: between 0
+  and ``u_q = M_q - seen_q`` of its negatives may be missing (a query for
+  which the index returned fewer than K neighbours is truncated everywhere).
+  Hence, per class and threshold::
+
+      FP_lower(t) <= FP_exact(t) <= FP_upper(t),
+      FP_upper(t) = FP_seen(t) + sum of u_q over truncated queries of the class
+
+  and the global FAR is bounded the same way (``far_lower``/``far_upper``
+  in the notes). The reported counts are the seen ones, so **the reported
+  FAR is a lower bound** (and TNR an upper bound), up to float32 rounding:
+  the search's distances and the exact engine's may differ by ``delta``
+  (in the notes), so a pair within ``delta`` of a threshold can fall on
+  either side. The bounds allow for that: the lower bound counts a seen pair
+  only when it is ``delta`` inside the threshold, the upper bound when it is
+  within ``delta`` outside.
+  With ``hnsw`` and ``ivf`` the search is approximate and may also miss
+  neighbours nearer than ``tau_q``; the upper bound then assumes the search
+  found the true K nearest. The engine measures how far that holds on
+  256 sampled queries searched exhaustively (``sample`` in the notes:
+  recall of the index, missed pairs nearer than ``tau_q``, and the exact vs
+  reported FAR of those queries, whose ratio gives ``far_estimate_at_*``: a
+  statistical estimate of the global FAR, not a bound).
+* **FAR-defined range** (SPEC 5): ``t(F)`` is the ``ceil(F * M)``-th
+  smallest distance among the negative pairs *the search saw*, with ``M``
+  the exact number of negative pairs. Seen pairs are a subset of all pairs,
+  so this is an upper bound of the exact ``t(F)``; it equals it when no
+  query is truncated below it (``far_range.exact_lower/exact_upper`` in the
+  notes). If the search sees (or, known before searching, can see: K per
+  query) fewer than ``ceil(F * M)`` negatives, the range is out of reach and
+  a ``ConfigError`` suggests a ``--far-range`` that is not.
+* **Retrieval** comes from the K nearest, sorted by (distance, gallery row)
+  like the exact engine: R@k is exact for ``k <= K`` with an exact search,
+  and AP@R is a lower bound for queries with positives beyond the K-th
+  neighbour (both up to the order of pairs that rounding separates).
+
+When K covers the whole gallery there is nothing to search: every pair is a
+candidate, no query is truncated and the results equal the exact engine's
+(the inner products then come from the same block products, so even the
+rounding agrees).
+
+When the unseen negatives could move the global FAR by more than 1% (or the
+sampled check finds the search missing pairs), ``run`` issues an
+:class:`ApproximationWarning` saying how far, and how to tighten it.
+
+Memory (bytes), besides the prepared arrays: the index (``flat``/``ivf``:
+``ng*D*4``; ``hnsw``: ``ng*(D*4 + 2*M*4)``; freed after the search),
+``nq*K*8`` for the neighbour ids and distances, and one block.
+
+The index build is deterministic: IVF trains on an evenly spaced subsample
+with FAISS's fixed k-means seed, and HNSW is built with one thread (its
+multi-threaded build depends on thread timing). Searching is parallel.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+from .engine import (DEFAULT_BLOCK_BYTES, FAR_BINS, REPORT_BINS, REPORT_ROWS, EngineOutput,
+                     GridSpec, Progress, _check_range, _inner_products, _rank, tile_rows)
+from .errors import ConfigError
+from .prepare import Prepared
+
+INDEXES = ("hnsw", "ivf", "flat")
+#: relative gap between the upper and the reported global FAR that triggers a warning
+WARN_GAP = 0.01
+#: queries per search call (bounds FAISS's output buffers)
+SEARCH_ROWS = 16384
+#: candidate pairs per block when streaming the stored neighbours
+PAIRS_PER_BLOCK = 2**21
+#: memory for the rows of the exhaustive check at a time
+CHECK_BYTES = 64 * 2**20
+
+
+class ApproximationWarning(UserWarning):
+    """The knn engine's counts may be noticeably off (see its notes)."""
+
+
+@dataclass(frozen=True)
+class KnnOutput(EngineOutput):
+    """``EngineOutput`` plus the bounds of the knn engine.
+
+    ``class_fp_lower``/``class_fp_upper`` (C, K): cumulative bounds on the
+    exact false-positive counts (``class_pp - class_tp`` are the seen ones);
+    ``far_lower``/``far_upper`` (K,): the same for the global FAR over
+    evaluated classes; ``truncated`` (K,): evaluated queries whose K-th
+    neighbour lies at or below each threshold with negatives unseen.
+    """
+
+    class_fp_lower: np.ndarray | None = None
+    class_fp_upper: np.ndarray | None = None
+    far_lower: np.ndarray | None = None
+    far_upper: np.ndarray | None = None
+    truncated: np.ndarray | None = None
+
+
+@contextmanager
+def _faiss_threads(n: int):
+    old = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(n)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(old)
+
+
+class KnnEngine:
+    """Approximate counts from a K-nearest-neighbour search (module docstring).
+
+    Parameters
+    ----------
+    k : neighbours per query (self excluded), at least 1.
+    index : ``"hnsw"``, ``"ivf"`` or ``"flat"``.
+    block_bytes : memory of one block of inner products.
+    hnsw_m, ef_construction, ef_search : HNSW graph degree and beam widths
+        (``ef_search`` defaults to ``max(64, 2 K)``).
+    nlist, nprobe : IVF lists (default ``4 sqrt(ng)``) and lists probed per
+        query (default 16).
+    sample_rows : evaluated queries searched exhaustively to check the index
+        and draw the report histogram (taken from the exact engine's report
+        sample of about REPORT_ROWS rows; 0 turns the check off).
+
+    After ``run``, ``last_output`` holds its :class:`KnnOutput` (bounds and
+    notes), for callers that go through ``evaluate()``.
+    """
+
+    name = "knn"
+
+    def __init__(self, k: int = 100, index: str = "hnsw", *,
+                 block_bytes: int = DEFAULT_BLOCK_BYTES, hnsw_m: int = 32,
+                 ef_construction: int = 80, ef_search: int | None = None,
+                 nlist: int | None = None, nprobe: int | None = None,
+                 sample_rows: int = 256):
+        if int(k) < 1:
+            raise ConfigError(f"--k must be at least 1, got {k}")
+        if index not in INDEXES:
+            raise ConfigError(f"--index {index!r}: expected one of {', '.join(INDEXES)}")
+        if block_bytes < 1:
+            raise ConfigError("block size must be positive")
+        self.k = int(k)
+        self.index = index
+        self.block_bytes = int(block_bytes)
+        self.hnsw_m = int(hnsw_m)
+        self.ef_construction = int(ef_construction)
+        self.ef_search = ef_search
+        self.nlist = nlist
+        self.nprobe = nprobe
+        self.sample_rows = int(sample_rows)
+        self.last_output: KnnOutput | None = None
+
+    # ------------------------------------------------------------------ public
+    def run(self, prep: Prepared, spec: GridSpec, progress: Progress | None = None) -> KnnOutput:
+        K = int(spec.num_thresholds)
+        if K < 2:
+            raise ConfigError(f"--num-thresholds must be at least 2, got {K}")
+        ctx = _Context(prep, self.block_bytes)
+        dense = self.k >= int(ctx.avail.max())
+        notes: dict = {"k": self.k, "index": self.index if not dense else "none (K covers the "
+                       "gallery: every pair is seen)", "delta": ctx.delta}
+        if spec.calibration_range is None and not dense:
+            self._check_reach(ctx, spec.far_range)  # before the (long) search
+        ids = vals = None
+        if not dense:
+            index, desc = self._build_index(prep, progress)
+            notes["index"] = desc
+            ids, vals = self._search(index, prep, progress)
+            del index
+        src = _Candidates(ctx, ids, vals)
+
+        # -- the calibration range
+        if spec.calibration_range is not None:
+            lo, hi = (float(v) for v in spec.calibration_range)
+            _check_range(lo, hi, "--calibration-range", f"{lo:g}:{hi:g}")
+            source, passes = "explicit", 1
+            ret = None
+        else:
+            a, b = (float(v) for v in spec.far_range)
+            if not (0.0 < a < b <= 1.0):
+                raise ConfigError(f"--far-range {a:g}:{b:g} is degenerate: need 0 < A < B <= 1")
+            (lo, hi), ret, far_notes = self._far_range(ctx, src, a, b, progress)
+            notes["far_range"] = far_notes
+            ret = ret.arrays()
+            source, passes = "far", 3
+        grid = np.linspace(lo, hi, K)
+        res = self._count(ctx, src, grid, want_ret=ret is None, progress=progress)
+        if ret is None:
+            ret = res
+        sample = self._sample_pass(ctx, ids, grid, progress)
+        notes.update(self._summary(ctx, res, grid, dense))
+        if sample is not None:
+            notes["sample"] = sample
+            # a statistical estimate (not a bound): the sampled queries' exact /
+            # reported FAR ratio applied to the reported FAR
+            for end in ("lower", "upper"):
+                rep_s, ex_s = sample[f"far_reported_at_{end}"], sample[f"far_exact_at_{end}"]
+                notes[f"far_estimate_at_{end}"] = (notes[f"far_at_{end}"] * ex_s / rep_s
+                                                   if rep_s > 0 else None)
+        notes["report_histogram_rows"] = int(sample["rows"] if sample else res["hist_rows"])
+        out = self._output(ctx, res, ret, grid, source, passes, sample, notes)
+        self.last_output = out
+        self._maybe_warn(out, notes, ctx, grid)
+        return out
+
+    # ------------------------------------------------------------- the search
+    def _build_index(self, prep: Prepared, progress):
+        xg = prep.xg
+        ng, d = xg.shape
+        l2 = prep.metric == "l2"
+        metric = faiss.METRIC_L2 if l2 else faiss.METRIC_INNER_PRODUCT
+        if progress:
+            progress("index", 0, ng)
+        if self.index == "flat":
+            index = faiss.IndexFlatL2(d) if l2 else faiss.IndexFlatIP(d)
+            index.add(xg)
+            desc = f"faiss IndexFlat{'L2' if l2 else 'IP'} (exact search)"
+        elif self.index == "hnsw":
+            index = faiss.IndexHNSWFlat(d, self.hnsw_m, metric)
+            index.hnsw.efConstruction = self.ef_construction
+            with _faiss_threads(1):  # the parallel build depends on thread timing
+                index.add(xg)
+            ef = self.ef_search or max(64, 2 * self.k)
+            index.hnsw.efSearch = max(ef, self.k + 1)
+            desc = (f"faiss IndexHNSWFlat (M={self.hnsw_m}, efConstruction="
+                    f"{self.ef_construction}, efSearch={index.hnsw.efSearch}; approximate)")
+        else:
+            nlist = self.nlist or max(1, int(round(4 * math.sqrt(ng))))
+            nlist = max(1, min(nlist, ng // 39 if ng >= 39 else 1))
+            nprobe = min(nlist, self.nprobe or 16)
+            quantizer = faiss.IndexFlatL2(d) if l2 else faiss.IndexFlatIP(d)
+            index = faiss.IndexIVFFlat(quantizer, d, nlist, metric)
+            stride = max(1, ng // (40 * nlist))  # ~40 training points per list
+            index.train(np.ascontiguousarray(xg[::stride]))
+            index.add(xg)
+            index.nprobe = nprobe
+            desc = f"faiss IndexIVFFlat (nlist={nlist}, nprobe={nprobe}; approximate)"
+        if progress:
+            progress("index", ng, ng)
+        return index, desc
+
+    def _search(self, index, prep: Prepared, progress) -> tuple[np.ndarray, np.ndarray]:
+        """ids (nq, k): each query's k nearest gallery columns, self excluded
+        (-1 where the index returned fewer), and the index's float32 values
+        for them (inner products, or squared L2 distances)."""
+        nq, ng = len(prep.q_rows), len(prep.g_rows)
+        k = self.k
+        ids = np.empty((nq, k), np.int32 if ng < 2**31 else np.int64)
+        vals = np.empty((nq, k), np.float32)
+        if progress:
+            progress("search", 0, nq)
+        for s in range(0, nq, SEARCH_ROWS):
+            e = min(nq, s + SEARCH_ROWS)
+            sc = prep.self_col[s:e]
+            kk = min(ng, k + 1) if (sc >= 0).any() else min(ng, k)
+            dist, got = index.search(prep.xq[s:e], kk)
+            is_self = (got == sc[:, None]) | (got < 0)
+            # non-self first, in the index's order; rows without self lose the last
+            order = np.argsort(is_self, axis=1, kind="stable")[:, :k]
+            got = np.take_along_axis(got, order, axis=1)
+            dist = np.take_along_axis(dist, order, axis=1)
+            got[np.take_along_axis(is_self, order, axis=1)] = -1
+            pad = k - got.shape[1]
+            ids[s:e, :got.shape[1]] = got
+            vals[s:e, :got.shape[1]] = dist
+            if pad > 0:
+                ids[s:e, got.shape[1]:] = -1
+                vals[s:e, got.shape[1]:] = 0
+            if progress:
+                progress("search", e, nq)
+        return ids, vals
+
+    # ------------------------------------------------------ the FAR range
+    def _unreachable(self, a: float, b: float, seen: int, m_total: int, need: int,
+                     at_most: bool) -> ConfigError:
+        reach = seen / m_total if m_total else 0.0
+        return ConfigError(
+            f"--far-range {a:g}:{b:g} is out of reach of --engine knn --k {self.k}: the "
+            f"search {'can see at most' if at_most else 'saw'} {seen} of {m_total} negative "
+            f"pairs (FAR up to {reach:.3g}), fewer than the {need} that FAR {b:g} needs; "
+            f"lower the range (e.g. --far-range {reach / 20:.2g}:{reach / 2:.2g}), raise --k, "
+            "or give --calibration-range LO:HI")
+
+    def _check_reach(self, ctx: "_Context", far_range) -> None:
+        """Fail early when even K negatives per query cannot reach FAR B."""
+        a, b = (float(v) for v in far_range)
+        if not (0.0 < a < b <= 1.0):
+            return  # run() reports the degenerate range
+        m_total = int(ctx.M[ctx.evaluated].sum())
+        most = int(np.minimum(self.k, ctx.neg_q)[ctx.row_eval].sum())
+        need = _rank(b, m_total)
+        if most < need:
+            raise self._unreachable(a, b, most, m_total, need, at_most=True)
+
+    def _far_range(self, ctx: "_Context", src: "_Candidates", a: float, b: float, progress):
+        """Order statistics of the seen negatives; returns the range, the
+        retrieval results (computed on the way) and the notes."""
+        m_total = int(ctx.M[ctx.evaluated].sum())
+        ranks = (_rank(a, m_total), _rank(b, m_total))
+        k_lo, k_hi = ctx.key_span
+        pad = 1e-3 * (k_hi - k_lo) + 1e-9
+        lo_key, hi_key = k_lo - pad, k_hi + pad
+        scale = FAR_BINS / (hi_key - lo_key)
+        hist = np.zeros(FAR_BINS, np.int64)
+        ret = _Retrieval(ctx.nq)
+        for blk in src.blocks(progress, "order statistic"):
+            ret.add(ctx, blk)
+            kv = blk.keys[blk.neg & ctx.row_eval[blk.s:blk.e, None]]
+            bins = np.clip(((kv - lo_key) * scale).astype(np.int64), 0, FAR_BINS - 1)
+            hist += np.bincount(bins, minlength=FAR_BINS)
+        seen = int(hist.sum())
+        if seen < ranks[1]:
+            raise self._unreachable(a, b, seen, m_total, ranks[1], at_most=False)
+        cum = np.cumsum(hist)
+        located = []
+        for r in ranks:
+            bb = int(np.searchsorted(cum, r, side="left"))
+            before = int(cum[bb - 1]) if bb > 0 else 0
+            located.append((bb, r - before))
+        wanted = {bb for bb, _ in located}
+        gathered: dict[int, list] = {bb: [] for bb in wanted}
+        for blk in src.blocks(progress, "order statistic 2"):
+            kv = blk.keys[blk.neg & ctx.row_eval[blk.s:blk.e, None]]
+            bins = np.clip(((kv - lo_key) * scale).astype(np.int64), 0, FAR_BINS - 1)
+            for bb in wanted:
+                sel = kv[bins == bb]
+                if len(sel):
+                    gathered[bb].append(sel)
+        values = []
+        for bb, within in located:
+            cand = np.sort(np.concatenate(gathered[bb]))
+            if len(cand) != int(hist[bb]):  # pragma: no cover - invariant
+                raise RuntimeError("knn order-statistic passes disagree; please report this")
+            values.append(ctx.key_to_dist(float(cand[within - 1])))
+        lo, hi = values
+        _check_range(lo, hi, "--far-range",
+                     f"{a:g}:{b:g} (it selects distances {lo:.6g} and {hi:.6g}; "
+                     "many negative pairs share one distance)")
+        notes = {
+            "definition": "ceil(F*M)-th smallest distance among the negative pairs the search "
+                          "saw (M = all negative pairs); an upper bound of the exact t(F), "
+                          "equal to it when no query is truncated below it",
+            "negatives_total": m_total, "negatives_seen": seen,
+            "rank_lower": ranks[0], "rank_upper": ranks[1],
+        }
+        return (lo, hi), ret, notes
+
+    # ---------------------------------------------------------------- counts
+    def _count(self, ctx: "_Context", src: "_Candidates", grid: np.ndarray, want_ret: bool,
+               progress) -> dict:
+        K = len(grid)
+        C, G = ctx.C, ctx.G
+        ret = _Retrieval(ctx.nq) if want_ret else None
+        acc = {n: np.zeros((C, K + 1), np.int64) for n in ("pos", "neg", "neg_lo", "neg_hi",
+                                                            "unseen")}
+        gacc = {n: np.zeros((max(G, 1), K + 1), np.int64) for n in ("pos", "neg")}
+        trunc = np.zeros(K + 1, np.int64)
+        hist_pos = np.zeros(REPORT_BINS, np.int64)
+        hist_neg = np.zeros(REPORT_BINS, np.int64)
+        hist_rows = 0
+        tau_all = np.full(ctx.nq, np.inf)
+        unseen_all = np.zeros(ctx.nq, np.int64)
+        for blk in src.blocks(progress, "counts"):
+            s, e = blk.s, blk.e
+            cls = ctx.prep.q_class[s:e]
+            grp = ctx.prep.q_group[s:e] if G else None
+            if ret is not None:
+                ret.add(ctx, blk)
+            # negatives: seen ones, and the rounding-safe bounds
+            ok = blk.neg
+            rows = np.broadcast_to(np.arange(e - s)[:, None], ok.shape)[ok]
+            kv = blk.keys[ok]
+            _add(acc["neg"], cls[rows], ctx.cells(kv, grid), K)
+            _add(acc["neg_lo"], cls[rows], ctx.cells(kv + ctx.delta, grid), K)
+            _add(acc["neg_hi"], cls[rows], ctx.cells(kv - ctx.delta, grid), K)
+            if G:
+                _add(gacc["neg"], grp[rows], ctx.cells(kv, grid), K)
+            # positives: exact (all within-class pairs)
+            for pr, pk in src.positives(blk):
+                pcls = cls[pr]
+                _add(acc["pos"], pcls, ctx.cells(pk, grid), K)
+                if G:
+                    _add(gacc["pos"], grp[pr], ctx.cells(pk, grid), K)
+            # truncation: unseen negatives may lie at or beyond the K-th neighbour
+            seen = ok.sum(axis=1)
+            unseen = ctx.neg_q[s:e] - seen
+            tau = blk.tau
+            tc = ctx.cells(tau - ctx.delta, grid)
+            has = unseen > 0
+            _add(acc["unseen"], cls[has], tc[has], K, weights=unseen[has])
+            ev = has & ctx.row_eval[s:e]
+            trunc += np.bincount(tc[ev], minlength=K + 1)
+            tau_all[s:e] = tau
+            unseen_all[s:e] = unseen
+            # report histogram (sampled rows; dense blocks hold every pair)
+            if blk.dense:
+                hs = ctx.row_eval[s:e] & ctx.row_sample[s:e]
+                if hs.any():
+                    hist_rows += int(hs.sum())
+                    b = ctx.report_bins(blk.keys[hs])
+                    pos = blk.pos[hs]
+                    valid = np.isfinite(blk.keys[hs])
+                    hist_pos += np.bincount(b[pos & valid], minlength=REPORT_BINS)
+                    hist_neg += np.bincount(b[~pos & valid], minlength=REPORT_BINS)
+        out = {n: np.cumsum(v[:, :K], axis=1) for n, v in acc.items()}
+        out["group_pos"] = np.cumsum(gacc["pos"][:, :K], axis=1) if G else None
+        out["group_neg"] = np.cumsum(gacc["neg"][:, :K], axis=1) if G else None
+        out["truncated"] = np.cumsum(trunc[:K])
+        out["hist_pos"], out["hist_neg"], out["hist_rows"] = hist_pos, hist_neg, hist_rows
+        out["tau_q"], out["unseen_q"] = tau_all, unseen_all
+        if ret is not None:
+            out.update(ret.arrays())
+        return out
+
+    # ------------------------------------------------------ sampled check
+    def _sample_pass(self, ctx: "_Context", ids, grid: np.ndarray, progress) -> dict | None:
+        """Exhaustive search of the sampled queries (sparse case only).
+
+        Gives the report histogram over all their pairs, the recall of the
+        index (the share of pairs nearer than each query's K-th returned
+        neighbour that the search returned: 1 for an exact search), the
+        negative pairs it missed there (which the FAR upper bound assumes
+        are none), and the exact vs reported FAR of these queries.
+        """
+        if ids is None:
+            return None
+        prep = ctx.prep
+        rows = np.nonzero(ctx.row_eval & ctx.row_sample)[0]
+        if self.sample_rows < len(rows):
+            pick = np.unique(np.linspace(0, len(rows) - 1, self.sample_rows).astype(np.int64))
+            rows = rows[pick] if self.sample_rows > 0 else rows[:0]
+        ng = ctx.ng
+        K = len(grid)
+        hist_all = np.zeros(REPORT_BINS, np.int64)
+        hist_pos = np.zeros(REPORT_BINS, np.int64)
+        fp_exact = np.zeros(K + 1, np.int64)
+        fp_seen = np.zeros(K + 1, np.int64)
+        below = seen_below = missed = neg_total = 0
+        top_key = grid[-1] ** 2 if ctx.l2 else grid[-1]
+        top_key = top_key + 1e-9 * abs(top_key) + 1e-300  # cells() decides exactly below it
+        # a float64 row of keys and its temporaries take ~32 bytes per gallery item
+        step = max(1, min(len(rows), min(self.block_bytes, CHECK_BYTES) // (32 * ng)))
+        if progress:
+            progress("check", 0, len(rows))
+        for s in range(0, len(rows), step):
+            r = rows[s:s + step]
+            n = len(r)
+            keys = ctx.keys(prep.xq[r] @ prep.xg.T, r)
+            sc = prep.self_col[r]
+            has_self = sc >= 0
+            keys[np.nonzero(has_self)[0], sc[has_self]] = np.inf
+            cls = prep.q_class[r]
+            ps, pe = prep.class_start[cls], prep.class_end[cls]
+            pos_keys = [keys[i, ps[i]:pe[i]] for i in range(n)]
+            pos_keys = np.concatenate(pos_keys) if n else np.zeros(0)
+            pos_keys = pos_keys[np.isfinite(pos_keys)]
+            # report histogram: all finite keys, positives subtracted for negatives
+            b = ctx.report_bins(keys)
+            hist_all += np.bincount(b.ravel(), minlength=REPORT_BINS)
+            if has_self.any():
+                np.subtract.at(hist_all, b[np.nonzero(has_self)[0], sc[has_self]], 1)
+            hist_pos += np.bincount(ctx.report_bins(pos_keys), minlength=REPORT_BINS)
+            neg_total += int(ctx.neg_q[r].sum())
+            # exact false positives of these queries on the grid
+            low = keys[keys <= top_key]
+            fp_exact += np.bincount(ctx.cells(low, grid), minlength=K + 1)
+            fp_exact -= np.bincount(ctx.cells(pos_keys[pos_keys <= top_key], grid),
+                                    minlength=K + 1)
+            # what the search returned, with these (exhaustive) keys
+            got = ids[r].astype(np.int64)
+            gv = got >= 0
+            gk = np.where(gv, np.take_along_axis(keys, np.where(gv, got, 0), axis=1), np.inf)
+            gneg = gv & ~((got >= ps[:, None]) & (got < pe[:, None]))
+            fp_seen += np.bincount(ctx.cells(gk[gneg], grid), minlength=K + 1)
+            tau = np.where(gv, gk, -np.inf).max(axis=1) - ctx.delta
+            near = int((keys < tau[:, None]).sum())
+            below += near
+            seen_below += int((gv & (gk < tau[:, None])).sum())
+            pos_near = sum(int((keys[i, ps[i]:pe[i]] < tau[i]).sum()) for i in range(n))
+            missed += (near - pos_near) - int((gneg & (gk < tau[:, None])).sum())
+            if progress:
+                progress("check", min(len(rows), s + step), len(rows))
+        fe = np.cumsum(fp_exact[:K])
+        fs = np.cumsum(fp_seen[:K])
+        m = max(neg_total, 1)
+        return {
+            "rows": int(len(rows)), "hist_pos": hist_pos, "hist_neg": hist_all - hist_pos,
+            "index_recall": float(seen_below / below) if below else 1.0,
+            "missed_nearer_than_kth": int(missed),
+            "far_exact_at_lower": float(fe[0] / m), "far_reported_at_lower": float(fs[0] / m),
+            "far_exact_at_upper": float(fe[-1] / m), "far_reported_at_upper": float(fs[-1] / m),
+        }
+
+    # ------------------------------------------------------------- output
+    def _summary(self, ctx: "_Context", res: dict, grid: np.ndarray, dense: bool) -> dict:
+        ev = ctx.evaluated
+        m_total = int(ctx.M[ev].sum())
+        fp = res["neg"][ev].sum(axis=0)
+        lo = res["neg_lo"][ev].sum(axis=0)
+        hi = (res["neg_hi"] + res["unseen"])[ev].sum(axis=0)
+        nq_ev = int(ctx.row_eval.sum())
+        tr = res["truncated"]
+        return {
+            "search": "none" if dense else ("exact" if self.index == "flat" else "approximate"),
+            "queries": nq_ev,
+            "queries_truncated_at_lower": int(tr[0]),
+            "queries_truncated_at_upper": int(tr[-1]),
+            "unseen_negatives_at_upper": int(res["unseen"][ev, -1].sum()),
+            "far_at_lower": float(fp[0] / m_total), "far_at_upper": float(fp[-1] / m_total),
+            "far_lower_bound_at_lower": float(lo[0] / m_total),
+            "far_upper_bound_at_lower": float(hi[0] / m_total),
+            "far_lower_bound_at_upper": float(lo[-1] / m_total),
+            "far_upper_bound_at_upper": float(hi[-1] / m_total),
+            "map_at_r_lower_bound_queries": int(((ctx.pos_q > self.k) & ctx.row_eval).sum()),
+        }
+
+    def _output(self, ctx, res, ret, grid, source, passes, sample, notes) -> KnnOutput:
+        ev = ctx.evaluated
+        m_total = int(ctx.M[ev].sum())
+        tp = res["pos"]
+        pp = res["pos"] + res["neg"]
+        fp_lo = res["neg_lo"]
+        fp_hi = res["neg_hi"] + res["unseen"]
+        if "far_range" in notes:
+            tr = res["truncated"]
+            notes["far_range"]["exact_lower"] = bool(tr[0] == 0)
+            notes["far_range"]["exact_upper"] = bool(tr[-1] == 0)
+        gtp = gpp = None
+        if ctx.G:
+            gtp = res["group_pos"]
+            gpp = res["group_pos"] + res["group_neg"]
+        k_lo, k_hi = ctx.key_span
+        edges = np.array([ctx.key_to_dist(v) for v in np.linspace(k_lo, k_hi, REPORT_BINS + 1)])
+        hp, hn = (sample["hist_pos"], sample["hist_neg"]) if sample else (res["hist_pos"],
+                                                                          res["hist_neg"])
+        if sample:
+            sample.pop("hist_pos")
+            sample.pop("hist_neg")
+        return KnnOutput(
+            thresholds=grid, range_source=source, class_tp=tp, class_pp=pp,
+            group_tp=gtp, group_pp=gpp, first_rank=ret["first_rank"], ap_at_r=ret["ap"],
+            n_relevant=ret["n_rel"], hist_edges=edges, hist_pos=hp, hist_neg=hn,
+            passes=passes, deferred=0, notes=notes,
+            class_fp_lower=fp_lo, class_fp_upper=fp_hi,
+            far_lower=fp_lo[ev].sum(axis=0) / m_total, far_upper=fp_hi[ev].sum(axis=0) / m_total,
+            truncated=res["truncated"])
+
+    def _maybe_warn(self, out: KnnOutput, notes: dict, ctx, grid) -> None:
+        ev = ctx.evaluated
+        m_total = int(ctx.M[ev].sum())
+        far = (out.class_pp - out.class_tp)[ev].sum(axis=0) / m_total
+        gap = out.far_upper - far
+        rel = np.where(far > 0, gap / np.maximum(far, 1e-300), np.where(gap > 0, np.inf, 0.0))
+        j = int(np.argmax(rel))
+        msgs = []
+        if rel[j] > WARN_GAP:
+            est = notes.get("far_estimate_at_upper")
+            hint = (f" (the {notes['sample']['rows']} queries searched exhaustively suggest "
+                    f"{est:.4g} at the upper threshold, where {far[-1]:.4g} is reported)"
+                    if est is not None else "")
+            msgs.append(
+                f"knn engine: {int(out.truncated[j])} of {notes['queries']} queries have their "
+                f"K-th neighbour (K={self.k}) at or below threshold {grid[j]:.6g}; unseen "
+                f"negatives could raise the global FAR there from {far[j]:.4g} (reported, a lower "
+                f"bound) to at most {out.far_upper[j]:.4g}{hint}. Raise --k or narrow the "
+                "calibration range")
+        smp = notes.get("sample")
+        if smp and smp["missed_nearer_than_kth"] > 0:
+            msgs.append(
+                f"knn engine: the {self.index} index missed {smp['missed_nearer_than_kth']} "
+                f"negative pairs nearer than the K-th neighbour on {smp['rows']} sampled queries "
+                f"(recall {smp['index_recall']:.3f}), so the FAR upper bound is not guaranteed; "
+                "use --index flat or a larger search beam for exact bounds")
+        for m in msgs:
+            warnings.warn(m, ApproximationWarning, stacklevel=3)
+
+
+# --------------------------------------------------------------------- helpers
+
+
+def _add(acc: np.ndarray, ids: np.ndarray, cells: np.ndarray, K: int, weights=None) -> None:
+    """``acc[ids[i], cells[i]] += weights[i]`` (default 1) in exact integers.
+
+    One bincount over the ids present only: a block of class-sorted queries
+    touches a few classes, not all of them.
+    """
+    if len(ids) == 0:
+        return
+    lo, hi = int(ids.min()), int(ids.max())
+    flat = (ids.astype(np.int64) - lo) * (K + 1) + cells
+    w = None if weights is None else weights.astype(np.float64)
+    counts = np.bincount(flat, weights=w, minlength=(hi - lo + 1) * (K + 1))
+    acc[lo:hi + 1] += counts.reshape(hi - lo + 1, K + 1).astype(np.int64, copy=False)
+
+
+class _Context:
+    """Per-run constants: keys, cells, pair counts per query."""
+
+    def __init__(self, prep: Prepared, block_bytes: int):
+        self.prep = prep
+        self.block_bytes = block_bytes
+        self.l2 = prep.metric == "l2"
+        self.nq, self.ng = len(prep.q_rows), len(prep.g_rows)
+        self.C = prep.n_classes
+        self.G = len(prep.group_labels) if prep.group_labels is not None else 0
+        self.P, self.M = prep.class_pair_counts()
+        self.evaluated = (self.P > 0) & (self.M > 0)
+        self.row_eval = self.evaluated[prep.q_class]
+        self.row_sample = np.zeros(self.nq, bool)
+        self.row_sample[:: max(1, -(-self.nq // REPORT_ROWS))] = True  # as the exact engine
+        gal = (prep.class_end - prep.class_start)[prep.q_class]
+        self.pos_q = gal - (prep.self_col >= 0)
+        self.neg_q = self.ng - gal
+        self.avail = self.ng - (prep.self_col >= 0).astype(np.int64)
+        self.block_rows = max(1, block_bytes // (4 * self.ng))  # as the exact engine
+        D = prep.dim
+        if self.l2:
+            top = math.sqrt(float(prep.qn2.max())) + math.sqrt(float(prep.gn2.max()))
+            self.key_span = (0.0, max(top * top, 1e-30))
+            scale = top * top
+        else:
+            self.key_span = (0.0, 2.0)
+            scale = 1.0
+        # float32 products of D terms are within ~D * 2**-24 (relative) of the
+        # true value; two such computations (ours, the exact engine's, FAISS's)
+        # differ by at most twice that: 8x covers both, with room to spare
+        self.delta = float(8 * (D + 8) * 2.0 ** -24 * scale)
+        self.r_scale = REPORT_BINS / (self.key_span[1] - self.key_span[0])
+
+    def keys(self, S: np.ndarray, rows) -> np.ndarray:
+        """float64 keys of float32 products ``S`` of query ``rows`` (as the kernels)."""
+        s = S.astype(np.float64)
+        if self.l2:
+            return (self.prep.qn2[rows][:, None] + self.prep.gn2[None, :]) - 2.0 * s
+        return 1.0 - s
+
+    def key_to_dist(self, key):
+        if not self.l2:
+            return key
+        if np.ndim(key) == 0:
+            return math.sqrt(max(float(key), 0.0)) if key != np.inf else np.inf
+        return np.sqrt(np.maximum(key, 0.0))
+
+    def cells(self, keys: np.ndarray, grid: np.ndarray) -> np.ndarray:
+        """Grid cell of each key: the first k with ``distance <= grid[k]`` (K if none)."""
+        d = np.sqrt(np.maximum(keys, 0.0)) if self.l2 else keys
+        return np.searchsorted(grid, d, side="left")
+
+    def report_bins(self, keys: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore", over="ignore"):
+            b = ((keys - self.key_span[0]) * self.r_scale)
+        b = np.where(np.isfinite(b), b, 0.0).astype(np.int64)
+        return np.clip(b, 0, REPORT_BINS - 1)
+
+
+@dataclass
+class _Block:
+    """Candidates of query rows ``[s, e)``: keys (+inf where absent or self),
+    gallery columns, negative / positive masks and tau (key of the K-th)."""
+
+    s: int
+    e: int
+    keys: np.ndarray
+    cols: np.ndarray
+    neg: np.ndarray
+    pos: np.ndarray
+    tau: np.ndarray
+    dense: bool
+    pos_keys: list | None = None
+
+
+class _Candidates:
+    """Streams the candidate pairs block by block (on every pass).
+
+    Dense (``ids is None``): every gallery column, from the same block
+    products as the exact engine. Sparse: the stored neighbours ``ids`` and
+    the index's values for them.
+    """
+
+    def __init__(self, ctx: _Context, ids: np.ndarray | None, vals: np.ndarray | None):
+        self.ctx = ctx
+        self.ids = ids
+        self.vals = vals
+
+    def blocks(self, progress, stage: str):
+        ctx = self.ctx
+        prep = ctx.prep
+        nq, ng = ctx.nq, ctx.ng
+        if progress:
+            progress(stage, 0, nq)
+        if self.ids is None:
+            # the exact engine's products: same tiles, so the same rounding
+            tile = tile_rows(ng)
+            b = min(nq, ctx.block_rows)
+            buf = np.empty((-(-b // tile) * tile, ng), np.float32)
+            pad_q = np.zeros((tile, prep.dim), np.float32)
+            cols = np.arange(ng)
+            xgT = prep.xg.T
+            for s in range(0, nq, b):
+                e = min(nq, s + b)
+                _inner_products(prep.xq, s, e, xgT, buf, pad_q)
+                Sb = buf[:e - s]
+                keys = ctx.keys(Sb, slice(s, e))
+                sc = prep.self_col[s:e]
+                hs = sc >= 0
+                keys[np.nonzero(hs)[0], sc[hs]] = np.inf
+                ps = prep.class_start[prep.q_class[s:e]]
+                pe = prep.class_end[prep.q_class[s:e]]
+                inside = (cols[None, :] >= ps[:, None]) & (cols[None, :] < pe[:, None])
+                valid = np.isfinite(keys)
+                cb = np.broadcast_to(cols, keys.shape)
+                yield _Block(s, e, keys, cb, ~inside & valid, inside & valid,
+                             np.full(e - s, np.inf), True)
+                if progress:
+                    progress(stage, e, nq)
+            return
+        k = self.ids.shape[1]
+        b = max(1, min(nq, PAIRS_PER_BLOCK // k))
+        for s in range(0, nq, b):
+            e = min(nq, s + b)
+            got = self.ids[s:e].astype(np.int64)
+            gv = got >= 0
+            v = self.vals[s:e].astype(np.float64)
+            # inner products -> 1 - ip; FAISS's L2 values are squared distances
+            keys = v if ctx.l2 else 1.0 - v
+            keys[~gv] = np.inf
+            ps = prep.class_start[prep.q_class[s:e]]
+            pe = prep.class_end[prep.q_class[s:e]]
+            inside = (got >= ps[:, None]) & (got < pe[:, None])
+            # a query that got fewer than K neighbours was not searched fully
+            # (e.g. IVF probed too few lists): its unseen pairs could be anywhere
+            tau = np.where(gv.all(axis=1), np.where(gv, keys, -np.inf).max(axis=1), -np.inf)
+            yield _Block(s, e, keys, got, ~inside & gv, inside & gv, tau, False)
+            if progress:
+                progress(stage, e, nq)
+
+    def positives(self, blk: _Block):
+        """(rows within the block, keys) of every positive pair of the block's queries."""
+        ctx = self.ctx
+        if blk.dense:
+            rows = np.broadcast_to(np.arange(blk.e - blk.s)[:, None], blk.pos.shape)[blk.pos]
+            yield rows, blk.keys[blk.pos]
+            return
+        prep = ctx.prep
+        cls = prep.q_class[blk.s:blk.e]
+        rows_out: list = []
+        keys_out: list = []
+        # queries are sorted by class: one run of rows per class
+        starts = np.flatnonzero(np.r_[True, cls[1:] != cls[:-1]])
+        ends = np.r_[starts[1:], len(cls)]
+        for r0, r1 in zip(starts, ends):
+            c = cls[r0]
+            ps, pe = int(prep.class_start[c]), int(prep.class_end[c])
+            if pe <= ps:
+                continue
+            qrows = slice(blk.s + r0, blk.s + r1)
+            step = max(1, ctx.block_bytes // (4 * (r1 - r0)))
+            for j0 in range(ps, pe, step):
+                j1 = min(pe, j0 + step)
+                S = prep.xq[qrows] @ prep.xg[j0:j1].T
+                s64 = S.astype(np.float64)
+                if ctx.l2:
+                    keys = (prep.qn2[qrows][:, None] + prep.gn2[None, j0:j1]) - 2.0 * s64
+                else:
+                    keys = 1.0 - s64
+                sc = prep.self_col[qrows]
+                mine = (sc >= j0) & (sc < j1)
+                keys[np.nonzero(mine)[0], sc[mine] - j0] = np.inf
+                ok = np.isfinite(keys)
+                rows_out.append(np.broadcast_to(np.arange(r0, r1)[:, None], keys.shape)[ok])
+                keys_out.append(keys[ok])
+        if rows_out:
+            yield np.concatenate(rows_out), np.concatenate(keys_out)
+
+
+class _Retrieval:
+    """R@k and AP@R from the candidates, ranked by (distance, gallery row)."""
+
+    def __init__(self, nq: int):
+        self.first_rank = np.zeros(nq, np.int64)
+        self.ap = np.zeros(nq)
+        self.n_rel = np.zeros(nq, np.int64)
+
+    def add(self, ctx: _Context, blk: _Block) -> None:
+        s, e = blk.s, blk.e
+        rows_orig = ctx.prep.g_rows[np.where(blk.cols >= 0, blk.cols, 0)]
+        order = np.lexsort((rows_orig, blk.keys), axis=1)
+        pm = np.take_along_axis(blk.pos, order, axis=1)
+        L = pm.shape[1]
+        R = ctx.pos_q[s:e]
+        idx = np.arange(1, L + 1)
+        found = np.cumsum(pm, axis=1)
+        # sequential sums in rank order, as the exact engine's kernel adds them
+        contrib = np.where(pm & (idx[None, :] <= R[:, None]), found / idx[None, :], 0.0)
+        total = np.cumsum(contrib, axis=1)[:, -1] if L else np.zeros(e - s)
+        anyp = pm.any(axis=1)
+        # no positive among the candidates: beyond every reported k
+        first = np.where(anyp, np.argmax(pm, axis=1) + 1, ctx.ng + 1)
+        has = R > 0
+        self.n_rel[s:e] = np.where(has, R, 0)
+        self.first_rank[s:e] = np.where(has, first, 0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self.ap[s:e] = np.where(has, total / np.maximum(R, 1), 0.0)
+
+    def arrays(self) -> dict:
+        return {"first_rank": self.first_rank, "ap": self.ap, "n_rel": self.n_rel}
