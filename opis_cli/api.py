@@ -219,6 +219,10 @@ def build_result(prep: Prepared, out: EngineOutput, *, spec: GridSpec, metric: s
         if engine_name == "exact" else engine_name,
         "passes": out.passes, "options": options, "versions": _versions(),
     }
+    if out.notes:
+        prov["engine_notes"] = out.notes
+        if "index" in out.notes:
+            prov["index"] = out.notes["index"]
     if timestamp:
         prov["time"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     return EvaluationResult(

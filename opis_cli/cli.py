@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -130,11 +131,30 @@ def load_and_evaluate(
         sources = [{"path": s.path, "sha256": s.sha256, "size_bytes": s.size_bytes}
                    for s in ds.sources]
         try:
-            return evaluate(ds.embeddings, ds.labels, groups=ds.groups, is_query=ds.is_query,
-                            is_gallery=ds.is_gallery, progress=cb, sources=sources,
-                            group_column=group_column, **options)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                result = evaluate(ds.embeddings, ds.labels, groups=ds.groups,
+                                  is_query=ds.is_query, is_gallery=ds.is_gallery, progress=cb,
+                                  sources=sources, group_column=group_column, **options)
         except InputError as e:
             raise InputError(f"{path}: {e}") from e
+    _show_warnings(caught)
+    return result
+
+
+def _show_warnings(caught) -> None:
+    """The engines' warnings (e.g. knn truncation) as one ``Warning:`` line each."""
+    from rich.text import Text
+
+    from .terminal import console
+
+    seen = set()
+    for w in caught:
+        msg = " ".join(str(w.message).split())
+        if msg in seen or not issubclass(w.category, UserWarning):
+            continue
+        seen.add(msg)
+        console.print(Text.assemble(("Warning:", "bold yellow"), " ", msg), soft_wrap=True)
 
 
 @app.command()

@@ -208,12 +208,14 @@ def prepare(embeddings, labels, *, metric: str = "cosine", groups=None,
     self_col = col_of_row[q_rows]
 
     xg = x[g_rows]
-    xq = x[q_rows]
+    # every row both query and gallery (the usual case): one array serves both
+    xq = xg if np.array_equal(q_rows, g_rows) else x[q_rows]
     if metric == "l2":
         centre = _l2_centre(xg)
         if centre is not None:
             xg -= centre
-            xq -= centre
+            if xq is not xg:
+                xq -= centre
         gn2 = np.einsum("ij,ij->i", xg.astype(np.float64), xg.astype(np.float64))
         qn2 = np.einsum("ij,ij->i", xq.astype(np.float64), xq.astype(np.float64))
     else:
