@@ -301,7 +301,7 @@ def process_block(
         r0 = t * chunk
         r1 = min(B, r0 + chunk)
         kb = np.empty(Ng, np.float64)
-        idx = np.empty(Ng + 1, np.int64)
+        idx = np.empty(Ng + 1, np.int32)
         for r in range(r0, r1):
             ps = pos_start[r]
             pe = pos_end[r]
