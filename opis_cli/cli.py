@@ -183,7 +183,7 @@ def evaluate(
              "or .csv.")] = None,
     report: Annotated[Optional[Path], typer.Option(
         help="Write an HTML report with PNG figures into this folder.")] = None,
-    block_mib: BlockMiB = 256,
+    block_mib: BlockMiB = 512,
     engine: Annotated[str, typer.Option(
         help="exact (all pairs), knn (approximate: K nearest neighbours) or dask "
              "(exact, distributed).")] = "exact",

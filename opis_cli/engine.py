@@ -10,7 +10,7 @@ Peak memory (bytes), with N rows, D dimensions, K thresholds, T threads::
 
     N*D*4             float32 copy of the embeddings (queries and gallery)
     + b*ng*4          one block of inner products (b = block_bytes/(4*ng) rounded up
-                      to whole tiles of tile_rows(ng) query rows: 256 MiB by default)
+                      to whole tiles of tile_rows(ng) query rows: 512 MiB by default)
     + b*K*16          per-row counts of the block
     + 2*T*F*8         order-statistic histograms (F = 2**16 bins: 2 MiB at T=2)
     + T*ng*8          one row of float64 keys per thread
@@ -60,9 +60,9 @@ from .prepare import Prepared
 Progress = Callable[[str, int, int], None]
 
 #: default bytes of one block of inner products
-DEFAULT_BLOCK_BYTES = 256 * 2**20
+DEFAULT_BLOCK_BYTES = 512 * 2**20
 #: bytes of one tile of inner products (one BLAS call), see tile_rows()
-TILE_BYTES = 256 * 2**20
+TILE_BYTES = 512 * 2**20
 #: histogram bins of the order-statistic pass
 FAR_BINS = 2**16
 #: bins of the distance histogram kept in the result
