@@ -21,17 +21,7 @@ import faiss
 import numpy as np
 
 import opis_cli
-
-
-def synthetic(n: int, d: int, n_classes: int, seed: int = 0):
-    """Clustered unit vectors: class centres plus per-class noise of varying spread."""
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((n_classes, d)).astype(np.float32)
-    labels = rng.integers(0, n_classes, n)
-    spread = rng.uniform(0.5, 2.0, n_classes).astype(np.float32)
-    x = centres[labels] + spread[labels, None] * rng.standard_normal((n, d)).astype(np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    return x, labels.astype(str)
+from _common import synthetic  # benchmarks/_common.py: the data every benchmark uses
 
 
 def best_of(fn, repeat: int) -> tuple[float, float]:
@@ -52,19 +42,18 @@ def best_of(fn, repeat: int) -> tuple[float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shapes", default="25000x384,100000x128")
-    ap.add_argument("--classes-per-row", type=float, default=0.05,
-                    help="classes = rows * this (default: 20 rows per class)")
+    ap.add_argument("--rows-per-class", type=int, default=20)
     ap.add_argument("--repeat", type=int, default=1)
     args = ap.parse_args()
     # warm the numba kernels (compiled once, cached on disk)
-    xw, lw = synthetic(500, 16, 20)
+    xw, lw = synthetic(500, 16)
     opis_cli.evaluate(xw, lw)
     print(f"faiss {faiss.__version__}, threads: faiss {faiss.omp_get_max_threads()}")
     print(f"{'shape':>12} {'faiss k=10 s':>13} {'far-range s':>12} {'ratio':>6} {'cpu ratio':>9} "
           f"{'explicit s':>11} {'ratio':>6} {'cpu ratio':>9}")
     for shape in args.shapes.split(","):
         n, d = (int(v) for v in shape.lower().split("x"))
-        x, labels = synthetic(n, d, max(2, int(n * args.classes_per_row)))
+        x, labels = synthetic(n, d, args.rows_per_class)
 
         def faiss_search():
             index = faiss.IndexFlatIP(d)
