@@ -442,7 +442,8 @@ class ExactEngine:
                        l2: bool, everything: tuple[float, float]) -> list[tuple[float, float]]:
         """Key windows that hold the two order statistics with high probability.
 
-        Estimated on up to PILOT_ROWS evenly spaced evaluated query rows (their
+        Estimated on up to PILOT_ROWS (and at most an eighth, at least 256)
+        evenly spaced evaluated query rows (their
         negative keys with evenly spaced gallery columns, at most PILOT_VALUES),
         each window spanning
         the FAR levels ``F -/+ max(F/2, 6 sigma)`` with ``sigma =
@@ -453,7 +454,8 @@ class ExactEngine:
         """
         rows = np.nonzero(row_eval)[0]
         ng = len(prep.g_rows)
-        pick = rows[np.unique(np.linspace(0, len(rows) - 1, min(PILOT_ROWS, len(rows)))
+        n_pick = min(PILOT_ROWS, len(rows), max(256, len(rows) // 8))  # a small share of a pass
+        pick = rows[np.unique(np.linspace(0, len(rows) - 1, n_pick)
                               .astype(np.int64))]
         # evenly spaced gallery columns: at most PILOT_VALUES keys in all
         step = max(1, math.ceil(len(pick) * ng / PILOT_VALUES))
