@@ -442,11 +442,10 @@ class ExactEngine:
                        l2: bool, everything: tuple[float, float]) -> list[tuple[float, float]]:
         """Key windows that hold the two order statistics with high probability.
 
-        Estimated on up to PILOT_ROWS (and at most an eighth, at least 256)
-        evenly spaced evaluated query rows (their
-        negative keys with evenly spaced gallery columns, at most PILOT_VALUES),
-        each window spanning
-        the FAR levels ``F -/+ max(F/2, 6 sigma)`` with ``sigma =
+        Estimated on up to PILOT_ROWS evenly spaced evaluated query rows (at
+        most an eighth of them, at least 256) and their negative keys with
+        evenly spaced gallery columns (at most PILOT_VALUES), each window
+        spanning the FAR levels ``F -/+ max(F/2, 6 sigma)`` with ``sigma =
         sqrt(F (1 - F) / rows)``, a bound on the standard error of a FAR
         estimated from that many rows. Pass 1 checks that the order
         statistics fall inside and runs again over everything when they do not,
