@@ -51,3 +51,19 @@ def samples(tmp_path_factory) -> Samples:
     _CACHE[key] = Samples(d / "weak.json", d / "strong.json", d / "weak_curves.parquet",
                           d / "strong_curves.parquet", d)
     return _CACHE[key]
+
+
+def run(capsys, *args):
+    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    """A working folder that is its own repository root (no config above it is read)."""
+    (tmp_path / ".git").mkdir()
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

@@ -13,25 +13,13 @@ import re
 import numpy as np
 import pytest
 
-from gating_samples import STRONG, WEAK, samples  # noqa: F401
+from gating_samples import STRONG, WEAK, isolated, run, samples  # noqa: F401
 from opis_cli import evaluate
 from opis_cli.cli import main
 from opis_cli.compare import compare_results, comparability_warnings, markdown
 from opis_cli.io import read_result
 
 
-def run(capsys, *args):
-    capsys.readouterr()
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-@pytest.fixture
-def isolated(tmp_path, monkeypatch):
-    (tmp_path / ".git").mkdir()
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def headline_of(doc: dict) -> dict:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gating_samples import STRONG, WEAK, samples  # noqa: F401
+from gating_samples import STRONG, WEAK, isolated, run, samples  # noqa: F401
 from opis_cli.bootstrap import Bootstrap, labels_digest
 from opis_cli.cli import main
 from opis_cli.errors import ConfigError, InputError
@@ -279,19 +279,6 @@ def test_markdown_summary():
 # ------------------------------------------------------------------ opis gate
 
 
-def run(capsys, *args):
-    capsys.readouterr()
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-@pytest.fixture
-def isolated(tmp_path, monkeypatch):
-    """A working folder that is its own repository root (no config above it is read)."""
-    (tmp_path / ".git").mkdir()
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def test_gate_the_better_model_passes_and_the_worse_fails(samples, capsys, isolated):
