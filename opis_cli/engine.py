@@ -47,11 +47,14 @@ results make the outcome independent of the split.
 from __future__ import annotations
 
 import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Callable, Iterable
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from . import _kernels
 from .errors import ConfigError
@@ -62,7 +65,7 @@ Progress = Callable[[str, int, int], None]
 #: default bytes of one block of inner products
 DEFAULT_BLOCK_BYTES = 512 * 2**20
 #: bytes of one tile of inner products (one BLAS call), see tile_rows()
-TILE_BYTES = 512 * 2**20
+TILE_BYTES = 256 * 2**20
 #: histogram bins of the order-statistic pass
 FAR_BINS = 2**16
 #: bins of the distance histogram kept in the result
@@ -128,6 +131,9 @@ class PassConfig:
     gather: tuple[tuple[int, int], tuple[int, int]] = ((0, -1), (0, -1))
     counts: tuple[np.ndarray, np.ndarray] | None = None
     do_ret: bool = False
+    #: order statistic from the upper triangle only (symmetric inputs, see
+    #: _kernels.process_strip): half the matrix products
+    sym: bool = False
 
     def window_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         lo = np.asarray(self.win_lo, np.float64)
@@ -172,120 +178,234 @@ def _inner_products(xq, s, e, xgT, S, pad_q) -> None:
             np.matmul(pad_q, xgT, out=S[t - s:t - s + tile])
 
 
+def _workers(ng: int, block_rows: int, n_tiles: int) -> int:
+    """Tiles processed at once: one per numba thread, as many as the block
+    holds (at least one), no more than there are tiles."""
+    return max(1, min(_kernels.num_threads(), block_rows // tile_rows(ng), n_tiles))
+
+
+def _in_workers(n_workers: int, work: Callable[[int], None]) -> None:
+    """Run ``work(slot)`` for ``slot in range(n_workers)`` concurrently.
+
+    Each worker computes its own tiles' products (BLAS limited to one thread
+    meanwhile) and runs the compiled kernel on them, which releases the GIL:
+    a core does both its tile's matrix product and its kernel. (With BLAS
+    threads beside numba threads, BLAS's idle threads spin after each
+    product and took 30-40% from the kernels, measured.) One worker calls
+    BLAS with all its threads.
+    """
+    if n_workers == 1:
+        work(0)
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        with ThreadPoolExecutor(n_workers) as pool:
+            for f in [pool.submit(work, slot) for slot in range(n_workers)]:
+                f.result()
+
+
 def run_chunk(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg: PassConfig,
               start: int, stop: int, progress: Callable[[int], None] | None = None) -> dict:
     """One pass over query rows ``[start, stop)``: the map step.
 
     Returns partial results that ``merge`` sums: per-class (and per-group)
     count histograms on the grid, histograms, deferred and gathered
-    elements, and the retrieval results of these queries.
+    elements, and the retrieval results of these queries. The rows are
+    processed in tiles of ``tile_rows(ng)`` by ``_workers`` workers at once.
     """
+    if cfg.sym:
+        return _run_strips(prep, row_eval, cfg, start, stop, progress)
     K = cfg.K
     ng = len(prep.g_rows)
     tile = tile_rows(ng)
-    b = max(1, min(stop - start, cfg.block_rows))
-    b = -(-b // tile) * tile  # whole tiles
-    T = _kernels.num_threads()
+    tiles = list(range(start, stop, tile))
+    n_workers = _workers(ng, cfg.block_rows, len(tiles))
     C = prep.n_classes
     G = len(prep.group_labels) if prep.group_labels is not None else 0
     do_counts = cfg.counts is not None
     lo_b, hi_b = cfg.counts if do_counts else (np.full(1, -np.inf), np.full(1, -np.inf))
+    # the even grid of distances that guesses a key's cell (_kernels._guess)
     base = float(lo_b[0]) if np.isfinite(lo_b[0]) else 0.0
     top = float(hi_b[-1])
+    if cfg.l2:
+        base, top = math.sqrt(max(base, 0.0)), math.sqrt(max(top, 0.0)) if np.isfinite(top) else top
     inv_step = (K - 1) / (top - base) if do_counts and np.isfinite(top) and top > base else 0.0
+    cert_lo = np.concatenate([[-np.inf], hi_b[:-1]])
     F = FAR_BINS
     win_lo, win_hi, win_scale = cfg.window_arrays()
     W = len(win_lo)
-    win_below = np.zeros((T, W), np.int64)
-    win_hist = np.zeros((T, W, F if cfg.do_win else 1), np.int64)
+    win_below = np.zeros((n_workers, W), np.int64)
+    win_hist = np.zeros((n_workers, W, F + _kernels.SPILL), np.int64) if cfg.do_win \
+        else np.zeros((n_workers, W, 1), np.int64)
     gat_win = np.array([g[0] for g in cfg.gather], np.int64)
     gat_bin = np.array([g[1] for g in cfg.gather], np.int64)
     RB = REPORT_BINS if cfg.do_rep else 1
-    rep_pos = np.zeros((T, RB), np.int64)
-    rep_neg = np.zeros((T, RB), np.int64)
+    rep_pos = np.zeros((n_workers, RB), np.int64)
+    rep_neg = np.zeros((n_workers, RB), np.int64)
     r_scale = REPORT_BINS / (cfg.r_hi - cfg.r_lo) if cfg.do_rep else 0.0
-    cnt_all = np.zeros((b, K if do_counts else 1), np.int64)
-    cnt_pos = np.zeros_like(cnt_all)
-    def_n = np.zeros(b, np.int64)
-    gath_n = np.zeros(b, np.int64)
-    first_rank = np.zeros(b, np.int64)
-    ap = np.zeros(b, np.float64)
-    n_rel = np.zeros(b, np.int64)
-    cap_d, cap_g = 32, 4
-    def_val = np.zeros((b, cap_d), np.float64)
-    def_pos = np.zeros((b, cap_d), np.bool_)
-    gath_val = np.zeros((b, cap_g), np.float64)
-    S = np.empty((b, ng), np.float32)
     xgT = prep.xg.T
-    pad_q = np.zeros((tile, prep.xq.shape[1]), np.float32)
     qs = prep.class_start[prep.q_class]
     qe = prep.class_end[prep.q_class]
     out = {
         "class_all": np.zeros((C, K), np.int64), "class_pos": np.zeros((C, K), np.int64),
         "group_all": np.zeros((G, K), np.int64), "group_pos": np.zeros((G, K), np.int64),
-        "deferred": [], "deferred_total": 0, "gathered": [],
+        "deferred": [], "deferred_total": 0, "gathered": [], "gather_below": np.zeros(2, np.int64),
         "first_rank": np.zeros(stop - start, np.int64), "ap": np.zeros(stop - start),
         "n_rel": np.zeros(stop - start, np.int64),
     }
-    for s in range(start, stop, b):
-        e = min(stop, s + b)
-        n = e - s
-        Sb = S[:n]
-        _inner_products(prep.xq, s, e, xgT, S, pad_q)
-        hist_on = True
+    lock = threading.Lock()
+    queue = iter(tiles)
+
+    def work(slot: int) -> None:
+        S = np.empty((tile, ng), np.float32)
+        pad_q = np.zeros((tile, prep.xq.shape[1]), np.float32)
+        cnt_all = np.zeros((tile, K if do_counts else 1), np.int64)
+        cnt_pos = np.zeros_like(cnt_all)
+        def_n = np.zeros(tile, np.int64)
+        gath_n = np.zeros(tile, np.int64)
+        gath_below = np.zeros((tile, 2), np.int64)
+        first_rank = np.zeros(tile, np.int64)
+        ap = np.zeros(tile, np.float64)
+        n_rel = np.zeros(tile, np.int64)
+        cap_d, cap_g = 32, 4
+        def_val = np.zeros((tile, cap_d), np.float64)
+        def_pos = np.zeros((tile, cap_d), np.bool_)
+        gath_val = np.zeros((tile, cap_g), np.float64)
         while True:
-            _kernels.process_block(
-                Sb, cfg.l2, prep.qn2[s:e], prep.gn2, prep.self_col[s:e], qs[s:e], qe[s:e],
-                row_eval[s:e], row_sample[s:e], prep.g_rows,
-                cfg.do_win and hist_on, win_lo, win_hi, win_scale, F, win_below, win_hist,
-                cfg.do_rep and hist_on, cfg.r_lo, r_scale, RB, rep_pos, rep_neg,
-                cfg.do_gather, gat_win, gat_bin, gath_val, gath_n,
-                do_counts, lo_b, hi_b, base, inv_step, cnt_all, cnt_pos, def_val, def_pos, def_n,
-                cfg.do_ret, first_rank, ap, n_rel)
-            need_d = int(def_n[:n].max()) if do_counts else 0
-            need_g = int(gath_n[:n].max()) if cfg.do_gather else 0
-            if need_d <= cap_d and need_g <= cap_g:
-                break
-            # rare: a row overflowed its buffer; run the block again with room
-            # for it (histograms are already counted, so not again)
-            cap_d, cap_g = max(cap_d, 2 * need_d), max(cap_g, 2 * need_g)
-            def_val = np.zeros((b, cap_d), np.float64)
-            def_pos = np.zeros((b, cap_d), np.bool_)
-            gath_val = np.zeros((b, cap_g), np.float64)
-            hist_on = False
-        if cfg.do_ret:
-            out["first_rank"][s - start:e - start] = first_rank[:n]
-            out["ap"][s - start:e - start] = ap[:n]
-            out["n_rel"][s - start:e - start] = n_rel[:n]
-        if do_counts:
-            cls = prep.q_class[s:e]
-            _kernels.aggregate_rows(cnt_all[:n], cls, C, out["class_all"])
-            _kernels.aggregate_rows(cnt_pos[:n], cls, C, out["class_pos"])
-            grp = prep.q_group[s:e] if G else None
-            if G:
-                _kernels.aggregate_rows(cnt_all[:n], grp, G, out["group_all"])
-                _kernels.aggregate_rows(cnt_pos[:n], grp, G, out["group_pos"])
-            dn = def_n[:n]
-            if dn.any():
-                mask = np.arange(def_val.shape[1])[None, :] < dn[:, None]
-                rows = np.nonzero(mask)[0]
-                out["deferred"].append((def_val[:n][mask], def_pos[:n][mask], cls[rows],
-                                        grp[rows] if G else None))
-                out["deferred_total"] += int(dn.sum())
-        if cfg.do_gather:
-            gn = gath_n[:n]
-            if gn.any():
-                mask = np.arange(gath_val.shape[1])[None, :] < gn[:, None]
-                out["gathered"].append(gath_val[:n][mask])
-        if progress:
-            progress(e - s)
+            with lock:
+                s = next(queue, None)
+            if s is None:
+                return
+            e = min(stop, s + tile)
+            n = e - s
+            _inner_products(prep.xq, s, e, xgT, S, pad_q)
+            hist_on = True
+            while True:
+                _kernels.process_block(
+                    S[:n], slot, cfg.l2, prep.qn2[s:e], prep.gn2, prep.self_col[s:e], qs[s:e],
+                    qe[s:e], row_eval[s:e], row_sample[s:e], prep.g_rows,
+                    cfg.do_win and hist_on, win_lo, win_hi, win_scale, F, win_below, win_hist,
+                    cfg.do_rep and hist_on, cfg.r_lo, r_scale, RB, rep_pos, rep_neg,
+                    cfg.do_gather, gat_win, gat_bin, gath_val, gath_n, gath_below,
+                    do_counts, lo_b, hi_b, cert_lo, base, inv_step, cnt_all, cnt_pos, def_val,
+                    def_pos, def_n, cfg.do_ret, first_rank, ap, n_rel)
+                need_d = int(def_n[:n].max()) if do_counts else 0
+                need_g = int(gath_n[:n].max()) if cfg.do_gather else 0
+                if need_d <= cap_d and need_g <= cap_g:
+                    break
+                # rare: a row overflowed its buffer; run the tile again with room
+                # for it (histograms are already counted, so not again)
+                cap_d, cap_g = max(cap_d, 2 * need_d), max(cap_g, 2 * need_g)
+                def_val = np.zeros((tile, cap_d), np.float64)
+                def_pos = np.zeros((tile, cap_d), np.bool_)
+                gath_val = np.zeros((tile, cap_g), np.float64)
+                hist_on = False
+            if cfg.do_ret:  # rows of this tile only: no other worker writes them
+                out["first_rank"][s - start:e - start] = first_rank[:n]
+                out["ap"][s - start:e - start] = ap[:n]
+                out["n_rel"][s - start:e - start] = n_rel[:n]
+            deferred = gathered = None
+            if do_counts:
+                cls = prep.q_class[s:e]
+                grp = prep.q_group[s:e] if G else None
+                dn = def_n[:n]
+                if dn.any():
+                    mask = np.arange(def_val.shape[1])[None, :] < dn[:, None]
+                    rows = np.nonzero(mask)[0]
+                    deferred = (def_val[:n][mask], def_pos[:n][mask], cls[rows],
+                                grp[rows] if G else None)
+            if cfg.do_gather:
+                gn = gath_n[:n]
+                if gn.any():
+                    mask = np.arange(gath_val.shape[1])[None, :] < gn[:, None]
+                    gathered = gath_val[:n][mask]
+            with lock:  # integer sums: the order of tiles does not matter
+                if do_counts:
+                    _kernels.aggregate_rows(cnt_all[:n], cls, C, out["class_all"])
+                    _kernels.aggregate_rows(cnt_pos[:n], cls, C, out["class_pos"])
+                    if G:
+                        _kernels.aggregate_rows(cnt_all[:n], grp, G, out["group_all"])
+                        _kernels.aggregate_rows(cnt_pos[:n], grp, G, out["group_pos"])
+                    if deferred is not None:
+                        out["deferred"].append(deferred)
+                        out["deferred_total"] += int(dn.sum())
+                if cfg.do_gather:
+                    out["gather_below"] += gath_below[:n].sum(axis=0)
+                    if gathered is not None:
+                        out["gathered"].append(gathered)
+                if progress:
+                    progress(n)
+
+    _in_workers(n_workers, work)
     if cfg.do_win:
         out["win_below"] = win_below.sum(axis=0)
-        out["win_hist"] = win_hist.sum(axis=0)
+        out["win_hist"] = win_hist.sum(axis=0)[:, :F]  # without the spill bins
     if cfg.do_rep:
         out["rep_pos"] = rep_pos.sum(axis=0)
         out["rep_neg"] = rep_neg.sum(axis=0)
     return out
+
+
+def _run_strips(prep: Prepared, row_eval: np.ndarray, cfg: PassConfig, start: int, stop: int,
+                progress: Callable[[int], None] | None = None) -> dict:
+    """The order-statistic pass over the upper triangle (``cfg.sym``).
+
+    For every tile of query rows ``[t, t + tile)`` one BLAS product gives the
+    strip of columns ``[t, ng)`` (rows ``i`` need ``j > i`` only), at most
+    ``tile * ng * 4`` bytes; ``_kernels.process_strip`` counts each pair for
+    both its directions. The products of a strip may round differently from
+    those of the full-row pass that follows; the order statistics are
+    selected from the full-row products, and ``ExactEngine.run`` checks their
+    ranks there (see ``_select``), so results never depend on this pass.
+    """
+    ng = len(prep.g_rows)
+    tile = tile_rows(ng)
+    tiles = list(range(start, stop, tile))
+    n_workers = _workers(ng, cfg.block_rows, len(tiles))
+    G = len(prep.group_labels) if prep.group_labels is not None else 0
+    F = FAR_BINS
+    win_lo, win_hi, win_scale = cfg.window_arrays()
+    W = len(win_lo)
+    win_below = np.zeros((n_workers, W), np.int64)
+    win_hist = np.zeros((n_workers, W, F + _kernels.SPILL), np.int64)
+    qs = prep.class_start[prep.q_class]
+    qe = prep.class_end[prep.q_class]
+    # symmetric: gallery column j is query row j
+    col_lim = np.where(row_eval, float(win_hi.max()), -np.inf)
+    all_eval = bool(row_eval.all())
+    xgT = prep.xg.T
+    lock = threading.Lock()
+    queue = iter(tiles)
+
+    def work(slot: int) -> None:
+        pad_q = np.zeros((tile, prep.xq.shape[1]), np.float32)
+        buf = np.empty(tile * ng, np.float32)
+        while True:
+            with lock:
+                t = next(queue, None)
+            if t is None:
+                return
+            u = min(stop, t + tile)
+            S = buf[:tile * (ng - t)].reshape(tile, ng - t)
+            pad_q[:u - t] = prep.xq[t:u]
+            pad_q[u - t:] = 0
+            np.matmul(pad_q, xgT[:, t:], out=S)
+            _kernels.process_strip(S[:u - t], slot, t, t, cfg.l2, prep.qn2[t:u], prep.gn2,
+                                   qs[t:u], qe[t:u], row_eval[t:u], col_lim, all_eval, win_lo,
+                                   win_hi, win_scale, F, win_below, win_hist)
+            if progress:
+                with lock:
+                    progress(u - t)
+
+    _in_workers(n_workers, work)
+    nq = stop - start
+    return {
+        "class_all": np.zeros((prep.n_classes, cfg.K), np.int64),
+        "class_pos": np.zeros((prep.n_classes, cfg.K), np.int64),
+        "group_all": np.zeros((G, cfg.K), np.int64), "group_pos": np.zeros((G, cfg.K), np.int64),
+        "deferred": [], "deferred_total": 0, "gathered": [], "gather_below": np.zeros(2, np.int64),
+        "first_rank": np.zeros(nq, np.int64), "ap": np.zeros(nq), "n_rel": np.zeros(nq, np.int64),
+        "win_below": win_below.sum(axis=0), "win_hist": win_hist.sum(axis=0)[:, :F],
+    }
 
 
 def merge(parts: Iterable[tuple[int, int, dict]], nq: int) -> dict:
@@ -301,7 +421,7 @@ def merge(parts: Iterable[tuple[int, int, dict]], nq: int) -> dict:
             total["n_rel"] = np.zeros(nq, np.int64)
         else:
             for k in ("class_all", "class_pos", "group_all", "group_pos", "win_below", "win_hist",
-                      "rep_pos", "rep_neg"):
+                      "rep_pos", "rep_neg", "gather_below"):
                 if k in p:
                     total[k] = total[k] + p[k]
             total["deferred_total"] += p["deferred_total"]
@@ -377,48 +497,53 @@ class ExactEngine:
             ranks = (_rank(a, m_total), _rank(b, m_total))
             everything = (k_lo - 1e-3 * (k_hi - k_lo) - 1e-9, k_hi + 1e-3 * (k_hi - k_lo) + 1e-9)
             windows = self._pilot_windows(prep, row_eval, (a, b), l2, everything)
-            passes = 2
+            # pass 1 reads the upper triangle only where the products are symmetric
+            sym = prep.symmetric
+            passes = 0
             while True:
-                cfg1 = PassConfig(**base_cfg, do_win=True, win_lo=tuple(w[0] for w in windows),
-                                  win_hi=tuple(w[1] for w in windows), do_ret=True)
-                res1 = self.map_chunks(prep, row_eval, row_sample, cfg1, progress,
-                                       "order statistic")
-                located = _locate(ranks, res1["win_below"], res1["win_hist"])
-                if located is not None or windows == [everything]:
+                while True:
+                    cfg1 = PassConfig(**{**base_cfg, "do_rep": False}, do_win=True,
+                                      win_lo=tuple(w[0] for w in windows),
+                                      win_hi=tuple(w[1] for w in windows), sym=sym)
+                    res1 = self.map_chunks(prep, row_eval, row_sample, cfg1, progress,
+                                           "order statistic")
+                    passes += 1
+                    located = _locate(ranks, res1["win_below"], res1["win_hist"])
+                    if located is not None or windows == [everything]:
+                        break
+                    windows = [everything]  # the pilot's windows missed
+                if located is None:  # pragma: no cover - the full window always holds them
+                    raise RuntimeError("order statistic not found; please report this")
+                win_lo, win_hi, win_scale = cfg1.window_arrays()
+                d_bounds = []
+                for w, bb, _ in located:
+                    width = 1.0 / win_scale[w]
+                    pad = 1e-9 * (win_hi[w] - win_lo[w]) + 1e-12
+                    klo = win_lo[w] + bb * width - pad
+                    khi = win_lo[w] + (bb + 1) * width + pad
+                    d_bounds.append([self._key_to_dist(klo, l2) if klo > k_lo else -np.inf,
+                                     self._key_to_dist(khi, l2)])
+                bounds = self._uncertain_key_bounds(K, d_bounds[0], d_bounds[1], k_lo, k_hi, l2)
+                cfg2 = replace(cfg1, do_win=False, do_rep=True, do_ret=True, do_gather=True,
+                               gather=tuple((w, bb) for w, bb, _ in located), counts=bounds,
+                               sym=False)
+                res = self.map_chunks(prep, row_eval, row_sample, cfg2, progress, "counts")
+                passes += 1
+                keys = _select(ranks, located, res, cfg1)
+                if keys is not None:
                     break
-                windows, passes = [everything], passes + 1  # the pilot's windows missed
-            if located is None:  # pragma: no cover - the full window always holds them
-                raise RuntimeError("order statistic not found; please report this")
-            win_lo, win_hi, win_scale = cfg1.window_arrays()
-            d_bounds = []
-            for w, bb, _ in located:
-                width = 1.0 / win_scale[w]
-                pad = 1e-9 * (win_hi[w] - win_lo[w]) + 1e-12
-                klo = win_lo[w] + bb * width - pad
-                khi = win_lo[w] + (bb + 1) * width + pad
-                d_bounds.append([self._key_to_dist(klo, l2) if klo > k_lo else -np.inf,
-                                 self._key_to_dist(khi, l2)])
-            bounds = self._uncertain_key_bounds(K, d_bounds[0], d_bounds[1], k_lo, k_hi, l2)
-            cfg2 = replace(cfg1, do_win=False, do_rep=False, do_ret=False, do_gather=True,
-                           gather=tuple((w, bb) for w, bb, _ in located), counts=bounds)
-            res = self.map_chunks(prep, row_eval, row_sample, cfg2, progress, "counts")
-            gathered = np.concatenate(res["gathered"]) if res["gathered"] else np.zeros(0)
-            values = []
-            for w, bb, within in located:
-                in_w = (gathered >= win_lo[w]) & (gathered < win_hi[w])
-                gb = np.clip(((gathered - win_lo[w]) * win_scale[w]).astype(np.int64), 0,
-                             FAR_BINS - 1)
-                cand = np.sort(gathered[in_w & (gb == bb)])
-                if len(cand) != int(res1["win_hist"][w, bb]):  # pragma: no cover - invariant
+                if not sym:  # pragma: no cover - both passes read the same products
                     raise RuntimeError("order-statistic passes disagree; please report this")
-                values.append(self._key_to_dist(float(cand[within - 1]), l2))
+                # the strips' products rounded differently from the full rows'
+                # and moved an order statistic out of its bin: count on full rows
+                sym = False
+            values = [self._key_to_dist(k, l2) for k in keys]
             lo, hi = values
             _check_range(lo, hi, "--far-range",
                          f"{a:g}:{b:g} (it selects distances {lo:.6g} and {hi:.6g}; "
                          "many negative pairs share one distance)")
             grid = np.linspace(lo, hi, K)
-            res["rep_pos"], res["rep_neg"] = res1["rep_pos"], res1["rep_neg"]
-            ret = res1
+            ret = res
             source = "far"
         self._resolve_deferred(res, grid, l2)
         edges = np.array([self._key_to_dist(k, l2)
@@ -541,6 +666,29 @@ class ExactEngine:
                 np.add.at(res["group_all"], (grp, cell), 1)
                 np.add.at(res["group_pos"], (grp[pos], cell[pos]), 1)
         res["deferred"] = []
+
+
+def _select(ranks, located, res, cfg1: PassConfig) -> list[float] | None:
+    """The keys of the two order statistics, from the counts pass.
+
+    ``located`` (from pass 1) names the histogram bin of each rank; pass 2
+    gathered every negative key in that bin and counted those below it
+    (``gather_below``), all from its own products. Returns None if a rank
+    does not fall among the gathered keys, which happens only if pass 1 read
+    products that round differently (the strips of ``cfg.sym``).
+    """
+    win_lo, win_hi, win_scale = cfg1.window_arrays()
+    gathered = np.concatenate(res["gathered"]) if res["gathered"] else np.zeros(0)
+    keys = []
+    for g, (r, (w, bb, _)) in enumerate(zip(ranks, located)):
+        in_w = (gathered >= win_lo[w]) & (gathered < win_hi[w])
+        gb = np.clip(((gathered - win_lo[w]) * win_scale[w]).astype(np.int64), 0, FAR_BINS - 1)
+        cand = np.sort(gathered[in_w & (gb == bb)])
+        below = int(res["gather_below"][g])
+        if not below < r <= below + len(cand):
+            return None
+        keys.append(float(cand[r - below - 1]))
+    return keys
 
 
 def _locate(ranks, below, hist):

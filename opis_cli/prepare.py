@@ -61,6 +61,13 @@ class Prepared:
     dim: int
 
     @property
+    def symmetric(self) -> bool:
+        """Every row is both a query and a gallery item, in the same order
+        (so the inner products are a symmetric matrix)."""
+        return len(self.q_rows) == len(self.g_rows) and bool(np.array_equal(self.q_rows,
+                                                                              self.g_rows))
+
+    @property
     def n_classes(self) -> int:
         return len(self.class_labels)
 
