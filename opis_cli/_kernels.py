@@ -17,6 +17,8 @@ query's own row (or -1), never paired with it (SPEC 3).
 
 from __future__ import annotations
 
+import os
+
 import numba as nb
 import numpy as np
 from llvmlite import ir
@@ -145,7 +147,8 @@ def _host_has_avx512() -> bool:
 
 
 #: AVX-512 is available: compaction uses its compress instruction
-AVX512 = _host_has_avx512()
+#: (``OPIS_NO_AVX512=1`` in the environment forces the portable code, for tests)
+AVX512 = _host_has_avx512() and not os.environ.get("OPIS_NO_AVX512")
 
 
 @intrinsic
