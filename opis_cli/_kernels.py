@@ -13,6 +13,12 @@ with the float64 threshold grid are made once, in one precision.
 Gallery columns are sorted by (class, original row), so the positives of a
 query are the contiguous slice ``[ps, pe)``; ``self_col`` is the column of the
 query's own row (or -1), never paired with it (SPEC 3).
+
+The kernels are serial and release the GIL: the engine runs one per worker
+thread, each on its own tile, with its own slot ``t`` of the histograms.
+Most of their time goes to scanning keys for the few below a range of
+interest; on CPUs with AVX-512 that compaction is eight keys at a time
+(``_compress8``), elsewhere a portable branch-free loop.
 """
 
 from __future__ import annotations
@@ -524,9 +530,9 @@ def _heap_result(hk, ho, hp, hn, R):
 def process_block(
     S, t, l2, qn2, gn2, self_col, pos_start, pos_end, row_eval, row_sample, g_orig,
     # order statistic: per window w, count negatives with key < win_lo[w] and
-    # histogram those in [win_lo[w], win_hi[w]) into F bins (per thread)
+    # histogram those in [win_lo[w], win_hi[w]) into F bins (slot t)
     do_win, win_lo, win_hi, win_scale, F, win_below, win_hist,
-    # coarse histogram of all keys of sampled rows, for the report (per thread)
+    # coarse histogram of all keys of sampled rows, for the report (slot t)
     do_rep, r_lo, r_scale, RB, rep_pos, rep_neg,
     # gather negative keys in bin gat_bin[i] of window gat_win[i] (i = 0, 1)
     do_gather, gat_win, gat_bin, gath_val, gath_n, gath_below,
@@ -539,8 +545,8 @@ def process_block(
 
     Outputs indexed by block row (``cnt_*``, ``def_*``, ``gath_*``,
     ``first_rank``, ``ap``, ``n_rel``) are overwritten for every row; the
-    histograms (first axis: thread) accumulate across calls, one slice per
-    thread so that no two threads write the same memory.
+    histograms (first axis: worker slot) accumulate across calls in slot
+    ``t``, so that no two workers write the same memory.
 
     Each row is read in chunks of COLS columns whose keys (computed once,
     vectorised) stay in the L1 cache while every phase reads them: the
@@ -655,8 +661,8 @@ def process_strip(S, t, row0, c0, l2, qn2, gn2, pos_start, pos_end, row_eval, co
     ``row_eval[r]``, for query ``j`` when ``col_lim[j]`` (the window top for
     an evaluated row, -inf for the others) admits it. When every row is
     evaluated (``all_eval``), one compaction serves both, with weight 2.
-    Half the matrix products of a full pass; the histograms (first axis:
-    thread) accumulate across calls as in process_block.
+    Half the matrix products of a full pass; the histograms accumulate in
+    slot ``t`` as in process_block.
     """
     B = S.shape[0]
     Ng = gn2.shape[0]

@@ -1,19 +1,24 @@
-"""Exact engine: per-class pair counts on the threshold grid, streamed over blocks.
+"""Exact engine: per-class pair counts on the threshold grid, streamed over tiles.
 
 Distances are never materialised for all pairs. Queries are processed in
-blocks of ``b`` rows; for each block one BLAS product gives the ``b x ng``
-inner products, and a compiled kernel (``_kernels.process_block``) folds them
-into per-row counts on the threshold grid, histograms and the retrieval
-ranks, after which the block is dropped.
+tiles of ``tile_rows(ng)`` rows; for each tile one BLAS product gives the
+``tile x ng`` inner products, and a compiled kernel (``_kernels.process_block``)
+folds them into per-row counts on the threshold grid, histograms and the
+retrieval ranks, after which the tile is dropped. One worker per thread
+(``_workers``) takes tiles in turn and does both the product (BLAS limited to
+one thread) and the kernel, so a core never waits on the other's work and
+BLAS's idle threads do not spin beside the kernels.
 
-Peak memory (bytes), with N rows, D dimensions, K thresholds, T threads::
+Peak memory (bytes), with N rows, D dimensions, K thresholds, w workers::
 
     N*D*4             float32 copy of the embeddings (queries and gallery)
-    + b*ng*4          one block of inner products (b = block_bytes/(4*ng) rounded up
-                      to whole tiles of tile_rows(ng) query rows: 512 MiB by default)
-    + b*K*16          per-row counts of the block
-    + 2*T*F*8         order-statistic histograms (F = 2**16 bins: 2 MiB at T=2)
-    + T*ng*8          one row of float64 keys per thread
+    + w*tile*ng*4     one tile of inner products per worker (at most 256 MiB
+                      each unless at the minimum of 64 rows; w is the number
+                      of threads, or of whole tiles in block_bytes if fewer,
+                      at least one)
+    + w*ng*24         three rows of float64 keys per worker
+    + w*tile*K*16     per-row counts of a tile
+    + 2*w*F*8         order-statistic histograms (F = 2**16 bins)
     + nq*24           retrieval results per query
     + n_deferred*25   elements whose grid cell is decided after the FAR pass
 
@@ -24,18 +29,22 @@ all negative distances before the grid is known. It costs one extra pass:
    the two FAR levels, a narrow window of distances that holds its order
    statistic with high probability;
 1. pass 1 counts the negatives below each window and histograms those inside
-   it (2**16 bins), and computes the retrieval metrics (which need no grid),
-   so the bins holding the two order statistics and their ranks inside those
-   bins are known (if a window missed, pass 1 runs again over all distances:
-   results never depend on the pilot, only the speed does);
-2. pass 2 counts against the grid known only to within one bin, gathers the
-   negatives of the two bins (so the order statistics are then selected
-   exactly) and defers the few elements whose grid cell is still undecided;
-   they are placed once the exact grid is known.
+   it (2**16 bins), so the bins holding the two order statistics are known
+   (if a window missed, pass 1 runs again over all distances: results never
+   depend on the pilot, only the speed does). When every row is both a query
+   and a gallery item the products are symmetric, and pass 1 reads only the
+   upper triangle (``_run_strips``): half the BLAS work;
+2. pass 2 computes the retrieval metrics and the report histogram, counts
+   against the grid known only to within one bin, gathers the negatives of
+   the two bins and counts those below them, so the order statistics are
+   selected exactly from pass 2's own products (``_select``: if the strips'
+   products rounded differently and a rank is not in its bin, pass 1 runs
+   again on full rows); the few elements whose grid cell is still undecided
+   are deferred and placed once the exact grid is known.
 
 With an explicit range one pass does everything. The inner products use the
 same BLAS ``sgemm`` that FAISS's own ``pairwise_distances`` calls for the
-inner-product metric (``xq @ xb.T``); calling it directly lets the block be
+inner-product metric (``xq @ xb.T``); calling it directly lets the tile be
 written into one reused buffer.
 
 Work is split into *chunks* of query rows (``run_chunk``) whose partial

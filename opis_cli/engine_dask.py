@@ -52,8 +52,9 @@ INSTALL_HINT = "pip install 'opis-cli[dask]'"
 #: chunks per worker (more chunks balance the load; each costs one task)
 CHUNKS_PER_WORKER = 4
 
-# One chunk at a time per worker process: the compiled kernels are parallel
-# already, and numba's thread pool must not be entered from two threads.
+# One chunk at a time per worker process: a chunk already keeps one engine
+# worker per numba thread busy (``engine._workers``), and BLAS's thread limit
+# is set per process while a chunk runs.
 _TASK_LOCK = threading.Lock()
 
 

@@ -397,14 +397,15 @@ def memory_needed(
         + rows*ROW_BYTES                            row indices, norms, per-query results
         + (queries + gallery)*dim*4                 float32 query and gallery arrays
         + max(rows*dim*4,                           float32 working copy (while preparing)
-              b*gallery*4                           one block of inner products
+              w*tile*gallery*4                      one tile of inner products per worker
               + PILOT_BYTES                         the pilot of the FAR pass
-              + threads*gallery*8)                  one row of float64 keys per thread
+              + w*gallery*24)                       three rows of float64 keys per worker
         + BASE_BYTES                                the interpreter and libraries at work
 
-    with ``b = block_bytes / (4*gallery)`` query rows rounded up to whole
-    BLAS tiles (``engine.tile_rows``; about ``block_bytes``, at most twice, and
-    at least 64 rows). ``queries`` and ``gallery`` default to ``rows`` (every
+    with ``tile = engine.tile_rows(gallery)`` query rows (``tile*gallery*4``
+    is at most 256 MiB unless the tile is at its minimum of 64 rows) and
+    ``w`` workers: one per thread, as many tiles as ``block_bytes`` holds
+    (at least one). ``queries`` and ``gallery`` default to ``rows`` (every
     row is both); ``block_bytes`` to the engine's default.
     ``stored_itemsize`` is 0 for a memory-mapped ``.npy`` (its pages are
     cache). Other engines add to this: knn ``gallery*dim*4`` (the index;
@@ -412,21 +413,20 @@ def memory_needed(
     the same on the client, and every worker ``(queries + gallery)*dim*4``
     plus one block.
     """
-    from opis_cli.engine import DEFAULT_BLOCK_BYTES, tile_rows  # the engine's block sizing
+    from opis_cli.engine import DEFAULT_BLOCK_BYTES, tile_rows  # the engine's tile sizing
 
     nq = rows if queries is None else int(queries)
     ng = max(1, rows if gallery is None else int(gallery))
     t = threads if threads is not None else (os.cpu_count() or 1)
     tile = tile_rows(ng)
-    b = max(1, min(nq, (block_bytes or DEFAULT_BLOCK_BYTES) // (4 * ng)))
-    b = -(-b // tile) * tile
+    w = max(1, min(t, (block_bytes or DEFAULT_BLOCK_BYTES) // (4 * ng * tile), -(-nq // tile)))
     terms = {
         "stored": rows * dim * stored_itemsize,
         "reading": rows * dim * stored_itemsize if parquet else 0,
         "labels": rows * LABEL_BYTES * (2 if groups else 1),
         "rows": rows * ROW_BYTES,
         "float32": (nq + ng) * dim * 4,
-        "working": max(rows * dim * 4, b * ng * 4 + PILOT_BYTES + t * ng * 8),
+        "working": max(rows * dim * 4, w * (tile * ng * 4 + ng * 24) + PILOT_BYTES),
         "base": BASE_BYTES,
     }
     terms["total"] = sum(terms.values())

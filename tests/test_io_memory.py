@@ -32,11 +32,16 @@ def test_terms_follow_the_documented_formula():
     assert t["labels"] == 1000 * 72 * 2
     assert t["rows"] == 1000 * 200
     assert t["float32"] == (600 + 800) * 10 * 4
-    # 3 query rows of 800 columns, rounded up to one whole tile of BLAS rows;
-    # the working copy (40 kB) is smaller than block + pilot + per-thread keys
+    # a block of 3 query rows holds less than one tile: one worker, one tile;
+    # the working copy (40 kB) is smaller than tile + pilot + the worker's keys
     tile = tile_rows(800)
     assert tile >= 3
     assert t["working"] == tile * 800 * 4 + 64 * MiB + 3 * 800 * 8
+    # a block of two tiles: two of the three threads work at once
+    t2 = memory_needed(5000, 10, queries=5000, gallery=800, block_bytes=2 * tile * 800 * 4,
+                       threads=3)
+    assert 5000 > 2 * tile
+    assert t2["working"] == 2 * (tile * 800 * 4 + 3 * 800 * 8) + 64 * MiB
     assert t["base"] == 400 * MiB
     assert t["total"] == sum(v for k, v in t.items() if k != "total")
 
