@@ -157,6 +157,32 @@ def _host_has_avx512() -> bool:
 AVX512 = _host_has_avx512() and not os.environ.get("OPIS_NO_AVX512")
 
 
+_V8 = ir.VectorType(ir.DoubleType(), 8)
+
+
+def _lanes(context, builder, array_type, array, index):
+    """Pointer to the 8 float64 lanes ``array[index:index + 8]``."""
+    ary = context.make_array(array_type)(context, builder, array)
+    return builder.bitcast(builder.gep(ary.data, [index]), _V8.as_pointer())
+
+
+def _emit_compress(builder, v, mask, dptr):
+    """Store the lanes of ``v`` where ``mask`` packed at ``dptr`` (all 8 lanes
+    are written); return their number as int64."""
+    compress = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(_V8, [_V8, _V8, ir.VectorType(ir.IntType(1), 8)]),
+        "llvm.x86.avx512.mask.compress.v8f64")
+    builder.store(builder.call(compress, [v, v, mask]), dptr, align=8)
+    popcount = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.IntType(8), [ir.IntType(8)]), "llvm.ctpop.i8")
+    count = builder.call(popcount, [builder.bitcast(mask, ir.IntType(8))])
+    return builder.zext(count, ir.IntType(64))
+
+
+def _contiguous(*arrays) -> bool:
+    return all(isinstance(a, types.Array) and a.layout == "C" for a in arrays)
+
+
 @intrinsic
 def _compress8(typingctx, src, si, limit, dst, di):
     """Write the keys ``src[si:si+8] <= limit`` packed to ``dst[di:]`` (all 8
@@ -166,32 +192,18 @@ def _compress8(typingctx, src, si, limit, dst, di):
     compress-to-memory form is microcoded and slow on some CPUs). Only
     compiled where the CPU has AVX-512 (see ``AVX512``).
     """
-    if not (isinstance(src, types.Array) and src.layout == "C" and isinstance(dst, types.Array)
-            and dst.layout == "C"):
+    if not _contiguous(src, dst):
         return None
     sig = types.int64(src, types.int64, types.float64, dst, types.int64)
 
     def codegen(context, builder, signature, args):
         a_src, a_si, a_lim, a_dst, a_di = args
-        s_ary = context.make_array(signature.args[0])(context, builder, a_src)
-        d_ary = context.make_array(signature.args[3])(context, builder, a_dst)
-        vty = ir.VectorType(ir.DoubleType(), 8)
-        mty = ir.VectorType(ir.IntType(1), 8)
-        sptr = builder.bitcast(builder.gep(s_ary.data, [a_si]), vty.as_pointer())
-        dptr = builder.bitcast(builder.gep(d_ary.data, [a_di]), vty.as_pointer())
-        v = builder.load(sptr, align=8)
-        lim = ir.Constant(vty, ir.Undefined)
+        v = builder.load(_lanes(context, builder, signature.args[0], a_src, a_si), align=8)
+        lim = ir.Constant(_V8, ir.Undefined)
         for i in range(8):
             lim = builder.insert_element(lim, a_lim, ir.Constant(ir.IntType(32), i))
-        mask = builder.fcmp_ordered("<=", v, lim)
-        compress = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vty, [vty, vty, mty]),
-            "llvm.x86.avx512.mask.compress.v8f64")
-        builder.store(builder.call(compress, [v, v, mask]), dptr, align=8)
-        popcount = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.IntType(8), [ir.IntType(8)]), "llvm.ctpop.i8")
-        count = builder.call(popcount, [builder.bitcast(mask, ir.IntType(8))])
-        return builder.zext(count, ir.IntType(64))
+        dptr = _lanes(context, builder, signature.args[3], a_dst, a_di)
+        return _emit_compress(builder, v, builder.fcmp_ordered("<=", v, lim), dptr)
 
     return sig, codegen
 
@@ -199,28 +211,16 @@ def _compress8(typingctx, src, si, limit, dst, di):
 @intrinsic
 def _compress8v(typingctx, src, si, lims, li, dst, di):
     """As _compress8 with one limit per key: ``src[si+k] <= lims[li+k]``."""
-    if not all(isinstance(a, types.Array) and a.layout == "C" for a in (src, lims, dst)):
+    if not _contiguous(src, lims, dst):
         return None
     sig = types.int64(src, types.int64, lims, types.int64, dst, types.int64)
 
     def codegen(context, builder, signature, args):
         a_src, a_si, a_lims, a_li, a_dst, a_di = args
-        arrays = [context.make_array(signature.args[k])(context, builder, args[k])
-                  for k in (0, 2, 4)]
-        vty = ir.VectorType(ir.DoubleType(), 8)
-        mty = ir.VectorType(ir.IntType(1), 8)
-        sptr, lptr, dptr = (builder.bitcast(builder.gep(a.data, [i]), vty.as_pointer())
-                            for a, i in zip(arrays, (a_si, a_li, a_di)))
-        v = builder.load(sptr, align=8)
-        mask = builder.fcmp_ordered("<=", v, builder.load(lptr, align=8))
-        compress = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vty, [vty, vty, mty]),
-            "llvm.x86.avx512.mask.compress.v8f64")
-        builder.store(builder.call(compress, [v, v, mask]), dptr, align=8)
-        popcount = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.IntType(8), [ir.IntType(8)]), "llvm.ctpop.i8")
-        count = builder.call(popcount, [builder.bitcast(mask, ir.IntType(8))])
-        return builder.zext(count, ir.IntType(64))
+        v = builder.load(_lanes(context, builder, signature.args[0], a_src, a_si), align=8)
+        lim = builder.load(_lanes(context, builder, signature.args[2], a_lims, a_li), align=8)
+        dptr = _lanes(context, builder, signature.args[4], a_dst, a_di)
+        return _emit_compress(builder, v, builder.fcmp_ordered("<=", v, lim), dptr)
 
     return sig, codegen
 

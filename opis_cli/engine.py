@@ -63,7 +63,7 @@ from fractions import Fraction
 from typing import Callable, Iterable
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from . import _kernels
 from .errors import ConfigError
@@ -83,7 +83,7 @@ REPORT_BINS = 512
 REPORT_ROWS = 1024
 #: query rows of the pilot that bounds the FAR pass, and values it keeps
 PILOT_ROWS = 2048
-PILOT_VALUES = 4_000_000
+PILOT_VALUES = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -193,6 +193,13 @@ def _workers(ng: int, block_rows: int, n_tiles: int) -> int:
     return max(1, min(_kernels.num_threads(), block_rows // tile_rows(ng), n_tiles))
 
 
+#: the engine's worker threads and BLAS controller, made once per process
+_POOL: ThreadPoolExecutor | None = None
+_POOL_SIZE = 0
+_BLAS: ThreadpoolController | None = None
+_POOL_LOCK = threading.Lock()
+
+
 def _in_workers(n_workers: int, work: Callable[[int], None]) -> None:
     """Run ``work(slot)`` for ``slot in range(n_workers)`` concurrently.
 
@@ -206,10 +213,27 @@ def _in_workers(n_workers: int, work: Callable[[int], None]) -> None:
     if n_workers == 1:
         work(0)
         return
-    with threadpool_limits(limits=1, user_api="blas"):
-        with ThreadPoolExecutor(n_workers) as pool:
-            for f in [pool.submit(work, slot) for slot in range(n_workers)]:
-                f.result()
+    global _POOL, _POOL_SIZE, _BLAS
+    with _POOL_LOCK:
+        if _POOL is None or _POOL_SIZE < n_workers:
+            _POOL_SIZE = max(n_workers, _kernels.num_threads())
+            _POOL = ThreadPoolExecutor(_POOL_SIZE, thread_name_prefix="opis-engine")
+        if _BLAS is None:
+            _BLAS = ThreadpoolController()
+        pool, blas = _POOL, _BLAS
+    with blas.limit(limits=1, user_api="blas"):
+        for f in [pool.submit(work, slot) for slot in range(n_workers)]:
+            f.result()
+
+
+def _take(queue, lock: threading.Lock):
+    """The workers' shared queue of tiles: yield the next until none is left."""
+    while True:
+        with lock:
+            item = next(queue, None)
+        if item is None:
+            return
+        yield item
 
 
 def run_chunk(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg: PassConfig,
@@ -279,11 +303,7 @@ def run_chunk(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg:
         def_val = np.zeros((tile, cap_d), np.float64)
         def_pos = np.zeros((tile, cap_d), np.bool_)
         gath_val = np.zeros((tile, cap_g), np.float64)
-        while True:
-            with lock:
-                s = next(queue, None)
-            if s is None:
-                return
+        for s in _take(queue, lock):
             e = min(stop, s + tile)
             n = e - s
             _inner_products(prep.xq, s, e, xgT, S, pad_q)
@@ -388,11 +408,7 @@ def _run_strips(prep: Prepared, row_eval: np.ndarray, cfg: PassConfig, start: in
     def work(slot: int) -> None:
         pad_q = np.zeros((tile, prep.xq.shape[1]), np.float32)
         buf = np.empty(tile * ng, np.float32)
-        while True:
-            with lock:
-                t = next(queue, None)
-            if t is None:
-                return
+        for t in _take(queue, lock):
             u = min(stop, t + tile)
             S = buf[:tile * (ng - t)].reshape(tile, ng - t)
             pad_q[:u - t] = prep.xq[t:u]
@@ -606,12 +622,16 @@ class ExactEngine:
         vals = np.concatenate(vals) if vals else np.zeros(0)
         if len(vals) < 1000:
             return [everything]
-        windows = []
+        bounds = []
         for f in fars:
             m = max(f / 2, 6 * math.sqrt(f * (1 - f) / len(pick)))
-            lo_q, hi_q = f - m, f + m
-            lo = everything[0] if lo_q <= 0 else float(np.quantile(vals, lo_q))
-            hi = everything[1] if hi_q >= 1 else float(np.quantile(vals, hi_q))
+            bounds.append((f - m, f + m))
+        inner = [q for pair in bounds for q in pair if 0 < q < 1]
+        at = dict(zip(inner, np.quantile(vals, inner))) if inner else {}  # one partition
+        windows = []
+        for lo_q, hi_q in bounds:
+            lo = everything[0] if lo_q <= 0 else float(at[lo_q])
+            hi = everything[1] if hi_q >= 1 else float(at[hi_q])
             span = max(hi - lo, 1e-12)
             windows.append((max(everything[0], lo - 1e-6 * span),
                             min(everything[1], np.nextafter(hi + 1e-6 * span, np.inf))))
