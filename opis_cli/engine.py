@@ -187,6 +187,14 @@ def _inner_products(xq, s, e, xgT, S, pad_q) -> None:
             np.matmul(pad_q, xgT, out=S[t - s:t - s + tile])
 
 
+def _strip_products(xq, t, u, xgT, S, pad_q) -> None:
+    """``S = xq[t:u] @ xgT[:, t:]`` (rows zero-padded to the tile): the strip
+    of the upper triangle that starts at row ``t``."""
+    pad_q[:u - t] = xq[t:u]
+    pad_q[u - t:] = 0
+    np.matmul(pad_q, xgT[:, t:], out=S)
+
+
 def _workers(ng: int, block_rows: int, n_tiles: int) -> int:
     """Tiles processed at once: one per numba thread, as many as the block
     holds (at least one), no more than there are tiles."""
@@ -411,9 +419,7 @@ def _run_strips(prep: Prepared, row_eval: np.ndarray, cfg: PassConfig, start: in
         for t in _take(queue, lock):
             u = min(stop, t + tile)
             S = buf[:tile * (ng - t)].reshape(tile, ng - t)
-            pad_q[:u - t] = prep.xq[t:u]
-            pad_q[u - t:] = 0
-            np.matmul(pad_q, xgT[:, t:], out=S)
+            _strip_products(prep.xq, t, u, xgT, S, pad_q)
             _kernels.process_strip(S[:u - t], slot, t, t, cfg.l2, prep.qn2[t:u], prep.gn2,
                                    qs[t:u], qe[t:u], row_eval[t:u], col_lim, all_eval, win_lo,
                                    win_hi, win_scale, F, win_below, win_hist)

@@ -1,0 +1,130 @@
+"""Where the exact engine's time goes, as fractions of one FAISS search.
+
+Runs ``opis_cli.evaluate`` (FAR-defined range, then the explicit range it
+found) on the shared synthetic embeddings with the engine's pieces wrapped
+in timers, and prints each piece's wall-clock time divided by the time of one
+``faiss.IndexFlatIP`` k=10 search over the same rows, measured in this run
+(best of two, before and after):
+
+* ``pilot``         the sampled products that bracket the order statistics;
+* ``pass 1``        the order-statistic pass (upper triangle when every row is
+                    both query and gallery), split into BLAS products and the
+                    compiled kernel;
+* ``pass 2``        counts, retrieval and the report histogram, split likewise;
+* ``rest``          preparing the input and building the result.
+
+Workers run tiles in parallel, so a piece's share of a pass is its share of
+the workers' summed time; the wall time of the pass is split in that ratio.
+
+    python benchmarks/profile_passes.py                    # 50000 x 128
+    python benchmarks/profile_passes.py --shape 20000x512
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import threading
+import time
+
+import faiss
+
+import opis_cli
+from _common import synthetic  # benchmarks/_common.py
+from opis_cli import _kernels, engine
+
+
+class Timers:
+    """Summed seconds per (stage, piece), from any thread."""
+
+    def __init__(self):
+        self.sec = collections.defaultdict(float)
+        self.stage = "?"
+        self.lock = threading.Lock()
+
+    def wrap(self, owner, name: str, piece: str) -> None:
+        real = getattr(owner, name)
+
+        def timed(*args, **kwargs):
+            t = time.perf_counter()
+            try:
+                return real(*args, **kwargs)
+            finally:
+                with self.lock:
+                    self.sec[(self.stage, piece)] += time.perf_counter() - t
+
+        setattr(owner, name, timed)
+
+    def wrap_stage(self) -> None:
+        real = engine.ExactEngine.map_chunks
+        timers = self
+
+        def timed(eng, prep, row_eval, row_sample, cfg, progress, stage):
+            timers.stage = stage
+            t = time.perf_counter()
+            try:
+                return real(eng, prep, row_eval, row_sample, cfg, progress, stage)
+            finally:
+                timers.sec[(stage, "wall")] += time.perf_counter() - t
+
+        engine.ExactEngine.map_chunks = timed
+
+
+def faiss_seconds(x) -> float:
+    t = time.perf_counter()
+    index = faiss.IndexFlatIP(x.shape[1])
+    index.add(x)
+    index.search(x, 10)
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shape", default="50000x128")
+    args = ap.parse_args()
+    n, d = (int(v) for v in args.shape.lower().split("x"))
+    x, y = synthetic(n, d)
+    opis_cli.evaluate(x[:300], y[:300])  # compile / load the kernels first
+    timers = Timers()
+    timers.wrap(engine, "_inner_products", "products")
+    timers.wrap(engine, "_strip_products", "products")
+    timers.wrap(_kernels, "process_block", "kernel")
+    timers.wrap(_kernels, "process_strip", "kernel")
+    timers.wrap(engine.ExactEngine, "_pilot_windows", "wall")
+    timers.wrap_stage()
+    base = faiss_seconds(x)
+    rows = []
+    for label, kwargs in (("FAR range", {}), ("explicit range", None)):
+        if kwargs is None:
+            kwargs = {"calibration_range": (r.calibration_range.lower,
+                                            r.calibration_range.upper)}
+        timers.sec.clear()
+        timers.stage = "pilot"
+        t = time.perf_counter()
+        r = opis_cli.evaluate(x, y, **kwargs)
+        total = time.perf_counter() - t
+        rows.append((label, total, dict(timers.sec)))
+    base = min(base, faiss_seconds(x))
+    print(f"{args.shape}: one FAISS IndexFlatIP k=10 search {base:.2f} s "
+          f"(best of two); each piece as a fraction of it")
+    for label, total, sec in rows:
+        print(f"\n{label}: {total:.2f} s = {total / base:.2f}")
+        accounted = 0.0
+        for stage in ("pilot", "order statistic", "counts", "distances"):
+            wall = sec.get((stage, "wall"))
+            if wall is None:
+                continue
+            accounted += wall
+            work = sec.get((stage, "products"), 0.0) + sec.get((stage, "kernel"), 0.0)
+            parts = ""
+            if work > 0:
+                share = {p: sec.get((stage, p), 0.0) / work for p in ("products", "kernel")}
+                parts = "  (" + ", ".join(f"{p} {wall * f / base:.2f}"
+                                          for p, f in share.items()) + ")"
+            print(f"  {stage:16s} {wall / base:5.2f}{parts}")
+        print(f"  {'rest':16s} {(total - accounted) / base:5.2f}")
+
+
+if __name__ == "__main__":
+    main()
