@@ -445,59 +445,57 @@ def _counts_row(pkeys, vals, n, key_skip, K, lo_b, hi_b, cert_lo, l2, base, inv_
 
 
 @nb.njit(cache=True, nogil=True)
-def _heap_scan(kc, off, j0, j1, ps, pe, g_orig, hk, ho, hp, hn):
-    """Offer ``kc[j0:j1]`` (columns ``off + j``) to the full max-heap."""
-    top = hk[0]
+def _heap_scan(kc, off, j0, j1, sc, ps, pe, g_orig, hk, ho, hp, hn, limit):
+    """Offer ``kc[j0:j1]`` (columns ``off + j``) to the max-heap; ``hn`` is its
+    fill, returned updated. While it is not full, keys ``<= limit`` (self
+    skipped) go in; then a key goes in if it ranks before the top."""
+    hsize = hk.shape[0]
     for jj in range(j0, j1):
         key = kc[jj]
-        if key <= top:  # self is +inf, never here
-            col = off + jj
+        col = off + jj
+        if hn < hsize:
+            if key <= limit and col != sc:
+                hk[hn] = key
+                ho[hn] = g_orig[col]
+                hp[hn] = ps <= col < pe
+                _sift_up(hk, ho, hp, hn)
+                hn += 1
+        elif key <= hk[0]:  # self is +inf, never here
             o = g_orig[col]
             if _before(key, o, hk[0], ho[0]):
                 hk[0] = key
                 ho[0] = o
                 hp[0] = ps <= col < pe
                 _sift_down(hk, ho, hp, hn, 0)
-                top = hk[0]
+    return hn
 
 
 @nb.njit(cache=True, nogil=True)
-def _heap_offer(kc, off, sc, ps, pe, g_orig, hk, ho, hp, hn):
+def _heap_offer(kc, off, sc, ps, pe, g_orig, hk, ho, hp, hn, limit):
     """Offer the keys ``kc`` of columns ``off + j`` to the max-heap of the
     ``len(hk)`` nearest gallery items by (key, original row); ``hn`` is the
-    heap's fill, returned updated. The heap is filled with the first items
-    (self skipped), then each key is compared with the heap's top.
+    heap's fill, returned updated. ``limit`` is a key that at least
+    ``len(hk)`` items of the row do not exceed (or +inf): no item above it can
+    be among the nearest, so it never enters the heap.
     """
     m = kc.shape[0]
     hsize = hk.shape[0]
-    j = 0
-    while hn < hsize and j < m:
-        col = off + j
-        if col != sc:
-            hk[hn] = kc[j]
-            ho[hn] = g_orig[col]
-            hp[hn] = ps <= col < pe
-            _sift_up(hk, ho, hp, hn)
-            hn += 1
-        j += 1
-    if hn < hsize:
-        return hn
     # in chunks of RET_CHUNK: a vectorised count of candidates first, the heap
     # only for a chunk that has one (once the heap is full, few do). LLVM
     # vectorises the count when it reads a slice, not kc[c0 + i] (measured:
     # 0.09 against 0.6 ns per key)
-    nch = (m - j) // RET_CHUNK
+    nch = m // RET_CHUNK
     for c in range(nch):
-        c0 = j + c * RET_CHUNK
+        c0 = c * RET_CHUNK
         blk = kc[c0:c0 + RET_CHUNK]
-        top = hk[0]
+        top = hk[0] if hn == hsize else limit
         hits = 0
         for i in range(RET_CHUNK):
             hits += blk[i] <= top
         if hits:
-            _heap_scan(kc, off, c0, c0 + RET_CHUNK, ps, pe, g_orig, hk, ho, hp, hn)
-    _heap_scan(kc, off, j + nch * RET_CHUNK, m, ps, pe, g_orig, hk, ho, hp, hn)
-    return hn
+            hn = _heap_scan(kc, off, c0, c0 + RET_CHUNK, sc, ps, pe, g_orig, hk, ho, hp, hn,
+                            limit)
+    return _heap_scan(kc, off, nch * RET_CHUNK, m, sc, ps, pe, g_orig, hk, ho, hp, hn, limit)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -601,6 +599,14 @@ def process_block(
         ho = np.empty(hsize, np.int64)
         hp = np.empty(hsize, np.bool_)
         hn = 0
+        # with R >= 8 the heap holds R items, and the R positives are at or
+        # below their largest key: nothing above it can be among the nearest
+        ret_limit = np.inf
+        if ret_on and R >= 8:
+            ret_limit = -np.inf
+            for j in range(ps, pe):
+                if j != sc:
+                    ret_limit = max(ret_limit, _key(row[j], qn, gn2[j], l2))
         n = 0
         # the row in column chunks that stay in the L1 cache: every phase
         # reads the chunk's keys while they are there
@@ -620,7 +626,7 @@ def process_block(
                 n = _compact(kc, 0, a, limit, vals, n)
                 n = _compact(kc, b, c1 - c0, limit, vals, n)
             if ret_on:
-                hn = _heap_offer(kc, c0, sc, ps, pe, g_orig, hk, ho, hp, hn)
+                hn = _heap_offer(kc, c0, sc, ps, pe, g_orig, hk, ho, hp, hn, ret_limit)
         if win_on:
             _order_stat_row(vals, n, 1, win_lo, win_hi, win_scale, F, win_below[t],
                             win_hist[t])

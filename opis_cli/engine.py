@@ -221,17 +221,24 @@ def _in_workers(n_workers: int, work: Callable[[int], None]) -> None:
     if n_workers == 1:
         work(0)
         return
-    global _POOL, _POOL_SIZE, _BLAS
+    global _POOL, _POOL_SIZE
     with _POOL_LOCK:
         if _POOL is None or _POOL_SIZE < n_workers:
             _POOL_SIZE = max(n_workers, _kernels.num_threads())
             _POOL = ThreadPoolExecutor(_POOL_SIZE, thread_name_prefix="opis-engine")
-        if _BLAS is None:
-            _BLAS = ThreadpoolController()
-        pool, blas = _POOL, _BLAS
-    with blas.limit(limits=1, user_api="blas"):
+        pool = _POOL
+    with _one_blas_thread():
         for f in [pool.submit(work, slot) for slot in range(n_workers)]:
             f.result()
+
+
+def _one_blas_thread():
+    """Context in which BLAS uses one thread (its idle threads would spin)."""
+    global _BLAS
+    with _POOL_LOCK:
+        if _BLAS is None:
+            _BLAS = ThreadpoolController()
+    return _BLAS.limit(limits=1, user_api="blas")
 
 
 def _take(queue, lock: threading.Lock):
@@ -617,14 +624,15 @@ class ExactEngine:
         cols = np.arange(0, ng, step)
         xg_cols = prep.xg[cols]
         vals = []
-        for s in range(0, len(pick), 256):
-            sub = pick[s:s + 256]
-            ip = (prep.xq[sub] @ xg_cols.T).astype(np.float64)
-            keys = (prep.qn2[sub, None] + prep.gn2[cols][None, :] - 2 * ip) if l2 else 1.0 - ip
-            cls = prep.q_class[sub]
-            neg = ~((cols[None, :] >= prep.class_start[cls][:, None])
-                    & (cols[None, :] < prep.class_end[cls][:, None]))
-            vals.append(keys[neg])
+        with _one_blas_thread():  # small products: idle BLAS threads would spin into pass 1
+            for s in range(0, len(pick), 256):
+                sub = pick[s:s + 256]
+                ip = (prep.xq[sub] @ xg_cols.T).astype(np.float64)
+                keys = (prep.qn2[sub, None] + prep.gn2[cols][None, :] - 2 * ip) if l2 else 1.0 - ip
+                cls = prep.q_class[sub]
+                neg = ~((cols[None, :] >= prep.class_start[cls][:, None])
+                        & (cols[None, :] < prep.class_end[cls][:, None]))
+                vals.append(keys[neg])
         vals = np.concatenate(vals) if vals else np.zeros(0)
         if len(vals) < 1000:
             return [everything]
