@@ -153,7 +153,8 @@ def _host_has_avx512() -> bool:
 
 
 #: AVX-512 is available: compaction uses its compress instruction
-#: (``OPIS_NO_AVX512=1`` in the environment forces the portable code, for tests)
+#: (``OPIS_NO_AVX512=1`` in the environment forces the portable code, for tests;
+#: numba's on-disk cache does not see the switch: use a fresh NUMBA_CACHE_DIR)
 AVX512 = _host_has_avx512() and not os.environ.get("OPIS_NO_AVX512")
 
 
