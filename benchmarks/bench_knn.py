@@ -33,7 +33,6 @@ import sys
 import time
 import warnings
 
-import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import low_rank, machine, peak_mib, run_child, synthetic  # noqa: E402

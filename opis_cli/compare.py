@@ -231,7 +231,7 @@ def _md(text: str) -> str:
 
 def markdown(cmp: Comparison, top: int = 5) -> str:
     """Markdown: the headline deltas and the most changed classes."""
-    lines = [f"### opis compare", "",
+    lines = ["### opis compare", "",
              f"Baseline `{_md(cmp.baseline)}`, candidate `{_md(cmp.candidate)}`"
              + (" (same thresholds)." if cmp.same_thresholds else " (different thresholds)."),
              "", "| metric | baseline | candidate | change | relative | |",
