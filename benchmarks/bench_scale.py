@@ -66,30 +66,23 @@ def child_faiss(args) -> dict:
 def child_blas(args) -> dict:
     """One pass of the exact engine's BLAS tiles with no kernel, run the way
     the engine runs them (one worker per thread, BLAS single-threaded)."""
-    import threading
-
-    from opis_cli.engine import DEFAULT_BLOCK_BYTES, _in_workers, _inner_products, _workers, \
-        tile_rows
+    from opis_cli.engine import DEFAULT_BLOCK_BYTES, _in_workers, _inner_products, _Tiles, \
+        _workers, tile_rows
 
     x, _ = _load(args)
     n = len(x)
     tile = tile_rows(n)
-    tiles = iter(range(0, n, tile))
-    lock = threading.Lock()
+    tiles = _Tiles(range(0, n, tile))
     xT = x.T
 
     def work(slot):
         S = np.empty((tile, n), np.float32)
         pad = np.zeros((tile, x.shape[1]), np.float32)
-        while True:
-            with lock:
-                s = next(tiles, None)
-            if s is None:
-                return
+        for s in tiles:
             _inner_products(x, s, min(n, s + tile), xT, S, pad)
 
     t = time.perf_counter()
-    _in_workers(_workers(n, DEFAULT_BLOCK_BYTES // (4 * n), -(-n // tile)), work)
+    _in_workers(_workers(n, DEFAULT_BLOCK_BYTES // (4 * n), -(-n // tile)), work, tiles)
     return {"seconds": time.perf_counter() - t}
 
 

@@ -208,7 +208,7 @@ _BLAS: ThreadpoolController | None = None
 _POOL_LOCK = threading.Lock()
 
 
-def _in_workers(n_workers: int, work: Callable[[int], None]) -> None:
+def _in_workers(n_workers: int, work: Callable[[int], None], tiles: "_Tiles") -> None:
     """Run ``work(slot)`` for ``slot in range(n_workers)`` concurrently.
 
     Each worker computes its own tiles' products (BLAS limited to one thread
@@ -228,8 +228,13 @@ def _in_workers(n_workers: int, work: Callable[[int], None]) -> None:
             _POOL = ThreadPoolExecutor(_POOL_SIZE, thread_name_prefix="opis-engine")
         pool = _POOL
     with _one_blas_thread():
-        for f in [pool.submit(work, slot) for slot in range(n_workers)]:
-            f.result()
+        futures = [pool.submit(work, slot) for slot in range(n_workers)]
+        try:
+            for f in futures:
+                f.result()
+        except BaseException:
+            tiles.cancel()  # the other workers finish their tile and stop
+            raise
 
 
 def _one_blas_thread():
@@ -241,14 +246,26 @@ def _one_blas_thread():
     return _BLAS.limit(limits=1, user_api="blas")
 
 
-def _take(queue, lock: threading.Lock):
-    """The workers' shared queue of tiles: yield the next until none is left."""
-    while True:
-        with lock:
-            item = next(queue, None)
-        if item is None:
-            return
-        yield item
+class _Tiles:
+    """The workers' shared queue of tiles (first rows); ``lock`` also guards
+    the outputs they merge. ``cancel`` empties it, so that workers stop after
+    their current tile when the caller gives up (an error, Ctrl-C)."""
+
+    def __init__(self, starts):
+        self._it = iter(starts)
+        self.lock = threading.Lock()
+
+    def __iter__(self):
+        while True:
+            with self.lock:
+                item = next(self._it, None)
+            if item is None:
+                return
+            yield item
+
+    def cancel(self) -> None:
+        with self.lock:
+            self._it = iter(())
 
 
 def run_chunk(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg: PassConfig,
@@ -300,8 +317,8 @@ def run_chunk(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg:
         "first_rank": np.zeros(stop - start, np.int64), "ap": np.zeros(stop - start),
         "n_rel": np.zeros(stop - start, np.int64),
     }
-    lock = threading.Lock()
-    queue = iter(tiles)
+    queue = _Tiles(tiles)
+    lock = queue.lock
 
     def work(slot: int) -> None:
         S = np.empty((tile, ng), np.float32)
@@ -318,7 +335,7 @@ def run_chunk(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg:
         def_val = np.zeros((tile, cap_d), np.float64)
         def_pos = np.zeros((tile, cap_d), np.bool_)
         gath_val = np.zeros((tile, cap_g), np.float64)
-        for s in _take(queue, lock):
+        for s in queue:
             e = min(stop, s + tile)
             n = e - s
             _inner_products(prep.xq, s, e, xgT, S, pad_q)
@@ -379,7 +396,7 @@ def run_chunk(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg:
                 if progress:
                     progress(n)
 
-    _in_workers(n_workers, work)
+    _in_workers(n_workers, work, queue)
     if cfg.do_win:
         out["win_below"] = win_below.sum(axis=0)
         out["win_hist"] = win_hist.sum(axis=0)[:, :F]  # without the spill bins
@@ -417,13 +434,13 @@ def _run_strips(prep: Prepared, row_eval: np.ndarray, cfg: PassConfig, start: in
     col_lim = np.where(row_eval, float(win_hi.max()), -np.inf)
     all_eval = bool(row_eval.all())
     xgT = prep.xg.T
-    lock = threading.Lock()
-    queue = iter(tiles)
+    queue = _Tiles(tiles)
+    lock = queue.lock
 
     def work(slot: int) -> None:
         pad_q = np.zeros((tile, prep.xq.shape[1]), np.float32)
         buf = np.empty(tile * ng, np.float32)
-        for t in _take(queue, lock):
+        for t in queue:
             u = min(stop, t + tile)
             S = buf[:tile * (ng - t)].reshape(tile, ng - t)
             _strip_products(prep.xq, t, u, xgT, S, pad_q)
@@ -434,7 +451,7 @@ def _run_strips(prep: Prepared, row_eval: np.ndarray, cfg: PassConfig, start: in
                 with lock:
                     progress(u - t)
 
-    _in_workers(n_workers, work)
+    _in_workers(n_workers, work, queue)
     nq = stop - start
     return {
         "class_all": np.zeros((prep.n_classes, cfg.K), np.int64),

@@ -178,3 +178,31 @@ def test_portable_kernels_give_the_same_json(tmp_path):
         outs.append(p.stdout.splitlines())
     assert outs[1][0] == "False"
     assert outs[0][1:] == outs[1][1:]
+
+
+def test_an_error_in_one_worker_stops_the_others(threads):
+    """An exception (or Ctrl-C) while waiting for the workers empties the tile
+    queue: the other workers finish their tile and stop instead of running
+    the whole pass in the background."""
+    import threading
+    import time
+
+    threads(2)
+    tiles = engine._Tiles(range(200))
+    done = []
+    started = threading.Event()
+
+    def work(slot):
+        for t in tiles:
+            if slot == 0:
+                started.wait(5)
+                raise RuntimeError("worker 0 failed")
+            started.set()
+            time.sleep(0.005)
+            done.append(t)
+
+    with pytest.raises(RuntimeError, match="worker 0 failed"):
+        engine._in_workers(2, work, tiles)
+    time.sleep(0.2)  # worker 1 finishes its tile and finds the queue empty
+    assert 0 < len(done) < 50
+    assert list(tiles) == []
