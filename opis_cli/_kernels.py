@@ -600,6 +600,10 @@ def process_block(
         ho = np.empty(hsize, np.int64)
         hp = np.empty(hsize, np.bool_)
         hn = 0
+        # the keys of the positives (self: +inf), for the counts and the heap
+        if do_counts or ret_on:
+            for j in range(ps, pe):
+                pkeys[j - ps] = np.inf if j == sc else _key(row[j], qn, gn2[j], l2)
         # with R >= 8 the heap holds R items, and the R positives are at or
         # below their largest key: nothing above it can be among the nearest
         ret_limit = np.inf
@@ -607,7 +611,7 @@ def process_block(
             ret_limit = -np.inf
             for j in range(ps, pe):
                 if j != sc:
-                    ret_limit = max(ret_limit, _key(row[j], qn, gn2[j], l2))
+                    ret_limit = max(ret_limit, pkeys[j - ps])
         n = 0
         # the row in column chunks that stay in the L1 cache: every phase
         # reads the chunk's keys while they are there
@@ -636,8 +640,6 @@ def process_block(
             gath_below[r, 0] = 0
             gath_below[r, 1] = 0
         if do_counts:
-            for j in range(ps, pe):
-                pkeys[j - ps] = np.inf if j == sc else _key(row[j], qn, gn2[j], l2)
             nd, ng_ = _counts_row(pkeys[:pe - ps], vals, n, key_skip, K, lo_b, hi_b, cert_lo,
                                   l2, base, inv_step, acc, cnt_all[r], cnt_pos[r], def_val[r],
                                   def_pos[r], do_gather and ev, g_lo, g_hi, gat_win, gat_bin,

@@ -268,6 +268,17 @@ class _Tiles:
             self._it = iter(())
 
 
+def _empty_part(C: int, G: int, K: int, nq: int) -> dict:
+    """The partial results of a chunk of ``nq`` queries before any tile:
+    ``C`` classes and ``G`` groups on ``K`` thresholds (see ``merge``)."""
+    return {
+        "class_all": np.zeros((C, K), np.int64), "class_pos": np.zeros((C, K), np.int64),
+        "group_all": np.zeros((G, K), np.int64), "group_pos": np.zeros((G, K), np.int64),
+        "deferred": [], "deferred_total": 0, "gathered": [], "gather_below": np.zeros(2, np.int64),
+        "first_rank": np.zeros(nq, np.int64), "ap": np.zeros(nq), "n_rel": np.zeros(nq, np.int64),
+    }
+
+
 def run_chunk(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg: PassConfig,
               start: int, stop: int, progress: Callable[[int], None] | None = None) -> dict:
     """One pass over query rows ``[start, stop)``: the map step.
@@ -310,13 +321,7 @@ def run_chunk(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg:
     xgT = prep.xg.T
     qs = prep.class_start[prep.q_class]
     qe = prep.class_end[prep.q_class]
-    out = {
-        "class_all": np.zeros((C, K), np.int64), "class_pos": np.zeros((C, K), np.int64),
-        "group_all": np.zeros((G, K), np.int64), "group_pos": np.zeros((G, K), np.int64),
-        "deferred": [], "deferred_total": 0, "gathered": [], "gather_below": np.zeros(2, np.int64),
-        "first_rank": np.zeros(stop - start, np.int64), "ap": np.zeros(stop - start),
-        "n_rel": np.zeros(stop - start, np.int64),
-    }
+    out = _empty_part(C, G, K, stop - start)
     queue = _Tiles(tiles)
     lock = queue.lock
 
@@ -452,15 +457,10 @@ def _run_strips(prep: Prepared, row_eval: np.ndarray, cfg: PassConfig, start: in
                     progress(u - t)
 
     _in_workers(n_workers, work, queue)
-    nq = stop - start
-    return {
-        "class_all": np.zeros((prep.n_classes, cfg.K), np.int64),
-        "class_pos": np.zeros((prep.n_classes, cfg.K), np.int64),
-        "group_all": np.zeros((G, cfg.K), np.int64), "group_pos": np.zeros((G, cfg.K), np.int64),
-        "deferred": [], "deferred_total": 0, "gathered": [], "gather_below": np.zeros(2, np.int64),
-        "first_rank": np.zeros(nq, np.int64), "ap": np.zeros(nq), "n_rel": np.zeros(nq, np.int64),
-        "win_below": win_below.sum(axis=0), "win_hist": win_hist.sum(axis=0)[:, :F],
-    }
+    out = _empty_part(prep.n_classes, G, cfg.K, stop - start)
+    out["win_below"] = win_below.sum(axis=0)
+    out["win_hist"] = win_hist.sum(axis=0)[:, :F]  # without the spill bins
+    return out
 
 
 def merge(parts: Iterable[tuple[int, int, dict]], nq: int) -> dict:

@@ -25,16 +25,11 @@ from opis_cli.cli import main
 from opis_cli.engine_dask import DaskEngine
 from opis_cli.errors import ConfigError
 from opis_cli.io import read_dataset
+from result_docs import without_provenance as _doc
 
 REPO = Path(__file__).resolve().parents[1]
 STRONG = REPO / "sample_data" / "digits_strong.parquet"
 SMALL_BLOCKS = 2**16  # a few rows per block: many blocks and tasks
-
-
-def _doc(result) -> str:
-    d = result.to_dict()
-    d.pop("provenance")
-    return json.dumps(d, sort_keys=True)
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,7 @@ from opis_cli.engine import ExactEngine, GridSpec
 from opis_cli.engine_knn import ApproximationWarning, KnnEngine
 from opis_cli.errors import ConfigError
 from opis_cli.io import read_dataset
+from result_docs import without_provenance as _doc
 from opis_cli.prepare import prepare
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,12 +36,6 @@ WEAK = REPO / "sample_data" / "digits_weak.parquet"
 
 # most runs here truncate on purpose; the warning itself is tested below
 pytestmark = pytest.mark.filterwarnings("ignore::opis_cli.engine_knn.ApproximationWarning")
-
-
-def _doc(result) -> str:
-    d = result.to_dict()
-    d.pop("provenance")
-    return json.dumps(d, sort_keys=True)
 
 
 @pytest.fixture(scope="module")
