@@ -38,7 +38,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import low_rank, machine, peak_mib, run_child, synthetic  # noqa: E402
 
 import opis_cli  # noqa: E402
-from opis_cli.engine_knn import ApproximationWarning, KnnEngine  # noqa: E402
+from opis_cli.engines.knn import ApproximationWarning, KnnEngine  # noqa: E402
 from opis_cli.io import read_dataset  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -20,7 +20,7 @@ measured in the same run:
 * ``pml``      pytorch-metric-learning's ``AccuracyCalculator`` for
                precision@1 (= R@1) and MAP@R, where it is installed.
 
-``far``'s peak is printed next to ``opis_cli.io.memory_needed`` for the shape.
+``far``'s peak is printed next to ``opis_cli.engines.memory.memory_needed`` for the shape.
 Read the ratios, not the seconds: a shared machine is noisy.
 
     python benchmarks/bench_scale.py
@@ -66,8 +66,8 @@ def child_faiss(args) -> dict:
 def child_blas(args) -> dict:
     """One pass of the exact engine's BLAS tiles with no kernel, run the way
     the engine runs them (one worker per thread, BLAS single-threaded)."""
-    from opis_cli.engine import DEFAULT_BLOCK_BYTES, _in_workers, _inner_products, _Tiles, \
-        _workers, tile_rows
+    from opis_cli.engines.base import DEFAULT_BLOCK_BYTES, inner_products, tile_rows
+    from opis_cli.engines.exact import _in_workers, _Tiles, _workers
 
     x, _ = _load(args)
     n = len(x)
@@ -79,10 +79,10 @@ def child_blas(args) -> dict:
         S = np.empty((tile, n), np.float32)
         pad = np.zeros((tile, x.shape[1]), np.float32)
         for s in tiles:
-            _inner_products(x, s, min(n, s + tile), xT, S, pad)
+            inner_products(x, s, min(n, s + tile), xT, S, pad)
 
     t = time.perf_counter()
-    _in_workers(_workers(n, DEFAULT_BLOCK_BYTES // (4 * n), -(-n // tile)), work, tiles)
+    _in_workers(_workers(tile, DEFAULT_BLOCK_BYTES // (4 * n), -(-n // tile)), work, tiles)
     return {"seconds": time.perf_counter() - t}
 
 
@@ -178,7 +178,7 @@ def main() -> None:
         print(json.dumps(out))
         return
 
-    from opis_cli.io import memory_needed
+    from opis_cli.engines.memory import memory_needed
 
     methods = [m for m in args.methods.split(",") if m]
     print(machine())

@@ -14,14 +14,14 @@ from typing import Sequence
 import numpy as np
 
 from . import __version__
-from .curves import UTILITIES, utility as utility_curves
-from .engine import DEFAULT_BLOCK_BYTES, EngineOutput, ExactEngine, GridSpec, Progress
+from .metrics.utility import UTILITIES, utility as utility_curves
+from .engines.base import DEFAULT_BLOCK_BYTES, Engine, EngineOutput, GridSpec, Progress
 from .errors import ConfigError, InputError
-from .metrics import consistency, retrieval as retrieval_metrics
+from .metrics.consistency import consistency, retrieval as retrieval_metrics
 from .prepare import Prepared, prepare
 from .results import (CalibrationRange, ClassSummary, ConsistencyBlock, Curves, DistanceHistogram,
                       EvaluationResult, RecommendedThreshold, Retrieval)
-from .threshold import Policy, global_far, recommend
+from .metrics.threshold import Policy, global_far, recommend
 
 
 def _versions() -> dict:
@@ -63,7 +63,7 @@ def evaluate(
     epsilon: float = 0.1,
     threshold_policy: str = "max-mean-utility",
     block_bytes: int = DEFAULT_BLOCK_BYTES,
-    engine=None,
+    engine: Engine | None = None,
     progress: Progress | None = None,
     sources: Sequence[dict] = (),
     group_column: str | None = None,
@@ -85,7 +85,7 @@ def evaluate(
     epsilon : fraction of worst classes for epsilon-OPIS
     threshold_policy : ``max-mean-utility``, ``max-worst-utility`` or ``far:F``
     block_bytes : memory of one block of distances (results do not depend on it)
-    engine : an object with ``run(prepared, GridSpec, progress) -> EngineOutput``
+    engine : an :class:`~opis_cli.engines.base.Engine` (``run(prepared, GridSpec, progress) -> EngineOutput``)
         (default: the exact engine)
     progress : ``callback(stage, done, total)``
     sources : provenance entries for the input files (path, sha256, ...)
@@ -118,7 +118,11 @@ def evaluate(
         raise InputError(
             f"only {int(evaluated.sum())} class(es) can be evaluated (a class needs at least one "
             "positive and one negative pair, i.e. two rows and another class); need at least 2")
-    eng = engine if engine is not None else ExactEngine(block_bytes=block_bytes)
+    if engine is None:
+        from .engines.exact import ExactEngine  # loads the compiled kernels
+
+        engine = ExactEngine(block_bytes=block_bytes)
+    eng = engine
     spec = GridSpec(num_thresholds=int(num_thresholds), far_range=far, calibration_range=cal)
     out = eng.run(prep, spec, progress)
     return build_result(prep, out, spec=spec, metric=metric, utility=utility, beta=beta,

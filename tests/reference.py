@@ -146,6 +146,10 @@ class RefResult:
     classes: RefBlock
     groups: RefBlock | None
     retrieval: dict
+    #: FAR-defined ends only: the ranks ``ceil(F * M)`` of the two order
+    #: statistics and how many negative pairs lie at or below each end
+    far_ranks: tuple[int, int] | None = None
+    far_counts: tuple[int, int] | None = None
 
 
 # -- SPEC 3: pairs and counts ------------------------------------------------
@@ -345,6 +349,7 @@ def evaluate(embeddings, labels, *, groups=None, is_query=None, is_gallery=None,
         calibration_range = calibration_range.split(":")
     if isinstance(far_range, str):
         far_range = far_range.split(":")
+    far_ranks = None
     if calibration_range is not None:
         lo, hi = (float(v) for v in calibration_range)
         source = "explicit"
@@ -352,6 +357,7 @@ def evaluate(embeddings, labels, *, groups=None, is_query=None, is_gallery=None,
         A, B = (float(v) for v in far_range)
         lo, hi = far_threshold(all_neg, A), far_threshold(all_neg, B)
         source = "far"
+        far_ranks = tuple(min(max(exact_ceil(F, len(all_neg)), 1), len(all_neg)) for F in (A, B))
     if not lo < hi:
         raise ValueError(f"degenerate calibration range [{lo}, {hi}]")
     t = np.linspace(lo, hi, int(num_thresholds))
@@ -379,4 +385,5 @@ def evaluate(embeddings, labels, *, groups=None, is_query=None, is_gallery=None,
         grp.recall_at_1 = recall_at_1_by([str(v) for v in groups], first_hit)
     return RefResult(distances=d, thresholds=t, lower=lo, upper=hi, source=source,
                      far_lower=far_lower, far_upper=far_upper, classes=cls, groups=grp,
-                     retrieval=ret)
+                     retrieval=ret, far_ranks=far_ranks,
+                     far_counts=(int((all_neg <= t[0]).sum()), int((all_neg <= t[-1]).sum())))

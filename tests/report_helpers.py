@@ -69,7 +69,7 @@ def big_files(tmp_path_factory) -> tuple[Path, Path]:
     the exact engine at 10k x 10k pairs. Written once per session (both test modules
     use it). A few labels are hostile, to check escaping at scale.
     """
-    from opis_cli.output import write_table, write_text
+    from opis_cli.io.output import write_table, write_text
 
     folder = tmp_path_factory.getbasetemp() / "opis_big_report_input"
     result_path, curves_path = folder / "big.json", folder / "big_curves.parquet"

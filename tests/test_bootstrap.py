@@ -15,7 +15,7 @@ import re
 import numpy as np
 import pytest
 
-from opis_cli.bootstrap import (Bootstrap, bootstrap_curves, bootstrap_result,
+from opis_cli.metrics.bootstrap import (Bootstrap, bootstrap_curves, bootstrap_result,
                                 difference_interval, labels_digest, percentile_interval)
 from opis_cli.cli import main
 from opis_cli.errors import ConfigError, InputError

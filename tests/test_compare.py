@@ -16,7 +16,7 @@ import pytest
 from gating_samples import STRONG, WEAK, isolated, run, samples  # noqa: F401
 from opis_cli import evaluate
 from opis_cli.cli import main
-from opis_cli.compare import compare_results, comparability_warnings, markdown
+from opis_cli.gate.compare import compare_results, comparability_warnings, markdown
 from opis_cli.io import read_result
 
 
@@ -170,7 +170,7 @@ def test_report_escapes_labels(two_small_models, capsys, isolated):
 
 
 def test_report_figures_are_titled_with_units(samples):
-    from opis_cli.report.compare import all_figures
+    from opis_cli.render.report.compare import all_figures
 
     w, s = read_result(samples.weak_json), read_result(samples.strong_json)
     cmp = compare_results(w, s, baseline_name="weak.json", candidate_name="strong.json")

@@ -22,7 +22,8 @@ import pytest
 
 import opis_cli
 from opis_cli.cli import main
-from opis_cli.engine_dask import DaskEngine
+from opis_cli.engines import base
+from opis_cli.engines.dask import DaskEngine
 from opis_cli.errors import ConfigError
 from opis_cli.io import read_dataset
 from result_docs import without_provenance as _doc
@@ -30,6 +31,13 @@ from result_docs import without_provenance as _doc
 REPO = Path(__file__).resolve().parents[1]
 STRONG = REPO / "sample_data" / "digits_strong.parquet"
 SMALL_BLOCKS = 2**16  # a few rows per block: many blocks and tasks
+
+
+@pytest.fixture
+def small_tiles(monkeypatch):
+    """64-row tiles (the client fixes the tile and sends it with each task):
+    many tiles and tasks on small data."""
+    monkeypatch.setattr(base, "TILE_BYTES", 1)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +75,7 @@ CASES = [
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
-def test_dask_equals_local_on_held_out_data(client, case):
+def test_dask_equals_local_on_held_out_data(client, case, small_tiles):
     x, y, g, q, gal = _held_out(seed=11)
     kw = dict(groups=g, is_query=q, is_gallery=gal, group_column="group",
               block_bytes=SMALL_BLOCKS, **case)
@@ -94,7 +102,7 @@ def test_dask_equals_local_on_sample_data_with_groups(client, metric):
     assert _doc(remote) == _doc(local)
 
 
-def test_result_does_not_depend_on_chunk_size(client):
+def test_result_does_not_depend_on_chunk_size(client, small_tiles):
     x, y, g, q, gal = _held_out(seed=5, n=900)
     kw = dict(groups=g, block_bytes=SMALL_BLOCKS)
     docs = {_doc(opis_cli.evaluate(x, y, engine=DaskEngine(block_bytes=SMALL_BLOCKS,

@@ -24,8 +24,9 @@ import pytest
 
 import opis_cli
 from opis_cli.cli import main
-from opis_cli.engine import ExactEngine, GridSpec
-from opis_cli.engine_knn import ApproximationWarning, KnnEngine
+from opis_cli.engines.base import GridSpec
+from opis_cli.engines.exact import ExactEngine
+from opis_cli.engines.knn import ApproximationWarning, KnnEngine
 from opis_cli.errors import ConfigError
 from opis_cli.io import read_dataset
 from result_docs import without_provenance as _doc
@@ -35,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 WEAK = REPO / "sample_data" / "digits_weak.parquet"
 
 # most runs here truncate on purpose; the warning itself is tested below
-pytestmark = pytest.mark.filterwarnings("ignore::opis_cli.engine_knn.ApproximationWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::opis_cli.engines.knn.ApproximationWarning")
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """The exact engine over many tiles: workers, the upper-triangle pass, compaction.
 
 The reference tests run on inputs that fit in one BLAS tile (1024 rows). Here
-``engine.TILE_BYTES`` is shrunk so that tiles are 64 rows and a few hundred
+``base.TILE_BYTES`` is shrunk so that tiles are 64 rows and a few hundred
 rows make many tiles: several workers share them, and the FAR pass over the
 upper triangle sees strips that start past the diagonal of later tiles.
 """
@@ -18,15 +18,16 @@ import numpy as np
 import pytest
 
 import reference as ref
-from opis_cli import _kernels, engine, evaluate
+from opis_cli import evaluate
+from opis_cli.engines import _kernels, base, exact as engine
 from opis_cli.prepare import Prepared
 from test_reference_vs_engine import compare, gaussian, integer_rows, options_for, well_conditioned
 
 
 @pytest.fixture
 def small_tiles(monkeypatch):
-    monkeypatch.setattr(engine, "TILE_BYTES", 1)
-    assert engine.tile_rows(500) == 64
+    monkeypatch.setattr(base, "TILE_BYTES", 1)
+    assert base.tile_rows(500) == 64
 
 
 @pytest.fixture
@@ -162,7 +163,7 @@ def test_portable_kernels_give_the_same_json(tmp_path):
     """
     script = (
         "import sys, json; sys.path.insert(0, sys.argv[1]);"
-        "from test_reference_vs_engine import gaussian; from opis_cli import evaluate, _kernels;"
+        "from test_reference_vs_engine import gaussian; from opis_cli import evaluate; from opis_cli.engines import _kernels;"
         "x, y = gaussian(44, n=600, dim=16, n_classes=12, singletons=2);"
         "print(_kernels.AVX512);"
         "print(evaluate(x, y, timestamp=False).to_json());"

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 
 from gating_samples import STRONG, WEAK, isolated, run, samples  # noqa: F401
-from opis_cli.bootstrap import Bootstrap, labels_digest
+from opis_cli.metrics.bootstrap import Bootstrap, labels_digest
 from opis_cli.cli import main
 from opis_cli.errors import ConfigError, InputError
-from opis_cli.gate import (HEADLINE_METRICS, Rule, Side, evaluate_rules, find_config, junit_xml,
+from opis_cli.gate.rules import (HEADLINE_METRICS, Rule, Side, evaluate_rules, find_config, junit_xml,
                            load_config, markdown, parse_rule)
 from opis_cli.io import read_result
 

@@ -15,11 +15,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from opis_cli import io
 from opis_cli.cli import main
-from opis_cli.engine import tile_rows
+from opis_cli.engines.base import tile_rows
 from opis_cli.errors import InputError
-from opis_cli.io import available_memory, check_memory, memory_needed, read_dataset
+from opis_cli.engines import memory
+from opis_cli.engines.memory import available_memory, check_memory, memory_needed
+from opis_cli.io import read_dataset
 
 MiB = 2**20
 
@@ -117,7 +118,7 @@ def test_available_memory_is_known_here():
 
 def test_cli_reports_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
     path = str(_parquet(tmp_path / "big.parquet"))
-    monkeypatch.setattr(io, "available_memory", lambda: 10 * MiB)
+    monkeypatch.setattr(memory, "available_memory", lambda: 10 * MiB)
     out = tmp_path / "r.json"
     assert main(["evaluate", path, "--json", str(out), "-q"]) == 2
     err = capsys.readouterr().err

@@ -22,9 +22,9 @@ from opis_cli import EvaluationResult, evaluate
 from opis_cli.cli import main
 from opis_cli.errors import InputError
 from opis_cli.io import read_curves, read_dataset, read_result
-from opis_cli.output import write_table, write_text
-from opis_cli.report import curves_from_table, plots, write_report
-from opis_cli.report.html import json_for_script, render_report
+from opis_cli.io.output import write_table, write_text
+from opis_cli.render.report import curves_from_table, plots, write_report
+from opis_cli.render.report.html import json_for_script, render_report
 
 from report_helpers import (BIG_CLASSES, NASTY, NASTY_SINGLETON, WEAK, assert_same,
                             big_report, collections, figure_data, lines, many_result,

@@ -114,7 +114,7 @@ def run_toy(split: Split, path: str | os.PathLike, *, cfg: TrainConfig = TOY_CON
 
 def write_summary(out_dir: str | os.PathLike, grid: GridOutput, header: str) -> str:
     """Write ``results.md`` and ``scores.json`` (plus ``history.json``) to ``out_dir``."""
-    from opis_cli.output import write_text
+    from opis_cli.io.output import write_text
 
     text = (header + "\n" + results.results_table(grid.scores) + "\n"
             "Paired effect of TCM (with minus without, same seed):\n\n"

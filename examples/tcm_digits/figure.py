@@ -107,7 +107,7 @@ def save_density_figure(path: str | os.PathLike, rows: Sequence[Sequence[Panel]]
     """Draw :func:`density_figure` and save it as PNG (atomically)."""
     import matplotlib.pyplot as plt
 
-    from opis_cli.output import atomic_path
+    from opis_cli.io.output import atomic_path
 
     fig = density_figure(rows, **kwargs)
     try:

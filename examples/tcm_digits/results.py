@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import opis_cli
-from opis_cli.output import atomic_path
+from opis_cli.io.output import atomic_path
 
 #: Display names of the base losses, in table order.
 LOSS_NAMES = {"arcface": "ArcFace", "ms": "Multi-Similarity"}

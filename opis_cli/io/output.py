@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from .errors import InputError
+from ..errors import InputError
 
 TABLE_SUFFIXES = (".parquet", ".pq", ".csv")
 

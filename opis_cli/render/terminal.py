@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .results import ConsistencyBlock, EvaluationResult
+from ..results import ConsistencyBlock, EvaluationResult
 
 console = Console(stderr=True, highlight=False)
 

@@ -21,7 +21,7 @@ import json
 import math
 from typing import Any, Mapping
 
-from ..results import ConsistencyBlock, EvaluationResult
+from ...results import ConsistencyBlock, EvaluationResult
 from .plots import distance_unit
 
 __all__ = ["render_report", "FIGURE_TEXT"]

@@ -7,7 +7,7 @@ for.
 
 from __future__ import annotations
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 ENGINES = ("exact", "knn", "dask")
 
@@ -16,15 +16,15 @@ def make_engine(name: str, *, block_bytes: int, k: int = 100, index: str = "hnsw
                 scheduler: str | None = None, workers: int | None = None):
     """Build the engine called ``name`` with the CLI's options."""
     if name == "exact":
-        from .engine import ExactEngine
+        from .exact import ExactEngine
 
         return ExactEngine(block_bytes=block_bytes)
     if name == "knn":
-        from .engine_knn import KnnEngine
+        from .knn import KnnEngine
 
         return KnnEngine(k=k, index=index, block_bytes=block_bytes)
     if name == "dask":
-        from .engine_dask import DaskEngine  # says how to install dask when it is missing
+        from .dask import DaskEngine  # says how to install dask when it is missing
 
         return DaskEngine(block_bytes=block_bytes, scheduler=scheduler, workers=workers)
     raise ConfigError(f"--engine {name!r}: expected one of {', '.join(ENGINES)}")

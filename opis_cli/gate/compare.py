@@ -11,8 +11,8 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-from .bootstrap import BOOTSTRAP_METRICS, Bootstrap, DifferenceInterval, difference_interval
-from .gate import DIRECTION
+from ..metrics.bootstrap import BOOTSTRAP_METRICS, Bootstrap, DifferenceInterval, difference_interval
+from .rules import DIRECTION
 
 _SAME = 1e-12
 

@@ -17,8 +17,8 @@ from typing import Mapping
 
 import numpy as np
 
-from ..errors import InputError
-from ..results import ConsistencyBlock, Curves, EvaluationResult
+from ...errors import InputError
+from ...results import ConsistencyBlock, Curves, EvaluationResult
 
 __all__ = ["write_report", "curves_from_table", "REPORT_FILE"]
 
@@ -157,8 +157,9 @@ def write_report(result: EvaluationResult, out_dir: str | os.PathLike, *,
     -------
     Path of ``report.html``.
     """
-    from ..output import staged
-    from . import html, plots
+    from ...io.output import staged
+    from . import html
+    from . import plots
 
     _check_out_dir(out_dir)  # before the work
     class_curves, group_curves = _resolve(result, curves, group_curves)

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ConfigError
-from .results import Spread
+from ..errors import ConfigError
+from ..results import Spread
 
 SPREAD_POINTS = (("min", 0.0), ("p5", 5.0), ("p50", 50.0), ("p95", 95.0), ("max", 100.0))
 

@@ -78,9 +78,9 @@ class Loaded:
 def load_result(path, curves: Path | None = None) -> Loaded:
     """Read a result JSON (``opis evaluate --json``), its stored bootstrap and,
     when ``curves`` is given, its per-class curves table (``--curves``)."""
-    from .bootstrap import Bootstrap
-    from .io import read_curves, read_result
-    from .report import curves_from_table
+    from ..metrics.bootstrap import Bootstrap
+    from ..io import read_curves, read_result
+    from ..render.report import curves_from_table
 
     result = read_result(path)
     # read_result validated the document; the optional bootstrap block is ours to read.
@@ -108,7 +108,7 @@ def _is_json(path: Path) -> bool:
 def collect_rules(*, max_rules, min_rules, max_increase, max_decrease, config: Path | None,
                   discover: bool):
     """CLI rules plus the config file's (explicit ``config``, or found when ``discover``)."""
-    from .gate import find_config, load_config, rules_from_options
+    from ..gate.rules import find_config, load_config, rules_from_options
 
     cli_rules = rules_from_options({"max": max_rules, "min": min_rules,
                                     "max-increase": max_increase,
@@ -137,7 +137,7 @@ def print_outcome(outcome) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from .terminal import console
+    from ..render.terminal import console
 
     with_base = any(r.baseline is not None for r in outcome.results)
     with_src = any(r.rule.source != "command line" for r in outcome.results)
@@ -181,7 +181,7 @@ def print_outcome(outcome) -> None:
 
 def check_outputs(json_out=None, junit=None, markdown=None) -> None:
     """Fail before any work when an output file cannot be written."""
-    from .output import check_output_path
+    from ..io.output import check_output_path
 
     for path, option in ((json_out, "--json"), (junit, "--junit"), (markdown, "--markdown")):
         if path:
@@ -196,8 +196,8 @@ def write_gate_outputs(outcome, *, json_out: str | None = None, junit: Path | No
     ``--json`` holds ``outcome.to_dict()``, or ``extra`` plus a ``"gate"`` key
     when ``extra`` is given (compare).
     """
-    from . import gate
-    from .output import staged
+    from ..gate import rules as gate
+    from ..io.output import staged
 
     with staged() as out:
         if json_out:
@@ -216,7 +216,7 @@ def write_gate_outputs(outcome, *, json_out: str | None = None, junit: Path | No
 
 
 def _side(loaded: Loaded | None):
-    from .gate import Side
+    from ..gate.rules import Side
 
     if loaded is None:
         return None
@@ -233,7 +233,7 @@ def _with_bootstrap(loaded: Loaded, *, partner=None, resamples: int | None, seed
     """
     from dataclasses import replace
 
-    from .bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, bootstrap_curves
+    from ..metrics.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, bootstrap_curves
 
     if loaded.curves is None:
         return loaded
@@ -283,8 +283,8 @@ class EvaluateGate:
              max_increase=None, max_decrease=None, config: Path | None = None,
              bootstrap: int | None = None, seed: int = 0, junit: Path | None = None,
              confidence: float | None = None) -> "EvaluateGate":
-        from .bootstrap import check_confidence
-        from .errors import ConfigError
+        from ..metrics.bootstrap import check_confidence
+        from ..errors import ConfigError
 
         if bootstrap is not None and bootstrap < 2:
             raise ConfigError(f"--bootstrap must be at least 2 resamples, got {bootstrap}")
@@ -313,7 +313,7 @@ class EvaluateGate:
 
     def stored_bootstrap(self, result):
         """The bootstrap asked for with ``--bootstrap N`` (computed once), or None."""
-        from .bootstrap import DEFAULT_CONFIDENCE, bootstrap_result
+        from ..metrics.bootstrap import DEFAULT_CONFIDENCE, bootstrap_result
 
         if self.bootstrap_n and self._boot is None:
             self._boot = bootstrap_result(result, resamples=self.bootstrap_n, seed=self.seed,
@@ -322,7 +322,7 @@ class EvaluateGate:
 
     def result_json(self, result) -> str:
         """The result JSON, with the ``bootstrap`` key when ``--bootstrap N`` was given."""
-        from .bootstrap import result_document
+        from ..metrics.bootstrap import result_document
 
         boot = self.stored_bootstrap(result)
         if boot is None:
@@ -331,9 +331,9 @@ class EvaluateGate:
 
     def finish(self, result, source: str = "", quiet: bool = False) -> int:
         """Print the bootstrap intervals, apply the rules; the exit code."""
-        from .compare import comparability_warnings
-        from .gate import evaluate_rules
-        from .terminal import console
+        from ..gate.compare import comparability_warnings
+        from ..gate.rules import evaluate_rules
+        from ..render.terminal import console
 
         boot = self.stored_bootstrap(result)
         if boot is not None and not quiet:
@@ -357,7 +357,7 @@ class EvaluateGate:
 
 
 def _print_intervals(boot) -> None:
-    from .terminal import console
+    from ..render.terminal import console
 
     pct = f"{100 * boot.confidence:g}%"
     parts = []
@@ -376,7 +376,7 @@ def _print_comparison(cmp, top: int) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from .terminal import console
+    from ..render.terminal import console
 
     console.print(Text.assemble(("opis compare", "bold"),
                                 f": baseline {cmp.baseline}  vs  candidate {cmp.candidate}  ("
@@ -435,7 +435,7 @@ def _options_from(result) -> dict:
 
 def register(app) -> None:
     """Add the compare and gate commands to ``app``."""
-    from . import cli as c
+    from . import root as c
 
     @app.command("gate")
     def gate_cmd(
@@ -472,9 +472,9 @@ def register(app) -> None:
         Rules come from options and from the config file (a tool.opis.gate table
         in pyproject.toml, or opis.toml) found by walking up from the current folder.
         """
-        from .bootstrap import check_confidence
-        from .compare import comparability_warnings
-        from .gate import evaluate_rules
+        from ..metrics.bootstrap import check_confidence
+        from ..gate.compare import comparability_warnings
+        from ..gate.rules import evaluate_rules
 
         if confidence is not None:
             check_confidence(confidence)
@@ -571,10 +571,10 @@ def register(app) -> None:
         thresholds. Rules (--max ..., --config, --gate) are applied to the
         candidate with the baseline as reference: exit 1 when one fails.
         """
-        from .bootstrap import check_confidence
-        from .compare import compare_results, markdown as compare_markdown
-        from .errors import ConfigError
-        from .gate import evaluate_rules
+        from ..metrics.bootstrap import check_confidence
+        from ..gate.compare import compare_results, markdown as compare_markdown
+        from ..errors import ConfigError
+        from ..gate.rules import evaluate_rules
 
         if confidence is not None:
             check_confidence(confidence)
@@ -649,7 +649,7 @@ def register(app) -> None:
             # The comparison carries the warnings (printed, in JSON and Markdown once).
             outcome = evaluate_rules(rules, _side(cand), _side(base), confidence=conf)
         if report is not None:
-            from .report.compare import write_comparison_report
+            from ..render.report.compare import write_comparison_report
 
             write_comparison_report(cmp, base.result, cand.result, report, outcome=outcome)
         write_gate_outputs(outcome, json_out=json_out, junit=junit, markdown=markdown,

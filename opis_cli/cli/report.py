@@ -33,8 +33,8 @@ def register(app) -> None:
         debug: Annotated[bool, typer.Option(help="Show tracebacks for errors.")] = False,
     ) -> None:
         """Render the HTML report and PNG figures from a saved result (no embeddings needed)."""
-        from .io import read_curves, read_result
-        from .report import curves_from_table, write_report
+        from ..io import read_curves, read_result
+        from ..render.report import curves_from_table, write_report
 
         result = read_result(result_json)
         class_curves = group_curves = None
@@ -44,7 +44,7 @@ def register(app) -> None:
             group_curves = curves_from_table(columns, result, level="group", source=str(curves))
         page = write_report(result, out, curves=class_curves, group_curves=group_curves)
         if not quiet:
-            from .terminal import console
+            from ..render.terminal import console
 
             console.print(f"Wrote {page} and {len(list(out.glob('*.png')))} PNG figures",
                           highlight=False, soft_wrap=True)

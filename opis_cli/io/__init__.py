@@ -31,8 +31,7 @@ import pyarrow.parquet as pq
 
 from opis_cli.errors import InputError
 
-__all__ = ["Dataset", "SourceFile", "read_dataset", "memory_needed", "check_memory",
-           "available_memory", "read_curves", "read_result"]
+__all__ = ["Dataset", "SourceFile", "read_dataset", "read_curves", "read_result"]
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -153,10 +152,10 @@ def read_dataset(
         group (once at the end for NumPy inputs).
     check_memory_fits : bool, default True
         Before the embeddings are read (Parquet, .npy) or right after
-        (.npz), compare :func:`memory_needed` for their shape with
+        (.npz), compare :func:`opis_cli.engines.memory.memory_needed` for their shape with
         ``memory_available`` and raise ``InputError`` if it will not fit.
     memory_available : int, optional
-        Bytes available; default :func:`available_memory` (the check is
+        Bytes available; default :func:`opis_cli.engines.memory.available_memory` (the check is
         skipped when that is unknown).
 
     Returns
@@ -181,6 +180,8 @@ def read_dataset(
     def fits(where: str, rows: int, dim: int, itemsize: int, in_memory: bool = True) -> None:
         if not check_memory_fits:
             return
+        from ..engines.memory import available_memory, check_memory  # no numba
+
         avail = memory_available if memory_available is not None else available_memory()
         if avail is not None:
             check_memory(where, rows, dim, available=avail,
@@ -360,131 +361,6 @@ def _arrow_errors(path: str, doing: str) -> Iterator[None]:
         raise
     except (pa.ArrowException, OSError, EOFError) as exc:
         raise InputError(f"{path}: {doing} ({_one_line(exc)})") from exc
-
-
-# --------------------------------------------------------------------------
-# Memory needed (checked before the embeddings are read)
-
-#: bytes per label held as a Python ``str`` in an object array (pointer + object)
-LABEL_BYTES = 72
-#: int64/float64 per-row arrays of the prepared data and the exact engine
-ROW_BYTES = 200
-#: the interpreter and libraries at work (numpy, numba, faiss, pyarrow, BLAS buffers)
-BASE_BYTES = 400 * 2**20
-#: the FAR pilot's keys (engine.PILOT_VALUES float64, twice)
-PILOT_BYTES = 64 * 2**20
-
-
-def memory_needed(
-    rows: int,
-    dim: int,
-    *,
-    stored_itemsize: int = 4,
-    parquet: bool = False,
-    queries: int | None = None,
-    gallery: int | None = None,
-    groups: bool = False,
-    block_bytes: int | None = None,
-    threads: int | None = None,
-) -> dict[str, int]:
-    """Bytes the exact engine needs for ``rows x dim`` embeddings, by term.
-
-    ``total`` is::
-
-        rows*dim*stored_itemsize                    the embeddings as read
-        + rows*dim*stored_itemsize (Parquet only)   row-group buffers the allocators keep
-        + rows*LABEL_BYTES (x2 with groups)         labels (and groups) as str
-        + rows*ROW_BYTES                            row indices, norms, per-query results
-        + (queries + gallery)*dim*4                 float32 query and gallery arrays
-        + max(rows*dim*4,                           float32 working copy (while preparing)
-              w*tile*gallery*4                      one tile of inner products per worker
-              + PILOT_BYTES                         the pilot of the FAR pass
-              + w*gallery*24)                       three rows of float64 keys per worker
-        + BASE_BYTES                                the interpreter and libraries at work
-
-    with ``tile = engine.tile_rows(gallery)`` query rows (``tile*gallery*4``
-    is at most 256 MiB unless the tile is at its minimum of 64 rows) and
-    ``w`` workers: one per thread, as many tiles as ``block_bytes`` holds
-    (at least one). ``queries`` and ``gallery`` default to ``rows`` (every
-    row is both); ``block_bytes`` to the engine's default.
-    ``stored_itemsize`` is 0 for a memory-mapped ``.npy`` (its pages are
-    cache). Other engines add to this: knn ``gallery*dim*4`` (the index;
-    HNSW ``+ gallery*2*M*4``) and ``queries*K*8`` (neighbours); dask holds
-    the same on the client, and every worker ``(queries + gallery)*dim*4``
-    plus one block.
-    """
-    from opis_cli.engine import DEFAULT_BLOCK_BYTES, tile_rows  # the engine's tile sizing
-
-    nq = rows if queries is None else int(queries)
-    ng = max(1, rows if gallery is None else int(gallery))
-    t = threads if threads is not None else (os.cpu_count() or 1)
-    tile = tile_rows(ng)
-    w = max(1, min(t, (block_bytes or DEFAULT_BLOCK_BYTES) // (4 * ng * tile), -(-nq // tile)))
-    terms = {
-        "stored": rows * dim * stored_itemsize,
-        "reading": rows * dim * stored_itemsize if parquet else 0,
-        "labels": rows * LABEL_BYTES * (2 if groups else 1),
-        "rows": rows * ROW_BYTES,
-        "float32": (nq + ng) * dim * 4,
-        "working": max(rows * dim * 4, w * (tile * ng * 4 + ng * 24) + PILOT_BYTES),
-        "base": BASE_BYTES,
-    }
-    terms["total"] = sum(terms.values())
-    return terms
-
-
-def available_memory() -> int | None:
-    """Bytes this process can still allocate: MemAvailable from
-    /proc/meminfo (or free pages), capped by a cgroup v2 memory limit.
-    None when unknown."""
-    avail = None
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    avail = int(line.split()[1]) * 1024
-                    break
-    except (OSError, ValueError):
-        pass
-    if avail is None:
-        try:
-            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError, AttributeError):
-            return None
-    try:
-        with open("/sys/fs/cgroup/memory.max", encoding="ascii") as fh:
-            limit = fh.read().strip()
-        with open("/sys/fs/cgroup/memory.current", encoding="ascii") as fh:
-            used = int(fh.read().strip())
-        if limit != "max":
-            avail = min(avail, max(0, int(limit) - used))
-    except (OSError, ValueError):
-        pass
-    return avail
-
-
-def _gib(n: int) -> str:
-    return f"{n / 2**30:.1f} GiB"
-
-
-def check_memory(path: str, rows: int, dim: int, *, available: int, **options) -> None:
-    """Raise ``InputError`` when :func:`memory_needed` exceeds ``available``.
-
-    Pure: the caller passes the available bytes (see :func:`available_memory`).
-    ``options`` go to :func:`memory_needed`.
-    """
-    need = memory_needed(rows, dim, **options)
-    if need["total"] <= available:
-        return
-    as_read = need["stored"] + need["reading"]
-    other = need["labels"] + need["rows"] + need["base"]
-    raise InputError(
-        f"{path}: {rows} x {dim} embeddings need about {_gib(need['total'])} of memory "
-        f"({_gib(as_read)} as read + {_gib(need['float32'])} float32 queries and gallery + "
-        f"{_gib(need['working'])} working copy or blocks + {_gib(other)} labels, indices "
-        f"and libraries) but {_gib(available)} is available; free memory, use a machine "
-        "with more, or evaluate a sample of the rows"
-    )
 
 
 # --------------------------------------------------------------------------

@@ -35,8 +35,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import ConfigError, InputError
-from .metrics import consistency
+from ..errors import ConfigError, InputError
+from .consistency import consistency
 
 #: Metrics the bootstrap resamples (keys of ``EvaluationResult.headline()``).
 BOOTSTRAP_METRICS = ("opis", "epsilon_opis")

@@ -24,7 +24,7 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-    from ..results import ClassSummary, ConsistencyBlock, Curves, EvaluationResult
+    from ...results import ClassSummary, ConsistencyBlock, Curves, EvaluationResult
 
 #: figure names, in the order the report shows them
 FIGURES = ("utility", "far_frr", "best_thresholds", "distances", "contributions")

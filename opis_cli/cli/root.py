@@ -15,10 +15,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from . import __version__
-from .cli_compare import (BaselineOpt, BootstrapOpt, ConfigOpt, EvaluateGate, JunitOpt,
+from .. import __version__
+from .compare import (BaselineOpt, BootstrapOpt, ConfigOpt, EvaluateGate, JunitOpt,
                           MaxDecreaseRules, MaxIncreaseRules, MaxRules, MinRules, SeedOpt)
-from .errors import OpisError
+from ..errors import OpisError
 
 app = typer.Typer(
     name="opis",
@@ -54,7 +54,7 @@ def fail(message: str) -> "typer.Exit":
     """Print one error line and return the exit to raise."""
     from rich.text import Text
 
-    from .terminal import console
+    from ..render.terminal import console
 
     # user data (file names, labels) must print as given: no markup, no emoji codes
     console.print(Text.assemble(("Error:", "bold red"), " ", " ".join(str(message).split("\n"))),
@@ -116,10 +116,10 @@ def load_and_evaluate(
     gallery_column: Optional[str], show_progress: bool, **options,
 ):
     """Read one embeddings file and evaluate it (shared by evaluate and compare)."""
-    from .api import evaluate
-    from .errors import InputError
-    from .io import read_dataset
-    from .terminal import progress_bar
+    from ..api import evaluate
+    from ..errors import InputError
+    from ..io import read_dataset
+    from ..render.terminal import progress_bar
 
     with progress_bar(show_progress) as cb:
         reader_cb = (lambda done, total: cb("reading", done, total)) if cb else None
@@ -146,7 +146,7 @@ def _show_warnings(caught) -> None:
     """The engines' warnings (e.g. knn truncation) as one ``Warning:`` line each."""
     from rich.text import Text
 
-    from .terminal import console
+    from ..render.terminal import console
 
     seen = set()
     for w in caught:
@@ -212,10 +212,10 @@ def evaluate(
     """
     global _DEBUG
     _DEBUG = debug
-    from .engines import make_engine
-    from .errors import ConfigError
-    from .output import TABLE_SUFFIXES, check_output_path, staged
-    from .terminal import print_result
+    from ..engines import make_engine
+    from ..errors import ConfigError
+    from ..io.output import TABLE_SUFFIXES, check_output_path, staged
+    from ..render.terminal import print_result
 
     if block_mib < 1:
         raise ConfigError(f"--block-mib must be a positive number of MiB, got {block_mib}")
@@ -244,7 +244,7 @@ def evaluate(
         if curves:
             out.table(curves, result.curves_table())
         if report:
-            from .report import write_report
+            from ..render.report import write_report
 
             write_report(result, report)
     if not quiet:
@@ -254,7 +254,8 @@ def evaluate(
 
 def _register_extensions() -> None:
     """Commands that live in their own modules (report, compare, gate)."""
-    from . import cli_compare, cli_report
+    from . import compare as cli_compare
+    from . import report as cli_report
 
     cli_report.register(app)
     cli_compare.register(app)

@@ -84,10 +84,11 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-from .engine import (DEFAULT_BLOCK_BYTES, FAR_BINS, REPORT_BINS, REPORT_ROWS, EngineOutput,
-                     GridSpec, Progress, _check_range, _inner_products, _rank, tile_rows)
-from .errors import ConfigError
-from .prepare import Prepared
+from ..errors import ConfigError
+from ..prepare import Prepared
+from .base import (DEFAULT_BLOCK_BYTES, REPORT_BINS, REPORT_ROWS, EngineOutput, GridSpec, Progress,
+                   check_range, inner_products, order_rank, tile_rows)
+from .exact import FAR_BINS
 
 INDEXES = ("hnsw", "ivf", "flat")
 #: relative gap between the upper and the reported global FAR that triggers a warning
@@ -198,7 +199,7 @@ class KnnEngine:
         # -- the calibration range
         if spec.calibration_range is not None:
             lo, hi = (float(v) for v in spec.calibration_range)
-            _check_range(lo, hi, "--calibration-range", f"{lo:g}:{hi:g}")
+            check_range(lo, hi, "--calibration-range", f"{lo:g}:{hi:g}")
             source, passes = "explicit", 1
             ret = None
         else:
@@ -314,7 +315,7 @@ class KnnEngine:
             return  # run() reports the degenerate range
         m_total = int(ctx.M[ctx.evaluated].sum())
         most = int(np.minimum(self.k, ctx.neg_q)[ctx.row_eval].sum())
-        need = _rank(b, m_total)
+        need = order_rank(b, m_total)
         if most < need:
             raise self._unreachable(a, b, most, m_total, need, at_most=True)
 
@@ -322,7 +323,7 @@ class KnnEngine:
         """Order statistics of the seen negatives; returns the range, the
         retrieval results (computed on the way) and the notes."""
         m_total = int(ctx.M[ctx.evaluated].sum())
-        ranks = (_rank(a, m_total), _rank(b, m_total))
+        ranks = (order_rank(a, m_total), order_rank(b, m_total))
         k_lo, k_hi = ctx.key_span
         pad = 1e-3 * (k_hi - k_lo) + 1e-9
         lo_key, hi_key = k_lo - pad, k_hi + pad
@@ -359,7 +360,7 @@ class KnnEngine:
                 raise RuntimeError("knn order-statistic passes disagree; please report this")
             values.append(ctx.key_to_dist(float(cand[within - 1])))
         lo, hi = values
-        _check_range(lo, hi, "--far-range",
+        check_range(lo, hi, "--far-range",
                      f"{a:g}:{b:g} (it selects distances {lo:.6g} and {hi:.6g}; "
                      "many negative pairs share one distance)")
         notes = {
@@ -724,7 +725,7 @@ class _Candidates:
             xgT = prep.xg.T
             for s in range(0, nq, b):
                 e = min(nq, s + b)
-                _inner_products(prep.xq, s, e, xgT, buf, pad_q)
+                inner_products(prep.xq, s, e, xgT, buf, pad_q)
                 Sb = buf[:e - s]
                 keys = ctx.keys(Sb, slice(s, e))
                 sc = prep.self_col[s:e]

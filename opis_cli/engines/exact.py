@@ -58,69 +58,23 @@ from __future__ import annotations
 import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from fractions import Fraction
+from dataclasses import dataclass, replace
 from typing import Callable, Iterable
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from . import _kernels
-from .errors import ConfigError
-from .prepare import Prepared
+from ..errors import ConfigError
+from ..prepare import Prepared
+from .base import (DEFAULT_BLOCK_BYTES, REPORT_BINS, REPORT_ROWS, EngineOutput, GridSpec, Progress,
+                   check_range, inner_products, order_rank, tile_rows)
 
-Progress = Callable[[str, int, int], None]
-
-#: default bytes of one block of inner products
-DEFAULT_BLOCK_BYTES = 512 * 2**20
-#: bytes of one tile of inner products (one BLAS call), see tile_rows()
-TILE_BYTES = 256 * 2**20
 #: histogram bins of the order-statistic pass
 FAR_BINS = 2**16
-#: bins of the distance histogram kept in the result
-REPORT_BINS = 512
-#: query rows sampled for the report histogram
-REPORT_ROWS = 1024
 #: query rows of the pilot that bounds the FAR pass, and values it keeps
 PILOT_ROWS = 2048
 PILOT_VALUES = 1_000_000
-
-
-@dataclass(frozen=True)
-class GridSpec:
-    """How the calibration range is chosen (SPEC 5)."""
-
-    num_thresholds: int = 101
-    far_range: tuple[float, float] = (0.01, 0.1)
-    calibration_range: tuple[float, float] | None = None
-
-
-@dataclass(frozen=True)
-class EngineOutput:
-    """What an engine measured; everything downstream is computed from this.
-
-    ``class_tp[c, k]`` / ``class_pp[c, k]`` are the numbers of positive / all
-    pairs of class ``c`` with distance ``<= thresholds[k]`` (so
-    ``FP = class_pp - class_tp``); likewise for groups. Per-query arrays are
-    in the prepared (class-sorted) query order. ``notes`` carries
-    engine-specific facts for provenance (e.g. truncation of the knn engine).
-    """
-
-    thresholds: np.ndarray
-    range_source: str
-    class_tp: np.ndarray
-    class_pp: np.ndarray
-    group_tp: np.ndarray | None
-    group_pp: np.ndarray | None
-    first_rank: np.ndarray
-    ap_at_r: np.ndarray
-    n_relevant: np.ndarray
-    hist_edges: np.ndarray
-    hist_pos: np.ndarray
-    hist_neg: np.ndarray
-    passes: int
-    deferred: int
-    notes: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -130,6 +84,9 @@ class PassConfig:
     K: int
     l2: bool
     block_rows: int
+    #: query rows of every BLAS product (``tile_rows``), fixed by the caller so
+    #: that every process (a Dask worker too) cuts the rows into the same tiles
+    tile: int
     do_win: bool = False
     win_lo: tuple[float, ...] = (0.0,)
     win_hi: tuple[float, ...] = (1.0,)
@@ -150,43 +107,6 @@ class PassConfig:
         return lo, hi, FAR_BINS / (hi - lo)
 
 
-def _rank(fraction: float, m: int) -> int:
-    """``ceil(F * M)`` computed exactly on the decimal value of F (at least 1)."""
-    return max(1, math.ceil(Fraction(repr(float(fraction))) * m))
-
-
-def tile_rows(ng: int) -> int:
-    """Query rows of every BLAS product: a power of two in [64, 1024] with
-    ``rows * ng * 4 <= TILE_BYTES`` where possible.
-
-    Large products amortise BLAS's packing of the gallery (a 64-row product
-    costs about twice as much per element as a 512-row one); the size depends
-    on the gallery size only, never on the block size, so that results do not
-    either (see ``_inner_products``).
-    """
-    rows = TILE_BYTES // (4 * max(ng, 1))
-    return int(min(1024, max(64, 2 ** int(math.floor(math.log2(max(rows, 1)))))))
-
-
-def _inner_products(xq, s, e, xgT, S, pad_q) -> None:
-    """``S[:e-s] = xq[s:e] @ xgT``, always as products of exactly ``tile`` rows.
-
-    BLAS may round differently for differently shaped products (a one-row
-    product is a matrix-vector call, for one); using one shape for every
-    call makes each inner product, hence every result, independent of the
-    block size and of how the work is split into chunks.
-    """
-    tile = pad_q.shape[0]
-    for t in range(s, e, tile):
-        u = min(e, t + tile)
-        if u - t == tile:
-            np.matmul(xq[t:u], xgT, out=S[t - s:u - s])
-        else:
-            pad_q[:u - t] = xq[t:u]
-            pad_q[u - t:] = 0
-            np.matmul(pad_q, xgT, out=S[t - s:t - s + tile])
-
-
 def _strip_products(xq, t, u, xgT, S, pad_q) -> None:
     """``S = xq[t:u] @ xgT[:, t:]`` (rows zero-padded to the tile): the strip
     of the upper triangle that starts at row ``t``."""
@@ -195,10 +115,10 @@ def _strip_products(xq, t, u, xgT, S, pad_q) -> None:
     np.matmul(pad_q, xgT[:, t:], out=S)
 
 
-def _workers(ng: int, block_rows: int, n_tiles: int) -> int:
+def _workers(tile: int, block_rows: int, n_tiles: int) -> int:
     """Tiles processed at once: one per numba thread, as many as the block
     holds (at least one), no more than there are tiles."""
-    return max(1, min(_kernels.num_threads(), block_rows // tile_rows(ng), n_tiles))
+    return max(1, min(_kernels.num_threads(), block_rows // tile, n_tiles))
 
 
 #: the engine's worker threads and BLAS controller, made once per process
@@ -215,11 +135,14 @@ def _in_workers(n_workers: int, work: Callable[[int], None], tiles: "_Tiles") ->
     meanwhile) and runs the compiled kernel on them, which releases the GIL:
     a core does both its tile's matrix product and its kernel. (With BLAS
     threads beside numba threads, BLAS's idle threads spin after each
-    product and took 30-40% from the kernels, measured.) One worker calls
-    BLAS with all its threads.
+    product and took 30-40% from the kernels, measured.) A single worker
+    also calls BLAS with one thread: OpenBLAS 0.3.31 rounds some products
+    differently with more threads, and a Dask worker (one thread) must give
+    the same bytes.
     """
     if n_workers == 1:
-        work(0)
+        with _one_blas_thread():
+            work(0)
         return
     global _POOL, _POOL_SIZE
     with _POOL_LOCK:
@@ -292,9 +215,9 @@ def run_chunk(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg:
         return _run_strips(prep, row_eval, cfg, start, stop, progress)
     K = cfg.K
     ng = len(prep.g_rows)
-    tile = tile_rows(ng)
+    tile = cfg.tile
     tiles = list(range(start, stop, tile))
-    n_workers = _workers(ng, cfg.block_rows, len(tiles))
+    n_workers = _workers(tile, cfg.block_rows, len(tiles))
     C = prep.n_classes
     G = len(prep.group_labels) if prep.group_labels is not None else 0
     do_counts = cfg.counts is not None
@@ -343,7 +266,7 @@ def run_chunk(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg:
         for s in queue:
             e = min(stop, s + tile)
             n = e - s
-            _inner_products(prep.xq, s, e, xgT, S, pad_q)
+            inner_products(prep.xq, s, e, xgT, S, pad_q)
             hist_on = True
             while True:
                 _kernels.process_block(
@@ -424,9 +347,9 @@ def _run_strips(prep: Prepared, row_eval: np.ndarray, cfg: PassConfig, start: in
     ranks there (see ``_select``), so results never depend on this pass.
     """
     ng = len(prep.g_rows)
-    tile = tile_rows(ng)
+    tile = cfg.tile
     tiles = list(range(start, stop, tile))
-    n_workers = _workers(ng, cfg.block_rows, len(tiles))
+    n_workers = _workers(tile, cfg.block_rows, len(tiles))
     G = len(prep.group_labels) if prep.group_labels is not None else 0
     F = FAR_BINS
     win_lo, win_hi, win_scale = cfg.window_arrays()
@@ -534,11 +457,12 @@ class ExactEngine:
         l2 = prep.metric == "l2"
         k_lo, k_hi = self._key_span(prep)
         block_rows = max(1, self.block_bytes // (4 * ng))
-        base_cfg = dict(K=K, l2=l2, block_rows=block_rows, do_rep=True, r_lo=k_lo, r_hi=k_hi)
+        base_cfg = dict(K=K, l2=l2, block_rows=block_rows, tile=tile_rows(ng), do_rep=True,
+                        r_lo=k_lo, r_hi=k_hi)
 
         if spec.calibration_range is not None:
             lo, hi = (float(v) for v in spec.calibration_range)
-            _check_range(lo, hi, "--calibration-range", f"{lo:g}:{hi:g}")
+            check_range(lo, hi, "--calibration-range", f"{lo:g}:{hi:g}")
             grid = np.linspace(lo, hi, K)
             cfg = PassConfig(**base_cfg, counts=self._exact_key_bounds(grid, l2), do_ret=True)
             res = self.map_chunks(prep, row_eval, row_sample, cfg, progress, "distances")
@@ -549,7 +473,7 @@ class ExactEngine:
             if not (0.0 < a < b <= 1.0):
                 raise ConfigError(f"--far-range {a:g}:{b:g} is degenerate: need 0 < A < B <= 1")
             m_total = int(M[evaluated].sum())
-            ranks = (_rank(a, m_total), _rank(b, m_total))
+            ranks = (order_rank(a, m_total), order_rank(b, m_total))
             everything = (k_lo - 1e-3 * (k_hi - k_lo) - 1e-9, k_hi + 1e-3 * (k_hi - k_lo) + 1e-9)
             windows = self._pilot_windows(prep, row_eval, (a, b), l2, everything)
             # pass 1 reads the upper triangle only where the products are symmetric
@@ -594,7 +518,7 @@ class ExactEngine:
                 sym = False
             values = [self._key_to_dist(k, l2) for k in keys]
             lo, hi = values
-            _check_range(lo, hi, "--far-range",
+            check_range(lo, hi, "--far-range",
                          f"{a:g}:{b:g} (it selects distances {lo:.6g} and {hi:.6g}; "
                          "many negative pairs share one distance)")
             grid = np.linspace(lo, hi, K)
@@ -768,12 +692,3 @@ def _locate(ranks, below, hist):
             return None
         out.append(hit)
     return out
-
-
-def _check_range(lo: float, hi: float, option: str, what: str) -> None:
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        raise ConfigError(f"{option} {what}: bounds must be finite numbers")
-    if not lo < hi:
-        raise ConfigError(
-            f"{option} {what} is degenerate: the lower threshold must be below the upper "
-            f"(got {lo:.6g} and {hi:.6g}); widen the range")

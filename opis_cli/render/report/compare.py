@@ -1,7 +1,7 @@
 """The before/after report of ``opis compare --report DIR``.
 
 Figures overlay the two models (baseline grey and dashed, candidate blue and
-solid) and only read the two results and the :class:`~opis_cli.compare.Comparison`
+solid) and only read the two results and the :class:`~opis_cli.gate.compare.Comparison`
 (nothing is recomputed). matplotlib is imported lazily, inside the functions,
 on the Agg canvas (no ``pyplot``), like ``plots.py``, whose colours, units
 and PNG writer are reused. The page is one self-contained HTML file (PNG
@@ -28,9 +28,9 @@ from .plots import (C_CLASS, C_GOOD, C_MEAN, C_THRESHOLD, C_WORST, DPI, UTILITY_
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-    from ..compare import Comparison
-    from ..gate import GateOutcome
-    from ..results import EvaluationResult
+    from ...gate.compare import Comparison
+    from ...gate.rules import GateOutcome
+    from ...results import EvaluationResult
 
 COMPARE_FILE = "compare.html"
 #: figure names, in the order the page shows them
@@ -340,8 +340,8 @@ def write_comparison_report(cmp: "Comparison", base: "EvaluationResult",
                             cand: "EvaluationResult", out_dir: str | os.PathLike, *,
                             outcome: "GateOutcome | None" = None) -> Path:
     """Write ``compare.html`` and one PNG per figure into ``out_dir`` (created if missing)."""
-    from ..errors import InputError
-    from ..output import atomic_path, write_text
+    from ...errors import InputError
+    from ...io.output import atomic_path, write_text
 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():

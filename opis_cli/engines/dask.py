@@ -39,9 +39,10 @@ import threading
 from contextlib import contextmanager
 from dataclasses import replace
 
-from .engine import DEFAULT_BLOCK_BYTES, ExactEngine, PassConfig, Progress, merge, run_chunk
-from .errors import ConfigError
-from .prepare import Prepared
+from .base import DEFAULT_BLOCK_BYTES, Progress
+from .exact import ExactEngine, PassConfig, merge, run_chunk
+from ..errors import ConfigError
+from ..prepare import Prepared
 
 try:
     import distributed
@@ -65,7 +66,7 @@ def _run_chunk_task(prep: Prepared, row_eval, row_sample, cfg: PassConfig, start
 
 
 def _worker_version() -> str:
-    from . import __version__
+    from .. import __version__
 
     return __version__
 
@@ -81,7 +82,7 @@ class DaskEngine(ExactEngine):
         processes, one thread and one numba thread each (default when no
         scheduler is given: one per CPU).
     client : an existing ``distributed.Client`` (the caller keeps it open).
-    chunk_rows : query rows per task (rounded up to whole blocks; default:
+    chunk_rows : query rows per task (rounded up to whole tiles; default:
         about ``CHUNKS_PER_WORKER`` tasks per worker).
     """
 
@@ -134,7 +135,7 @@ class DaskEngine(ExactEngine):
             cluster.close()
 
     def _check_workers(self, client) -> None:
-        from . import __version__
+        from .. import __version__
 
         try:
             versions = client.run(_worker_version)
@@ -178,10 +179,12 @@ class DaskEngine(ExactEngine):
             return super().map_chunks(prep, row_eval, row_sample, cfg, progress, stage)
         client = self._active["client"]
         nq = len(prep.q_rows)
-        b = max(1, cfg.block_rows)
+        # whole tiles, as in a local run: BLAS may round a row's products
+        # differently at another position in its tile (OpenBLAS 0.3.31 does)
+        b = cfg.tile
         n_workers = max(1, len(client.scheduler_info().get("workers", {})))
         rows = self.chunk_rows or -(-nq // (CHUNKS_PER_WORKER * n_workers))
-        rows = -(-max(1, rows) // b) * b  # whole blocks, as in a local run
+        rows = -(-max(1, rows) // b) * b
         bounds = [(s, min(nq, s + rows)) for s in range(0, nq, rows)]
         pf = self._active["prep"]
         ef = self._scattered("row_eval", row_eval)

@@ -17,7 +17,7 @@ Rule forms (``METRIC`` is a key of ``EvaluationResult.headline()``):
 - ``max-increase METRIC=ci`` / ``max-decrease METRIC=ci`` (OPIS and
   epsilon-OPIS only): fails only when the change is larger than its bootstrap
   interval, i.e. when the whole interval of ``candidate - baseline``
-  (:func:`opis_cli.bootstrap.difference_interval`) lies above 0 (resp.
+  (:func:`opis_cli.metrics.bootstrap.difference_interval`) lies above 0 (resp.
   below 0).
 
 Comparisons allow a rounding slack of ``1e-12 * max(1, |limit|)`` so that a
@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from .bootstrap import BOOTSTRAP_METRICS, Bootstrap, DifferenceInterval, difference_interval
-from .errors import ConfigError, InputError
+from ..metrics.bootstrap import BOOTSTRAP_METRICS, Bootstrap, DifferenceInterval, difference_interval
+from ..errors import ConfigError, InputError
 
 #: The keys of ``EvaluationResult.headline()``: the metric names rules accept.
 HEADLINE_METRICS = (
