@@ -16,6 +16,7 @@ import numpy as np
 from . import __version__
 from .metrics.utility import UTILITIES, utility as utility_curves
 from .engines.base import DEFAULT_BLOCK_BYTES, Engine, EngineOutput, GridSpec, Progress
+from . import counts
 from .errors import ConfigError, InputError
 from .metrics.consistency import consistency, retrieval as retrieval_metrics
 from .prepare import Prepared, prepare
@@ -113,7 +114,7 @@ def evaluate(
     prep = prepare(embeddings, labels, metric=metric, groups=groups, is_query=is_query,
                    is_gallery=is_gallery)
     P, M = prep.class_pair_counts()
-    evaluated = (P > 0) & (M > 0)
+    evaluated = counts.evaluated(P, M)
     if evaluated.sum() < 2:
         raise InputError(
             f"only {int(evaluated.sum())} class(es) can be evaluated (a class needs at least one "
@@ -134,7 +135,7 @@ def evaluate(
 def _block(labels, tp_all, pp_all, P, M, thresholds, kind, beta, epsilon, policy,
            n_rows, queries, recall1) -> ConsistencyBlock:
     """One consistency block (classes or groups) from its counts."""
-    ev = (P > 0) & (M > 0)
+    ev = counts.evaluated(P, M)
     idx = np.nonzero(ev)[0]
     lab = [labels[i] for i in idx]
     tp, pp = tp_all[idx], pp_all[idx]
@@ -200,7 +201,7 @@ def build_result(prep: Prepared, out: EngineOutput, *, spec: GridSpec, metric: s
             groups = _block(prep.group_labels, out.group_tp, out.group_pp, Pg, Mg, th,
                             utility, beta, epsilon, policy, prep.group_rows, qg,
                             _per_id_recall1(prep.q_group, G, out))
-    ev = (P > 0) & (M > 0)
+    ev = counts.evaluated(P, M)
     gfar = global_far(out.class_pp[ev] - out.class_tp[ev], M[ev])
     cal = CalibrationRange(
         lower=float(th[0]), upper=float(th[-1]), source=out.range_source,

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Callable, Protocol, runtime_checkable
 
 import numpy as np
 
+from ..counts import ceil_rank as order_rank  # noqa: F401 (the rank of t(F), SPEC 5)
 from ..errors import ConfigError
 from ..prepare import Prepared
 
@@ -79,11 +79,6 @@ class Engine(Protocol):
             progress: Progress | None = None) -> EngineOutput:
         """Count the pairs of ``prep`` on the grid that ``spec`` defines."""
         ...
-
-
-def order_rank(fraction: float, m: int) -> int:
-    """``ceil(F * M)`` computed exactly on the decimal value of F (at least 1)."""
-    return max(1, math.ceil(Fraction(repr(float(fraction))) * m))
 
 
 def tile_rows(ng: int) -> int:

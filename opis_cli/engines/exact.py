@@ -65,6 +65,7 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from . import _kernels
+from .. import counts
 from ..errors import ConfigError
 from ..prepare import Prepared
 from .base import (DEFAULT_BLOCK_BYTES, REPORT_BINS, REPORT_ROWS, EngineOutput, GridSpec, Progress,
@@ -449,7 +450,7 @@ class ExactEngine:
         if K < 2:
             raise ConfigError(f"--num-thresholds must be at least 2, got {K}")
         P, M = prep.class_pair_counts()
-        evaluated = (P > 0) & (M > 0)
+        evaluated = counts.evaluated(P, M)
         row_eval = evaluated[prep.q_class]
         nq, ng = len(prep.q_rows), len(prep.g_rows)
         row_sample = np.zeros(nq, bool)

@@ -84,6 +84,7 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
+from .. import counts
 from ..errors import ConfigError
 from ..prepare import Prepared
 from .base import (DEFAULT_BLOCK_BYTES, REPORT_BINS, REPORT_ROWS, EngineOutput, GridSpec, Progress,
@@ -631,7 +632,7 @@ class _Context:
         self.C = prep.n_classes
         self.G = len(prep.group_labels) if prep.group_labels is not None else 0
         self.P, self.M = prep.class_pair_counts()
-        self.evaluated = (self.P > 0) & (self.M > 0)
+        self.evaluated = counts.evaluated(self.P, self.M)
         self.row_eval = self.evaluated[prep.q_class]
         self.row_sample = np.zeros(self.nq, bool)
         self.row_sample[:: max(1, -(-self.nq // REPORT_ROWS))] = True  # as the exact engine

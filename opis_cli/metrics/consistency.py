@@ -6,11 +6,11 @@ Deep Metric Learning", ICLR 2024 (arXiv 2307.04047).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from fractions import Fraction
 
 import numpy as np
+
+from ..counts import ceil_rank
 
 RECALL_KS = (1, 2, 4, 8)
 
@@ -22,8 +22,8 @@ def range_average(v: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
 
 
 def worst_count(epsilon: float, n: int) -> int:
-    """``ceil(epsilon * n)``, at least 1, on the exact decimal value of epsilon."""
-    return max(1, math.ceil(Fraction(repr(float(epsilon))) * n))
+    """Size of the worst set W of epsilon-OPIS: ``ceil(epsilon * n)``, at least 1."""
+    return ceil_rank(epsilon, n)
 
 
 @dataclass(frozen=True)
