@@ -56,18 +56,18 @@ class Timers:
         setattr(owner, name, timed)
 
     def wrap_stage(self) -> None:
-        real = engine.ExactEngine.map_chunks
+        real = engine.map_local
         timers = self
 
-        def timed(eng, prep, row_eval, row_sample, cfg, progress, stage):
+        def timed(prep, row_eval, row_sample, cfg, progress, stage):
             timers.stage = stage
             t = time.perf_counter()
             try:
-                return real(eng, prep, row_eval, row_sample, cfg, progress, stage)
+                return real(prep, row_eval, row_sample, cfg, progress, stage)
             finally:
                 timers.sec[(stage, "wall")] += time.perf_counter() - t
 
-        engine.ExactEngine.map_chunks = timed
+        engine.map_local = timed
 
 
 def faiss_seconds(x) -> float:
@@ -91,7 +91,7 @@ def main() -> None:
     timers.wrap(engine, "_strip_products", "products")
     timers.wrap(_kernels, "process_block", "kernel")
     timers.wrap(_kernels, "process_strip", "kernel")
-    timers.wrap(engine.ExactEngine, "_pilot_windows", "wall")
+    timers.wrap(engine, "_pilot_windows", "wall")
     timers.wrap_stage()
     base = faiss_seconds(x)
     rows = []

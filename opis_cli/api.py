@@ -13,16 +13,16 @@ from typing import Sequence
 
 import numpy as np
 
-from . import __version__
-from .metrics.utility import UTILITIES, utility as utility_curves
-from .engines.base import DEFAULT_BLOCK_BYTES, Engine, EngineOutput, GridSpec, Progress
-from . import counts
-from .errors import ConfigError, InputError
+from . import __version__, counts
+from . import options as opt
+from .engines.base import Engine, EngineOutput, GridSpec, Progress
+from .errors import InputError
 from .metrics.consistency import consistency, retrieval as retrieval_metrics
+from .metrics.threshold import Policy, class_rates, global_far, recommend
+from .metrics.utility import utility as utility_curves
 from .prepare import Prepared, prepare
 from .results import (CalibrationRange, ClassSummary, ConsistencyBlock, Curves, DistanceHistogram,
-                      EvaluationResult, RecommendedThreshold, Retrieval)
-from .metrics.threshold import Policy, global_far, recommend
+                      EvaluationResult)
 
 
 def _versions() -> dict:
@@ -33,21 +33,6 @@ def _versions() -> dict:
             "faiss": getattr(faiss, "__version__", "unknown"), "numba": numba.__version__}
 
 
-def _pair(value, option: str) -> tuple[float, float] | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        parts = value.split(":")
-        if len(parts) != 2:
-            raise ConfigError(f"{option} {value!r}: expected LO:HI, e.g. 0.01:0.1")
-        try:
-            return float(parts[0]), float(parts[1])
-        except ValueError:
-            raise ConfigError(f"{option} {value!r}: LO and HI must be numbers") from None
-    lo, hi = value
-    return float(lo), float(hi)
-
-
 def evaluate(
     embeddings,
     labels: Sequence,
@@ -55,15 +40,15 @@ def evaluate(
     groups: Sequence | None = None,
     is_query: Sequence[bool] | None = None,
     is_gallery: Sequence[bool] | None = None,
-    metric: str = "cosine",
-    far_range: tuple[float, float] | str = (0.01, 0.1),
+    metric: str = opt.METRIC,
+    far_range: tuple[float, float] | str = opt.FAR_RANGE,
     calibration_range: tuple[float, float] | str | None = None,
-    num_thresholds: int = 101,
-    utility: str = "tpr-tnr",
-    beta: float = 1.0,
-    epsilon: float = 0.1,
-    threshold_policy: str = "max-mean-utility",
-    block_bytes: int = DEFAULT_BLOCK_BYTES,
+    num_thresholds: int = opt.NUM_THRESHOLDS,
+    utility: str = opt.UTILITY,
+    beta: float = opt.BETA,
+    epsilon: float = opt.EPSILON,
+    threshold_policy: str = opt.THRESHOLD_POLICY,
+    block_bytes: int = opt.BLOCK_BYTES,
     engine: Engine | None = None,
     progress: Progress | None = None,
     sources: Sequence[dict] = (),
@@ -85,7 +70,8 @@ def evaluate(
     utility : ``"tpr-tnr"`` or ``"precision-recall"``; ``beta`` its F-beta weight
     epsilon : fraction of worst classes for epsilon-OPIS
     threshold_policy : ``max-mean-utility``, ``max-worst-utility`` or ``far:F``
-    block_bytes : memory of one block of distances (results do not depend on it)
+    block_bytes : memory for the inner-product tiles held at once (``--block-mib``
+        MiB; results do not depend on it)
     engine : an :class:`~opis_cli.engines.base.Engine` (``run(prepared, GridSpec, progress) -> EngineOutput``)
         (default: the exact engine)
     progress : ``callback(stage, done, total)``
@@ -100,17 +86,12 @@ def evaluate(
     InputError, ConfigError
         One-line messages; the CLI turns them into exit code 2.
     """
-    if utility not in UTILITIES:
-        raise ConfigError(f"unknown utility {utility!r}; expected one of {', '.join(UTILITIES)}")
-    if not (np.isfinite(beta) and beta > 0):
-        raise ConfigError(f"--beta must be a positive number, got {beta:g}")
-    if not (0.0 < epsilon <= 1.0):
-        raise ConfigError(f"--epsilon must be in (0, 1], got {epsilon:g}")
-    if int(num_thresholds) < 2:
-        raise ConfigError(f"--num-thresholds must be at least 2, got {num_thresholds}")
+    # Every option is checked here, before any work (constraints: opis_cli.options).
+    opt.validate(metric=metric, utility=utility, beta=beta, epsilon=epsilon,
+                 num_thresholds=num_thresholds)
     policy = Policy.parse(threshold_policy)
-    far = _pair(far_range, "--far-range")
-    cal = _pair(calibration_range, "--calibration-range")
+    far = opt.parse_range(far_range, "--far-range")
+    cal = opt.parse_range(calibration_range, "--calibration-range")
     prep = prepare(embeddings, labels, metric=metric, groups=groups, is_query=is_query,
                    is_gallery=is_gallery)
     P, M = prep.class_pair_counts()
@@ -123,27 +104,25 @@ def evaluate(
         from .engines.exact import ExactEngine  # loads the compiled kernels
 
         engine = ExactEngine(block_bytes=block_bytes)
-    eng = engine
     spec = GridSpec(num_thresholds=int(num_thresholds), far_range=far, calibration_range=cal)
-    out = eng.run(prep, spec, progress)
+    out = engine.run(prep, spec, progress)
     return build_result(prep, out, spec=spec, metric=metric, utility=utility, beta=beta,
-                        epsilon=epsilon, policy=policy, engine_name=getattr(eng, "name", "custom"),
-                        sources=sources, group_column=group_column, timestamp=timestamp,
-                        block_bytes=block_bytes)
+                        epsilon=epsilon, policy=policy, engine_name=getattr(engine, "name", "custom"),
+                        sources=sources, group_column=group_column, timestamp=timestamp)
 
 
-def _block(labels, tp_all, pp_all, P, M, thresholds, kind, beta, epsilon, policy,
+def _block(labels, tp_all, fp_all, P, M, thresholds, kind, beta, epsilon, policy,
            n_rows, queries, recall1) -> ConsistencyBlock:
     """One consistency block (classes or groups) from its counts."""
     ev = counts.evaluated(P, M)
     idx = np.nonzero(ev)[0]
     lab = [labels[i] for i in idx]
-    tp, pp = tp_all[idx], pp_all[idx]
+    tp, fp = tp_all[idx], fp_all[idx]
     Pe, Me = P[idx], M[idx]
-    U = utility_curves(tp, pp, Pe, Me, kind=kind, beta=beta)
+    U = utility_curves(tp, fp, Pe, Me, kind=kind, beta=beta)
     cons = consistency(U, thresholds, lab, epsilon)
-    fp = pp - tp
-    op = recommend(policy, thresholds, cons.mean_curve, cons.worst_curve, tp, fp, Pe, Me)
+    rt = recommend(policy, thresholds, cons.mean_curve, cons.worst_curve, tp, fp, Pe, Me)
+    per_far, per_frr = class_rates(tp, fp, Pe, Me, rt.index)
     best = thresholds[np.argmax(U, axis=1)]
     per = []
     for j in cons.order:  # ascending mean utility: the worst first
@@ -152,14 +131,9 @@ def _block(labels, tp_all, pp_all, P, M, thresholds, kind, beta, epsilon, policy
         per.append(ClassSummary(
             label=lab[j], n=int(n_rows[i]), queries=int(queries[i]), positives=int(Pe[j]),
             negatives=int(Me[j]), mean_utility=float(cons.mean_utility[j]),
-            far_at_threshold=float(op.per_far[j]), frr_at_threshold=float(op.per_frr[j]),
+            far_at_threshold=float(per_far[j]), frr_at_threshold=float(per_frr[j]),
             best_threshold=float(best[j]), opis_contribution=float(cons.contribution[j]),
             worst=bool(cons.worst[j]), recall_at_1=None if np.isnan(r1) else float(r1)))
-    rt = RecommendedThreshold(
-        policy=op.policy, value=op.value, index=op.index, mean_utility=op.mean_utility,
-        worst_mean_utility=op.worst_utility, tpr=op.tpr, far=op.far,
-        far_spread=op.far_spread, frr_spread=op.frr_spread,
-        fraction_far_above_2x=op.fraction_far_above_2x, requested_far=op.requested_far)
     excluded = tuple(labels[i] for i in np.nonzero(~ev)[0])
     return ConsistencyBlock(
         opis=cons.opis, epsilon_opis=cons.epsilon_opis,
@@ -181,13 +155,13 @@ def _per_id_recall1(ids: np.ndarray, n: int, out: EngineOutput) -> np.ndarray:
 def build_result(prep: Prepared, out: EngineOutput, *, spec: GridSpec, metric: str, utility: str,
                  beta: float, epsilon: float, policy: Policy, engine_name: str,
                  sources: Sequence[dict] = (), group_column: str | None = None,
-                 timestamp: bool = True, block_bytes: int | None = None) -> EvaluationResult:
+                 timestamp: bool = True) -> EvaluationResult:
     """Turn engine counts into the result (shared by every engine)."""
     th = out.thresholds
     C = prep.n_classes
     P, M = prep.class_pair_counts()
     q_per_class = np.bincount(prep.q_class, minlength=C)
-    classes = _block(prep.class_labels, out.class_tp, out.class_pp, P, M, th, utility, beta,
+    classes = _block(prep.class_labels, out.class_tp, out.class_fp, P, M, th, utility, beta,
                      epsilon, policy, prep.class_rows, q_per_class,
                      _per_id_recall1(prep.q_class, C, out))
     if classes.evaluated < 2:
@@ -197,17 +171,17 @@ def build_result(prep: Prepared, out: EngineOutput, *, spec: GridSpec, metric: s
         G = len(prep.group_labels)
         Pg, Mg = prep.group_pair_counts()
         qg = np.bincount(prep.q_group, minlength=G)
-        if ((Pg > 0) & (Mg > 0)).sum() >= 1:
-            groups = _block(prep.group_labels, out.group_tp, out.group_pp, Pg, Mg, th,
+        if counts.evaluated(Pg, Mg).any():
+            groups = _block(prep.group_labels, out.group_tp, out.group_fp, Pg, Mg, th,
                             utility, beta, epsilon, policy, prep.group_rows, qg,
                             _per_id_recall1(prep.q_group, G, out))
     ev = counts.evaluated(P, M)
-    gfar = global_far(out.class_pp[ev] - out.class_tp[ev], M[ev])
+    gfar = global_far(out.class_fp[ev], M[ev])
     cal = CalibrationRange(
         lower=float(th[0]), upper=float(th[-1]), source=out.range_source,
         far_lower=float(gfar[0]), far_upper=float(gfar[-1]),
         far_requested=tuple(spec.far_range) if out.range_source == "far" else None)
-    r = retrieval_metrics(out.first_rank, out.ap_at_r, out.n_relevant)
+    retrieval = retrieval_metrics(out.first_rank, out.ap_at_r, out.n_relevant)
     hist = DistanceHistogram(tuple(float(v) for v in out.hist_edges),
                              tuple(int(v) for v in out.hist_pos), tuple(int(v) for v in out.hist_neg),
                              out.notes.get("report_histogram_rows"))
@@ -233,6 +207,6 @@ def build_result(prep: Prepared, out: EngineOutput, *, spec: GridSpec, metric: s
     return EvaluationResult(
         n_samples=prep.n_samples, dim=prep.dim, metric=metric, utility=utility, beta=float(beta),
         epsilon=float(epsilon), calibration_range=cal, thresholds=tuple(float(v) for v in th),
-        classes=classes, retrieval=Retrieval(r.recall_at_k, r.map_at_r, r.queries),
+        classes=classes, retrieval=retrieval,
         distance_histogram=hist, options=options, provenance=prov, groups=groups,
         group_column=group_column)

@@ -32,6 +32,8 @@ import sys
 from pathlib import Path
 from typing import Mapping
 
+from .errors import ExitCode
+
 DEFAULT_OUTPUT_DIR = "opis-output"
 
 
@@ -114,17 +116,17 @@ def main(env: Mapping[str, str] | None = None) -> int:
         commands, outputs = plan(env)
     except ValueError as e:
         print(f"Error: {e}", file=sys.stderr)
-        _append(env.get("GITHUB_OUTPUT"), "exit-code=2\npassed=false\n")
-        return 2
+        _append(env.get("GITHUB_OUTPUT"), f"exit-code={int(ExitCode.USAGE)}\npassed=false\n")
+        return int(ExitCode.USAGE)
     Path(outputs["output-dir"]).mkdir(parents=True, exist_ok=True)
     summary = Path(outputs["summary"])
     if summary.exists():
         summary.unlink()
-    code = 0
+    code = int(ExitCode.OK)
     for argv in commands:
         print("+ opis " + shlex.join(argv), file=sys.stderr, flush=True)
         code = opis(argv)
-        if code not in (0, 1):
+        if code not in (ExitCode.OK, ExitCode.GATE_FAILED):
             break
     step_summary = env.get("GITHUB_STEP_SUMMARY")
     if summary.exists():
@@ -132,7 +134,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
     else:
         _append(step_summary, f"### opis gate: error\n\nopis stopped with exit code {code} "
                               "(a usage or input error); see the step's log.\n\n")
-    outputs.update({"exit-code": str(code), "passed": "true" if code == 0 else "false"})
+    outputs.update({"exit-code": str(code), "passed": "true" if code == ExitCode.OK else "false"})
     if outputs["report-dir"] and not Path(outputs["report-dir"]).is_dir():
         outputs["report-dir"] = ""
     _append(env.get("GITHUB_OUTPUT"), "".join(f"{k}={v}\n" for k, v in sorted(outputs.items())))

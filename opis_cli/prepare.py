@@ -11,9 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import options
 from .errors import InputError
 
-METRICS = ("cosine", "l2")
+
 
 #: rows converted to float32 at a time (bounded extra memory: CHUNK x D x 8 bytes)
 _CHUNK = 16384
@@ -26,9 +27,13 @@ class Prepared:
     Attributes
     ----------
     metric : "cosine" or "l2"
-    xq, xg : float32 arrays (nq, D) and (ng, D); L2-normalised for cosine,
-        as given for l2 (not centred: centring would round exactly
-        representable inputs and break exact ties).
+    xq, xg : float32 arrays (nq, D) and (ng, D); L2-normalised for cosine.
+        For l2, rows far from the origin (compared with their spread) are
+        moved by a common translation, the gallery mean rounded to 8
+        significant bits (see ``_l2_centre``): distances are unchanged, the
+        float32 products lose fewer digits, and inputs with few significant
+        bits (integers) stay exact, so their ties do too. Rows near the
+        origin are as given.
     qn2, gn2 : float64 squared norms of ``xq``/``xg`` (zeros for cosine).
     q_rows, g_rows : original row of every query / gallery item.
     q_class, g_class : class id (index into ``class_labels``).
@@ -116,20 +121,18 @@ def _as_mask(values, name: str, n: int) -> np.ndarray:
     return arr
 
 
-def _float32_rows(emb: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """Checked float32 copy (normalised for cosine) and float64 norms."""
+def _float32_rows(emb: np.ndarray, metric: str) -> np.ndarray:
+    """Checked float32 copy, rows L2-normalised (in float64) for cosine."""
     n, d = emb.shape
     out = np.empty((n, d), dtype=np.float32)
-    norms = np.empty(n, dtype=np.float64)
     for s in range(0, n, _CHUNK):
         block = np.asarray(emb[s:s + _CHUNK], dtype=np.float64)
         finite = np.isfinite(block).all(axis=1)
         if not finite.all():
             row = s + int(np.argmin(finite))
             raise InputError(f"embeddings: row {row} contains NaN or infinity; expected finite numbers")
-        nrm = np.sqrt(np.einsum("ij,ij->i", block, block))
-        norms[s:s + _CHUNK] = nrm
         if metric == "cosine":
+            nrm = np.sqrt(np.einsum("ij,ij->i", block, block))
             if (nrm == 0).any():
                 row = s + int(np.argmax(nrm == 0))
                 raise InputError(
@@ -137,7 +140,7 @@ def _float32_rows(emb: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]
                     "distance (use --metric l2 or drop the row)")
             block = block / nrm[:, None]
         out[s:s + _CHUNK] = block
-    return out, norms
+    return out
 
 
 def _l2_centre(xg: np.ndarray) -> np.ndarray | None:
@@ -176,8 +179,7 @@ def prepare(embeddings, labels, *, metric: str = "cosine", groups=None,
     InputError
         One line naming what is wrong and where.
     """
-    if metric not in METRICS:
-        raise InputError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
+    options.check("metric", metric)
     emb = embeddings if isinstance(embeddings, np.ndarray) else np.asarray(embeddings)
     if emb.ndim != 2:
         raise InputError(f"embeddings must be a 2-D array (rows x dimensions), got shape {emb.shape}")
@@ -195,7 +197,7 @@ def prepare(embeddings, labels, *, metric: str = "cosine", groups=None,
     if not gmask.any():
         raise InputError("no row is in the gallery (is_gallery is false everywhere)")
 
-    x, norms = _float32_rows(emb, metric)
+    x = _float32_rows(emb, metric)
 
     class_labels, class_of_row = np.unique(lab.astype(str), return_inverse=True)
     class_of_row = class_of_row.astype(np.int64)

@@ -389,28 +389,8 @@ class EvaluationResult:
     def curves_table(self) -> dict[str, np.ndarray]:
         """Per-row curves as columns, one row per (level, label, threshold).
 
-        Columns: level ("class"/"group"), label, threshold_index, threshold,
-        utility, tp, fp, positives, negatives, tpr, far.
+        See :func:`opis_cli.io.curves.curves_table`, which owns the format.
         """
-        cols: dict[str, list] = {k: [] for k in (
-            "level", "label", "threshold_index", "threshold", "utility", "tp", "fp",
-            "positives", "negatives", "tpr", "far")}
-        th = np.asarray(self.thresholds)
-        K = len(th)
-        for level, blk in (("class", self.classes), ("group", self.groups)):
-            if blk is None or blk.curves is None:
-                continue
-            cv = blk.curves
-            C = len(cv.labels)
-            cols["level"].append(np.full(C * K, level, dtype=object))
-            cols["label"].append(np.repeat(np.array(cv.labels, dtype=object), K))
-            cols["threshold_index"].append(np.tile(np.arange(K), C))
-            cols["threshold"].append(np.tile(th, C))
-            cols["utility"].append(cv.utility.ravel())
-            cols["tp"].append(cv.tp.ravel())
-            cols["fp"].append(cv.fp.ravel())
-            cols["positives"].append(np.repeat(cv.positives, K))
-            cols["negatives"].append(np.repeat(cv.negatives, K))
-            cols["tpr"].append((cv.tp / cv.positives[:, None]).ravel())
-            cols["far"].append((cv.fp / cv.negatives[:, None]).ravel())
-        return {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in cols.items()}
+        from .io.curves import curves_table
+
+        return curves_table(self)

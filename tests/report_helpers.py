@@ -1,7 +1,8 @@
 """Shared by test_report.py and test_report_browser.py (not a test module).
 
 * small synthetic inputs whose labels try to break the HTML,
-* the 10k-class result, computed once per test session and kept on disk,
+* the 10k-class result and its report (the session fixture ``big_report`` in
+  conftest.py renders it once),
 * ``figure_data``: what a matplotlib figure shows, as plain data, so two
   figures can be compared without looking at pixels.
 """
@@ -62,20 +63,17 @@ def many_result(n_classes: int = 80):
 BIG_CLASSES = 10_000
 
 
-def big_files(tmp_path_factory) -> tuple[Path, Path]:
-    """(result JSON, curves Parquet) of 10k classes with 2 rows each.
+def big_files(folder: Path) -> tuple[Path, Path]:
+    """(result JSON, curves Parquet) of 10k classes with 2 rows each, written into ``folder``.
 
     One row of each class is a query, the other in the gallery, which keeps
-    the exact engine at 10k x 10k pairs. Written once per session (both test modules
-    use it). A few labels are hostile, to check escaping at scale.
+    the exact engine at 10k x 10k pairs. A few labels are hostile, to check
+    escaping at scale.
     """
-    from opis_cli.io.output import write_table, write_text
+    from opis_cli.io import write_curves
+    from opis_cli.io.output import write_text
 
-    folder = tmp_path_factory.getbasetemp() / "opis_big_report_input"
     result_path, curves_path = folder / "big.json", folder / "big_curves.parquet"
-    if result_path.exists() and curves_path.exists():
-        return result_path, curves_path
-    folder.mkdir(exist_ok=True)
     rng = np.random.default_rng(7)
     sizes = np.full(BIG_CLASSES, 2)
     names = np.array([f"class_{i:05d}" for i in range(BIG_CLASSES)], dtype=object)
@@ -89,18 +87,20 @@ def big_files(tmp_path_factory) -> tuple[Path, Path]:
     result = evaluate(X.astype(np.float32), labels, is_query=first, is_gallery=~first,
                       timestamp=False)
     write_text(result_path, result.to_json())
-    write_table(curves_path, result.curves_table())
+    write_curves(curves_path, result)
     return result_path, curves_path
 
 
-def big_report(tmp_path_factory) -> Path:
-    """The folder of ``opis report`` on the 10k-class result (rendered once per session)."""
+def render_big_report(folder: Path) -> Path:
+    """``opis report`` on the 10k-class result, in ``folder``/report; returns that folder.
+
+    The session fixture ``big_report`` (conftest.py) calls it once: both report
+    test modules read the same page.
+    """
     from opis_cli.cli import main
 
-    out = tmp_path_factory.getbasetemp() / "opis_big_report"
-    if (out / "report.html").exists():
-        return out
-    result_path, curves_path = big_files(tmp_path_factory)
+    result_path, curves_path = big_files(folder)
+    out = folder / "report"
     rc = main(["report", str(result_path), "--curves", str(curves_path), "--out", str(out), "-q"])
     assert rc == 0
     return out

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from gating_samples import REPO, WEAK, samples  # noqa: F401
+from gating_samples import REPO, WEAK
 
 ACTION = yaml.safe_load((REPO / "action.yml").read_text(encoding="utf-8"))
 STEPS = ACTION["runs"]["steps"]

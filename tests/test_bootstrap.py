@@ -1,7 +1,7 @@
 """Bootstrap over classes (opis_cli/bootstrap.py).
 
 Expected replicate values come from a deliberately naive OPIS written here
-(loops and ``np.trapezoid``), applied to draws regenerated from the
+(loops and the trapezoid rule), applied to draws regenerated from the
 documented recipe (``np.random.default_rng(seed).integers(0, C, (B, C))`` on
 the classes sorted by label), never from the code under test.
 """
@@ -15,6 +15,7 @@ import re
 import numpy as np
 import pytest
 
+from np_compat import trapezoid
 from opis_cli.metrics.bootstrap import (Bootstrap, bootstrap_curves, bootstrap_result,
                                 difference_interval, labels_digest, percentile_interval)
 from opis_cli.cli import main
@@ -37,7 +38,7 @@ def synthetic_curves(C: int, seed: int = 0) -> tuple[np.ndarray, list[str]]:
 def naive_opis(U: np.ndarray, th: np.ndarray, labels: list[str], eps: float) -> tuple[float, float]:
     """SPEC 6, written out: range averages by the trapezoid rule over the grid."""
     width = th[-1] - th[0]
-    avg = lambda v: float(np.trapezoid(v, th) / width)  # noqa: E731
+    avg = lambda v: float(trapezoid(v, th) / width)  # noqa: E731
     C = U.shape[0]
     ubar = [sum(U[c, k] for c in range(C)) / C for k in range(len(th))]
     opis = sum(avg((U[c] - np.array(ubar)) ** 2) for c in range(C)) / C

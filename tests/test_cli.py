@@ -582,6 +582,55 @@ def test_block_mib_error_names_the_option(opis, outdir, small):
     bad(opis, outdir, small, "--block-mib", "0", needles=("--block-mib",))
 
 
+@pytest.mark.parametrize("option,value,keyword", [
+    ("--beta", "0", "beta"), ("--epsilon", "1.5", "epsilon"),
+    ("--num-thresholds", "1", "num_thresholds"), ("--far-range", "abc", "far_range"),
+    ("--threshold-policy", "far:2", "threshold_policy"),
+])
+def test_the_api_and_the_command_say_the_same(opis, outdir, small, option, value, keyword):
+    """One constraint, one message (opis_cli.options), whoever checks it."""
+    import opis_cli
+
+    with pytest.raises(OpisError) as e:
+        number = keyword in ("beta", "epsilon", "num_thresholds")
+        opis_cli.evaluate(RNG_EMB, RNG_LAB, **{keyword: float(value) if number else value})
+    line = bad(opis, outdir, small, option, value, needles=(option,))
+    assert line == f"Error: {e.value}"
+
+
+def _commands():
+    import typer.main
+
+    from opis_cli.cli import app
+
+    group = typer.main.get_command(app)
+    return group, sorted(group.commands.items())
+
+
+def test_every_command_and_option_has_help():
+    group, commands = _commands()
+    assert {name for name, _ in commands} == {"evaluate", "compare", "gate", "report"}
+    missing = [f"opis {p.name}" for p in group.params if not (p.help or "").strip()]
+    for name, cmd in commands:
+        if not (cmd.help or "").strip():
+            missing.append(f"opis {name}")
+        missing += [f"opis {name} {p.opts[0] if p.opts else p.name}" for p in cmd.params
+                    if not (getattr(p, "help", None) or "").strip()]
+    assert missing == []
+
+
+@pytest.mark.parametrize("name", ["evaluate", "compare", "gate", "report"])
+def test_help_lists_every_option(capsys, monkeypatch, name):
+    monkeypatch.setenv("COLUMNS", "400")  # one option per line, names unbroken
+    group, commands = _commands()
+    capsys.readouterr()
+    assert main([name, "--help"]) == 0
+    out = capsys.readouterr().out
+    for p in dict(commands)[name].params:
+        for opt in p.opts if p.param_type_name == "option" else ():
+            assert opt in out, f"opis {name} --help does not show {opt}"
+
+
 # ---------------------------------------------------------------- --debug
 
 

@@ -13,10 +13,10 @@ import re
 import numpy as np
 import pytest
 
-from gating_samples import STRONG, WEAK, isolated, run, samples  # noqa: F401
+from gating_samples import STRONG, WEAK, run
 from opis_cli import evaluate
-from opis_cli.cli import main
-from opis_cli.gate.compare import compare_results, comparability_warnings, markdown
+from opis_cli.gate.compare import compare_results, comparability_warnings
+from opis_cli.render.markdown import compare_markdown as markdown
 from opis_cli.io import read_result
 
 

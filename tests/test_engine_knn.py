@@ -121,7 +121,7 @@ def test_exact_counts_lie_within_reported_bounds(digits, data, metric, k, far):
     lo, hi = float(out.thresholds[0]), float(out.thresholds[-1])
     exact = ExactEngine().run(prep, GridSpec(calibration_range=(lo, hi)))
     np.testing.assert_array_equal(exact.thresholds, out.thresholds)
-    fp_exact = exact.class_pp - exact.class_tp
+    fp_exact = exact.class_fp
     # positives are computed exactly
     np.testing.assert_array_equal(out.class_tp, exact.class_tp)
     np.testing.assert_array_equal(out.group_tp, exact.group_tp)
@@ -135,10 +135,10 @@ def test_exact_counts_lie_within_reported_bounds(digits, data, metric, k, far):
     # ... and are not vacuous: this K truncates queries, and the seen counts
     # really miss pairs somewhere (so the test above could fail)
     assert out.truncated[-1] > 0
-    assert (fp_exact > out.class_pp - out.class_tp).any()
+    assert (fp_exact > out.class_fp).any()
     # the reported (seen) FAR lies between the bounds; it is a lower bound of
     # the exact one up to float32 rounding of pairs within delta of a threshold
-    seen = (out.class_pp - out.class_tp)[ev].sum(0) / M[ev].sum()
+    seen = out.class_fp[ev].sum(0) / M[ev].sum()
     assert (out.far_lower <= seen).all() and (seen <= out.far_upper).all()
 
 
@@ -204,13 +204,13 @@ def test_approximate_indexes_keep_a_valid_lower_bound_and_are_deterministic(digi
         warnings.simplefilter("ignore", ApproximationWarning)
         out = KnnEngine(k=60, index=index).run(prep, spec)
         again = KnnEngine(k=60, index=index).run(prep, spec)
-    for name in ("class_tp", "class_pp", "class_fp_lower", "class_fp_upper", "first_rank",
+    for name in ("class_tp", "class_fp", "class_fp_lower", "class_fp_upper", "first_rank",
                  "ap_at_r"):
         np.testing.assert_array_equal(getattr(out, name), getattr(again, name))
     exact = ExactEngine().run(prep, GridSpec(calibration_range=(out.thresholds[0],
                                                                 out.thresholds[-1])))
     # seen pairs are real pairs: the lower bound holds whatever the index missed
-    assert (out.class_fp_lower <= exact.class_pp - exact.class_tp).all()
+    assert (out.class_fp_lower <= exact.class_fp).all()
     np.testing.assert_array_equal(out.class_tp, exact.class_tp)
     smp = out.notes["sample"]
     assert 0.0 < smp["index_recall"] <= 1.0 and smp["rows"] > 0

@@ -18,10 +18,11 @@ import numpy as np
 import pytest
 
 import reference as ref
+from data_gen import gaussian, integer_rows
 from opis_cli import evaluate
 from opis_cli.engines import _kernels, base, exact as engine
 from opis_cli.prepare import Prepared
-from test_reference_vs_engine import compare, gaussian, integer_rows, options_for, well_conditioned
+from ref_compare import compare, options_for, well_conditioned
 
 
 @pytest.fixture
@@ -162,18 +163,18 @@ def test_portable_kernels_give_the_same_json(tmp_path):
     (On a CPU without AVX-512 both runs take the portable code.)
     """
     script = (
-        "import sys, json; sys.path.insert(0, sys.argv[1]);"
-        "from test_reference_vs_engine import gaussian; from opis_cli import evaluate; from opis_cli.engines import _kernels;"
+        "from data_gen import gaussian; from opis_cli import evaluate; from opis_cli.engines import _kernels;"
         "x, y = gaussian(44, n=600, dim=16, n_classes=12, singletons=2);"
         "print(_kernels.AVX512);"
         "print(evaluate(x, y, timestamp=False).to_json());"
         "print(evaluate(x, y, metric='l2', calibration_range=(0.5, 3.0), timestamp=False).to_json())"
     )
-    tests = str(Path(__file__).parent)
+    tests = str(Path(__file__).parent)  # data_gen's folder, for the child's imports
     outs = []
     for flag in ("", "1"):
-        env = dict(os.environ, OPIS_NO_AVX512=flag, NUMBA_CACHE_DIR=str(tmp_path / f"nb{flag}"))
-        p = subprocess.run([sys.executable, "-c", script, tests], env=env, capture_output=True,
+        env = dict(os.environ, OPIS_NO_AVX512=flag, NUMBA_CACHE_DIR=str(tmp_path / f"nb{flag}"),
+                   PYTHONPATH=os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")])))
+        p = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
                            text=True, timeout=600)
         assert p.returncode == 0, p.stderr[-2000:]
         outs.append(p.stdout.splitlines())

@@ -16,12 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gating_samples import STRONG, WEAK, isolated, run, samples  # noqa: F401
+from gating_samples import STRONG, WEAK, run
 from opis_cli.metrics.bootstrap import Bootstrap, labels_digest
-from opis_cli.cli import main
 from opis_cli.errors import ConfigError, InputError
-from opis_cli.gate.rules import (HEADLINE_METRICS, Rule, Side, evaluate_rules, find_config, junit_xml,
-                           load_config, markdown, parse_rule)
+from opis_cli.gate.rules import (HEADLINE_METRICS, Rule, Side, evaluate_rules, find_config,
+                                 load_config, parse_rule)
+from opis_cli.render.junit import junit_xml
+from opis_cli.render.markdown import gate_markdown as markdown
 from opis_cli.io import read_result
 
 

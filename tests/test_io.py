@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow as pa
@@ -12,6 +14,8 @@ import pytest
 
 from opis_cli.errors import InputError
 from opis_cli.io import Dataset, SourceFile, read_dataset
+from opis_cli.io._columns import Columns, ColumnSpec
+from opis_cli.io.dataset import _FORMATS
 
 EMB = np.arange(12, dtype=np.float32).reshape(4, 3) / 10
 LABELS = ["a", "b", "a", "c"]
@@ -780,3 +784,52 @@ def test_sample_data_formats_agree(model):
     assert sorted(set(a.labels)) == [f"digit_{d}" for d in range(10)]
     assert sorted(set(a.groups)) == ["customer_0", "customer_1", "customer_2"]
     assert a.is_query.all() and a.is_gallery.all()
+
+
+# ---------------------------------------------------------------- format registry
+
+
+def _write_every_format(tmp_path, kind: str) -> str:
+    if kind == "parquet":
+        return basic_parquet(tmp_path / "d.parquet", is_query=[True, True, False, True])
+    if kind == "npy":
+        np.save(tmp_path / "d.npy", EMB)
+        return str(tmp_path / "d.npy")
+    np.savez(tmp_path / "d.npz", embeddings=EMB, labels=np.array(LABELS),
+             is_query=np.array([True, True, False, True]))
+    return str(tmp_path / "d.npz")
+
+
+@pytest.mark.parametrize("kind", sorted(_FORMATS))
+def test_every_format_reader_returns_the_same_columns(tmp_path, kind):
+    # The contract of a format reader: Columns with float embeddings, str labels
+    # (when the format holds them), bool flags, and the files it read.
+    path = _write_every_format(tmp_path, kind)
+    seen: list[tuple[int, int, int]] = []
+    cols = _FORMATS[kind].read(path, ColumnSpec(), progress=None,
+                               memory_check=lambda *shape: seen.append(shape))
+    assert isinstance(cols, Columns)
+    np.testing.assert_array_equal(cols.embeddings, EMB)
+    assert cols.files == (path,)
+    assert [s[:2] for s in seen] == [(4, 3)]
+    if cols.labels is not None:
+        assert list(cols.labels) == LABELS and all(type(v) is str for v in cols.labels)
+        assert cols.is_query.dtype == np.bool_ and list(cols.is_query) == [1, 1, 0, 1]
+    else:
+        assert kind == "npy"
+
+
+# ---------------------------------------------------------------- import weight
+
+
+def test_import_loads_no_engine_cli_or_plotting_library():
+    # The readers run before any engine; numba, faiss, typer, rich and
+    # matplotlib load only where they are used.
+    heavy = ("numba", "faiss", "typer", "rich", "matplotlib")
+    code = (
+        "import sys, opis_cli.io\n"
+        f"print(','.join(m for m in {heavy!r} if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == ""

@@ -18,17 +18,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from opis_cli import EvaluationResult, evaluate
+from opis_cli import evaluate
 from opis_cli.cli import main
 from opis_cli.errors import InputError
-from opis_cli.io import read_curves, read_dataset, read_result
-from opis_cli.io.output import write_table, write_text
+from opis_cli.io import read_curves, read_dataset, read_result, write_curves
+from opis_cli.io.output import write_text
 from opis_cli.render.report import curves_from_table, plots, write_report
-from opis_cli.render.report.html import json_for_script, render_report
+from opis_cli.render.report.html import json_for_script
 
 from report_helpers import (BIG_CLASSES, NASTY, NASTY_SINGLETON, WEAK, assert_same,
-                            big_report, collections, figure_data, lines, many_result,
-                            nasty_result)
+                            collections, figure_data, lines, many_result, nasty_result)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -61,7 +60,7 @@ def weak_report(weak, tmp_path_factory):
 def saved(result, folder: Path, suffix: str = ".parquet"):
     """The result as `opis report` sees it: JSON and curves table read back from disk."""
     write_text(folder / "r.json", result.to_json())
-    write_table(folder / f"c{suffix}", result.curves_table())
+    write_curves(folder / f"c{suffix}", result)
     return read_result(folder / "r.json"), read_curves(folder / f"c{suffix}")
 
 
@@ -416,8 +415,8 @@ def test_report_into_a_file_is_an_error(nasty, tmp_path):
     assert blocker.read_text() == "x"
 
 
-def test_ten_thousand_classes_report_stays_small(tmp_path_factory):
-    out = big_report(tmp_path_factory)  # opis report RESULT.json --curves CURVES --out DIR
+def test_ten_thousand_classes_report_stays_small(big_report):
+    out = big_report  # opis report RESULT.json --curves CURVES --out DIR
     page = (out / "report.html").read_text(encoding="utf-8")
     assert len(page.encode()) < 10 * 2**20
     data = blob(page, "classes-data")
@@ -474,7 +473,7 @@ def test_report_command_errors(tmp_path, capsys, weak, nasty):
     assert "schema_version" in _error(capsys, ["report", str(wrong), "--out", str(out)])
     # curves of another run: the message names the curves file
     other = tmp_path / "other.parquet"
-    write_table(other, nasty.curves_table())
+    write_curves(other, nasty)
     err = _error(capsys, ["report", str(r), "--curves", str(other), "--out", str(out)])
     assert str(other) in err and "different run" in err
     nocol = tmp_path / "nocol.csv"

@@ -33,7 +33,7 @@ import pytest
 
 from opis_cli.cli import main
 
-from report_helpers import BIG_CLASSES, NASTY, WEAK, big_report
+from report_helpers import BIG_CLASSES, NASTY, WEAK
 
 INSTALL = "apt-get update && apt-get install -y chromium"
 TIMEOUT = 60.0
@@ -297,9 +297,8 @@ def test_sample_report_loads_cleanly_and_works(browser, weak_report, tmp_path):
 
 
 # -- 10k classes ------------------------------------------------------------------------
-def test_ten_thousand_classes_load_cleanly_and_labels_stay_text(browser, tmp_path_factory,
-                                                                tmp_path):
-    page = big_report(tmp_path_factory) / "report.html"
+def test_ten_thousand_classes_load_cleanly_and_labels_stay_text(browser, big_report, tmp_path):
+    page = big_report / "report.html"
     tab = browser.open(page)
     assert tab.js("document.documentElement.getAttribute('data-opis-ready')") == "1"
     status = tab.js("document.querySelector('#classes-table .status').textContent")

@@ -12,39 +12,38 @@ from typing import Annotated, Optional
 
 import typer
 
+from . import options as o
+from .root import app
 
-def register(app) -> None:
-    """Add the report command to ``app``."""
 
-    @app.command("report")
-    def report(
-        result_json: Annotated[Path, typer.Argument(
-            metavar="RESULT.json", show_default=False,
-            help="Result written by `opis evaluate --json`.")],
-        out: Annotated[Path, typer.Option(
-            "--out", show_default=False,
-            help="Folder for report.html and the PNG figures (created if missing; files of the "
-                 "same names are replaced).")],
-        curves: Annotated[Optional[Path], typer.Option(
-            help="Per-class curves written by `opis evaluate --curves` (.parquet or .csv) for "
-                 "the same run; without it the utility figure shows only the mean curves.")] = None,
-        quiet: Annotated[bool, typer.Option("--quiet", "-q",
-                                            help="No terminal output but errors.")] = False,
-        debug: Annotated[bool, typer.Option(help="Show tracebacks for errors.")] = False,
-    ) -> None:
-        """Render the HTML report and PNG figures from a saved result (no embeddings needed)."""
-        from ..io import read_curves, read_result
-        from ..render.report import curves_from_table, write_report
+@app.command()
+def report(
+    result_json: Annotated[Path, typer.Argument(
+        metavar="RESULT.json", show_default=False,
+        help="Result written by `opis evaluate --json`.")],
+    out: Annotated[Path, typer.Option(
+        "--out", show_default=False,
+        help="Folder for report.html and the PNG figures (created if missing; files of the "
+             "same names are replaced).")],
+    curves: Annotated[Optional[Path], typer.Option(
+        help="Per-class curves written by `opis evaluate --curves` (.parquet or .csv) for "
+             "the same run; without it the utility figure shows only the mean curves.")] = None,
+    quiet: o.Quiet = False,
+    debug: o.Debug = False,
+) -> None:
+    """Render the HTML report and PNG figures from a saved result (no embeddings needed)."""
+    from ..io import read_curves, read_result
+    from ..render.report import curves_from_table, write_report
 
-        result = read_result(result_json)
-        class_curves = group_curves = None
-        if curves is not None:
-            columns = read_curves(curves)
-            class_curves = curves_from_table(columns, result, level="class", source=str(curves))
-            group_curves = curves_from_table(columns, result, level="group", source=str(curves))
-        page = write_report(result, out, curves=class_curves, group_curves=group_curves)
-        if not quiet:
-            from ..render.terminal import console
+    result = read_result(result_json)
+    class_curves = group_curves = None
+    if curves is not None:
+        columns = read_curves(curves)
+        class_curves = curves_from_table(columns, result, level="class", source=str(curves))
+        group_curves = curves_from_table(columns, result, level="group", source=str(curves))
+    page = write_report(result, out, curves=class_curves, group_curves=group_curves)
+    if not quiet:
+        from ..render.terminal import console
 
-            console.print(f"Wrote {page} and {len(list(out.glob('*.png')))} PNG figures",
-                          highlight=False, soft_wrap=True)
+        console.print(f"Wrote {page} and {len(list(out.glob('*.png')))} PNG figures",
+                      highlight=False, soft_wrap=True)

@@ -1,20 +1,28 @@
-"""Engine factory: the name given to ``--engine`` -> an engine object.
+"""The engines: the name given to ``--engine`` -> an :class:`~.base.Engine`.
 
-An engine has ``name`` and ``run(prepared, GridSpec, progress) -> EngineOutput``
-(see ``engine.py``). Heavy engines (knn, dask) are imported only when asked
-for.
+``base.py`` holds what every engine shares (the ``Engine`` protocol,
+``GridSpec``, ``EngineOutput`` with tp/fp counts, the key space, the tile
+shape); ``exact.py`` (+ its compiled ``_kernels.py``), ``knn.py`` and
+``dask.py`` are the engines; ``memory.py`` the exact engine's memory model.
+Heavy engines (knn: faiss, dask: distributed) and the compiled kernels are
+imported only when asked for: importing this package loads no numba.
 """
 
 from __future__ import annotations
 
 from ..errors import ConfigError
-
-ENGINES = ("exact", "knn", "dask")
+from ..options import ENGINES
+from .base import Engine
 
 
 def make_engine(name: str, *, block_bytes: int, k: int = 100, index: str = "hnsw",
-                scheduler: str | None = None, workers: int | None = None):
-    """Build the engine called ``name`` with the CLI's options."""
+                scheduler: str | None = None, workers: int | None = None) -> Engine:
+    """Build the engine called ``name`` with the CLI's options.
+
+    ``block_bytes`` goes to every engine; ``k`` and ``index`` to knn;
+    ``scheduler`` and ``workers`` to dask. Raises ``ConfigError`` for an
+    unknown name (and for options the engine rejects).
+    """
     if name == "exact":
         from .exact import ExactEngine
 

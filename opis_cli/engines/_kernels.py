@@ -16,6 +16,12 @@ query's own row (or -1), never paired with it (SPEC 3).
 
 The kernels are serial and release the GIL: the engine runs one per worker
 thread, each on its own tile, with its own slot ``t`` of the histograms.
+The entry points (``process_block``, ``process_strip``) take their inputs
+and outputs as a few named tuples defined here (``Rows``, ``Windows``,
+``Report``, ``Gather``, ``GridCounts``, ``Ranking``, ``StripRows``), which
+they unpack into locals; the inner helpers take plain arguments. The key
+formula has a numpy twin in ``base.pair_keys`` and AP@R in
+``base.retrieval_at_r`` (tests/test_engines_base.py holds them equal).
 Most of their time goes to scanning keys for the few below a range of
 interest; on CPUs with AVX-512 that compaction is eight keys at a time
 (``_compress8``), elsewhere a portable branch-free loop.
@@ -24,6 +30,7 @@ interest; on CPUs with AVX-512 that compaction is eight keys at a time
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 import numba as nb
 import numpy as np
@@ -41,6 +48,103 @@ COPIES = 4
 RET_CHUNK = 64
 #: columns of a row processed together (their float64 keys: 16 KiB, in L1)
 COLS = 2048
+
+
+# -- the kernels' arguments ---------------------------------------------------
+# Named tuples of arrays and scalars: numba passes them as flat arguments (no
+# runtime cost), and the kernels unpack them into the locals they always used.
+# Arrays whose first axis is the block row are named "(B, ...)"; histograms
+# whose first axis is the worker slot "(slots, ...)".
+
+
+class Rows(NamedTuple):
+    """The queries of one block (B rows) and the gallery (ng columns)."""
+
+    l2: bool                 # keys are squared l2 distances (else cosine)
+    qn2: np.ndarray          # (B,) float64 squared norms of the queries
+    gn2: np.ndarray          # (ng,) float64 squared norms of the gallery
+    self_col: np.ndarray     # (B,) int64 column of the query's own row, or -1
+    pos_start: np.ndarray    # (B,) int64: the query's positives are the
+    pos_end: np.ndarray      # (B,) int64  columns [pos_start, pos_end)
+    row_eval: np.ndarray     # (B,) bool, the query's class is evaluated
+    row_sample: np.ndarray   # (B,) bool, the row feeds the report histogram
+    g_orig: np.ndarray       # (ng,) int64 original row of each gallery column
+
+
+class StripRows(NamedTuple):
+    """The queries of one strip of the upper triangle (see process_strip)."""
+
+    l2: bool
+    qn2: np.ndarray          # (B,)
+    gn2: np.ndarray          # (ng,)
+    pos_start: np.ndarray    # (B,)
+    pos_end: np.ndarray      # (B,)
+    row_eval: np.ndarray     # (B,)
+    col_lim: np.ndarray      # (ng,) float64 window top of an evaluated row, else -inf
+    all_eval: bool           # every row is evaluated
+
+
+class Windows(NamedTuple):
+    """Order statistic: per window w, count negatives with key < lo[w] and
+    histogram those in [lo[w], hi[w]) into F bins."""
+
+    on: bool
+    lo: np.ndarray           # (W,) float64
+    hi: np.ndarray           # (W,) float64
+    scale: np.ndarray        # (W,) float64 bins per key unit
+    F: int                   # bins per window
+    below: np.ndarray        # (slots, W) int64
+    hist: np.ndarray         # (slots, W, F + SPILL) int64 (or (slots, W, 1) when off)
+
+
+class Report(NamedTuple):
+    """Coarse histogram of all keys of the sampled rows, for the report."""
+
+    on: bool
+    lo: float
+    scale: float             # bins per key unit
+    bins: int
+    pos: np.ndarray          # (slots, bins) int64
+    neg: np.ndarray          # (slots, bins) int64
+
+
+class Gather(NamedTuple):
+    """Gather the negative keys in bin bins[i] of window wins[i] (i = 0, 1)."""
+
+    on: bool
+    wins: np.ndarray         # (2,) int64
+    bins: np.ndarray         # (2,) int64
+    val: np.ndarray          # (B, capacity) float64
+    n: np.ndarray            # (B,) int64 true numbers (may exceed the capacity)
+    below: np.ndarray        # (B, 2) int64 keys below each gather bin
+
+
+class GridCounts(NamedTuple):
+    """Per-row threshold counts with (possibly uncertain) key bounds
+    ``lo_b[k] <= t_k <= hi_b[k]`` of the grid; ``base``/``inv_step`` the
+    even grid that guesses a key's cell, ``cert_lo`` its certain lower
+    bounds (see _counts_row)."""
+
+    on: bool
+    lo_b: np.ndarray         # (K,) float64
+    hi_b: np.ndarray         # (K,) float64
+    cert_lo: np.ndarray      # (K,) float64
+    base: float
+    inv_step: float
+    all: np.ndarray          # (B, K) int64 pairs per cell
+    pos: np.ndarray          # (B, K) int64 positive pairs per cell
+    def_val: np.ndarray      # (B, capacity) float64 deferred keys
+    def_pos: np.ndarray      # (B, capacity) bool, a deferred key is a positive
+    def_n: np.ndarray        # (B,) int64 true numbers (may exceed the capacity)
+
+
+class Ranking(NamedTuple):
+    """Retrieval: rank of the first positive and AP@R of every row."""
+
+    on: bool
+    first_rank: np.ndarray   # (B,) int64
+    ap: np.ndarray           # (B,) float64
+    n_rel: np.ndarray        # (B,) int64
 
 
 def num_threads() -> int:
@@ -526,21 +630,14 @@ def _heap_result(hk, ho, hp, hn, R):
 
 
 @nb.njit(cache=True, nogil=True)
-def process_block(
-    S, t, l2, qn2, gn2, self_col, pos_start, pos_end, row_eval, row_sample, g_orig,
-    # order statistic: per window w, count negatives with key < win_lo[w] and
-    # histogram those in [win_lo[w], win_hi[w]) into F bins (slot t)
-    do_win, win_lo, win_hi, win_scale, F, win_below, win_hist,
-    # coarse histogram of all keys of sampled rows, for the report (slot t)
-    do_rep, r_lo, r_scale, RB, rep_pos, rep_neg,
-    # gather negative keys in bin gat_bin[i] of window gat_win[i] (i = 0, 1)
-    do_gather, gat_win, gat_bin, gath_val, gath_n, gath_below,
-    # per-row threshold counts with (possibly uncertain) key bounds of the grid
-    do_counts, lo_b, hi_b, cert_lo, base, inv_step, cnt_all, cnt_pos, def_val, def_pos, def_n,
-    # retrieval: rank of the first positive and AP@R
-    do_ret, first_rank, ap, n_rel,
-):
+def process_block(S, t, rows, win, rep, gat, grid, ret):
     """Process one block of queries; see the module docstring for conventions.
+
+    ``S`` (B, ng) float32 inner products, ``t`` the worker slot of the
+    histograms; ``rows`` (:class:`Rows`), then what to compute, each phase
+    with its switch ``on``: ``win`` (:class:`Windows`, the order statistic),
+    ``rep`` (:class:`Report`), ``gat`` (:class:`Gather`), ``grid``
+    (:class:`GridCounts`) and ``ret`` (:class:`Ranking`).
 
     Outputs indexed by block row (``cnt_*``, ``def_*``, ``gath_*``,
     ``first_rank``, ``ap``, ``n_rel``) are overwritten for every row; the
@@ -563,6 +660,13 @@ def process_block(
     gallery items by (key, original row): one comparison per element once the
     heap is full, like a k-NN search.
     """
+    l2, qn2, gn2, self_col, pos_start, pos_end, row_eval, row_sample, g_orig = rows
+    do_win, win_lo, win_hi, win_scale, F, win_below, win_hist = win
+    do_rep, r_lo, r_scale, RB, rep_pos, rep_neg = rep
+    do_gather, gat_win, gat_bin, gath_val, gath_n, gath_below = gat
+    (do_counts, lo_b, hi_b, cert_lo, base, inv_step, cnt_all, cnt_pos, def_val, def_pos,
+     def_n) = grid
+    do_ret, first_rank, ap, n_rel = ret
     B, Ng = S.shape
     K = lo_b.shape[0]
     key_skip = hi_b[K - 1]
@@ -658,9 +762,11 @@ def process_block(
 
 
 @nb.njit(cache=True, nogil=True)
-def process_strip(S, t, row0, c0, l2, qn2, gn2, pos_start, pos_end, row_eval, col_lim, all_eval,
-                  win_lo, win_hi, win_scale, F, win_below, win_hist):
+def process_strip(S, t, row0, c0, rows, win):
     """The order-statistic histograms from one strip of the upper triangle.
+
+    ``rows`` is a :class:`StripRows`, ``win`` the :class:`Windows` (its
+    ``on`` is not read: a strip only feeds the order statistic).
 
     Only when every row is both a query and a gallery item (same order), so
     that the inner products are symmetric: ``S[r, j - c0]`` is the product of
@@ -673,6 +779,8 @@ def process_strip(S, t, row0, c0, l2, qn2, gn2, pos_start, pos_end, row_eval, co
     Half the matrix products of a full pass; the histograms accumulate in
     slot ``t`` as in process_block.
     """
+    l2, qn2, gn2, pos_start, pos_end, row_eval, col_lim, all_eval = rows
+    _, win_lo, win_hi, win_scale, F, win_below, win_hist = win
     B = S.shape[0]
     Ng = gn2.shape[0]
     win_top = win_hi.max()

@@ -1,11 +1,26 @@
-"""What every engine shares: the contract, the grid, the tile shape.
+"""What every engine shares: the contract, the grid, the tile shape, the key space.
 
 An engine turns prepared rows (``opis_cli.prepare.Prepared``) and a
 :class:`GridSpec` into an :class:`EngineOutput`: per-class (and per-group)
-pair counts on the threshold grid and the per-query retrieval results.
-Everything downstream (curves, metrics, the result) is computed from that
-output alone. This module imports no compiled code, so the memory model
-(``memory.py``) and the readers can use it without loading numba.
+cumulative TP/FP counts on the threshold grid and the per-query retrieval
+results. Everything downstream (curves, metrics, the result) is computed
+from that output alone.
+
+Engines compare *keys*, not distances: a key is a float64 number monotone
+in the distance (smaller = closer), computed from a float32 inner product
+``s`` of a query and a gallery row:
+
+* cosine: ``key = d = 1 - s`` (rows already L2-normalised);
+* l2: ``key = d**2 = |q|^2 + |g|^2 - 2 s`` (the squared distance).
+
+:func:`pair_keys` is that formula for numpy code (the compiled kernels have
+their own copy, ``_kernels._key``, tested to agree); :func:`key_to_dist`
+and :func:`dist_to_key` convert, :func:`key_span` bounds every key of an
+input, and :func:`value_bins` / :func:`rank_bin` are the histogram
+bookkeeping of the order-statistic passes and of the report histogram.
+
+This module imports no compiled code, so the memory model (``memory.py``)
+and the readers can use it without loading numba.
 """
 
 from __future__ import annotations
@@ -30,6 +45,8 @@ TILE_BYTES = 256 * 2**20
 REPORT_BINS = 512
 #: query rows sampled for the report histogram
 REPORT_ROWS = 1024
+#: histogram bins of the order-statistic passes (exact and knn engines)
+FAR_BINS = 2**16
 
 
 @dataclass(frozen=True)
@@ -45,19 +62,25 @@ class GridSpec:
 class EngineOutput:
     """What an engine measured; everything downstream is computed from this.
 
-    ``class_tp[c, k]`` / ``class_pp[c, k]`` are the numbers of positive / all
-    pairs of class ``c`` with distance ``<= thresholds[k]`` (so
-    ``FP = class_pp - class_tp``); likewise for groups. Per-query arrays are
-    in the prepared (class-sorted) query order. ``notes`` carries
-    engine-specific facts for provenance (e.g. truncation of the knn engine).
+    ``class_tp[c, k]`` / ``class_fp[c, k]`` (C, K) int64 are the numbers of
+    positive / negative pairs of class ``c`` with distance ``<= thresholds[k]``
+    (cumulative over the grid: TP and FP of SPEC 3); likewise ``group_tp`` /
+    ``group_fp`` (G, K) for groups, None without groups. Per-query arrays
+    (nq,) are in the prepared (class-sorted) query order: ``first_rank`` (the
+    1-based rank of the first relevant item, 0 for a query without one),
+    ``ap_at_r`` and ``n_relevant`` (R). ``hist_edges`` (REPORT_BINS + 1,)
+    distances and ``hist_pos`` / ``hist_neg`` (REPORT_BINS,) counts are the
+    report histogram; ``passes`` the passes over the pairs. ``notes``
+    carries engine-specific facts for provenance (e.g. truncation of the
+    knn engine).
     """
 
     thresholds: np.ndarray
     range_source: str
     class_tp: np.ndarray
-    class_pp: np.ndarray
+    class_fp: np.ndarray
     group_tp: np.ndarray | None
-    group_pp: np.ndarray | None
+    group_fp: np.ndarray | None
     first_rank: np.ndarray
     ap_at_r: np.ndarray
     n_relevant: np.ndarray
@@ -65,7 +88,6 @@ class EngineOutput:
     hist_pos: np.ndarray
     hist_neg: np.ndarray
     passes: int
-    deferred: int
     notes: dict = field(default_factory=dict)
 
 
@@ -79,6 +101,13 @@ class Engine(Protocol):
             progress: Progress | None = None) -> EngineOutput:
         """Count the pairs of ``prep`` on the grid that ``spec`` defines."""
         ...
+
+
+def check_block_bytes(block_bytes: int) -> int:
+    """The block size in bytes, checked (every engine takes one)."""
+    if block_bytes < 1:
+        raise ConfigError("block size must be positive")
+    return int(block_bytes)
 
 
 def tile_rows(ng: int) -> int:
@@ -120,3 +149,118 @@ def check_range(lo: float, hi: float, option: str, what: str) -> None:
         raise ConfigError(
             f"{option} {what} is degenerate: the lower threshold must be below the upper "
             f"(got {lo:.6g} and {hi:.6g}); widen the range")
+
+
+# -- the key space ------------------------------------------------------------
+
+
+def pair_keys(S: np.ndarray, qn2: np.ndarray, gn2: np.ndarray, l2: bool) -> np.ndarray:
+    """Keys of the float32 inner products ``S`` (B, m) of B queries and m
+    gallery rows, in float64: ``1 - s`` (cosine) or ``qn2 + gn2 - 2 s`` (l2,
+    with the squared norms ``qn2`` (B,) and ``gn2`` (m,); ignored for cosine).
+
+    The same arithmetic, in the same order, as the kernels' ``_key``: a key
+    computed here equals the engine's bit for bit.
+    """
+    s = S.astype(np.float64)
+    if l2:
+        return (qn2[:, None] + gn2[None, :]) - 2.0 * s
+    return 1.0 - s
+
+
+def key_span(prep: Prepared) -> tuple[float, float]:
+    """``(lo, hi)``: every key of ``prep``'s pairs lies in it, up to rounding
+    (cosine: [0, 2]; l2: [0, (max |q| + max |g|)^2])."""
+    if prep.metric == "cosine":
+        return 0.0, 2.0
+    top = math.sqrt(float(prep.qn2.max())) + math.sqrt(float(prep.gn2.max()))
+    return 0.0, max(top * top, 1e-30)
+
+
+def key_to_dist(key, l2: bool):
+    """The distance of a key (a float for a scalar, an array for an array):
+    the key itself for cosine, ``sqrt(max(key, 0))`` for l2."""
+    if np.ndim(key) == 0:
+        if not l2:
+            return float(key)
+        if key == np.inf:
+            return np.inf
+        return math.sqrt(max(float(key), 0.0))
+    return np.sqrt(np.maximum(key, 0.0)) if l2 else key
+
+
+def dist_to_key(dist, l2: bool):
+    """The key of a distance: itself for cosine, ``dist * dist`` for l2."""
+    return dist * dist if l2 else dist
+
+
+def report_edges(span: tuple[float, float], l2: bool) -> np.ndarray:
+    """The REPORT_BINS + 1 distance edges of the report histogram, whose bins
+    are even in key space over ``span`` (see :func:`key_span`)."""
+    return np.asarray(key_to_dist(np.linspace(span[0], span[1], REPORT_BINS + 1), l2),
+                      np.float64)
+
+
+def report_scale(span: tuple[float, float]) -> float:
+    """Bins per key unit of the report histogram over ``span``."""
+    return REPORT_BINS / (span[1] - span[0])
+
+
+def value_bins(values: np.ndarray, lo: float, scale: float, nbins: int) -> np.ndarray:
+    """Bin of each value of an even histogram starting at ``lo`` with
+    ``scale`` bins per unit: ``int((v - lo) * scale)`` clipped to
+    ``[0, nbins - 1]`` (a non-finite product goes to bin 0), as the
+    kernels' ``_bin``."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        b = (values - lo) * scale
+    b = np.where(np.isfinite(b), b, 0.0).astype(np.int64)
+    return np.clip(b, 0, nbins - 1)
+
+
+def rank_bin(hist: np.ndarray, rank: int, below: int = 0) -> tuple[int, int] | None:
+    """Where the ``rank``-th smallest value (1-based) lies in a histogram.
+
+    ``below`` values lie below the histogram's first bin. Returns ``(bin,
+    rank within the bin)``, or None when the rank is not inside the
+    histogram (``below < rank <= below + hist.sum()`` fails).
+    """
+    cum = below + np.cumsum(hist)
+    if not below < rank <= cum[-1]:
+        return None
+    bb = int(np.searchsorted(cum, rank, side="left"))
+    before = int(cum[bb - 1]) if bb > 0 else int(below)
+    return bb, rank - before
+
+
+# -- retrieval ------------------------------------------------------------------
+
+
+def retrieval_at_r(hits: np.ndarray, n_rel: np.ndarray,
+                   beyond: int) -> tuple[np.ndarray, np.ndarray]:
+    """First relevant rank and AP@R of ranked lists (SPEC 6).
+
+    Parameters
+    ----------
+    hits : (B, L) bool, whether the item at each rank (nearest first) is
+        relevant to the query
+    n_rel : (B,) int, ``R``: the number of relevant items of each query
+    beyond : the rank reported when no listed item is relevant
+
+    Returns
+    -------
+    first : (B,) int64, the 1-based rank of the first relevant item, or ``beyond``
+    ap : (B,) float64, ``AP@R = (1/R) sum_{i <= R, item i relevant} found_i / i``
+        (``found_i``: relevant items at ranks ``<= i``), summed in rank order
+        as the exact engine's kernel does (``_kernels._heap_result``); 0
+        where ``R == 0``
+    """
+    B, L = hits.shape
+    idx = np.arange(1, L + 1)
+    found = np.cumsum(hits, axis=1)
+    contrib = np.where(hits & (idx[None, :] <= n_rel[:, None]), found / idx[None, :], 0.0)
+    total = np.cumsum(contrib, axis=1)[:, -1] if L else np.zeros(B)
+    first = np.where(hits.any(axis=1), np.argmax(hits, axis=1) + 1, beyond) if L \
+        else np.full(B, beyond, np.int64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ap = np.where(n_rel > 0, total / np.maximum(n_rel, 1), 0.0)
+    return first, ap

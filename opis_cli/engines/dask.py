@@ -1,9 +1,11 @@
 """Distributed exact engine on Dask (the only module that imports dask).
 
-The exact engine is a map over chunks of query rows (``engine.run_chunk``:
-one chunk against the whole gallery -> per-class count histograms, a few
-histograms and per-query retrieval results) followed by a sum
-(``engine.merge``). This engine runs the map on Dask workers; everything
+The exact engine's passes are maps over chunks of query rows
+(``exact.run_chunk``: one chunk against the whole gallery -> per-class count
+histograms, a few histograms and per-query retrieval results) followed by a
+sum (``exact.merge``), and its algorithm (``exact.run_exact``) takes the
+mapper that runs them. This engine composes that algorithm with a mapper
+that submits the chunks to Dask workers (:class:`_DaskChunks`); everything
 else, including the order-statistic bookkeeping between passes, stays in
 the client process, unchanged. Only small arrays travel back (``C x K``
 counts, histograms, ``chunk`` per-query results).
@@ -15,7 +17,7 @@ Workers never open files: they need the ``opis-cli`` package (same version)
 and ``ng*D*4 + nq*D*4`` bytes of memory for the arrays, plus one block.
 
 Results are identical to the local engine's: the engine computes every
-inner product with BLAS calls of one fixed shape (``engine.tile_rows``),
+inner product with BLAS calls of one fixed shape (``base.tile_rows``),
 whatever the chunk, and all partial results are exact integers (or
 per-query values) whose sum does not depend on the order they arrive in.
 
@@ -39,8 +41,9 @@ import threading
 from contextlib import contextmanager
 from dataclasses import replace
 
-from .base import DEFAULT_BLOCK_BYTES, Progress
-from .exact import ExactEngine, PassConfig, merge, run_chunk
+from .base import DEFAULT_BLOCK_BYTES, EngineOutput, GridSpec, Progress, check_block_bytes
+from .exact import PassConfig, merge, run_chunk, run_exact
+from .. import options
 from ..errors import ConfigError
 from ..prepare import Prepared
 
@@ -54,7 +57,7 @@ INSTALL_HINT = "pip install 'opis-cli[dask]'"
 CHUNKS_PER_WORKER = 4
 
 # One chunk at a time per worker process: a chunk already keeps one engine
-# worker per numba thread busy (``engine._workers``), and BLAS's thread limit
+# worker per numba thread busy (``exact._workers``), and BLAS's thread limit
 # is set per process while a chunk runs.
 _TASK_LOCK = threading.Lock()
 
@@ -71,7 +74,61 @@ def _worker_version() -> str:
     return __version__
 
 
-class DaskEngine(ExactEngine):
+class _DaskChunks:
+    """The chunk mapper of one run (see ``exact.ChunkMapper``): submits the
+    chunks of every pass to the cluster of ``client``, on which ``prep``
+    was scattered once; per-run arrays are scattered on first use and
+    reused by later passes. ``tasks`` counts the tasks submitted."""
+
+    def __init__(self, client, prep: Prepared, chunk_rows: int | None):
+        self.client = client
+        self.prep = client.scatter(prep, broadcast=True, hash=False)
+        self.chunk_rows = chunk_rows
+        self.arrays: dict = {}
+        self.tasks = 0
+
+    def _scattered(self, name: str, value):
+        """Scatter a per-run array once; later passes reuse it."""
+        key = (name, id(value))
+        if key not in self.arrays:
+            self.arrays[key] = self.client.scatter(value, broadcast=True, hash=False)
+        return self.arrays[key]
+
+    def __call__(self, prep: Prepared, row_eval, row_sample, cfg: PassConfig,
+                 progress: Progress | None, stage: str) -> dict:
+        client = self.client
+        nq = len(prep.q_rows)
+        # whole tiles, as in a local run: BLAS may round a row's products
+        # differently at another position in its tile (OpenBLAS 0.3.31 does)
+        b = cfg.tile
+        n_workers = max(1, len(client.scheduler_info().get("workers", {})))
+        rows = self.chunk_rows or -(-nq // (CHUNKS_PER_WORKER * n_workers))
+        rows = -(-max(1, rows) // b) * b
+        bounds = [(s, min(nq, s + rows)) for s in range(0, nq, rows)]
+        ef = self._scattered("row_eval", row_eval)
+        sf = self._scattered("row_sample", row_sample)
+        futures = [client.submit(_run_chunk_task, self.prep, ef, sf, cfg, s, e, pure=False)
+                   for s, e in bounds]
+        self.tasks += len(futures)
+        if progress:
+            progress(stage, 0, nq)
+        parts = []
+        done = 0
+        try:
+            for fut in distributed.as_completed(futures):
+                s, e, part = fut.result()
+                parts.append((s, e, part))
+                done += e - s
+                if progress:
+                    progress(stage, done, nq)
+        finally:
+            for fut in futures:
+                fut.release()
+        parts.sort(key=lambda p: p[0])
+        return merge(parts, nq)
+
+
+class DaskEngine:
     """Exact counts with the map step on a Dask cluster.
 
     Parameters
@@ -90,21 +147,19 @@ class DaskEngine(ExactEngine):
 
     def __init__(self, block_bytes: int = DEFAULT_BLOCK_BYTES, *, scheduler: str | None = None,
                  workers: int | None = None, client=None, chunk_rows: int | None = None):
-        super().__init__(block_bytes=block_bytes)
+        self.block_bytes = check_block_bytes(block_bytes)
         if distributed is None:
             raise ConfigError(f"--engine dask needs Dask distributed: {INSTALL_HINT}")
         if scheduler is not None and workers is not None:
             raise ConfigError("--scheduler and --workers exclude each other: --workers starts a "
                               "local cluster, --scheduler uses a running one")
-        if workers is not None and int(workers) < 1:
-            raise ConfigError(f"--workers must be at least 1, got {workers}")
+        options.check("workers", workers)
         if chunk_rows is not None and int(chunk_rows) < 1:
             raise ConfigError(f"chunk_rows must be at least 1, got {chunk_rows}")
         self.scheduler = scheduler
         self.workers = int(workers) if workers is not None else None
         self.client = client
         self.chunk_rows = chunk_rows
-        self._active = None  # (client, scattered arrays) during run()
 
     # -- cluster --------------------------------------------------------------
     @contextmanager
@@ -151,60 +206,13 @@ class DaskEngine(ExactEngine):
                               f"{__version__}; install the same version everywhere")
 
     # -- the engine -------------------------------------------------------------
-    def run(self, prep: Prepared, spec, progress: Progress | None = None):
+    def run(self, prep: Prepared, spec: GridSpec,
+            progress: Progress | None = None) -> EngineOutput:
         with self._session() as client:
             self._check_workers(client)
             n_workers = len(client.scheduler_info().get("workers", {}))
-            self._active = {"client": client, "prep": client.scatter(prep, broadcast=True,
-                                                                     hash=False),
-                            "arrays": {}, "tasks": 0}
-            try:
-                out = super().run(prep, spec, progress)
-                tasks = self._active["tasks"]
-            finally:
-                self._active = None
+            chunks = _DaskChunks(client, prep, self.chunk_rows)
+            out = run_exact(prep, spec, chunks, self.block_bytes, progress)
+            tasks = chunks.tasks
+            del chunks  # releases the scattered arrays before the session closes
         return replace(out, notes={**out.notes, "workers": n_workers, "tasks": tasks})
-
-    def _scattered(self, name: str, value):
-        """Scatter a per-run array once; later passes reuse it."""
-        act = self._active
-        key = (name, id(value))
-        if key not in act["arrays"]:
-            act["arrays"][key] = act["client"].scatter(value, broadcast=True, hash=False)
-        return act["arrays"][key]
-
-    def map_chunks(self, prep: Prepared, row_eval, row_sample, cfg: PassConfig,
-                   progress: Progress | None, stage: str) -> dict:
-        if self._active is None:  # called outside run(): behave like the local engine
-            return super().map_chunks(prep, row_eval, row_sample, cfg, progress, stage)
-        client = self._active["client"]
-        nq = len(prep.q_rows)
-        # whole tiles, as in a local run: BLAS may round a row's products
-        # differently at another position in its tile (OpenBLAS 0.3.31 does)
-        b = cfg.tile
-        n_workers = max(1, len(client.scheduler_info().get("workers", {})))
-        rows = self.chunk_rows or -(-nq // (CHUNKS_PER_WORKER * n_workers))
-        rows = -(-max(1, rows) // b) * b
-        bounds = [(s, min(nq, s + rows)) for s in range(0, nq, rows)]
-        pf = self._active["prep"]
-        ef = self._scattered("row_eval", row_eval)
-        sf = self._scattered("row_sample", row_sample)
-        futures = [client.submit(_run_chunk_task, pf, ef, sf, cfg, s, e, pure=False)
-                   for s, e in bounds]
-        self._active["tasks"] += len(futures)
-        if progress:
-            progress(stage, 0, nq)
-        parts = []
-        done = 0
-        try:
-            for fut in distributed.as_completed(futures):
-                s, e, part = fut.result()
-                parts.append((s, e, part))
-                done += e - s
-                if progress:
-                    progress(stage, done, nq)
-        finally:
-            for fut in futures:
-                fut.release()
-        parts.sort(key=lambda p: p[0])
-        return merge(parts, nq)

@@ -1,7 +1,7 @@
 """Exact engine: per-class pair counts on the threshold grid, streamed over tiles.
 
 Distances are never materialised for all pairs. Queries are processed in
-tiles of ``tile_rows(ng)`` rows; for each tile one BLAS product gives the
+tiles of ``base.tile_rows(ng)`` rows; for each tile one BLAS product gives the
 ``tile x ng`` inner products, and a compiled kernel (``_kernels.process_block``)
 folds them into per-row counts on the threshold grid, histograms and the
 retrieval ranks, after which the tile is dropped. One worker per thread
@@ -48,9 +48,15 @@ inner-product metric (``xq @ xb.T``); calling it directly lets the tile be
 written into one reused buffer.
 
 Work is split into *chunks* of query rows (``run_chunk``) whose partial
-results are summed (``merge``): the local engine runs them in turn, the
-distributed engine (``engine_dask``) on workers; integer counts and per-query
-results make the outcome independent of the split.
+results are summed (``merge``). The algorithm (``run_exact``) takes a *chunk
+mapper* that runs one pass over all chunks and returns the merged result:
+:func:`map_local` runs them in this process (``ExactEngine``), the Dask
+engine (``engines/dask.py``) submits them to a cluster. Integer counts and
+per-query results make the outcome independent of the split.
+
+Key space, report histogram and the bin/rank bookkeeping shared with the knn
+engine live in ``base.py``; the compiled kernels and their argument
+structures in ``_kernels.py``.
 """
 
 from __future__ import annotations
@@ -59,20 +65,19 @@ import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Optional
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from . import _kernels
-from .. import counts
+from .. import counts, options
 from ..errors import ConfigError
 from ..prepare import Prepared
-from .base import (DEFAULT_BLOCK_BYTES, REPORT_BINS, REPORT_ROWS, EngineOutput, GridSpec, Progress,
-                   check_range, inner_products, order_rank, tile_rows)
-
-#: histogram bins of the order-statistic pass
-FAR_BINS = 2**16
+from .base import (DEFAULT_BLOCK_BYTES, FAR_BINS, REPORT_BINS, REPORT_ROWS, EngineOutput, GridSpec, Progress,
+                   check_block_bytes, check_range, dist_to_key, inner_products, key_span,
+                   key_to_dist, order_rank, pair_keys, rank_bin, report_edges, report_scale,
+                   tile_rows, value_bins)
 #: query rows of the pilot that bounds the FAR pass, and values it keeps
 PILOT_ROWS = 2048
 PILOT_VALUES = 1_000_000
@@ -198,7 +203,7 @@ def _empty_part(C: int, G: int, K: int, nq: int) -> dict:
     return {
         "class_all": np.zeros((C, K), np.int64), "class_pos": np.zeros((C, K), np.int64),
         "group_all": np.zeros((G, K), np.int64), "group_pos": np.zeros((G, K), np.int64),
-        "deferred": [], "deferred_total": 0, "gathered": [], "gather_below": np.zeros(2, np.int64),
+        "deferred": [], "gathered": [], "gather_below": np.zeros(2, np.int64),
         "first_rank": np.zeros(nq, np.int64), "ap": np.zeros(nq), "n_rel": np.zeros(nq, np.int64),
     }
 
@@ -241,7 +246,7 @@ def run_chunk(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg:
     RB = REPORT_BINS if cfg.do_rep else 1
     rep_pos = np.zeros((n_workers, RB), np.int64)
     rep_neg = np.zeros((n_workers, RB), np.int64)
-    r_scale = REPORT_BINS / (cfg.r_hi - cfg.r_lo) if cfg.do_rep else 0.0
+    r_scale = report_scale((cfg.r_lo, cfg.r_hi)) if cfg.do_rep else 0.0
     xgT = prep.xg.T
     qs = prep.class_start[prep.q_class]
     qe = prep.class_end[prep.q_class]
@@ -264,20 +269,26 @@ def run_chunk(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg:
         def_val = np.zeros((tile, cap_d), np.float64)
         def_pos = np.zeros((tile, cap_d), np.bool_)
         gath_val = np.zeros((tile, cap_g), np.float64)
+        ranking = _kernels.Ranking(cfg.do_ret, first_rank, ap, n_rel)
         for s in queue:
             e = min(stop, s + tile)
             n = e - s
             inner_products(prep.xq, s, e, xgT, S, pad_q)
+            rows = _kernels.Rows(cfg.l2, prep.qn2[s:e], prep.gn2, prep.self_col[s:e], qs[s:e],
+                                 qe[s:e], row_eval[s:e], row_sample[s:e], prep.g_rows)
             hist_on = True
             while True:
                 _kernels.process_block(
-                    S[:n], slot, cfg.l2, prep.qn2[s:e], prep.gn2, prep.self_col[s:e], qs[s:e],
-                    qe[s:e], row_eval[s:e], row_sample[s:e], prep.g_rows,
-                    cfg.do_win and hist_on, win_lo, win_hi, win_scale, F, win_below, win_hist,
-                    cfg.do_rep and hist_on, cfg.r_lo, r_scale, RB, rep_pos, rep_neg,
-                    cfg.do_gather, gat_win, gat_bin, gath_val, gath_n, gath_below,
-                    do_counts, lo_b, hi_b, cert_lo, base, inv_step, cnt_all, cnt_pos, def_val,
-                    def_pos, def_n, cfg.do_ret, first_rank, ap, n_rel)
+                    S[:n], slot, rows,
+                    _kernels.Windows(cfg.do_win and hist_on, win_lo, win_hi, win_scale, F,
+                                     win_below, win_hist),
+                    _kernels.Report(cfg.do_rep and hist_on, cfg.r_lo, r_scale, RB, rep_pos,
+                                    rep_neg),
+                    _kernels.Gather(cfg.do_gather, gat_win, gat_bin, gath_val, gath_n,
+                                    gath_below),
+                    _kernels.GridCounts(do_counts, lo_b, hi_b, cert_lo, base, inv_step, cnt_all,
+                                        cnt_pos, def_val, def_pos, def_n),
+                    ranking)
                 need_d = int(def_n[:n].max()) if do_counts else 0
                 need_g = int(gath_n[:n].max()) if cfg.do_gather else 0
                 if need_d <= cap_d and need_g <= cap_g:
@@ -317,7 +328,6 @@ def run_chunk(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg:
                         _kernels.aggregate_rows(cnt_pos[:n], grp, G, out["group_pos"])
                     if deferred is not None:
                         out["deferred"].append(deferred)
-                        out["deferred_total"] += int(dn.sum())
                 if cfg.do_gather:
                     out["gather_below"] += gath_below[:n].sum(axis=0)
                     if gathered is not None:
@@ -344,7 +354,7 @@ def _run_strips(prep: Prepared, row_eval: np.ndarray, cfg: PassConfig, start: in
     ``tile * ng * 4`` bytes; ``_kernels.process_strip`` counts each pair for
     both its directions. The products of a strip may round differently from
     those of the full-row pass that follows; the order statistics are
-    selected from the full-row products, and ``ExactEngine.run`` checks their
+    selected from the full-row products, and ``run_exact`` checks their
     ranks there (see ``_select``), so results never depend on this pass.
     """
     ng = len(prep.g_rows)
@@ -362,6 +372,7 @@ def _run_strips(prep: Prepared, row_eval: np.ndarray, cfg: PassConfig, start: in
     # symmetric: gallery column j is query row j
     col_lim = np.where(row_eval, float(win_hi.max()), -np.inf)
     all_eval = bool(row_eval.all())
+    windows = _kernels.Windows(True, win_lo, win_hi, win_scale, F, win_below, win_hist)
     xgT = prep.xg.T
     queue = _Tiles(tiles)
     lock = queue.lock
@@ -373,9 +384,9 @@ def _run_strips(prep: Prepared, row_eval: np.ndarray, cfg: PassConfig, start: in
             u = min(stop, t + tile)
             S = buf[:tile * (ng - t)].reshape(tile, ng - t)
             _strip_products(prep.xq, t, u, xgT, S, pad_q)
-            _kernels.process_strip(S[:u - t], slot, t, t, cfg.l2, prep.qn2[t:u], prep.gn2,
-                                   qs[t:u], qe[t:u], row_eval[t:u], col_lim, all_eval, win_lo,
-                                   win_hi, win_scale, F, win_below, win_hist)
+            _kernels.process_strip(S[:u - t], slot, t, t, _kernels.StripRows(
+                cfg.l2, prep.qn2[t:u], prep.gn2, qs[t:u], qe[t:u], row_eval[t:u], col_lim,
+                all_eval), windows)
             if progress:
                 with lock:
                     progress(u - t)
@@ -403,13 +414,36 @@ def merge(parts: Iterable[tuple[int, int, dict]], nq: int) -> dict:
                       "rep_pos", "rep_neg", "gather_below"):
                 if k in p:
                     total[k] = total[k] + p[k]
-            total["deferred_total"] += p["deferred_total"]
             total["deferred"].extend(p["deferred"])
             total["gathered"].extend(p["gathered"])
         total["first_rank"][start:stop] = p["first_rank"]
         total["ap"][start:stop] = p["ap"]
         total["n_rel"][start:stop] = p["n_rel"]
     return total
+
+
+#: a chunk mapper: one pass over every chunk of query rows, merged; called as
+#: ``mapper(prep, row_eval, row_sample, cfg, progress, stage) -> merge(...)``
+ChunkMapper = Callable[[Prepared, np.ndarray, np.ndarray, PassConfig, Optional[Progress], str],
+                       dict]
+
+
+def map_local(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg: PassConfig,
+              progress: Progress | None, stage: str) -> dict:
+    """The local chunk mapper: all query rows as one chunk, in this process
+    (``run_chunk`` spreads its tiles over the worker threads)."""
+    nq = len(prep.q_rows)
+    done = [0]
+
+    def tick(n: int) -> None:
+        done[0] += n
+        if progress:
+            progress(stage, done[0], nq)
+
+    if progress:
+        progress(stage, 0, nq)
+    part = run_chunk(prep, row_eval, row_sample, cfg, 0, nq, tick)
+    return merge([(0, nq, part)], nq)
 
 
 class ExactEngine:
@@ -424,235 +458,209 @@ class ExactEngine:
     name = "exact"
 
     def __init__(self, block_bytes: int = DEFAULT_BLOCK_BYTES):
-        if block_bytes < 1:
-            raise ConfigError("block size must be positive")
-        self.block_bytes = int(block_bytes)
+        self.block_bytes = check_block_bytes(block_bytes)
 
-    # -- the map over chunks: overridden by distributed engines ----------------
-    def map_chunks(self, prep: Prepared, row_eval, row_sample, cfg: PassConfig,
-                   progress: Progress | None, stage: str) -> dict:
-        nq = len(prep.q_rows)
-        done = [0]
-
-        def tick(n: int) -> None:
-            done[0] += n
-            if progress:
-                progress(stage, done[0], nq)
-
-        if progress:
-            progress(stage, 0, nq)
-        part = run_chunk(prep, row_eval, row_sample, cfg, 0, nq, tick)
-        return merge([(0, nq, part)], nq)
-
-    # -- public -----------------------------------------------------------
     def run(self, prep: Prepared, spec: GridSpec, progress: Progress | None = None) -> EngineOutput:
-        K = int(spec.num_thresholds)
-        if K < 2:
-            raise ConfigError(f"--num-thresholds must be at least 2, got {K}")
-        P, M = prep.class_pair_counts()
-        evaluated = counts.evaluated(P, M)
-        row_eval = evaluated[prep.q_class]
-        nq, ng = len(prep.q_rows), len(prep.g_rows)
-        row_sample = np.zeros(nq, bool)
-        row_sample[:: max(1, -(-nq // REPORT_ROWS))] = True
-        l2 = prep.metric == "l2"
-        k_lo, k_hi = self._key_span(prep)
-        block_rows = max(1, self.block_bytes // (4 * ng))
-        base_cfg = dict(K=K, l2=l2, block_rows=block_rows, tile=tile_rows(ng), do_rep=True,
-                        r_lo=k_lo, r_hi=k_hi)
+        return run_exact(prep, spec, map_local, self.block_bytes, progress)
 
-        if spec.calibration_range is not None:
-            lo, hi = (float(v) for v in spec.calibration_range)
-            check_range(lo, hi, "--calibration-range", f"{lo:g}:{hi:g}")
-            grid = np.linspace(lo, hi, K)
-            cfg = PassConfig(**base_cfg, counts=self._exact_key_bounds(grid, l2), do_ret=True)
-            res = self.map_chunks(prep, row_eval, row_sample, cfg, progress, "distances")
-            ret = res
-            source, passes = "explicit", 1
-        else:
-            a, b = (float(v) for v in spec.far_range)
-            if not (0.0 < a < b <= 1.0):
-                raise ConfigError(f"--far-range {a:g}:{b:g} is degenerate: need 0 < A < B <= 1")
-            m_total = int(M[evaluated].sum())
-            ranks = (order_rank(a, m_total), order_rank(b, m_total))
-            everything = (k_lo - 1e-3 * (k_hi - k_lo) - 1e-9, k_hi + 1e-3 * (k_hi - k_lo) + 1e-9)
-            windows = self._pilot_windows(prep, row_eval, (a, b), l2, everything)
-            # pass 1 reads the upper triangle only where the products are symmetric
-            sym = prep.symmetric
-            passes = 0
+
+def run_exact(prep: Prepared, spec: GridSpec, map_chunks: ChunkMapper, block_bytes: int,
+              progress: Progress | None = None) -> EngineOutput:
+    """The exact algorithm (module docstring), each pass run by ``map_chunks``.
+
+    One pass with an explicit calibration range; with a FAR-defined range a
+    pilot, the order-statistic pass (again on full rows if the pilot's
+    windows missed or the strips' products disagreed) and the counts pass.
+    """
+    K = int(options.check("num_thresholds", spec.num_thresholds))
+    P, M = prep.class_pair_counts()
+    evaluated = counts.evaluated(P, M)
+    row_eval = evaluated[prep.q_class]
+    nq, ng = len(prep.q_rows), len(prep.g_rows)
+    row_sample = np.zeros(nq, bool)
+    row_sample[:: max(1, -(-nq // REPORT_ROWS))] = True
+    l2 = prep.metric == "l2"
+    k_lo, k_hi = key_span(prep)
+    block_rows = max(1, block_bytes // (4 * ng))
+    base_cfg = dict(K=K, l2=l2, block_rows=block_rows, tile=tile_rows(ng), do_rep=True,
+                    r_lo=k_lo, r_hi=k_hi)
+
+    if spec.calibration_range is not None:
+        lo, hi = (float(v) for v in spec.calibration_range)
+        check_range(lo, hi, "--calibration-range", f"{lo:g}:{hi:g}")
+        grid = np.linspace(lo, hi, K)
+        cfg = PassConfig(**base_cfg, counts=_exact_key_bounds(grid, l2), do_ret=True)
+        res = map_chunks(prep, row_eval, row_sample, cfg, progress, "distances")
+        ret = res
+        source, passes = "explicit", 1
+    else:
+        a, b = (float(v) for v in spec.far_range)
+        if not (0.0 < a < b <= 1.0):
+            raise ConfigError(f"--far-range {a:g}:{b:g} is degenerate: need 0 < A < B <= 1")
+        m_total = int(M[evaluated].sum())
+        ranks = (order_rank(a, m_total), order_rank(b, m_total))
+        everything = (k_lo - 1e-3 * (k_hi - k_lo) - 1e-9, k_hi + 1e-3 * (k_hi - k_lo) + 1e-9)
+        windows = _pilot_windows(prep, row_eval, (a, b), l2, everything)
+        # pass 1 reads the upper triangle only where the products are symmetric
+        sym = prep.symmetric
+        passes = 0
+        while True:
             while True:
-                while True:
-                    cfg1 = PassConfig(**{**base_cfg, "do_rep": False}, do_win=True,
-                                      win_lo=tuple(w[0] for w in windows),
-                                      win_hi=tuple(w[1] for w in windows), sym=sym)
-                    res1 = self.map_chunks(prep, row_eval, row_sample, cfg1, progress,
-                                           "order statistic")
-                    passes += 1
-                    located = _locate(ranks, res1["win_below"], res1["win_hist"])
-                    if located is not None or windows == [everything]:
-                        break
-                    windows = [everything]  # the pilot's windows missed
-                if located is None:  # pragma: no cover - the full window always holds them
-                    raise RuntimeError("order statistic not found; please report this")
-                win_lo, win_hi, win_scale = cfg1.window_arrays()
-                d_bounds = []
-                for w, bb, _ in located:
-                    width = 1.0 / win_scale[w]
-                    pad = 1e-9 * (win_hi[w] - win_lo[w]) + 1e-12
-                    klo = win_lo[w] + bb * width - pad
-                    khi = win_lo[w] + (bb + 1) * width + pad
-                    d_bounds.append([self._key_to_dist(klo, l2) if klo > k_lo else -np.inf,
-                                     self._key_to_dist(khi, l2)])
-                bounds = self._uncertain_key_bounds(K, d_bounds[0], d_bounds[1], k_lo, k_hi, l2)
-                cfg2 = replace(cfg1, do_win=False, do_rep=True, do_ret=True, do_gather=True,
-                               gather=tuple((w, bb) for w, bb, _ in located), counts=bounds,
-                               sym=False)
-                res = self.map_chunks(prep, row_eval, row_sample, cfg2, progress, "counts")
+                cfg1 = PassConfig(**{**base_cfg, "do_rep": False}, do_win=True,
+                                  win_lo=tuple(w[0] for w in windows),
+                                  win_hi=tuple(w[1] for w in windows), sym=sym)
+                res1 = map_chunks(prep, row_eval, row_sample, cfg1, progress, "order statistic")
                 passes += 1
-                keys = _select(ranks, located, res, cfg1)
-                if keys is not None:
+                located = _locate(ranks, res1["win_below"], res1["win_hist"])
+                if located is not None or windows == [everything]:
                     break
-                if not sym:  # pragma: no cover - both passes read the same products
-                    raise RuntimeError("order-statistic passes disagree; please report this")
-                # the strips' products rounded differently from the full rows'
-                # and moved an order statistic out of its bin: count on full rows
-                sym = False
-            values = [self._key_to_dist(k, l2) for k in keys]
-            lo, hi = values
-            check_range(lo, hi, "--far-range",
-                         f"{a:g}:{b:g} (it selects distances {lo:.6g} and {hi:.6g}; "
-                         "many negative pairs share one distance)")
-            grid = np.linspace(lo, hi, K)
-            ret = res
-            source = "far"
-        self._resolve_deferred(res, grid, l2)
-        edges = np.array([self._key_to_dist(k, l2)
-                          for k in np.linspace(k_lo, k_hi, REPORT_BINS + 1)])
-        group_tp = group_pp = None
-        if prep.q_group is not None:
-            group_tp = np.cumsum(res["group_pos"], axis=1)
-            group_pp = np.cumsum(res["group_all"], axis=1)
-        return EngineOutput(
-            thresholds=grid, range_source=source,
-            class_tp=np.cumsum(res["class_pos"], axis=1),
-            class_pp=np.cumsum(res["class_all"], axis=1),
-            group_tp=group_tp, group_pp=group_pp, first_rank=ret["first_rank"],
-            ap_at_r=ret["ap"], n_relevant=ret["n_rel"], hist_edges=edges,
-            hist_pos=res["rep_pos"], hist_neg=res["rep_neg"], passes=passes,
-            deferred=res["deferred_total"],
-            notes={"report_histogram_rows": int((row_sample & row_eval).sum())})
-
-    # -- pilot -------------------------------------------------------------------
-    def _pilot_windows(self, prep: Prepared, row_eval: np.ndarray, fars: tuple[float, float],
-                       l2: bool, everything: tuple[float, float]) -> list[tuple[float, float]]:
-        """Key windows that hold the two order statistics with high probability.
-
-        Estimated on up to PILOT_ROWS evenly spaced evaluated query rows (at
-        most an eighth of them, at least 256) and their negative keys with
-        evenly spaced gallery columns (at most PILOT_VALUES), each window
-        spanning the FAR levels ``F -/+ max(F/2, 6 sigma)`` with ``sigma =
-        sqrt(F (1 - F) / rows)``, a bound on the standard error of a FAR
-        estimated from that many rows. Pass 1 checks that the order
-        statistics fall inside and runs again over everything when they do not,
-        so results never depend on the pilot; only the speed does.
-        """
-        rows = np.nonzero(row_eval)[0]
-        ng = len(prep.g_rows)
-        n_pick = min(PILOT_ROWS, len(rows), max(256, len(rows) // 8))  # a small share of a pass
-        pick = rows[np.unique(np.linspace(0, len(rows) - 1, n_pick)
-                              .astype(np.int64))]
-        # evenly spaced gallery columns: at most PILOT_VALUES keys in all
-        step = max(1, math.ceil(len(pick) * ng / PILOT_VALUES))
-        cols = np.arange(0, ng, step)
-        xg_cols = prep.xg[cols]
-        vals = []
-        with _one_blas_thread():  # small products: idle BLAS threads would spin into pass 1
-            for s in range(0, len(pick), 256):
-                sub = pick[s:s + 256]
-                ip = (prep.xq[sub] @ xg_cols.T).astype(np.float64)
-                keys = (prep.qn2[sub, None] + prep.gn2[cols][None, :] - 2 * ip) if l2 else 1.0 - ip
-                cls = prep.q_class[sub]
-                neg = ~((cols[None, :] >= prep.class_start[cls][:, None])
-                        & (cols[None, :] < prep.class_end[cls][:, None]))
-                vals.append(keys[neg])
-        vals = np.concatenate(vals) if vals else np.zeros(0)
-        if len(vals) < 1000:
-            return [everything]
-        bounds = []
-        for f in fars:
-            m = max(f / 2, 6 * math.sqrt(f * (1 - f) / len(pick)))
-            bounds.append((f - m, f + m))
-        inner = [q for pair in bounds for q in pair if 0 < q < 1]
-        at = dict(zip(inner, np.quantile(vals, inner))) if inner else {}  # one partition
-        windows = []
-        for lo_q, hi_q in bounds:
-            lo = everything[0] if lo_q <= 0 else float(at[lo_q])
-            hi = everything[1] if hi_q >= 1 else float(at[hi_q])
-            span = max(hi - lo, 1e-12)
-            windows.append((max(everything[0], lo - 1e-6 * span),
-                            min(everything[1], np.nextafter(hi + 1e-6 * span, np.inf))))
-        if windows[0][1] >= windows[1][0]:  # overlapping: one window
-            windows = [(windows[0][0], windows[1][1])]
-        return windows
-
-    # -- key space ----------------------------------------------------------
-    @staticmethod
-    def _key_span(prep: Prepared) -> tuple[float, float]:
-        if prep.metric == "cosine":
-            return 0.0, 2.0
-        top = math.sqrt(float(prep.qn2.max())) + math.sqrt(float(prep.gn2.max()))
-        return 0.0, max(top * top, 1e-30)
-
-    @staticmethod
-    def _key_to_dist(key: float, l2: bool) -> float:
-        if not l2:
-            return float(key)
-        if key == np.inf:
-            return np.inf
-        return math.sqrt(max(float(key), 0.0))
-
-    @staticmethod
-    def _exact_key_bounds(grid: np.ndarray, l2: bool) -> tuple[np.ndarray, np.ndarray]:
-        if not l2:
-            return grid.copy(), grid.copy()
-        # key = d**2: decide by squares except within a few ulps, where the
-        # element is deferred and decided by sqrt(key) <= t exactly
-        sq = grid * grid
-        return sq * (1 - 4e-16), sq * (1 + 4e-16) + 1e-300
-
-    def _uncertain_key_bounds(self, K, d_lo, d_hi, k_lo, k_hi, l2):
-        """Key-space bounds of every grid threshold when t_lo, t_hi are only
-        known to lie in the intervals ``d_lo``, ``d_hi``."""
-        lo0 = max(d_lo[0], self._key_to_dist(k_lo, l2) - 1.0)
-        hi1 = min(d_hi[1], self._key_to_dist(k_hi, l2) + 1.0)
-        w = np.arange(K) / (K - 1)
-        g_min = (1 - w) * lo0 + w * d_hi[0]
-        g_max = (1 - w) * d_lo[1] + w * hi1
-        span = max(abs(hi1), abs(lo0), 1e-300)
-        g_min = g_min - 1e-12 * span
-        g_max = g_max + 1e-12 * span
-        if l2:
-            g_min = np.where(g_min > 0, g_min * g_min, -np.inf)
-            g_max = g_max * g_max
-        return g_min, g_max
-
-    def _resolve_deferred(self, res, grid: np.ndarray, l2: bool) -> None:
-        """Place the deferred elements in their grid cell, now that it is exact."""
-        K = len(grid)
-        for vals, pos, cls, grp in res["deferred"]:
-            d = np.sqrt(np.maximum(vals, 0.0)) if l2 else vals
-            cell = np.searchsorted(grid, d, side="left")
-            keep = cell < K
-            cell, pos, cls = cell[keep], pos[keep], cls[keep]
-            np.add.at(res["class_all"], (cls, cell), 1)
-            np.add.at(res["class_pos"], (cls[pos], cell[pos]), 1)
-            if grp is not None:
-                grp = grp[keep]
-                np.add.at(res["group_all"], (grp, cell), 1)
-                np.add.at(res["group_pos"], (grp[pos], cell[pos]), 1)
-        res["deferred"] = []
+                windows = [everything]  # the pilot's windows missed
+            if located is None:  # pragma: no cover - the full window always holds them
+                raise RuntimeError("order statistic not found; please report this")
+            win_lo, win_hi, win_scale = cfg1.window_arrays()
+            d_bounds = []
+            for w, bb, _ in located:
+                width = 1.0 / win_scale[w]
+                pad = 1e-9 * (win_hi[w] - win_lo[w]) + 1e-12
+                klo = win_lo[w] + bb * width - pad
+                khi = win_lo[w] + (bb + 1) * width + pad
+                d_bounds.append([key_to_dist(klo, l2) if klo > k_lo else -np.inf,
+                                 key_to_dist(khi, l2)])
+            bounds = _uncertain_key_bounds(K, d_bounds[0], d_bounds[1], k_lo, k_hi, l2)
+            cfg2 = replace(cfg1, do_win=False, do_rep=True, do_ret=True, do_gather=True,
+                           gather=tuple((w, bb) for w, bb, _ in located), counts=bounds,
+                           sym=False)
+            res = map_chunks(prep, row_eval, row_sample, cfg2, progress, "counts")
+            passes += 1
+            keys = _select(ranks, located, res, cfg1)
+            if keys is not None:
+                break
+            if not sym:  # pragma: no cover - both passes read the same products
+                raise RuntimeError("order-statistic passes disagree; please report this")
+            # the strips' products rounded differently from the full rows'
+            # and moved an order statistic out of its bin: count on full rows
+            sym = False
+        values = [key_to_dist(k, l2) for k in keys]
+        lo, hi = values
+        check_range(lo, hi, "--far-range",
+                    f"{a:g}:{b:g} (it selects distances {lo:.6g} and {hi:.6g}; "
+                    "many negative pairs share one distance)")
+        grid = np.linspace(lo, hi, K)
+        ret = res
+        source = "far"
+    _resolve_deferred(res, grid, l2)
+    group_tp = group_fp = None
+    if prep.q_group is not None:
+        group_tp = np.cumsum(res["group_pos"], axis=1)
+        group_fp = np.cumsum(res["group_all"] - res["group_pos"], axis=1)
+    return EngineOutput(
+        thresholds=grid, range_source=source,
+        class_tp=np.cumsum(res["class_pos"], axis=1),
+        class_fp=np.cumsum(res["class_all"] - res["class_pos"], axis=1),
+        group_tp=group_tp, group_fp=group_fp, first_rank=ret["first_rank"],
+        ap_at_r=ret["ap"], n_relevant=ret["n_rel"], hist_edges=report_edges((k_lo, k_hi), l2),
+        hist_pos=res["rep_pos"], hist_neg=res["rep_neg"], passes=passes,
+        notes={"report_histogram_rows": int((row_sample & row_eval).sum())})
 
 
+# -- pilot -------------------------------------------------------------------------
+def _pilot_windows(prep: Prepared, row_eval: np.ndarray, fars: tuple[float, float],
+                   l2: bool, everything: tuple[float, float]) -> list[tuple[float, float]]:
+    """Key windows that hold the two order statistics with high probability.
+
+    Estimated on up to PILOT_ROWS evenly spaced evaluated query rows (at
+    most an eighth of them, at least 256) and their negative keys with
+    evenly spaced gallery columns (at most PILOT_VALUES), each window
+    spanning the FAR levels ``F -/+ max(F/2, 6 sigma)`` with ``sigma =
+    sqrt(F (1 - F) / rows)``, a bound on the standard error of a FAR
+    estimated from that many rows. Pass 1 checks that the order
+    statistics fall inside and runs again over everything when they do not,
+    so results never depend on the pilot; only the speed does.
+    """
+    rows = np.nonzero(row_eval)[0]
+    ng = len(prep.g_rows)
+    n_pick = min(PILOT_ROWS, len(rows), max(256, len(rows) // 8))  # a small share of a pass
+    pick = rows[np.unique(np.linspace(0, len(rows) - 1, n_pick)
+                          .astype(np.int64))]
+    # evenly spaced gallery columns: at most PILOT_VALUES keys in all
+    step = max(1, math.ceil(len(pick) * ng / PILOT_VALUES))
+    cols = np.arange(0, ng, step)
+    xg_cols = prep.xg[cols]
+    gn2_cols = prep.gn2[cols]
+    vals = []
+    with _one_blas_thread():  # small products: idle BLAS threads would spin into pass 1
+        for s in range(0, len(pick), 256):
+            sub = pick[s:s + 256]
+            keys = pair_keys(prep.xq[sub] @ xg_cols.T, prep.qn2[sub], gn2_cols, l2)
+            cls = prep.q_class[sub]
+            neg = ~((cols[None, :] >= prep.class_start[cls][:, None])
+                    & (cols[None, :] < prep.class_end[cls][:, None]))
+            vals.append(keys[neg])
+    vals = np.concatenate(vals) if vals else np.zeros(0)
+    if len(vals) < 1000:
+        return [everything]
+    bounds = []
+    for f in fars:
+        m = max(f / 2, 6 * math.sqrt(f * (1 - f) / len(pick)))
+        bounds.append((f - m, f + m))
+    inner = [q for pair in bounds for q in pair if 0 < q < 1]
+    at = dict(zip(inner, np.quantile(vals, inner))) if inner else {}  # one partition
+    windows = []
+    for lo_q, hi_q in bounds:
+        lo = everything[0] if lo_q <= 0 else float(at[lo_q])
+        hi = everything[1] if hi_q >= 1 else float(at[hi_q])
+        span = max(hi - lo, 1e-12)
+        windows.append((max(everything[0], lo - 1e-6 * span),
+                        min(everything[1], np.nextafter(hi + 1e-6 * span, np.inf))))
+    if windows[0][1] >= windows[1][0]:  # overlapping: one window
+        windows = [(windows[0][0], windows[1][1])]
+    return windows
+
+
+# -- grid bounds in key space -------------------------------------------------------
+def _exact_key_bounds(grid: np.ndarray, l2: bool) -> tuple[np.ndarray, np.ndarray]:
+    if not l2:
+        return grid.copy(), grid.copy()
+    # key = d**2: decide by squares except within a few ulps, where the
+    # element is deferred and decided by sqrt(key) <= t exactly
+    sq = dist_to_key(grid, l2)
+    return sq * (1 - 4e-16), sq * (1 + 4e-16) + 1e-300
+
+
+def _uncertain_key_bounds(K, d_lo, d_hi, k_lo, k_hi, l2):
+    """Key-space bounds of every grid threshold when t_lo, t_hi are only
+    known to lie in the intervals ``d_lo``, ``d_hi``."""
+    lo0 = max(d_lo[0], key_to_dist(k_lo, l2) - 1.0)
+    hi1 = min(d_hi[1], key_to_dist(k_hi, l2) + 1.0)
+    w = np.arange(K) / (K - 1)
+    g_min = (1 - w) * lo0 + w * d_hi[0]
+    g_max = (1 - w) * d_lo[1] + w * hi1
+    span = max(abs(hi1), abs(lo0), 1e-300)
+    g_min = g_min - 1e-12 * span
+    g_max = g_max + 1e-12 * span
+    if l2:
+        g_min = np.where(g_min > 0, dist_to_key(g_min, l2), -np.inf)
+        g_max = dist_to_key(g_max, l2)
+    return g_min, g_max
+
+
+def _resolve_deferred(res, grid: np.ndarray, l2: bool) -> None:
+    """Place the deferred elements in their grid cell, now that it is exact."""
+    K = len(grid)
+    for vals, pos, cls, grp in res["deferred"]:
+        cell = np.searchsorted(grid, key_to_dist(vals, l2), side="left")
+        keep = cell < K
+        cell, pos, cls = cell[keep], pos[keep], cls[keep]
+        np.add.at(res["class_all"], (cls, cell), 1)
+        np.add.at(res["class_pos"], (cls[pos], cell[pos]), 1)
+        if grp is not None:
+            grp = grp[keep]
+            np.add.at(res["group_all"], (grp, cell), 1)
+            np.add.at(res["group_pos"], (grp[pos], cell[pos]), 1)
+    res["deferred"] = []
+
+
+# -- the order statistics ---------------------------------------------------------
 def _select(ranks, located, res, cfg1: PassConfig) -> list[float] | None:
     """The keys of the two order statistics, from the counts pass.
 
@@ -667,7 +675,7 @@ def _select(ranks, located, res, cfg1: PassConfig) -> list[float] | None:
     keys = []
     for g, (r, (w, bb, _)) in enumerate(zip(ranks, located)):
         in_w = (gathered >= win_lo[w]) & (gathered < win_hi[w])
-        gb = np.clip(((gathered - win_lo[w]) * win_scale[w]).astype(np.int64), 0, FAR_BINS - 1)
+        gb = value_bins(gathered, win_lo[w], win_scale[w], FAR_BINS)
         cand = np.sort(gathered[in_w & (gb == bb)])
         below = int(res["gather_below"][g])
         if not below < r <= below + len(cand):
@@ -683,11 +691,9 @@ def _locate(ranks, below, hist):
     for r in ranks:
         hit = None
         for w in range(len(below)):
-            cum = below[w] + np.cumsum(hist[w])
-            if below[w] < r <= cum[-1]:
-                bb = int(np.searchsorted(cum, r, side="left"))
-                before = int(cum[bb - 1]) if bb > 0 else int(below[w])
-                hit = (w, bb, r - before)
+            found = rank_bin(hist[w], r, below[w])
+            if found is not None:
+                hit = (w, *found)
                 break
         if hit is None:
             return None

@@ -84,14 +84,15 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-from .. import counts
+from .. import counts, options
 from ..errors import ConfigError
+from ..options import INDEXES
 from ..prepare import Prepared
-from .base import (DEFAULT_BLOCK_BYTES, REPORT_BINS, REPORT_ROWS, EngineOutput, GridSpec, Progress,
-                   check_range, inner_products, order_rank, tile_rows)
-from .exact import FAR_BINS
+from .base import (DEFAULT_BLOCK_BYTES, FAR_BINS, REPORT_BINS, REPORT_ROWS, EngineOutput, GridSpec,
+                   Progress, check_block_bytes, check_range, inner_products, key_span, key_to_dist,
+                   order_rank, pair_keys, rank_bin, report_edges, report_scale, retrieval_at_r,
+                   tile_rows, value_bins)
 
-INDEXES = ("hnsw", "ivf", "flat")
 #: relative gap between the upper and the reported global FAR that triggers a warning
 WARN_GAP = 0.01
 #: queries per search call (bounds FAISS's output buffers)
@@ -111,7 +112,7 @@ class KnnOutput(EngineOutput):
     """``EngineOutput`` plus the bounds of the knn engine.
 
     ``class_fp_lower``/``class_fp_upper`` (C, K): cumulative bounds on the
-    exact false-positive counts (``class_pp - class_tp`` are the seen ones);
+    exact false-positive counts (``class_fp`` are the seen ones);
     ``far_lower``/``far_upper`` (K,): the same for the global FAR over
     evaluated classes; ``truncated`` (K,): evaluated queries whose K-th
     neighbour lies at or below each threshold with negatives unseen.
@@ -161,15 +162,12 @@ class KnnEngine:
                  ef_construction: int = 80, ef_search: int | None = None,
                  nlist: int | None = None, nprobe: int | None = None,
                  sample_rows: int = 256):
-        if int(k) < 1:
-            raise ConfigError(f"--k must be at least 1, got {k}")
+        options.check("k", k)
         if index not in INDEXES:
             raise ConfigError(f"--index {index!r}: expected one of {', '.join(INDEXES)}")
-        if block_bytes < 1:
-            raise ConfigError("block size must be positive")
         self.k = int(k)
         self.index = index
-        self.block_bytes = int(block_bytes)
+        self.block_bytes = check_block_bytes(block_bytes)
         self.hnsw_m = int(hnsw_m)
         self.ef_construction = int(ef_construction)
         self.ef_search = ef_search
@@ -180,9 +178,7 @@ class KnnEngine:
 
     # ------------------------------------------------------------------ public
     def run(self, prep: Prepared, spec: GridSpec, progress: Progress | None = None) -> KnnOutput:
-        K = int(spec.num_thresholds)
-        if K < 2:
-            raise ConfigError(f"--num-thresholds must be at least 2, got {K}")
+        K = int(options.check("num_thresholds", spec.num_thresholds))
         ctx = _Context(prep, self.block_bytes)
         dense = self.k >= int(ctx.avail.max())
         notes: dict = {"k": self.k, "index": self.index if not dense else "none (K covers the "
@@ -334,22 +330,16 @@ class KnnEngine:
         for blk in src.blocks(progress, "order statistic"):
             ret.add(ctx, blk)
             kv = blk.keys[blk.neg & ctx.row_eval[blk.s:blk.e, None]]
-            bins = np.clip(((kv - lo_key) * scale).astype(np.int64), 0, FAR_BINS - 1)
-            hist += np.bincount(bins, minlength=FAR_BINS)
+            hist += np.bincount(value_bins(kv, lo_key, scale, FAR_BINS), minlength=FAR_BINS)
         seen = int(hist.sum())
         if seen < ranks[1]:
             raise self._unreachable(a, b, seen, m_total, ranks[1], at_most=False)
-        cum = np.cumsum(hist)
-        located = []
-        for r in ranks:
-            bb = int(np.searchsorted(cum, r, side="left"))
-            before = int(cum[bb - 1]) if bb > 0 else 0
-            located.append((bb, r - before))
+        located = [rank_bin(hist, r) for r in ranks]  # 1 <= rank <= seen: never None
         wanted = {bb for bb, _ in located}
         gathered: dict[int, list] = {bb: [] for bb in wanted}
         for blk in src.blocks(progress, "order statistic 2"):
             kv = blk.keys[blk.neg & ctx.row_eval[blk.s:blk.e, None]]
-            bins = np.clip(((kv - lo_key) * scale).astype(np.int64), 0, FAR_BINS - 1)
+            bins = value_bins(kv, lo_key, scale, FAR_BINS)
             for bb in wanted:
                 sel = kv[bins == bb]
                 if len(sel):
@@ -359,7 +349,7 @@ class KnnEngine:
             cand = np.sort(np.concatenate(gathered[bb]))
             if len(cand) != int(hist[bb]):  # pragma: no cover - invariant
                 raise RuntimeError("knn order-statistic passes disagree; please report this")
-            values.append(ctx.key_to_dist(float(cand[within - 1])))
+            values.append(key_to_dist(float(cand[within - 1]), ctx.l2))
         lo, hi = values
         check_range(lo, hi, "--far-range",
                      f"{a:g}:{b:g} (it selects distances {lo:.6g} and {hi:.6g}; "
@@ -546,29 +536,28 @@ class KnnEngine:
         ev = ctx.evaluated
         m_total = int(ctx.M[ev].sum())
         tp = res["pos"]
-        pp = res["pos"] + res["neg"]
+        fp = res["neg"]
         fp_lo = res["neg_lo"]
         fp_hi = res["neg_hi"] + res["unseen"]
         if "far_range" in notes:
             tr = res["truncated"]
             notes["far_range"]["exact_lower"] = bool(tr[0] == 0)
             notes["far_range"]["exact_upper"] = bool(tr[-1] == 0)
-        gtp = gpp = None
+        gtp = gfp = None
         if ctx.G:
             gtp = res["group_pos"]
-            gpp = res["group_pos"] + res["group_neg"]
-        k_lo, k_hi = ctx.key_span
-        edges = np.array([ctx.key_to_dist(v) for v in np.linspace(k_lo, k_hi, REPORT_BINS + 1)])
+            gfp = res["group_neg"]
+        edges = report_edges(ctx.key_span, ctx.l2)
         hp, hn = (sample["hist_pos"], sample["hist_neg"]) if sample else (res["hist_pos"],
                                                                           res["hist_neg"])
         if sample:
             sample.pop("hist_pos")
             sample.pop("hist_neg")
         return KnnOutput(
-            thresholds=grid, range_source=source, class_tp=tp, class_pp=pp,
-            group_tp=gtp, group_pp=gpp, first_rank=ret["first_rank"], ap_at_r=ret["ap"],
+            thresholds=grid, range_source=source, class_tp=tp, class_fp=fp,
+            group_tp=gtp, group_fp=gfp, first_rank=ret["first_rank"], ap_at_r=ret["ap"],
             n_relevant=ret["n_rel"], hist_edges=edges, hist_pos=hp, hist_neg=hn,
-            passes=passes, deferred=0, notes=notes,
+            passes=passes, notes=notes,
             class_fp_lower=fp_lo, class_fp_upper=fp_hi,
             far_lower=fp_lo[ev].sum(axis=0) / m_total, far_upper=fp_hi[ev].sum(axis=0) / m_total,
             truncated=res["truncated"])
@@ -576,7 +565,7 @@ class KnnEngine:
     def _maybe_warn(self, out: KnnOutput, notes: dict, ctx, grid) -> None:
         ev = ctx.evaluated
         m_total = int(ctx.M[ev].sum())
-        far = (out.class_pp - out.class_tp)[ev].sum(axis=0) / m_total
+        far = out.class_fp[ev].sum(axis=0) / m_total
         gap = out.far_upper - far
         rel = np.where(far > 0, gap / np.maximum(far, 1e-300), np.where(gap > 0, np.inf, 0.0))
         j = int(np.argmax(rel))
@@ -642,43 +631,29 @@ class _Context:
         self.avail = self.ng - (prep.self_col >= 0).astype(np.int64)
         self.block_rows = max(1, block_bytes // (4 * self.ng))  # as the exact engine
         D = prep.dim
+        self.key_span = key_span(prep)
         if self.l2:
+            # the largest squared distance, without key_span's floor
             top = math.sqrt(float(prep.qn2.max())) + math.sqrt(float(prep.gn2.max()))
-            self.key_span = (0.0, max(top * top, 1e-30))
             scale = top * top
         else:
-            self.key_span = (0.0, 2.0)
             scale = 1.0
         # float32 products of D terms are within ~D * 2**-24 (relative) of the
         # true value; two such computations (ours, the exact engine's, FAISS's)
         # differ by at most twice that: 8x covers both, with room to spare
         self.delta = float(8 * (D + 8) * 2.0 ** -24 * scale)
-        self.r_scale = REPORT_BINS / (self.key_span[1] - self.key_span[0])
+        self.r_scale = report_scale(self.key_span)
 
     def keys(self, S: np.ndarray, rows) -> np.ndarray:
         """float64 keys of float32 products ``S`` of query ``rows`` (as the kernels)."""
-        s = S.astype(np.float64)
-        if self.l2:
-            return (self.prep.qn2[rows][:, None] + self.prep.gn2[None, :]) - 2.0 * s
-        return 1.0 - s
-
-    def key_to_dist(self, key):
-        if not self.l2:
-            return key
-        if np.ndim(key) == 0:
-            return math.sqrt(max(float(key), 0.0)) if key != np.inf else np.inf
-        return np.sqrt(np.maximum(key, 0.0))
+        return pair_keys(S, self.prep.qn2[rows], self.prep.gn2, self.l2)
 
     def cells(self, keys: np.ndarray, grid: np.ndarray) -> np.ndarray:
         """Grid cell of each key: the first k with ``distance <= grid[k]`` (K if none)."""
-        d = np.sqrt(np.maximum(keys, 0.0)) if self.l2 else keys
-        return np.searchsorted(grid, d, side="left")
+        return np.searchsorted(grid, key_to_dist(keys, self.l2), side="left")
 
     def report_bins(self, keys: np.ndarray) -> np.ndarray:
-        with np.errstate(invalid="ignore", over="ignore"):
-            b = ((keys - self.key_span[0]) * self.r_scale)
-        b = np.where(np.isfinite(b), b, 0.0).astype(np.int64)
-        return np.clip(b, 0, REPORT_BINS - 1)
+        return value_bins(keys, self.key_span[0], self.r_scale, REPORT_BINS)
 
 
 @dataclass
@@ -785,12 +760,8 @@ class _Candidates:
             step = max(1, ctx.block_bytes // (4 * (r1 - r0)))
             for j0 in range(ps, pe, step):
                 j1 = min(pe, j0 + step)
-                S = prep.xq[qrows] @ prep.xg[j0:j1].T
-                s64 = S.astype(np.float64)
-                if ctx.l2:
-                    keys = (prep.qn2[qrows][:, None] + prep.gn2[None, j0:j1]) - 2.0 * s64
-                else:
-                    keys = 1.0 - s64
+                keys = pair_keys(prep.xq[qrows] @ prep.xg[j0:j1].T, prep.qn2[qrows],
+                                 prep.gn2[j0:j1], ctx.l2)
                 sc = prep.self_col[qrows]
                 mine = (sc >= j0) & (sc < j1)
                 keys[np.nonzero(mine)[0], sc[mine] - j0] = np.inf
@@ -814,21 +785,13 @@ class _Retrieval:
         rows_orig = ctx.prep.g_rows[np.where(blk.cols >= 0, blk.cols, 0)]
         order = np.lexsort((rows_orig, blk.keys), axis=1)
         pm = np.take_along_axis(blk.pos, order, axis=1)
-        L = pm.shape[1]
         R = ctx.pos_q[s:e]
-        idx = np.arange(1, L + 1)
-        found = np.cumsum(pm, axis=1)
-        # sequential sums in rank order, as the exact engine's kernel adds them
-        contrib = np.where(pm & (idx[None, :] <= R[:, None]), found / idx[None, :], 0.0)
-        total = np.cumsum(contrib, axis=1)[:, -1] if L else np.zeros(e - s)
-        anyp = pm.any(axis=1)
         # no positive among the candidates: beyond every reported k
-        first = np.where(anyp, np.argmax(pm, axis=1) + 1, ctx.ng + 1)
+        first, ap = retrieval_at_r(pm, R, beyond=ctx.ng + 1)
         has = R > 0
         self.n_rel[s:e] = np.where(has, R, 0)
         self.first_rank[s:e] = np.where(has, first, 0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            self.ap[s:e] = np.where(has, total / np.maximum(R, 1), 0.0)
+        self.ap[s:e] = ap
 
     def arrays(self) -> dict:
         return {"first_rank": self.first_rank, "ap": self.ap, "n_rel": self.n_rel}

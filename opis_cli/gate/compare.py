@@ -12,16 +12,10 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from ..metrics.bootstrap import BOOTSTRAP_METRICS, Bootstrap, DifferenceInterval, difference_interval
-from .rules import DIRECTION
+from ..render.format import pct
+from .rules import DIRECTION, json_number
 
 _SAME = 1e-12
-
-
-def _num(v) -> float | None:
-    if v is None:
-        return None
-    v = float(v)
-    return v if math.isfinite(v) else None
 
 
 @dataclass(frozen=True)
@@ -41,9 +35,9 @@ class MetricChange:
     verdict: str
 
     def to_dict(self) -> dict:
-        return {"metric": self.name, "baseline": _num(self.baseline),
-                "candidate": _num(self.candidate), "change": _num(self.change),
-                "relative_change": _num(self.relative), "verdict": self.verdict}
+        return {"metric": self.name, "baseline": json_number(self.baseline),
+                "candidate": json_number(self.candidate), "change": json_number(self.change),
+                "relative_change": json_number(self.relative), "verdict": self.verdict}
 
 
 @dataclass(frozen=True)
@@ -68,13 +62,13 @@ class ClassChange:
 
     def to_dict(self) -> dict:
         return {"label": self.label,
-                "baseline_mean_utility": _num(self.baseline_mean_utility),
-                "candidate_mean_utility": _num(self.candidate_mean_utility),
-                "mean_utility_change": _num(self.change),
-                "baseline_far_at_threshold": _num(self.baseline_far),
-                "candidate_far_at_threshold": _num(self.candidate_far),
-                "baseline_frr_at_threshold": _num(self.baseline_frr),
-                "candidate_frr_at_threshold": _num(self.candidate_frr)}
+                "baseline_mean_utility": json_number(self.baseline_mean_utility),
+                "candidate_mean_utility": json_number(self.candidate_mean_utility),
+                "mean_utility_change": json_number(self.change),
+                "baseline_far_at_threshold": json_number(self.baseline_far),
+                "candidate_far_at_threshold": json_number(self.candidate_far),
+                "baseline_frr_at_threshold": json_number(self.baseline_frr),
+                "candidate_frr_at_threshold": json_number(self.candidate_frr)}
 
 
 @dataclass(frozen=True)
@@ -132,10 +126,6 @@ def _close(a: float, b: float) -> bool:
     return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
 
 
-def _pct(v: float) -> str:
-    return f"{100 * v:.3g}%" if math.isfinite(v) else "n/a"
-
-
 def _far_differs(br, cr, factor: float = 2.0) -> bool:
     """Whether the global FAR at either end of the range differs by more than ``factor``."""
     for b, c in ((br.far_lower, cr.far_lower), (br.far_upper, cr.far_upper)):
@@ -167,11 +157,11 @@ def comparability_warnings(base, cand) -> list[str]:
                    f"candidate {cr.lower:.6g}..{cr.upper:.6g} (distances); OPIS is measured "
                    "on different thresholds")
     elif _far_differs(br, cr):
-        out.append(f"same thresholds, but the global FAR over them is {_pct(cr.far_lower)}.."
-                   f"{_pct(cr.far_upper)} for the candidate and {_pct(br.far_lower)}.."
-                   f"{_pct(br.far_upper)} for the baseline: the models accept very different "
-                   "shares of negative pairs at the same distance (compare with --own-range to "
-                   "measure each on its own FAR range)")
+        out.append(f"same thresholds, but the global FAR over them is "
+                   f"{pct(cr.far_lower, '.3g')}..{pct(cr.far_upper, '.3g')} for the candidate "
+                   f"and {pct(br.far_lower, '.3g')}..{pct(br.far_upper, '.3g')} for the "
+                   "baseline: the models accept very different shares of negative pairs at the "
+                   "same distance (compare with --own-range to measure each on its own FAR range)")
     if len(base.thresholds) != len(cand.thresholds):
         out.append(f"different numbers of thresholds: baseline {len(base.thresholds)}, "
                    f"candidate {len(cand.thresholds)}")
@@ -217,43 +207,3 @@ def compare_results(base, cand, *, baseline_name: str = "baseline",
                           for m in BOOTSTRAP_METRICS)
     return Comparison(baseline_name, candidate_name, tuple(metrics), tuple(changes), only_b,
                       only_c, same, tuple(warnings), intervals)
-
-
-def _f(v: float | None, fmt: str = ".4g") -> str:
-    if v is None or not math.isfinite(v):
-        return "n/a"
-    return format(v, fmt)
-
-
-def _md(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def markdown(cmp: Comparison, top: int = 5) -> str:
-    """Markdown: the headline deltas and the most changed classes."""
-    lines = ["### opis compare", "",
-             f"Baseline `{_md(cmp.baseline)}`, candidate `{_md(cmp.candidate)}`"
-             + (" (same thresholds)." if cmp.same_thresholds else " (different thresholds)."),
-             "", "| metric | baseline | candidate | change | relative | |",
-             "|---|---:|---:|---:|---:|---|"]
-    for m in cmp.metrics:
-        iv = cmp.interval(m.name)
-        ci = (f" [{iv.lower:+.3g}, {iv.upper:+.3g}]" if iv is not None else "")
-        rel = f"{100 * m.relative:+.1f}%" if m.relative is not None else "n/a"
-        lines.append(f"| {m.name} | {_f(m.baseline)} | {_f(m.candidate)} | "
-                     f"{_f(m.change, '+.4g')}{ci} | {rel} | {m.verdict} |")
-    for title, rows in (("Classes that got most worse", cmp.most_worse(top)),
-                        ("Classes that got most better", cmp.most_better(top))):
-        if not rows:
-            continue
-        lines += ["", f"**{title}** (mean utility; FAR / FRR at each model's threshold)", "",
-                  "| class | mean utility | change | FAR | FRR |", "|---|---:|---:|---:|---:|"]
-        for c in rows:
-            lines.append(
-                f"| {_md(c.label)} | {_f(c.baseline_mean_utility)} -> "
-                f"{_f(c.candidate_mean_utility)} | {_f(c.change, '+.4g')} | "
-                f"{_f(100 * c.baseline_far, '.2f')}% -> {_f(100 * c.candidate_far, '.2f')}% | "
-                f"{_f(100 * c.baseline_frr, '.2f')}% -> {_f(100 * c.candidate_frr, '.2f')}% |")
-    for w in cmp.warnings:
-        lines += ["", f"> :warning: {_md(w)}"]
-    return "\n".join(lines) + "\n"

@@ -1,10 +1,11 @@
 """Release gate: rules on headline metrics, their config file, and the outcome.
 
-No typer, no rich: the CLI (``cli_compare.py``) parses options into rules
-with :func:`parse_rule`, adds the config file's rules
-(:func:`find_config`, :func:`load_config`), evaluates them with
-:func:`evaluate_rules` and renders the :class:`GateOutcome` (terminal table,
-JSON, JUnit XML, Markdown).
+No typer, no rich: options become rules with :func:`parse_rule` (the
+command line's are gathered by :func:`opis_cli.gate.sides.collect_rules`,
+with the config file's: :func:`find_config`, :func:`load_config`);
+:func:`evaluate_rules` checks them and returns a :class:`GateOutcome`, which
+``opis_cli.render`` shows (terminal table, JUnit XML, Markdown) and
+:meth:`GateOutcome.to_dict` turns into JSON.
 
 Rule forms (``METRIC`` is a key of ``EvaluationResult.headline()``):
 
@@ -28,13 +29,14 @@ from __future__ import annotations
 
 import math
 import tomllib
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from ..metrics.bootstrap import BOOTSTRAP_METRICS, Bootstrap, DifferenceInterval, difference_interval
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, ExitCode, InputError
+from ..options import check_confidence
+from ..render.format import num
 
 #: The keys of ``EvaluationResult.headline()``: the metric names rules accept.
 HEADLINE_METRICS = (
@@ -269,10 +271,7 @@ def load_config(path: str | Path) -> GateConfig:
                 raise ConfigError(f"{src}: baseline: expected a path string")
             baseline = (path.parent / value)
         elif key == "confidence":
-            if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not 0 < value < 1:
-                raise ConfigError(f"{src}: confidence: expected a number between 0 and 1")
-            confidence = float(value)
+            confidence = check_confidence(value, where=f"{src}: confidence")
         else:
             raise ConfigError(f"{src}: unknown gate key {key!r}; expected "
                               f"{', '.join(KINDS + CONFIG_SETTINGS)}")
@@ -313,8 +312,8 @@ class RuleResult:
         r = self.rule
         d = {"rule": r.text, "kind": r.kind, "metric": r.metric,
              "amount": None if r.ci else r.amount, "relative": r.relative, "ci": r.ci,
-             "source": r.source, "value": _json_num(self.value), "limit": _json_num(self.limit),
-             "baseline": _json_num(self.baseline), "passed": self.passed,
+             "source": r.source, "value": json_number(self.value), "limit": json_number(self.limit),
+             "baseline": json_number(self.baseline), "passed": self.passed,
              "message": self.message}
         if self.interval is not None:
             d["interval"] = self.interval.to_dict()
@@ -339,8 +338,9 @@ class GateOutcome:
         return sum(not r.passed for r in self.results)
 
     @property
-    def exit_code(self) -> int:
-        return 0 if self.passed else 1
+    def exit_code(self) -> ExitCode:
+        """``ExitCode.OK`` when every rule holds, else ``ExitCode.GATE_FAILED``."""
+        return ExitCode.OK if self.passed else ExitCode.GATE_FAILED
 
     def to_dict(self) -> dict:
         return {"passed": self.passed, "rules": len(self.results), "failures": self.failures,
@@ -349,17 +349,12 @@ class GateOutcome:
                 "results": [r.to_dict() for r in self.results]}
 
 
-def _json_num(v):
+def json_number(v) -> float | None:
+    """A finite number as a float for JSON, else ``None`` (JSON has no NaN)."""
     if v is None:
         return None
     v = float(v)
     return v if math.isfinite(v) else None
-
-
-def _fmt(v: float | None) -> str:
-    if v is None or not math.isfinite(v):
-        return "n/a"
-    return f"{v:.6g}"
 
 
 def _holds(value: float, limit: float, upper: bool) -> bool:
@@ -378,7 +373,7 @@ def _check(rule: Rule, cand: Side, base: Side | None, confidence: float | None) 
         ok = _holds(value, limit, upper)
         op = ("<=" if ok else ">") if upper else (">=" if ok else "<")
         return RuleResult(rule, value, limit, None, ok,
-                          f"{rule.metric} = {_fmt(value)} {op} {_fmt(limit)}")
+                          f"{rule.metric} = {num(value, '.6g')} {op} {num(limit, '.6g')}")
     assert base is not None
     bval = float(base.headline[rule.metric])
     up = rule.kind == "max-increase"
@@ -392,11 +387,11 @@ def _check(rule: Rule, cand: Side, base: Side | None, confidence: float | None) 
         ok = not (iv.lower > 0) if up else not (iv.upper < 0)
         pct = f"{100 * iv.confidence:g}%"
         what = "increase" if up else "decrease"
-        msg = (f"{rule.metric} changed by {change:+.6g} ({_fmt(bval)} -> {_fmt(value)}); "
-               f"{pct} {iv.method} bootstrap interval of the change [{iv.lower:+.6g}, "
-               f"{iv.upper:+.6g}] " + (f"lies entirely above 0: a significant {what}"
-                                       if not ok else
-                                       f"does not show a significant {what}"))
+        msg = (f"{rule.metric} changed by {change:+.6g} ({num(bval, '.6g')} -> "
+               f"{num(value, '.6g')}); {pct} {iv.method} bootstrap interval of the change "
+               f"[{iv.lower:+.6g}, {iv.upper:+.6g}] "
+               + (f"lies entirely above 0: a significant {what}" if not ok
+                  else f"does not show a significant {what}"))
         return RuleResult(rule, change, None, bval, ok, msg, iv)
     if not (math.isfinite(value) and math.isfinite(bval)):
         return RuleResult(rule, value, None, bval, False,
@@ -408,9 +403,23 @@ def _check(rule: Rule, cand: Side, base: Side | None, confidence: float | None) 
     change = value - bval
     rel = f" ({100 * change / abs(bval):+.1f}%)" if bval != 0 else ""
     allowed = (f"{100 * rule.amount:g}%" if rule.relative else f"{rule.amount:g}")
-    msg = (f"{rule.metric} {_fmt(bval)} -> {_fmt(value)}, change {change:+.6g}{rel}; "
-           f"allowed {'+' if up else '-'}{allowed} (limit {_fmt(limit)})")
+    msg = (f"{rule.metric} {num(bval, '.6g')} -> {num(value, '.6g')}, "
+           f"change {change:+.6g}{rel}; allowed {'+' if up else '-'}{allowed} "
+           f"(limit {num(limit, '.6g')})")
     return RuleResult(rule, value, limit, bval, ok, msg)
+
+
+def no_rules_error() -> ConfigError:
+    """The error for a gate without rules (``opis gate``, ``opis compare --gate``)."""
+    return ConfigError("no gate rules found: give --max/--min/--max-increase/--max-decrease "
+                       "METRIC=VALUE, or a [tool.opis.gate] table in pyproject.toml "
+                       "(or opis.toml)")
+
+
+def baseline_needed_error(rule: Rule) -> ConfigError:
+    """The error for a change rule without a baseline."""
+    return ConfigError(f"rule {rule.text} compares against a baseline: give "
+                       "--baseline BASE.json (or baseline = \"...\" in the config)")
 
 
 def evaluate_rules(rules: Iterable[Rule], candidate: Side, baseline: Side | None = None, *,
@@ -427,76 +436,14 @@ def evaluate_rules(rules: Iterable[Rule], candidate: Side, baseline: Side | None
     """
     rules = list(rules)
     if not rules:
-        raise ConfigError("no gate rules: give --max/--min/--max-increase/--max-decrease "
-                          "METRIC=VALUE, or a [tool.opis.gate] table in pyproject.toml "
-                          "(or opis.toml)")
+        raise no_rules_error()
     if baseline is None:
-        need = [r.text for r in rules if r.needs_baseline]
+        need = [r for r in rules if r.needs_baseline]
         if need:
-            raise ConfigError(f"rule {need[0]} compares against a baseline: give "
-                              "--baseline BASE.json (or baseline = \"...\" in the config)")
+            raise baseline_needed_error(need[0])
     for r in rules:
         if r.metric not in candidate.headline:
             raise _unknown_metric(r.metric, r.text)
     results = tuple(_check(r, candidate, baseline, confidence) for r in rules)
     return GateOutcome(results, candidate.name, baseline.name if baseline else None,
                        tuple(warnings))
-
-
-# ----------------------------------------------------------------- renderings
-
-
-def junit_xml(outcome: GateOutcome, suite: str = "opis gate") -> str:
-    """JUnit XML: one ``<testcase>`` per rule, a ``<failure>`` for each failed rule."""
-    n, f = len(outcome.results), outcome.failures
-    root = ET.Element("testsuites", name=suite, tests=str(n), failures=str(f), errors="0")
-    ts = ET.SubElement(root, "testsuite", name=suite, tests=str(n), failures=str(f),
-                       errors="0", skipped="0")
-    props = ET.SubElement(ts, "properties")
-    ET.SubElement(props, "property", name="candidate", value=outcome.candidate)
-    if outcome.baseline:
-        ET.SubElement(props, "property", name="baseline", value=outcome.baseline)
-    for r in outcome.results:
-        tc = ET.SubElement(ts, "testcase", classname=f"opis.gate.{r.rule.metric}",
-                           name=r.rule.text, time="0")
-        if not r.passed:
-            fail = ET.SubElement(tc, "failure", message=r.message, type="GateRuleFailed")
-            fail.text = f"{r.rule.text} (from {r.rule.source}): {r.message}"
-        else:
-            out = ET.SubElement(tc, "system-out")
-            out.text = r.message
-    ET.indent(root)
-    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
-
-
-def _md(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def markdown(outcome: GateOutcome, headline: Mapping[str, float] | None = None,
-             title: str = "opis gate") -> str:
-    """A Markdown summary (for ``$GITHUB_STEP_SUMMARY``): verdict, rule table, metrics."""
-    n, f = len(outcome.results), outcome.failures
-    verdict = (f":white_check_mark: **passed**: all {n} rules hold" if outcome.passed
-               else f":x: **failed**: {f} of {n} rules broken")
-    lines = [f"### {title}: {'passed' if outcome.passed else 'FAILED'}", "",
-             f"{verdict} for `{_md(outcome.candidate)}`"
-             + (f" against baseline `{_md(outcome.baseline)}`" if outcome.baseline else "") + ".",
-             "", "| rule | value | baseline | limit | verdict |", "|---|---:|---:|---:|---|"]
-    for r in outcome.results:
-        limit = (f"[{r.interval.lower:+.4g}, {r.interval.upper:+.4g}]"
-                 if r.interval is not None else _fmt(r.limit))
-        lines.append(f"| `{_md(r.rule.text)}` | {_fmt(r.value)} | {_fmt(r.baseline)} | "
-                     f"{limit} | {'pass' if r.passed else '**FAIL**'} |")
-    failed = [r for r in outcome.results if not r.passed]
-    if failed:
-        lines += ["", "Broken rules:", ""]
-        lines += [f"- `{_md(r.rule.text)}`: {_md(r.message)}" for r in failed]
-    for w in outcome.warnings:
-        lines += ["", f"> :warning: {_md(w)}"]
-    if headline:
-        lines += ["", "<details><summary>Headline metrics</summary>", "",
-                  "| metric | value |", "|---|---:|"]
-        lines += [f"| {k} | {_fmt(v)} |" for k, v in headline.items()]
-        lines += ["", "</details>"]
-    return "\n".join(lines) + "\n"

@@ -129,9 +129,3 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` atomically; ``-`` means standard output."""
     with staged() as stage:
         stage.text(path, text)
-
-
-def write_table(path: str | os.PathLike, columns: dict) -> None:
-    """Write a column dict as Parquet or CSV, atomically."""
-    with staged() as stage:
-        stage.table(path, columns)

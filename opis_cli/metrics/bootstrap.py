@@ -36,12 +36,12 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ConfigError, InputError
+from ..options import CONFIDENCE as DEFAULT_CONFIDENCE, RESAMPLES as DEFAULT_RESAMPLES
+from ..options import check_confidence
 from .consistency import consistency
 
 #: Metrics the bootstrap resamples (keys of ``EvaluationResult.headline()``).
 BOOTSTRAP_METRICS = ("opis", "epsilon_opis")
-DEFAULT_RESAMPLES = 1000
-DEFAULT_CONFIDENCE = 0.95
 METHOD = "percentile bootstrap over evaluated classes (resampled with replacement)"
 
 
@@ -49,13 +49,6 @@ def labels_digest(labels: Sequence[str]) -> str:
     """sha256 of the sorted class labels, one per line: equal sets, equal digest."""
     text = "\n".join(sorted(str(v) for v in labels))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def check_confidence(confidence: float) -> float:
-    c = float(confidence)
-    if not (0.0 < c < 1.0):
-        raise ConfigError(f"confidence must be between 0 and 1 (exclusive), got {confidence:g}")
-    return c
 
 
 def percentile_interval(replicates: np.ndarray, confidence: float) -> tuple[float, float]:

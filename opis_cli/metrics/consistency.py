@@ -11,14 +11,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..counts import ceil_rank
+from ..results import Retrieval
 
 RECALL_KS = (1, 2, 4, 8)
+
+
+# NumPy 2 renamed np.trapz to np.trapezoid (same code); pyproject allows NumPy 1.26.
+_trapezoid = getattr(np, "trapezoid", None) or np.trapz
 
 
 def range_average(v: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     """Trapezoidal integral of ``v`` over the grid divided by its width (last axis)."""
     width = thresholds[-1] - thresholds[0]
-    return np.trapezoid(v, thresholds, axis=-1) / width
+    return _trapezoid(v, thresholds, axis=-1) / width
 
 
 def worst_count(epsilon: float, n: int) -> int:
@@ -77,15 +82,6 @@ def consistency(U: np.ndarray, thresholds: np.ndarray, labels, epsilon: float) -
         eps_opis = 0.0
     return Consistency(opis=opis, epsilon_opis=eps_opis, mean_curve=ubar, worst_curve=w_curve,
                        mean_utility=mean_u, contribution=contrib, worst=worst, order=order)
-
-
-@dataclass(frozen=True)
-class Retrieval:
-    """R@k and MAP@R over queries with at least one positive in the gallery."""
-
-    recall_at_k: dict[str, float]
-    map_at_r: float
-    queries: int
 
 
 def retrieval(first_rank: np.ndarray, ap_at_r: np.ndarray, n_relevant: np.ndarray) -> Retrieval:

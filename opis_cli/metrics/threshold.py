@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ConfigError
-from ..results import Spread
+from ..results import RecommendedThreshold, Spread
 
 SPREAD_POINTS = (("min", 0.0), ("p5", 5.0), ("p50", 50.0), ("p95", 95.0), ("max", 100.0))
 
@@ -51,37 +51,28 @@ def spread_of(values: np.ndarray) -> Spread:
     return Spread(*(float(v) for v in q))
 
 
-@dataclass(frozen=True)
-class Operating:
-    """The recommended threshold and what it does (SPEC 6)."""
-
-    policy: str
-    index: int
-    value: float
-    mean_utility: float
-    worst_utility: float
-    tpr: float
-    far: float
-    far_spread: Spread
-    frr_spread: Spread
-    fraction_far_above_2x: float
-    requested_far: float | None
-    per_far: np.ndarray
-    per_frr: np.ndarray
-
-
 def global_far(fp: np.ndarray, M: np.ndarray) -> np.ndarray:
     """Global FAR at every threshold: ``sum_c FP_c(t) / sum_c M_c``."""
     return fp.sum(axis=0) / M.sum()
 
 
+def class_rates(tp: np.ndarray, fp: np.ndarray, P: np.ndarray, M: np.ndarray,
+                index: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row FAR ``FP_c / M_c`` and FRR ``1 - TP_c / P_c`` at grid index ``index``.
+
+    ``tp``/``fp`` are (C, K) counts, ``P``/``M`` (C,) totals (all > 0).
+    """
+    return fp[:, index] / M, 1.0 - tp[:, index] / P
+
+
 def recommend(policy: Policy, thresholds: np.ndarray, mean_curve: np.ndarray,
               worst_curve: np.ndarray, tp: np.ndarray, fp: np.ndarray,
-              P: np.ndarray, M: np.ndarray) -> Operating:
+              P: np.ndarray, M: np.ndarray) -> RecommendedThreshold:
     """Pick the grid threshold of ``policy`` and describe the operating point.
 
     ``tp``/``fp`` are (C, K) counts of evaluated rows, ``P``/``M`` their totals.
     Ties go to the smallest threshold (``argmax`` returns the first maximum).
+    The per-row rates at the chosen index are :func:`class_rates`.
     """
     gfar = global_far(fp, M)
     if policy.name == "max-mean-utility":
@@ -91,13 +82,12 @@ def recommend(policy: Policy, thresholds: np.ndarray, mean_curve: np.ndarray,
     else:
         ok = np.nonzero(gfar <= policy.far)[0]
         k = int(ok[-1]) if len(ok) else 0
-    per_far = fp[:, k] / M
-    per_frr = 1.0 - tp[:, k] / P
+    per_far, per_frr = class_rates(tp, fp, P, M, k)
     g = float(gfar[k])
-    return Operating(
-        policy=str(policy), index=k, value=float(thresholds[k]),
-        mean_utility=float(mean_curve[k]), worst_utility=float(worst_curve[k]),
+    return RecommendedThreshold(
+        policy=str(policy), value=float(thresholds[k]), index=k,
+        mean_utility=float(mean_curve[k]), worst_mean_utility=float(worst_curve[k]),
         tpr=float(tp[:, k].sum() / P.sum()), far=g,
         far_spread=spread_of(per_far), frr_spread=spread_of(per_frr),
         fraction_far_above_2x=float(np.mean(per_far > 2 * g)),
-        requested_far=policy.far, per_far=per_far, per_frr=per_frr)
+        requested_far=policy.far)

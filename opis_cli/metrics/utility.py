@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ConfigError
-
-UTILITIES = ("tpr-tnr", "precision-recall")
+from .. import options
 
 
-def utility(tp: np.ndarray, pp: np.ndarray, P: np.ndarray, M: np.ndarray, *,
+def utility(tp: np.ndarray, fp: np.ndarray, P: np.ndarray, M: np.ndarray, *,
             kind: str = "tpr-tnr", beta: float = 1.0) -> np.ndarray:
     """Utility ``U(t)`` of every row (class or group) at every threshold.
 
     Parameters
     ----------
     tp : (C, K) int, positive pairs with ``d <= t_k``
-    pp : (C, K) int, all pairs with ``d <= t_k`` (so ``FP = pp - tp``)
+    fp : (C, K) int, negative pairs with ``d <= t_k``
     P, M : (C,) int, numbers of positive and negative pairs (both > 0)
     kind : ``"tpr-tnr"``: F-beta mean of TPR and TNR,
         ``U = (1 + b^2) TPR TNR / (b^2 TNR + TPR)``;
@@ -29,13 +27,10 @@ def utility(tp: np.ndarray, pp: np.ndarray, P: np.ndarray, M: np.ndarray, *,
     -------
     (C, K) float64
     """
-    if kind not in UTILITIES:
-        raise ConfigError(f"unknown utility {kind!r}; expected one of {', '.join(UTILITIES)}")
-    if not (np.isfinite(beta) and beta > 0):
-        raise ConfigError(f"--beta must be a positive number, got {beta}")
+    options.validate(utility=kind, beta=beta)
     b2 = float(beta) ** 2
     tp = tp.astype(np.float64)
-    fp = pp.astype(np.float64) - tp
+    fp = fp.astype(np.float64)
     P = np.asarray(P, np.float64)[:, None]
     M = np.asarray(M, np.float64)[:, None]
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -1,18 +1,29 @@
 """People-facing terminal output (rich), always on standard error.
 
-Reads a finished ``EvaluationResult``; computes nothing.
+Reads finished objects (``EvaluationResult``, ``Bootstrap``, ``Comparison``,
+``GateOutcome``); computes nothing. Text that comes from users (file names,
+labels, messages quoting them) is printed as :class:`rich.text.Text`, never
+parsed as markup.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from ..results import ConsistencyBlock, EvaluationResult
+from .format import interval, num, pct
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..gate.compare import Comparison
+    from ..gate.rules import GateOutcome
+    from ..metrics.bootstrap import Bootstrap
 
 console = Console(stderr=True, highlight=False)
 
@@ -20,16 +31,16 @@ WORST_SHOWN = 10
 EXCLUDED_SHOWN = 20
 
 
-def _f(v: float | None, fmt: str = ".4f") -> str:
-    if v is None or v != v:
-        return "-"
-    return format(v, fmt)
+def print_error(message: str) -> None:
+    """One ``Error: ...`` line (newlines in ``message`` become spaces)."""
+    console.print(Text.assemble(("Error:", "bold red"), " ", " ".join(str(message).split("\n"))),
+                  highlight=False, soft_wrap=True)
 
 
-def _pct(v: float | None) -> str:
-    if v is None or v != v:
-        return "-"
-    return f"{100 * v:.2f}%"
+def print_warnings(messages: Iterable[str]) -> None:
+    """One ``Warning: ...`` line each (the engines' warnings, e.g. knn truncation)."""
+    for msg in messages:
+        console.print(Text.assemble(("Warning:", "bold yellow"), " ", msg), soft_wrap=True)
 
 
 @contextmanager
@@ -59,19 +70,19 @@ def _block_tables(block: ConsistencyBlock, noun: str, thresholds_unit: str) -> l
     t.add_column(style="bold")
     t.add_column()
     t.add_row("threshold", f"{rt.value:.6g} {thresholds_unit}")
-    t.add_row("mean utility", _f(rt.mean_utility))
-    t.add_row("global TPR / FRR", f"{_pct(rt.tpr)} / {_pct(rt.frr)}")
-    t.add_row("global FAR", _pct(rt.far) + (f"  (asked <= {_pct(rt.requested_far)})"
+    t.add_row("mean utility", num(rt.mean_utility, ".4f"))
+    t.add_row("global TPR / FRR", f"{pct(rt.tpr)} / {pct(rt.frr)}")
+    t.add_row("global FAR", pct(rt.far) + (f"  (asked <= {pct(rt.requested_far)})"
                                             if rt.requested_far is not None else ""))
     t.add_row(f"{noun}es with FAR > 2x global" if noun == "class" else f"{noun}s with FAR > 2x global",
-              _pct(rt.fraction_far_above_2x))
+              pct(rt.fraction_far_above_2x))
     out.append(t)
     s = Table(title=f"Per-{noun} spread at the threshold", title_justify="left")
     s.add_column("rate")
     for name in ("min", "p5", "p50", "p95", "max"):
         s.add_column(name, justify="right")
     for name, sp in (("FAR", rt.far_spread), ("FRR", rt.frr_spread)):
-        s.add_row(name, *(_pct(getattr(sp, k)) for k in ("min", "p5", "p50", "p95", "max")))
+        s.add_row(name, *(pct(getattr(sp, k)) for k in ("min", "p5", "p50", "p95", "max")))
     out.append(s)
     worst = Table(title=f"Worst {min(WORST_SHOWN, len(block.per_class))} {noun}es by mean utility"
                   if noun == "class" else
@@ -80,8 +91,8 @@ def _block_tables(block: ConsistencyBlock, noun: str, thresholds_unit: str) -> l
     for col in (noun, "mean utility", "FAR", "FRR", "R@1", "positives", "negatives"):
         worst.add_column(col, justify="left" if col == noun else "right")
     for c in block.per_class[:WORST_SHOWN]:
-        worst.add_row(c.label, _f(c.mean_utility), _pct(c.far_at_threshold),
-                      _pct(c.frr_at_threshold), _f(c.recall_at_1, ".3f"), str(c.positives),
+        worst.add_row(c.label, num(c.mean_utility, ".4f"), pct(c.far_at_threshold),
+                      pct(c.frr_at_threshold), num(c.recall_at_1, ".3f"), str(c.positives),
                       str(c.negatives))
     out.append(worst)
     return out
@@ -102,14 +113,15 @@ def print_result(result: EvaluationResult, source: str = "") -> None:
                 "queries"):
         h.add_column(col, justify="right")
     rk = r.recall_at_k
-    h.add_row(_f(result.opis, ".5f"), _f(result.epsilon_opis, ".5f"), _f(rk.get("1")),
-              _f(rk.get("2")), _f(rk.get("4")), _f(rk.get("8")), _f(r.map_at_r), str(r.queries))
+    h.add_row(num(result.opis, ".5f"), num(result.epsilon_opis, ".5f"),
+              *(num(rk.get(k), ".4f") for k in ("1", "2", "4", "8")), num(r.map_at_r, ".4f"),
+              str(r.queries))
     console.print(h)
     src = ("global FAR " + ":".join(f"{v:g}" for v in cr.far_requested)
            if cr.source == "far" and cr.far_requested else "explicit")
     console.print(
         f"[bold]Calibration range[/bold] ({src}): distance {cr.lower:.6g} .. {cr.upper:.6g}, "
-        f"global FAR {_pct(cr.far_lower)} .. {_pct(cr.far_upper)}, "
+        f"global FAR {pct(cr.far_lower)} .. {pct(cr.far_upper)}, "
         f"{len(result.thresholds)} thresholds")
     for t in _block_tables(cls, "class", unit):
         console.print(t)
@@ -121,8 +133,103 @@ def print_result(result: EvaluationResult, source: str = "") -> None:
     if result.groups is not None:
         g = result.groups
         console.print(
-            f"\n[bold]Groups[/bold] (column {result.group_column!r}): OPIS {_f(g.opis, '.5f')}, "
-            f"{100 * result.epsilon:g}%-OPIS {_f(g.epsilon_opis, '.5f')}; "
+            f"\n[bold]Groups[/bold] (column {result.group_column!r}): OPIS {num(g.opis, '.5f')}, "
+            f"{100 * result.epsilon:g}%-OPIS {num(g.epsilon_opis, '.5f')}; "
             f"{g.evaluated} groups evaluated, {g.excluded} excluded")
         for t in _block_tables(g, "group", unit):
             console.print(t)
+
+
+def print_bootstrap(boot: "Bootstrap") -> None:
+    """The bootstrap intervals of OPIS and epsilon-OPIS, one line."""
+    parts = []
+    for m, name in (("opis", "OPIS"), ("epsilon_opis", "epsilon-OPIS")):
+        lo, hi = boot.interval(m)
+        parts.append(f"{name} {num(boot.estimate[m], '.5f')} [{num(lo, '.5f')}, {num(hi, '.5f')}]")
+    console.print(f"[bold]Bootstrap over classes[/bold] ({boot.resamples} resamples of "
+                  f"{boot.classes} classes, seed {boot.seed}, {100 * boot.confidence:g}% "
+                  "percentile intervals): " + ";  ".join(parts))
+
+
+def print_gate_outcome(outcome: "GateOutcome") -> None:
+    """The rule table and the verdict."""
+    with_base = any(r.baseline is not None for r in outcome.results)
+    with_src = any(r.rule.source != "command line" for r in outcome.results)
+    t = Table(title="Gate", title_justify="left")
+    t.add_column("rule", no_wrap=True)
+    t.add_column("value", justify="right")
+    if with_base:
+        t.add_column("baseline", justify="right")
+    t.add_column("limit", justify="right")
+    t.add_column("verdict")
+    if with_src:
+        t.add_column("from")
+    for r in outcome.results:
+        if r.interval is not None:
+            limit = interval(r.interval.lower, r.interval.upper, "+.3g")
+            value = num(r.value, "+.4g")
+        else:
+            limit, value = num(r.limit), num(r.value)
+        row = [Text(r.rule.text), value] + ([num(r.baseline)] if with_base else []) + [
+            limit, Text("PASS", style="green") if r.passed else Text("FAIL", style="bold red")]
+        if with_src:
+            row.append(Text("option" if r.rule.source == "command line"
+                            else Path(r.rule.source).name))
+        t.add_row(*row)
+    console.print(t)
+    if any(r.interval is not None for r in outcome.results):
+        console.print("ci rules: value = candidate - baseline; limit = its bootstrap interval, "
+                      "which fails an increase rule when it lies entirely above 0 (a decrease "
+                      "rule: below 0).", style="dim")
+    for w in outcome.warnings:
+        console.print(Text(f"Warning: {w}", style="yellow"))
+    n, f = len(outcome.results), outcome.failures
+    if outcome.passed:
+        console.print(Text(f"Gate passed: all {n} rules hold.", style="bold green"))
+    else:
+        console.print(Text(f"Gate FAILED: {f} of {n} rules broken.", style="bold red"))
+        for r in outcome.results:
+            if not r.passed:
+                console.print(Text(f"  {r.rule.text}: {r.message}"))
+
+
+def print_comparison(cmp: "Comparison", top: int) -> None:
+    """Headline deltas, their bootstrap intervals and the classes that changed most."""
+    console.print(Text.assemble(("opis compare", "bold"),
+                                f": baseline {cmp.baseline}  vs  candidate {cmp.candidate}  ("
+                                + ("same thresholds" if cmp.same_thresholds
+                                   else "different thresholds") + ")"))
+    for w in cmp.warnings:
+        console.print(Text(f"Warning: {w}", style="yellow"))
+    t = Table(title="Headline metrics", title_justify="left")
+    t.add_column("metric", no_wrap=True)
+    for col in ("baseline", "candidate", "change", "relative"):
+        t.add_column(col, justify="right", no_wrap=True)
+    t.add_column("")
+    style = {"better": "green", "worse": "red", "same": "dim", "": ""}
+    for m in cmp.metrics:
+        t.add_row(m.name, num(m.baseline), num(m.candidate), num(m.change, "+.3g"),
+                  pct(m.relative, "+.1f"), Text(m.verdict, style=style.get(m.verdict, "")))
+    console.print(t)
+    for iv in cmp.intervals:
+        console.print(f"{iv.metric}: change {num(iv.estimate, '+.4g')}, "
+                      f"{100 * iv.confidence:g}% {iv.method} bootstrap interval "
+                      f"{interval(iv.lower, iv.upper)}")
+    for title, rows in (("Classes that got most worse", cmp.most_worse(top)),
+                        ("Classes that got most better", cmp.most_better(top))):
+        if not rows:
+            console.print(f"[bold]{title}[/bold]: none")
+            continue
+        c = Table(title=f"{title} (mean utility; FAR / FRR at each model's threshold)",
+                  title_justify="left")
+        for col in ("class", "mean utility", "change", "FAR", "FRR"):
+            c.add_column(col, justify="left" if col == "class" else "right")
+        for r in rows:
+            c.add_row(Text(r.label), f"{num(r.baseline_mean_utility, '.4f')} -> "
+                      f"{num(r.candidate_mean_utility, '.4f')}", num(r.change, "+.4f"),
+                      f"{pct(r.baseline_far)} -> {pct(r.candidate_far)}",
+                      f"{pct(r.baseline_frr)} -> {pct(r.candidate_frr)}")
+        console.print(c)
+    if cmp.only_baseline or cmp.only_candidate:
+        console.print(Text(f"Classes only in the baseline: {', '.join(cmp.only_baseline) or '-'}; "
+                           f"only in the candidate: {', '.join(cmp.only_candidate) or '-'}"))

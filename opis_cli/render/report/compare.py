@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import base64
 import html
-import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..format import interval, num, pct
 from .plots import (C_CLASS, C_GOOD, C_MEAN, C_THRESHOLD, C_WORST, DPI, UTILITY_NAMES,
                     distance_unit, short_label, to_png)
 
@@ -264,12 +264,6 @@ img{max-width:100%;height:auto;border:1px solid #f3f4f6}
 """
 
 
-def _n(v, fmt: str = ".4g") -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "n/a"
-    return format(v, fmt)
-
-
 def render_page(cmp: "Comparison", images: dict[str, bytes],
                 outcome: "GateOutcome | None" = None) -> str:
     """The comparison page: verdict, headline deltas, class changes and the figures."""
@@ -290,11 +284,11 @@ def render_page(cmp: "Comparison", images: dict[str, bytes],
         parts += [f"<h2>Gate: {verdict}</h2>", "<table><tr><th>rule</th><th>value</th>"
                   "<th>baseline</th><th>limit</th><th>verdict</th></tr>"]
         for r in outcome.results:
-            limit = (f"[{r.interval.lower:+.4g}, {r.interval.upper:+.4g}]"
-                     if r.interval is not None else _n(r.limit, ".6g"))
+            limit = (interval(r.interval.lower, r.interval.upper) if r.interval is not None
+                     else num(r.limit, ".6g"))
             parts.append(
-                f"<tr><td><code>{e(r.rule.text)}</code></td><td>{_n(r.value, '.6g')}</td>"
-                f"<td>{_n(r.baseline, '.6g')}</td><td>{e(limit)}</td>"
+                f"<tr><td><code>{e(r.rule.text)}</code></td><td>{num(r.value, '.6g')}</td>"
+                f"<td>{num(r.baseline, '.6g')}</td><td>{e(limit)}</td>"
                 + ("<td class=\"pass\">pass</td>" if r.passed else
                    f"<td class=\"fail\" title=\"{e(r.message)}\">FAIL</td>") + "</tr>")
         parts.append("</table>")
@@ -303,11 +297,11 @@ def render_page(cmp: "Comparison", images: dict[str, bytes],
               "<th></th></tr>"]
     for m in cmp.metrics:
         iv = cmp.interval(m.name)
-        ivs = (f"[{iv.lower:+.4g}, {iv.upper:+.4g}] ({iv.method}, {100 * iv.confidence:g}%)"
+        ivs = (f"{interval(iv.lower, iv.upper)} ({iv.method}, {100 * iv.confidence:g}%)"
                if iv else "")
-        rel = "n/a" if m.relative is None else f"{100 * m.relative:+.1f}%"
-        parts.append(f"<tr><td>{e(m.name)}</td><td>{_n(m.baseline)}</td>"
-                     f"<td>{_n(m.candidate)}</td><td>{_n(m.change, '+.4g')}</td><td>{rel}</td>"
+        rel = pct(m.relative, "+.1f")
+        parts.append(f"<tr><td>{e(m.name)}</td><td>{num(m.baseline)}</td>"
+                     f"<td>{num(m.candidate)}</td><td>{num(m.change, '+.4g')}</td><td>{rel}</td>"
                      f"<td>{e(ivs)}</td><td class=\"{e(m.verdict)}\">{e(m.verdict)}</td></tr>")
     parts.append("</table>")
     parts += ["<h2>Classes</h2>", "<p class=\"muted\">Mean utility over the calibration range; "
@@ -317,11 +311,10 @@ def render_page(cmp: "Comparison", images: dict[str, bytes],
     for c in cmp.classes:
         cls = "worse" if c.change < 0 else ("better" if c.change > 0 else "")
         parts.append(
-            f"<tr><td>{e(c.label)}</td><td>{_n(c.baseline_mean_utility)} &rarr; "
-            f"{_n(c.candidate_mean_utility)}</td><td class=\"{cls}\">{_n(c.change, '+.4f')}</td>"
-            f"<td>{_n(100 * c.baseline_far, '.2f')}% &rarr; {_n(100 * c.candidate_far, '.2f')}%"
-            f"</td><td>{_n(100 * c.baseline_frr, '.2f')}% &rarr; "
-            f"{_n(100 * c.candidate_frr, '.2f')}%</td></tr>")
+            f"<tr><td>{e(c.label)}</td><td>{num(c.baseline_mean_utility)} &rarr; "
+            f"{num(c.candidate_mean_utility)}</td><td class=\"{cls}\">{num(c.change, '+.4f')}</td>"
+            f"<td>{pct(c.baseline_far)} &rarr; {pct(c.candidate_far)}</td>"
+            f"<td>{pct(c.baseline_frr)} &rarr; {pct(c.candidate_frr)}</td></tr>")
     parts.append("</table>")
     if cmp.only_baseline or cmp.only_candidate:
         parts.append(f"<p>Only in the baseline: {e(', '.join(cmp.only_baseline) or '-')}. "
@@ -342,10 +335,10 @@ def write_comparison_report(cmp: "Comparison", base: "EvaluationResult",
     """Write ``compare.html`` and one PNG per figure into ``out_dir`` (created if missing)."""
     from ...errors import InputError
     from ...io.output import atomic_path, write_text
+    from ...options import check_report_folder
 
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: exists and is not a folder; --report needs a folder")
+    check_report_folder(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -18,10 +18,10 @@ from __future__ import annotations
 import base64
 import html
 import json
-import math
 from typing import Any, Mapping
 
 from ...results import ConsistencyBlock, EvaluationResult
+from ..format import MISSING, finite, num, pct, rounded
 from .plots import distance_unit
 
 __all__ = ["render_report", "FIGURE_TEXT"]
@@ -137,6 +137,7 @@ footer{margin-top:40px;color:var(--muted);font-size:13px}
 _JS = r"""
 (function () {
   "use strict";
+  var MISSING = @MISSING@;
   var FORMAT = {
     text: function (v) { return String(v); },
     int: function (v) { return v.toLocaleString("en-US"); },
@@ -146,7 +147,7 @@ _JS = r"""
     bool: function (v) { return v ? "yes" : ""; }
   };
   function fmt(v, kind) {
-    return (v === null || v === undefined) ? "\u2013" : FORMAT[kind](v);
+    return (v === null || v === undefined) ? MISSING : FORMAT[kind](v);
   }
   function setup(root) {
     var data = JSON.parse(document.getElementById(root.getAttribute("data-source")).textContent);
@@ -257,31 +258,14 @@ _JS = r"""
   document.documentElement.setAttribute("data-opis-ready", "1");
 })();
 """
+# a missing value (JSON null) shows as in every other output
+_JS = _JS.replace("@MISSING@", json.dumps(MISSING))
 
 
 # -- formatting helpers ---------------------------------------------------------
 def esc(value: Any) -> str:
     """Escape any value for HTML text or attributes."""
     return html.escape(str(value), quote=True)
-
-
-def _ok(v) -> bool:
-    return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
-
-
-def _f(v, fmt: str = ".4f") -> str:
-    return format(v, fmt) if _ok(v) else "\u2013"
-
-
-def _pct(v, digits: int = 2) -> str:
-    return f"{100 * v:.{digits}f}%" if _ok(v) else "\u2013"
-
-
-def _num(v) -> float | None:
-    """A finite number rounded for display (6 significant digits), else None (JSON null)."""
-    if not _ok(v):
-        return None
-    return float(f"{float(v):.6g}")
 
 
 def json_for_script(obj: Any) -> str:
@@ -308,19 +292,19 @@ def _cards(result: EvaluationResult) -> str:
     eps = f"{100 * result.epsilon:g}%"
     r1 = result.retrieval.recall_at_k.get("1")
     return '<section id="summary" class="cards">' + "".join([
-        _card("OPIS", _f(result.opis, ".4g"),
+        _card("OPIS", num(result.opis, ".4g"),
               "How much per-class utility varies around the mean over the calibration range. "
               "0 = every class alike; lower is better."),
-        _card(f"{eps}-OPIS", _f(result.epsilon_opis, ".4g"),
+        _card(f"{eps}-OPIS", num(result.epsilon_opis, ".4g"),
               f"Squared gap between the worst {eps} of classes and the rest. Lower is better."),
-        _card("R@1", _pct(r1),
+        _card("R@1", pct(r1),
               f"Queries whose nearest neighbour has their label ({result.retrieval.queries:,} "
               "queries)."),
-        _card("MAP@R", _f(result.retrieval.map_at_r),
+        _card("MAP@R", num(result.retrieval.map_at_r, ".4f"),
               "Mean average precision at R (R = the query's number of same-label items)."),
-        _card("Recommended threshold", _f(rt.value, ".4g"),
+        _card("Recommended threshold", num(rt.value, ".4g"),
               f"{distance_unit(result.metric)} ({rt.policy}); accept a pair when its distance "
-              f"is at most this. Global FAR {_pct(rt.far)}, FRR {_pct(rt.frr)}."),
+              f"is at most this. Global FAR {pct(rt.far)}, FRR {pct(rt.frr)}."),
     ]) + "</section>"
 
 
@@ -333,19 +317,19 @@ def _story(result: EvaluationResult) -> str:
     per = cls.per_class
     avg = sum(c.mean_utility for c in per) / len(per) if per else float("nan")
     parts = [
-        f"At the recommended threshold of <b>{esc(_f(rt.value, '.4g'))}</b> ({esc(unit)}), the "
-        f"model falsely accepts <b>{_pct(rt.far)}</b> of different-label pairs and falsely "
-        f"rejects <b>{_pct(rt.frr)}</b> of same-label pairs overall.",
-        f"Across the {cls.evaluated:,} classes, the false accept rate runs from {_pct(fs.min)} "
-        f"to {_pct(fs.max)} (5th to 95th percentile {_pct(fs.p5)} to {_pct(fs.p95)}) and the "
-        f"false reject rate from {_pct(rs.min)} to {_pct(rs.max)} ({_pct(rs.p5)} to "
-        f"{_pct(rs.p95)}); {_pct(rt.fraction_far_above_2x, 1)} of classes have more than twice "
+        f"At the recommended threshold of <b>{esc(num(rt.value, '.4g'))}</b> ({esc(unit)}), the "
+        f"model falsely accepts <b>{pct(rt.far)}</b> of different-label pairs and falsely "
+        f"rejects <b>{pct(rt.frr)}</b> of same-label pairs overall.",
+        f"Across the {cls.evaluated:,} classes, the false accept rate runs from {pct(fs.min)} "
+        f"to {pct(fs.max)} (5th to 95th percentile {pct(fs.p5)} to {pct(fs.p95)}) and the "
+        f"false reject rate from {pct(rs.min)} to {pct(rs.max)} ({pct(rs.p5)} to "
+        f"{pct(rs.p95)}); {pct(rt.fraction_far_above_2x, '.1f')} of classes have more than twice "
         "the global false accept rate.",
     ]
     if per:
         w = per[0]
         parts.append(f"The worst-served class is <b>{esc(w.label)}</b> (mean utility "
-                     f"{_f(w.mean_utility, '.3f')} against an average of {_f(avg, '.3f')}).")
+                     f"{num(w.mean_utility, '.3f')} against an average of {num(avg, '.3f')}).")
     out = '<div class="story">' + "<p>" + " ".join(parts) + "</p></div>"
     flags = []
     K = len(result.thresholds)
@@ -368,10 +352,10 @@ def _spread_table(block: ConsistencyBlock, noun: str) -> str:
     head = "".join(f"<th>{k}</th>" for k in ("min", "5th pct", "median", "95th pct", "max"))
     body = ""
     for name, sp, glob in (("FAR", rt.far_spread, rt.far), ("FRR", rt.frr_spread, rt.frr)):
-        cells = "".join(f"<td>{_pct(getattr(sp, k))}</td>"
+        cells = "".join(f"<td>{pct(getattr(sp, k))}</td>"
                         for k in ("min", "p5", "p50", "p95", "max"))
-        body += f"<tr><td>{name} per {esc(noun)}</td>{cells}<td>{_pct(glob)}</td></tr>"
-    return (f'<div class="box"><table><thead><tr><th>at threshold {esc(_f(rt.value, ".4g"))}</th>'
+        body += f"<tr><td>{name} per {esc(noun)}</td>{cells}<td>{pct(glob)}</td></tr>"
+    return (f'<div class="box"><table><thead><tr><th>at threshold {esc(num(rt.value, ".4g"))}</th>'
             f"{head}<th>global</th></tr></thead><tbody>{body}</tbody></table></div>")
 
 
@@ -416,15 +400,15 @@ _COLUMNS = [
 def table_data(block: ConsistencyBlock, noun: str, noun_plural: str) -> dict:
     """The JSON the page's table script draws from (one array per row)."""
     rt = block.recommended_threshold
-    opis = block.opis if _ok(block.opis) and block.opis > 0 else None
+    opis = block.opis if finite(block.opis) and block.opis > 0 else None
     rows = []
     for i, c in enumerate(block.per_class, start=1):
-        share = c.opis_contribution / opis if opis and _ok(c.opis_contribution) else None
-        rows.append([i, c.label, c.n, c.queries, c.positives, c.negatives, _num(c.mean_utility),
-                     _num(c.far_at_threshold), _num(c.frr_at_threshold), _num(c.best_threshold),
-                     _num(share), bool(c.worst), _num(c.recall_at_1)])
+        share = c.opis_contribution / opis if opis and finite(c.opis_contribution) else None
+        rows.append([i, c.label, c.n, c.queries, c.positives, c.negatives, rounded(c.mean_utility),
+                     rounded(c.far_at_threshold), rounded(c.frr_at_threshold), rounded(c.best_threshold),
+                     rounded(share), bool(c.worst), rounded(c.recall_at_1)])
     return {"noun": noun, "noun_plural": noun_plural, "columns": _COLUMNS, "rows": rows,
-            "sort_column": 0, "far_hot": _num(2 * rt.far) if _ok(rt.far) else None}
+            "sort_column": 0, "far_hot": rounded(2 * rt.far) if finite(rt.far) else None}
 
 
 def _table(block: ConsistencyBlock, ident: str, noun: str, noun_plural: str,
@@ -457,7 +441,7 @@ def _kv(rows: list[tuple[str, Any]]) -> str:
 
 def _show(v: Any) -> str:
     if v is None:
-        return "\u2013"
+        return MISSING
     if isinstance(v, (dict, list, tuple)):
         return json.dumps(v, ensure_ascii=False, sort_keys=True)
     if isinstance(v, bool):
@@ -482,7 +466,7 @@ def _options(result: EvaluationResult) -> str:
         ("utility", f"{result.utility} (beta {result.beta:g})"),
         ("epsilon", f"{result.epsilon:g} (worst {100 * result.epsilon:g}% of classes)"),
         ("calibration range", f"{cr.lower:.6g} to {cr.upper:.6g} ({cr.source}; global FAR "
-                              f"{_pct(cr.far_lower)} to {_pct(cr.far_upper)})"),
+                              f"{pct(cr.far_lower)} to {pct(cr.far_upper)})"),
         ("thresholds in the grid", len(result.thresholds)),
         ("recommended threshold policy", result.recommended_threshold.policy),
         ("rows", f"{result.n_samples:,} x {result.dim} dimensions"),
@@ -562,8 +546,8 @@ def render_report(result: EvaluationResult, images: Mapping[str, bytes], *,
         groups_html = (
             f'<section id="groups"><h2>Groups (column {esc(result.group_column or "")})</h2>'
             '<div class="cards">'
-            + _card("group OPIS", _f(g.opis, ".4g"), "OPIS with groups in place of classes.")
-            + _card(f"group {100 * result.epsilon:g}%-OPIS", _f(g.epsilon_opis, ".4g"),
+            + _card("group OPIS", num(g.opis, ".4g"), "OPIS with groups in place of classes.")
+            + _card(f"group {100 * result.epsilon:g}%-OPIS", num(g.epsilon_opis, ".4g"),
                     "Gap between the worst groups and the rest.")
             + _card("groups", f"{g.evaluated:,}", f"evaluated; {g.excluded:,} excluded")
             + "</div>" + _spread_table(g, "group") + "<br>" + gfig
@@ -572,8 +556,8 @@ def render_report(result: EvaluationResult, images: Mapping[str, bytes], *,
             ("provenance", "Provenance")]
     nav_html = "".join(f'<a href="#{k}">{esc(v)}</a>' for k, v in nav)
     tool = result.provenance.get("tool_version", "")
-    title = (f"opis report: OPIS {_f(result.opis, '.4g')}, threshold "
-             f"{_f(result.recommended_threshold.value, '.4g')}")
+    title = (f"opis report: OPIS {num(result.opis, '.4g')}, threshold "
+             f"{num(result.recommended_threshold.value, '.4g')}")
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..format import pct
+
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
@@ -71,10 +73,6 @@ def short_label(label: str, n: int = LABEL_CHARS) -> str:
     """A label shortened to ``n`` characters for drawing (tables show it in full)."""
     label = " ".join(str(label).split())  # no newlines or tabs inside a tick label
     return label if len(label) <= n else label[: n - 1] + "\u2026"
-
-
-def _pct(v: float, digits: int = 1) -> str:
-    return "-" if v is None or v != v else f"{100 * v:.{digits}f}%"
 
 
 def _noun(level: str, n: int = 2) -> str:
@@ -269,8 +267,8 @@ def utility_figure(result: "EvaluationResult", curves: "Curves | None" = None, *
     _legend(ax, handles + extra_handles)
     _titles(fig, ax, f"Per-{_noun(level, 1)} utility across the calibration range",
             f"OPIS {block.opis:.4g}, {eps}-OPIS {block.epsilon_opis:.4g}.  Calibration range "
-            f"{cr.lower:.4g} to {cr.upper:.4g} (global FAR {_pct(cr.far_lower, 2)} to "
-            f"{_pct(cr.far_upper, 2)}).\nThe wider the curves spread, the less one threshold "
+            f"{cr.lower:.4g} to {cr.upper:.4g} (global FAR {pct(cr.far_lower)} to "
+            f"{pct(cr.far_upper)}).\nThe wider the curves spread, the less one threshold "
             f"suits every {_noun(level, 1)}." + note)
     return fig
 
@@ -323,9 +321,9 @@ def far_frr_figure(result: "EvaluationResult", *, level: str = "class") -> "Figu
     ax.axhline(rt.frr, color=C_THRESHOLD, lw=1, ls="--", zorder=2, gid="global-frr")
     ax.plot([rt.far], [rt.frr], marker="*", ms=17, color=C_THRESHOLD, mec="white", mew=1,
             ls="none", zorder=7, gid="global-point",
-            label=f"global: FAR {_pct(rt.far, 2)}, FRR {_pct(rt.frr, 2)}")
+            label=f"global: FAR {pct(rt.far)}, FRR {pct(rt.frr)}")
     ax.axvline(2 * rt.far, color=C_MEAN, lw=1, ls=":", zorder=2, gid="far-2x",
-               label=f"2x global FAR ({_pct(rt.fraction_far_above_2x)} of {noun} beyond)")
+               label=f"2x global FAR ({pct(rt.fraction_far_above_2x, '.1f')} of {noun} beyond)")
     ax.set_xlim(-0.015 * xmax, xmax)  # points (and hexagons) on 0 stay whole
     ax.set_ylim(-0.015 * ymax, ymax * 1.015)
     _percent_axis(ax.xaxis)
@@ -338,9 +336,10 @@ def far_frr_figure(result: "EvaluationResult", *, level: str = "class") -> "Figu
     _titles(fig, ax,
             f"Per-{one} FAR and FRR at the recommended threshold "
             f"{rt.value:.4g} ({distance_unit(result.metric)})",
-            f"{C:,} {noun}.  FAR 5th to 95th percentile {_pct(fs.p5)} to {_pct(fs.p95)} "
-            f"(global {_pct(rt.far)});  FRR {_pct(rs.p5)} to {_pct(rs.p95)} "
-            f"(global {_pct(rt.frr)}).")
+            f"{C:,} {noun}.  FAR 5th to 95th percentile {pct(fs.p5, '.1f')} to "
+            f"{pct(fs.p95, '.1f')} (global {pct(rt.far, '.1f')});  FRR {pct(rs.p5, '.1f')} to "
+            f"{pct(rs.p95, '.1f')} "
+            f"(global {pct(rt.frr, '.1f')}).")
     return fig
 
 
@@ -418,9 +417,9 @@ def best_threshold_figure(result: "EvaluationResult", *, level: str = "class") -
                   f"({distance_unit(result.metric)}; dotted: ends of the calibration range)")
     _legend(ax)
     _titles(fig, ax, f"Each {one}'s own best threshold vs. the global one",
-            f"{_pct(below, 0)} of {noun} would want a lower threshold, {_pct(above, 0)} a higher "
-            f"one.\n{_pct(at_lo, 0)} peak at the lower end of the range (flat curves count there) "
-            f"and {_pct(at_hi, 0)} at the upper end.")
+            f"{pct(below, '.0f')} of {noun} would want a lower threshold, "
+            f"{pct(above, '.0f')} a higher one.\n{pct(at_lo, '.0f')} peak at the lower end of the "
+            f"range (flat curves count there) and {pct(at_hi, '.0f')} at the upper end.")
     return fig
 
 
@@ -464,7 +463,7 @@ def distance_figure(result: "EvaluationResult") -> "Figure":
     ax.axvspan(cr.lower, cr.upper, color=C_RANGE, alpha=0.3, lw=0, zorder=1,
                gid="calibration-range",
                label=f"calibration range {cr.lower:.4g} to {cr.upper:.4g} "
-                     f"(global FAR {_pct(cr.far_lower, 2)} to {_pct(cr.far_upper, 2)})")
+                     f"(global FAR {pct(cr.far_lower)} to {pct(cr.far_upper)})")
     ax.axvline(rt.value, color=C_THRESHOLD, lw=2, ls="-.", zorder=4, gid="recommended-threshold",
                label=f"recommended threshold {rt.value:.4g}")
     ax.set_xlim(lo, hi)
@@ -536,7 +535,7 @@ def contribution_figure(result: "EvaluationResult", *, level: str = "class",
                  Patch(color=C_GOOD, label="mean utility above the average")])
     _titles(fig, ax, f"The {n} {_noun(level, n)} contributing most to OPIS"
             + (f" (of {C:,})" if C > n else ""),
-            f"Together {_pct(float(np.nansum(share)))} of OPIS {block.opis:.4g}.  "
+            f"Together {pct(float(np.nansum(share)), '.1f')} of OPIS {block.opis:.4g}.  "
             f"Fixing these {noun} moves OPIS the most.")
     return fig
 

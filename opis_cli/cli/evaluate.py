@@ -1,0 +1,128 @@
+"""``opis evaluate``: measure one model, optionally gate it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from .. import options as opt
+from . import options as o
+from .root import app, check_outputs, exit_with, write_gate_outputs
+
+
+def evaluate_path(path: Path, reader, *, show_progress: bool, **options: Any):
+    """Read and evaluate one embeddings file with a progress bar; show the engine's warnings."""
+    from ..gate.sides import evaluate_file
+    from ..render.terminal import print_warnings, progress_bar
+
+    with progress_bar(show_progress) as cb:
+        result, warnings = evaluate_file(path, reader, progress=cb, **options)
+    print_warnings(warnings)
+    return result
+
+
+@app.command()
+def evaluate(
+    path: Annotated[Path, typer.Argument(help="Embeddings: Parquet file or folder, .npy or .npz.",
+                                         show_default=False)],
+    labels: o.LabelsFile = None,
+    embedding_column: o.EmbeddingColumn = opt.EMBEDDING_COLUMN,
+    embedding_columns: o.EmbeddingColumns = None,
+    label_column: o.LabelColumn = opt.LABEL_COLUMN,
+    group_column: o.GroupColumn = None,
+    query_column: o.QueryColumn = None,
+    gallery_column: o.GalleryColumn = None,
+    metric: o.MetricOpt = o.Metric(opt.METRIC),
+    far_range: o.FarRange = opt.range_text(opt.FAR_RANGE),
+    calibration_range: o.CalRange = None,
+    num_thresholds: o.NumThresholds = opt.NUM_THRESHOLDS,
+    utility: o.UtilityOpt = o.Utility(opt.UTILITY),
+    beta: o.Beta = opt.BETA,
+    epsilon: o.Epsilon = opt.EPSILON,
+    threshold_policy: o.Policy = opt.THRESHOLD_POLICY,
+    json_out: Annotated[Optional[str], typer.Option(
+        "--json", help="Write the result JSON here ('-' for stdout).")] = None,
+    curves: Annotated[Optional[Path], typer.Option(
+        help="Write per-class utility curves (one row per class and threshold) as .parquet "
+             "or .csv.")] = None,
+    report: Annotated[Optional[Path], typer.Option(
+        help="Write an HTML report with PNG figures into this folder.")] = None,
+    block_mib: o.BlockMiB = opt.BLOCK_MIB,
+    engine: Annotated[str, typer.Option(
+        help="exact (all pairs), knn (approximate: K nearest neighbours) or dask "
+             "(exact, distributed).")] = opt.ENGINE,
+    k: Annotated[int, typer.Option("--k", help="Neighbours per query for --engine knn.")] = opt.K,
+    index: Annotated[str, typer.Option(
+        help=f"FAISS index for --engine knn: {', '.join(opt.INDEXES[:-1])} or "
+             f"{opt.INDEXES[-1]}.")] = opt.INDEX,
+    scheduler: Annotated[Optional[str], typer.Option(
+        help="Dask scheduler address for --engine dask (default: a local cluster).")] = None,
+    workers: Annotated[Optional[int], typer.Option(
+        help="Worker processes of the local Dask cluster for --engine dask.")] = None,
+    baseline: o.Baseline = None,
+    max_rules: o.MaxRules = None,
+    min_rules: o.MinRules = None,
+    max_increase: o.MaxIncreaseRules = None,
+    max_decrease: o.MaxDecreaseRules = None,
+    gate_config: o.Config = None,
+    bootstrap: o.Bootstrap = None,
+    seed: o.Seed = opt.SEED,
+    junit: o.Junit = None,
+    quiet: o.Quiet = False,
+    debug: o.Debug = False,
+) -> None:
+    """Measure OPIS, 10%-OPIS, a recommended threshold and retrieval accuracy.
+
+    With gate rules (--max, --min, --max-increase, --max-decrease, --config) the
+    fresh result is also checked like `opis gate`: exit 1 when a rule fails.
+    """
+    from ..engines import make_engine
+    from ..gate.sides import EvaluateGate, Reader
+    from ..io.output import TABLE_SUFFIXES, check_output_path, staged
+    from ..render.terminal import console, print_bootstrap, print_gate_outcome, print_result
+
+    # What must fail before the files are read; the evaluation options are
+    # checked by opis_cli.evaluate, the engine's by the engine.
+    opt.check("block_mib", block_mib)
+    check_outputs((json_out, "--json"))
+    if curves:
+        check_output_path(curves, "--curves", TABLE_SUFFIXES)
+    if report:
+        opt.check_report_folder(report, "--report")
+    gate = EvaluateGate.plan(o.rule_options(max_rules, min_rules, max_increase, max_decrease),
+                             baseline=baseline, config=gate_config, bootstrap=bootstrap,
+                             seed=seed, junit=junit)
+    block_bytes = block_mib * 2**20
+    reader = Reader(labels, embedding_column, embedding_columns, label_column, group_column,
+                    query_column, gallery_column)
+    result = evaluate_path(
+        path, reader, show_progress=not quiet and sys.stderr.isatty(), metric=metric.value,
+        far_range=far_range, calibration_range=calibration_range,
+        num_thresholds=num_thresholds, utility=utility.value, beta=beta, epsilon=epsilon,
+        threshold_policy=threshold_policy, block_bytes=block_bytes,
+        engine=make_engine(engine, block_bytes=block_bytes, k=k, index=index,
+                           scheduler=scheduler, workers=workers))
+    with staged() as out:
+        if json_out:
+            out.text(json_out, gate.result_json(result))
+        if curves:
+            out.table(curves, result.curves_table())
+        if report:
+            from ..render.report import write_report
+
+            write_report(result, report)
+    if not quiet:
+        print_result(result, str(path))
+        boot = gate.bootstrap(result)
+        if boot is not None:
+            print_bootstrap(boot)
+    outcome = gate.apply(result, str(path))
+    if outcome is not None:
+        write_gate_outputs(outcome, junit=junit)
+        if not quiet:
+            console.print()
+            print_gate_outcome(outcome)
+    raise exit_with(outcome)

@@ -1,0 +1,421 @@
+"""The contract every format reader fulfils, and the column checks they share.
+
+A format reader (``parquet``, ``arrays``, and later ones) is a function::
+
+    read(path: str, spec: ColumnSpec, *, progress, memory_check) -> Columns
+
+It reads the columns that ``spec`` names from ``path`` and returns them as a
+:class:`Columns`: embeddings as a 2-D float array, labels and groups as object
+arrays of ``str``, query/gallery flags as bool arrays. The conversions below
+are what makes every format agree on those types and on the error messages
+(one line naming the file, the column or array, the 0-based row, and what was
+expected):
+
+- Arrow types: :func:`numeric_dtype`, :func:`is_list`, :func:`is_label_type`,
+  :func:`is_flag_type`;
+- Arrow columns to NumPy: :func:`strings_from_arrow`,
+  :func:`flags_from_arrow`, :func:`list_column_to_numpy`,
+  :func:`fill_scalar_column`;
+- NumPy arrays: :func:`strings_from_numpy`, :func:`flags_from_numpy`,
+  :func:`check_embeddings`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from opis_cli.errors import InputError
+
+#: ``progress(rows_done, rows_total)``
+ProgressCallback = Callable[[int, int], None]
+
+#: ``memory_check(rows, dim, stored_itemsize)``: raise ``InputError`` when
+#: ``rows x dim`` embeddings will not fit; ``stored_itemsize`` is the bytes per
+#: value held in memory as read (0 for a memory-mapped file).
+MemoryCheck = Callable[[int, int, int], None]
+
+#: Columns (or ``.npz`` arrays) used as query / gallery flags when present and
+#: no other column was named.
+AUTO_QUERY = "is_query"
+AUTO_GALLERY = "is_gallery"
+
+#: The option to point at when a column of that role is missing.
+HINTS = {
+    "label": "use --label-column",
+    "group": "check --group-column",
+    "query": "check --query-column",
+    "gallery": "check --gallery-column",
+    "embedding": (
+        "use --embedding-column, or --embedding-columns 'PATTERN' for one column per dimension"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """Which columns to read: the ``read_dataset`` options, as a reader sees them.
+
+    Attributes
+    ----------
+    embedding_column : str or None
+        Column holding one list of numbers per row.
+    embedding_pattern : str or None
+        ``fnmatch`` pattern selecting one numeric column per dimension;
+        overrides ``embedding_column``.
+    label_column : str or None
+        None when the labels come from a separate labels file (the reader
+        then does not read them).
+    group_column : str or None
+        Read only when given.
+    query_column, gallery_column : str or None
+        When None, a column named :data:`AUTO_QUERY` / :data:`AUTO_GALLERY`
+        is used if present.
+    """
+
+    embedding_column: str | None = "embedding"
+    embedding_pattern: str | None = None
+    label_column: str | None = "label"
+    group_column: str | None = None
+    query_column: str | None = None
+    gallery_column: str | None = None
+
+
+@dataclass(frozen=True)
+class Columns:
+    """What a format reader returns: the role columns of one input, converted.
+
+    Attributes
+    ----------
+    embeddings : numpy.ndarray, shape (N, D)
+        float16/32/64 as stored (integers become float32). Shape (N, 0) when
+        only labels were read.
+    labels, groups : numpy.ndarray of str (object dtype), shape (N,), or None
+        None when not read (or not present, for labels).
+    is_query, is_gallery : numpy.ndarray of bool, shape (N,), or None
+        None when the input has no such column.
+    files : tuple of str
+        The files read, in reading order (for provenance).
+    """
+
+    embeddings: np.ndarray
+    labels: np.ndarray | None
+    groups: np.ndarray | None
+    is_query: np.ndarray | None
+    is_gallery: np.ndarray | None
+    files: tuple[str, ...]
+
+
+# --------------------------------------------------------------------------
+# Arrow types
+
+
+def numeric_dtype(t: pa.DataType) -> np.dtype | None:
+    """The NumPy dtype an Arrow numeric type is read as, or None if not numeric.
+
+    Floats keep their width; integers become float32.
+    """
+    if pa.types.is_float16(t):
+        return np.dtype(np.float16)
+    if pa.types.is_float32(t):
+        return np.dtype(np.float32)
+    if pa.types.is_float64(t):
+        return np.dtype(np.float64)
+    if pa.types.is_integer(t):
+        return np.dtype(np.float32)
+    return None
+
+
+def is_list(t: pa.DataType) -> bool:
+    """list, large_list or fixed_size_list."""
+    return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
+
+
+def is_label_type(t: pa.DataType) -> bool:
+    """A scalar type (or a dictionary of one) that converts to ``str``."""
+    if pa.types.is_dictionary(t):
+        return is_label_type(t.value_type)
+    return not (pa.types.is_nested(t) or pa.types.is_null(t))
+
+
+def is_flag_type(t: pa.DataType) -> bool:
+    """Boolean, or integers that must be 0/1."""
+    return pa.types.is_boolean(t) or pa.types.is_integer(t)
+
+
+# --------------------------------------------------------------------------
+# Arrow columns -> NumPy
+
+
+def first_null(chunk: pa.Array) -> int:
+    """Index of the first null of ``chunk`` (which has one)."""
+    return int(np.flatnonzero(chunk.is_null().to_numpy(zero_copy_only=False))[0])
+
+
+def strings_from_arrow(col: pa.ChunkedArray, path: str, name: str, row_base: int) -> np.ndarray:
+    """Any scalar column -> object array of Python ``str`` (nulls and NaN are errors).
+
+    Parameters
+    ----------
+    col : pyarrow.ChunkedArray
+        The column (of a row group, or of a whole table).
+    path, name : str
+        File and column, for messages.
+    row_base : int
+        Row of ``col[0]`` within the file, for messages.
+
+    Returns
+    -------
+    numpy.ndarray of str (object dtype), shape (len(col),)
+        Integers as ``str(int)``, floats as ``str(float)``, bytes decoded as
+        UTF-8, dictionaries decoded.
+    """
+    parts: list[np.ndarray] = []
+    row = row_base
+    for chunk in col.chunks:
+        n = len(chunk)
+        if n == 0:
+            continue
+        if chunk.null_count:
+            raise InputError(
+                f"{path}: column '{name}' row {row + first_null(chunk)} is null; "
+                "expected a value in every row"
+            )
+        if pa.types.is_dictionary(chunk.type):
+            chunk = chunk.dictionary_decode()
+        t = chunk.type
+        if pa.types.is_string(t) or pa.types.is_large_string(t):
+            arr = chunk.to_numpy(zero_copy_only=False)
+        elif pa.types.is_integer(t):
+            # Arrow's integer -> string cast equals Python's str(int) and is much faster.
+            arr = pc.cast(chunk, pa.string()).to_numpy(zero_copy_only=False)
+        elif (
+            pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t)
+        ):
+            try:
+                arr = np.array([v.decode("utf-8") for v in chunk.to_pylist()], dtype=object)
+            except UnicodeDecodeError as exc:
+                raise InputError(
+                    f"{path}: column '{name}' holds bytes that are not UTF-8 text"
+                ) from exc
+        else:
+            values = chunk.to_pylist()
+            for i, v in enumerate(values):
+                if isinstance(v, float) and v != v:
+                    raise InputError(
+                        f"{path}: column '{name}' row {row + i} is NaN; "
+                        "expected a value in every row"
+                    )
+            arr = np.array([str(v) for v in values], dtype=object)
+        parts.append(arr)
+        row += n
+    if not parts:
+        return np.empty(0, dtype=object)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def flags_from_arrow(col: pa.ChunkedArray, path: str, name: str, row_base: int) -> np.ndarray:
+    """A boolean or 0/1 integer column -> bool array (nulls are errors).
+
+    ``path``, ``name`` and ``row_base`` as in :func:`strings_from_arrow`.
+    """
+    parts: list[np.ndarray] = []
+    row = row_base
+    for chunk in col.chunks:
+        n = len(chunk)
+        if n == 0:
+            continue
+        if chunk.null_count:
+            raise InputError(
+                f"{path}: column '{name}' row {row + first_null(chunk)} is null; "
+                "expected true/false"
+            )
+        parts.append(
+            flags_from_numpy(chunk.to_numpy(zero_copy_only=False), path, f"column '{name}'", row)
+        )
+        row += n
+    if not parts:
+        return np.empty(0, dtype=bool)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def list_column_to_numpy(
+    col: pa.ChunkedArray, path: str, name: str, row_base: int, dim: int | None
+) -> tuple[np.ndarray, int]:
+    """Convert a list-typed column to an (n, D) array via the flat values buffer.
+
+    Parameters
+    ----------
+    col : pyarrow.ChunkedArray
+        list, large_list or fixed_size_list of numbers.
+    path, name, row_base
+        As in :func:`strings_from_arrow`.
+    dim : int or None
+        The expected D; None takes it from the first row.
+
+    Returns
+    -------
+    block : numpy.ndarray, shape (len(col), D)
+    dim : int
+        D (taken from the first row when ``dim`` is None).
+
+    Raises
+    ------
+    InputError
+        A null row, a null value inside a row, or a row of another length.
+    """
+    blocks: list[np.ndarray] = []
+    row = row_base
+    for chunk in col.chunks:
+        n = len(chunk)
+        if n == 0:
+            continue
+        if chunk.null_count:
+            bad = first_null(chunk)
+            raise InputError(
+                f"{path}: column '{name}' row {row + bad} is null; expected a list of numbers"
+            )
+        if pa.types.is_fixed_size_list(chunk.type):
+            size = chunk.type.list_size
+            if dim is None:
+                dim = size
+            if size != dim:
+                raise InputError(
+                    f"{path}: column '{name}' row {row} has {size} values, expected {dim} "
+                    "(rows must all have the same length)"
+                )
+            values = chunk.flatten()
+        else:
+            offsets = chunk.offsets.to_numpy()
+            lengths = np.diff(offsets)
+            if dim is None:
+                dim = int(lengths[0])
+            bad_rows = np.flatnonzero(lengths != dim)
+            if bad_rows.size:
+                bad = int(bad_rows[0])
+                raise InputError(
+                    f"{path}: column '{name}' row {row + bad} has {int(lengths[bad])} values, "
+                    f"expected {dim} (rows must all have the same length)"
+                )
+            values = chunk.flatten()
+        if values.null_count:
+            idx = first_null(values)
+            bad = idx // dim if dim else 0
+            raise InputError(
+                f"{path}: column '{name}' row {row + bad} contains a null value; expected numbers"
+            )
+        flat = values.to_numpy(zero_copy_only=False)
+        blocks.append(flat.reshape(n, dim))
+        row += n
+    assert dim is not None
+    if len(blocks) == 1:
+        return blocks[0], dim
+    return np.concatenate(blocks), dim
+
+
+def fill_scalar_column(
+    dest: np.ndarray, col: pa.ChunkedArray, path: str, name: str, row_base: int
+) -> None:
+    """Copy one numeric scalar column into ``dest`` (a strided column of the output).
+
+    Nulls are errors; ``path``, ``name`` and ``row_base`` are for the message.
+    """
+    pos = 0
+    for chunk in col.chunks:
+        n = len(chunk)
+        if n == 0:
+            continue
+        if chunk.null_count:
+            bad = first_null(chunk)
+            raise InputError(
+                f"{path}: column '{name}' row {row_base + pos + bad} is null; expected a number"
+            )
+        dest[pos : pos + n] = chunk.to_numpy(zero_copy_only=False)
+        pos += n
+
+
+# --------------------------------------------------------------------------
+# NumPy arrays
+
+
+def flags_from_numpy(arr: np.ndarray, path: str, what: str, row_base: int = 0) -> np.ndarray:
+    """A bool or 0/1 integer array -> bool array.
+
+    ``what`` names the source in messages (``"column 'q'"``, ``"array 'q'"``);
+    ``row_base`` is the file row of ``arr[0]``.
+    """
+    if arr.dtype == np.bool_:
+        return np.asarray(arr)
+    if arr.dtype.kind in "iu":
+        bad = np.flatnonzero((arr != 0) & (arr != 1))
+        if bad.size:
+            i = int(bad[0])
+            raise InputError(
+                f"{path}: {what} row {row_base + i} has value {arr[i]}; expected true/false or 0/1"
+            )
+        return arr.astype(bool)
+    raise InputError(f"{path}: {what} has type {arr.dtype}; expected boolean (or 0/1 integers)")
+
+
+def strings_from_numpy(arr: np.ndarray, path: str, what: str) -> np.ndarray:
+    """A 1-D array of labels -> object array of Python ``str``.
+
+    Unicode as is, bytes decoded as UTF-8, numbers as ``str`` of the Python
+    scalar (``3 -> "3"``, ``3.0 -> "3.0"``, as for Parquet input); NaN is an
+    error.
+    """
+    if arr.ndim != 1:
+        raise InputError(
+            f"{path}: {what} has shape {arr.shape}; expected a 1-D array (one value per row)"
+        )
+    kind = arr.dtype.kind
+    if kind == "U":
+        return arr.astype(object)
+    if kind == "S":
+        try:
+            return np.array([v.decode("utf-8") for v in arr.tolist()], dtype=object)
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{path}: {what} holds bytes that are not UTF-8 text") from exc
+    if kind == "f":
+        nan = np.flatnonzero(np.isnan(arr))
+        if nan.size:
+            raise InputError(
+                f"{path}: {what} row {int(nan[0])} is NaN; expected a value in every row"
+            )
+    if kind in "biuf":
+        # Python's str() of the scalar, so 3 -> "3" and 3.0 -> "3.0" as in Parquet input.
+        return np.array([str(v) for v in arr.tolist()], dtype=object)
+    raise InputError(f"{path}: {what} has type {arr.dtype}; expected strings or numbers")
+
+
+def check_embeddings(arr: np.ndarray, path: str, what: str) -> np.ndarray:
+    """Check an embedding matrix: 2-D, numeric, at least one row and one dimension.
+
+    Returns
+    -------
+    numpy.ndarray, shape (N, D)
+        ``arr`` itself for float16/32/64 (a memory map stays one), float32
+        for integers.
+    """
+    if arr.ndim != 2:
+        raise InputError(
+            f"{path}: {what} has shape {arr.shape}; expected a 2-D array (rows x dimensions)"
+        )
+    kind = arr.dtype.kind
+    if kind == "f" and arr.dtype.itemsize in (2, 4, 8):
+        pass
+    elif kind in "iu":
+        arr = arr.astype(np.float32)
+    else:
+        raise InputError(
+            f"{path}: {what} has type {arr.dtype}; expected numbers (float or integer)"
+        )
+    if arr.shape[0] == 0:
+        raise InputError(f"{path}: {what} has 0 rows; expected at least one")
+    if arr.shape[1] == 0:
+        raise InputError(f"{path}: {what} has 0 dimensions; expected at least one")
+    return arr

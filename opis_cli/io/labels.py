@@ -1,0 +1,128 @@
+"""Separate labels files: ``.npy``, ``.txt``, ``.csv`` and Parquet (file or directory).
+
+Owns ``--labels FILE``: one label per embedding, returned as ``str`` (SPEC
+section 1 compares labels as strings). A ``.txt`` file holds one label per
+line; ``.csv`` and Parquet hold a ``label_column``; ``.npy`` a 1-D array.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pyarrow as pa
+
+from opis_cli.errors import InputError
+
+from . import parquet
+from ._columns import HINTS, ColumnSpec, strings_from_arrow, strings_from_numpy
+from ._files import PARQUET_SUFFIXES, arrow_errors, list_names, one_line, suffix
+
+__all__ = ["LABEL_SUFFIXES", "read_labels", "label_files"]
+
+#: Suffixes of a labels file (a directory of ``*.parquet`` files is accepted too).
+LABEL_SUFFIXES = (".npy", ".txt", ".csv") + PARQUET_SUFFIXES
+
+
+def label_files(path: str) -> list[str]:
+    """The files behind a labels path, for provenance."""
+    return parquet.parquet_files(path) if os.path.isdir(path) else [path]
+
+
+def read_labels(path: str, label_column: str) -> np.ndarray:
+    """Read a labels file.
+
+    Parameters
+    ----------
+    path : str
+        A ``.npy``, ``.txt``, ``.csv`` or Parquet file, or a directory of
+        Parquet files (the suffix was checked by the caller).
+    label_column : str
+        The column of a ``.csv`` or Parquet file.
+
+    Returns
+    -------
+    numpy.ndarray of str (object dtype), shape (N,)
+
+    Raises
+    ------
+    InputError
+        An unreadable file, a missing column, an empty or null label.
+    """
+    if os.path.isdir(path) or suffix(path) in PARQUET_SUFFIXES:
+        cols = parquet.read_files(
+            parquet.parquet_files(path),
+            ColumnSpec(embedding_column=None, label_column=label_column),
+            display=path,
+            want_embeddings=False,
+        )
+        assert cols.labels is not None
+        return cols.labels
+    kind = suffix(path)
+    if kind == ".npy":
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise InputError(
+                f"{path}: not a valid .npy array of labels ({one_line(exc)}); "
+                "save labels as a string or integer array"
+            ) from exc
+        return strings_from_numpy(arr, path, "labels")
+    if kind == ".txt":
+        return _read_txt(path)
+    return _read_csv(path, label_column)
+
+
+def _read_txt(path: str) -> np.ndarray:
+    """One label per line. Only the line ending is stripped; trailing blank lines are ignored."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            text = fh.read()
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{path}: not UTF-8 text (byte {exc.start}); expected one label per line"
+        ) from exc
+    except OSError as exc:
+        raise InputError(f"{path}: not readable ({exc.strerror or exc})") from exc
+    lines = text.split("\n")
+    # Keep "\r" handling explicit: a CRLF file's labels must not end in "\r".
+    lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+    while lines and lines[-1] == "":
+        lines.pop()
+    empty = [i for i, line in enumerate(lines) if line == ""]
+    if empty:
+        raise InputError(f"{path}: line {empty[0] + 1} is empty; expected one label per line")
+    return np.array(lines, dtype=object)
+
+
+def _read_csv(path: str, label_column: str) -> np.ndarray:
+    """The ``label_column`` of a CSV file, as the literal text of each cell."""
+    import pyarrow.csv as pacsv
+
+    with arrow_errors(path, "not a readable CSV file"):
+        reader = pacsv.open_csv(path)
+        names = list(reader.schema.names)
+        reader.close()
+        if label_column not in names:
+            raise InputError(
+                f"{path}: no column '{label_column}'; columns are: {list_names(names)} "
+                f"({HINTS['label']})"
+            )
+        # Labels are kept as the literal text ("007" stays "007"); only an
+        # empty cell counts as missing.
+        table = pacsv.read_csv(
+            path,
+            convert_options=pacsv.ConvertOptions(
+                include_columns=[label_column],
+                column_types={label_column: pa.string()},
+                strings_can_be_null=True,
+                null_values=[""],
+            ),
+        )
+    col = table.column(label_column)
+    if col.null_count:
+        bad = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
+        raise InputError(
+            f"{path}: column '{label_column}' row {bad} is empty; expected a label in every row"
+        )
+    return strings_from_arrow(col, path, label_column, 0)

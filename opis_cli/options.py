@@ -1,0 +1,222 @@
+"""Every option's choices, default and constraint, declared once.
+
+The Python API (:func:`opis_cli.evaluate`), the gate and the ``opis``
+command line read their choice lists and defaults from here, and check a
+value with :func:`check` (or :func:`validate` for several), so that one
+constraint gives one message wherever it is checked::
+
+    --beta must be a positive number, got 0
+    --index 'annoy': expected one of hnsw, ivf, flat
+
+Messages name the command-line option (the API's parameters carry the same
+names with ``_`` for ``-``): a number out of range reads
+``OPTION must be CONSTRAINT, got VALUE``, a value outside a choice list
+``OPTION 'VALUE': expected one of A, B``. Modelled on scikit-learn's
+``utils/_param_validation.py``, reduced to what opis needs.
+
+This module imports nothing heavy (no numpy), so that the engines, the
+metrics and the CLI can all import it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from numbers import Real
+from typing import Any, Mapping
+
+from .errors import ConfigError, InputError
+
+# ---------------------------------------------------------------- choices
+
+#: ``--metric``: cosine distance ``1 - cos(a, b)`` or Euclidean distance.
+METRICS = ("cosine", "l2")
+#: ``--utility``: F-beta of TPR and TNR, or retrieval F-beta of precision and recall.
+UTILITIES = ("tpr-tnr", "precision-recall")
+#: ``--threshold-policy`` names; ``far:F`` (a FAR bound) is the third form.
+POLICIES = ("max-mean-utility", "max-worst-utility")
+POLICY_FORMS = POLICIES + ("far:F",)
+#: ``--engine``: all pairs, approximate k nearest neighbours, all pairs on Dask.
+ENGINES = ("exact", "knn", "dask")
+#: ``--index`` of the knn engine (FAISS).
+INDEXES = ("hnsw", "ivf", "flat")
+
+# ---------------------------------------------------------------- defaults
+
+EMBEDDING_COLUMN = "embedding"
+LABEL_COLUMN = "label"
+METRIC = "cosine"
+UTILITY = "tpr-tnr"
+BETA = 1.0
+EPSILON = 0.1
+FAR_RANGE = (0.01, 0.1)
+NUM_THRESHOLDS = 101
+THRESHOLD_POLICY = "max-mean-utility"
+ENGINE = "exact"
+K = 100
+INDEX = "hnsw"
+#: ``--block-mib``: memory for the inner-product tiles held at once.
+BLOCK_MIB = 512
+BLOCK_BYTES = BLOCK_MIB * 2**20
+#: bootstrap resamples when none are given (gate rules computed from curves)
+RESAMPLES = 1000
+CONFIDENCE = 0.95
+SEED = 0
+#: ``opis compare --top``: classes shown as most worse / most better
+TOP = 5
+
+
+def range_text(pair: tuple[float, float]) -> str:
+    """``(0.01, 0.1)`` -> ``"0.01:0.1"`` (how ranges are written on the command line)."""
+    return f"{pair[0]:g}:{pair[1]:g}"
+
+
+# ---------------------------------------------------------------- constraints
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A finite real number between ``low`` and ``high`` (``None``: unbounded).
+
+    ``closed`` says which ends belong to the interval: ``"left"``,
+    ``"right"``, ``"both"`` or ``"neither"``; ``text`` completes the message
+    ``OPTION must be TEXT``.
+    """
+
+    low: float | None
+    high: float | None
+    closed: str
+    text: str
+
+    def holds(self, value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, Real):
+            return False
+        v = float(value)
+        if not math.isfinite(v):
+            return False
+        if self.low is not None and (v < self.low or (v == self.low and self.closed
+                                                      not in ("left", "both"))):
+            return False
+        if self.high is not None and (v > self.high or (v == self.high and self.closed
+                                                        not in ("right", "both"))):
+            return False
+        return True
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One of a fixed set of strings."""
+
+    values: tuple[str, ...]
+
+    def holds(self, value: Any) -> bool:
+        return value in self.values
+
+
+@dataclass(frozen=True)
+class Param:
+    """One option: its command-line name, default and constraint.
+
+    ``optional``: ``None`` is accepted (the option was not given; the
+    default then applies where it is used).
+    """
+
+    option: str
+    default: Any
+    constraint: Interval | Choice
+    optional: bool = False
+
+
+#: Every checked option, by its Python parameter name.
+PARAMS: Mapping[str, Param] = {
+    "metric": Param("--metric", METRIC, Choice(METRICS)),
+    "utility": Param("--utility", UTILITY, Choice(UTILITIES)),
+    "engine": Param("--engine", ENGINE, Choice(ENGINES)),
+    "index": Param("--index", INDEX, Choice(INDEXES)),
+    "beta": Param("--beta", BETA, Interval(0, None, "neither", "a positive number")),
+    "epsilon": Param("--epsilon", EPSILON, Interval(0, 1, "right", "in (0, 1]")),
+    "num_thresholds": Param("--num-thresholds", NUM_THRESHOLDS,
+                            Interval(2, None, "left", "at least 2")),
+    "block_mib": Param("--block-mib", BLOCK_MIB,
+                       Interval(1, None, "left", "a positive number of MiB")),
+    "k": Param("--k", K, Interval(1, None, "left", "at least 1")),
+    "workers": Param("--workers", None, Interval(1, None, "left", "at least 1"), optional=True),
+    "bootstrap": Param("--bootstrap", None, Interval(2, None, "left", "at least 2 resamples"),
+                       optional=True),
+    "confidence": Param("--confidence", CONFIDENCE,
+                        Interval(0, 1, "neither", "between 0 and 1 (exclusive)"), optional=True),
+    "top": Param("--top", TOP, Interval(0, None, "left", ">= 0")),
+}
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (int, Real)) and not isinstance(value, bool):
+        return str(value)
+    return repr(value)
+
+
+def check(name: str, value: Any, *, where: str | None = None, optional: bool | None = None
+          ) -> Any:
+    """``value`` if it satisfies the constraint of option ``name``, else ``ConfigError``.
+
+    ``where`` replaces the option name at the start of the message (e.g.
+    ``"opis.toml: confidence"`` for a value read from a config file).
+    ``None`` passes for optional options (``--bootstrap``, ``--confidence``)
+    unless ``optional=False``.
+    """
+    p = PARAMS[name]
+    if value is None and (p.optional if optional is None else optional):
+        return value
+    if p.constraint.holds(value):
+        return value
+    who = where or p.option
+    if isinstance(p.constraint, Choice):
+        raise ConfigError(f"{who} {value!r}: expected one of {', '.join(p.constraint.values)}")
+    raise ConfigError(f"{who} must be {p.constraint.text}, got {_shown(value)}")
+
+
+def validate(**values: Any) -> None:
+    """:func:`check` every ``name=value`` pair, in the order given."""
+    for name, value in values.items():
+        check(name, value)
+
+
+def check_confidence(confidence: Any, *, where: str | None = None) -> float:
+    """The interval level as a float in (0, 1)."""
+    return float(check("confidence", confidence, where=where, optional=False))
+
+
+def parse_range(value: Any, option: str) -> tuple[float, float] | None:
+    """``"LO:HI"`` (or a pair) -> ``(lo, hi)`` floats; ``None`` stays ``None``.
+
+    Only the form is checked here; the engine checks the bounds once it
+    knows the distances (``--far-range`` needs ``0 < A < B <= 1``, a
+    calibration range finite bounds with ``LO < HI``).
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        parts = value.split(":")
+        if len(parts) != 2:
+            raise ConfigError(f"{option} {value!r}: expected LO:HI, e.g. 0.01:0.1")
+        try:
+            return float(parts[0]), float(parts[1])
+        except ValueError:
+            raise ConfigError(f"{option} {value!r}: LO and HI must be numbers") from None
+    lo, hi = value
+    return float(lo), float(hi)
+
+
+def check_report_folder(path: str | os.PathLike, option: str | None = None) -> None:
+    """Fail when ``path`` exists but is not a folder (reports are folders).
+
+    ``option`` (``"--report"``) starts the message when the path came from
+    the command line.
+    """
+    if os.path.exists(path) and not os.path.isdir(path):
+        lead = f"{option} {path}" if option else f"{path}"
+        raise InputError(f"{lead}: exists and is not a folder; the report needs a folder to "
+                         "write its page and PNG figures into")

@@ -1,0 +1,85 @@
+"""Markdown summaries (``--markdown``, e.g. for ``$GITHUB_STEP_SUMMARY``).
+
+Reads a :class:`~opis_cli.gate.rules.GateOutcome` and a
+:class:`~opis_cli.gate.compare.Comparison`; computes nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from ..gate.compare import Comparison
+from ..gate.rules import GateOutcome
+from .format import interval, num, pct
+
+
+def _md(text: str) -> str:
+    """Text safe inside a Markdown table cell."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def gate_markdown(outcome: GateOutcome, headline: Mapping[str, float] | None = None,
+                  title: str = "opis gate") -> str:
+    """The verdict, the rule table, the broken rules, warnings and (optionally) the metrics."""
+    n, f = len(outcome.results), outcome.failures
+    verdict = (f":white_check_mark: **passed**: all {n} rules hold" if outcome.passed
+               else f":x: **failed**: {f} of {n} rules broken")
+    lines = [f"### {title}: {'passed' if outcome.passed else 'FAILED'}", "",
+             f"{verdict} for `{_md(outcome.candidate)}`"
+             + (f" against baseline `{_md(outcome.baseline)}`" if outcome.baseline else "") + ".",
+             "", "| rule | value | baseline | limit | verdict |", "|---|---:|---:|---:|---|"]
+    for r in outcome.results:
+        limit = (interval(r.interval.lower, r.interval.upper) if r.interval is not None
+                 else num(r.limit, ".6g"))
+        lines.append(f"| `{_md(r.rule.text)}` | {num(r.value, '.6g')} | "
+                     f"{num(r.baseline, '.6g')} | {limit} | "
+                     f"{'pass' if r.passed else '**FAIL**'} |")
+    failed = [r for r in outcome.results if not r.passed]
+    if failed:
+        lines += ["", "Broken rules:", ""]
+        lines += [f"- `{_md(r.rule.text)}`: {_md(r.message)}" for r in failed]
+    for w in outcome.warnings:
+        lines += ["", f"> :warning: {_md(w)}"]
+    if headline:
+        lines += ["", "<details><summary>Headline metrics</summary>", "",
+                  "| metric | value |", "|---|---:|"]
+        lines += [f"| {k} | {num(v, '.6g')} |" for k, v in headline.items()]
+        lines += ["", "</details>"]
+    return "\n".join(lines) + "\n"
+
+
+def compare_markdown(cmp: Comparison, top: int = 5) -> str:
+    """The headline deltas and the most changed classes."""
+    lines = ["### opis compare", "",
+             f"Baseline `{_md(cmp.baseline)}`, candidate `{_md(cmp.candidate)}`"
+             + (" (same thresholds)." if cmp.same_thresholds else " (different thresholds)."),
+             "", "| metric | baseline | candidate | change | relative | |",
+             "|---|---:|---:|---:|---:|---|"]
+    for m in cmp.metrics:
+        iv = cmp.interval(m.name)
+        ci = f" {interval(iv.lower, iv.upper, '+.3g')}" if iv is not None else ""
+        lines.append(f"| {m.name} | {num(m.baseline)} | {num(m.candidate)} | "
+                     f"{num(m.change, '+.4g')}{ci} | {pct(m.relative, '+.1f')} | {m.verdict} |")
+    for title, rows in (("Classes that got most worse", cmp.most_worse(top)),
+                        ("Classes that got most better", cmp.most_better(top))):
+        if not rows:
+            continue
+        lines += ["", f"**{title}** (mean utility; FAR / FRR at each model's threshold)", "",
+                  "| class | mean utility | change | FAR | FRR |", "|---|---:|---:|---:|---:|"]
+        for c in rows:
+            lines.append(
+                f"| {_md(c.label)} | {num(c.baseline_mean_utility)} -> "
+                f"{num(c.candidate_mean_utility)} | {num(c.change, '+.4g')} | "
+                f"{pct(c.baseline_far)} -> {pct(c.candidate_far)} | "
+                f"{pct(c.baseline_frr)} -> {pct(c.candidate_frr)} |")
+    for w in cmp.warnings:
+        lines += ["", f"> :warning: {_md(w)}"]
+    return "\n".join(lines) + "\n"
+
+
+def summary(outcome: GateOutcome | None, headline: Mapping[str, float] | None = None,
+            comparison: Comparison | None = None, top: int = 5) -> str:
+    """What ``--markdown`` writes: the gate's part (if any), then the comparison's (if any)."""
+    parts = ([gate_markdown(outcome, headline)] if outcome is not None else []) + (
+        [compare_markdown(comparison, top)] if comparison is not None else [])
+    return "\n".join(parts)

@@ -1,0 +1,79 @@
+"""Fixtures shared by several test modules, and the ``slow`` marker.
+
+pytest finds the fixtures here by name; test modules never import them.
+Helpers that are plain functions or data live in modules that are not test
+modules: ``reference.py`` (the naive reference), ``ref_compare.py`` (engine
+vs reference), ``data_gen.py`` (seeded inputs), ``gating_samples.py``,
+``report_helpers.py`` and ``result_docs.py``.
+
+``slow`` marks the tests that need a browser, the ``dask`` or ``train``
+extras, or many seconds of CPU (see ``SLOW``). The full run (README,
+``.ci/run``) runs every test; ``-m "not slow"`` is the quick subset that the
+lowest-versions step of ``.ci/run`` runs with only the ``test`` extra.
+``NEEDS`` skips, with the reason shown, the few tests whose input only newer
+versions of a dependency can express.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+
+import pytest
+from packaging.version import Version
+
+from gating_samples import Samples, evaluate_samples
+from report_helpers import render_big_report
+
+#: test module -> the slow tests in it (None: all of them)
+SLOW: dict[str, frozenset[str] | None] = {
+    "test_report_browser.py": None,  # headless Chromium
+    "test_engine_dask.py": None,  # the dask extra; a local cluster per module
+    "test_pml_agreement.py": None,  # the train extra (pytorch-metric-learning)
+    "test_examples.py": frozenset({  # the train extra (torch), real training
+        "test_hook_logs_opis_next_to_recall_and_keeps_the_mode",
+        "test_training_is_seeded_and_tcm_changes_the_model",
+        "test_example_end_to_end_smoke",
+    }),
+    "test_report.py": frozenset({"test_ten_thousand_classes_report_stays_small"}),
+    "test_engine_tiles.py": frozenset({"test_portable_kernels_give_the_same_json"}),  # 2 compiles
+}
+
+#: test -> (distribution, lowest version, why): skipped below that version
+NEEDS: dict[str, tuple[str, str, str]] = {
+    "test_io.py::test_error_null_fixed_size_row": (
+        "pyarrow", "25", "pyarrow < 25 can neither write nor read a Parquet null row of a "
+                         "fixed-size list (opis then reports the file as unreadable)"),
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark the tests listed in ``SLOW`` (the marker is declared in pyproject.toml) and
+    skip those of ``NEEDS`` where the installed version is too old."""
+    for item in items:
+        name = getattr(item, "originalname", item.name)
+        names = SLOW.get(item.path.name, frozenset())
+        if names is None or name in names:
+            item.add_marker(pytest.mark.slow)
+        need = NEEDS.get(f"{item.path.name}::{name}")
+        if need and Version(version(need[0])) < Version(need[1]):
+            item.add_marker(pytest.mark.skip(reason=f"needs {need[0]}>={need[1]}: {need[2]}"))
+
+
+@pytest.fixture(scope="session")
+def samples(tmp_path_factory) -> Samples:
+    """Both sample models evaluated once per session (JSON with bootstrap, curves)."""
+    return evaluate_samples(tmp_path_factory.mktemp("gating_samples"))
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    """A working folder that is its own repository root (no config above it is read)."""
+    (tmp_path / ".git").mkdir()
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def big_report(tmp_path_factory):
+    """The folder of ``opis report`` on the 10k-class result (rendered once per session)."""
+    return render_big_report(tmp_path_factory.mktemp("big_report"))
