@@ -10,16 +10,11 @@ vs reference), ``data_gen.py`` (seeded inputs), ``gating_samples.py``,
 extras, or many seconds of CPU (see ``SLOW``). The full run (README,
 ``.ci/run``) runs every test; ``-m "not slow"`` is the quick subset that the
 lowest-versions step of ``.ci/run`` runs with only the ``test`` extra.
-``NEEDS`` skips, with the reason shown, the few tests whose input only newer
-versions of a dependency can express.
 """
 
 from __future__ import annotations
 
-from importlib.metadata import version
-
 import pytest
-from packaging.version import Version
 
 from gating_samples import Samples, evaluate_samples
 from report_helpers import render_big_report
@@ -36,27 +31,17 @@ SLOW: dict[str, frozenset[str] | None] = {
     }),
     "test_report.py": frozenset({"test_ten_thousand_classes_report_stays_small"}),
     "test_engine_tiles.py": frozenset({"test_portable_kernels_give_the_same_json"}),  # 2 compiles
+    # every example of the docs (about 45 s; the training-loop page needs torch)
+    "test_docs.py": frozenset({"test_examples_of_page_run"}),
 }
-
-#: test -> (distribution, lowest version, why): skipped below that version
-NEEDS: dict[str, tuple[str, str, str]] = {
-    "test_io.py::test_error_null_fixed_size_row": (
-        "pyarrow", "25", "pyarrow < 25 can neither write nor read a Parquet null row of a "
-                         "fixed-size list (opis then reports the file as unreadable)"),
-}
-
 
 def pytest_collection_modifyitems(config, items):
-    """Mark the tests listed in ``SLOW`` (the marker is declared in pyproject.toml) and
-    skip those of ``NEEDS`` where the installed version is too old."""
+    """Mark the tests listed in ``SLOW`` (the marker is declared in pyproject.toml)."""
     for item in items:
         name = getattr(item, "originalname", item.name)
         names = SLOW.get(item.path.name, frozenset())
         if names is None or name in names:
             item.add_marker(pytest.mark.slow)
-        need = NEEDS.get(f"{item.path.name}::{name}")
-        if need and Version(version(need[0])) < Version(need[1]):
-            item.add_marker(pytest.mark.skip(reason=f"needs {need[0]}>={need[1]}: {need[2]}"))
 
 
 @pytest.fixture(scope="session")
