@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from .errors import ConfigError, InputError, OpisError
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = ["evaluate", "EvaluationResult", "OpisError", "InputError", "ConfigError",
            "__version__"]

@@ -8,29 +8,37 @@ optional ``progress`` callback is how a caller (the CLI) shows progress.
 from __future__ import annotations
 
 import datetime as _dt
+import importlib.metadata as _metadata
 import platform
 from typing import Sequence
 
 import numpy as np
 
-from . import __version__, counts
+from . import counts
+from ._version import __version__
 from . import options as opt
 from .engines.base import Engine, EngineOutput, GridSpec, Progress
 from .errors import InputError
 from .metrics.consistency import consistency, retrieval as retrieval_metrics
 from .metrics.threshold import Policy, class_rates, global_far, recommend
+from .metrics.threshold import operating_point as point_at
 from .metrics.utility import utility as utility_curves
 from .prepare import Prepared, prepare
 from .results import (CalibrationRange, ClassSummary, ConsistencyBlock, Curves, DistanceHistogram,
-                      EvaluationResult)
+                      EvaluationResult, OperatingPoint)
 
 
 def _versions() -> dict:
+    """Versions of the libraries behind the numbers, for provenance (read from the
+    installed distributions: no need to import numba for its version)."""
     import faiss
-    import numba
 
+    try:
+        numba_version = _metadata.version("numba")
+    except _metadata.PackageNotFoundError:  # pragma: no cover - a core dependency
+        numba_version = "unknown"
     return {"python": platform.python_version(), "numpy": np.__version__,
-            "faiss": getattr(faiss, "__version__", "unknown"), "numba": numba.__version__}
+            "faiss": getattr(faiss, "__version__", "unknown"), "numba": numba_version}
 
 
 def evaluate(
@@ -109,6 +117,56 @@ def evaluate(
     return build_result(prep, out, spec=spec, metric=metric, utility=utility, beta=beta,
                         epsilon=epsilon, policy=policy, engine_name=getattr(engine, "name", "custom"),
                         sources=sources, group_column=group_column, timestamp=timestamp)
+
+
+def operating_point(
+    embeddings,
+    labels: Sequence,
+    threshold: float,
+    *,
+    is_query: Sequence[bool] | None = None,
+    is_gallery: Sequence[bool] | None = None,
+    metric: str = opt.METRIC,
+    utility: str = opt.UTILITY,
+    beta: float = opt.BETA,
+    block_bytes: int = opt.BLOCK_BYTES,
+    progress: Progress | None = None,
+) -> "OperatingPoint":
+    """What one global distance threshold does on a model, counted exactly.
+
+    The pairs and classes are those of :func:`evaluate` (SPEC 3); the counts
+    are of pairs with distance ``<= threshold``, from one exact-engine pass
+    over a two-point grid whose upper end is ``threshold``. This is how
+    ``opis compare`` puts a candidate at the baseline's deployed threshold,
+    which need not lie on the candidate's own grid.
+
+    Returns
+    -------
+    OperatingPoint
+        Global TPR and FAR, the per-class FAR/FRR spread, the fraction of
+        classes with FAR above twice the global one, and ``Ubar`` there.
+    """
+    from .engines.exact import ExactEngine
+
+    opt.validate(metric=metric, utility=utility, beta=beta)
+    t = float(threshold)
+    if not np.isfinite(t):
+        raise InputError(f"threshold {threshold!r}: expected a finite distance")
+    if metric == "l2" and t <= 0:
+        raise InputError(f"threshold {t:g}: an l2 distance threshold must be positive")
+    prep = prepare(embeddings, labels, metric=metric, is_query=is_query, is_gallery=is_gallery)
+    P, M = prep.class_pair_counts()
+    ev = counts.evaluated(P, M)
+    if ev.sum() < 2:
+        raise InputError(f"only {int(ev.sum())} class(es) can be evaluated; need at least 2")
+    # Only the grid's upper end is read; the lower end just has to lie below it
+    # (and, for l2, stay positive so that squared keys keep their order).
+    lo = t / 2 if metric == "l2" else t - 1.0
+    out = ExactEngine(block_bytes=block_bytes).run(
+        prep, GridSpec(num_thresholds=2, calibration_range=(lo, t)), progress)
+    tp, fp = out.class_tp[ev, -1], out.class_fp[ev, -1]
+    U = utility_curves(tp[:, None], fp[:, None], P[ev], M[ev], kind=utility, beta=beta)[:, 0]
+    return point_at(t, tp, fp, P[ev], M[ev], U)
 
 
 def _block(labels, tp_all, fp_all, P, M, thresholds, kind, beta, epsilon, policy,

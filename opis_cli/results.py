@@ -16,6 +16,9 @@ from typing import Any
 import numpy as np
 
 SCHEMA_VERSION = 1
+#: columns of the per-class curves table (``--curves``; ``EvaluationResult.curves_table``)
+CURVES_COLUMNS = ("level", "label", "threshold_index", "threshold", "utility", "tp", "fp",
+                  "positives", "negatives", "tpr", "far")
 
 
 def _clean(v: Any) -> Any:
@@ -123,6 +126,41 @@ class RecommendedThreshold:
                    _num(d.get("worst_mean_utility")), _num(d["tpr"]), _num(d["far"]),
                    Spread.from_dict(d["far_spread"]), Spread.from_dict(d["frr_spread"]),
                    _num(d.get("fraction_far_above_2x")), d.get("requested_far"))
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """What one global threshold does (SPEC 6, at any threshold, not only the grid's).
+
+    ``tpr``/``far`` are global rates over the evaluated classes; the spreads
+    and ``fraction_far_above_2x`` describe the per-class FAR and FRR there;
+    ``mean_utility`` is ``Ubar`` at the threshold (None when not known).
+    """
+
+    threshold: float
+    tpr: float
+    far: float
+    far_spread: Spread
+    frr_spread: Spread
+    fraction_far_above_2x: float
+    mean_utility: float | None = None
+
+    @property
+    def frr(self) -> float:
+        return 1.0 - self.tpr
+
+    def to_dict(self) -> dict:
+        return _clean({"threshold": self.threshold, "tpr": self.tpr, "frr": self.frr,
+                       "far": self.far, "far_spread": self.far_spread.to_dict(),
+                       "frr_spread": self.frr_spread.to_dict(),
+                       "fraction_far_above_2x": self.fraction_far_above_2x,
+                       "mean_utility": self.mean_utility})
+
+    @classmethod
+    def of_recommended(cls, rt: "RecommendedThreshold") -> "OperatingPoint":
+        """A result's own recommended threshold as an operating point."""
+        return cls(rt.value, rt.tpr, rt.far, rt.far_spread, rt.frr_spread,
+                   rt.fraction_far_above_2x, rt.mean_utility)
 
 
 @dataclass(frozen=True)
@@ -387,10 +425,30 @@ class EvaluationResult:
         return pd.DataFrame(self.curves_table())
 
     def curves_table(self) -> dict[str, np.ndarray]:
-        """Per-row curves as columns, one row per (level, label, threshold).
+        """The per-row curves as columns, one row per (level, label, threshold).
 
-        See :func:`opis_cli.io.curves.curves_table`, which owns the format.
+        The layout of the ``--curves`` table (:data:`CURVES_COLUMNS`, documented
+        in :mod:`opis_cli.io.curves`, which writes, reads and checks it):
+        class rows first, then group rows, each label's K thresholds together.
+        Blocks without curves (a result read from JSON) contribute no rows.
         """
-        from .io.curves import curves_table
-
-        return curves_table(self)
+        cols: dict[str, list] = {k: [] for k in CURVES_COLUMNS}
+        th = np.asarray(self.thresholds)
+        K = len(th)
+        for level, blk in (("class", self.classes), ("group", self.groups)):
+            if blk is None or blk.curves is None:
+                continue
+            cv = blk.curves
+            C = len(cv.labels)
+            cols["level"].append(np.full(C * K, level, dtype=object))
+            cols["label"].append(np.repeat(np.array(cv.labels, dtype=object), K))
+            cols["threshold_index"].append(np.tile(np.arange(K), C))
+            cols["threshold"].append(np.tile(th, C))
+            cols["utility"].append(cv.utility.ravel())
+            cols["tp"].append(cv.tp.ravel())
+            cols["fp"].append(cv.fp.ravel())
+            cols["positives"].append(np.repeat(cv.positives, K))
+            cols["negatives"].append(np.repeat(cv.negatives, K))
+            cols["tpr"].append((cv.tp / cv.positives[:, None]).ravel())
+            cols["far"].append((cv.fp / cv.negatives[:, None]).ravel())
+        return {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in cols.items()}

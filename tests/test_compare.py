@@ -94,8 +94,9 @@ def test_compare_sample_models_as_a_user_would(samples, capsys, isolated):
     assert code == 0, err
     doc = json.loads(out)
     cmp = doc["comparison"]
-    # the candidate was evaluated on the baseline's thresholds
-    assert cmp["same_thresholds"] is True
+    # each model on its own FAR range (the default): different distance thresholds
+    assert cmp["mode"] == "own-range" and cmp["same_thresholds"] is False
+    assert cmp["warnings"] == [] and cmp["headline_vs_classes"] is None
     assert doc["gate"]["passed"] is True and doc["gate"]["rules"] == 3
     assert "Gate passed" in err and "Headline metrics" in err
     html = (isolated / "rep" / "compare.html").read_text()
@@ -108,7 +109,7 @@ def test_compare_sample_models_as_a_user_would(samples, capsys, isolated):
     code, out, err = run(capsys, "compare", samples.strong_json, WEAK, *rules, "--json", "-")
     assert code == 1
     doc = json.loads(out)
-    assert doc["comparison"]["same_thresholds"] is True
+    assert doc["comparison"]["mode"] == "own-range"
     assert doc["gate"]["passed"] is False
     broken = {r["rule"] for r in doc["gate"]["results"] if not r["passed"]}
     assert broken == {"max-increase opis=10%", "max-increase epsilon_opis=10%",
@@ -149,16 +150,22 @@ def two_small_models(tmp_path_factory):
     return a, b
 
 
-def test_own_range_and_default_range(two_small_models, capsys, isolated):
+def test_same_thresholds_and_default_range(two_small_models, capsys, isolated):
     a, b = two_small_models
-    code, out, _ = run(capsys, "compare", a, b, "--metric", "l2", "--json", "-", "-q")
+    code, out, _ = run(capsys, "compare", a, b, "--metric", "l2", "--same-thresholds",
+                       "--json", "-", "-q")
     assert code == 0
-    assert json.loads(out)["comparison"]["same_thresholds"] is True
-    code, out, _ = run(capsys, "compare", a, b, "--metric", "l2", "--own-range", "--json", "-",
-                       "-q")
     doc = json.loads(out)["comparison"]
-    assert doc["same_thresholds"] is False
-    assert any("different calibration ranges" in w for w in doc["warnings"])
+    assert doc["same_thresholds"] is True and doc["mode"] == "same-thresholds"
+    code, out, _ = run(capsys, "compare", a, b, "--metric", "l2", "--json", "-", "-q")
+    doc = json.loads(out)["comparison"]
+    assert doc["same_thresholds"] is False and doc["mode"] == "own-range"
+    # each on its own range from the same FAR bounds, as meant: no warning about it
+    assert not any("calibration ranges" in w for w in doc["warnings"])
+    # --own-range is kept as a deprecated spelling of the default
+    code, out2, _ = run(capsys, "compare", a, b, "--metric", "l2", "--own-range", "--json", "-",
+                        "-q")
+    assert code == 0 and json.loads(out2)["comparison"]["mode"] == "own-range"
 
 
 def test_report_escapes_labels(two_small_models, capsys, isolated):

@@ -34,10 +34,24 @@ def compare(
     beta: o.BetaOrSide = None,
     epsilon: o.EpsilonOrSide = None,
     threshold_policy: o.PolicyOrSide = None,
+    same_thresholds: Annotated[bool, typer.Option(
+        "--same-thresholds", help="Evaluate the candidate on the baseline's calibration range "
+                                  "and thresholds (a retrained model that must keep the same "
+                                  "threshold). Default: each embeddings side on its own range "
+                                  "from the same --far-range.")] = False,
     own_range: Annotated[bool, typer.Option(
-        "--own-range", help="Evaluate each embeddings side on its own calibration range "
-                            "(default: on the baseline's, so both use the same "
-                            "thresholds).")] = False,
+        "--own-range",
+        help="Deprecated, no effect: each side on its own range is the default now.")] = False,
+    threshold: Annotated[Optional[float], typer.Option(
+        "--threshold", help="The distance threshold you deploy, for the deployment view and "
+                            "the deployed_* gate metrics (default: the baseline's recommended "
+                            "threshold).", show_default=False)] = None,
+    baseline_curves: Annotated[Optional[Path], typer.Option(
+        help="Per-class curves of a baseline result JSON (opis evaluate --curves): bootstrap "
+             "intervals, and the deployment view at a --threshold on its grid.")] = None,
+    candidate_curves: Annotated[Optional[Path], typer.Option(
+        help="Per-class curves of a candidate result JSON, likewise (the deployment view "
+             "needs them, or the candidate's embeddings).")] = None,
     block_mib: o.BlockMiB = opt.BLOCK_MIB,
     top: Annotated[int, typer.Option(
         help="Classes shown as most worse / most better.")] = opt.TOP,
@@ -65,13 +79,16 @@ def compare(
     """Compare two models: headline deltas, the classes that changed most, and gate rules.
 
     Each side is a result JSON or an embeddings file. An embeddings side is
-    evaluated with the same options and, unless --own-range, on the
-    baseline's calibration range (the candidate JSON's, when only the
-    baseline is an embeddings file), so both are measured on the same
-    thresholds. Rules (--max ..., --config, --gate) are applied to the
-    candidate with the baseline as reference: exit 1 when one fails.
+    evaluated with the same options, on its own calibration range from the
+    same --far-range (with --same-thresholds: on the baseline's range and
+    thresholds). The deployment view shows both models at the baseline's
+    recommended threshold (or --threshold). Rules (--max ..., --config,
+    --gate; deployed_far, deployed_tpr, deployed_frr, deployed_far_ratio
+    included) are applied to the candidate with the baseline as reference:
+    exit 1 when one fails.
     """
-    from ..gate.sides import Reader, compare_rules, compare_sides, evaluated, run_compare
+    from ..gate.sides import (Reader, compare_rules, compare_sides, evaluated, measure_file,
+                              run_compare)
     from ..render.terminal import print_comparison, print_gate_outcome
 
     # What must fail before the files are read (the evaluation options are
@@ -91,17 +108,22 @@ def compare(
     def evaluate_side(path: Path, options: dict):
         result = evaluate_path(path, reader, show_progress=show, block_bytes=block_mib * 2**20,
                                **options)
-        return evaluated(str(path), result)
+        return evaluated(str(path), result,
+                         at=lambda t: measure_file(path, t, reader, options=options,
+                                                   block_bytes=block_mib * 2**20))
 
     given = {"metric": metric.value if metric else None,
              "utility": utility.value if utility else None, "beta": beta, "epsilon": epsilon,
              "threshold_policy": threshold_policy, "far_range": far_range}
     base, cand = compare_sides(baseline, candidate, evaluate_side, given=given,
                                calibration_range=calibration_range,
-                               num_thresholds=num_thresholds, own_range=own_range)
+                               num_thresholds=num_thresholds, same_thresholds=same_thresholds,
+                               base_curves=baseline_curves, cand_curves=candidate_curves)
+    mode = "same-thresholds" if same_thresholds or calibration_range else "own-range"
     cmp, outcome, base, cand = run_compare(base, cand, rules=rules, gating=gating, cfg=cfg,
                                            resamples=bootstrap, seed=seed,
-                                           confidence=confidence)
+                                           confidence=confidence, mode=mode,
+                                           threshold=threshold)
     if report is not None:
         from ..render.report.compare import write_comparison_report
 

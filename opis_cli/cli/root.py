@@ -16,7 +16,7 @@ from typing import Annotated, Iterable
 
 import typer
 
-from .. import __version__
+from .._version import __version__
 from ..errors import ExitCode, OpisError
 
 app = typer.Typer(

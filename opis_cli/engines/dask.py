@@ -69,7 +69,7 @@ def _run_chunk_task(prep: Prepared, row_eval, row_sample, cfg: PassConfig, start
 
 
 def _worker_version() -> str:
-    from .. import __version__
+    from .._version import __version__
 
     return __version__
 
@@ -190,7 +190,7 @@ class DaskEngine:
             cluster.close()
 
     def _check_workers(self, client) -> None:
-        from .. import __version__
+        from .._version import __version__
 
         try:
             versions = client.run(_worker_version)

@@ -8,12 +8,17 @@ of the OPIS and epsilon-OPIS changes.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 from ..metrics.bootstrap import BOOTSTRAP_METRICS, Bootstrap, DifferenceInterval, difference_interval
-from ..render.format import pct
+from ..render.format import num, pct
+from ..results import OperatingPoint
 from .rules import DIRECTION, json_number
+
+#: How the embeddings sides were measured: each on its own FAR-defined
+#: calibration range (default), or the candidate on the baseline's thresholds.
+MODES = ("own-range", "same-thresholds")
 
 _SAME = 1e-12
 
@@ -72,6 +77,68 @@ class ClassChange:
 
 
 @dataclass(frozen=True)
+class Deployment:
+    """Both models at one deployed distance threshold (the deployment view).
+
+    ``source`` says where ``threshold`` came from (``"baseline recommended"``
+    or ``"--threshold"``); ``baseline`` / ``candidate`` are the operating
+    points there, None when a side cannot be measured at that threshold
+    (``missing`` then says why, in one line).
+    """
+
+    threshold: float
+    source: str
+    baseline: OperatingPoint | None
+    candidate: OperatingPoint | None
+    missing: str | None = None
+
+    @property
+    def available(self) -> bool:
+        return self.baseline is not None and self.candidate is not None
+
+    @property
+    def far_ratio(self) -> float:
+        """Candidate FAR / baseline FAR at the threshold (inf when only the baseline's is 0)."""
+        if not self.available:
+            return math.nan
+        b, c = self.baseline.far, self.candidate.far
+        if b == 0:
+            return 1.0 if c == 0 else math.inf
+        return c / b
+
+    def metrics(self, side: str) -> dict[str, float]:
+        """The gate metrics of one side (``"baseline"`` or ``"candidate"``):
+        ``deployed_far``, ``deployed_tpr``, ``deployed_frr``, ``deployed_far_ratio``
+        (the baseline's ratio is 1)."""
+        op = getattr(self, side)
+        if op is None or not self.available:
+            return {}
+        return {"deployed_far": op.far, "deployed_tpr": op.tpr, "deployed_frr": op.frr,
+                "deployed_far_ratio": 1.0 if side == "baseline" else self.far_ratio}
+
+    def sentence(self) -> str | None:
+        """One line when the candidate's FAR at the threshold differs from the
+        baseline's by more than 2x (either way)."""
+        if not self.available:
+            return None
+        b, c = self.baseline.far, self.candidate.far
+        lo, hi = sorted((b, c))
+        if not hi > 2 * lo:
+            return None
+        verb = "raises" if c > b else "lowers"
+        return (f"keeping threshold {num(self.threshold, '.4g')} with the candidate {verb} the "
+                f"global FAR from {pct(b, '.3g')} to {pct(c, '.3g')} (TPR {pct(self.baseline.tpr, '.3g')}"
+                f" -> {pct(self.candidate.tpr, '.3g')}); re-tune the threshold when swapping "
+                "the model")
+
+    def to_dict(self) -> dict:
+        return {"threshold": json_number(self.threshold), "source": self.source,
+                "baseline": self.baseline.to_dict() if self.baseline else None,
+                "candidate": self.candidate.to_dict() if self.candidate else None,
+                "far_ratio": json_number(self.far_ratio), "missing": self.missing}
+
+
+@dataclass(frozen=True)
 class Comparison:
     """Everything ``opis compare`` reports.
 
@@ -88,6 +155,9 @@ class Comparison:
     same_thresholds: bool
     warnings: tuple[str, ...]
     intervals: tuple[DifferenceInterval, ...] = ()
+    mode: str = "own-range"
+    deployment: Deployment | None = None
+    disagreement: str | None = None
 
     def metric(self, name: str) -> MetricChange:
         return next(m for m in self.metrics if m.name == name)
@@ -102,8 +172,10 @@ class Comparison:
         return next((i for i in self.intervals if i.metric == name), None)
 
     def to_dict(self) -> dict:
-        return {"baseline": self.baseline, "candidate": self.candidate,
+        return {"baseline": self.baseline, "candidate": self.candidate, "mode": self.mode,
                 "same_thresholds": self.same_thresholds, "warnings": list(self.warnings),
+                "headline_vs_classes": self.disagreement,
+                "deployment": self.deployment.to_dict() if self.deployment else None,
                 "metrics": [m.to_dict() for m in self.metrics],
                 "intervals": [i.to_dict() for i in self.intervals],
                 "classes": {"common": len(self.classes),
@@ -137,8 +209,12 @@ def _far_differs(br, cr, factor: float = 2.0) -> bool:
     return False
 
 
-def comparability_warnings(base, cand) -> list[str]:
-    """Differences in how the two results were measured (they make deltas less meaningful)."""
+def comparability_warnings(base, cand, mode: str = "same-thresholds") -> list[str]:
+    """Differences in how the two results were measured (they make deltas less meaningful).
+
+    In ``"own-range"`` mode different distance ranges are expected (each
+    model on its own range from the same FAR bounds) and not reported.
+    """
     out = []
     for attr in ("metric", "utility"):
         if getattr(base, attr) != getattr(cand, attr):
@@ -152,7 +228,12 @@ def comparability_warnings(base, cand) -> list[str]:
     if bp != cp:
         out.append(f"different threshold policy: baseline {bp}, candidate {cp}")
     br, cr = base.calibration_range, cand.calibration_range
-    if not (_close(br.lower, cr.lower) and _close(br.upper, cr.upper)):
+    same_far = (br.source == cr.source == "far" and br.far_requested is not None
+                and cr.far_requested is not None
+                and all(_close(a, b) for a, b in zip(br.far_requested, cr.far_requested)))
+    if mode == "own-range" and same_far:
+        pass  # each on its own FAR range, as meant: the distances may differ
+    elif not (_close(br.lower, cr.lower) and _close(br.upper, cr.upper)):
         out.append(f"different calibration ranges: baseline {br.lower:.6g}..{br.upper:.6g}, "
                    f"candidate {cr.lower:.6g}..{cr.upper:.6g} (distances); OPIS is measured "
                    "on different thresholds")
@@ -161,7 +242,7 @@ def comparability_warnings(base, cand) -> list[str]:
                    f"{pct(cr.far_lower, '.3g')}..{pct(cr.far_upper, '.3g')} for the candidate "
                    f"and {pct(br.far_lower, '.3g')}..{pct(br.far_upper, '.3g')} for the "
                    "baseline: the models accept very different shares of negative pairs at the "
-                   "same distance (compare with --own-range to measure each on its own FAR range)")
+                   "same distance (drop --same-thresholds to measure each on its own FAR range)")
     if len(base.thresholds) != len(cand.thresholds):
         out.append(f"different numbers of thresholds: baseline {len(base.thresholds)}, "
                    f"candidate {len(cand.thresholds)}")
@@ -172,8 +253,14 @@ def compare_results(base, cand, *, baseline_name: str = "baseline",
                     candidate_name: str = "candidate", base_bootstrap: Bootstrap | None = None,
                     cand_bootstrap: Bootstrap | None = None,
                     confidence: float | None = None,
-                    extra_warnings: Sequence[str] = ()) -> Comparison:
-    """Compare two ``EvaluationResult`` objects (baseline first)."""
+                    extra_warnings: Sequence[str] = (), mode: str = "own-range",
+                    deployment: Deployment | None = None) -> Comparison:
+    """Compare two ``EvaluationResult`` objects (baseline first).
+
+    ``mode`` records how the sides were measured (:data:`MODES`);
+    ``deployment`` is the deployment view (:class:`Deployment`), computed by
+    the caller since it may need the embeddings.
+    """
     bh, ch = base.headline(), cand.headline()
     metrics = []
     for name, bv in bh.items():
@@ -193,7 +280,7 @@ def compare_results(base, cand, *, baseline_name: str = "baseline",
         key=lambda c: (c.change, c.label))
     only_b = tuple(sorted(set(bpc) - set(cpc)))
     only_c = tuple(sorted(set(cpc) - set(bpc)))
-    warnings = comparability_warnings(base, cand)
+    warnings = comparability_warnings(base, cand, mode)
     if only_b or only_c:
         warnings.append(f"evaluated classes differ: {len(only_b)} only in the baseline, "
                         f"{len(only_c)} only in the candidate; per-class changes cover the "
@@ -205,5 +292,38 @@ def compare_results(base, cand, *, baseline_name: str = "baseline",
     if base_bootstrap is not None and cand_bootstrap is not None:
         intervals = tuple(difference_interval(base_bootstrap, cand_bootstrap, m, confidence)
                           for m in BOOTSTRAP_METRICS)
-    return Comparison(baseline_name, candidate_name, tuple(metrics), tuple(changes), only_b,
-                      only_c, same, tuple(warnings), intervals)
+    cmp = Comparison(baseline_name, candidate_name, tuple(metrics), tuple(changes), only_b,
+                     only_c, same, tuple(warnings), intervals, mode, deployment)
+    return replace(cmp, disagreement=disagreement(cmp, base, cand))
+
+
+def disagreement(cmp: Comparison, base, cand) -> str | None:
+    """One sentence when the headline (OPIS) and the class table point different
+    ways (OPIS better while most common classes lost mean utility, or the
+    reverse), saying why; None when they agree."""
+    try:
+        verdict = cmp.metric("opis").verdict
+    except StopIteration:
+        return None
+    worse = sum(c.change < 0 for c in cmp.classes)
+    better = sum(c.change > 0 for c in cmp.classes)
+    if verdict == "better" and worse > better:
+        head, cls = "OPIS got better", f"{worse} of {len(cmp.classes)} classes lost mean utility"
+    elif verdict == "worse" and better > worse:
+        head, cls = "OPIS got worse", f"{better} of {len(cmp.classes)} classes gained mean utility"
+    else:
+        return None
+    br, cr = base.calibration_range, cand.calibration_range
+    if cmp.same_thresholds and _far_differs(br, cr):
+        why = ("both are measured on the same distance thresholds, where the models' global "
+               f"FAR differs by more than 2x ({pct(br.far_lower, '.3g')}..{pct(br.far_upper, '.3g')} "
+               f"vs {pct(cr.far_lower, '.3g')}..{pct(cr.far_upper, '.3g')}); drop "
+               "--same-thresholds to compare each on its own FAR range")
+    elif _far_differs(br, cr):
+        why = "the two sides were measured on different FAR ranges"
+    else:
+        why = ("OPIS measures how evenly the classes fare, not how well: the candidate's "
+               "classes are more alike but most fare worse" if verdict == "better" else
+               "OPIS measures how evenly the classes fare, not how well: the candidate's "
+               "classes fare better but less alike")
+    return f"{head} but {cls}: {why}."

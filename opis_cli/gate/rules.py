@@ -45,11 +45,19 @@ HEADLINE_METRICS = (
     "fraction_far_above_2x",
 )
 
+#: Metrics of the deployment view (``opis compare`` only): the candidate at the
+#: baseline's deployed threshold; ``deployed_far_ratio`` is candidate FAR / baseline FAR.
+DEPLOYMENT_METRICS = ("deployed_far", "deployed_tpr", "deployed_frr", "deployed_far_ratio")
+
+#: Every metric name a rule accepts.
+RULE_METRICS = HEADLINE_METRICS + DEPLOYMENT_METRICS
+
 #: +1: higher is better, -1: lower is better, 0: neither (the threshold itself).
 DIRECTION = {
     "opis": -1, "epsilon_opis": -1, "recall_at_1": 1, "recall_at_2": 1, "recall_at_4": 1,
     "recall_at_8": 1, "map_at_r": 1, "threshold": 0, "mean_utility": 1,
     "worst_mean_utility": 1, "tpr": 1, "far": -1, "frr": -1, "fraction_far_above_2x": -1,
+    "deployed_far": -1, "deployed_tpr": 1, "deployed_frr": -1, "deployed_far_ratio": -1,
 }
 
 KINDS = ("max", "min", "max-increase", "max-decrease")
@@ -99,7 +107,7 @@ class Rule:
 
 def _unknown_metric(metric: str, where: str) -> ConfigError:
     return ConfigError(f"unknown metric {metric!r} in {where}; valid names: "
-                       f"{', '.join(HEADLINE_METRICS)}")
+                       f"{', '.join(RULE_METRICS)}")
 
 
 def parse_rule(kind: str, text: str, *, source: str = "command line") -> Rule:
@@ -118,7 +126,7 @@ def make_rule(kind: str, metric: str, value, *, source: str = "command line",
               where: str | None = None) -> Rule:
     """A rule from its parts; ``value`` is a number, ``"P%"``, ``"ci"`` or a number string."""
     where = where or f"{source}: {kind} {metric}={value}"
-    if metric not in HEADLINE_METRICS:
+    if metric not in RULE_METRICS:
         raise _unknown_metric(metric, where)
     if isinstance(value, bool):
         raise ConfigError(f"{where}: expected a number, 'P%' or 'ci', got {value!r}")
@@ -422,10 +430,22 @@ def baseline_needed_error(rule: Rule) -> ConfigError:
                        "--baseline BASE.json (or baseline = \"...\" in the config)")
 
 
+def deployment_unavailable(rule: Rule, missing: str | None = None) -> InputError:
+    """The error for a ``deployed_*`` rule without a deployment view."""
+    why = missing or ("the deployment view (the candidate at the baseline's threshold) is "
+                      "measured by opis compare only")
+    return InputError(f"rule {rule.text}: {why}")
+
+
 def evaluate_rules(rules: Iterable[Rule], candidate: Side, baseline: Side | None = None, *,
                    confidence: float | None = None,
-                   warnings: Sequence[str] = ()) -> GateOutcome:
+                   warnings: Sequence[str] = (), missing: str | None = None) -> GateOutcome:
     """Check every rule on ``candidate`` (and ``baseline`` for change rules).
+
+    ``deployed_*`` rules read the deployment view's metrics, which
+    ``opis compare`` adds to both sides' headlines; without them (``opis gate``,
+    ``opis evaluate``, or a side that cannot be measured at the threshold:
+    ``missing`` says why) such a rule is an input error.
 
     Raises
     ------
@@ -442,6 +462,8 @@ def evaluate_rules(rules: Iterable[Rule], candidate: Side, baseline: Side | None
         if need:
             raise baseline_needed_error(need[0])
     for r in rules:
+        if r.metric in DEPLOYMENT_METRICS and r.metric not in candidate.headline:
+            raise deployment_unavailable(r, missing)
         if r.metric not in candidate.headline:
             raise _unknown_metric(r.metric, r.text)
     results = tuple(_check(r, candidate, baseline, confidence) for r in rules)

@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from .. import options as opt
 from ..errors import ConfigError, InputError
-from .rules import (GateConfig, GateOutcome, Rule, Side, baseline_needed_error,
-                    no_rules_error)
+from .rules import (DEPLOYMENT_METRICS, GateConfig, GateOutcome, Rule, Side,
+                    baseline_needed_error, deployment_unavailable, no_rules_error)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..engines.base import Progress
@@ -52,6 +52,9 @@ class Loaded:
     result: Any
     bootstrap: Any | None = None
     curves: Any | None = None
+    #: ``at(threshold) -> OperatingPoint``: measures this side at any distance
+    #: threshold (embeddings sides; None for a result JSON).
+    at: Callable[[float], Any] | None = None
 
     @property
     def side(self) -> Side:
@@ -78,9 +81,11 @@ def load_result(path: str | Path, curves: str | Path | None = None) -> Loaded:
 
 
 def evaluated(name: str, result: "EvaluationResult",
-              bootstrap: "Bootstrap | None" = None) -> Loaded:
-    """An in-process result (its curves come with it)."""
-    return Loaded(name, result, bootstrap, result.curves)
+              bootstrap: "Bootstrap | None" = None,
+              at: Callable[[float], Any] | None = None) -> Loaded:
+    """An in-process result (its curves come with it); ``at`` measures it at any
+    threshold (see :func:`measure_file`)."""
+    return Loaded(name, result, bootstrap, result.curves, at)
 
 
 def is_result_json(path: str | Path) -> bool:
@@ -136,6 +141,80 @@ def evaluate_file(path: str | Path, reader: Reader = Reader(), *,
         if msg not in shown and issubclass(w.category, UserWarning):
             shown.append(msg)
     return result, shown
+
+
+def measure_file(path: str | Path, threshold: float, reader: Reader = Reader(), *,
+                 options: Mapping[str, Any] | None = None,
+                 block_bytes: int = opt.BLOCK_BYTES) -> Any:
+    """One embeddings file at one distance threshold: :func:`opis_cli.api.operating_point`
+    with the ``metric``, ``utility`` and ``beta`` of ``options`` (how it was evaluated)."""
+    from ..api import operating_point
+    from ..io import read_dataset
+
+    o = dict(options or {})
+    ds = read_dataset(str(path), labels_path=str(reader.labels) if reader.labels else None,
+                      embedding_column=reader.embedding_column,
+                      embedding_columns=reader.embedding_columns,
+                      label_column=reader.label_column, query_column=reader.query_column,
+                      gallery_column=reader.gallery_column)
+    try:
+        return operating_point(ds.embeddings, ds.labels, threshold, is_query=ds.is_query,
+                               is_gallery=ds.is_gallery, metric=o.get("metric", opt.METRIC),
+                               utility=o.get("utility", opt.UTILITY),
+                               beta=o.get("beta", opt.BETA), block_bytes=block_bytes)
+    except InputError as e:
+        raise InputError(f"{path}: {e}") from e
+
+
+def point_on_grid(loaded: Loaded, threshold: float) -> Any | None:
+    """``loaded`` at ``threshold`` from its curves, when the threshold is one of its
+    grid thresholds (within 1e-9); else None."""
+    from ..metrics.threshold import operating_point
+
+    res, cv = loaded.result, loaded.curves
+    if cv is None:
+        return None
+    th = res.thresholds
+    k = next((i for i, t in enumerate(th)
+              if abs(t - threshold) <= 1e-9 * max(1.0, abs(t))), None)
+    if k is None:
+        return None
+    return operating_point(threshold, cv.tp[:, k], cv.fp[:, k], cv.positives, cv.negatives,
+                           cv.utility[:, k])
+
+
+def measure_at(loaded: Loaded, threshold: float) -> Any | None:
+    """``loaded`` at ``threshold``: from its curves when the threshold is on its
+    grid (no extra pass), else by ``loaded.at`` (embeddings sides); None when
+    neither is possible (a result JSON without curves at that threshold)."""
+    point = point_on_grid(loaded, threshold)
+    if point is None and loaded.at is not None:
+        point = loaded.at(threshold)
+    return point
+
+
+def deployment_view(base: Loaded, cand: Loaded, threshold: float | None = None) -> "Any":
+    """Both sides at the deployed threshold: ``threshold`` (``--threshold``) or
+    the baseline's recommended one. A side that cannot be measured there leaves
+    its operating point None and ``missing`` says what it needs."""
+    from ..results import OperatingPoint
+    from .compare import Deployment
+
+    rt = base.result.recommended_threshold
+    if threshold is None:
+        t, source = rt.value, "baseline recommended"
+        bp = OperatingPoint.of_recommended(rt)
+    else:
+        t, source = float(threshold), "--threshold"
+        bp = measure_at(base, t)
+    cp = measure_at(cand, t)
+    missing = None
+    for who, loaded, point in (("baseline", base, bp), ("candidate", cand, cp)):
+        if point is None and missing is None:
+            missing = (f"the deployment view at threshold {t:.6g} needs the {who}'s embeddings "
+                       f"(or its --{who}-curves table with that threshold on its grid); "
+                       f"{loaded.name} is a result JSON without them")
+    return Deployment(t, source, bp, cp, missing)
 
 
 # ------------------------------------------------------------------ rules
@@ -242,6 +321,9 @@ class EvaluateGate:
         rules, cfg = collect_rules(rule_options or {}, config=config, discover=False)
         if config is not None and not rules:
             raise ConfigError(f"{config}: no gate rules in this file")
+        deployed = [r for r in rules if r.metric in DEPLOYMENT_METRICS]
+        if deployed:
+            raise deployment_unavailable(deployed[0])
         base_path = baseline or (cfg.baseline if cfg else None)
         if rules and any(r.needs_baseline for r in rules) and base_path is None:
             raise baseline_needed_error(next(r for r in rules if r.needs_baseline))
@@ -286,7 +368,8 @@ class EvaluateGate:
             cand = with_bootstrap(cand, partner=self.baseline.bootstrap if self.baseline
                                   else None, resamples=self.resamples, seed=self.seed,
                                   confidence=self.confidence)
-        warnings = (comparability_warnings(self.baseline.result, result)
+        # Each result on its own FAR range is the like-with-like comparison (SPEC 5).
+        warnings = (comparability_warnings(self.baseline.result, result, "own-range")
                     if self.baseline else [])
         base = self.baseline.side if self.baseline else None
         return evaluate_rules(self.rules, cand.side, base, confidence=self.confidence,
@@ -320,7 +403,7 @@ def run_gate(result: Path, rule_options: RuleOptions, *, baseline: Path | None =
     if base is not None and needs_bootstrap(rules):
         base, cand = pair_bootstraps(base, cand, resamples=resamples, seed=seed,
                                      confidence=confidence)
-    warnings = comparability_warnings(base.result, cand.result) if base else []
+    warnings = comparability_warnings(base.result, cand.result, "own-range") if base else []
     outcome = evaluate_rules(rules, cand.side, base.side if base else None,
                              confidence=_confidence(confidence, cfg), warnings=warnings)
     return outcome, cand
@@ -374,27 +457,32 @@ EvaluateSide = Callable[[Path, dict], Loaded]
 
 def compare_sides(baseline: Path, candidate: Path, evaluate: EvaluateSide, *,
                   given: Mapping[str, Any] | None = None, calibration_range: Any = None,
-                  num_thresholds: int | None = None,
-                  own_range: bool = False) -> tuple[Loaded, Loaded]:
-    """Both sides of ``opis compare``: result JSONs are read, embeddings files
-    evaluated with ``evaluate``.
+                  num_thresholds: int | None = None, same_thresholds: bool = False,
+                  base_curves: Path | None = None,
+                  cand_curves: Path | None = None) -> tuple[Loaded, Loaded]:
+    """Both sides of ``opis compare``: result JSONs are read (with their curves
+    tables when given), embeddings files evaluated with ``evaluate``.
 
     An embeddings side gets the options ``given`` (not None), else those of
-    the result JSON side (the baseline's first), else the defaults. Unless
-    ``own_range`` (or an explicit ``calibration_range``), it is evaluated on
-    the other side's calibration range and number of thresholds (the
-    baseline's; the candidate JSON's when only the baseline is an embeddings
-    file), so that both share their thresholds.
+    the result JSON side (the baseline's first), else the defaults. By
+    default each side is evaluated on its own calibration range from the same
+    ``far_range`` (SPEC 5), so that OPIS compares like with like. With
+    ``same_thresholds`` it is evaluated on the other side's calibration range
+    and number of thresholds instead (the baseline's; the candidate JSON's
+    when only the baseline is an embeddings file): both share the distance
+    thresholds. An explicit ``calibration_range`` applies to both.
     """
-    base = load_result(baseline) if is_result_json(baseline) else None
-    cand = load_result(candidate) if is_result_json(candidate) else None
+    base = load_result(baseline, base_curves) if is_result_json(baseline) else None
+    cand = load_result(candidate, cand_curves) if is_result_json(candidate) else None
     opts = evaluation_options(base or cand, given or {})
 
     def run(path: Path, other: Loaded | None) -> Loaded:
         cal, k = calibration_range, num_thresholds
-        if cal is None and not own_range and other is not None:
+        if other is not None:
+            k = k or len(other.result.thresholds)
+        if cal is None and same_thresholds and other is not None:
             cr = other.result.calibration_range
-            cal, k = (cr.lower, cr.upper), k or len(other.result.thresholds)
+            cal = (cr.lower, cr.upper)
         return evaluate(path, dict(opts, calibration_range=cal,
                                    num_thresholds=k or opt.NUM_THRESHOLDS))
 
@@ -408,9 +496,12 @@ def compare_sides(baseline: Path, candidate: Path, evaluate: EvaluateSide, *,
 def run_compare(base: Loaded, cand: Loaded, *, rules: Sequence[Rule], gating: bool,
                 cfg: GateConfig | None = None, resamples: int | None = None,
                 seed: int = opt.SEED, confidence: float | None = None,
+                mode: str = "own-range", threshold: float | None = None,
                 ) -> tuple["Comparison", GateOutcome | None, Loaded, Loaded]:
     """The comparison of two sides (with bootstrap intervals when asked for or
-    needed) and, when ``gating``, the rules' outcome."""
+    needed), its deployment view (at ``threshold``, else the baseline's
+    recommended threshold) and, when ``gating``, the rules' outcome
+    (``deployed_*`` rules read the deployment view)."""
     from .compare import compare_results
     from .rules import evaluate_rules
 
@@ -419,11 +510,16 @@ def run_compare(base: Loaded, cand: Loaded, *, rules: Sequence[Rule], gating: bo
         # A stored bootstrap decides B and seed so that both sides pair.
         base, cand = pair_bootstraps(base, cand, resamples=resamples, seed=seed,
                                      confidence=conf)
+    dep = deployment_view(base, cand, threshold)
     cmp = compare_results(base.result, cand.result, baseline_name=base.name,
                           candidate_name=cand.name, base_bootstrap=base.bootstrap,
-                          cand_bootstrap=cand.bootstrap, confidence=conf)
+                          cand_bootstrap=cand.bootstrap, confidence=conf, mode=mode,
+                          deployment=dep)
     outcome = None
     if gating:
         # The comparison carries the warnings (printed, in JSON and Markdown once).
-        outcome = evaluate_rules(rules, cand.side, base.side, confidence=conf)
+        cside, bside = cand.side, base.side
+        cside = replace(cside, headline={**cside.headline, **dep.metrics("candidate")})
+        bside = replace(bside, headline={**bside.headline, **dep.metrics("baseline")})
+        outcome = evaluate_rules(rules, cside, bside, confidence=conf, missing=dep.missing)
     return cmp, outcome, base, cand

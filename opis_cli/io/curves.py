@@ -19,7 +19,8 @@ tpr, far           tp / positives, fp / negatives                   no
 
 This module is the single owner of that format:
 
-- :func:`curves_table` -- the table of a result's in-process curves;
+- :func:`curves_table` -- the table of a result's in-process curves (built by
+  :meth:`~opis_cli.results.EvaluationResult.curves_table`, next to the data);
 - :func:`write_curves` -- the table written atomically to a file;
 - :func:`read_curves` -- a table read back, with its columns checked;
 - :func:`curves_from_table` -- a table turned back into
@@ -36,7 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from opis_cli.errors import InputError
-from opis_cli.results import ConsistencyBlock, Curves, EvaluationResult
+from opis_cli.results import CURVES_COLUMNS, ConsistencyBlock, Curves, EvaluationResult
 
 from ._columns import strings_from_arrow
 from ._files import PARQUET_SUFFIXES, arrow_errors, check_suffix, list_names, suffix
@@ -44,9 +45,8 @@ from ._files import PARQUET_SUFFIXES, arrow_errors, check_suffix, list_names, su
 __all__ = ["COLUMNS", "REQUIRED", "curves_table", "write_curves", "read_curves",
            "curves_from_table"]
 
-#: Every column, in the order written.
-COLUMNS = ("level", "label", "threshold_index", "threshold", "utility", "tp", "fp",
-           "positives", "negatives", "tpr", "far")
+#: Every column, in the order written (the result builds the table: ``EvaluationResult.curves_table``).
+COLUMNS = CURVES_COLUMNS
 #: The columns a table must have to be read back.
 REQUIRED = COLUMNS[:5]
 #: Suffixes accepted when reading (writing takes ``output.TABLE_SUFFIXES``).
@@ -54,40 +54,9 @@ READ_SUFFIXES = (".csv", ".txt") + PARQUET_SUFFIXES
 
 
 def curves_table(result: EvaluationResult) -> dict[str, np.ndarray]:
-    """The per-row curves of ``result`` as columns, one row per (level, label, threshold).
-
-    Parameters
-    ----------
-    result : EvaluationResult
-        An in-process result; blocks without curves (a result read from JSON)
-        contribute no rows.
-
-    Returns
-    -------
-    dict of str to numpy.ndarray
-        The :data:`COLUMNS`, each of length ``sum(C) * K``: class rows first,
-        then group rows, each label's K thresholds together.
-    """
-    cols: dict[str, list] = {k: [] for k in COLUMNS}
-    th = np.asarray(result.thresholds)
-    K = len(th)
-    for level, blk in (("class", result.classes), ("group", result.groups)):
-        if blk is None or blk.curves is None:
-            continue
-        cv = blk.curves
-        C = len(cv.labels)
-        cols["level"].append(np.full(C * K, level, dtype=object))
-        cols["label"].append(np.repeat(np.array(cv.labels, dtype=object), K))
-        cols["threshold_index"].append(np.tile(np.arange(K), C))
-        cols["threshold"].append(np.tile(th, C))
-        cols["utility"].append(cv.utility.ravel())
-        cols["tp"].append(cv.tp.ravel())
-        cols["fp"].append(cv.fp.ravel())
-        cols["positives"].append(np.repeat(cv.positives, K))
-        cols["negatives"].append(np.repeat(cv.negatives, K))
-        cols["tpr"].append((cv.tp / cv.positives[:, None]).ravel())
-        cols["far"].append((cv.fp / cv.negatives[:, None]).ravel())
-    return {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in cols.items()}
+    """The per-row curves of ``result`` as the table's columns (see
+    :meth:`~opis_cli.results.EvaluationResult.curves_table`)."""
+    return result.curves_table()
 
 
 def write_curves(path: str | os.PathLike[str], result: EvaluationResult) -> None:

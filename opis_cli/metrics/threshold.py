@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ConfigError
-from ..results import RecommendedThreshold, Spread
+from ..results import OperatingPoint, RecommendedThreshold, Spread
 
 SPREAD_POINTS = (("min", 0.0), ("p5", 5.0), ("p50", 50.0), ("p95", 95.0), ("max", 100.0))
 
@@ -91,3 +91,22 @@ def recommend(policy: Policy, thresholds: np.ndarray, mean_curve: np.ndarray,
         far_spread=spread_of(per_far), frr_spread=spread_of(per_frr),
         fraction_far_above_2x=float(np.mean(per_far > 2 * g)),
         requested_far=policy.far)
+
+
+def operating_point(threshold: float, tp: np.ndarray, fp: np.ndarray, P: np.ndarray,
+                    M: np.ndarray, utility: np.ndarray | None = None) -> OperatingPoint:
+    """The operating point of one global threshold from its per-class counts.
+
+    ``tp``/``fp`` (C,) are the counts of pairs with distance ``<= threshold``
+    of the evaluated classes, ``P``/``M`` (C,) their totals (all > 0);
+    ``utility`` (C,) optionally their utilities there (``Ubar`` is their mean).
+    Same definitions as :func:`recommend` (SPEC 6).
+    """
+    tp, fp = np.asarray(tp, np.float64), np.asarray(fp, np.float64)
+    per_far, per_frr = fp / M, 1.0 - tp / P
+    g = float(fp.sum() / M.sum())
+    return OperatingPoint(
+        threshold=float(threshold), tpr=float(tp.sum() / P.sum()), far=g,
+        far_spread=spread_of(per_far), frr_spread=spread_of(per_frr),
+        fraction_far_above_2x=float(np.mean(per_far > 2 * g)),
+        mean_utility=None if utility is None else float(np.mean(utility)))

@@ -40,3 +40,33 @@ def rounded(v: Any, digits: int = 6) -> float | None:
     """A finite number rounded to ``digits`` significant digits (for data shown in a
     page), else ``None``."""
     return float(f"{float(v):.{digits}g}") if finite(v) else None
+
+
+def mode_text(cmp) -> str:
+    """How a :class:`~opis_cli.gate.compare.Comparison` measured its sides, in words."""
+    if cmp.mode == "own-range":
+        return "each on its own FAR range"
+    return "same thresholds" if cmp.same_thresholds else "different thresholds"
+
+
+def deployment_rows(dep) -> list[tuple[str, str, str]]:
+    """The deployment view's rows as text: ``(quantity, baseline, candidate)``.
+
+    ``dep`` is a :class:`~opis_cli.gate.compare.Deployment` with both sides.
+    """
+    b, c = dep.baseline, dep.candidate
+    rows = [("global FAR", pct(b.far), pct(c.far)), ("global TPR", pct(b.tpr), pct(c.tpr))]
+    for rate in ("far", "frr"):
+        bs, cs = getattr(b, f"{rate}_spread"), getattr(c, f"{rate}_spread")
+        rows += [(f"class {rate.upper()} {p}", pct(getattr(bs, p)), pct(getattr(cs, p)))
+                 for p in ("min", "p5", "p50", "p95", "max")]
+    rows += [("classes with FAR > 2x global", pct(b.fraction_far_above_2x, ".0f"),
+              pct(c.fraction_far_above_2x, ".0f")),
+             ("mean utility", num(b.mean_utility), num(c.mean_utility))]
+    return rows
+
+
+def deployment_title(dep) -> str:
+    """``Deployment view: both models at threshold 0.6053 (baseline recommended)``."""
+    return (f"Deployment view: both models at threshold {num(dep.threshold, '.4g')} "
+            f"({dep.source})")

@@ -10,7 +10,7 @@ from typing import Mapping
 
 from ..gate.compare import Comparison
 from ..gate.rules import GateOutcome
-from .format import interval, num, pct
+from .format import deployment_rows, deployment_title, interval, mode_text, num, pct
 
 
 def _md(text: str) -> str:
@@ -51,8 +51,8 @@ def gate_markdown(outcome: GateOutcome, headline: Mapping[str, float] | None = N
 def compare_markdown(cmp: Comparison, top: int = 5) -> str:
     """The headline deltas and the most changed classes."""
     lines = ["### opis compare", "",
-             f"Baseline `{_md(cmp.baseline)}`, candidate `{_md(cmp.candidate)}`"
-             + (" (same thresholds)." if cmp.same_thresholds else " (different thresholds)."),
+             f"Baseline `{_md(cmp.baseline)}`, candidate `{_md(cmp.candidate)}` "
+             f"({mode_text(cmp)}).",
              "", "| metric | baseline | candidate | change | relative | |",
              "|---|---:|---:|---:|---:|---|"]
     for m in cmp.metrics:
@@ -72,6 +72,17 @@ def compare_markdown(cmp: Comparison, top: int = 5) -> str:
                 f"{num(c.candidate_mean_utility)} | {num(c.change, '+.4g')} | "
                 f"{pct(c.baseline_far)} -> {pct(c.candidate_far)} | "
                 f"{pct(c.baseline_frr)} -> {pct(c.candidate_frr)} |")
+    if cmp.disagreement:
+        lines += ["", f"> :information_source: {_md(cmp.disagreement)}"]
+    dep = cmp.deployment
+    if dep is not None and dep.available:
+        lines += ["", f"**{_md(deployment_title(dep))}**", "",
+                  "| at this threshold | baseline | candidate |", "|---|---:|---:|"]
+        lines += [f"| {q} | {b} | {c} |" for q, b, c in deployment_rows(dep)]
+        if dep.sentence():
+            lines += ["", f"> :rotating_light: {_md(dep.sentence())}"]
+    elif dep is not None:
+        lines += ["", f"> Deployment view not shown: {_md(dep.missing)}"]
     for w in cmp.warnings:
         lines += ["", f"> :warning: {_md(w)}"]
     return "\n".join(lines) + "\n"

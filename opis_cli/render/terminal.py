@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..results import ConsistencyBlock, EvaluationResult
-from .format import interval, num, pct
+from .format import deployment_rows, deployment_title, interval, mode_text, num, pct
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..gate.compare import Comparison
@@ -197,10 +197,11 @@ def print_comparison(cmp: "Comparison", top: int) -> None:
     """Headline deltas, their bootstrap intervals and the classes that changed most."""
     console.print(Text.assemble(("opis compare", "bold"),
                                 f": baseline {cmp.baseline}  vs  candidate {cmp.candidate}  ("
-                                + ("same thresholds" if cmp.same_thresholds
-                                   else "different thresholds") + ")"))
+                                + mode_text(cmp) + ")"))
     for w in cmp.warnings:
         console.print(Text(f"Warning: {w}", style="yellow"))
+    if cmp.disagreement:
+        console.print(Text(f"Note: {cmp.disagreement}", style="yellow"))
     t = Table(title="Headline metrics", title_justify="left")
     t.add_column("metric", no_wrap=True)
     for col in ("baseline", "candidate", "change", "relative"):
@@ -233,3 +234,23 @@ def print_comparison(cmp: "Comparison", top: int) -> None:
     if cmp.only_baseline or cmp.only_candidate:
         console.print(Text(f"Classes only in the baseline: {', '.join(cmp.only_baseline) or '-'}; "
                            f"only in the candidate: {', '.join(cmp.only_candidate) or '-'}"))
+    print_deployment(cmp.deployment)
+
+
+def print_deployment(dep) -> None:
+    """The deployment view: both models at one deployed threshold."""
+    if dep is None:
+        return
+    if not dep.available:
+        console.print(Text(f"Deployment view: not shown: {dep.missing}", style="yellow"))
+        return
+    t = Table(title=deployment_title(dep), title_justify="left")
+    t.add_column("at this threshold", no_wrap=True)
+    t.add_column("baseline", justify="right", no_wrap=True)
+    t.add_column("candidate", justify="right", no_wrap=True)
+    for row in deployment_rows(dep):
+        t.add_row(*row)
+    console.print(t)
+    line = dep.sentence()
+    if line:
+        console.print(Text(f"Deployment: {line[0].upper()}{line[1:]}.", style="bold red"))

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..format import interval, num, pct
+from ..format import deployment_rows, deployment_title, interval, mode_text, num, pct
 from .plots import (C_CLASS, C_GOOD, C_MEAN, C_THRESHOLD, C_WORST, DPI, UTILITY_NAMES,
                     distance_unit, short_label, to_png)
 
@@ -274,10 +274,11 @@ def render_page(cmp: "Comparison", images: dict[str, bytes],
              "<h1>opis compare</h1>",
              f"<p>Baseline <code>{e(cmp.baseline)}</code>, candidate "
              f"<code>{e(cmp.candidate)}</code>; "
-             + ("both measured on the same thresholds." if cmp.same_thresholds
-                else "measured on <b>different</b> thresholds.") + "</p>"]
+             + e(mode_text(cmp)) + ".</p>"]
     for w in cmp.warnings:
         parts.append(f"<p class=\"warn\">Warning: {e(w)}</p>")
+    if cmp.disagreement:
+        parts.append(f"<p class=\"warn\">Note: {e(cmp.disagreement)}</p>")
     if outcome is not None:
         verdict = ("<span class=\"pass\">passed</span>" if outcome.passed
                    else "<span class=\"fail\">FAILED</span>")
@@ -319,6 +320,18 @@ def render_page(cmp: "Comparison", images: dict[str, bytes],
     if cmp.only_baseline or cmp.only_candidate:
         parts.append(f"<p>Only in the baseline: {e(', '.join(cmp.only_baseline) or '-')}. "
                      f"Only in the candidate: {e(', '.join(cmp.only_candidate) or '-')}.</p>")
+    dep = cmp.deployment
+    if dep is not None and dep.available:
+        parts += [f"<h2>{e(deployment_title(dep))}</h2>",
+                  "<table><tr><th>at this threshold</th><th>baseline</th><th>candidate</th>"
+                  "</tr>"]
+        parts += [f"<tr><td>{e(q)}</td><td>{e(bv)}</td><td>{e(cv)}</td></tr>"
+                  for q, bv, cv in deployment_rows(dep)]
+        parts.append("</table>")
+        if dep.sentence():
+            parts.append(f"<p class=\"warn\">{e(dep.sentence())}</p>")
+    elif dep is not None:
+        parts.append(f"<p class=\"muted\">Deployment view not shown: {e(dep.missing)}</p>")
     parts.append("<h2>Figures</h2>")
     for name in FIGURES:
         if name in images:
