@@ -633,7 +633,10 @@ def _uncertain_key_bounds(K, d_lo, d_hi, k_lo, k_hi, l2):
     lo0 = max(d_lo[0], key_to_dist(k_lo, l2) - 1.0)
     hi1 = min(d_hi[1], key_to_dist(k_hi, l2) + 1.0)
     w = np.arange(K) / (K - 1)
-    g_min = (1 - w) * lo0 + w * d_hi[0]
+    # t_k = (1 - w) t_lo + w t_hi; where w == 0 the other end does not count
+    # (d_hi[0] may be -inf, and 0 * -inf would be NaN)
+    with np.errstate(invalid="ignore"):
+        g_min = np.where(w > 0, (1 - w) * lo0 + w * d_hi[0], lo0)
     g_max = (1 - w) * d_lo[1] + w * hi1
     span = max(abs(hi1), abs(lo0), 1e-300)
     g_min = g_min - 1e-12 * span
