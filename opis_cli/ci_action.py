@@ -110,12 +110,13 @@ def _append(path: str | None, text: str) -> None:
 def main(env: Mapping[str, str] | None = None) -> int:
     """Run the plan; exit code of the last opis command (or the first that fails with 2)."""
     from .cli import main as opis
+    from .render.escape import one_line
 
     env = os.environ if env is None else env
     try:
         commands, outputs = plan(env)
     except ValueError as e:
-        print(f"Error: {e}", file=sys.stderr)
+        print(f"Error: {one_line(e)}", file=sys.stderr)
         _append(env.get("GITHUB_OUTPUT"), f"exit-code={int(ExitCode.USAGE)}\npassed=false\n")
         return int(ExitCode.USAGE)
     Path(outputs["output-dir"]).mkdir(parents=True, exist_ok=True)
@@ -124,7 +125,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
         summary.unlink()
     code = int(ExitCode.OK)
     for argv in commands:
-        print("+ opis " + shlex.join(argv), file=sys.stderr, flush=True)
+        print("+ opis " + one_line(shlex.join(argv)), file=sys.stderr, flush=True)
         code = opis(argv)
         if code not in (ExitCode.OK, ExitCode.GATE_FAILED):
             break

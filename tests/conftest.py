@@ -14,10 +14,23 @@ lowest-versions step of ``.ci/run`` runs with only the ``test`` extra.
 
 from __future__ import annotations
 
+import os
+
 import pytest
+from hypothesis import HealthCheck, settings
 
 from gating_samples import Samples, evaluate_samples
 from report_helpers import render_big_report
+
+# Hypothesis (tests/test_fuzz_*.py): "ci" (the default) is a fixed, derandomized
+# budget so that CI runs are quick and reproducible; HYPOTHESIS_PROFILE=long
+# explores more (and differently on every run) locally.
+_FUZZ_COMMON = dict(deadline=None, print_blob=True,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                           HealthCheck.function_scoped_fixture])
+settings.register_profile("ci", max_examples=30, derandomize=True, **_FUZZ_COMMON)
+settings.register_profile("long", max_examples=1000, **_FUZZ_COMMON)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 #: test module -> the slow tests in it (None: all of them)
 SLOW: dict[str, frozenset[str] | None] = {

@@ -43,7 +43,8 @@ def report(
         group_curves = curves_from_table(columns, result, level="group", source=str(curves))
     page = write_report(result, out, curves=class_curves, group_curves=group_curves)
     if not quiet:
+        from ..render.escape import terminal_text
         from ..render.terminal import console
 
-        console.print(f"Wrote {page} and {len(list(out.glob('*.png')))} PNG figures",
-                      highlight=False, soft_wrap=True)
+        console.print(terminal_text(f"Wrote {page} and {len(list(out.glob('*.png')))} PNG "
+                                    "figures"), highlight=False, soft_wrap=True)

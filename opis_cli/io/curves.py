@@ -106,6 +106,8 @@ def read_curves(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         with arrow_errors(path_str, "not a readable CSV file"):
             table = pacsv.read_csv(
                 path_str,
+                # a label may hold a newline: the writer quotes it, the reader must accept it
+                parse_options=pacsv.ParseOptions(newlines_in_values=True),
                 convert_options=pacsv.ConvertOptions(
                     column_types={"level": pa.string(), "label": pa.string()},
                     strings_can_be_null=False,

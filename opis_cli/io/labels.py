@@ -100,7 +100,9 @@ def _read_csv(path: str, label_column: str) -> np.ndarray:
     import pyarrow.csv as pacsv
 
     with arrow_errors(path, "not a readable CSV file"):
-        reader = pacsv.open_csv(path)
+        # a quoted label may hold a newline (pyarrow's writer quotes it so)
+        parse = pacsv.ParseOptions(newlines_in_values=True)
+        reader = pacsv.open_csv(path, parse_options=parse)
         names = list(reader.schema.names)
         reader.close()
         if label_column not in names:
@@ -112,6 +114,7 @@ def _read_csv(path: str, label_column: str) -> np.ndarray:
         # empty cell counts as missing.
         table = pacsv.read_csv(
             path,
+            parse_options=parse,
             convert_options=pacsv.ConvertOptions(
                 include_columns=[label_column],
                 column_types={label_column: pa.string()},

@@ -1,7 +1,9 @@
 """Markdown summaries (``--markdown``, e.g. for ``$GITHUB_STEP_SUMMARY``).
 
 Reads a :class:`~opis_cli.gate.rules.GateOutcome` and a
-:class:`~opis_cli.gate.compare.Comparison`; computes nothing.
+:class:`~opis_cli.gate.compare.Comparison`; computes nothing. User text
+(paths, labels, rule text) and messages go through
+:mod:`opis_cli.render.escape` (``md_code``, ``md_text``, ``md_message``).
 """
 
 from __future__ import annotations
@@ -10,12 +12,8 @@ from typing import Mapping
 
 from ..gate.compare import Comparison
 from ..gate.rules import GateOutcome
+from .escape import md_code, md_message, md_text
 from .format import deployment_rows, deployment_title, interval, mode_text, num, pct
-
-
-def _md(text: str) -> str:
-    """Text safe inside a Markdown table cell."""
-    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 def gate_markdown(outcome: GateOutcome, headline: Mapping[str, float] | None = None,
@@ -25,25 +23,27 @@ def gate_markdown(outcome: GateOutcome, headline: Mapping[str, float] | None = N
     verdict = (f":white_check_mark: **passed**: all {n} rules hold" if outcome.passed
                else f":x: **failed**: {f} of {n} rules broken")
     lines = [f"### {title}: {'passed' if outcome.passed else 'FAILED'}", "",
-             f"{verdict} for `{_md(outcome.candidate)}`"
-             + (f" against baseline `{_md(outcome.baseline)}`" if outcome.baseline else "") + ".",
+             f"{verdict} for {md_code(outcome.candidate, table=False)}"
+             + (f" against baseline {md_code(outcome.baseline, table=False)}"
+                if outcome.baseline else "") + ".",
              "", "| rule | value | baseline | limit | verdict |", "|---|---:|---:|---:|---|"]
     for r in outcome.results:
         limit = (interval(r.interval.lower, r.interval.upper) if r.interval is not None
                  else num(r.limit, ".6g"))
-        lines.append(f"| `{_md(r.rule.text)}` | {num(r.value, '.6g')} | "
+        lines.append(f"| {md_code(r.rule.text)} | {num(r.value, '.6g')} | "
                      f"{num(r.baseline, '.6g')} | {limit} | "
                      f"{'pass' if r.passed else '**FAIL**'} |")
     failed = [r for r in outcome.results if not r.passed]
     if failed:
         lines += ["", "Broken rules:", ""]
-        lines += [f"- `{_md(r.rule.text)}`: {_md(r.message)}" for r in failed]
+        lines += [f"- {md_code(r.rule.text, table=False)}: {md_message(r.message)}"
+                  for r in failed]
     for w in outcome.warnings:
-        lines += ["", f"> :warning: {_md(w)}"]
+        lines += ["", f"> :warning: {md_message(w)}"]
     if headline:
         lines += ["", "<details><summary>Headline metrics</summary>", "",
                   "| metric | value |", "|---|---:|"]
-        lines += [f"| {k} | {num(v, '.6g')} |" for k, v in headline.items()]
+        lines += [f"| {md_text(k)} | {num(v, '.6g')} |" for k, v in headline.items()]
         lines += ["", "</details>"]
     return "\n".join(lines) + "\n"
 
@@ -51,7 +51,8 @@ def gate_markdown(outcome: GateOutcome, headline: Mapping[str, float] | None = N
 def compare_markdown(cmp: Comparison, top: int = 5) -> str:
     """The headline deltas and the most changed classes."""
     lines = ["### opis compare", "",
-             f"Baseline `{_md(cmp.baseline)}`, candidate `{_md(cmp.candidate)}` "
+             f"Baseline {md_code(cmp.baseline, table=False)}, candidate "
+             f"{md_code(cmp.candidate, table=False)} "
              f"({mode_text(cmp)}).",
              "", "| metric | baseline | candidate | change | relative | |",
              "|---|---:|---:|---:|---:|---|"]
@@ -68,23 +69,23 @@ def compare_markdown(cmp: Comparison, top: int = 5) -> str:
                   "| class | mean utility | change | FAR | FRR |", "|---|---:|---:|---:|---:|"]
         for c in rows:
             lines.append(
-                f"| {_md(c.label)} | {num(c.baseline_mean_utility)} -> "
+                f"| {md_text(c.label)} | {num(c.baseline_mean_utility)} -> "
                 f"{num(c.candidate_mean_utility)} | {num(c.change, '+.4g')} | "
                 f"{pct(c.baseline_far)} -> {pct(c.candidate_far)} | "
                 f"{pct(c.baseline_frr)} -> {pct(c.candidate_frr)} |")
     if cmp.disagreement:
-        lines += ["", f"> :information_source: {_md(cmp.disagreement)}"]
+        lines += ["", f"> :information_source: {md_message(cmp.disagreement)}"]
     dep = cmp.deployment
     if dep is not None and dep.available:
-        lines += ["", f"**{_md(deployment_title(dep))}**", "",
+        lines += ["", f"**{md_message(deployment_title(dep))}**", "",
                   "| at this threshold | baseline | candidate |", "|---|---:|---:|"]
         lines += [f"| {q} | {b} | {c} |" for q, b, c in deployment_rows(dep)]
         if dep.sentence():
-            lines += ["", f"> :rotating_light: {_md(dep.sentence())}"]
+            lines += ["", f"> :rotating_light: {md_message(dep.sentence())}"]
     elif dep is not None:
-        lines += ["", f"> Deployment view not shown: {_md(dep.missing)}"]
+        lines += ["", f"> Deployment view not shown: {md_message(dep.missing)}"]
     for w in cmp.warnings:
-        lines += ["", f"> :warning: {_md(w)}"]
+        lines += ["", f"> :warning: {md_message(w)}"]
     return "\n".join(lines) + "\n"
 
 

@@ -2,8 +2,9 @@
 
 Reads finished objects (``EvaluationResult``, ``Bootstrap``, ``Comparison``,
 ``GateOutcome``); computes nothing. Text that comes from users (file names,
-labels, messages quoting them) is printed as :class:`rich.text.Text`, never
-parsed as markup.
+labels, messages quoting them) goes through :mod:`opis_cli.render.escape`
+(control and bidi characters shown as escapes) and is printed as
+:class:`rich.text.Text`, never parsed as markup.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..results import ConsistencyBlock, EvaluationResult
+from .escape import one_line, terminal_message, terminal_text, visible
 from .format import deployment_rows, deployment_title, interval, mode_text, num, pct
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -32,15 +34,17 @@ EXCLUDED_SHOWN = 20
 
 
 def print_error(message: str) -> None:
-    """One ``Error: ...`` line (newlines in ``message`` become spaces)."""
-    console.print(Text.assemble(("Error:", "bold red"), " ", " ".join(str(message).split("\n"))),
+    """One ``Error: ...`` line (control characters in ``message``, newlines included,
+    shown as escapes: see :func:`~opis_cli.render.escape.one_line`)."""
+    console.print(Text.assemble(("Error:", "bold red"), " ", one_line(message)),
                   highlight=False, soft_wrap=True)
 
 
 def print_warnings(messages: Iterable[str]) -> None:
     """One ``Warning: ...`` line each (the engines' warnings, e.g. knn truncation)."""
     for msg in messages:
-        console.print(Text.assemble(("Warning:", "bold yellow"), " ", msg), soft_wrap=True)
+        console.print(Text.assemble(("Warning:", "bold yellow"), " ", one_line(msg)),
+                      soft_wrap=True)
 
 
 @contextmanager
@@ -65,7 +69,7 @@ def progress_bar(enabled: bool) -> Iterator:
 def _block_tables(block: ConsistencyBlock, noun: str, thresholds_unit: str) -> list:
     rt = block.recommended_threshold
     out = []
-    t = Table(title=f"Recommended threshold ({rt.policy})", title_justify="left",
+    t = Table(title=Text(f"Recommended threshold ({visible(rt.policy)})"), title_justify="left",
               show_header=False, box=None, pad_edge=False)
     t.add_column(style="bold")
     t.add_column()
@@ -91,7 +95,7 @@ def _block_tables(block: ConsistencyBlock, noun: str, thresholds_unit: str) -> l
     for col in (noun, "mean utility", "FAR", "FRR", "R@1", "positives", "negatives"):
         worst.add_column(col, justify="left" if col == noun else "right")
     for c in block.per_class[:WORST_SHOWN]:
-        worst.add_row(c.label, num(c.mean_utility, ".4f"), pct(c.far_at_threshold),
+        worst.add_row(terminal_text(c.label), num(c.mean_utility, ".4f"), pct(c.far_at_threshold),
                       pct(c.frr_at_threshold), num(c.recall_at_1, ".3f"), str(c.positives),
                       str(c.negatives))
     out.append(worst)
@@ -104,10 +108,10 @@ def print_result(result: EvaluationResult, source: str = "") -> None:
     r = result.retrieval
     cls = result.classes
     unit = "(cosine distance)" if result.metric == "cosine" else "(L2 distance)"
-    console.print(
-        f"[bold]opis[/bold] {source}: {result.n_samples} rows x {result.dim} dims, metric "
+    console.print(Text.assemble(
+        ("opis", "bold"), f" {visible(source)}: {result.n_samples} rows x {result.dim} dims, metric "
         f"{result.metric}, utility {result.utility} (beta {result.beta:g}); "
-        f"{cls.evaluated} classes evaluated, {cls.excluded} excluded")
+        f"{cls.evaluated} classes evaluated, {cls.excluded} excluded"))
     h = Table(title="Threshold consistency", title_justify="left")
     for col in ("OPIS", f"{100 * result.epsilon:g}%-OPIS", "R@1", "R@2", "R@4", "R@8", "MAP@R",
                 "queries"):
@@ -126,16 +130,18 @@ def print_result(result: EvaluationResult, source: str = "") -> None:
     for t in _block_tables(cls, "class", unit):
         console.print(t)
     if cls.excluded:
-        shown = ", ".join(cls.excluded_labels[:EXCLUDED_SHOWN])
+        shown = ", ".join(visible(lab) for lab in cls.excluded_labels[:EXCLUDED_SHOWN])
         more = f" and {cls.excluded - EXCLUDED_SHOWN} more" if cls.excluded > EXCLUDED_SHOWN else ""
-        console.print(f"[bold]Excluded classes[/bold] ({cls.excluded}; no positive or no negative "
-                      f"pair, e.g. a single sample): {shown}{more}")
+        console.print(Text.assemble(("Excluded classes", "bold"),
+                                    f" ({cls.excluded}; no positive or no negative pair, e.g. "
+                                    f"a single sample): {shown}{more}"))
     if result.groups is not None:
         g = result.groups
-        console.print(
-            f"\n[bold]Groups[/bold] (column {result.group_column!r}): OPIS {num(g.opis, '.5f')}, "
+        console.print(Text.assemble(
+            "\n", ("Groups", "bold"),
+            f" (column '{visible(result.group_column)}'): OPIS {num(g.opis, '.5f')}, "
             f"{100 * result.epsilon:g}%-OPIS {num(g.epsilon_opis, '.5f')}; "
-            f"{g.evaluated} groups evaluated, {g.excluded} excluded")
+            f"{g.evaluated} groups evaluated, {g.excluded} excluded"))
         for t in _block_tables(g, "group", unit):
             console.print(t)
 
@@ -170,11 +176,11 @@ def print_gate_outcome(outcome: "GateOutcome") -> None:
             value = num(r.value, "+.4g")
         else:
             limit, value = num(r.limit), num(r.value)
-        row = [Text(r.rule.text), value] + ([num(r.baseline)] if with_base else []) + [
+        row = [terminal_text(r.rule.text), value] + ([num(r.baseline)] if with_base else []) + [
             limit, Text("PASS", style="green") if r.passed else Text("FAIL", style="bold red")]
         if with_src:
-            row.append(Text("option" if r.rule.source == "command line"
-                            else Path(r.rule.source).name))
+            row.append(Text("option") if r.rule.source == "command line"
+                       else terminal_text(Path(r.rule.source).name))
         t.add_row(*row)
     console.print(t)
     if any(r.interval is not None for r in outcome.results):
@@ -182,7 +188,7 @@ def print_gate_outcome(outcome: "GateOutcome") -> None:
                       "which fails an increase rule when it lies entirely above 0 (a decrease "
                       "rule: below 0).", style="dim")
     for w in outcome.warnings:
-        console.print(Text(f"Warning: {w}", style="yellow"))
+        console.print(terminal_message(f"Warning: {w}", style="yellow"))
     n, f = len(outcome.results), outcome.failures
     if outcome.passed:
         console.print(Text(f"Gate passed: all {n} rules hold.", style="bold green"))
@@ -190,18 +196,20 @@ def print_gate_outcome(outcome: "GateOutcome") -> None:
         console.print(Text(f"Gate FAILED: {f} of {n} rules broken.", style="bold red"))
         for r in outcome.results:
             if not r.passed:
-                console.print(Text(f"  {r.rule.text}: {r.message}"))
+                console.print(Text.assemble("  ", terminal_text(r.rule.text), ": ",
+                                            terminal_message(r.message)))
 
 
 def print_comparison(cmp: "Comparison", top: int) -> None:
     """Headline deltas, their bootstrap intervals and the classes that changed most."""
     console.print(Text.assemble(("opis compare", "bold"),
-                                f": baseline {cmp.baseline}  vs  candidate {cmp.candidate}  ("
+                                f": baseline {visible(cmp.baseline)}  vs  candidate "
+                                f"{visible(cmp.candidate)}  ("
                                 + mode_text(cmp) + ")"))
     for w in cmp.warnings:
-        console.print(Text(f"Warning: {w}", style="yellow"))
+        console.print(terminal_message(f"Warning: {w}", style="yellow"))
     if cmp.disagreement:
-        console.print(Text(f"Note: {cmp.disagreement}", style="yellow"))
+        console.print(terminal_message(f"Note: {cmp.disagreement}", style="yellow"))
     t = Table(title="Headline metrics", title_justify="left")
     t.add_column("metric", no_wrap=True)
     for col in ("baseline", "candidate", "change", "relative"):
@@ -226,14 +234,16 @@ def print_comparison(cmp: "Comparison", top: int) -> None:
         for col in ("class", "mean utility", "change", "FAR", "FRR"):
             c.add_column(col, justify="left" if col == "class" else "right")
         for r in rows:
-            c.add_row(Text(r.label), f"{num(r.baseline_mean_utility, '.4f')} -> "
+            c.add_row(terminal_text(r.label), f"{num(r.baseline_mean_utility, '.4f')} -> "
                       f"{num(r.candidate_mean_utility, '.4f')}", num(r.change, "+.4f"),
                       f"{pct(r.baseline_far)} -> {pct(r.candidate_far)}",
                       f"{pct(r.baseline_frr)} -> {pct(r.candidate_frr)}")
         console.print(c)
     if cmp.only_baseline or cmp.only_candidate:
-        console.print(Text(f"Classes only in the baseline: {', '.join(cmp.only_baseline) or '-'}; "
-                           f"only in the candidate: {', '.join(cmp.only_candidate) or '-'}"))
+        only_b = ", ".join(visible(lab) for lab in cmp.only_baseline) or "-"
+        only_c = ", ".join(visible(lab) for lab in cmp.only_candidate) or "-"
+        console.print(Text(f"Classes only in the baseline: {only_b}; only in the candidate: "
+                           f"{only_c}"))
     print_deployment(cmp.deployment)
 
 
@@ -242,7 +252,8 @@ def print_deployment(dep) -> None:
     if dep is None:
         return
     if not dep.available:
-        console.print(Text(f"Deployment view: not shown: {dep.missing}", style="yellow"))
+        console.print(terminal_message(f"Deployment view: not shown: {dep.missing}",
+                                       style="yellow"))
         return
     t = Table(title=deployment_title(dep), title_justify="left")
     t.add_column("at this threshold", no_wrap=True)
@@ -253,4 +264,5 @@ def print_deployment(dep) -> None:
     console.print(t)
     line = dep.sentence()
     if line:
-        console.print(Text(f"Deployment: {line[0].upper()}{line[1:]}.", style="bold red"))
+        console.print(terminal_message(f"Deployment: {line[0].upper()}{line[1:]}.",
+                                       style="bold red"))

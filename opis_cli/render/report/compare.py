@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..escape import visible
 from ..format import deployment_rows, deployment_title, interval, mode_text, num, pct
 from .plots import (C_CLASS, C_GOOD, C_MEAN, C_THRESHOLD, C_WORST, DPI, UTILITY_NAMES,
                     distance_unit, short_label, to_png)
@@ -267,7 +268,9 @@ img{max-width:100%;height:auto;border:1px solid #f3f4f6}
 def render_page(cmp: "Comparison", images: dict[str, bytes],
                 outcome: "GateOutcome | None" = None) -> str:
     """The comparison page: verdict, headline deltas, class changes and the figures."""
-    e = html.escape
+    def e(value) -> str:
+        return html.escape(visible(value))
+
     parts = ["<!DOCTYPE html>", "<html lang=\"en\"><head><meta charset=\"utf-8\">",
              f"<title>opis compare: {e(cmp.baseline)} vs {e(cmp.candidate)}</title>",
              f"<style>{_CSS}</style></head><body>",

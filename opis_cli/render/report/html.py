@@ -6,7 +6,8 @@ forbids every network request, so it opens the same from disk, from a CI
 artifact store or as a mail attachment.
 
 Every string that can come from user data (labels, paths, option values) is
-escaped with :func:`html.escape`; the per-row tables are drawn by the inline
+shown by the rule of :mod:`opis_cli.render.escape` (control and bidi characters as
+escapes), then escaped with :func:`html.escape`; the per-row tables are drawn by the inline
 script from a JSON blob (escaped so that ``</script>`` inside a label cannot
 end the block), one page of rows at a time, so 10k+ classes stay responsive.
 
@@ -18,9 +19,11 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
 from typing import Any, Mapping
 
 from ...results import ConsistencyBlock, EvaluationResult
+from ..escape import hidden, visible
 from ..format import MISSING, finite, num, pct, rounded
 from .plots import distance_unit
 
@@ -139,13 +142,26 @@ _JS = r"""
   "use strict";
   var MISSING = @MISSING@;
   var FORMAT = {
-    text: function (v) { return String(v); },
+    text: function (v) { return visible(String(v)); },
     int: function (v) { return v.toLocaleString("en-US"); },
     num: function (v) { return v.toFixed(4); },
     pct: function (v) { return (100 * v).toFixed(2) + "%"; },
     dist: function (v) { return String(Number(v.toPrecision(5))); },
     bool: function (v) { return v ? "yes" : ""; }
   };
+  // the rule of opis_cli.render.escape.visible: control and format characters as escapes
+  function visible(s) {
+    return s.replace(/[\\\p{Cc}\p{Cf}\p{Zl}\p{Zp}\uFFFE\uFFFF]/gu, function (ch) {
+      if (ch === "\\") { return "\\\\"; }
+      if (ch === "\t") { return "\\t"; }
+      if (ch === "\n") { return "\\n"; }
+      if (ch === "\r") { return "\\r"; }
+      var o = ch.codePointAt(0), h = o.toString(16);
+      if (o < 0x100) { return "\\x" + ("0" + h).slice(-2); }
+      if (o < 0x10000) { return "\\u" + ("000" + h).slice(-4); }
+      return "\\U" + ("0000000" + h).slice(-8);
+    });
+  }
   function fmt(v, kind) {
     return (v === null || v === undefined) ? MISSING : FORMAT[kind](v);
   }
@@ -264,8 +280,9 @@ _JS = _JS.replace("@MISSING@", json.dumps(MISSING))
 
 # -- formatting helpers ---------------------------------------------------------
 def esc(value: Any) -> str:
-    """Escape any value for HTML text or attributes."""
-    return html.escape(str(value), quote=True)
+    """Escape any value for HTML text or attributes: control and bidi characters shown
+    as escapes (:func:`~opis_cli.render.escape.visible`), then HTML-escaped."""
+    return html.escape(visible(value), quote=True)
 
 
 def json_for_script(obj: Any) -> str:
@@ -276,8 +293,23 @@ def json_for_script(obj: Any) -> str:
     them back unchanged.
     """
     text = json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    return (text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-            .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
+    text = (text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
+    # no raw control or bidi character in the page, even inside the data blob
+    return _NON_ASCII.sub(_json_escape, text)
+
+
+def _json_escape(m: "re.Match") -> str:
+    ch = m.group()
+    if not hidden(ch):
+        return ch
+    o = ord(ch)
+    if o < 0x10000:
+        return f"\\u{o:04x}"
+    o -= 0x10000  # a UTF-16 surrogate pair, as JSON writes astral characters
+    return f"\\u{0xd800 + (o >> 10):04x}\\u{0xdc00 + (o & 0x3ff):04x}"
+
+
+_NON_ASCII = re.compile("[^\\x00-\\x7e]")
 
 
 # -- page parts -------------------------------------------------------------------

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..escape import visible
 from ..format import pct
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -71,7 +72,7 @@ def distance_unit(metric: str) -> str:
 
 def short_label(label: str, n: int = LABEL_CHARS) -> str:
     """A label shortened to ``n`` characters for drawing (tables show it in full)."""
-    label = " ".join(str(label).split())  # no newlines or tabs inside a tick label
+    label = visible(label)  # control and bidi characters drawn as escapes (render.escape)
     return label if len(label) <= n else label[: n - 1] + "\u2026"
 
 
