@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import importlib.metadata as _metadata
 import platform
+from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
@@ -20,6 +21,7 @@ from . import options as opt
 from .engines.base import Engine, EngineOutput, GridSpec, Progress
 from .errors import InputError
 from .metrics.consistency import consistency, retrieval as retrieval_metrics
+from .metrics.fairness import fairness as fairness_of
 from .metrics.threshold import Policy, class_rates, global_far, recommend
 from .metrics.threshold import operating_point as point_at
 from .metrics.utility import utility as utility_curves
@@ -56,6 +58,7 @@ def evaluate(
     beta: float = opt.BETA,
     epsilon: float = opt.EPSILON,
     threshold_policy: str = opt.THRESHOLD_POLICY,
+    fairness_alpha: float = opt.FAIRNESS_ALPHA,
     block_bytes: int = opt.BLOCK_BYTES,
     engine: Engine | None = None,
     progress: Progress | None = None,
@@ -78,6 +81,8 @@ def evaluate(
     utility : ``"tpr-tnr"`` or ``"precision-recall"``; ``beta`` its F-beta weight
     epsilon : fraction of worst classes for epsilon-OPIS
     threshold_policy : ``max-mean-utility``, ``max-worst-utility`` or ``far:F``
+    fairness_alpha : weight of FAR against FRR in FDR, GARBE and the inequity
+        rate (SPEC 13), in [0, 1]
     block_bytes : memory for the inner-product tiles held at once (``--block-mib``
         MiB; results do not depend on it)
     engine : an :class:`~opis_cli.engines.base.Engine` (``run(prepared, GridSpec, progress) -> EngineOutput``)
@@ -96,7 +101,7 @@ def evaluate(
     """
     # Every option is checked here, before any work (constraints: opis_cli.options).
     opt.validate(metric=metric, utility=utility, beta=beta, epsilon=epsilon,
-                 num_thresholds=num_thresholds)
+                 num_thresholds=num_thresholds, fairness_alpha=fairness_alpha)
     policy = Policy.parse(threshold_policy)
     far = opt.parse_range(far_range, "--far-range")
     cal = opt.parse_range(calibration_range, "--calibration-range")
@@ -116,7 +121,8 @@ def evaluate(
     out = engine.run(prep, spec, progress)
     return build_result(prep, out, spec=spec, metric=metric, utility=utility, beta=beta,
                         epsilon=epsilon, policy=policy, engine_name=getattr(engine, "name", "custom"),
-                        sources=sources, group_column=group_column, timestamp=timestamp)
+                        sources=sources, group_column=group_column, timestamp=timestamp,
+                        fairness_alpha=fairness_alpha)
 
 
 def operating_point(
@@ -170,7 +176,7 @@ def operating_point(
 
 
 def _block(labels, tp_all, fp_all, P, M, thresholds, kind, beta, epsilon, policy,
-           n_rows, queries, recall1) -> ConsistencyBlock:
+           n_rows, queries, recall1, alpha=opt.FAIRNESS_ALPHA) -> ConsistencyBlock:
     """One consistency block (classes or groups) from its counts."""
     ev = counts.evaluated(P, M)
     idx = np.nonzero(ev)[0]
@@ -180,6 +186,8 @@ def _block(labels, tp_all, fp_all, P, M, thresholds, kind, beta, epsilon, policy
     U = utility_curves(tp, fp, Pe, Me, kind=kind, beta=beta)
     cons = consistency(U, thresholds, lab, epsilon)
     rt = recommend(policy, thresholds, cons.mean_curve, cons.worst_curve, tp, fp, Pe, Me)
+    fair_at, fair_curve = fairness_of(tp, fp, Pe, Me, thresholds, rt.index, alpha)
+    rt = replace(rt, fairness=fair_at)
     per_far, per_frr = class_rates(tp, fp, Pe, Me, rt.index)
     best = thresholds[np.argmax(U, axis=1)]
     per = []
@@ -199,7 +207,8 @@ def _block(labels, tp_all, fp_all, P, M, thresholds, kind, beta, epsilon, policy
         worst_mean_utility=tuple(float(v) for v in cons.worst_curve),
         recommended_threshold=rt, evaluated=len(idx), excluded=len(excluded),
         excluded_labels=excluded, per_class=tuple(per),
-        curves=Curves(labels=tuple(lab), utility=U, tp=tp, fp=fp, positives=Pe, negatives=Me))
+        curves=Curves(labels=tuple(lab), utility=U, tp=tp, fp=fp, positives=Pe, negatives=Me),
+        fairness=fair_curve)
 
 
 def _per_id_recall1(ids: np.ndarray, n: int, out: EngineOutput) -> np.ndarray:
@@ -213,7 +222,8 @@ def _per_id_recall1(ids: np.ndarray, n: int, out: EngineOutput) -> np.ndarray:
 def build_result(prep: Prepared, out: EngineOutput, *, spec: GridSpec, metric: str, utility: str,
                  beta: float, epsilon: float, policy: Policy, engine_name: str,
                  sources: Sequence[dict] = (), group_column: str | None = None,
-                 timestamp: bool = True) -> EvaluationResult:
+                 timestamp: bool = True,
+                 fairness_alpha: float = opt.FAIRNESS_ALPHA) -> EvaluationResult:
     """Turn engine counts into the result (shared by every engine)."""
     th = out.thresholds
     C = prep.n_classes
@@ -221,7 +231,7 @@ def build_result(prep: Prepared, out: EngineOutput, *, spec: GridSpec, metric: s
     q_per_class = np.bincount(prep.q_class, minlength=C)
     classes = _block(prep.class_labels, out.class_tp, out.class_fp, P, M, th, utility, beta,
                      epsilon, policy, prep.class_rows, q_per_class,
-                     _per_id_recall1(prep.q_class, C, out))
+                     _per_id_recall1(prep.q_class, C, out), fairness_alpha)
     if classes.evaluated < 2:
         raise InputError(f"only {classes.evaluated} class(es) can be evaluated; need at least 2")
     groups = None
@@ -232,7 +242,7 @@ def build_result(prep: Prepared, out: EngineOutput, *, spec: GridSpec, metric: s
         if counts.evaluated(Pg, Mg).any():
             groups = _block(prep.group_labels, out.group_tp, out.group_fp, Pg, Mg, th,
                             utility, beta, epsilon, policy, prep.group_rows, qg,
-                            _per_id_recall1(prep.q_group, G, out))
+                            _per_id_recall1(prep.q_group, G, out), fairness_alpha)
     ev = counts.evaluated(P, M)
     gfar = global_far(out.class_fp[ev], M[ev])
     cal = CalibrationRange(

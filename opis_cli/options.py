@@ -53,6 +53,8 @@ EPSILON = 0.1
 FAR_RANGE = (0.01, 0.1)
 NUM_THRESHOLDS = 101
 THRESHOLD_POLICY = "max-mean-utility"
+#: ``--fairness-alpha``: weight of FAR (against FRR) in FDR, GARBE, inequity rate (SPEC 13)
+FAIRNESS_ALPHA = 0.5
 ENGINE = "exact"
 K = 100
 INDEX = "hnsw"
@@ -147,6 +149,8 @@ PARAMS: Mapping[str, Param] = {
     "confidence": Param("--confidence", CONFIDENCE,
                         Interval(0, 1, "neither", "between 0 and 1 (exclusive)"), optional=True),
     "top": Param("--top", TOP, Interval(0, None, "left", ">= 0")),
+    "fairness_alpha": Param("--fairness-alpha", FAIRNESS_ALPHA,
+                            Interval(0, 1, "both", "in [0, 1]")),
 }
 
 

@@ -90,6 +90,62 @@ class CalibrationRange:
                    _num(d.get("far_upper")), tuple(fr) if fr else None)
 
 
+def _opt_num(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
+@dataclass(frozen=True)
+class Fairness:
+    """Fairness of one threshold across classes or groups (SPEC 13).
+
+    ``None`` where SPEC 13 says null: ``far_ratio``/``frr_ratio`` when the
+    global rate is 0, ``inequity_rate`` when a minimum per-row rate is 0,
+    ``garbe`` when only one row (a single group) is evaluated.
+    """
+
+    alpha: float
+    far_ratio: float | None
+    frr_ratio: float | None
+    fdr: float
+    garbe: float | None
+    inequity_rate: float | None
+
+    def to_dict(self) -> dict:
+        return _clean({f.name: getattr(self, f.name) for f in fields(self)})
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Fairness":
+        return cls(float(d["alpha"]), _opt_num(d.get("far_ratio")), _opt_num(d.get("frr_ratio")),
+                   _num(d.get("fdr")), _opt_num(d.get("garbe")),
+                   _opt_num(d.get("inequity_rate")))
+
+
+@dataclass(frozen=True)
+class FairnessCurve:
+    """FDR and GARBE (SPEC 13) at every grid threshold and their range averages.
+
+    ``garbe``/``garbe_mean`` are ``None`` when only one row is evaluated.
+    """
+
+    alpha: float
+    fdr_mean: float
+    garbe_mean: float | None
+    fdr: tuple[float, ...]
+    garbe: tuple[float, ...] | None
+
+    def to_dict(self) -> dict:
+        return _clean({"alpha": self.alpha, "fdr_mean": self.fdr_mean,
+                       "garbe_mean": self.garbe_mean, "fdr": list(self.fdr),
+                       "garbe": None if self.garbe is None else list(self.garbe)})
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FairnessCurve":
+        g = d.get("garbe")
+        return cls(float(d["alpha"]), _num(d.get("fdr_mean")), _opt_num(d.get("garbe_mean")),
+                   tuple(_num(v) for v in d.get("fdr", [])),
+                   None if g is None else tuple(_num(v) for v in g))
+
+
 @dataclass(frozen=True)
 class RecommendedThreshold:
     """The global threshold a policy recommends, and what it does there."""
@@ -105,6 +161,8 @@ class RecommendedThreshold:
     frr_spread: Spread
     fraction_far_above_2x: float
     requested_far: float | None = None
+    #: SPEC 13 at this threshold (None for results written before it existed)
+    fairness: Fairness | None = None
 
     @property
     def frr(self) -> float:
@@ -118,14 +176,18 @@ class RecommendedThreshold:
              "fraction_far_above_2x": self.fraction_far_above_2x}
         if self.requested_far is not None:
             d["requested_far"] = self.requested_far
+        if self.fairness is not None:
+            d["fairness"] = self.fairness.to_dict()
         return _clean(d)
 
     @classmethod
     def from_dict(cls, d: dict) -> "RecommendedThreshold":
+        fair = d.get("fairness")
         return cls(d["policy"], float(d["value"]), int(d["index"]), _num(d["mean_utility"]),
                    _num(d.get("worst_mean_utility")), _num(d["tpr"]), _num(d["far"]),
                    Spread.from_dict(d["far_spread"]), Spread.from_dict(d["frr_spread"]),
-                   _num(d.get("fraction_far_above_2x")), d.get("requested_far"))
+                   _num(d.get("fraction_far_above_2x")), d.get("requested_far"),
+                   Fairness.from_dict(fair) if fair else None)
 
 
 @dataclass(frozen=True)
@@ -229,29 +291,36 @@ class ConsistencyBlock:
     excluded_labels: tuple[str, ...]
     per_class: tuple[ClassSummary, ...]
     curves: Curves | None = field(default=None, compare=False, repr=False)
+    #: FDR and GARBE over the grid (SPEC 13; None for results written before it existed)
+    fairness: FairnessCurve | None = None
 
     def counts_dict(self) -> dict:
         return {"evaluated": self.evaluated, "excluded": self.excluded,
                 "excluded_labels": list(self.excluded_labels)}
 
     def to_dict(self) -> dict:
-        return _clean({
+        d = {
             "opis": self.opis, "epsilon_opis": self.epsilon_opis,
             "mean_utility": list(self.mean_utility),
             "worst_mean_utility": list(self.worst_mean_utility),
             "recommended_threshold": self.recommended_threshold.to_dict(),
             "classes": self.counts_dict(),
-            "per_class": [c.to_dict() for c in self.per_class]})
+            "per_class": [c.to_dict() for c in self.per_class]}
+        if self.fairness is not None:
+            d["fairness"] = self.fairness.to_dict()
+        return _clean(d)
 
     @classmethod
     def from_dict(cls, d: dict) -> "ConsistencyBlock":
         c = d["classes"]
+        fair = d.get("fairness")
         return cls(_num(d["opis"]), _num(d["epsilon_opis"]),
                    tuple(_num(v) for v in d["mean_utility"]),
                    tuple(_num(v) for v in d.get("worst_mean_utility", [])),
                    RecommendedThreshold.from_dict(d["recommended_threshold"]),
                    int(c["evaluated"]), int(c["excluded"]), tuple(c.get("excluded_labels", [])),
-                   tuple(ClassSummary.from_dict(x) for x in d["per_class"]))
+                   tuple(ClassSummary.from_dict(x) for x in d["per_class"]),
+                   fairness=FairnessCurve.from_dict(fair) if fair else None)
 
 
 @dataclass(frozen=True)
@@ -354,6 +423,28 @@ class EvaluationResult:
             "frr": rt.frr, "fraction_far_above_2x": rt.fraction_far_above_2x,
         }
 
+    def fairness_metrics(self) -> dict[str, float]:
+        """SPEC 13 of the class block as flat gate metrics (NaN where null or absent):
+        at the recommended threshold ``far_ratio``, ``frr_ratio``, ``fdr``, ``garbe``,
+        ``inequity_rate``; over the range ``fdr_mean``, ``garbe_mean``."""
+        f = self.recommended_threshold.fairness
+        c = self.classes.fairness
+        nan = float("nan")
+
+        def v(x):
+            return nan if x is None else float(x)
+
+        return {
+            "far_ratio": v(f and f.far_ratio), "frr_ratio": v(f and f.frr_ratio),
+            "fdr": v(f and f.fdr), "garbe": v(f and f.garbe),
+            "inequity_rate": v(f and f.inequity_rate),
+            "fdr_mean": v(c and c.fdr_mean), "garbe_mean": v(c and c.garbe_mean),
+        }
+
+    def gate_metrics(self) -> dict[str, float]:
+        """What ``--max/--min`` rules read: :meth:`headline` and :meth:`fairness_metrics`."""
+        return {**self.headline(), **self.fairness_metrics()}
+
     # -- JSON ----------------------------------------------------------------
     def to_dict(self) -> dict:
         cb = self.classes.to_dict()
@@ -367,6 +458,7 @@ class EvaluationResult:
             "mean_utility": cb["mean_utility"],
             "worst_mean_utility": cb["worst_mean_utility"],
             "recommended_threshold": cb["recommended_threshold"],
+            **({"fairness": cb["fairness"]} if "fairness" in cb else {}),
             "retrieval": self.retrieval.to_dict(),
             "classes": cb["classes"],
             "per_class": cb["per_class"],

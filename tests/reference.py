@@ -387,3 +387,56 @@ def evaluate(embeddings, labels, *, groups=None, is_query=None, is_gallery=None,
                      far_lower=far_lower, far_upper=far_upper, classes=cls, groups=grp,
                      retrieval=ret, far_ranks=far_ranks,
                      far_counts=(int((all_neg <= t[0]).sum()), int((all_neg <= t[-1]).sum())))
+
+
+# -- SPEC 13: fairness of one threshold ----------------------------------------
+def fairness_at(far: list, frr: list, global_far: float, global_frr: float, alpha: float) -> dict:
+    """SPEC 13 from per-row FAR_i, FRR_i and the global rates, literally (None = null)."""
+    n = len(far)
+    a = alpha
+
+    def G(x):
+        # G(x) = n / (n - 1) * sum_i sum_j |x_i - x_j| / (2 n^2 mean(x)); 0 when mean(x) = 0
+        if n < 2:
+            return None  # n / (n - 1) undefined: SPEC 13 is silent; opis reports null
+        mean = sum(x) / n
+        if mean == 0:
+            return 0.0
+        total = 0.0
+        for i in range(n):
+            for j in range(n):
+                total += abs(x[i] - x[j])
+        return n / (n - 1) * total / (2 * n * n * mean)
+
+    gfar, gfrr = G(far), G(frr)
+    out = {
+        "alpha": a,
+        "far_ratio": max(far) / global_far if global_far != 0 else None,
+        "frr_ratio": max(frr) / global_frr if global_frr != 0 else None,
+        "fdr": 1 - (a * (max(far) - min(far)) + (1 - a) * (max(frr) - min(frr))),
+        "garbe": None if gfar is None else a * gfar + (1 - a) * gfrr,
+        "inequity_rate": None if min(far) == 0 or min(frr) == 0 else
+        (max(far) / min(far)) ** a * (max(frr) / min(frr)) ** (1 - a),
+    }
+    return out
+
+
+def fairness_block(rb: RefBlock, thresholds, alpha: float) -> dict:
+    """SPEC 13 of a reference block: at every grid threshold, at the recommended
+    one, and ``fdr``/``garbe`` range-averaged (SPEC 5)."""
+    labels = rb.labels
+    sumP = sum(rb.P[k] for k in labels)
+    sumM = sum(rb.M[k] for k in labels)
+    per = []
+    for i in range(len(thresholds)):
+        far = [rb.FP[k][i] / rb.M[k] for k in labels]
+        frr = [1.0 - rb.TP[k][i] / rb.P[k] for k in labels]
+        gfar = sum(int(rb.FP[k][i]) for k in labels) / sumM
+        gfrr = 1.0 - sum(int(rb.TP[k][i]) for k in labels) / sumP
+        per.append(fairness_at(far, frr, gfar, gfrr, alpha))
+    fdr = [p["fdr"] for p in per]
+    garbe = [p["garbe"] for p in per]
+    has_garbe = all(g is not None for g in garbe)
+    return {"at": per[rb.rec["index"]], "fdr": fdr, "garbe": garbe if has_garbe else None,
+            "fdr_mean": range_average(fdr, thresholds),
+            "garbe_mean": range_average(garbe, thresholds) if has_garbe else None}

@@ -43,6 +43,7 @@ def evaluate(
     beta: o.Beta = opt.BETA,
     epsilon: o.Epsilon = opt.EPSILON,
     threshold_policy: o.Policy = opt.THRESHOLD_POLICY,
+    fairness_alpha: o.FairnessAlpha = opt.FAIRNESS_ALPHA,
     json_out: Annotated[Optional[str], typer.Option(
         "--json", help="Write the result JSON here ('-' for stdout).")] = None,
     curves: Annotated[Optional[Path], typer.Option(
@@ -87,6 +88,7 @@ def evaluate(
     # What must fail before the files are read; the evaluation options are
     # checked by opis_cli.evaluate, the engine's by the engine.
     opt.check("block_mib", block_mib)
+    opt.check("fairness_alpha", fairness_alpha)
     check_outputs((json_out, "--json"))
     if curves:
         check_output_path(curves, "--curves", TABLE_SUFFIXES)
@@ -102,8 +104,8 @@ def evaluate(
         path, reader, show_progress=not quiet and sys.stderr.isatty(), metric=metric.value,
         far_range=far_range, calibration_range=calibration_range,
         num_thresholds=num_thresholds, utility=utility.value, beta=beta, epsilon=epsilon,
-        threshold_policy=threshold_policy, block_bytes=block_bytes,
-        engine=make_engine(engine, block_bytes=block_bytes, k=k, index=index,
+        threshold_policy=threshold_policy, fairness_alpha=fairness_alpha,
+        block_bytes=block_bytes, engine=make_engine(engine, block_bytes=block_bytes, k=k, index=index,
                            scheduler=scheduler, workers=workers))
     with staged() as out:
         if json_out:

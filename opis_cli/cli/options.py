@@ -61,6 +61,9 @@ Epsilon = Annotated[float, typer.Option(help="Fraction of worst classes for epsi
 Policy = Annotated[str, typer.Option(
     help=f"Recommended threshold: {_POLICIES} or far:F (largest threshold with global "
          "FAR <= F).")]
+FairnessAlpha = Annotated[float, typer.Option(
+    help="Weight of FAR against FRR, in [0, 1], in the fairness of the recommended threshold "
+         "(FDR, GARBE, inequity rate).")]
 BlockMiB = Annotated[int, typer.Option(
     help="Memory for the inner-product tiles held at once, in MiB: as many tiles as fit (one "
          "per worker thread, up to 256 MiB each), at least one. Results do not depend on it.")]
@@ -90,7 +93,7 @@ PolicyOrSide = Annotated[Optional[str], typer.Option(
 # ------------------------------------------------------------------ gate rules
 
 _RULE_HELP = ("Metric names are the keys of the result JSON's headline: opis, epsilon_opis, "
-              "recall_at_1, map_at_r, ... Repeatable.")
+              "recall_at_1, map_at_r, fdr, garbe, far_ratio, ... Repeatable.")
 MaxRules = Annotated[Optional[list[str]], typer.Option(
     "--max", metavar="METRIC=V", help="Fail when METRIC > V, e.g. --max opis=0.02. " + _RULE_HELP)]
 MinRules = Annotated[Optional[list[str]], typer.Option(

@@ -7,7 +7,8 @@ with the config file's: :func:`find_config`, :func:`load_config`);
 ``opis_cli.render`` shows (terminal table, JUnit XML, Markdown) and
 :meth:`GateOutcome.to_dict` turns into JSON.
 
-Rule forms (``METRIC`` is a key of ``EvaluationResult.headline()``):
+Rule forms (``METRIC`` is a key of ``EvaluationResult.gate_metrics()``: the
+headline and the fairness metrics of SPEC 13):
 
 - ``max METRIC=V``: fails when the value is above ``V``;
 - ``min METRIC=V``: fails when the value is below ``V``;
@@ -45,18 +46,25 @@ HEADLINE_METRICS = (
     "fraction_far_above_2x",
 )
 
+#: SPEC 13 of the class block (``EvaluationResult.fairness_metrics()``): at the
+#: recommended threshold, and ``fdr``/``garbe`` averaged over the calibration range.
+FAIRNESS_METRICS = ("fdr", "garbe", "far_ratio", "frr_ratio", "inequity_rate", "fdr_mean",
+                    "garbe_mean")
+
 #: Metrics of the deployment view (``opis compare`` only): the candidate at the
 #: baseline's deployed threshold; ``deployed_far_ratio`` is candidate FAR / baseline FAR.
 DEPLOYMENT_METRICS = ("deployed_far", "deployed_tpr", "deployed_frr", "deployed_far_ratio")
 
 #: Every metric name a rule accepts.
-RULE_METRICS = HEADLINE_METRICS + DEPLOYMENT_METRICS
+RULE_METRICS = HEADLINE_METRICS + FAIRNESS_METRICS + DEPLOYMENT_METRICS
 
 #: +1: higher is better, -1: lower is better, 0: neither (the threshold itself).
 DIRECTION = {
     "opis": -1, "epsilon_opis": -1, "recall_at_1": 1, "recall_at_2": 1, "recall_at_4": 1,
     "recall_at_8": 1, "map_at_r": 1, "threshold": 0, "mean_utility": 1,
     "worst_mean_utility": 1, "tpr": 1, "far": -1, "frr": -1, "fraction_far_above_2x": -1,
+    "fdr": 1, "garbe": -1, "far_ratio": -1, "frr_ratio": -1, "inequity_rate": -1,
+    "fdr_mean": 1, "garbe_mean": -1,
     "deployed_far": -1, "deployed_tpr": 1, "deployed_frr": -1, "deployed_far_ratio": -1,
 }
 

@@ -58,8 +58,8 @@ class Loaded:
 
     @property
     def side(self) -> Side:
-        """What the rules read: the headline metrics and the bootstrap."""
-        return Side(self.name, self.result.headline(), self.bootstrap)
+        """What the rules read: the headline and fairness metrics and the bootstrap."""
+        return Side(self.name, self.result.gate_metrics(), self.bootstrap)
 
 
 def load_result(path: str | Path, curves: str | Path | None = None) -> Loaded:

@@ -66,6 +66,24 @@ def progress_bar(enabled: bool) -> Iterator:
         yield callback
 
 
+def _fairness_table(block: ConsistencyBlock, noun: str) -> Table | None:
+    """SPEC 13 at the recommended threshold (and FDR, GARBE over the range)."""
+    f, c = block.recommended_threshold.fairness, block.fairness
+    if f is None:
+        return None
+    t = Table(title=f"Fairness at the threshold (alpha {f.alpha:g})", title_justify="left",
+              show_header=False, box=None, pad_edge=False)
+    t.add_column(style="bold")
+    t.add_column()
+    means = (f"  (range mean {num(c.fdr_mean, '.4f')} / {num(c.garbe_mean, '.4f')})"
+             if c is not None else "")
+    t.add_row("FDR / GARBE", f"{num(f.fdr, '.4f')} / {num(f.garbe, '.4f')}{means}")
+    t.add_row(f"worst {noun} FAR / FRR vs global",
+              f"{num(f.far_ratio, '.3g')}x / {num(f.frr_ratio, '.3g')}x")
+    t.add_row("inequity rate", num(f.inequity_rate, ".4g"))
+    return t
+
+
 def _block_tables(block: ConsistencyBlock, noun: str, thresholds_unit: str) -> list:
     rt = block.recommended_threshold
     out = []
@@ -88,6 +106,9 @@ def _block_tables(block: ConsistencyBlock, noun: str, thresholds_unit: str) -> l
     for name, sp in (("FAR", rt.far_spread), ("FRR", rt.frr_spread)):
         s.add_row(name, *(pct(getattr(sp, k)) for k in ("min", "p5", "p50", "p95", "max")))
     out.append(s)
+    fair = _fairness_table(block, noun)
+    if fair is not None:
+        out.append(fair)
     worst = Table(title=f"Worst {min(WORST_SHOWN, len(block.per_class))} {noun}es by mean utility"
                   if noun == "class" else
                   f"Worst {min(WORST_SHOWN, len(block.per_class))} {noun}s by mean utility",
