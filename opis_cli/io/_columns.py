@@ -156,6 +156,22 @@ def first_null(chunk: pa.Array) -> int:
     return int(np.flatnonzero(chunk.is_null().to_numpy(zero_copy_only=False))[0])
 
 
+def _filled_chunks(col: pa.ChunkedArray, path: str, name: str, row_base: int, expected: str):
+    """The non-empty chunks of ``col`` with the file row of their first element;
+    a null is an error naming its row (``expected`` completes the message)."""
+    row = row_base
+    for chunk in col.chunks:
+        if len(chunk) == 0:
+            continue
+        if chunk.null_count:
+            raise InputError(
+                f"{path}: column '{name}' row {row + first_null(chunk)} is null; "
+                f"expected {expected}"
+            )
+        yield chunk, row
+        row += len(chunk)
+
+
 def strings_from_arrow(col: pa.ChunkedArray, path: str, name: str, row_base: int) -> np.ndarray:
     """Any scalar column -> object array of Python ``str`` (nulls and NaN are errors).
 
@@ -175,16 +191,7 @@ def strings_from_arrow(col: pa.ChunkedArray, path: str, name: str, row_base: int
         UTF-8, dictionaries decoded.
     """
     parts: list[np.ndarray] = []
-    row = row_base
-    for chunk in col.chunks:
-        n = len(chunk)
-        if n == 0:
-            continue
-        if chunk.null_count:
-            raise InputError(
-                f"{path}: column '{name}' row {row + first_null(chunk)} is null; "
-                "expected a value in every row"
-            )
+    for chunk, row in _filled_chunks(col, path, name, row_base, "a value in every row"):
         if pa.types.is_dictionary(chunk.type):
             chunk = chunk.dictionary_decode()
         t = chunk.type
@@ -212,7 +219,6 @@ def strings_from_arrow(col: pa.ChunkedArray, path: str, name: str, row_base: int
                     )
             arr = np.array([str(v) for v in values], dtype=object)
         parts.append(arr)
-        row += n
     if not parts:
         return np.empty(0, dtype=object)
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
@@ -223,21 +229,8 @@ def flags_from_arrow(col: pa.ChunkedArray, path: str, name: str, row_base: int) 
 
     ``path``, ``name`` and ``row_base`` as in :func:`strings_from_arrow`.
     """
-    parts: list[np.ndarray] = []
-    row = row_base
-    for chunk in col.chunks:
-        n = len(chunk)
-        if n == 0:
-            continue
-        if chunk.null_count:
-            raise InputError(
-                f"{path}: column '{name}' row {row + first_null(chunk)} is null; "
-                "expected true/false"
-            )
-        parts.append(
-            flags_from_numpy(chunk.to_numpy(zero_copy_only=False), path, f"column '{name}'", row)
-        )
-        row += n
+    parts = [flags_from_numpy(chunk.to_numpy(zero_copy_only=False), path, f"column '{name}'", row)
+             for chunk, row in _filled_chunks(col, path, name, row_base, "true/false")]
     if not parts:
         return np.empty(0, dtype=bool)
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
