@@ -262,16 +262,8 @@ def list_column_to_numpy(
         A null row, a null value inside a row, or a row of another length.
     """
     blocks: list[np.ndarray] = []
-    row = row_base
-    for chunk in col.chunks:
+    for chunk, row in _filled_chunks(col, path, name, row_base, "a list of numbers"):
         n = len(chunk)
-        if n == 0:
-            continue
-        if chunk.null_count:
-            bad = first_null(chunk)
-            raise InputError(
-                f"{path}: column '{name}' row {row + bad} is null; expected a list of numbers"
-            )
         if pa.types.is_fixed_size_list(chunk.type):
             size = chunk.type.list_size
             if dim is None:
@@ -303,7 +295,6 @@ def list_column_to_numpy(
             )
         flat = values.to_numpy(zero_copy_only=False)
         blocks.append(flat.reshape(n, dim))
-        row += n
     assert dim is not None
     if len(blocks) == 1:
         return blocks[0], dim
@@ -317,18 +308,9 @@ def fill_scalar_column(
 
     Nulls are errors; ``path``, ``name`` and ``row_base`` are for the message.
     """
-    pos = 0
-    for chunk in col.chunks:
-        n = len(chunk)
-        if n == 0:
-            continue
-        if chunk.null_count:
-            bad = first_null(chunk)
-            raise InputError(
-                f"{path}: column '{name}' row {row_base + pos + bad} is null; expected a number"
-            )
-        dest[pos : pos + n] = chunk.to_numpy(zero_copy_only=False)
-        pos += n
+    for chunk, row in _filled_chunks(col, path, name, row_base, "a number"):
+        pos = row - row_base
+        dest[pos : pos + len(chunk)] = chunk.to_numpy(zero_copy_only=False)
 
 
 # --------------------------------------------------------------------------
