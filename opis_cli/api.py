@@ -11,7 +11,7 @@ import datetime as _dt
 import importlib.metadata as _metadata
 import platform
 from dataclasses import replace
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -19,15 +19,19 @@ from . import counts
 from ._version import __version__
 from . import options as opt
 from .engines.base import Engine, EngineOutput, GridSpec, Progress
-from .errors import InputError
+from .errors import ConfigError, InputError
 from .metrics.consistency import consistency, retrieval as retrieval_metrics
 from .metrics.fairness import fairness as fairness_of
+from .metrics.verification import eer as eer_of, verification as verification_of
 from .metrics.threshold import Policy, class_rates, global_far, recommend
 from .metrics.threshold import operating_point as point_at
 from .metrics.utility import utility as utility_curves
 from .prepare import Prepared, prepare
 from .results import (CalibrationRange, ClassSummary, ConsistencyBlock, Curves, DistanceHistogram,
                       EvaluationResult, OperatingPoint)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .calibration import Calibration
 
 
 def _versions() -> dict:
@@ -59,12 +63,16 @@ def evaluate(
     epsilon: float = opt.EPSILON,
     threshold_policy: str = opt.THRESHOLD_POLICY,
     fairness_alpha: float = opt.FAIRNESS_ALPHA,
+    verification: bool = opt.VERIFICATION,
+    dcf: tuple[float, float, float] | str = opt.DCF,
     block_bytes: int = opt.BLOCK_BYTES,
     engine: Engine | None = None,
     progress: Progress | None = None,
     sources: Sequence[dict] = (),
     group_column: str | None = None,
     timestamp: bool = True,
+    calibration: "Calibration | None" = None,
+    calibration_source: dict | None = None,
 ) -> EvaluationResult:
     """Measure threshold consistency of an embedding model (SPEC.md).
 
@@ -83,12 +91,19 @@ def evaluate(
     threshold_policy : ``max-mean-utility``, ``max-worst-utility`` or ``far:F``
     fairness_alpha : weight of FAR against FRR in FDR, GARBE and the inequity
         rate (SPEC 13), in [0, 1]
+    verification : also measure the verification view (SPEC 14: EER, minDCF,
+        FNMR at FMR, per group EER); the exact engines spend one more pass
+    dcf : ``(p_target, c_miss, c_fa)`` or ``"P:C_MISS:C_FA"`` of minDCF
     block_bytes : memory for the inner-product tiles held at once (``--block-mib``
         MiB; results do not depend on it)
     engine : an :class:`~opis_cli.engines.base.Engine` (``run(prepared, GridSpec, progress) -> EngineOutput``)
         (default: the exact engine)
     progress : ``callback(stage, done, total)``
     sources : provenance entries for the input files (path, sha256, ...)
+    calibration : a :class:`~opis_cli.calibration.Calibration` (SPEC 11): every
+        number is then computed on the adjusted distances ``d - a_q - b_g``
+        (exact and dask engines); ``calibration_source`` (path, sha256) goes
+        into the provenance with the method and the uncalibrated rows
 
     Returns
     -------
@@ -103,7 +118,8 @@ def evaluate(
     opt.validate(metric=metric, utility=utility, beta=beta, epsilon=epsilon,
                  num_thresholds=num_thresholds, fairness_alpha=fairness_alpha)
     policy = Policy.parse(threshold_policy)
-    far = opt.parse_range(far_range, "--far-range")
+    dcf = opt.parse_dcf(dcf)
+    far = opt.check_far_range(opt.parse_range(far_range, "--far-range"))
     cal = opt.parse_range(calibration_range, "--calibration-range")
     prep = prepare(embeddings, labels, metric=metric, groups=groups, is_query=is_query,
                    is_gallery=is_gallery)
@@ -117,12 +133,34 @@ def evaluate(
         from .engines.exact import ExactEngine  # loads the compiled kernels
 
         engine = ExactEngine(block_bytes=block_bytes)
-    spec = GridSpec(num_thresholds=int(num_thresholds), far_range=far, calibration_range=cal)
+    cal_info = None
+    if calibration is not None:
+        prep, cal_info = _calibrated(prep, calibration, embeddings, labels, groups,
+                                     getattr(engine, "name", "custom"), calibration_source)
+    spec = GridSpec(num_thresholds=int(num_thresholds), far_range=far, calibration_range=cal,
+                    verification=dcf if verification else None)
     out = engine.run(prep, spec, progress)
     return build_result(prep, out, spec=spec, metric=metric, utility=utility, beta=beta,
                         epsilon=epsilon, policy=policy, engine_name=getattr(engine, "name", "custom"),
                         sources=sources, group_column=group_column, timestamp=timestamp,
-                        fairness_alpha=fairness_alpha)
+                        fairness_alpha=fairness_alpha, calibration_info=cal_info)
+
+
+def _calibrated(prep: Prepared, calibration, embeddings, labels, groups, engine_name: str,
+                source: dict | None) -> tuple[Prepared, dict]:
+    """``prep`` with the calibration's per-row offsets, and its provenance entry."""
+    from .calibration import check_applies
+
+    if engine_name not in ("exact", "dask"):
+        raise ConfigError(f"--calibration needs --engine exact or dask (the {engine_name} "
+                          "engine does not take per-row offsets)")
+    check_applies(calibration, prep.metric, prep.dim)
+    off = calibration.offsets(embeddings, labels, groups)
+    info = {**(source or {}), "method": calibration.method,
+            "target_far": calibration.target_far,
+            "global_threshold": calibration.global_threshold,
+            "uncalibrated_rows": off.uncalibrated}
+    return prep.with_offsets(off.a, off.b), info
 
 
 def operating_point(
@@ -137,6 +175,8 @@ def operating_point(
     beta: float = opt.BETA,
     block_bytes: int = opt.BLOCK_BYTES,
     progress: Progress | None = None,
+    calibration: "Calibration | None" = None,
+    groups: Sequence | None = None,
 ) -> "OperatingPoint":
     """What one global distance threshold does on a model, counted exactly.
 
@@ -145,6 +185,10 @@ def operating_point(
     over a two-point grid whose upper end is ``threshold``. This is how
     ``opis compare`` puts a candidate at the baseline's deployed threshold,
     which need not lie on the candidate's own grid.
+
+    With a ``calibration`` (SPEC 11; ``groups`` for a per-group one) the
+    distances are the adjusted ``d - a_q - b_g``: this is the deployed
+    decision ``d' <= threshold`` at ``calibration.global_threshold``.
 
     Returns
     -------
@@ -158,16 +202,18 @@ def operating_point(
     t = float(threshold)
     if not np.isfinite(t):
         raise InputError(f"threshold {threshold!r}: expected a finite distance")
-    if metric == "l2" and t <= 0:
+    if metric == "l2" and t <= 0 and calibration is None:
         raise InputError(f"threshold {t:g}: an l2 distance threshold must be positive")
     prep = prepare(embeddings, labels, metric=metric, is_query=is_query, is_gallery=is_gallery)
     P, M = prep.class_pair_counts()
     ev = counts.evaluated(P, M)
     if ev.sum() < 2:
         raise InputError(f"only {int(ev.sum())} class(es) can be evaluated; need at least 2")
+    if calibration is not None:
+        prep, _ = _calibrated(prep, calibration, embeddings, labels, groups, "exact", None)
     # Only the grid's upper end is read; the lower end just has to lie below it
-    # (and, for l2, stay positive so that squared keys keep their order).
-    lo = t / 2 if metric == "l2" else t - 1.0
+    # (and, for squared l2 keys, stay positive so that they keep their order).
+    lo = t / 2 if prep.squared_keys else t - 1.0
     out = ExactEngine(block_bytes=block_bytes).run(
         prep, GridSpec(num_thresholds=2, calibration_range=(lo, t)), progress)
     tp, fp = out.class_tp[ev, -1], out.class_fp[ev, -1]
@@ -223,7 +269,8 @@ def build_result(prep: Prepared, out: EngineOutput, *, spec: GridSpec, metric: s
                  beta: float, epsilon: float, policy: Policy, engine_name: str,
                  sources: Sequence[dict] = (), group_column: str | None = None,
                  timestamp: bool = True,
-                 fairness_alpha: float = opt.FAIRNESS_ALPHA) -> EvaluationResult:
+                 fairness_alpha: float = opt.FAIRNESS_ALPHA,
+                 calibration_info: dict | None = None) -> EvaluationResult:
     """Turn engine counts into the result (shared by every engine)."""
     th = out.thresholds
     C = prep.n_classes
@@ -243,6 +290,11 @@ def build_result(prep: Prepared, out: EngineOutput, *, spec: GridSpec, metric: s
             groups = _block(prep.group_labels, out.group_tp, out.group_fp, Pg, Mg, th,
                             utility, beta, epsilon, policy, prep.group_rows, qg,
                             _per_id_recall1(prep.q_group, G, out), fairness_alpha)
+            if out.group_verification is not None:
+                eer_by = {prep.group_labels[g]: eer_of(p)[0]
+                          for g, p in enumerate(out.group_verification) if p is not None}
+                groups = replace(groups, per_class=tuple(
+                    replace(c, eer=eer_by.get(c.label)) for c in groups.per_class))
     ev = counts.evaluated(P, M)
     gfar = global_far(out.class_fp[ev], M[ev])
     cal = CalibrationRange(
@@ -260,6 +312,14 @@ def build_result(prep: Prepared, out: EngineOutput, *, spec: GridSpec, metric: s
         "calibration_range": list(spec.calibration_range) if spec.calibration_range else None,
         "threshold_policy": str(policy), "group_column": group_column,
     }
+    ver = None
+    if spec.verification is not None:
+        options["verification"] = True
+        options["dcf"] = list(spec.verification)
+        if out.verification is not None:
+            gpts = () if out.group_verification is None or groups is None else tuple(
+                zip(prep.group_labels, out.group_verification))
+            ver = verification_of(out.verification, spec.verification, gpts)
     prov = {
         "tool": "opis", "tool_version": __version__, "inputs": [dict(s) for s in sources],
         "engine": engine_name, "index": "exact (all pairs, BLAS inner products)"
@@ -270,11 +330,25 @@ def build_result(prep: Prepared, out: EngineOutput, *, spec: GridSpec, metric: s
         prov["engine_notes"] = out.notes
         if "index" in out.notes:
             prov["index"] = out.notes["index"]
+    if spec.verification is not None and out.verification is None:
+        prov["engine_notes"] = {**prov.get("engine_notes", {}), "verification": (
+            f"not measured: the {engine_name} engine does not see every pair (SPEC 14 needs "
+            "all of them); use --engine exact or dask")}
+    if calibration_info is not None:
+        prov["calibration"] = calibration_info
+        options["calibration"] = calibration_info.get("path", calibration_info["method"])
     if timestamp:
         prov["time"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    estimate = None
+    if out.replicates is not None:  # a sampling engine: intervals, bias-corrected OPIS (SPEC 15)
+        from .metrics.estimate import attach
+
+        classes, estimate = attach(classes, out, prep.class_labels, P, M, kind=utility,
+                                   beta=beta, epsilon=epsilon, policy=policy)
     return EvaluationResult(
         n_samples=prep.n_samples, dim=prep.dim, metric=metric, utility=utility, beta=float(beta),
         epsilon=float(epsilon), calibration_range=cal, thresholds=tuple(float(v) for v in th),
         classes=classes, retrieval=retrieval,
         distance_histogram=hist, options=options, provenance=prov, groups=groups,
-        group_column=group_column)
+        group_column=group_column, verification=ver,
+        verification_asked=spec.verification is not None, estimate=estimate)

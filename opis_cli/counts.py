@@ -21,6 +21,23 @@ def ceil_rank(fraction: float, count: int) -> int:
     return max(1, math.ceil(Fraction(repr(float(fraction))) * count))
 
 
+#: the false match rates of ``fnmr_at_fmr`` (SPEC 14) and their JSON keys
+FMR_LEVELS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
+
+
+def fmr_key(level: float) -> str:
+    """``1e-3`` -> ``"1e-03"`` (the key of ``fnmr_at_fmr``)."""
+    return f"{level:.0e}"
+
+
+def fmr_rank(level: float, negatives: int) -> int | None:
+    """``floor(F * M) + 1``: the rank of the negative distance below which
+    ``fnmr_at_fmr`` counts (SPEC 14), on the decimal value ``F`` prints as;
+    None when ``F * M < 1``."""
+    fm = Fraction(repr(float(level))) * int(negatives)
+    return math.floor(fm) + 1 if fm >= 1 else None
+
+
 def evaluated(positives: np.ndarray, negatives: np.ndarray) -> np.ndarray:
     """Which classes (or groups) are evaluated: ``P > 0`` and ``M > 0`` (SPEC 3)."""
     return (np.asarray(positives) > 0) & (np.asarray(negatives) > 0)

@@ -37,10 +37,14 @@ UTILITIES = ("tpr-tnr", "precision-recall")
 #: ``--threshold-policy`` names; ``far:F`` (a FAR bound) is the third form.
 POLICIES = ("max-mean-utility", "max-worst-utility")
 POLICY_FORMS = POLICIES + ("far:F",)
-#: ``--engine``: all pairs, approximate k nearest neighbours, all pairs on Dask.
-ENGINES = ("exact", "knn", "dask")
+#: ``--engine``: all pairs, approximate k nearest neighbours, all pairs on Dask,
+#: sampled negatives with intervals (SPEC 15).
+ENGINES = ("exact", "knn", "dask", "sampled")
 #: ``--index`` of the knn engine (FAISS).
 INDEXES = ("hnsw", "ivf", "flat")
+#: ``--format`` of an embeddings input (the keys of ``opis_cli.io.dataset._FORMATS``);
+#: without it the format is detected from the path.
+INPUT_FORMATS = ("parquet", "npy", "npz", "hf", "lance", "safetensors", "pt", "hdf5", "faiss")
 
 # ---------------------------------------------------------------- defaults
 
@@ -55,9 +59,17 @@ NUM_THRESHOLDS = 101
 THRESHOLD_POLICY = "max-mean-utility"
 #: ``--fairness-alpha``: weight of FAR (against FRR) in FDR, GARBE, inequity rate (SPEC 13)
 FAIRNESS_ALPHA = 0.5
+#: ``--dcf P_TARGET:C_MISS:C_FA``: the detection cost of minDCF (SPEC 14)
+DCF = (0.01, 1.0, 1.0)
+#: ``--verification``: the verification view (SPEC 14) costs a pass; off unless asked
+VERIFICATION = False
 ENGINE = "exact"
 K = 100
 INDEX = "hnsw"
+#: ``--negatives-per-query`` and ``--retrieval-queries`` of ``--engine sampled``
+#: (chosen by measurement: docs/concepts/estimates.md)
+NEGATIVES_PER_QUERY = 1000
+RETRIEVAL_QUERIES = 1000
 #: ``--block-mib``: memory for the inner-product tiles held at once.
 BLOCK_MIB = 512
 BLOCK_BYTES = BLOCK_MIB * 2**20
@@ -67,6 +79,10 @@ CONFIDENCE = 0.95
 SEED = 0
 #: ``opis compare --top``: classes shown as most worse / most better
 TOP = 5
+#: ``opis calibrate``: class-disjoint folds, and the rule that picks the threshold on
+#: the calibration side (SPEC 12)
+FOLDS = 5
+TARGET = "far:0.01"
 
 
 def range_text(pair: tuple[float, float]) -> str:
@@ -143,6 +159,11 @@ PARAMS: Mapping[str, Param] = {
     "block_mib": Param("--block-mib", BLOCK_MIB,
                        Interval(1, None, "left", "a positive number of MiB")),
     "k": Param("--k", K, Interval(1, None, "left", "at least 1")),
+    "negatives_per_query": Param("--negatives-per-query", NEGATIVES_PER_QUERY,
+                                 Interval(10, None, "left", "at least 10 (ten groups of draws)")),
+    "retrieval_queries": Param("--retrieval-queries", RETRIEVAL_QUERIES,
+                               Interval(2, None, "left", "at least 2")),
+    "seed": Param("--seed", SEED, Interval(0, None, "left", "a non-negative integer")),
     "workers": Param("--workers", None, Interval(1, None, "left", "at least 1"), optional=True),
     "bootstrap": Param("--bootstrap", None, Interval(2, None, "left", "at least 2 resamples"),
                        optional=True),
@@ -151,6 +172,11 @@ PARAMS: Mapping[str, Param] = {
     "top": Param("--top", TOP, Interval(0, None, "left", ">= 0")),
     "fairness_alpha": Param("--fairness-alpha", FAIRNESS_ALPHA,
                             Interval(0, 1, "both", "in [0, 1]")),
+    "dcf_p_target": Param("--dcf P_TARGET", DCF[0], Interval(0, 1, "neither", "in (0, 1)")),
+    "dcf_c_miss": Param("--dcf C_MISS", DCF[1], Interval(0, None, "neither",
+                                                          "a positive number")),
+    "dcf_c_fa": Param("--dcf C_FA", DCF[2], Interval(0, None, "neither", "a positive number")),
+    "folds": Param("--folds", FOLDS, Interval(2, None, "left", "at least 2")),
 }
 
 
@@ -212,6 +238,40 @@ def parse_range(value: Any, option: str) -> tuple[float, float] | None:
             raise ConfigError(f"{option} {value!r}: LO and HI must be numbers") from None
     lo, hi = value
     return float(lo), float(hi)
+
+
+def parse_dcf(value: Any) -> tuple[float, float, float]:
+    """``"P_TARGET:C_MISS:C_FA"`` (or a triple) -> three floats, each checked::
+
+        --dcf '0.01:1': expected P_TARGET:C_MISS:C_FA, e.g. 0.01:1:1
+        --dcf P_TARGET must be in (0, 1), got 1.5
+    """
+    if isinstance(value, str):
+        parts = value.split(":")
+        if len(parts) != 3:
+            raise ConfigError(f"--dcf {value!r}: expected P_TARGET:C_MISS:C_FA, e.g. 0.01:1:1")
+        try:
+            value = tuple(float(v) for v in parts)
+        except ValueError:
+            raise ConfigError(f"--dcf {value!r}: P_TARGET, C_MISS and C_FA must be numbers"
+                              ) from None
+    try:
+        p, c_miss, c_fa = value
+    except (TypeError, ValueError):
+        raise ConfigError(f"--dcf {value!r}: expected P_TARGET:C_MISS:C_FA, e.g. 0.01:1:1"
+                          ) from None
+    validate(dcf_p_target=p, dcf_c_miss=c_miss, dcf_c_fa=c_fa)
+    return float(p), float(c_miss), float(c_fa)
+
+
+def check_far_range(far: tuple[float, float] | None) -> tuple[float, float] | None:
+    """``--far-range A:B`` must have ``0 < A < B <= 1``, also when an explicit
+    ``--calibration-range`` makes it unused (a typo should not pass silently)."""
+    if far is not None:
+        a, b = far
+        if not (0.0 < a < b <= 1.0):
+            raise ConfigError(f"--far-range {a:g}:{b:g} is degenerate: need 0 < A < B <= 1")
+    return far
 
 
 def check_report_folder(path: str | os.PathLike, option: str | None = None) -> None:

@@ -64,13 +64,39 @@ class Prepared:
     group_rows: np.ndarray | None
     n_samples: int
     dim: int
+    #: per-row distance offsets of a calibration (SPEC 11), in query / gallery
+    #: order: the engines compare ``d - q_off[q] - g_off[g]``; None: none
+    q_off: np.ndarray | None = None
+    g_off: np.ndarray | None = None
 
     @property
     def symmetric(self) -> bool:
-        """Every row is both a query and a gallery item, in the same order
-        (so the inner products are a symmetric matrix)."""
-        return len(self.q_rows) == len(self.g_rows) and bool(np.array_equal(self.q_rows,
-                                                                              self.g_rows))
+        """Every row is both a query and a gallery item, in the same order,
+        with the same offset either way (so the adjusted distances are a
+        symmetric matrix)."""
+        if len(self.q_rows) != len(self.g_rows) or not np.array_equal(self.q_rows, self.g_rows):
+            return False
+        return self.q_off is None or bool(np.array_equal(self.q_off, self.g_off))
+
+    @property
+    def squared_keys(self) -> bool:
+        """The engines' keys are squared distances (l2 without offsets); else
+        they are the (adjusted) distances themselves."""
+        return self.metric == "l2" and self.q_off is None
+
+    def with_offsets(self, a: np.ndarray, b: np.ndarray) -> "Prepared":
+        """This arrangement with the offsets ``a`` (as query) and ``b`` (as
+        gallery item) of every input row, in input row order."""
+        from dataclasses import replace
+
+        a = np.asarray(a, np.float64)
+        b = np.asarray(b, np.float64)
+        if a.shape != (self.n_samples,) or b.shape != (self.n_samples,):
+            raise InputError(f"offsets must have one value per row ({self.n_samples})")
+        if not (np.isfinite(a).all() and np.isfinite(b).all()):
+            raise InputError("offsets must be finite numbers")
+        return replace(self, q_off=np.ascontiguousarray(a[self.q_rows]),
+                       g_off=np.ascontiguousarray(b[self.g_rows]))
 
     @property
     def n_classes(self) -> int:
@@ -121,8 +147,9 @@ def _as_mask(values, name: str, n: int) -> np.ndarray:
     return arr
 
 
-def _float32_rows(emb: np.ndarray, metric: str) -> np.ndarray:
-    """Checked float32 copy, rows L2-normalised (in float64) for cosine."""
+def _float32_rows(emb: np.ndarray, metric: str, dest: np.ndarray | None = None) -> np.ndarray:
+    """Checked float32 copy, rows L2-normalised (in float64) for cosine; row
+    ``i`` goes to ``out[dest[i]]`` when ``dest`` (a permutation) is given."""
     n, d = emb.shape
     out = np.empty((n, d), dtype=np.float32)
     for s in range(0, n, _CHUNK):
@@ -139,7 +166,10 @@ def _float32_rows(emb: np.ndarray, metric: str) -> np.ndarray:
                     f"embeddings: row {row} is a zero vector, which has no cosine "
                     "distance (use --metric l2 or drop the row)")
             block = block / nrm[:, None]
-        out[s:s + _CHUNK] = block
+        if dest is None:
+            out[s:s + _CHUNK] = block
+        else:
+            out[dest[s:s + _CHUNK]] = block
     return out
 
 
@@ -197,8 +227,6 @@ def prepare(embeddings, labels, *, metric: str = "cosine", groups=None,
     if not gmask.any():
         raise InputError("no row is in the gallery (is_gallery is false everywhere)")
 
-    x = _float32_rows(emb, metric)
-
     class_labels, class_of_row = np.unique(lab.astype(str), return_inverse=True)
     class_of_row = class_of_row.astype(np.int64)
     rows = np.arange(n, dtype=np.int64)
@@ -216,9 +244,15 @@ def prepare(embeddings, labels, *, metric: str = "cosine", groups=None,
     col_of_row[g_rows] = np.arange(len(g_rows))
     self_col = col_of_row[q_rows]
 
-    xg = x[g_rows]
-    # every row both query and gallery (the usual case): one array serves both
-    xq = xg if np.array_equal(q_rows, g_rows) else x[q_rows]
+    if len(g_rows) == n and np.array_equal(q_rows, g_rows):
+        # every row both query and gallery (the usual case): one array serves
+        # both, written straight in class order (no second copy of the rows)
+        x = None
+        xg = xq = _float32_rows(emb, metric, dest=col_of_row)
+    else:
+        x = _float32_rows(emb, metric)
+        xg = x[g_rows]
+        xq = xg if np.array_equal(q_rows, g_rows) else x[q_rows]
     if metric == "l2":
         centre = _l2_centre(xg)
         if centre is not None:

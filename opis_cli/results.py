@@ -18,7 +18,10 @@ import numpy as np
 SCHEMA_VERSION = 1
 #: columns of the per-class curves table (``--curves``; ``EvaluationResult.curves_table``)
 CURVES_COLUMNS = ("level", "label", "threshold_index", "threshold", "utility", "tp", "fp",
-                  "positives", "negatives", "tpr", "far")
+                  "positives", "negatives", "tpr", "far", "fdr", "garbe")
+#: ``level`` of the block-level rows of the curves table (one per threshold, label ``""``):
+#: the block's mean utility, summed counts, global rates and SPEC 13 ``fdr``/``garbe``
+FAIRNESS_LEVELS = {"class": "class-fairness", "group": "group-fairness"}
 
 
 def _clean(v: Any) -> Any:
@@ -248,9 +251,14 @@ class ClassSummary:
     opis_contribution: float
     worst: bool
     recall_at_1: float | None
+    #: the group's own EER (SPEC 14; group entries with the verification view only)
+    eer: float | None = None
 
     def to_dict(self) -> dict:
-        return _clean({f.name: getattr(self, f.name) for f in fields(self)})
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        if self.eer is None:
+            del d["eer"]
+        return _clean(d)
 
     @classmethod
     def from_dict(cls, d: dict) -> "ClassSummary":
@@ -258,7 +266,59 @@ class ClassSummary:
                    int(d["negatives"]), _num(d["mean_utility"]), _num(d["far_at_threshold"]),
                    _num(d["frr_at_threshold"]), _num(d.get("best_threshold")),
                    _num(d.get("opis_contribution")), bool(d.get("worst", False)),
-                   d.get("recall_at_1"))
+                   d.get("recall_at_1"), _opt_num(d.get("eer")))
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The verification view over all pairs of the evaluated classes (SPEC 14).
+
+    ``eer_threshold`` / ``min_dcf_threshold`` are the smallest minimising
+    distances, None where rejecting every pair attains the minimum (the
+    smallest minimiser is then below every distance). ``fnmr_at_fmr`` maps
+    ``"1e-01"`` ... ``"1e-06"`` to the FNMR there, for the levels with
+    ``F * M >= 1``. ``det`` holds ``(FAR, FRR)`` points of the DET curve
+    over all pairs (exact operating points, thinned for drawing),
+    ``group_det`` ``(label, points)`` for the worst and best groups by EER
+    (at most 8, worst first).
+    """
+
+    eer: float
+    eer_threshold: float | None
+    min_dcf: float
+    min_dcf_threshold: float | None
+    p_target: float
+    c_miss: float
+    c_fa: float
+    fnmr_at_fmr: dict[str, float]
+    det: tuple[tuple[float, float], ...] = ()
+    group_det: tuple[tuple[str, tuple[tuple[float, float], ...]], ...] = ()
+
+    def to_dict(self) -> dict:
+        d = {"eer": self.eer, "eer_threshold": self.eer_threshold,
+             "min_dcf": self.min_dcf, "min_dcf_threshold": self.min_dcf_threshold,
+             "dcf": {"p_target": self.p_target, "c_miss": self.c_miss, "c_fa": self.c_fa},
+             "fnmr_at_fmr": dict(self.fnmr_at_fmr)}
+        if self.det:
+            d["det"] = {"far_frr": [list(p) for p in self.det],
+                        "groups": [{"label": lab, "far_frr": [list(p) for p in pts]}
+                                   for lab, pts in self.group_det]}
+        return _clean(d)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Verification":
+        c = d.get("dcf", {})
+        det = d.get("det") or {}
+
+        def points(v):
+            return tuple((float(a), float(b)) for a, b in v)
+
+        return cls(_num(d["eer"]), _opt_num(d.get("eer_threshold")), _num(d["min_dcf"]),
+                   _opt_num(d.get("min_dcf_threshold")), _num(c.get("p_target")),
+                   _num(c.get("c_miss")), _num(c.get("c_fa")),
+                   {str(k): _num(v) for k, v in d.get("fnmr_at_fmr", {}).items()},
+                   points(det.get("far_frr", [])),
+                   tuple((str(g["label"]), points(g["far_frr"])) for g in det.get("groups", [])))
 
 
 @dataclass(frozen=True)
@@ -366,6 +426,50 @@ class DistanceHistogram:
 
 
 @dataclass(frozen=True)
+class Estimate:
+    """How an engine that samples pairs estimated the numbers (SPEC 15).
+
+    ``intervals`` maps a quantity (``opis``, ``epsilon_opis``,
+    ``calibration_range.lower`` / ``.upper``, ``recommended_threshold.value``,
+    ``recall_at_k.1``, ``map_at_r``) to its ``confidence`` interval ``(lo, hi)``.
+    ``plug_in`` holds OPIS and epsilon-OPIS computed from the estimated
+    curves as they are; the result's own ``opis`` and ``epsilon_opis`` are
+    ``corrected`` for the bias that sampling noise adds (see
+    ``opis_cli.metrics.estimate``). ``sampling_fraction`` is the share of the
+    gallery drawn per query, ``retrieval_fraction`` that of the queries with
+    a positive whose retrieval was computed.
+    """
+
+    method: str
+    parameters: dict
+    seed: int
+    confidence: float
+    intervals: dict[str, tuple[float, float]]
+    plug_in: dict[str, float]
+    corrected: dict[str, float]
+    sampling_fraction: float
+    retrieval_fraction: float
+
+    def to_dict(self) -> dict:
+        return _clean({"method": self.method, "parameters": self.parameters, "seed": self.seed,
+                       "confidence": self.confidence,
+                       "intervals": {k: list(v) for k, v in self.intervals.items()},
+                       "plug_in": self.plug_in, "corrected": self.corrected,
+                       "sampling_fraction": self.sampling_fraction,
+                       "retrieval_fraction": self.retrieval_fraction})
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Estimate":
+        return cls(d["method"], dict(d.get("parameters", {})), int(d["seed"]),
+                   float(d["confidence"]),
+                   {k: (_num(v[0]), _num(v[1])) for k, v in d["intervals"].items()},
+                   {k: _num(v) for k, v in d.get("plug_in", {}).items()},
+                   {k: _num(v) for k, v in d.get("corrected", {}).items()},
+                   float(d.get("sampling_fraction", float("nan"))),
+                   float(d.get("retrieval_fraction", float("nan"))))
+
+
+@dataclass(frozen=True)
 class EvaluationResult:
     """Everything ``opis evaluate`` measured (SPEC 8, ``schema_version`` 1).
 
@@ -390,6 +494,12 @@ class EvaluationResult:
     groups: ConsistencyBlock | None = None
     group_column: str | None = None
     schema_version: int = SCHEMA_VERSION
+    #: SPEC 14; None when not asked for, or (``verification_asked``) when the
+    #: engine cannot measure it (the knn engine: JSON ``null``)
+    verification: Verification | None = None
+    verification_asked: bool = False
+    #: SPEC 15: how a sampling engine estimated the numbers (None: counted exactly)
+    estimate: Estimate | None = None
 
     # -- headline numbers ------------------------------------------------
     @property
@@ -441,9 +551,20 @@ class EvaluationResult:
             "fdr_mean": v(c and c.fdr_mean), "garbe_mean": v(c and c.garbe_mean),
         }
 
+    def verification_metrics(self) -> dict[str, float]:
+        """SPEC 14 as flat gate metrics (NaN where absent): ``eer``, ``min_dcf``
+        and ``fnmr_at_fmr_1e-03``-style names for the levels present."""
+        v = self.verification
+        nan = float("nan")
+        out = {"eer": nan if v is None else v.eer, "min_dcf": nan if v is None else v.min_dcf}
+        for key in ("1e-01", "1e-02", "1e-03", "1e-04", "1e-05", "1e-06"):
+            out[f"fnmr_at_fmr_{key}"] = nan if v is None else v.fnmr_at_fmr.get(key, nan)
+        return out
+
     def gate_metrics(self) -> dict[str, float]:
-        """What ``--max/--min`` rules read: :meth:`headline` and :meth:`fairness_metrics`."""
-        return {**self.headline(), **self.fairness_metrics()}
+        """What ``--max/--min`` rules read: :meth:`headline`, :meth:`fairness_metrics`
+        and :meth:`verification_metrics`."""
+        return {**self.headline(), **self.fairness_metrics(), **self.verification_metrics()}
 
     # -- JSON ----------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -459,6 +580,8 @@ class EvaluationResult:
             "worst_mean_utility": cb["worst_mean_utility"],
             "recommended_threshold": cb["recommended_threshold"],
             **({"fairness": cb["fairness"]} if "fairness" in cb else {}),
+            **({"verification": self.verification.to_dict() if self.verification else None}
+               if self.verification is not None or self.verification_asked else {}),
             "retrieval": self.retrieval.to_dict(),
             "classes": cb["classes"],
             "per_class": cb["per_class"],
@@ -469,6 +592,8 @@ class EvaluationResult:
             d["groups"] = g
         if self.distance_histogram is not None:
             d["distance_histogram"] = self.distance_histogram.to_dict()
+        if self.estimate is not None:
+            d["estimate"] = self.estimate.to_dict()
         d["options"] = self.options
         d["provenance"] = self.provenance
         return _clean(d)
@@ -494,7 +619,10 @@ class EvaluationResult:
             retrieval=Retrieval.from_dict(d["retrieval"]),
             distance_histogram=DistanceHistogram.from_dict(hist) if hist else None,
             options=d.get("options", {}), provenance=d.get("provenance", {}),
-            groups=groups, group_column=(d.get("groups") or {}).get("column"))
+            groups=groups, group_column=(d.get("groups") or {}).get("column"),
+            verification=Verification.from_dict(d["verification"]) if d.get("verification")
+            else None, verification_asked="verification" in d,
+            estimate=Estimate.from_dict(d["estimate"]) if d.get("estimate") else None)
 
     @classmethod
     def from_json(cls, text: str) -> "EvaluationResult":
@@ -521,7 +649,11 @@ class EvaluationResult:
 
         The layout of the ``--curves`` table (:data:`CURVES_COLUMNS`, documented
         in :mod:`opis_cli.io.curves`, which writes, reads and checks it):
-        class rows first, then group rows, each label's K thresholds together.
+        class rows first, then group rows, each label's K thresholds together;
+        each block is followed by its K block-level rows (level
+        ``class-fairness``/``group-fairness``, label ``""``: the mean utility,
+        the counts summed over the block, the global TPR and FAR, and FDR and
+        GARBE of SPEC 13), the only rows whose ``fdr``/``garbe`` are not NaN.
         Blocks without curves (a result read from JSON) contribute no rows.
         """
         cols: dict[str, list] = {k: [] for k in CURVES_COLUMNS}
@@ -532,6 +664,8 @@ class EvaluationResult:
                 continue
             cv = blk.curves
             C = len(cv.labels)
+            cols["fdr"].append(np.full(C * K, np.nan))
+            cols["garbe"].append(np.full(C * K, np.nan))
             cols["level"].append(np.full(C * K, level, dtype=object))
             cols["label"].append(np.repeat(np.array(cv.labels, dtype=object), K))
             cols["threshold_index"].append(np.tile(np.arange(K), C))
@@ -543,4 +677,28 @@ class EvaluationResult:
             cols["negatives"].append(np.repeat(cv.negatives, K))
             cols["tpr"].append((cv.tp / cv.positives[:, None]).ravel())
             cols["far"].append((cv.fp / cv.negatives[:, None]).ravel())
+            if blk.fairness is not None:
+                self._fairness_rows(cols, FAIRNESS_LEVELS[level], blk, th)
         return {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in cols.items()}
+
+    @staticmethod
+    def _fairness_rows(cols: dict[str, list], level: str, blk: "ConsistencyBlock",
+                       th: np.ndarray) -> None:
+        """Append the K block-level rows of ``blk`` (see :meth:`curves_table`)."""
+        cv, fc, K = blk.curves, blk.fairness, len(th)
+        tp, fp = cv.tp.sum(axis=0), cv.fp.sum(axis=0)
+        pos, neg = cv.positives.sum(), cv.negatives.sum()
+        cols["level"].append(np.full(K, level, dtype=object))
+        cols["label"].append(np.full(K, "", dtype=object))
+        cols["threshold_index"].append(np.arange(K))
+        cols["threshold"].append(th)
+        cols["utility"].append(np.asarray(blk.mean_utility, np.float64))
+        cols["tp"].append(tp)
+        cols["fp"].append(fp)
+        cols["positives"].append(np.full(K, pos))
+        cols["negatives"].append(np.full(K, neg))
+        cols["tpr"].append(tp / pos)
+        cols["far"].append(fp / neg)
+        cols["fdr"].append(np.asarray(fc.fdr, np.float64))
+        cols["garbe"].append(np.full(K, np.nan) if fc.garbe is None
+                             else np.asarray(fc.garbe, np.float64))

@@ -6,8 +6,8 @@ modules: ``reference.py`` (the naive reference), ``ref_compare.py`` (engine
 vs reference), ``data_gen.py`` (seeded inputs), ``gating_samples.py``,
 ``report_helpers.py`` and ``result_docs.py``.
 
-``slow`` marks the tests that need a browser, the ``dask`` or ``train``
-extras, or many seconds of CPU (see ``SLOW``). The full run (README,
+``slow`` marks the tests that need a browser, the ``dask``, ``train``,
+``mlflow`` or ``lightning`` extras, or many seconds of CPU (see ``SLOW``). The full run (README,
 ``.ci/run``) runs every test; ``-m "not slow"`` is the quick subset that the
 lowest-versions step of ``.ci/run`` runs with only the ``test`` extra.
 """
@@ -37,15 +37,35 @@ SLOW: dict[str, frozenset[str] | None] = {
     "test_report_browser.py": None,  # headless Chromium
     "test_engine_dask.py": None,  # the dask extra; a local cluster per module
     "test_pml_agreement.py": None,  # the train extra (pytorch-metric-learning)
+    "test_mlflow.py": None,  # the mlflow extra; a local SQLite tracking store
+    "test_lightning.py": None,  # the lightning extra; real (tiny) fits
     "test_examples.py": frozenset({  # the train extra (torch), real training
         "test_hook_logs_opis_next_to_recall_and_keeps_the_mode",
         "test_training_is_seeded_and_tcm_changes_the_model",
         "test_example_end_to_end_smoke",
     }),
+    "test_open_world_example.py": frozenset({  # the train extra (torch), real training
+        "test_class_batches_show_every_row_once_with_positives",
+        "test_example_end_to_end_is_deterministic",
+        "test_the_documented_command_runs_from_the_repository_root",
+    }),
     "test_report.py": frozenset({"test_ten_thousand_classes_report_stays_small"}),
     "test_engine_tiles.py": frozenset({"test_portable_kernels_give_the_same_json"}),  # 2 compiles
-    # every example of the docs (about 45 s; the training-loop page needs torch)
+    # every example of the docs (about 45 s; the training-loop page needs torch and
+    # lightning, the MLflow page and the README mlflow)
     "test_docs.py": frozenset({"test_examples_of_page_run"}),
+    # the hf, lance, safetensors and hdf5 extras, and torch (train)
+    "test_formats.py": frozenset({
+        "test_hf_saved_dataset_and_its_arrow_file_match_parquet", "test_hf_dataset_dict_split",
+        "test_hf_class_label_is_read_as_class_names", "test_hf_ragged_embeddings",
+        "test_hf_missing_column", "test_lance_dataset_matches_parquet",
+        "test_safetensors_matches_parquet_and_is_memory_mapped",
+        "test_safetensors_keys_and_labels_file", "test_safetensors_wrong_dtype_and_nan",
+        "test_pt_dict_matches_parquet_and_is_memory_mapped",
+        "test_pt_single_tensor_with_labels_file",
+        "test_pt_malicious_pickle_is_refused_and_never_runs",
+        "test_hdf5_matches_parquet_mapped_or_not", "test_hdf5_wrong_dtype",
+    }),
 }
 
 def pytest_collection_modifyitems(config, items):

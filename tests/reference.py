@@ -13,6 +13,7 @@ threshold ``t`` when ``d <= t``.
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -440,3 +441,70 @@ def fairness_block(rb: RefBlock, thresholds, alpha: float) -> dict:
     return {"at": per[rb.rec["index"]], "fdr": fdr, "garbe": garbe if has_garbe else None,
             "fdr_mean": range_average(fdr, thresholds),
             "garbe_mean": range_average(garbe, thresholds) if has_garbe else None}
+
+
+# -- SPEC 14: the verification view ----------------------------------------------
+FMR_LEVELS = ((1e-1, "1e-01"), (1e-2, "1e-02"), (1e-3, "1e-03"), (1e-4, "1e-04"),
+              (1e-5, "1e-05"), (1e-6, "1e-06"))
+
+
+def verification_of(pos, neg, dcf=(0.01, 1.0, 1.0)) -> dict:
+    """SPEC 14 from the positive and negative pair distances, literally.
+
+    ``t`` runs over "below every pair" (FAR = 0, FRR = 1) and every distinct
+    pair distance: FAR and FRR only change there, so every minimum over the
+    real line is attained among them. A threshold that only "below every
+    pair" attains has no smallest value (it would be -inf): None. Costs within
+    a relative 1e-12 of the minimum count as attaining it (float rounding of
+    ``a FRR + b FAR`` for different counts).
+    """
+    pos = sorted(float(v) for v in pos)
+    neg = sorted(float(v) for v in neg)
+    P, M = len(pos), len(neg)
+    p, c_miss, c_fa = dcf
+    a, b = c_miss * p, c_fa * (1 - p)
+    ts = [None] + sorted(set(pos) | set(neg))  # None: below every pair
+    eers, costs = [], []
+    for t in ts:
+        # pairs with d <= t: bisect on the sorted lists (a count by loop is too slow)
+        tp = 0 if t is None else bisect.bisect_right(pos, t)
+        fp = 0 if t is None else bisect.bisect_right(neg, t)
+        far, frr = fp / M, (P - tp) / P
+        eers.append(max(far, frr))
+        costs.append(a * frr + b * far)
+    e = min(eers)
+    e_t = ts[eers.index(e)]
+    c = min(costs)
+    c_t = ts[next(i for i, v in enumerate(costs) if v <= c * (1 + 1e-12))]
+    fnmr = {}
+    for F, key in FMR_LEVELS:
+        fm = Fraction(repr(F)) * M
+        if fm >= 1:
+            x = neg[math.floor(fm)]  # the (floor(F M) + 1)-th smallest
+            fnmr[key] = sum(1 for d in pos if not d < x) / P
+    return {"eer": e, "eer_threshold": e_t, "min_dcf": c / min(a, b),
+            "min_dcf_threshold": c_t, "fnmr_at_fmr": fnmr}
+
+
+def verification(embeddings, labels, *, groups=None, is_query=None, is_gallery=None,
+                 metric="cosine", dcf=(0.01, 1.0, 1.0)) -> dict:
+    """SPEC 14 over the pairs of the evaluated classes; with ``groups`` also
+    ``group_eer``: each group's EER over the pairs whose query is in it (SPEC 7)."""
+    x = np.asarray(embeddings, dtype=np.float64)
+    n = len(x)
+    labels = [str(v) for v in labels]
+    is_query = np.ones(n, bool) if is_query is None else np.asarray(is_query, bool)
+    is_gallery = np.ones(n, bool) if is_gallery is None else np.asarray(is_gallery, bool)
+    d = distance_matrix(x, metric)
+    lab = np.array(labels, dtype=object)
+    same = lab[:, None] == lab[None, :]
+    pos, neg = pair_lists(d, labels, same, is_query, is_gallery)
+    ev = [k for k in pos if len(pos[k]) and len(neg[k])]
+    out = verification_of(np.concatenate([pos[k] for k in ev]),
+                          np.concatenate([neg[k] for k in ev]), dcf)
+    if groups is not None:
+        gkeys = [str(v) for v in groups]
+        gpos, gneg = pair_lists(d, gkeys, same, is_query, is_gallery)
+        out["group_eer"] = {k: verification_of(gpos[k], gneg[k], dcf)["eer"]
+                            for k in gpos if len(gpos[k]) and len(gneg[k])}
+    return out

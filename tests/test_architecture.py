@@ -16,9 +16,10 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "opis_cli"
 
 #: the numerical core: no terminal, no CLI framework, no plotting, no file formats
-CORE = ("opis_cli.api", "opis_cli.prepare", "opis_cli.counts", "opis_cli.options",
+CORE = ("opis_cli.api", "opis_cli.transfer", "opis_cli.prepare", "opis_cli.counts", "opis_cli.options",
         "opis_cli.results", "opis_cli.errors", "opis_cli.engines", "opis_cli.metrics")
-CORE_FORBIDDEN = ("typer", "rich", "matplotlib", "click", "pyarrow")
+CORE_FORBIDDEN = ("typer", "rich", "matplotlib", "click", "pyarrow", "mlflow", "torch",
+                  "lightning", "pytorch_lightning")
 
 
 def modules() -> dict[str, tuple[Path, list[str]]]:
@@ -116,6 +117,14 @@ def test_the_core_imports_no_cli_terminal_plot_or_file_format(name):
     assert not outer & set(CORE_FORBIDDEN), f"{name} imports {sorted(outer & set(CORE_FORBIDDEN))}"
 
 
-def test_only_the_exact_engine_kernels_import_numba():
+def test_only_the_kernel_modules_import_numba():
     users = sorted(m for m in MODULES if {"numba", "llvmlite"} & imports(m)[1])
-    assert users == ["opis_cli.engines._kernels"]
+    assert users == ["opis_cli.engines._kernels", "opis_cli.engines._transfer_kernels"]
+
+
+def test_only_the_integrations_import_trackers_and_training_frameworks():
+    """MLflow, torch and Lightning stay behind their extras, in opis_cli/integrations/
+    (the torch of .pt files is read in opis_cli/io)."""
+    frameworks = {"mlflow", "lightning", "pytorch_lightning"}
+    users = sorted(m for m in MODULES if frameworks & imports(m)[1])
+    assert users == ["opis_cli.integrations.lightning", "opis_cli.integrations.mlflow"]

@@ -299,10 +299,12 @@ def test_curves_table_one_row_per_class_and_threshold(opis, tmp_path, suffix, di
     cols = table.to_pydict()
     labels = set(pq.read_table(str(digits_small)).column("label").to_pylist())
     assert len(labels) == 10
-    assert table.num_rows == len(labels) * k
-    assert {"level", "label", "threshold", "utility", "tp", "fp", "tpr", "far"} <= set(cols)
-    assert set(cols["level"]) == {"class"}
-    per_label = collections.Counter(str(v) for v in cols["label"])
+    assert table.num_rows == (len(labels) + 1) * k  # + the block-level class-fairness rows
+    assert {"level", "label", "threshold", "utility", "tp", "fp", "tpr", "far", "fdr",
+            "garbe"} <= set(cols)
+    assert set(cols["level"]) == {"class", "class-fairness"}
+    per_label = collections.Counter(str(v) for v, lev in zip(cols["label"], cols["level"])
+                                    if lev == "class")
     assert per_label == {lab: k for lab in labels}
     thresholds = load(tmp_path / "r.json")["thresholds"]
     for lab in labels:
@@ -609,7 +611,7 @@ def _commands():
 
 def test_every_command_and_option_has_help():
     group, commands = _commands()
-    assert {name for name, _ in commands} == {"evaluate", "compare", "gate", "report"}
+    assert {name for name, _ in commands} == {"evaluate", "calibrate", "compare", "gate", "report"}
     missing = [f"opis {p.name}" for p in group.params if not (p.help or "").strip()]
     for name, cmd in commands:
         if not (cmd.help or "").strip():
@@ -702,6 +704,16 @@ def test_python_api_frames_match_the_result():
     assert list(pc["label"]) == [c.label for c in r.classes.per_class]
     assert pc["mean_utility"].is_monotonic_increasing
     curves = r.curves_frame()
-    assert len(curves) == (r.classes.evaluated + r.groups.evaluated) * 11
+    # + the K block-level rows of each block (class-fairness, group-fairness)
+    assert len(curves) == (r.classes.evaluated + r.groups.evaluated + 2) * 11
     first = curves[(curves.level == "class") & (curves.label == pc.label[0])]
     assert np.allclose(first["utility"].to_numpy(), r.curves.utility[r.curves.labels.index(pc.label[0])])
+
+
+@pytest.mark.parametrize("far", ["0.5:0.1", "0:0.1", "0.1:2"])
+def test_a_bad_far_range_is_refused_even_when_an_explicit_range_overrides_it(opis, far):
+    """Issue 16: a typo in --far-range must not pass silently beside --calibration-range."""
+    r = opis(WEAK, "--far-range", far, "--calibration-range", "0.2:0.5")
+    assert r.code == 2
+    assert r.err.startswith("Error: --far-range ") and r.err.endswith(
+        "is degenerate: need 0 < A < B <= 1\n") and r.err.count("\n") == 1

@@ -228,3 +228,80 @@ def test_compare_usage_errors(samples, capsys, isolated, args, needle):
 def test_compare_missing_side(samples, capsys, isolated):
     code, _, err = run(capsys, "compare", samples.weak_json, "nope.json")
     assert code == 2 and "nope.json" in err
+
+
+# ------------------------------------------------------------------ fairness (SPEC 13)
+
+FAIR_KEYS = ("far_ratio", "frr_ratio", "fdr", "garbe", "inequity_rate", "fdr_mean", "garbe_mean")
+
+
+def test_fairness_metrics_in_the_comparison_with_their_direction(samples):
+    w, s = read_result(samples.weak_json), read_result(samples.strong_json)
+    cmp = compare_results(w, s, baseline_name="weak", candidate_name="strong")
+    names = [m.name for m in cmp.metrics]
+    assert names[-len(FAIR_KEYS):] == list(FAIR_KEYS)  # after the headline
+    bf, cf = w.fairness_metrics(), s.fairness_metrics()
+    for k in FAIR_KEYS:
+        m = cmp.metric(k)
+        assert (m.baseline, m.candidate) == (bf[k], cf[k])
+    # higher FDR is fairer, lower GARBE / ratios / inequity is fairer
+    for k, sign in (("fdr", 1), ("fdr_mean", 1), ("garbe", -1), ("garbe_mean", -1),
+                    ("far_ratio", -1), ("frr_ratio", -1), ("inequity_rate", -1)):
+        m = cmp.metric(k)
+        want = "better" if (m.candidate - m.baseline) * sign > 0 else "worse"
+        assert m.verdict == want, k
+    back = compare_results(s, w)
+    assert back.metric("fdr").verdict == ("worse" if cmp.metric("fdr").verdict == "better"
+                                          else "better")
+    md = markdown(cmp)
+    for k in FAIR_KEYS:
+        row = next(ln for ln in md.splitlines() if ln.startswith(f"| {k} |"))
+        assert row.endswith(f"| {cmp.metric(k).verdict} |")
+    assert f"| fdr | {bf['fdr']:.4g} | {cf['fdr']:.4g} |" in md
+
+
+def test_fairness_metrics_left_out_for_results_without_them(samples):
+    doc = json.loads(samples.weak_json.read_text())
+    del doc["fairness"], doc["recommended_threshold"]["fairness"]
+    from opis_cli import EvaluationResult
+
+    old = EvaluationResult.from_dict(doc)
+    cmp = compare_results(old, read_result(samples.strong_json))
+    assert not {m.name for m in cmp.metrics} & set(FAIR_KEYS)
+    assert cmp.metric("opis").verdict == "better"
+
+
+def test_fairness_nulls_have_no_verdict(samples):
+    from dataclasses import replace
+
+    w = read_result(samples.weak_json)
+    rt = w.recommended_threshold
+    nulls = replace(rt.fairness, inequity_rate=None, far_ratio=None)
+    old = replace(w, classes=replace(w.classes,
+                                     recommended_threshold=replace(rt, fairness=nulls)))
+    cmp = compare_results(old, w)
+    assert cmp.metric("inequity_rate").verdict == "" and cmp.metric("far_ratio").verdict == ""
+    assert cmp.metric("fdr").verdict == "same"
+    row = next(ln for ln in markdown(cmp).splitlines() if ln.startswith("| inequity_rate |"))
+    assert row.startswith("| inequity_rate | n/a |")
+    assert cmp.to_dict()["metrics"][[m.name for m in cmp.metrics].index("far_ratio")][
+        "baseline"] is None
+
+
+def test_compare_and_gate_markdown_list_the_fairness_metrics(samples, capsys, isolated):
+    code, out, err = run(capsys, "compare", samples.weak_json, samples.strong_json,
+                         "--max", "garbe=1", "--json", "-", "--markdown", "cmp.md")
+    assert code == 0, err
+    doc = json.loads(out)
+    got = {m["metric"] for m in doc["comparison"]["metrics"]}
+    assert set(FAIR_KEYS) <= got
+    md = (isolated / "cmp.md").read_text()
+    assert "| garbe |" in md and "| fdr_mean |" in md
+    assert "garbe" in err  # the terminal's headline table
+    code, _, err = run(capsys, "gate", samples.weak_json, "--max", "opis=1", "--markdown",
+                       "gate.md", "--no-config")
+    assert code == 0, err
+    gate_md = (isolated / "gate.md").read_text()
+    details = gate_md[gate_md.index("Headline metrics"):]
+    f = read_result(samples.weak_json).fairness_metrics()
+    assert f"| fdr | {f['fdr']:.6g} |" in details and "| inequity_rate |" in details

@@ -71,6 +71,9 @@ CASES = [
     dict(metric="cosine", calibration_range=(0.2, 0.9), num_thresholds=17),
     dict(metric="l2", calibration_range=(2.0, 9.0), threshold_policy="far:0.01"),
     dict(metric="cosine", far_range=(0.05, 0.3), threshold_policy="max-worst-utility"),
+    # the verification view's histogram and gather passes (SPEC 14)
+    dict(metric="l2", verification=True, dcf=(0.1, 1.0, 2.0)),
+    dict(metric="cosine", calibration_range=(0.2, 0.9), verification=True),
 ]
 
 
@@ -143,3 +146,20 @@ def test_cli_workers_and_scheduler_exclude_each_other(capsys):
 def test_bad_worker_count_is_a_config_error():
     with pytest.raises(ConfigError, match="--workers must be at least 1"):
         DaskEngine(workers=0)
+
+
+@pytest.mark.parametrize("method", ["per-class", "cluster:4"])
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_dask_equals_local_with_a_calibration(client, small_tiles, method, metric):
+    """SPEC 11 offsets travel with the prepared rows: the same bytes on the cluster."""
+    from opis_cli.calibration import fit
+
+    x, y, g, q, gal = _held_out(seed=3, n=800)
+    cal = fit(x, y, method=method, target="far:0.05", metric=metric)
+    kw = dict(groups=g, is_query=q, is_gallery=gal, metric=metric, block_bytes=SMALL_BLOCKS,
+              calibration=cal)
+    local = opis_cli.evaluate(x, y, **kw)
+    remote = opis_cli.evaluate(x, y, engine=DaskEngine(block_bytes=SMALL_BLOCKS, client=client),
+                               **kw)
+    assert _doc(remote) == _doc(local)
+    assert remote.provenance["calibration"]["method"] == method

@@ -326,3 +326,87 @@ def test_null_cases_end_to_end():
             if v is None:
                 nulls[k] += 1
     assert nulls["inequity_rate"] > 0 and nulls["far_ratio"] > 0, nulls  # premise
+
+
+# ---------------------------------------------------------------- curves table
+
+
+@pytest.mark.parametrize("suffix", ["parquet", "csv"])
+def test_curves_table_fairness_rows_round_trip(tmp_path, suffix):
+    """Block-level rows (class-fairness, group-fairness) carry FDR and GARBE per
+    threshold, the global counts and rates; written and read back unchanged."""
+    from opis_cli.io.curves import curves_from_table, fairness_from_table, read_curves, write_curves
+
+    x, y = integer_rows(7, n=90)
+    groups = [f"g{v % 3}" for v in range(len(y))]
+    res = evaluate(x, y, metric="l2", groups=groups, num_thresholds=6, fairness_alpha=0.3)
+    table = res.curves_table()
+    K = len(res.thresholds)
+    for level, blk in (("class", res.classes), ("group", res.groups)):
+        rows = np.flatnonzero(table["level"] == f"{level}-fairness")
+        assert rows.size == K and set(table["label"][rows]) == {""}
+        assert np.all(table["threshold_index"][rows] == np.arange(K))
+        assert np.allclose(table["fdr"][rows], blk.fairness.fdr, rtol=0, atol=0)
+        assert np.allclose(table["garbe"][rows], blk.fairness.garbe, rtol=0, atol=0)
+        assert np.allclose(table["utility"][rows], blk.mean_utility, rtol=0, atol=0)
+        cv = blk.curves
+        assert np.all(table["tp"][rows] == cv.tp.sum(axis=0))
+        assert np.all(table["negatives"][rows] == cv.negatives.sum())
+        assert np.allclose(table["far"][rows], cv.fp.sum(axis=0) / cv.negatives.sum())
+        per_row = np.flatnonzero(table["level"] == level)
+        assert np.isnan(table["fdr"][per_row]).all() and np.isnan(table["garbe"][per_row]).all()
+    path = tmp_path / f"c.{suffix}"
+    write_curves(path, res)
+    back = read_curves(path)
+    for level, blk in (("class", res.classes), ("group", res.groups)):
+        got = fairness_from_table(back, res, level=level)
+        assert np.allclose(got["fdr"], blk.fairness.fdr, rtol=1e-15, atol=0)
+        assert np.allclose(got["garbe"], blk.fairness.garbe, rtol=1e-15, atol=0)
+        cv = curves_from_table(back, res, level=level)  # per_class order
+        order = [blk.curves.labels.index(lab) for lab in cv.labels]
+        assert np.array_equal(cv.tp, blk.curves.tp[order])
+
+
+def test_curves_table_single_group_garbe_is_empty(tmp_path):
+    from opis_cli.io.curves import fairness_from_table, read_curves, write_curves
+
+    x, y = integer_rows(5, n=60)
+    res = evaluate(x, y, metric="l2", groups=["all"] * len(y), num_thresholds=4)
+    path = tmp_path / "c.csv"
+    write_curves(path, res)
+    got = fairness_from_table(read_curves(path), res, level="group")
+    assert np.isnan(got["garbe"]).all() and np.allclose(got["fdr"], res.groups.fairness.fdr)
+
+
+def test_curves_table_without_fairness_rows_still_reads(tmp_path):
+    """A table written before the block-level rows (no fdr/garbe, no such levels)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from opis_cli.io.curves import curves_from_table, fairness_from_table, read_curves
+
+    x, y = integer_rows(3, n=60)
+    res = evaluate(x, y, metric="l2", num_thresholds=5)
+    table = res.curves_table()
+    keep = table["level"] == "class"
+    old = {k: v[keep] for k, v in table.items() if k not in ("fdr", "garbe")}
+    path = tmp_path / "old.parquet"
+    pq.write_table(pa.table({k: pa.array(v) for k, v in old.items()}), path)
+    back = read_curves(path)
+    assert fairness_from_table(back, res) is None
+    cv = curves_from_table(back, res)
+    order = [res.classes.curves.labels.index(lab) for lab in cv.labels]
+    assert np.array_equal(cv.tp, res.classes.curves.tp[order])
+
+
+def test_curves_table_fairness_rows_checked_against_the_result():
+    from opis_cli.errors import InputError
+    from opis_cli.io.curves import fairness_from_table
+
+    x, y = integer_rows(3, n=60)
+    res = evaluate(x, y, metric="l2", num_thresholds=5)
+    table = res.curves_table()
+    drop = np.flatnonzero(table["level"] == "class-fairness")[-1]
+    cut = {k: np.delete(v, drop) for k, v in table.items()}
+    with pytest.raises(InputError, match="class-fairness rows do not hold each"):
+        fairness_from_table(cut, res, source="t.parquet")

@@ -79,6 +79,13 @@ def test_visible_is_the_documented_rule():
     for same in ("plain", "digit_8", "emoji 🙂", "Ünïcode ñ 日本", "[bold red]markup[/]"):
         assert visible(same) == same
     assert visible("\U000e0001") == "\\U000e0001"
+    # a zero-width joiner inside an emoji sequence stays (family, technologist with skin tone);
+    # anywhere else it is shown
+    for emoji in ("\U0001f468\u200d\U0001f469\u200d\U0001f467", "\U0001f469\U0001f3fd\u200d\U0001f4bb",
+                  "\u2764\ufe0f\u200d\U0001f525"):
+        assert visible(emoji) == emoji
+    assert visible("a\u200db") == "a\\u200db"
+    assert visible("\U0001f468\u200d") == "\U0001f468\\u200d"
 
 
 def test_markdown_code_span_cannot_be_closed():
@@ -88,6 +95,8 @@ def test_markdown_code_span_cannot_be_closed():
     assert md_text("digit_8") == "digit_8"  # intraword '_' left alone (golden output)
     assert md_text("_u_ *s* [l](http://x) <b> & $m$ ~s~") == (
         "\\_u\\_ \\*s\\* \\[l\\](http\\://x) \\<b> \\& \\$m\\$ \\~s\\~")
+    # GFM's extended autolinks: an escaped "@" or "." is its own text node, never linked
+    assert md_text("a@b.org www.x.com WWW.Y.io") == "a\\@b.org www\\.x.com WWW\\.Y.io"
 
 
 # ------------------------------------------------------------------ data and runs
@@ -307,3 +316,21 @@ def test_error_line_is_one_line_without_raw_controls(opis, sets, evaluated, args
     assert err.startswith("Error: ") and err.endswith("\n") and err.count("\n") == 1, err
     assert_clean(err, "error line")
     assert "\\x1b" in err or "\\x07" in err
+
+
+def test_calibrate_terminal_json_and_report(opis, sets, tmp_path):
+    """``opis calibrate``: the hostile path in the terminal, labels in the JSON
+    exactly and escaped in the report's table of unseen classes."""
+    j, rep = tmp_path / "cal.json", tmp_path / "calrep"
+    code, out, err = opis("calibrate", sets["base"], "--folds", "2", "--json", j, "--report", rep)
+    assert code == 0, err
+    assert out == ""
+    assert_clean(err, "calibrate terminal")
+    assert visible(str(sets["base"])) in err.replace("\n", "")
+    d = json.loads(j.read_text(encoding="utf-8"))
+    shown = {c["label"] for f in d["transfer"]["folds"] for c in f["test"]["per_class"]}
+    assert shown == set(HOSTILE)  # the singleton is not evaluated; the rest round-trip
+    assert_html_safe(rep, "calibrate.html")
+    code, _, err = opis("calibrate", sets["base"], "--group-column", "group", "--folds", "3")
+    assert code == 0, err
+    assert_clean(err, "calibrate by group terminal")

@@ -797,34 +797,88 @@ def test_sample_data_formats_agree(model):
 # ---------------------------------------------------------------- format registry
 
 
+#: formats whose files cannot hold text labels (they come from a labels file)
+_NO_TEXT_LABELS = ("npy", "safetensors", "pt", "faiss")
+
+
 def _write_every_format(tmp_path, kind: str) -> str:
+    # each format written with its own library (tests/test_formats.py has the rest)
+    flags = np.array([True, True, False, True])
     if kind == "parquet":
         return basic_parquet(tmp_path / "d.parquet", is_query=[True, True, False, True])
     if kind == "npy":
         np.save(tmp_path / "d.npy", EMB)
         return str(tmp_path / "d.npy")
+    if kind in ("hf", "lance"):
+        table = pa.table({"embedding": pa.array(EMB.tolist(), type=pa.list_(pa.float32())),
+                          "label": LABELS, "is_query": flags})
+        if kind == "lance":
+            import lance
+
+            lance.write_dataset(table, str(tmp_path / "d.lance"))
+            return str(tmp_path / "d.lance")
+        import datasets
+
+        ds = datasets.Dataset(table)
+        ds.save_to_disk(str(tmp_path / "hf"))
+        return str(next((tmp_path / "hf").glob("*.arrow")))
+    if kind == "safetensors":
+        import safetensors.numpy
+
+        safetensors.numpy.save_file(
+            {"emb": EMB, "is_query": flags}, str(tmp_path / "d.safetensors"))
+        return str(tmp_path / "d.safetensors")
+    if kind == "pt":
+        import torch
+
+        torch.save({"emb": torch.from_numpy(EMB), "is_query": torch.from_numpy(flags)},
+                   tmp_path / "d.pt")
+        return str(tmp_path / "d.pt")
+    if kind == "hdf5":
+        import h5py
+
+        with h5py.File(tmp_path / "d.h5", "w") as f:
+            f["emb"], f["labels"], f["is_query"] = EMB, LABELS, flags
+        return str(tmp_path / "d.h5")
+    if kind == "faiss":
+        import faiss
+
+        index = faiss.IndexFlatL2(EMB.shape[1])
+        index.add(EMB)
+        faiss.write_index(index, str(tmp_path / "d.faiss"))
+        return str(tmp_path / "d.faiss")
     np.savez(tmp_path / "d.npz", embeddings=EMB, labels=np.array(LABELS),
              is_query=np.array([True, True, False, True]))
     return str(tmp_path / "d.npz")
 
 
-@pytest.mark.parametrize("kind", sorted(_FORMATS))
+#: formats whose library is an optional extra: slow (tests/conftest.py), so that the
+#: lowest-versions step (only the test extra) leaves them out instead of skipping them
+_EXTRA_FORMATS = ("hf", "lance", "safetensors", "pt", "hdf5")
+
+
+@pytest.mark.parametrize("kind", [pytest.param(k, marks=pytest.mark.slow) if k in _EXTRA_FORMATS
+                                  else k for k in sorted(_FORMATS)])
 def test_every_format_reader_returns_the_same_columns(tmp_path, kind):
     # The contract of a format reader: Columns with float embeddings, str labels
     # (when the format holds them), bool flags, and the files it read.
     path = _write_every_format(tmp_path, kind)
     seen: list[tuple[int, int, int]] = []
-    cols = _FORMATS[kind].read(path, ColumnSpec(), progress=None,
+    spec = ColumnSpec(label_column=None) if kind in _NO_TEXT_LABELS else ColumnSpec()
+    cols = _FORMATS[kind].read(path, spec, progress=None,
                                memory_check=lambda *shape: seen.append(shape))
     assert isinstance(cols, Columns)
     np.testing.assert_array_equal(cols.embeddings, EMB)
-    assert cols.files == (path,)
+    if os.path.isdir(path):  # every file of a dataset folder
+        assert cols.files and all(f.startswith(path + os.sep) for f in cols.files)
+    else:
+        assert cols.files == (path,)
     assert [s[:2] for s in seen] == [(4, 3)]
     if cols.labels is not None:
         assert list(cols.labels) == LABELS and all(type(v) is str for v in cols.labels)
         assert cols.is_query.dtype == np.bool_ and list(cols.is_query) == [1, 1, 0, 1]
     else:
-        assert kind == "npy"
+        assert kind in _NO_TEXT_LABELS
 
 
 # ---------------------------------------------------------------- import weight

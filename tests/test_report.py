@@ -501,3 +501,84 @@ def test_report_help_documents_the_command(capsys):
     assert main(["report", "--help"]) == 0
     out = capsys.readouterr().out
     assert "--curves" in out and "--out" in out and "RESULT.json" in out
+
+
+# -- fairness (SPEC 13) ---------------------------------------------------------------------
+def test_fairness_figure_draws_the_result_curves_and_the_threshold(weak):
+    fig = plots.fairness_figure(weak)
+    th = np.asarray(weak.thresholds)
+    for level, blk in (("class", weak.classes), ("group", weak.groups)):
+        (fdr,) = lines(fig, f"fdr-{level}")
+        (garbe,) = lines(fig, f"garbe-{level}")
+        assert np.array_equal(fdr.get_xdata(), th) and np.array_equal(garbe.get_xdata(), th)
+        assert np.array_equal(fdr.get_ydata(), blk.fairness.fdr)  # read, not recomputed
+        assert np.array_equal(garbe.get_ydata(), blk.fairness.garbe)
+        assert f"{blk.fairness.fdr_mean:.4f}" in fdr.get_label()
+    (mark,) = lines(fig, "recommended-threshold")
+    assert list(mark.get_xdata()) == [weak.recommended_threshold.value] * 2
+    lo, hi = fig.axes[0].get_xlim()
+    assert lo <= th[0] and hi >= th[-1]
+    assert fig._suptitle.get_text() == "Fairness of the threshold across the calibration range"
+    f = weak.recommended_threshold.fairness
+    assert f"FDR {f.fdr:.4f}, GARBE {f.garbe:.4f}" in fig.axes[0].get_title(loc="left")
+
+
+def test_fairness_figure_of_a_single_group_has_no_group_garbe():
+    x = np.random.default_rng(0).normal(size=(60, 4))
+    y = [f"c{i % 6}" for i in range(60)]
+    r = evaluate(x, y, metric="l2", groups=["all"] * 60, num_thresholds=5)
+    fig = plots.fairness_figure(r)
+    assert len(lines(fig, "fdr-group")) == 1 and lines(fig, "garbe-group") == []
+    assert len(lines(fig, "garbe-class")) == 1
+
+
+def test_fairness_figure_and_block_of_a_result_without_fairness(weak):
+    d = json.loads(weak.to_json())
+    for blk in (d, d["groups"]):
+        del blk["fairness"]
+        del blk["recommended_threshold"]["fairness"]
+    old = type(weak).from_dict(d)
+    fig = plots.fairness_figure(old)
+    assert [t.get_gid() for t in fig.axes[0].texts] == ["no-fairness-note"]
+    from opis_cli.render.report.html import render_report
+
+    page = render_report(old, {})
+    assert 'id="fairness"' not in page
+
+
+def test_html_fairness_block_at_the_recommended_threshold(weak, weak_report):
+    _, page = weak_report
+    m = re.search(r'<h3 id="fairness".*?</table>', page, re.S)
+    assert m, "no fairness block"
+    block = m.group(0)
+    assert "alpha 0.5" in block
+    rows = re.findall(r"<tr><td>(.*?)</td>(.*?)</tr>", block)
+    assert [r[0] for r in rows] == ["classes", "groups (group)"]
+    for (_, cells), blk in zip(rows, (weak.classes, weak.groups)):
+        f, c = blk.recommended_threshold.fairness, blk.fairness
+        got = re.findall(r"<td>(.*?)</td>", cells)
+        assert got == [f"{f.far_ratio:.3g}x", f"{f.frr_ratio:.3g}x", f"{f.fdr:.4f}",
+                       f"{f.garbe:.4f}", f"{f.inequity_rate:.4g}", f"{c.fdr_mean:.4f}",
+                       f"{c.garbe_mean:.4f}"]
+    # the figure is there, captioned
+    assert 'id="fig-fairness"' in page
+
+
+def test_html_fairness_block_nulls_and_a_hostile_group_column(weak):
+    from dataclasses import replace
+
+    from opis_cli.render.report.html import render_report
+
+    bad = '<b onmouseover="x">\x1b[31mcol\u202e'
+    rt = weak.recommended_threshold
+    nulls = replace(rt.fairness, far_ratio=None, inequity_rate=None)
+    r = replace(weak, group_column=bad,
+                classes=replace(weak.classes, recommended_threshold=replace(rt, fairness=nulls)))
+    page = render_report(r, {})
+    block = re.search(r'<h3 id="fairness".*?</table>', page, re.S).group(0)
+    assert "<b onmouseover" not in page and "\x1b" not in block and "\u202e" not in block
+    assert htmllib.escape('<b onmouseover="x">', quote=True) in block
+    assert "\\x1b[31mcol\\u202e" in block
+    first = re.findall(r"<td>(.*?)</td>", re.search(r"<tr><td>classes</td>.*?</tr>",
+                                                    block).group(0))
+    assert first[1] == "n/a" and first[5] == "n/a"

@@ -261,7 +261,7 @@ def test_sample_report_loads_cleanly_and_works(browser, weak_report, tmp_path):
     assert tab.js("document.documentElement.getAttribute('data-opis-ready')") == "1"
     # every figure decoded
     imgs = tab.js("[...document.images].map(i => i.complete && i.naturalWidth > 0)")
-    assert len(imgs) == 6 and all(imgs)
+    assert len(imgs) == 7 and all(imgs)  # FIGURES (with the fairness figure) + group utility
     assert tab.js("document.querySelectorAll('#classes-table tbody tr').length") == 10
     width, height = tab.screenshot(tmp_path / "report.png")
     assert (width, height) == (1280, 2000)
@@ -326,5 +326,40 @@ def test_ten_thousand_classes_load_cleanly_and_labels_stay_text(browser, big_rep
     for i in range(n_cols):
         tab.js("document.querySelectorAll('#classes-table thead th button')[%d].click()" % i)
     tab.screenshot(tmp_path / "big.png")
+    tab.settle()
+    assert tab.problems() == []
+
+
+# -- the calibrate report ---------------------------------------------------------------
+def test_calibrate_report_loads_cleanly(browser, tmp_path):
+    """``opis calibrate --report``: self-contained (no request), every figure decodes,
+    one table row per fold."""
+    out = tmp_path / "cal"
+    assert main(["calibrate", str(WEAK), "--folds", "3", "--report", str(out), "-q"]) == 0
+    tab = browser.open(out / "calibrate.html")
+    imgs = tab.js("[...document.images].map(i => i.complete && i.naturalWidth > 0)")
+    assert len(imgs) == 3 and all(imgs)
+    assert tab.js("document.querySelectorAll('table')[0].querySelectorAll('tr').length") == 4
+    tab.settle()
+    assert tab.problems() == []
+
+
+# -- the verification view ----------------------------------------------------------------
+def test_verification_report_loads_cleanly_with_the_det_curve(browser, tmp_path):
+    """``--verification``: the DET figure decodes beside the others and the group
+    table gains a sortable EER column."""
+    out = tmp_path / "ver"
+    assert main(["evaluate", str(WEAK), "--group-column", "group", "--verification",
+                 "--report", str(out), "-q"]) == 0
+    tab = browser.open(out / "report.html")
+    assert tab.js("document.documentElement.getAttribute('data-opis-ready')") == "1"
+    imgs = tab.js("[...document.images].map(i => i.complete && i.naturalWidth > 0)")
+    assert len(imgs) == 8 and all(imgs)
+    assert tab.js("document.querySelector('#fig-det h3').textContent").startswith("DET curve")
+    heads = tab.js("[...document.querySelectorAll('#groups-table thead th')]"
+                   ".map(t => t.textContent)")
+    assert heads[-1].startswith("EER")
+    tab.js("document.querySelectorAll('#groups-table thead th button')[%d].click()"
+           % (len(heads) - 1))
     tab.settle()
     assert tab.problems() == []

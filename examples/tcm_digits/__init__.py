@@ -9,7 +9,8 @@ Modules:
 - ``figure``: the unit-circle class-density picture (matplotlib);
 - ``training``: the embedding network, the losses and the training loop
   (PyTorch, pytorch-metric-learning);
-- ``hook``: the per-epoch OPIS hook for any plain PyTorch loop.
+- ``hook``: the per-epoch OPIS hook for any plain PyTorch loop (the package's
+  ``opis_cli.integrations.training.log_opis``).
 
 Only ``training`` and ``hook`` import torch, so the rest can be tested
 without the ``train`` extra.

@@ -1,14 +1,14 @@
 """The ``opis`` command line: a thin Typer layer over the Python API.
 
 ``root`` holds the app and :func:`main`; each command is a module that
-registers itself on the app when imported (``evaluate``, ``compare``,
-``gate``, ``report``); ``options`` declares the options they share.
+registers itself on the app when imported (``evaluate``, ``calibrate``,
+``compare``, ``gate``, ``report``); ``options`` declares the options they share.
 """
 
 from __future__ import annotations
 
 # Importing a command module registers it; this order is the order of `opis --help`.
-from . import evaluate, report, gate, compare  # noqa: F401, I001
+from . import evaluate, calibrate, report, gate, compare  # noqa: F401, I001
 from .root import app, main
 
 __all__ = ["app", "main"]

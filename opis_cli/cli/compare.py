@@ -26,6 +26,12 @@ def compare(
     label_column: o.LabelColumn = opt.LABEL_COLUMN,
     query_column: o.QueryColumn = None,
     gallery_column: o.GalleryColumn = None,
+    input_format: o.FormatOpt = None,
+    hf_split: o.HfSplit = None,
+    tensor_key: o.TensorKey = None,
+    tensor_labels_key: o.TensorLabelsKey = None,
+    dataset_key: o.DatasetKey = None,
+    dataset_labels_key: o.DatasetLabelsKey = None,
     metric: o.MetricOrSide = None,
     far_range: o.FarRangeOrDefault = None,
     calibration_range: o.CalRange = None,
@@ -73,6 +79,9 @@ def compare(
     ] = None,
     junit: o.Junit = None,
     markdown: o.Markdown = None,
+    mlflow: o.Mlflow = False,
+    mlflow_experiment: o.MlflowExperiment = None,
+    mlflow_run_id: o.MlflowRunId = None,
     quiet: o.Quiet = False,
     debug: o.Debug = False,
 ) -> None:
@@ -97,12 +106,17 @@ def compare(
     check_outputs((json_out, "--json"), (junit, "--junit"), (markdown, "--markdown"))
     if report is not None:
         opt.check_report_folder(report, "--report")
+    from .trackers import log_comparison, mlflow_target
+
+    tracker = mlflow_target(mlflow, mlflow_experiment, mlflow_run_id)
     rules, cfg, gating = compare_rules(
         o.rule_options(max_rules, min_rules, max_increase, max_decrease), config=config,
         discover=gate, junit=junit)
 
     reader = Reader(labels, embedding_column, embedding_columns, label_column, None,
-                    query_column, gallery_column)
+                    query_column, gallery_column,
+                    **o.format_options(input_format, hf_split, tensor_key, tensor_labels_key,
+                                       dataset_key, dataset_labels_key))
     show = not quiet and sys.stderr.isatty()
 
     def evaluate_side(path: Path, options: dict):
@@ -134,4 +148,8 @@ def compare(
         print_comparison(cmp, top)
         if outcome is not None:
             print_gate_outcome(outcome)
+    if tracker is not None:
+        log_comparison(tracker, cmp, base.result, cand.result, baseline=baseline,
+                       candidate=candidate, json_out=json_out, report=report, outcome=outcome,
+                       quiet=quiet)
     raise exit_with(outcome)

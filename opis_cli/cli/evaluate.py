@@ -9,6 +9,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from .. import options as opt
+from ..errors import ConfigError
 from . import options as o
 from .root import app, check_outputs, exit_with, write_gate_outputs
 
@@ -26,8 +27,9 @@ def evaluate_path(path: Path, reader, *, show_progress: bool, **options: Any):
 
 @app.command()
 def evaluate(
-    path: Annotated[Path, typer.Argument(help="Embeddings: Parquet file or folder, .npy or .npz.",
-                                         show_default=False)],
+    path: Annotated[Path, typer.Argument(
+        help="Embeddings: Parquet file or folder, .npy, .npz, Hugging Face dataset, Lance, "
+             "safetensors, .pt, HDF5 or FAISS index (see --format).", show_default=False)],
     labels: o.LabelsFile = None,
     embedding_column: o.EmbeddingColumn = opt.EMBEDDING_COLUMN,
     embedding_columns: o.EmbeddingColumns = None,
@@ -35,6 +37,12 @@ def evaluate(
     group_column: o.GroupColumn = None,
     query_column: o.QueryColumn = None,
     gallery_column: o.GalleryColumn = None,
+    input_format: o.FormatOpt = None,
+    hf_split: o.HfSplit = None,
+    tensor_key: o.TensorKey = None,
+    tensor_labels_key: o.TensorLabelsKey = None,
+    dataset_key: o.DatasetKey = None,
+    dataset_labels_key: o.DatasetLabelsKey = None,
     metric: o.MetricOpt = o.Metric(opt.METRIC),
     far_range: o.FarRange = opt.range_text(opt.FAR_RANGE),
     calibration_range: o.CalRange = None,
@@ -44,6 +52,12 @@ def evaluate(
     epsilon: o.Epsilon = opt.EPSILON,
     threshold_policy: o.Policy = opt.THRESHOLD_POLICY,
     fairness_alpha: o.FairnessAlpha = opt.FAIRNESS_ALPHA,
+    verification: o.VerificationOpt = opt.VERIFICATION,
+    dcf: o.Dcf = ":".join(f"{v:g}" for v in opt.DCF),
+    calibration: Annotated[Optional[Path], typer.Option(
+        "--calibration", help="Apply a calibration file (opis calibrate --method M --out FILE): "
+                              "every number on the adjusted distances d - a_q - b_g (SPEC 11). "
+                              "Exact and dask engines.")] = None,
     json_out: Annotated[Optional[str], typer.Option(
         "--json", help="Write the result JSON here ('-' for stdout).")] = None,
     curves: Annotated[Optional[Path], typer.Option(
@@ -53,8 +67,15 @@ def evaluate(
         help="Write an HTML report with PNG figures into this folder.")] = None,
     block_mib: o.BlockMiB = opt.BLOCK_MIB,
     engine: Annotated[str, typer.Option(
-        help="exact (all pairs), knn (approximate: K nearest neighbours) or dask "
-             "(exact, distributed).")] = opt.ENGINE,
+        help="exact (all pairs), knn (approximate: K nearest neighbours), dask "
+             "(exact, distributed) or sampled (estimates with 95% intervals: every positive "
+             "pair, sampled negatives).")] = opt.ENGINE,
+    negatives_per_query: Annotated[int, typer.Option(
+        help="Gallery rows drawn per query for --engine sampled (its negatives are those of "
+             "other classes).")] = opt.NEGATIVES_PER_QUERY,
+    retrieval_queries: Annotated[int, typer.Option(
+        help="Queries whose R@k and MAP@R --engine sampled computes exactly against the "
+             "whole gallery.")] = opt.RETRIEVAL_QUERIES,
     k: Annotated[int, typer.Option("--k", help="Neighbours per query for --engine knn.")] = opt.K,
     index: Annotated[str, typer.Option(
         help=f"FAISS index for --engine knn: {', '.join(opt.INDEXES[:-1])} or "
@@ -72,6 +93,9 @@ def evaluate(
     bootstrap: o.Bootstrap = None,
     seed: o.Seed = opt.SEED,
     junit: o.Junit = None,
+    mlflow: o.Mlflow = False,
+    mlflow_experiment: o.MlflowExperiment = None,
+    mlflow_run_id: o.MlflowRunId = None,
     quiet: o.Quiet = False,
     debug: o.Debug = False,
 ) -> None:
@@ -89,24 +113,45 @@ def evaluate(
     # checked by opis_cli.evaluate, the engine's by the engine.
     opt.check("block_mib", block_mib)
     opt.check("fairness_alpha", fairness_alpha)
+    dcf_costs = opt.parse_dcf(dcf)
     check_outputs((json_out, "--json"))
     if curves:
         check_output_path(curves, "--curves", TABLE_SUFFIXES)
     if report:
         opt.check_report_folder(report, "--report")
+    cal_opts = {}
+    if calibration is not None:
+        from ..calibration import load_calibration
+
+        cal, cal_source = load_calibration(calibration)
+        if engine not in ("exact", "dask"):
+            raise ConfigError(f"--calibration needs --engine exact or dask, not {engine} (the "
+                              "knn engine does not take per-row offsets)")
+        if cal.metric != metric.value:
+            raise ConfigError(f"--calibration {calibration}: fitted with --metric {cal.metric}, "
+                              f"this evaluation uses --metric {metric.value}")
+        cal_opts = {"calibration": cal, "calibration_source": cal_source}
+    from .trackers import log_evaluation, mlflow_target
+
+    tracker = mlflow_target(mlflow, mlflow_experiment, mlflow_run_id)
     gate = EvaluateGate.plan(o.rule_options(max_rules, min_rules, max_increase, max_decrease),
                              baseline=baseline, config=gate_config, bootstrap=bootstrap,
                              seed=seed, junit=junit)
     block_bytes = block_mib * 2**20
     reader = Reader(labels, embedding_column, embedding_columns, label_column, group_column,
-                    query_column, gallery_column)
+                    query_column, gallery_column,
+                    **o.format_options(input_format, hf_split, tensor_key, tensor_labels_key,
+                                       dataset_key, dataset_labels_key))
     result = evaluate_path(
         path, reader, show_progress=not quiet and sys.stderr.isatty(), metric=metric.value,
         far_range=far_range, calibration_range=calibration_range,
         num_thresholds=num_thresholds, utility=utility.value, beta=beta, epsilon=epsilon,
         threshold_policy=threshold_policy, fairness_alpha=fairness_alpha,
-        block_bytes=block_bytes, engine=make_engine(engine, block_bytes=block_bytes, k=k, index=index,
-                           scheduler=scheduler, workers=workers))
+        verification=verification, dcf=dcf_costs, block_bytes=block_bytes,
+        engine=make_engine(engine, block_bytes=block_bytes, k=k, index=index,
+                           scheduler=scheduler, workers=workers,
+                           negatives_per_query=negatives_per_query,
+                           retrieval_queries=retrieval_queries, seed=seed), **cal_opts)
     with staged() as out:
         if json_out:
             out.text(json_out, gate.result_json(result))
@@ -127,4 +172,8 @@ def evaluate(
         if not quiet:
             console.print()
             print_gate_outcome(outcome)
+    if tracker is not None:
+        log_evaluation(tracker, result, path=path, json_text=gate.result_json(result),
+                       json_out=json_out, curves=curves, report=report, outcome=outcome,
+                       quiet=quiet)
     raise exit_with(outcome)

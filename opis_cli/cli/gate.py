@@ -55,8 +55,10 @@ def gate(
                              baseline=baseline, config=config, discover=not no_config,
                              curves=curves, baseline_curves=baseline_curves,
                              resamples=bootstrap, seed=seed, confidence=confidence)
+    from ..gate.compare import shown_metrics
+
     write_gate_outputs(outcome, json_out=json_out, junit=junit, markdown=markdown,
-                       headline=cand.result.headline())
+                       headline=shown_metrics(cand.result))
     if not quiet:
         print_gate_outcome(outcome)
     raise exit_with(outcome)

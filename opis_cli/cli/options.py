@@ -30,8 +30,8 @@ Debug = Annotated[bool, typer.Option(help="Show tracebacks for errors.")]
 # ------------------------------------------------------------------ reading embeddings
 
 LabelsFile = Annotated[Optional[Path], typer.Option(
-    "--labels", help="Labels for .npy/.npz embeddings: .npy, .txt (one per line), .csv or "
-                     ".parquet (column --label-column).")]
+    "--labels", help="Labels for .npy/.npz, tensor, HDF5 or FAISS embeddings: .npy, .txt (one "
+                     "per line), .csv or .parquet (column --label-column).")]
 EmbeddingColumn = Annotated[str, typer.Option(
     help="Parquet column holding the embedding (list or fixed_size_list of floats).")]
 EmbeddingColumns = Annotated[Optional[str], typer.Option(
@@ -44,6 +44,37 @@ QueryColumn = Annotated[Optional[str], typer.Option(
     help="Boolean column: row is a query (default: column 'is_query' if present, else all).")]
 GalleryColumn = Annotated[Optional[str], typer.Option(
     help="Boolean column: row is in the gallery (default: 'is_gallery' if present, else all).")]
+InputFormat = enum.Enum("InputFormat", {v: v for v in opt.INPUT_FORMATS}, type=str)
+FormatOpt = Annotated[Optional[InputFormat], typer.Option(
+    "--format", help="Read the input as this format (default: detected from the path): "
+                     "parquet, npy, npz, hf (Hugging Face save_to_disk folder or .arrow), "
+                     "lance, safetensors, pt (PyTorch), hdf5, faiss (index file).",
+    show_default=False)]
+HfSplit = Annotated[Optional[str], typer.Option(
+    "--hf-split", metavar="NAME",
+    help="Split of a Hugging Face DatasetDict folder (required when it has several).")]
+TensorKey = Annotated[Optional[str], typer.Option(
+    "--tensor-key", metavar="NAME",
+    help="safetensors/PyTorch: tensor holding the embeddings (default: the only 2-D float "
+         "tensor).")]
+TensorLabelsKey = Annotated[Optional[str], typer.Option(
+    "--tensor-labels-key", metavar="NAME",
+    help="safetensors/PyTorch: tensor holding the labels (default: 'labels'; or --labels).")]
+DatasetKey = Annotated[Optional[str], typer.Option(
+    "--dataset-key", metavar="PATH",
+    help="HDF5: dataset holding the embeddings, e.g. val/emb (default: the only 2-D float "
+         "dataset).")]
+DatasetLabelsKey = Annotated[Optional[str], typer.Option(
+    "--dataset-labels-key", metavar="PATH",
+    help="HDF5: dataset holding the labels (default: 'labels'; or --labels).")]
+
+
+def format_options(input_format, hf_split, tensor_key, tensor_labels_key, dataset_key,
+                   dataset_labels_key) -> dict:
+    """The format options as :class:`opis_cli.gate.sides.Reader` keywords."""
+    return {"format": input_format.value if input_format else None, "hf_split": hf_split,
+            "tensor_key": tensor_key, "tensor_labels_key": tensor_labels_key,
+            "dataset_key": dataset_key, "dataset_labels_key": dataset_labels_key}
 
 # ------------------------------------------------------------------ evaluation
 
@@ -64,6 +95,11 @@ Policy = Annotated[str, typer.Option(
 FairnessAlpha = Annotated[float, typer.Option(
     help="Weight of FAR against FRR, in [0, 1], in the fairness of the recommended threshold "
          "(FDR, GARBE, inequity rate).")]
+VerificationOpt = Annotated[bool, typer.Option(
+    "--verification", help="Also measure the verification view over all pairs: EER, minDCF, "
+    "FNMR at FMR 1e-1..1e-6 and each group's EER (exact; one more pass over the pairs).")]
+Dcf = Annotated[str, typer.Option(
+    "--dcf", help="Detection cost of minDCF (with --verification): P_TARGET:C_MISS:C_FA.")]
 BlockMiB = Annotated[int, typer.Option(
     help="Memory for the inner-product tiles held at once, in MiB: as many tiles as fit (one "
          "per worker thread, up to 256 MiB each), at least one. Results do not depend on it.")]
@@ -128,7 +164,8 @@ Bootstrap = Annotated[Optional[int], typer.Option(
          "and epsilon-OPIS (evaluate stores them under 'bootstrap' in the result JSON) and of "
          "their changes. A side that already holds a bootstrap decides N and the seed for "
          f"both, so that they pair (default where one is needed: {opt.RESAMPLES}).")]
-Seed = Annotated[int, typer.Option(help="Seed of the bootstrap (numpy default_rng).")]
+Seed = Annotated[int, typer.Option(help="Seed of the bootstrap and of --engine sampled "
+                                        "(numpy default_rng).")]
 Confidence = Annotated[Optional[float], typer.Option(
     help=f"Level of the bootstrap intervals (default: {opt.CONFIDENCE:g}, or the config's "
          "confidence).")]
@@ -140,3 +177,17 @@ Junit = Annotated[Optional[Path], typer.Option(
 Markdown = Annotated[Optional[str], typer.Option(
     "--markdown", help="Write a Markdown summary here ('-' for stdout), e.g. for "
                        "$GITHUB_STEP_SUMMARY.")]
+
+# ---- trackers
+
+Mlflow = Annotated[bool, typer.Option(
+    "--mlflow", help="Log the headline numbers, options, JSON, curves and report to an MLflow "
+                     "run, after the outputs are written (tracking URI and experiment from "
+                     "MLFLOW_TRACKING_URI, MLFLOW_EXPERIMENT_NAME; needs the mlflow extra).")]
+MlflowExperiment = Annotated[Optional[str], typer.Option(
+    "--mlflow-experiment", metavar="NAME",
+    help="MLflow experiment of the new run (created if missing); implies --mlflow.")]
+MlflowRunId = Annotated[Optional[str], typer.Option(
+    "--mlflow-run-id", metavar="ID",
+    help="Log into this existing MLflow run (e.g. the training run) instead of a new one; "
+         "implies --mlflow.")]

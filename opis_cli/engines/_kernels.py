@@ -69,6 +69,9 @@ class Rows(NamedTuple):
     row_eval: np.ndarray     # (B,) bool, the query's class is evaluated
     row_sample: np.ndarray   # (B,) bool, the row feeds the report histogram
     g_orig: np.ndarray       # (ng,) int64 original row of each gallery column
+    off: bool                # offsets (a calibration): keys are d - aq - bg
+    aq: np.ndarray           # (B,) float64 query offsets (unused without off)
+    bg: np.ndarray           # (ng,) float64 gallery offsets
 
 
 class StripRows(NamedTuple):
@@ -82,6 +85,9 @@ class StripRows(NamedTuple):
     row_eval: np.ndarray     # (B,)
     col_lim: np.ndarray      # (ng,) float64 window top of an evaluated row, else -inf
     all_eval: bool           # every row is evaluated
+    off: bool                # offsets, as in Rows (symmetric: aq of a row == bg)
+    aq: np.ndarray           # (B,)
+    bg: np.ndarray           # (ng,)
 
 
 class Windows(NamedTuple):
@@ -145,6 +151,32 @@ class Ranking(NamedTuple):
     first_rank: np.ndarray   # (B,) int64
     ap: np.ndarray           # (B,) float64
     n_rel: np.ndarray        # (B,) int64
+
+
+class Verify(NamedTuple):
+    """Verification view (SPEC 14): histograms of every key (``hist``) or the
+    keys of the wanted bins (``gather``), for the evaluated rows (global
+    scope) and, with groups, for each row's group (group scope)."""
+
+    hist: bool
+    gather: bool
+    lo: float                # key of the first bin's lower edge (both scopes)
+    scale: float             # bins per key unit, global scope
+    bins: int
+    gscale: float            # bins per key unit, group scope
+    gbins: int
+    pos: np.ndarray          # (slots, bins) int64 positive keys per bin
+    neg: np.ndarray          # (slots, bins) int64 negative keys per bin
+    gpos: np.ndarray         # (slots, G, gbins) int64 (or (slots, 1, 1) without groups)
+    gneg: np.ndarray         # (slots, G, gbins) int64
+    row_grp: np.ndarray      # (B,) int64 group of each row, -1 without groups
+    want: np.ndarray         # (bins,) bool global bins to gather
+    gwant: np.ndarray        # (G, gbins) bool group bins to gather (or (1, 1))
+    g_lo: float              # every wanted key lies in [g_lo, g_hi]
+    g_hi: float
+    val: np.ndarray          # (B, capacity) float64 gathered keys
+    isp: np.ndarray          # (B, capacity) bool, a gathered key is a positive
+    n: np.ndarray            # (B,) int64 true numbers (may exceed the capacity)
 
 
 def num_threads() -> int:
@@ -246,6 +278,19 @@ def _keys_row(row, l2, qn, gn2, kb):
     else:
         for j in range(row.shape[0]):
             kb[j] = _key(row[j], qn, 0.0, False)
+
+
+@nb.njit(cache=True, nogil=True)
+def _offset_row(kb, l2, aq, bg):
+    """Raw keys -> adjusted distances ``d - aq - bg[j]`` (a calibration,
+    SPEC 11; ``d = sqrt(max(key, 0))`` for l2), in place, in the order of
+    ``base.pair_keys``."""
+    if l2:
+        for j in range(kb.shape[0]):
+            kb[j] = (np.sqrt(max(kb[j], 0.0)) - aq) - bg[j]
+    else:
+        for j in range(kb.shape[0]):
+            kb[j] = (kb[j] - aq) - bg[j]
 
 
 def _host_has_avx512() -> bool:
@@ -424,6 +469,54 @@ def _report_hist(kb, sc, ps, pe, lo, scale, RB, hpos, hneg):
             hpos[b] += 1
         else:
             hneg[b] += 1
+
+
+@nb.njit(cache=True, nogil=True)
+def _verify_hist(kb, sc, a, b, lo, scale, nbins, hpos, hneg):
+    """Histogram every key of a chunk: columns [a, b) are positives, the
+    rest negatives; the query's own column ``sc`` (key +inf) is taken out
+    again afterwards, so that the loops have no branch."""
+    m = kb.shape[0]
+    for j in range(0, a):
+        hneg[_bin(kb[j], lo, scale, nbins)] += 1
+    for j in range(a, b):
+        hpos[_bin(kb[j], lo, scale, nbins)] += 1
+    for j in range(b, m):
+        hneg[_bin(kb[j], lo, scale, nbins)] += 1
+    if 0 <= sc < m:
+        sb = _bin(kb[sc], lo, scale, nbins)
+        if a <= sc < b:
+            hpos[sb] -= 1
+        else:
+            hneg[sb] -= 1
+
+
+@nb.njit(cache=True, nogil=True)
+def _verify_gather(kb, sc, a, b, ev, grp, lo, scale, nbins, want, gscale, gbins, gwant,
+                   g_lo, g_hi, val, isp, n):
+    """Append the keys of a chunk that lie in a wanted bin (of the global
+    scope when the row is evaluated, of its group's scope) to ``val``/``isp``
+    (up to their capacity); returns the new true number."""
+    m = kb.shape[0]
+    hits = 0
+    for j in range(m):  # vectorised: most chunks have no key in a wanted bin
+        hits += (kb[j] >= g_lo) & (kb[j] <= g_hi)
+    if hits == 0:
+        return n
+    cap = val.shape[0]
+    for j in range(m):
+        key = kb[j]
+        if j == sc or not (g_lo <= key <= g_hi):
+            continue
+        take = ev and want[_bin(key, lo, scale, nbins)]
+        if not take and grp >= 0:
+            take = gwant[grp, _bin(key, lo, gscale, gbins)]
+        if take:
+            if n < cap:
+                val[n] = key
+                isp[n] = a <= j < b
+            n += 1
+    return n
 
 
 @nb.njit(cache=True, nogil=True)
@@ -630,14 +723,15 @@ def _heap_result(hk, ho, hp, hn, R):
 
 
 @nb.njit(cache=True, nogil=True)
-def process_block(S, t, rows, win, rep, gat, grid, ret):
+def process_block(S, t, rows, win, rep, gat, grid, ret, ver):
     """Process one block of queries; see the module docstring for conventions.
 
     ``S`` (B, ng) float32 inner products, ``t`` the worker slot of the
     histograms; ``rows`` (:class:`Rows`), then what to compute, each phase
     with its switch ``on``: ``win`` (:class:`Windows`, the order statistic),
     ``rep`` (:class:`Report`), ``gat`` (:class:`Gather`), ``grid``
-    (:class:`GridCounts`) and ``ret`` (:class:`Ranking`).
+    (:class:`GridCounts`), ``ret`` (:class:`Ranking`) and ``ver``
+    (:class:`Verify`: its ``hist`` and ``gather`` are the switches).
 
     Outputs indexed by block row (``cnt_*``, ``def_*``, ``gath_*``,
     ``first_rank``, ``ap``, ``n_rel``) are overwritten for every row; the
@@ -660,13 +754,16 @@ def process_block(S, t, rows, win, rep, gat, grid, ret):
     gallery items by (key, original row): one comparison per element once the
     heap is full, like a k-NN search.
     """
-    l2, qn2, gn2, self_col, pos_start, pos_end, row_eval, row_sample, g_orig = rows
+    l2, qn2, gn2, self_col, pos_start, pos_end, row_eval, row_sample, g_orig, off, aq, bg = rows
+    sq = l2 and not off  # keys are squared distances (the grid guess takes their root)
     do_win, win_lo, win_hi, win_scale, F, win_below, win_hist = win
     do_rep, r_lo, r_scale, RB, rep_pos, rep_neg = rep
     do_gather, gat_win, gat_bin, gath_val, gath_n, gath_below = gat
     (do_counts, lo_b, hi_b, cert_lo, base, inv_step, cnt_all, cnt_pos, def_val, def_pos,
      def_n) = grid
     do_ret, first_rank, ap, n_rel = ret
+    (v_hist, v_gather, v_lo, v_scale, v_bins, v_gscale, v_gbins, v_pos, v_neg, v_gpos, v_gneg,
+     v_grp, v_want, v_gwant, v_glo, v_ghi, v_val, v_isp, v_n) = ver
     B, Ng = S.shape
     K = lo_b.shape[0]
     key_skip = hi_b[K - 1]
@@ -704,10 +801,15 @@ def process_block(S, t, rows, win, rep, gat, grid, ret):
         ho = np.empty(hsize, np.int64)
         hp = np.empty(hsize, np.bool_)
         hn = 0
+        vg = v_grp[r]
+        nv = 0
         # the keys of the positives (self: +inf), for the counts and the heap
         if do_counts or ret_on:
-            for j in range(ps, pe):
-                pkeys[j - ps] = np.inf if j == sc else _key(row[j], qn, gn2[j], l2)
+            _keys_row(row[ps:pe], l2, qn, gn2[ps:pe], pkeys[:pe - ps])
+            if off:
+                _offset_row(pkeys[:pe - ps], l2, aq[r], bg[ps:pe])
+            if ps <= sc < pe:
+                pkeys[sc - ps] = np.inf
         # with R >= 8 the heap holds R items, and the R positives are at or
         # below their largest key: nothing above it can be among the nearest
         ret_limit = np.inf
@@ -723,6 +825,8 @@ def process_block(S, t, rows, win, rep, gat, grid, ret):
             c1 = min(Ng, c0 + COLS)
             kc = kc_buf[:c1 - c0]
             _keys_row(row[c0:c1], l2, qn, gn2[c0:c1], kc)
+            if off:
+                _offset_row(kc, l2, aq[r], bg[c0:c1])
             if c0 <= sc < c1:
                 kc[sc - c0] = np.inf  # never paired with itself: above every threshold
             if rep_on:
@@ -736,6 +840,20 @@ def process_block(S, t, rows, win, rep, gat, grid, ret):
                 n = _compact(kc, b, c1 - c0, limit, vals, n)
             if ret_on:
                 hn = _heap_offer(kc, c0, sc, ps, pe, g_orig, hk, ho, hp, hn, ret_limit)
+            if v_hist or v_gather:
+                a = min(max(ps, c0), c1) - c0
+                b = min(max(pe, c0), c1) - c0
+                if v_hist and ev:
+                    _verify_hist(kc, sc - c0, a, b, v_lo, v_scale, v_bins, v_pos[t], v_neg[t])
+                if v_hist and vg >= 0:
+                    _verify_hist(kc, sc - c0, a, b, v_lo, v_gscale, v_gbins, v_gpos[t, vg],
+                                 v_gneg[t, vg])
+                if v_gather and (ev or vg >= 0):
+                    nv = _verify_gather(kc, sc - c0, a, b, ev, vg, v_lo, v_scale, v_bins,
+                                        v_want, v_gscale, v_gbins, v_gwant, v_glo, v_ghi,
+                                        v_val[r], v_isp[r], nv)
+        if v_gather:
+            v_n[r] = nv
         if win_on:
             _order_stat_row(vals, n, 1, win_lo, win_hi, win_scale, F, win_below[t],
                             win_hist[t])
@@ -745,7 +863,7 @@ def process_block(S, t, rows, win, rep, gat, grid, ret):
             gath_below[r, 1] = 0
         if do_counts:
             nd, ng_ = _counts_row(pkeys[:pe - ps], vals, n, key_skip, K, lo_b, hi_b, cert_lo,
-                                  l2, base, inv_step, acc, cnt_all[r], cnt_pos[r], def_val[r],
+                                  sq, base, inv_step, acc, cnt_all[r], cnt_pos[r], def_val[r],
                                   def_pos[r], do_gather and ev, g_lo, g_hi, gat_win, gat_bin,
                                   win_lo, win_hi, win_scale, F, gath_val[r],
                                   gath_below[r])
@@ -779,7 +897,7 @@ def process_strip(S, t, row0, c0, rows, win):
     Half the matrix products of a full pass; the histograms accumulate in
     slot ``t`` as in process_block.
     """
-    l2, qn2, gn2, pos_start, pos_end, row_eval, col_lim, all_eval = rows
+    l2, qn2, gn2, pos_start, pos_end, row_eval, col_lim, all_eval, off, aq, bg = rows
     _, win_lo, win_hi, win_scale, F, win_below, win_hist = win
     B = S.shape[0]
     Ng = gn2.shape[0]
@@ -800,6 +918,8 @@ def process_strip(S, t, row0, c0, rows, win):
             a1 = min(Ng, a0 + COLS)
             kc = kc_buf[:a1 - a0]
             _keys_row(row[a0 - c0:a1 - c0], l2, qn, gn2[a0:a1], kc)
+            if off:
+                _offset_row(kc, l2, aq[r], bg[a0:a1])
             lims = col_lim[a0:a1]
             # the negatives: columns outside [ps, pe)
             a = min(max(ps, a0), a1) - a0

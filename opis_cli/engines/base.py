@@ -56,6 +56,35 @@ class GridSpec:
     num_thresholds: int = 101
     far_range: tuple[float, float] = (0.01, 0.1)
     calibration_range: tuple[float, float] | None = None
+    #: the verification view (SPEC 14): ``(p_target, c_miss, c_fa)`` of the
+    #: detection cost, or None to skip it (it costs a pass, see engines/verify.py)
+    verification: tuple[float, float, float] | None = None
+
+
+@dataclass(frozen=True)
+class OperatingPoints:
+    """Exact global counts at the thresholds that can matter for SPEC 14.
+
+    For one set of pairs (the evaluated classes, or one group) with ``P``
+    positives and ``M`` negatives: ``tp[i]`` / ``fp[i]`` are the positive /
+    negative pairs with distance ``<= dist[i]`` (increasing). Where ``real[i]``
+    the threshold is a pair distance; elsewhere the point only carries the
+    counts of every pair below the next points (the start of a stretch of
+    candidate distances), and is never a threshold itself. Every distance
+    that can minimise the EER or the detection cost, or be a FNMR-at-FMR
+    order statistic, is a real point (``engines/verify.py``).
+    """
+
+    dist: np.ndarray
+    tp: np.ndarray
+    fp: np.ndarray
+    real: np.ndarray
+    P: int
+    M: int
+    #: the histograms the points came from (positives, negatives per bin, even
+    #: in key space over the key span): every bin edge is an exact operating point
+    hist_pos: np.ndarray | None = field(default=None, repr=False)
+    hist_neg: np.ndarray | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -89,6 +118,15 @@ class EngineOutput:
     hist_neg: np.ndarray
     passes: int
     notes: dict = field(default_factory=dict)
+    #: the verification view's operating points of the evaluated classes and of
+    #: each group (None where not asked for, not evaluated, or not measured)
+    verification: OperatingPoints | None = None
+    group_verification: tuple[OperatingPoints | None, ...] | None = None
+    #: an engine that samples pairs (SPEC 15): its jackknife replicates
+    #: (``sampled.Replicates``), from which ``metrics/estimate.py`` makes the
+    #: intervals; None for the engines that count every pair they report.
+    #: Its counts (``class_fp``, ...) are then float64 estimates.
+    replicates: object | None = None
 
 
 @runtime_checkable
@@ -154,27 +192,44 @@ def check_range(lo: float, hi: float, option: str, what: str) -> None:
 # -- the key space ------------------------------------------------------------
 
 
-def pair_keys(S: np.ndarray, qn2: np.ndarray, gn2: np.ndarray, l2: bool) -> np.ndarray:
+def pair_keys(S: np.ndarray, qn2: np.ndarray, gn2: np.ndarray, l2: bool,
+              aq: np.ndarray | None = None, bg: np.ndarray | None = None) -> np.ndarray:
     """Keys of the float32 inner products ``S`` (B, m) of B queries and m
     gallery rows, in float64: ``1 - s`` (cosine) or ``qn2 + gn2 - 2 s`` (l2,
     with the squared norms ``qn2`` (B,) and ``gn2`` (m,); ignored for cosine).
+    With offsets ``aq`` (B,) and ``bg`` (m,) (a calibration, SPEC 11) the key
+    is the adjusted distance ``d - aq - bg`` (``d = sqrt(max(key, 0))`` for l2).
 
-    The same arithmetic, in the same order, as the kernels' ``_key``: a key
-    computed here equals the engine's bit for bit.
+    The same arithmetic, in the same order, as the kernels' ``_key`` and
+    ``_offset_row``: a key computed here equals the engine's bit for bit.
     """
     s = S.astype(np.float64)
     if l2:
-        return (qn2[:, None] + gn2[None, :]) - 2.0 * s
-    return 1.0 - s
+        k = (qn2[:, None] + gn2[None, :]) - 2.0 * s
+    else:
+        k = 1.0 - s
+    if aq is None:
+        return k
+    if l2:
+        k = np.sqrt(np.maximum(k, 0.0))
+    return (k - aq[:, None]) - bg[None, :]
 
 
 def key_span(prep: Prepared) -> tuple[float, float]:
     """``(lo, hi)``: every key of ``prep``'s pairs lies in it, up to rounding
-    (cosine: [0, 2]; l2: [0, (max |q| + max |g|)^2])."""
+    (cosine: [0, 2]; l2: [0, (max |q| + max |g|)^2]; with offsets, the
+    distance span moved by the largest and smallest offsets)."""
     if prep.metric == "cosine":
-        return 0.0, 2.0
-    top = math.sqrt(float(prep.qn2.max())) + math.sqrt(float(prep.gn2.max()))
-    return 0.0, max(top * top, 1e-30)
+        lo, hi = 0.0, 2.0
+    else:
+        top = math.sqrt(float(prep.qn2.max())) + math.sqrt(float(prep.gn2.max()))
+        if prep.q_off is None:
+            return 0.0, max(top * top, 1e-30)
+        lo, hi = 0.0, max(top, 1e-15)
+    if prep.q_off is None:
+        return lo, hi
+    return (lo - float(prep.q_off.max()) - float(prep.g_off.max()),
+            hi - float(prep.q_off.min()) - float(prep.g_off.min()))
 
 
 def key_to_dist(key, l2: bool):

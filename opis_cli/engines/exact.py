@@ -21,6 +21,10 @@ Peak memory (bytes), with N rows, D dimensions, K thresholds, w workers::
     + 2*w*F*8         order-statistic histograms (F = 2**16 bins)
     + nq*24           retrieval results per query
     + n_deferred*25   elements whose grid cell is decided after the FAR pass
+    + 2*w*(2**16 + G*Bg)*8  with --verification: the histograms of every key
+                      (G groups of Bg <= 4096 bins, at most 2**20 bins in all)
+    + n_gathered*17   with --verification: the keys of the bins that decide
+                      EER, minDCF and FNMR at FMR (engines/verify.py)
 
 The FAR-defined calibration range (SPEC 5) needs the exact order statistic of
 all negative distances before the grid is known. It costs one extra pass:
@@ -42,7 +46,10 @@ all negative distances before the grid is known. It costs one extra pass:
    again on full rows); the few elements whose grid cell is still undecided
    are deferred and placed once the exact grid is known.
 
-With an explicit range one pass does everything. The inner products use the
+With an explicit range one pass does everything. The verification view
+(SPEC 14, ``GridSpec.verification``) adds histograms of every key to the
+counts pass and one gather pass after it (``_verification``, see
+``engines/verify.py``). The inner products use the
 same BLAS ``sgemm`` that FAISS's own ``pairwise_distances`` calls for the
 inner-product metric (``xq @ xb.T``); calling it directly lets the tile be
 written into one reused buffer.
@@ -74,6 +81,7 @@ from . import _kernels
 from .. import counts, options
 from ..errors import ConfigError
 from ..prepare import Prepared
+from .verify import VER_BINS, group_bins, key_bracket, operating_points, wanted_bins
 from .base import (DEFAULT_BLOCK_BYTES, FAR_BINS, REPORT_BINS, REPORT_ROWS, EngineOutput, GridSpec, Progress,
                    check_block_bytes, check_range, dist_to_key, inner_products, key_span,
                    key_to_dist, order_rank, pair_keys, rank_bin, report_edges, report_scale,
@@ -106,11 +114,26 @@ class PassConfig:
     #: order statistic from the upper triangle only (symmetric inputs, see
     #: _kernels.process_strip): half the matrix products
     sym: bool = False
+    #: verification view (engines/verify.py): histogram every key, or gather
+    #: the keys of the wanted bins (global ``v_want``, per group ``v_gwant``)
+    do_vhist: bool = False
+    do_vgather: bool = False
+    v_want: np.ndarray | None = None
+    v_gwant: np.ndarray | None = None
 
     def window_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         lo = np.asarray(self.win_lo, np.float64)
         hi = np.asarray(self.win_hi, np.float64)
         return lo, hi, FAR_BINS / (hi - lo)
+
+
+def _offsets(prep: Prepared) -> tuple[bool, bool, np.ndarray, np.ndarray]:
+    """What the kernels need to compute keys: the raw formula (l2 or cosine),
+    whether there are offsets (a calibration), and the query and gallery
+    offsets (zeros when there are none)."""
+    if prep.q_off is None:
+        return prep.metric == "l2", False, np.zeros(len(prep.q_rows)), np.zeros(len(prep.g_rows))
+    return prep.metric == "l2", True, prep.q_off, prep.g_off
 
 
 def _strip_products(xq, t, u, xgT, S, pad_q) -> None:
@@ -205,6 +228,7 @@ def _empty_part(C: int, G: int, K: int, nq: int) -> dict:
         "group_all": np.zeros((G, K), np.int64), "group_pos": np.zeros((G, K), np.int64),
         "deferred": [], "gathered": [], "gather_below": np.zeros(2, np.int64),
         "first_rank": np.zeros(nq, np.int64), "ap": np.zeros(nq), "n_rel": np.zeros(nq, np.int64),
+        "ver_gathered": [],
     }
 
 
@@ -250,9 +274,28 @@ def run_chunk(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg:
     xgT = prep.xg.T
     qs = prep.class_start[prep.q_class]
     qe = prep.class_end[prep.q_class]
+    raw_l2, off, aq, bg = _offsets(prep)
     out = _empty_part(C, G, K, stop - start)
     queue = _Tiles(tiles)
     lock = queue.lock
+    v_on = cfg.do_vhist or cfg.do_vgather
+    VB, VGB = (VER_BINS, group_bins(G)) if v_on else (1, 1)
+    v_scale = VB / (cfg.r_hi - cfg.r_lo)
+    v_gscale = VGB / (cfg.r_hi - cfg.r_lo)
+    v_pos = np.zeros((n_workers, VB if cfg.do_vhist else 1), np.int64)
+    v_neg = np.zeros_like(v_pos)
+    v_gpos = np.zeros((n_workers, max(G, 1), VGB if cfg.do_vhist and G else 1), np.int64)
+    v_gneg = np.zeros_like(v_gpos)
+    row_grp = prep.q_group if G else np.full(len(prep.q_rows), -1, np.int64)
+    v_want = cfg.v_want if cfg.do_vgather else np.zeros(VB, bool)
+    v_gwant = cfg.v_gwant if cfg.do_vgather and G else np.zeros((1, VGB), bool)
+    if cfg.do_vgather:
+        brackets = [key_bracket(v_want, cfg.r_lo, v_scale)]
+        brackets += [key_bracket(w, cfg.r_lo, v_gscale) for w in v_gwant] if G else []
+        v_glo = min(b[0] for b in brackets)
+        v_ghi = max(b[1] for b in brackets)
+    else:
+        v_glo, v_ghi = np.inf, -np.inf
 
     def work(slot: int) -> None:
         S = np.empty((tile, ng), np.float32)
@@ -270,12 +313,17 @@ def run_chunk(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg:
         def_pos = np.zeros((tile, cap_d), np.bool_)
         gath_val = np.zeros((tile, cap_g), np.float64)
         ranking = _kernels.Ranking(cfg.do_ret, first_rank, ap, n_rel)
+        cap_v = 64 if cfg.do_vgather else 1
+        v_val = np.zeros((tile, cap_v), np.float64)
+        v_isp = np.zeros((tile, cap_v), np.bool_)
+        v_n = np.zeros(tile, np.int64)
         for s in queue:
             e = min(stop, s + tile)
             n = e - s
             inner_products(prep.xq, s, e, xgT, S, pad_q)
-            rows = _kernels.Rows(cfg.l2, prep.qn2[s:e], prep.gn2, prep.self_col[s:e], qs[s:e],
-                                 qe[s:e], row_eval[s:e], row_sample[s:e], prep.g_rows)
+            rows = _kernels.Rows(raw_l2, prep.qn2[s:e], prep.gn2, prep.self_col[s:e], qs[s:e],
+                                 qe[s:e], row_eval[s:e], row_sample[s:e], prep.g_rows, off,
+                                 aq[s:e], bg)
             hist_on = True
             while True:
                 _kernels.process_block(
@@ -288,17 +336,25 @@ def run_chunk(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg:
                                     gath_below),
                     _kernels.GridCounts(do_counts, lo_b, hi_b, cert_lo, base, inv_step, cnt_all,
                                         cnt_pos, def_val, def_pos, def_n),
-                    ranking)
+                    ranking,
+                    _kernels.Verify(cfg.do_vhist and hist_on, cfg.do_vgather, cfg.r_lo, v_scale,
+                                    VB, v_gscale, VGB, v_pos, v_neg, v_gpos, v_gneg,
+                                    row_grp[s:e], v_want, v_gwant, v_glo, v_ghi, v_val, v_isp,
+                                    v_n))
                 need_d = int(def_n[:n].max()) if do_counts else 0
                 need_g = int(gath_n[:n].max()) if cfg.do_gather else 0
-                if need_d <= cap_d and need_g <= cap_g:
+                need_v = int(v_n[:n].max()) if cfg.do_vgather else 0
+                if need_d <= cap_d and need_g <= cap_g and need_v <= cap_v:
                     break
                 # rare: a row overflowed its buffer; run the tile again with room
                 # for it (histograms are already counted, so not again)
                 cap_d, cap_g = max(cap_d, 2 * need_d), max(cap_g, 2 * need_g)
+                cap_v = max(cap_v, 2 * need_v)
                 def_val = np.zeros((tile, cap_d), np.float64)
                 def_pos = np.zeros((tile, cap_d), np.bool_)
                 gath_val = np.zeros((tile, cap_g), np.float64)
+                v_val = np.zeros((tile, cap_v), np.float64)
+                v_isp = np.zeros((tile, cap_v), np.bool_)
                 hist_on = False
             if cfg.do_ret:  # rows of this tile only: no other worker writes them
                 out["first_rank"][s - start:e - start] = first_rank[:n]
@@ -319,6 +375,13 @@ def run_chunk(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg:
                 if gn.any():
                     mask = np.arange(gath_val.shape[1])[None, :] < gn[:, None]
                     gathered = gath_val[:n][mask]
+            v_got = None
+            if cfg.do_vgather:
+                vn = v_n[:n]
+                if vn.any():
+                    mask = np.arange(v_val.shape[1])[None, :] < vn[:, None]
+                    rows_v = np.nonzero(mask)[0] + s
+                    v_got = (v_val[:n][mask], v_isp[:n][mask], rows_v)
             with lock:  # integer sums: the order of tiles does not matter
                 if do_counts:
                     _kernels.aggregate_rows(cnt_all[:n], cls, C, out["class_all"])
@@ -332,6 +395,8 @@ def run_chunk(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg:
                     out["gather_below"] += gath_below[:n].sum(axis=0)
                     if gathered is not None:
                         out["gathered"].append(gathered)
+                if v_got is not None:
+                    out["ver_gathered"].append(v_got)
                 if progress:
                     progress(n)
 
@@ -342,6 +407,12 @@ def run_chunk(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg:
     if cfg.do_rep:
         out["rep_pos"] = rep_pos.sum(axis=0)
         out["rep_neg"] = rep_neg.sum(axis=0)
+    if cfg.do_vhist:
+        out["ver_pos"] = v_pos.sum(axis=0)
+        out["ver_neg"] = v_neg.sum(axis=0)
+        if G:
+            out["ver_gpos"] = v_gpos.sum(axis=0)
+            out["ver_gneg"] = v_gneg.sum(axis=0)
     return out
 
 
@@ -373,6 +444,7 @@ def _run_strips(prep: Prepared, row_eval: np.ndarray, cfg: PassConfig, start: in
     col_lim = np.where(row_eval, float(win_hi.max()), -np.inf)
     all_eval = bool(row_eval.all())
     windows = _kernels.Windows(True, win_lo, win_hi, win_scale, F, win_below, win_hist)
+    raw_l2, off, aq, bg = _offsets(prep)
     xgT = prep.xg.T
     queue = _Tiles(tiles)
     lock = queue.lock
@@ -385,8 +457,8 @@ def _run_strips(prep: Prepared, row_eval: np.ndarray, cfg: PassConfig, start: in
             S = buf[:tile * (ng - t)].reshape(tile, ng - t)
             _strip_products(prep.xq, t, u, xgT, S, pad_q)
             _kernels.process_strip(S[:u - t], slot, t, t, _kernels.StripRows(
-                cfg.l2, prep.qn2[t:u], prep.gn2, qs[t:u], qe[t:u], row_eval[t:u], col_lim,
-                all_eval), windows)
+                raw_l2, prep.qn2[t:u], prep.gn2, qs[t:u], qe[t:u], row_eval[t:u], col_lim,
+                all_eval, off, aq[t:u], bg), windows)
             if progress:
                 with lock:
                     progress(u - t)
@@ -406,16 +478,19 @@ def merge(parts: Iterable[tuple[int, int, dict]], nq: int) -> dict:
             total = {k: v for k, v in p.items() if k not in ("first_rank", "ap", "n_rel")}
             total["deferred"] = list(p["deferred"])
             total["gathered"] = list(p["gathered"])
+            total["ver_gathered"] = list(p.get("ver_gathered", []))
             total["first_rank"] = np.zeros(nq, np.int64)
             total["ap"] = np.zeros(nq)
             total["n_rel"] = np.zeros(nq, np.int64)
         else:
             for k in ("class_all", "class_pos", "group_all", "group_pos", "win_below", "win_hist",
-                      "rep_pos", "rep_neg", "gather_below"):
+                      "rep_pos", "rep_neg", "gather_below", "ver_pos", "ver_neg", "ver_gpos",
+                      "ver_gneg"):
                 if k in p:
                     total[k] = total[k] + p[k]
             total["deferred"].extend(p["deferred"])
             total["gathered"].extend(p["gathered"])
+            total["ver_gathered"].extend(p.get("ver_gathered", []))
         total["first_rank"][start:stop] = p["first_rank"]
         total["ap"][start:stop] = p["ap"]
         total["n_rel"][start:stop] = p["n_rel"]
@@ -479,7 +554,7 @@ def run_exact(prep: Prepared, spec: GridSpec, map_chunks: ChunkMapper, block_byt
     nq, ng = len(prep.q_rows), len(prep.g_rows)
     row_sample = np.zeros(nq, bool)
     row_sample[:: max(1, -(-nq // REPORT_ROWS))] = True
-    l2 = prep.metric == "l2"
+    l2 = prep.squared_keys  # keys are squared distances (else the distances themselves)
     k_lo, k_hi = key_span(prep)
     block_rows = max(1, block_bytes // (4 * ng))
     base_cfg = dict(K=K, l2=l2, block_rows=block_rows, tile=tile_rows(ng), do_rep=True,
@@ -489,7 +564,8 @@ def run_exact(prep: Prepared, spec: GridSpec, map_chunks: ChunkMapper, block_byt
         lo, hi = (float(v) for v in spec.calibration_range)
         check_range(lo, hi, "--calibration-range", f"{lo:g}:{hi:g}")
         grid = np.linspace(lo, hi, K)
-        cfg = PassConfig(**base_cfg, counts=_exact_key_bounds(grid, l2), do_ret=True)
+        cfg = PassConfig(**base_cfg, counts=_exact_key_bounds(grid, l2), do_ret=True,
+                         do_vhist=spec.verification is not None)
         res = map_chunks(prep, row_eval, row_sample, cfg, progress, "distances")
         ret = res
         source, passes = "explicit", 1
@@ -529,7 +605,7 @@ def run_exact(prep: Prepared, spec: GridSpec, map_chunks: ChunkMapper, block_byt
             bounds = _uncertain_key_bounds(K, d_bounds[0], d_bounds[1], k_lo, k_hi, l2)
             cfg2 = replace(cfg1, do_win=False, do_rep=True, do_ret=True, do_gather=True,
                            gather=tuple((w, bb) for w, bb, _ in located), counts=bounds,
-                           sym=False)
+                           sym=False, do_vhist=spec.verification is not None)
             res = map_chunks(prep, row_eval, row_sample, cfg2, progress, "counts")
             passes += 1
             keys = _select(ranks, located, res, cfg1)
@@ -549,6 +625,12 @@ def run_exact(prep: Prepared, spec: GridSpec, map_chunks: ChunkMapper, block_byt
         ret = res
         source = "far"
     _resolve_deferred(res, grid, l2)
+    ver = gver = None
+    if spec.verification is not None:
+        ver, gver = _verification(prep, row_eval, row_sample, res, spec.verification,
+                                  PassConfig(**{**base_cfg, "do_rep": False}), map_chunks,
+                                  progress)
+        passes += 1
     group_tp = group_fp = None
     if prep.q_group is not None:
         group_tp = np.cumsum(res["group_pos"], axis=1)
@@ -560,7 +642,36 @@ def run_exact(prep: Prepared, spec: GridSpec, map_chunks: ChunkMapper, block_byt
         group_tp=group_tp, group_fp=group_fp, first_rank=ret["first_rank"],
         ap_at_r=ret["ap"], n_relevant=ret["n_rel"], hist_edges=report_edges((k_lo, k_hi), l2),
         hist_pos=res["rep_pos"], hist_neg=res["rep_neg"], passes=passes,
-        notes={"report_histogram_rows": int((row_sample & row_eval).sum())})
+        notes={"report_histogram_rows": int((row_sample & row_eval).sum())},
+        verification=ver, group_verification=gver)
+
+
+def _verification(prep: Prepared, row_eval, row_sample, res, dcf, cfg: PassConfig,
+                  map_chunks: "ChunkMapper", progress):
+    """The verification view's gather pass and its operating points
+    (engines/verify.py), from the histograms of the counts pass ``res``."""
+    G = len(prep.group_labels) if prep.q_group is not None else 0
+    span = cfg.r_hi - cfg.r_lo
+    want = wanted_bins(res["ver_pos"], res["ver_neg"], dcf, fmr=True)
+    gwant = np.stack([wanted_bins(res["ver_gpos"][g], res["ver_gneg"][g])
+                      for g in range(G)]) if G else None
+    cfg3 = replace(cfg, do_vgather=True, v_want=want, v_gwant=gwant)
+    r3 = map_chunks(prep, row_eval, row_sample, cfg3, progress, "verification")
+    got = r3["ver_gathered"]
+    vals = np.concatenate([g[0] for g in got]) if got else np.zeros(0)
+    isp = np.concatenate([g[1] for g in got]) if got else np.zeros(0, bool)
+    rows = np.concatenate([g[2] for g in got]) if got else np.zeros(0, np.int64)
+    l2 = cfg.l2
+    sel = row_eval[rows]
+    ver = operating_points(res["ver_pos"], res["ver_neg"], want, vals[sel], isp[sel], cfg.r_lo,
+                           VER_BINS / span, l2)
+    gver = None
+    if G:
+        grp = prep.q_group[rows]
+        gver = tuple(operating_points(res["ver_gpos"][g], res["ver_gneg"][g], gwant[g],
+                                      vals[grp == g], isp[grp == g], cfg.r_lo,
+                                      group_bins(G) / span, l2) for g in range(G))
+    return ver, gver
 
 
 # -- pilot -------------------------------------------------------------------------
@@ -591,7 +702,10 @@ def _pilot_windows(prep: Prepared, row_eval: np.ndarray, fars: tuple[float, floa
     with _one_blas_thread():  # small products: idle BLAS threads would spin into pass 1
         for s in range(0, len(pick), 256):
             sub = pick[s:s + 256]
-            keys = pair_keys(prep.xq[sub] @ xg_cols.T, prep.qn2[sub], gn2_cols, l2)
+            keys = pair_keys(prep.xq[sub] @ xg_cols.T, prep.qn2[sub], gn2_cols,
+                             prep.metric == "l2",
+                             None if prep.q_off is None else prep.q_off[sub],
+                             None if prep.q_off is None else prep.g_off[cols])
             cls = prep.q_class[sub]
             neg = ~((cols[None, :] >= prep.class_start[cls][:, None])
                     & (cols[None, :] < prep.class_end[cls][:, None]))

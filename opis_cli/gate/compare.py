@@ -249,6 +249,16 @@ def comparability_warnings(base, cand, mode: str = "same-thresholds") -> list[st
     return out
 
 
+def shown_metrics(result) -> dict[str, float]:
+    """The metrics a comparison and a gate summary show: the headline, then the
+    fairness metrics of SPEC 13 (``far_ratio`` ... ``garbe_mean``) when the result
+    has them (results written before they existed do not; NaN where null)."""
+    out = dict(result.headline())
+    if result.recommended_threshold.fairness is not None:
+        out.update(result.fairness_metrics())
+    return out
+
+
 def compare_results(base, cand, *, baseline_name: str = "baseline",
                     candidate_name: str = "candidate", base_bootstrap: Bootstrap | None = None,
                     cand_bootstrap: Bootstrap | None = None,
@@ -261,7 +271,7 @@ def compare_results(base, cand, *, baseline_name: str = "baseline",
     ``deployment`` is the deployment view (:class:`Deployment`), computed by
     the caller since it may need the embeddings.
     """
-    bh, ch = base.headline(), cand.headline()
+    bh, ch = shown_metrics(base), shown_metrics(cand)
     metrics = []
     for name, bv in bh.items():
         if name not in ch:

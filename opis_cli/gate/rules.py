@@ -8,7 +8,7 @@ with the config file's: :func:`find_config`, :func:`load_config`);
 :meth:`GateOutcome.to_dict` turns into JSON.
 
 Rule forms (``METRIC`` is a key of ``EvaluationResult.gate_metrics()``: the
-headline and the fairness metrics of SPEC 13):
+headline, the fairness metrics of SPEC 13 and the verification view of SPEC 14):
 
 - ``max METRIC=V``: fails when the value is above ``V``;
 - ``min METRIC=V``: fails when the value is below ``V``;
@@ -51,12 +51,17 @@ HEADLINE_METRICS = (
 FAIRNESS_METRICS = ("fdr", "garbe", "far_ratio", "frr_ratio", "inequity_rate", "fdr_mean",
                     "garbe_mean")
 
+#: SPEC 14 (``EvaluationResult.verification_metrics()``; results evaluated with
+#: ``--verification`` only): the EER, the normalised minDCF, the FNMR at each FMR.
+VERIFICATION_METRICS = ("eer", "min_dcf") + tuple(
+    f"fnmr_at_fmr_{k}" for k in ("1e-01", "1e-02", "1e-03", "1e-04", "1e-05", "1e-06"))
+
 #: Metrics of the deployment view (``opis compare`` only): the candidate at the
 #: baseline's deployed threshold; ``deployed_far_ratio`` is candidate FAR / baseline FAR.
 DEPLOYMENT_METRICS = ("deployed_far", "deployed_tpr", "deployed_frr", "deployed_far_ratio")
 
 #: Every metric name a rule accepts.
-RULE_METRICS = HEADLINE_METRICS + FAIRNESS_METRICS + DEPLOYMENT_METRICS
+RULE_METRICS = HEADLINE_METRICS + FAIRNESS_METRICS + VERIFICATION_METRICS + DEPLOYMENT_METRICS
 
 #: +1: higher is better, -1: lower is better, 0: neither (the threshold itself).
 DIRECTION = {
@@ -65,6 +70,7 @@ DIRECTION = {
     "worst_mean_utility": 1, "tpr": 1, "far": -1, "frr": -1, "fraction_far_above_2x": -1,
     "fdr": 1, "garbe": -1, "far_ratio": -1, "frr_ratio": -1, "inequity_rate": -1,
     "fdr_mean": 1, "garbe_mean": -1,
+    "eer": -1, "min_dcf": -1, **{m: -1 for m in VERIFICATION_METRICS[2:]},
     "deployed_far": -1, "deployed_tpr": 1, "deployed_frr": -1, "deployed_far_ratio": -1,
 }
 
@@ -384,8 +390,10 @@ def _check(rule: Rule, cand: Side, base: Side | None, confidence: float | None) 
         upper = rule.kind == "max"
         limit = rule.amount
         if not math.isfinite(value):
+            hint = (" (evaluate with --verification; fnmr_at_fmr needs F * M >= 1)"
+                    if rule.metric in VERIFICATION_METRICS else "")
             return RuleResult(rule, value, limit, None, False,
-                              f"{rule.metric} is not available (not a number)")
+                              f"{rule.metric} is not available (not a number){hint}")
         ok = _holds(value, limit, upper)
         op = ("<=" if ok else ">") if upper else (">=" if ok else "<")
         return RuleResult(rule, value, limit, None, ok,

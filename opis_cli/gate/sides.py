@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import warnings as _warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import KW_ONLY, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
@@ -95,7 +95,12 @@ def is_result_json(path: str | Path) -> bool:
 
 @dataclass(frozen=True)
 class Reader:
-    """How to read an embeddings file: the reader options of ``opis evaluate``."""
+    """How to read an embeddings file: the reader options of ``opis evaluate``.
+
+    The fields after ``gallery_column`` are keyword-only: the input format
+    (None: detected from the path) and the options of some formats (see
+    :func:`opis_cli.io.read_dataset`).
+    """
 
     labels: Path | None = None
     embedding_column: str = opt.EMBEDDING_COLUMN
@@ -104,6 +109,19 @@ class Reader:
     group_column: str | None = None
     query_column: str | None = None
     gallery_column: str | None = None
+    _: KW_ONLY
+    format: str | None = None
+    hf_split: str | None = None
+    tensor_key: str | None = None
+    tensor_labels_key: str | None = None
+    dataset_key: str | None = None
+    dataset_labels_key: str | None = None
+
+    def format_options(self) -> dict[str, str | None]:
+        """The format and format-specific keywords of :func:`opis_cli.io.read_dataset`."""
+        return {"format": self.format, "hf_split": self.hf_split,
+                "tensor_key": self.tensor_key, "tensor_labels_key": self.tensor_labels_key,
+                "dataset_key": self.dataset_key, "dataset_labels_key": self.dataset_labels_key}
 
 
 def evaluate_file(path: str | Path, reader: Reader = Reader(), *,
@@ -124,7 +142,7 @@ def evaluate_file(path: str | Path, reader: Reader = Reader(), *,
                       embedding_columns=reader.embedding_columns,
                       label_column=reader.label_column, group_column=reader.group_column,
                       query_column=reader.query_column, gallery_column=reader.gallery_column,
-                      progress=reader_cb)
+                      progress=reader_cb, **reader.format_options())
     sources = [{"path": s.path, "sha256": s.sha256, "size_bytes": s.size_bytes}
                for s in ds.sources]
     try:
@@ -156,7 +174,7 @@ def measure_file(path: str | Path, threshold: float, reader: Reader = Reader(), 
                       embedding_column=reader.embedding_column,
                       embedding_columns=reader.embedding_columns,
                       label_column=reader.label_column, query_column=reader.query_column,
-                      gallery_column=reader.gallery_column)
+                      gallery_column=reader.gallery_column, **reader.format_options())
     try:
         return operating_point(ds.embeddings, ds.labels, threshold, is_query=ds.is_query,
                                is_gallery=ds.is_gallery, metric=o.get("metric", opt.METRIC),

@@ -10,6 +10,11 @@ parquet
     The Parquet reader (a file, or a directory of ``*.parquet`` files).
 arrays
     The NumPy readers: ``.npy`` (memory-mapped) and ``.npz``.
+hf, lance_dataset, tensors, hdf5, faiss_index
+    The readers of a Hugging Face ``save_to_disk`` folder or ``.arrow`` file,
+    a Lance dataset, safetensors and PyTorch tensor files, HDF5 files and
+    FAISS index files; each imports its optional library only when it reads
+    (``_files.require`` names the pip extra when it is missing).
 labels
     Separate labels files: ``.npy``, ``.txt``, ``.csv``, Parquet.
 _columns
@@ -17,8 +22,12 @@ _columns
     :class:`~._columns.Columns` out) and the Arrow/NumPy column conversions
     and checks every reader shares. A new format is one new module with a
     reader of that shape, registered in ``dataset``.
+_named
+    Columns from a file of named arrays (tensor files, HDF5): which array is
+    the embeddings, the labels, the group and the flags.
 _files
-    Path and suffix checks, pyarrow/OS errors as one-line messages.
+    Path and suffix checks, pyarrow/OS errors as one-line messages, the
+    import of a format's optional library.
 curves
     The per-class curves table (``--curves``): columns, writing, reading,
     conversion back to :class:`~opis_cli.results.Curves`.
@@ -41,9 +50,11 @@ when the first check runs).
 from __future__ import annotations
 
 from ._columns import ProgressCallback
-from .curves import curves_from_table, curves_table, read_curves, write_curves
+from .curves import (curves_from_table, curves_table, fairness_from_table, read_curves,
+                     write_curves)
 from .dataset import Dataset, SourceFile, read_dataset
 from .saved import read_result
 
 __all__ = ["Dataset", "SourceFile", "read_dataset", "read_curves", "read_result",
-           "curves_table", "curves_from_table", "write_curves", "ProgressCallback"]
+           "curves_table", "curves_from_table", "fairness_from_table", "write_curves",
+           "ProgressCallback"]

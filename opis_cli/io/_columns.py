@@ -75,6 +75,12 @@ class ColumnSpec:
     query_column, gallery_column : str or None
         When None, a column named :data:`AUTO_QUERY` / :data:`AUTO_GALLERY`
         is used if present.
+    hf_split : str or None
+        The split of a Hugging Face ``DatasetDict`` folder (``--hf-split``).
+    tensor_key, tensor_labels_key : str or None
+        The embeddings and labels tensors of a safetensors or PyTorch file.
+    dataset_key, dataset_labels_key : str or None
+        The embeddings and labels datasets of an HDF5 file.
     """
 
     embedding_column: str | None = "embedding"
@@ -83,6 +89,11 @@ class ColumnSpec:
     group_column: str | None = None
     query_column: str | None = None
     gallery_column: str | None = None
+    hf_split: str | None = None
+    tensor_key: str | None = None
+    tensor_labels_key: str | None = None
+    dataset_key: str | None = None
+    dataset_labels_key: str | None = None
 
 
 @dataclass(frozen=True)

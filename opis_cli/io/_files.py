@@ -10,9 +10,11 @@ No pyarrow at import: :func:`arrow_errors` imports it when first used.
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from types import ModuleType
 
 from opis_cli.errors import InputError
 
@@ -83,6 +85,38 @@ def list_names(names: Sequence[str]) -> str:
         return ", ".join(names)
     shown = ", ".join(names[:MAX_LISTED_NAMES])
     return f"{shown}, ... ({len(names)} in all)"
+
+
+def require(module: str, path: str, what: str, extra: str) -> ModuleType:
+    """Import an optional library of a format reader, or say which extra installs it.
+
+    Parameters
+    ----------
+    module : str
+        The module to import (``"lance"``, ``"h5py"``, ...).
+    path, what : str
+        The input and its format, for the message.
+    extra : str
+        The pip extra of ``opis-cli`` that installs it.
+
+    Raises
+    ------
+    InputError
+        ``PATH: reading WHAT needs the MODULE package: pip install 'opis-cli[EXTRA]'``;
+        a library that is installed but fails to import is named likewise.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise InputError(
+            f"{path}: reading {what} needs the '{module}' package: "
+            f"pip install 'opis-cli[{extra}]'"
+        ) from exc
+    except Exception as exc:  # installed but broken, e.g. built for another numpy
+        raise InputError(
+            f"{path}: the '{module}' package, needed to read {what}, fails to import "
+            f"({one_line(exc)}); reinstall it: pip install 'opis-cli[{extra}]'"
+        ) from exc
 
 
 @contextmanager

@@ -6,8 +6,10 @@ them as a table (Parquet or CSV) with one row per (level, label, threshold):
 =================  ===============================================  ========
 column             meaning                                          required
 =================  ===============================================  ========
-level              ``"class"`` or ``"group"``                       yes
+level              ``"class"`` or ``"group"`` (and the block-level  yes
+                   ``"class-fairness"``/``"group-fairness"``)
 label              the class (or group) label, as ``str``           yes
+                   (``""`` on block-level rows)
 threshold_index    0 .. K-1, the position on the result's grid      yes
 threshold          the distance threshold at that index             yes
 utility            the row's utility at that threshold              yes
@@ -15,7 +17,18 @@ tp, fp             true / false positive counts                     no
 positives          the row's positive pairs (same on every row)     no
 negatives          the row's negative pairs (same on every row)     no
 tpr, far           tp / positives, fp / negatives                   no
+fdr, garbe         SPEC 13 at the threshold, block-level rows only  no
+                   (empty elsewhere, and ``garbe`` for one group)
 =================  ===============================================  ========
+
+After each block's per-row curves come its K block-level rows (level
+``class-fairness`` or ``group-fairness``, label ``""``, one per threshold):
+``utility`` is the block's mean utility, ``tp``/``fp``/``positives``/
+``negatives`` are summed over the block's rows (so ``tpr``/``far`` are the
+global rates) and ``fdr``/``garbe`` are the fairness discrepancy and Gini
+aggregation rates of SPEC 13 at that threshold, the per-threshold values of
+the JSON's ``fairness.fdr``/``fairness.garbe``. Tables written before these
+rows existed (no ``fdr``/``garbe`` columns) are read as before.
 
 This module is the single owner of that format:
 
@@ -24,7 +37,8 @@ This module is the single owner of that format:
 - :func:`write_curves` -- the table written atomically to a file;
 - :func:`read_curves` -- a table read back, with its columns checked;
 - :func:`curves_from_table` -- a table turned back into
-  :class:`~opis_cli.results.Curves`, checked against the result it belongs to.
+  :class:`~opis_cli.results.Curves`, checked against the result it belongs to;
+- :func:`fairness_from_table` -- the block-level FDR and GARBE per threshold.
 """
 
 from __future__ import annotations
@@ -37,13 +51,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from opis_cli.errors import InputError
-from opis_cli.results import CURVES_COLUMNS, ConsistencyBlock, Curves, EvaluationResult
+from opis_cli.results import (CURVES_COLUMNS, FAIRNESS_LEVELS, ConsistencyBlock, Curves,
+                              EvaluationResult)
 
 from ._columns import strings_from_arrow
 from ._files import PARQUET_SUFFIXES, arrow_errors, check_suffix, list_names, suffix
 
 __all__ = ["COLUMNS", "REQUIRED", "curves_table", "write_curves", "read_curves",
-           "curves_from_table"]
+           "curves_from_table", "fairness_from_table"]
 
 #: Every column, in the order written (the result builds the table: ``EvaluationResult.curves_table``).
 COLUMNS = CURVES_COLUMNS
@@ -224,3 +239,52 @@ def curves_from_table(table: Mapping[str, np.ndarray], result: EvaluationResult,
 
     return Curves(labels=tuple(labels), utility=grid("utility"), tp=grid("tp"), fp=grid("fp"),
                   positives=per_row("positives"), negatives=per_row("negatives"))
+
+
+def fairness_from_table(table: Mapping[str, np.ndarray], result: EvaluationResult, *,
+                        level: str = "class", source: str = "curves table"
+                        ) -> dict[str, np.ndarray] | None:
+    """FDR and GARBE per threshold of one block from a ``--curves`` table.
+
+    Parameters
+    ----------
+    table : mapping of str to numpy.ndarray
+        Columns as made by :func:`curves_table` (or read by :func:`read_curves`).
+    result : EvaluationResult
+        The result the table belongs to (its grid).
+    level : {"class", "group"}
+        The block; its rows have level ``class-fairness``/``group-fairness``.
+    source : str
+        How to name the table in error messages.
+
+    Returns
+    -------
+    dict or None
+        ``{"fdr": (K,), "garbe": (K,)}`` float64 in grid order (``garbe``
+        NaN where null); None when the table has no such rows (one written
+        before them, or a block without fairness).
+
+    Raises
+    ------
+    InputError
+        The rows do not cover the result's K thresholds exactly once each.
+    """
+    if "fdr" not in table or "garbe" not in table:
+        return None
+    rows = np.flatnonzero(np.asarray(table["level"]).astype(str) == FAIRNESS_LEVELS[level])
+    if rows.size == 0:
+        return None
+    K = len(result.thresholds)
+    ti = np.asarray(table["threshold_index"], dtype=np.float64)[rows]
+    if (ti.size != K or np.any((ti < 0) | (ti >= K) | (ti != np.floor(ti)))
+            or np.unique(ti).size != K):
+        raise InputError(f"{source}: the {FAIRNESS_LEVELS[level]} rows do not hold each of the "
+                         f"result's {K} threshold indices once; the curves come from a "
+                         "different run")
+    order = ti.astype(np.int64)
+    out = {}
+    for name in ("fdr", "garbe"):
+        v = np.full(K, np.nan)
+        v[order] = np.asarray(table[name], dtype=np.float64)[rows]
+        out[name] = v
+    return out

@@ -21,7 +21,8 @@ import numpy as np
 
 from opis_cli.errors import InputError
 
-from . import arrays, parquet
+from ..options import INPUT_FORMATS
+from . import arrays, faiss_index, hdf5, hf, lance_dataset, parquet, tensors
 from ._columns import Columns, ColumnSpec, MemoryCheck, ProgressCallback
 from ._files import PARQUET_SUFFIXES, check_exists, check_suffix, suffix
 from .labels import LABEL_SUFFIXES, label_files, read_labels
@@ -59,7 +60,8 @@ class Dataset:
     ----------
     embeddings : numpy.ndarray, shape (N, D)
         float16, float32 or float64 as stored (integer inputs become
-        float32). For ``.npy`` input this is a read-only ``numpy.memmap``.
+        float32). For ``.npy``, safetensors and contiguous HDF5 input this
+        is a read-only ``numpy.memmap``.
     labels : numpy.ndarray, shape (N,), dtype object
         Python ``str`` labels; SPEC section 1 compares labels as strings.
     groups : numpy.ndarray of str (object dtype), shape (N,), or None
@@ -106,20 +108,48 @@ class _Format:
     arrow_buffers : bool
         Reading goes through Arrow buffers as large as the matrix (the
         memory model's ``parquet`` term).
+    options : tuple of str
+        The format's own options (:data:`_FORMAT_OPTIONS` keys) it reads;
+        giving another format's option is an error.
     """
 
     suffixes: tuple[str, ...]
     read: Callable[..., Columns]
     reports_progress: bool
     arrow_buffers: bool
+    options: tuple[str, ...] = ()
 
 
-#: The input formats; a directory is read as Parquet.
+#: The input formats (their names are ``opis_cli.options.INPUT_FORMATS``, the
+#: choices of ``--format``); a directory is a Hugging Face dataset, a Lance
+#: dataset or a folder of Parquet files (see :func:`_input_kind`).
 _FORMATS: dict[str, _Format] = {
     "parquet": _Format(PARQUET_SUFFIXES, parquet.read, reports_progress=True,
                        arrow_buffers=True),
     "npy": _Format((".npy",), arrays.read_npy, reports_progress=False, arrow_buffers=False),
     "npz": _Format((".npz",), arrays.read_npz, reports_progress=False, arrow_buffers=False),
+    "hf": _Format((".arrow",), hf.read, reports_progress=True, arrow_buffers=False,
+                  options=("hf_split",)),
+    "lance": _Format((".lance",), lance_dataset.read, reports_progress=True,
+                     arrow_buffers=False),
+    "safetensors": _Format((".safetensors",), tensors.read_safetensors, reports_progress=False,
+                           arrow_buffers=False, options=("tensor_key", "tensor_labels_key")),
+    "pt": _Format((".pt", ".pth"), tensors.read_pt, reports_progress=False,
+                  arrow_buffers=False, options=("tensor_key", "tensor_labels_key")),
+    "hdf5": _Format((".h5", ".hdf5"), hdf5.read, reports_progress=False, arrow_buffers=False,
+                    options=("dataset_key", "dataset_labels_key")),
+    "faiss": _Format((".faiss", ".index"), faiss_index.read, reports_progress=False,
+                     arrow_buffers=False),
+}
+assert tuple(_FORMATS) == INPUT_FORMATS
+
+#: The format-specific options: ``read_dataset`` keyword -> command-line option.
+_FORMAT_OPTIONS = {
+    "hf_split": "--hf-split",
+    "tensor_key": "--tensor-key",
+    "tensor_labels_key": "--tensor-labels-key",
+    "dataset_key": "--dataset-key",
+    "dataset_labels_key": "--dataset-labels-key",
 }
 
 
@@ -136,6 +166,12 @@ def read_dataset(
     progress: ProgressCallback | None = None,
     check_memory_fits: bool = True,
     memory_available: int | None = None,
+    format: str | None = None,
+    hf_split: str | None = None,
+    tensor_key: str | None = None,
+    tensor_labels_key: str | None = None,
+    dataset_key: str | None = None,
+    dataset_labels_key: str | None = None,
 ) -> Dataset:
     """Read a dataset of embeddings and labels.
 
@@ -144,7 +180,12 @@ def read_dataset(
     path : str or os.PathLike
         A Parquet file (``.parquet``/``.pq``), a directory whose ``*.parquet``
         files are read in name order as one dataset, a ``.npy`` file
-        (memory-mapped) or a ``.npz`` file.
+        (memory-mapped), a ``.npz`` file, a Hugging Face dataset folder
+        (``save_to_disk``) or ``.arrow`` file, a Lance dataset (``.lance``
+        folder), a ``.safetensors`` or PyTorch ``.pt``/``.pth`` tensor file,
+        an HDF5 file (``.h5``/``.hdf5``) or a FAISS index (``.faiss``/
+        ``.index``). The formats after ``.npz`` need optional libraries
+        (docs/how-to/input-formats.md).
     labels_path : str or os.PathLike, optional
         Labels in a separate file: ``.npy`` (1-D array), ``.txt`` (one label
         per line), ``.csv`` or Parquet (column ``label_column``). Required for
@@ -176,6 +217,17 @@ def read_dataset(
     memory_available : int, optional
         Bytes available; default :func:`opis_cli.engines.memory.available_memory` (the check is
         skipped when that is unknown).
+    format : str, optional
+        One of ``opis_cli.options.INPUT_FORMATS``: read ``path`` as this
+        format whatever its name (default: detected from the path).
+    hf_split : str, optional
+        The split of a Hugging Face ``DatasetDict`` folder (required when it
+        has several).
+    tensor_key, tensor_labels_key : str, optional
+        The embeddings tensor (default: the only 2-D float tensor) and the
+        labels tensor (default: ``labels``) of a safetensors or PyTorch file.
+    dataset_key, dataset_labels_key : str, optional
+        The same for the datasets of an HDF5 file (paths such as ``val/emb``).
 
     Returns
     -------
@@ -194,7 +246,16 @@ def read_dataset(
     if label_str is not None:
         check_suffix(label_str, LABEL_SUFFIXES, "labels file", allow_dir=True)
 
-    fmt = _FORMATS[_input_kind(path_str)]
+    kind = _input_kind(path_str, format)
+    fmt = _FORMATS[kind]
+    own = {"hf_split": hf_split, "tensor_key": tensor_key,
+           "tensor_labels_key": tensor_labels_key, "dataset_key": dataset_key,
+           "dataset_labels_key": dataset_labels_key}
+    for name, value in own.items():
+        if value is not None and name not in fmt.options:
+            takers = [k for k, f in _FORMATS.items() if name in f.options]
+            raise InputError(f"{path_str}: {_FORMAT_OPTIONS[name]} applies to "
+                             f"{' and '.join(takers)} input; this input is {kind}")
     spec = ColumnSpec(
         embedding_column=embedding_column,
         embedding_pattern=embedding_columns,
@@ -202,6 +263,7 @@ def read_dataset(
         group_column=group_column,
         query_column=query_column,
         gallery_column=gallery_column,
+        **own,
     )
     memory_check = _memory_check(path_str, available=memory_available,
                                  arrow_buffers=fmt.arrow_buffers,
@@ -237,19 +299,35 @@ def read_dataset(
     )
 
 
-def _input_kind(path: str) -> str:
-    """The key of ``path``'s reader in :data:`_FORMATS`, from its suffix (a directory is Parquet)."""
+def _input_kind(path: str, forced: str | None = None) -> str:
+    """The key of ``path``'s reader in :data:`_FORMATS`: ``forced``, else from the path.
+
+    A directory is a Hugging Face dataset when it holds ``dataset_dict.json``
+    or ``dataset_info.json`` and ``state.json``, a Lance dataset when it is
+    named ``*.lance`` or holds ``_versions``, else a folder of Parquet files;
+    a file is known by its suffix.
+    """
     check_exists(path)
+    if forced is not None:
+        if forced not in _FORMATS:
+            raise InputError(f"{path}: unknown format '{forced}'; expected one of "
+                             + ", ".join(_FORMATS))
+        return forced
     if os.path.isdir(path):
+        if hf.is_dataset_folder(path):
+            return "hf"
+        if lance_dataset.is_lance_folder(path):
+            return "lance"
         return "parquet"
     ext = suffix(path)
     for kind, fmt in _FORMATS.items():
-        if ext in fmt.suffixes:
+        if ext in fmt.suffixes and kind != "lance":
             return kind
     shown = ext or "(none)"
     raise InputError(
-        f"{path}: unknown input file type '{shown}'; expected .parquet, "
-        "a directory of .parquet files, .npy or .npz"
+        f"{path}: unknown input file type '{shown}'; expected .parquet (or a folder of them), "
+        ".npy, .npz, a Hugging Face dataset folder or .arrow, a .lance folder, .safetensors, "
+        ".pt/.pth, .h5/.hdf5 or .faiss/.index (or name the format with --format)"
     )
 
 

@@ -18,9 +18,10 @@ Peak memory is the result plus one row group.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,7 +49,7 @@ from ._columns import (
 )
 from ._files import arrow_errors, check_exists, list_names
 
-__all__ = ["read", "read_files", "parquet_files"]
+__all__ = ["read", "read_files", "read_arrow", "parquet_files"]
 
 
 def parquet_files(path: str) -> list[str]:
@@ -134,7 +135,11 @@ def read_files(
         for f in files:
             with arrow_errors(f, "not a Parquet file or corrupt"):
                 handles.append(pq.ParquetFile(f))
-        layout = _resolve_columns(files, handles, spec, want_embeddings)
+        schemas = []
+        for f, h in zip(files, handles, strict=True):
+            with arrow_errors(f, "cannot read Parquet schema"):
+                schemas.append(h.schema_arrow)
+        layout = _resolve_columns(files, schemas, spec, want_embeddings)
         rows_total = _count_rows(files, handles, display)
         if layout.dim == 0:  # a fixed_size_list of size 0 (checked after the row count)
             raise InputError(f"{files[0]}: column '{layout.embedding_columns[0]}' has 0 values "
@@ -151,6 +156,59 @@ def read_files(
         # hand Arrow's cached row-group buffers back to the system before the
         # engine allocates its blocks
         pa.default_memory_pool().release_unused()
+
+
+def read_arrow(
+    display: str,
+    schema: pa.Schema,
+    rows_total: int,
+    batches: Callable[[list[str]], Iterable[pa.Table | pa.RecordBatch]],
+    spec: ColumnSpec,
+    *,
+    files: Sequence[str],
+    progress: ProgressCallback | None = None,
+    memory_check: MemoryCheck | None = None,
+) -> Columns:
+    """Read the role columns of any Arrow table source with the Parquet reader's rules.
+
+    The readers of Arrow-backed formats (a Hugging Face dataset, a Lance
+    dataset) use it: the same column options, conversions, checks and
+    messages as Parquet, with ``display`` as the file named in messages.
+
+    Parameters
+    ----------
+    display : str
+        The input as given, named in every message (rows count from its first).
+    schema : pyarrow.Schema
+        The columns available.
+    rows_total : int
+        The row count (for the memory check and the one allocation).
+    batches : callable
+        ``batches(columns)`` yields the rows in order as tables or record
+        batches holding at least ``columns``.
+    spec : ColumnSpec
+        The columns to read.
+    files : sequence of str
+        The files behind the input, for provenance.
+    progress, memory_check
+        As in :func:`read`.
+    """
+    layout = _resolve_columns([display], [schema], spec, want_embeddings=True)
+    if rows_total == 0:
+        raise InputError(f"{display}: the dataset has 0 rows; expected at least one")
+    if layout.dim == 0:
+        raise InputError(f"{display}: column '{layout.embedding_columns[0]}' has 0 values "
+                         "per row; expected at least one")
+    sink = _Sink(layout, rows_total, memory_check)
+    for batch in batches(layout.projection):
+        tbl = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+        if tbl.num_rows == 0:
+            continue
+        sink.add(tbl, display, sink.done)
+        if progress is not None:
+            progress(sink.done, sink.rows_total)
+    columns = sink.finish(display, [display])
+    return dataclasses.replace(columns, files=tuple(files))
 
 
 # --------------------------------------------------------------------------
@@ -191,20 +249,16 @@ class _Layout:
 
 
 def _resolve_columns(
-    files: list[str], handles: list[pq.ParquetFile], spec: ColumnSpec, want_embeddings: bool
+    files: list[str], schemas: list[pa.Schema], spec: ColumnSpec, want_embeddings: bool
 ) -> _Layout:
-    """Decide the role and embedding columns from the first file; check them in every file.
+    """Decide the role and embedding columns from the first schema; check them in every one.
 
     Raises
     ------
     InputError
-        An unreadable schema, a missing column, a column of the wrong type,
-        or embedding columns that differ between files.
+        A missing column, a column of the wrong type, or embedding columns
+        that differ between files.
     """
-    schemas = []
-    for f, h in zip(files, handles, strict=True):
-        with arrow_errors(f, "cannot read Parquet schema"):
-            schemas.append(h.schema_arrow)
     first_names = list(schemas[0].names)
     roles = _roles(spec, first_names)
     pattern = spec.embedding_pattern if want_embeddings else None

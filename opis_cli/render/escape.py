@@ -64,12 +64,31 @@ def _escape_char(ch: str) -> str:
     return f"\\U{o:08x}"
 
 
+def _emoji_joiner(s: str, i: int) -> bool:
+    """Whether ``s[i]`` is a zero-width joiner inside an emoji sequence (a
+    pictograph, optionally with a variation selector or skin tone, on both
+    sides: 👩‍💻). It is kept there: escaping it would break the emoji, and it
+    moves no text and controls no terminal."""
+    j = i - 1
+    while j >= 0 and (s[j] == "\ufe0f" or "\U0001f3fb" <= s[j] <= "\U0001f3ff"):
+        j -= 1
+    return (j >= 0 and i + 1 < len(s) and unicodedata.category(s[j]) == "So"
+            and unicodedata.category(s[i + 1]) == "So")
+
+
 def _escape(text: object, backslash: bool) -> str:
     s = str(text)
     if s.isascii() and s.isprintable() and not (backslash and "\\" in s):
         return s  # the common case: nothing to escape
-    return "".join("\\\\" if ch == "\\" and backslash
-                   else _escape_char(ch) if hidden(ch) else ch for ch in s)
+    out = []
+    for i, ch in enumerate(s):
+        if ch == "\\" and backslash:
+            out.append("\\\\")
+        elif hidden(ch) and not (ch == "\u200d" and _emoji_joiner(s, i)):
+            out.append(_escape_char(ch))
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 def visible(text: object) -> str:
@@ -111,6 +130,8 @@ def _md_escape(s: str) -> str:
             out.append("\\_")  # intraword '_' (digit_8) never starts emphasis: left alone
         elif ch == ":" and s.startswith("//", i + 1):
             out.append("\\:")  # no extended autolink (https://...)
+        elif ch == "@" or (ch == "." and i >= 3 and s[i - 3:i].lower() == "www"):
+            out.append("\\" + ch)  # no email or www. autolink (GFM's extended autolinks)
         else:
             out.append(ch)
     return "".join(out)

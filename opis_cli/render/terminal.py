@@ -84,6 +84,37 @@ def _fairness_table(block: ConsistencyBlock, noun: str) -> Table | None:
     return t
 
 
+def _verification_table(result: EvaluationResult) -> Table | Text | None:
+    """SPEC 14 in one short block (None when not asked for)."""
+    v = result.verification
+    if v is None:
+        if not result.verification_asked:
+            return None
+        return Text.assemble(("Verification view", "bold"),
+                             f": not measured by the {visible(result.provenance.get('engine'))} "
+                             "engine (it does not see every pair)")
+
+    def at(t):
+        return "(rejecting every pair)" if t is None else f"at distance {t:.6g}"
+
+    t = Table(title="Verification view (all pairs)", title_justify="left", show_header=False,
+              box=None, pad_edge=False)
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("EER", f"{pct(v.eer)} {at(v.eer_threshold)}")
+    t.add_row(f"minDCF (p {v.p_target:g}, c_miss {v.c_miss:g}, c_fa {v.c_fa:g})",
+              f"{num(v.min_dcf, '.4f')} {at(v.min_dcf_threshold)}")
+    if v.fnmr_at_fmr:
+        t.add_row("FNMR at FMR", "  ".join(f"{k}: {pct(x)}" for k, x in v.fnmr_at_fmr.items()))
+    g = result.groups
+    eers = [(c.eer, c.label) for c in g.per_class if c.eer is not None] if g is not None else []
+    if eers:
+        lo, hi = min(eers), max(eers)
+        t.add_row("group EER", Text.assemble(f"{pct(lo[0])} (", terminal_text(lo[1]),
+                                             f") .. {pct(hi[0])} (", terminal_text(hi[1]), ")"))
+    return t
+
+
 def _block_tables(block: ConsistencyBlock, noun: str, thresholds_unit: str) -> list:
     rt = block.recommended_threshold
     out = []
@@ -133,6 +164,14 @@ def print_result(result: EvaluationResult, source: str = "") -> None:
         ("opis", "bold"), f" {visible(source)}: {result.n_samples} rows x {result.dim} dims, metric "
         f"{result.metric}, utility {result.utility} (beta {result.beta:g}); "
         f"{cls.evaluated} classes evaluated, {cls.excluded} excluded"))
+    cal = result.provenance.get("calibration") if isinstance(result.provenance, dict) else None
+    if cal:
+        where = f" ({visible(cal['path'])})" if cal.get("path") else ""
+        console.print(Text.assemble(
+            ("Calibration", "bold"), f" {visible(cal.get('method'))}{where}: every number on the "
+            f"adjusted distances d - a_q - b_g; its global threshold {num(cal.get('global_threshold'), '.6g')} "
+            f"at FAR {num(cal.get('target_far'), 'g')}; {cal.get('uncalibrated_rows', 0)} rows "
+            "uncalibrated"))
     h = Table(title="Threshold consistency", title_justify="left")
     for col in ("OPIS", f"{100 * result.epsilon:g}%-OPIS", "R@1", "R@2", "R@4", "R@8", "MAP@R",
                 "queries"):
@@ -142,6 +181,20 @@ def print_result(result: EvaluationResult, source: str = "") -> None:
               *(num(rk.get(k), ".4f") for k in ("1", "2", "4", "8")), num(r.map_at_r, ".4f"),
               str(r.queries))
     console.print(h)
+    est = result.estimate
+    if est is not None:  # SPEC 15: a sampling engine's numbers are estimates
+        iv = est.intervals
+
+        def span(name: str, fmt: str) -> str:
+            lo, hi = iv.get(name, (None, None))
+            return f"[{num(lo, fmt)}, {num(hi, fmt)}]"
+
+        console.print(Text.assemble(
+            ("Estimates", "bold"), f" (sampled pairs, seed {est.seed}; "
+            f"{100 * est.confidence:g}% intervals): OPIS {span('opis', '.5f')}, "
+            f"{100 * result.epsilon:g}%-OPIS {span('epsilon_opis', '.5f')}, "
+            f"R@1 {span('recall_at_k.1', '.4f')}, MAP@R {span('map_at_r', '.4f')}, "
+            f"threshold {span('recommended_threshold.value', '.4g')}"))
     src = ("global FAR " + ":".join(f"{v:g}" for v in cr.far_requested)
            if cr.source == "far" and cr.far_requested else "explicit")
     console.print(
@@ -150,6 +203,9 @@ def print_result(result: EvaluationResult, source: str = "") -> None:
         f"{len(result.thresholds)} thresholds")
     for t in _block_tables(cls, "class", unit):
         console.print(t)
+    ver = _verification_table(result)
+    if ver is not None:
+        console.print(ver)
     if cls.excluded:
         shown = ", ".join(visible(lab) for lab in cls.excluded_labels[:EXCLUDED_SHOWN])
         more = f" and {cls.excluded - EXCLUDED_SHOWN} more" if cls.excluded > EXCLUDED_SHOWN else ""

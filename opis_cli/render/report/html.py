@@ -64,6 +64,20 @@ FIGURE_TEXT: dict[str, tuple[str, str]] = {
         "from the mean utility curve, either way. Red: classes below the average utility, which "
         "the shared threshold serves badly; blue: classes above it. The full list is in the "
         "table below (column \u201cOPIS share\u201d)."),
+    "fairness": (
+        "Fairness of the threshold across the calibration range",
+        "How evenly each threshold of the calibration range treats the classes, in the terms of "
+        "biometric fairness audits (SPEC 13): the fairness discrepancy rate FDR (blue, 1 = every "
+        "class has the same FAR and FRR) and the Gini aggregation rate GARBE (red, 0 = no "
+        "inequality). Solid: classes; dashed: groups. Green: the recommended threshold."),
+    "det": (
+        "DET curve: false rejects against false accepts",
+        "The verification view (SPEC 14) over all pairs: each point is one threshold, with its "
+        "false accept rate (right) and false reject rate (up) on normal-deviate axes, as "
+        "biometric evaluations draw them; lower left is better. Thin lines: the groups with "
+        "the highest EER (red) and the lowest (blue). The shaded band is the calibration "
+        "range's FAR, the star the recommended threshold, the dot the EER on the diagonal "
+        "FAR = FRR."),
     "group_utility": (
         "Utility of each group across the calibration range",
         "The same view with groups (customers, domains) in place of classes: the utility over "
@@ -391,6 +405,44 @@ def _spread_table(block: ConsistencyBlock, noun: str) -> str:
             f"{head}<th>global</th></tr></thead><tbody>{body}</tbody></table></div>")
 
 
+def _fairness(result: EvaluationResult) -> str:
+    """SPEC 13 at the recommended threshold, one row per block ("" for results
+    written before it existed); read from the result, nothing recomputed."""
+    blocks = [("classes", result.classes)]
+    if result.groups is not None:
+        blocks.append((f"groups ({result.group_column or 'group'})", result.groups))
+    rows = ""
+    alpha = None
+    for name, b in blocks:
+        f, c = b.recommended_threshold.fairness, b.fairness
+        if f is None:
+            continue
+        alpha = f.alpha if alpha is None else alpha
+        means = (num(c.fdr_mean, ".4f"), num(c.garbe_mean, ".4f")) if c is not None \
+            else (MISSING, MISSING)
+        cells = [num(f.far_ratio, ".3g") + ("x" if finite(f.far_ratio) else ""),
+                 num(f.frr_ratio, ".3g") + ("x" if finite(f.frr_ratio) else ""),
+                 num(f.fdr, ".4f"), num(f.garbe, ".4f"), num(f.inequity_rate, ".4g"), *means]
+        rows += f"<tr><td>{esc(name)}</td>" + "".join(f"<td>{esc(v)}</td>" for v in cells) \
+            + "</tr>"
+    if not rows:
+        return ""
+    heads = [("worst FAR / global", "max FAR_i / FAR (best 1)"),
+             ("worst FRR / global", "max FRR_i / FRR (best 1)"),
+             ("FDR", "fairness discrepancy rate (best 1)"),
+             ("GARBE", "Gini aggregation rate (best 0)"),
+             ("inequity rate", "(max/min FAR)^alpha (max/min FRR)^(1-alpha) (best 1)"),
+             ("range mean FDR", "FDR averaged over the calibration range"),
+             ("range mean GARBE", "GARBE averaged over the calibration range")]
+    head = "".join(f'<th title="{esc(t)}">{esc(h)}</th>' for h, t in heads)
+    return (f'<h3 id="fairness" style="margin-top:16px">Fairness at the recommended threshold '
+            f"(alpha {esc(num(alpha, 'g'))})</h3>"
+            f'<div class="box"><table><thead><tr><th>over</th>{head}</tr></thead>'
+            f"<tbody>{rows}</tbody></table>"
+            "<p class=\"status\">SPEC 13: alpha weighs false accepts against false rejects; "
+            "n/a where a rate the ratio divides by is 0.</p></div>")
+
+
 def _figure(name: str, png: bytes, note: str = "") -> str:
     heading, caption = FIGURE_TEXT.get(name, (name, ""))
     data = base64.b64encode(png).decode("ascii")
@@ -429,17 +481,25 @@ _COLUMNS = [
 ]
 
 
+_EER_COLUMN = {"key": "eer", "label": "EER", "kind": "pct", "desc_first": True,
+               "title": "Equal error rate over this row's pairs (verification view)"}
+
+
 def table_data(block: ConsistencyBlock, noun: str, noun_plural: str) -> dict:
     """The JSON the page's table script draws from (one array per row)."""
     rt = block.recommended_threshold
     opis = block.opis if finite(block.opis) and block.opis > 0 else None
     rows = []
+    # the group entries' own EER, with the verification view (SPEC 14)
+    with_eer = any(c.eer is not None for c in block.per_class)
     for i, c in enumerate(block.per_class, start=1):
         share = c.opis_contribution / opis if opis and finite(c.opis_contribution) else None
         rows.append([i, c.label, c.n, c.queries, c.positives, c.negatives, rounded(c.mean_utility),
                      rounded(c.far_at_threshold), rounded(c.frr_at_threshold), rounded(c.best_threshold),
-                     rounded(share), bool(c.worst), rounded(c.recall_at_1)])
-    return {"noun": noun, "noun_plural": noun_plural, "columns": _COLUMNS, "rows": rows,
+                     rounded(share), bool(c.worst), rounded(c.recall_at_1)]
+                    + ([rounded(c.eer)] if with_eer else []))
+    columns = _COLUMNS + ([_EER_COLUMN] if with_eer else [])
+    return {"noun": noun, "noun_plural": noun_plural, "columns": columns, "rows": rows,
             "sort_column": 0, "far_hot": rounded(2 * rt.far) if finite(rt.far) else None}
 
 
@@ -609,6 +669,7 @@ def render_report(result: EvaluationResult, images: Mapping[str, bytes], *,
 {_story(result)}
 <h3 style="margin-top:16px">Per-class spread at the recommended threshold</h3>
 {_spread_table(result.classes, "class")}
+{_fairness(result)}
 <section id="figures"><h2>Figures</h2>
 {figs}
 </section>

@@ -30,9 +30,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from ...results import ClassSummary, ConsistencyBlock, Curves, EvaluationResult
 
 #: figure names, in the order the report shows them
-FIGURES = ("utility", "far_frr", "best_thresholds", "distances", "contributions")
+FIGURES = ("utility", "far_frr", "best_thresholds", "distances", "contributions", "fairness")
 #: the per-group figure, drawn when the result has a group block
 GROUP_FIGURES = ("group_utility",)
+#: the DET curve, drawn when the result has the verification view (SPEC 14)
+VERIFICATION_FIGURES = ("det",)
 
 DPI = 110
 #: up to this many rows, every per-row utility curve is drawn as a line
@@ -545,6 +547,133 @@ def _finite(v: float) -> float:
     return v if v == v else 0.0
 
 
+# -- 6. the verification view: DET curve -------------------------------------------
+#: rates drawn on the DET axes are clipped into [DET_LO, 1 - DET_LO]
+DET_LO = 1e-7
+DET_TICKS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.05, 0.2, 0.5, 0.8, 0.95, 0.99)
+#: colours of the group curves: reds for the worst groups, blues for the best
+C_DET_WORST = ("#991b1b", "#dc2626", "#f87171", "#fca5a5")
+C_DET_BEST = ("#93c5fd", "#60a5fa", "#2563eb", "#1e3a8a")
+
+
+def _probit(v) -> np.ndarray:
+    """Normal deviates of rates (clipped away from 0 and 1)."""
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf
+    return np.array([z(x) for x in np.clip(np.atleast_1d(np.asarray(v, np.float64)), DET_LO,
+                                           1 - DET_LO)])
+
+
+def det_figure(result: "EvaluationResult") -> "Figure":
+    """The DET curve (FRR against FAR on normal-deviate axes) over all pairs,
+    with the worst and best groups, the calibration range (its FAR band), the
+    recommended threshold's operating point and the EER on the diagonal."""
+    v = result.verification
+    rt = result.recommended_threshold
+    cr = result.calibration_range
+    fig = _new_figure(7.6, 6.4)
+    ax = fig.add_subplot()
+    _style(ax)
+    if v is None or not v.det:
+        ax.text(0.5, 0.5, "This result holds no verification view (evaluate with "
+                "--verification).", ha="center", transform=ax.transAxes, gid="no-det-note")
+        _titles(fig, ax, "DET curve")
+        return fig
+    far, frr = (np.array([p[i] for p in v.det]) for i in (0, 1))
+    # the axes show where the global curve is inside the square [0, 95%] of both rates
+    seen = [far[frr < 0.95], frr[far < 0.95], [cr.far_lower, cr.far_upper, rt.far, rt.frr, v.eer]]
+    worst = len(v.group_det) - min(len(v.group_det), 4) if len(v.group_det) > 4 else \
+        (len(v.group_det) + 1) // 2
+    for i, (label, pts) in enumerate(v.group_det):
+        gf, gr = (np.array([p[k] for p in pts]) for k in (0, 1))
+        color = C_DET_WORST[i % 4] if i < worst else C_DET_BEST[(i - worst) % 4]
+        ax.plot(_probit(gf), _probit(gr), color=color, lw=1.1, alpha=0.9, zorder=3,
+                gid=f"det-group-{i}", label=f"group {short_label(label)}")
+    ax.plot(_probit(far), _probit(frr), color=C_MEAN, lw=2.4, zorder=4, gid="det-global",
+            label=f"all pairs (EER {pct(v.eer)})")
+    vals = np.concatenate([np.asarray(x, np.float64) for x in seen])
+    inner = vals[(vals > 0) & (vals < 1)]
+    lo = max(1e-6, float(inner.min()) * 0.7) if len(inner) else 1e-4
+    lims = _probit([lo, 0.95])
+    zlo, zhi = float(lims[0]), float(lims[1])
+    ax.axvspan(*_probit([cr.far_lower, cr.far_upper]), color=C_RANGE, alpha=0.3, lw=0,
+               zorder=1, gid="calibration-range",
+               label=f"calibration range: global FAR {pct(cr.far_lower)} to {pct(cr.far_upper)}")
+    ax.plot([zlo, zhi], [zlo, zhi], color="#9ca3af", lw=0.8, ls=":", zorder=2, gid="eer-line")
+    (ez,) = _probit(v.eer)
+    ax.plot([ez], [ez], "o", color=C_WORST, ms=7, zorder=5, gid="eer-point",
+            label=f"EER {pct(v.eer)}")
+    (rx,), (ry,) = _probit(rt.far), _probit(rt.frr)
+    ax.plot([rx], [ry], "*", color=C_THRESHOLD, ms=14, zorder=6, gid="recommended-threshold",
+            label=f"recommended threshold {rt.value:.4g} (FAR {pct(rt.far)}, "
+                  f"FRR {pct(rt.frr)})")
+    ticks = []
+    for t in DET_TICKS:  # at least 0.75 normal deviates apart, so labels do not collide
+        if lo * 0.999 <= t <= 0.95 and (not ticks or _probit(t)[0] - _probit(ticks[-1])[0] > 0.75):
+            ticks.append(t)
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_ticks(_probit(ticks), [f"{100 * t:g}%" for t in ticks])
+    ax.set_xlim(zlo, zhi)
+    ax.set_ylim(zlo, zhi)
+    ax.set_xlabel("false accept rate (FAR, FMR), normal-deviate scale")
+    ax.set_ylabel("false reject rate (FRR, FNMR), normal-deviate scale")
+    _legend(ax)
+    for t in ax.get_legend().get_texts():
+        _user_text(t)
+    shown = f"; {len(v.group_det)} groups: the worst (red) and best (blue) by EER" \
+        if v.group_det else ""
+    _titles(fig, ax, "DET curve: false rejects against false accepts",
+            f"Every threshold over all pairs of the evaluated classes{shown}.  "
+            "Lower left is better.")
+    return fig
+
+
+# -- fairness across the range (SPEC 13) ---------------------------------------------
+def fairness_figure(result: "EvaluationResult") -> "Figure":
+    """FDR and GARBE (SPEC 13) at every grid threshold, for the classes and (dashed)
+    the groups, read from the blocks' ``fairness`` curves; the x axis spans the
+    calibration range and the recommended threshold is marked."""
+    fig = _new_figure(9.0, 4.8)
+    ax = fig.add_subplot()
+    _style(ax)
+    th = np.asarray(result.thresholds, np.float64)
+    rt = result.recommended_threshold
+    blocks = [(lvl, _block(result, lvl)) for lvl in ("class", "group")
+              if lvl == "class" or result.groups is not None]
+    drawn = [(lvl, b.fairness) for lvl, b in blocks
+             if b.fairness is not None and len(b.fairness.fdr) == len(th)]
+    if not drawn:
+        ax.text(0.5, 0.5, "This result holds no fairness curves (written by an older opis; "
+                "evaluate again).", ha="center", transform=ax.transAxes, gid="no-fairness-note")
+        _titles(fig, ax, "Fairness of the threshold across the calibration range")
+        return fig
+    alpha = drawn[0][1].alpha
+    for lvl, fc in drawn:
+        style = "-" if lvl == "class" else "--"
+        what = _noun(lvl)
+        ax.plot(th, fc.fdr, style, color=C_GOOD, lw=2.0, gid=f"fdr-{lvl}",
+                label=f"FDR over {what} (higher is fairer; range mean {fc.fdr_mean:.4f})")
+        if fc.garbe is not None:
+            ax.plot(th, fc.garbe, style, color=C_WORST, lw=2.0, gid=f"garbe-{lvl}",
+                    label=f"GARBE over {what} (lower is fairer; range mean "
+                          f"{fc.garbe_mean:.4f})")
+    ax.axvline(rt.value, color=C_THRESHOLD, lw=1.6, gid="recommended-threshold",
+               label=f"recommended threshold {rt.value:.4g}")
+    if len(th):
+        ax.set_xlim(*_padded(float(th[0]), float(th[-1])))
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel(f"threshold ({distance_unit(result.metric)}), across the calibration range")
+    ax.set_ylabel("FDR / GARBE")
+    _legend(ax)
+    f = rt.fairness
+    at = (f"  At the threshold: FDR {f.fdr:.4f}, GARBE "
+          f"{'n/a' if f.garbe is None else format(f.garbe, '.4f')}." if f is not None else "")
+    _titles(fig, ax, "Fairness of the threshold across the calibration range",
+            f"SPEC 13 with alpha {alpha:g} (weight of FAR against FRR).{at}")
+    return fig
+
+
 # -- all of them ------------------------------------------------------------------
 def all_figures(result: "EvaluationResult", class_curves: "Curves | None" = None,
                 group_curves: "Curves | None" = None) -> dict[str, "Figure"]:
@@ -555,7 +684,10 @@ def all_figures(result: "EvaluationResult", class_curves: "Curves | None" = None
         "best_thresholds": best_threshold_figure(result),
         "distances": distance_figure(result),
         "contributions": contribution_figure(result),
+        "fairness": fairness_figure(result),
     }
+    if result.verification is not None and result.verification.det:
+        figs["det"] = det_figure(result)
     if result.groups is not None:
         figs["group_utility"] = utility_figure(result, group_curves, level="group")
     return figs

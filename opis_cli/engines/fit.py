@@ -1,0 +1,157 @@
+"""Exact order statistics of the negatives of many row sets at once (SPEC 11 fits).
+
+A calibration needs, for each class (or group, or centroid) ``i``, the
+``r_i``-th smallest distance among the negative pairs whose query belongs to
+``i``, and the global one over the evaluated classes. Each query row names
+the ids it counts for (``ids[q, l]``, one column per kind: global, class,
+group, centroid); two passes over all pairs give every order statistic
+exactly:
+
+1. a histogram of the negative keys of each id (``F`` even bins over the key
+   span, ``F`` chosen so that all ids' histograms take about 64 MiB), which
+   locates the bin of each id's rank;
+2. a pass that gathers, for each id, the negative keys in that bin; the
+   rank is then selected among them. Both passes compute the same keys from
+   the same products in the same tiles, so a key's bin is the same in both.
+
+Peak memory: that of the exact engine's tiles, plus ``w * n_ids * F * 8``
+bytes of histograms (about 64 MiB per worker) and 12 bytes per gathered key
+(each id's negatives in one bin of its histogram).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+import numpy as np
+
+from ..prepare import Prepared
+from .base import (DEFAULT_BLOCK_BYTES, Progress, inner_products, key_span, key_to_dist, rank_bin,
+                   tile_rows)
+from .exact import _in_workers, _Tiles, _workers
+
+#: bytes of the id histograms per worker (the bins shrink as the ids grow)
+HIST_BYTES = 64 * 2**20
+
+
+def _bins(n_ids: int) -> int:
+    F = 2**16
+    while F > 256 and n_ids * F * 8 > HIST_BYTES:
+        F //= 2
+    return F
+
+
+def n_workers(prep: Prepared, block_bytes: int) -> int:
+    """Worker threads (and output slots) of a pass, as the exact engine counts them."""
+    nq, ng = len(prep.q_rows), len(prep.g_rows)
+    tile = tile_rows(ng)
+    return _workers(tile, max(1, block_bytes // (4 * ng)), len(range(0, nq, tile)))
+
+
+def run_tiles(prep: Prepared, live: np.ndarray, block_bytes: int, stage: str,
+              progress: Progress | None, body: Callable[[int, np.ndarray, int, int], None]) -> None:
+    """Run ``body(slot, S, start, stop)`` on the product tile of every tile of
+    query rows that holds a live row, spread over :func:`n_workers` workers."""
+    nq, ng = len(prep.q_rows), len(prep.g_rows)
+    tile = tile_rows(ng)
+    starts = list(range(0, nq, tile))
+    queue = _Tiles(starts)
+    done = [0]
+    xgT = prep.xg.T
+
+    def work(slot: int) -> None:
+        S = np.empty((tile, ng), np.float32)
+        pad_q = np.zeros((tile, prep.xq.shape[1]), np.float32)
+        for s in queue:
+            e = min(nq, s + tile)
+            if live[s:e].any():
+                inner_products(prep.xq, s, e, xgT, S, pad_q)
+                body(slot, S[:e - s], s, e)
+            if progress:
+                with queue.lock:
+                    done[0] += e - s
+                    progress(stage, done[0], nq)
+
+    if progress:
+        progress(stage, 0, nq)
+    _in_workers(n_workers(prep, block_bytes), work, queue)
+
+
+def order_stats(prep: Prepared, ids: np.ndarray, ranks: np.ndarray,
+                block_bytes: int = DEFAULT_BLOCK_BYTES,
+                progress: Progress | None = None) -> np.ndarray:
+    """The ``ranks[i]``-th smallest negative distance of every id ``i``.
+
+    ``ids`` (nq, L) int64: the ids each prepared query row counts for (-1:
+    none); ``ranks`` (n_ids,) int64, 0 where no order statistic is wanted
+    (NaN is returned there). A rank must lie within the id's negatives.
+    """
+    from . import _transfer_kernels as kern
+
+    ids = np.ascontiguousarray(ids, np.int64)
+    ranks = np.asarray(ranks, np.int64)
+    n_ids = len(ranks)
+    live = (ids >= 0).any(axis=1)
+    l2 = prep.metric == "l2"
+    k_lo, k_hi = key_span(prep)
+    w = k_hi - k_lo
+    lo, hi = k_lo - 1e-3 * w - 1e-9, k_hi + 1e-3 * w + 1e-9
+    F = _bins(n_ids)
+    scale = F / (hi - lo)
+    qs = prep.class_start[prep.q_class]
+    qe = prep.class_end[prep.q_class]
+    hist = np.zeros((n_workers(prep, block_bytes), n_ids, F), np.int64)
+
+    def hist_body(slot, S, s, e):
+        kern.id_histograms(S, l2, prep.qn2[s:e], prep.gn2, prep.self_col[s:e], qs[s:e], qe[s:e],
+                           ids[s:e], lo, scale, F, hist[slot])
+
+    run_tiles(prep, live, block_bytes, "histograms", progress, hist_body)
+    h = hist.sum(axis=0)
+    win = np.full(n_ids, -1, np.int64)
+    below = np.zeros(n_ids, np.int64)
+    for i in np.nonzero(ranks > 0)[0]:
+        found = rank_bin(h[i], int(ranks[i]))
+        if found is None:
+            raise ValueError(f"rank {ranks[i]} outside the negatives of id {i}")
+        win[i] = found[0]
+        below[i] = int(h[i, :found[0]].sum())
+    live = ((ids >= 0) & (win[np.maximum(ids, 0)] >= 0)).any(axis=1)
+    gathered: list[tuple[np.ndarray, np.ndarray]] = []
+    lock = threading.Lock()
+    caps = {}
+
+    def gather_body(slot, S, s, e):
+        B = e - s
+        cap = caps.get(slot, 64)
+        while True:
+            g_key = np.empty((B, cap), np.float64)
+            g_id = np.empty((B, cap), np.int64)
+            g_n = np.zeros(B, np.int64)
+            kern.id_gather(S, l2, prep.qn2[s:e], prep.gn2, prep.self_col[s:e], qs[s:e], qe[s:e],
+                           ids[s:e], lo, scale, F, win, g_key, g_id, g_n)
+            need = int(g_n.max()) if B else 0
+            if need <= cap:
+                break
+            cap = 2 * need  # rare: run the tile again with room for its rows
+        caps[slot] = cap
+        if need:
+            mask = np.arange(cap)[None, :] < g_n[:, None]
+            with lock:
+                gathered.append((g_id[mask], g_key[mask]))
+
+    run_tiles(prep, live, block_bytes, "thresholds", progress, gather_body)
+    gid = np.concatenate([g[0] for g in gathered]) if gathered else np.zeros(0, np.int64)
+    gkey = np.concatenate([g[1] for g in gathered]) if gathered else np.zeros(0)
+    order = np.lexsort((gkey, gid))
+    gid, gkey = gid[order], gkey[order]
+    start = np.searchsorted(gid, np.arange(n_ids), side="left")
+    out = np.full(n_ids, np.nan)
+    for i in np.nonzero(ranks > 0)[0]:
+        r = int(ranks[i]) - int(below[i])
+        end = start[i + 1] if i + 1 < n_ids else len(gid)
+        if not 0 < r <= end - start[i]:  # pragma: no cover - same keys in both passes
+            raise RuntimeError("order statistic not among the gathered keys; please report this")
+        out[i] = key_to_dist(float(gkey[start[i] + r - 1]), l2)
+    return out
