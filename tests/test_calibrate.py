@@ -359,3 +359,17 @@ def test_methods_on_the_unseen_side_equal_the_reference(seed):
         rr = ref.evaluate(X[b_rows], lab[b_rows], metric="l2", distances=DB)
         assert pc.opis == pytest.approx(rr.classes.opis, rel=1e-9, abs=1e-15)
         assert pc.uncalibrated_rows == int(sum(c not in theta for c in lab[b_rows]))
+
+
+def test_results_never_depend_on_the_pilot(monkeypatch):
+    """A pilot limit below the targets makes pass 1 run again over everything; a limit at
+    the top of the key span is the plain two passes: the same bytes either way."""
+    import opis_cli.engines.transfer as tr
+
+    X, lab = float_data(7, n=400, C=30)
+    want = calibrate(Data(X, lab), folds=4, timestamp=False).to_json()
+    real = tr._pilot_limit
+    for pick in (lambda lo, hi, got: lo + 1e-9 * (hi - lo), lambda lo, hi, got: hi):
+        monkeypatch.setattr(tr, "_pilot_limit", lambda *a, pick=pick: pick(a[-2], a[-1],
+                                                                           real(*a)))
+        assert calibrate(Data(X, lab), folds=4, timestamp=False).to_json() == want

@@ -10,7 +10,7 @@ cells: ``B_k`` is the cell ``(k, k)``, ``A_k`` every cell without fold
 ``k``. Two passes over all pairs answer every side at once:
 
 1. **histograms**: the keys of every pair, positives and negatives apart,
-   into a histogram of ``F`` even bins over the whole key span, one per
+   into a histogram of ``F`` even bins from the smallest key to the limit below, one per
    cell (rows evaluated in every side that holds them) and one per side
    (the rare rows evaluated in some of those sides only: a class with rows
    in several folds of a group split). A side's histogram is the sum of its
@@ -23,6 +23,12 @@ cells: ``B_k`` is the cell ``(k, k)``, ``A_k`` every cell without fold
    pairs below each target's bins. The targets are then resolved exactly
    from the gathered keys and the counts below them.
 
+Both passes look only at the keys below a *limit*: a pilot sample of query
+rows puts it above every target with high probability (a few percent of the
+pairs lie below it), the kernels compact each row's keys below it before
+any histogram or count, and pass 1 runs again over everything if a rank is
+not covered, so the limit changes only the speed.
+
 A key's bin is monotone in the key and a bin is far wider than the rounding
 of the bin arithmetic, so a pair two bins below (above) a target's bin is
 certainly accepted (rejected) at it; pairs within a bin of it are decided
@@ -33,8 +39,8 @@ so a key and its bin are the same bits in both.
 Peak memory (bytes), N rows, D dimensions, w workers, K folds, S sides::
 
     N*D*4 + w*tile*ng*4          embeddings and the workers' product tiles
-    + w*(2*K*K + 2*S)*F*8        pass 1 histograms (F bins: 2**16 up to 5
-                                 folds, fewer for more so this stays ~26 MiB)
+    + w*(2*K*K + 2*S)*F*8        pass 1 histograms (F bins: 2**15 up to 5
+                                 folds, fewer for more so this stays ~13 MiB)
     + 13 * gathered              pass 2: the pairs within a bin of a target
 
 The gathered pairs are a few bins' worth of each side's pairs near its
