@@ -13,6 +13,7 @@ import platform
 import resource
 import subprocess
 import sys
+import time
 
 import numpy as np
 
@@ -94,3 +95,18 @@ def machine() -> str:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (f"{model}, {os.cpu_count()} cores, {mem:.0f} GiB, load average {load:.1f} "
             f"at start, Python {platform.python_version()}")
+
+
+def best_of(fn, repeat: int) -> tuple[float, float]:
+    """Best wall-clock and best CPU seconds (all threads) over ``repeat`` runs.
+
+    CPU seconds are less disturbed by other processes on a shared machine;
+    both ratios are printed.
+    """
+    wall = cpu = float("inf")
+    for _ in range(repeat):
+        t, c = time.perf_counter(), time.process_time()
+        fn()
+        wall = min(wall, time.perf_counter() - t)
+        cpu = min(cpu, time.process_time() - c)
+    return wall, cpu

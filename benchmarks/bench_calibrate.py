@@ -13,22 +13,10 @@ read the ratios, not the seconds.
 from __future__ import annotations
 
 import argparse
-import time
 
 import opis_cli
-from _common import synthetic  # benchmarks/_common.py: the data every benchmark uses
+from _common import best_of, synthetic  # benchmarks/_common.py: the data every benchmark uses
 from opis_cli.transfer import Data, calibrate
-
-
-def best_of(fn, repeat: int) -> tuple[float, float]:
-    """Best wall-clock and best CPU seconds (all threads) over ``repeat`` runs."""
-    wall = cpu = float("inf")
-    for _ in range(repeat):
-        t, c = time.perf_counter(), time.process_time()
-        fn()
-        wall = min(wall, time.perf_counter() - t)
-        cpu = min(cpu, time.process_time() - c)
-    return wall, cpu
 
 
 def main() -> None:

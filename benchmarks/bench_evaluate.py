@@ -17,28 +17,12 @@ from __future__ import annotations
 
 import argparse
 import resource
-import time
 
 import faiss
 import numpy as np
 
 import opis_cli
-from _common import synthetic  # benchmarks/_common.py: the data every benchmark uses
-
-
-def best_of(fn, repeat: int) -> tuple[float, float]:
-    """Best wall-clock and best CPU seconds (all threads) over ``repeat`` runs.
-
-    CPU seconds are less disturbed by other processes on a shared machine;
-    both ratios are printed.
-    """
-    wall = cpu = float("inf")
-    for _ in range(repeat):
-        t, c = time.perf_counter(), time.process_time()
-        fn()
-        wall = min(wall, time.perf_counter() - t)
-        cpu = min(cpu, time.process_time() - c)
-    return wall, cpu
+from _common import best_of, synthetic  # benchmarks/_common.py: the data every benchmark uses
 
 
 def main() -> None:

@@ -22,14 +22,12 @@ bytes of histograms (about 64 MiB per worker) and 12 bytes per gathered key
 from __future__ import annotations
 
 import threading
-from typing import Callable
 
 import numpy as np
 
 from ..prepare import Prepared
-from .base import (DEFAULT_BLOCK_BYTES, Progress, inner_products, key_span, key_to_dist, rank_bin,
-                   tile_rows)
-from .exact import _in_workers, _Tiles, _workers
+from ._tiles import n_workers, run_tiles
+from .base import DEFAULT_BLOCK_BYTES, Progress, key_span, key_to_dist, rank_bin
 
 #: bytes of the id histograms per worker (the bins shrink as the ids grow)
 HIST_BYTES = 64 * 2**20
@@ -40,42 +38,6 @@ def _bins(n_ids: int) -> int:
     while F > 256 and n_ids * F * 8 > HIST_BYTES:
         F //= 2
     return F
-
-
-def n_workers(prep: Prepared, block_bytes: int) -> int:
-    """Worker threads (and output slots) of a pass, as the exact engine counts them."""
-    nq, ng = len(prep.q_rows), len(prep.g_rows)
-    tile = tile_rows(ng)
-    return _workers(tile, max(1, block_bytes // (4 * ng)), len(range(0, nq, tile)))
-
-
-def run_tiles(prep: Prepared, live: np.ndarray, block_bytes: int, stage: str,
-              progress: Progress | None, body: Callable[[int, np.ndarray, int, int], None]) -> None:
-    """Run ``body(slot, S, start, stop)`` on the product tile of every tile of
-    query rows that holds a live row, spread over :func:`n_workers` workers."""
-    nq, ng = len(prep.q_rows), len(prep.g_rows)
-    tile = tile_rows(ng)
-    starts = list(range(0, nq, tile))
-    queue = _Tiles(starts)
-    done = [0]
-    xgT = prep.xg.T
-
-    def work(slot: int) -> None:
-        S = np.empty((tile, ng), np.float32)
-        pad_q = np.zeros((tile, prep.xq.shape[1]), np.float32)
-        for s in queue:
-            e = min(nq, s + tile)
-            if live[s:e].any():
-                inner_products(prep.xq, s, e, xgT, S, pad_q)
-                body(slot, S[:e - s], s, e)
-            if progress:
-                with queue.lock:
-                    done[0] += e - s
-                    progress(stage, done[0], nq)
-
-    if progress:
-        progress(stage, 0, nq)
-    _in_workers(n_workers(prep, block_bytes), work, queue)
 
 
 def order_stats(prep: Prepared, ids: np.ndarray, ranks: np.ndarray,

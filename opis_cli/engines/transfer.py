@@ -58,9 +58,9 @@ import numpy as np
 from .. import counts
 from ..errors import ConfigError
 from ..prepare import Prepared
-from .base import (DEFAULT_BLOCK_BYTES, Progress, dist_to_key, inner_products, key_span,
-                   key_to_dist, pair_keys, rank_bin, tile_rows, value_bins)
-from .exact import _in_workers, _Tiles, _workers
+from .base import (DEFAULT_BLOCK_BYTES, Progress, dist_to_key, key_span,
+                   key_to_dist, pair_keys, rank_bin, value_bins)
+from ._tiles import n_workers, run_tiles
 
 #: targets per side: the calibration threshold and the test side's own one
 TARGETS = 2
@@ -211,7 +211,7 @@ def run_transfer(prep: Prepared, fold_q: np.ndarray, fold_g: np.ndarray, K: int,
     from . import _transfer_kernels as kern
 
     nS = len(sides)
-    nq, ng = len(prep.q_rows), len(prep.g_rows)
+    nq = len(prep.q_rows)
     C = prep.n_classes
     fold_q = np.ascontiguousarray(fold_q, np.int64)
     fold_g = np.ascontiguousarray(fold_g, np.int64)
@@ -244,13 +244,9 @@ def run_transfer(prep: Prepared, fold_q: np.ndarray, fold_g: np.ndarray, K: int,
     F = _bins_for(K)
     # the histograms need only the keys below every target: a pilot bounds them
     limit = _pilot_limit(prep, ev.any(axis=1), sides, targets, totals, ev_class, l2, lo, hi)
-    tile = tile_rows(ng)
-    block_rows = max(1, block_bytes // (4 * ng))
-    starts = list(range(0, nq, tile))
-    n_workers = _workers(tile, block_rows, len(starts))
+    workers = n_workers(prep, block_bytes)
     qs = prep.class_start[prep.q_class]
     qe = prep.class_end[prep.q_class]
-    xgT = prep.xg.T
 
     def tile_sides(s: int, e: int) -> np.ndarray:
         """(B, K, nS): the sides holding each (row, gallery fold) where the row is evaluated."""
@@ -259,32 +255,14 @@ def run_transfer(prep: Prepared, fold_q: np.ndarray, fold_g: np.ndarray, K: int,
         return np.where(ok, rs, -1)
 
     def passes(stage: str, body: Callable[[int, np.ndarray, int, int], None]) -> None:
-        queue = _Tiles(starts)
-        done = [0]
-
-        def work(slot: int) -> None:
-            S = np.empty((tile, ng), np.float32)
-            pad_q = np.zeros((tile, prep.xq.shape[1]), np.float32)
-            for s in queue:
-                e = min(nq, s + tile)
-                if row_mode[s:e].any():
-                    inner_products(prep.xq, s, e, xgT, S, pad_q)
-                    body(slot, S[:e - s], s, e)
-                if progress:
-                    with queue.lock:
-                        done[0] += e - s
-                        progress(stage, done[0], nq)
-
-        if progress:
-            progress(stage, 0, nq)
-        _in_workers(n_workers, work, queue)
+        run_tiles(prep, row_mode > 0, block_bytes, stage, progress, body)
 
     # -- pass 1: histograms of the keys below the limit ------------------------------
     while True:
         scale = F / (limit - lo)
-        cell_pos = np.zeros((n_workers, K * K, F), np.int64)
+        cell_pos = np.zeros((workers, K * K, F), np.int64)
         cell_neg = np.zeros_like(cell_pos)
-        side_pos = np.zeros((n_workers, nS, F), np.int64)
+        side_pos = np.zeros((workers, nS, F), np.int64)
         side_neg = np.zeros_like(side_pos)
 
         def hist_body(slot, S, s, e):
@@ -339,7 +317,7 @@ def run_transfer(prep: Prepared, fold_q: np.ndarray, fold_g: np.ndarray, K: int,
     own_below = np.zeros((nq, T, 2), np.int64)
     gathered: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     lock = threading.Lock()
-    caps = [64] * n_workers
+    caps = [64] * workers
 
     def gather_body(slot, S, s, e):
         B = e - s
