@@ -119,12 +119,20 @@ def test_rank_bin_matches_sorting():
 
 
 def _kernel_result(keys, orig, pos, R):
-    """(first rank, AP@R) of the kernel, from a max-heap of the items."""
-    order = np.lexsort((orig, keys))[::-1]  # descending by (key, row): a valid max-heap
-    hk = keys[order].astype(np.float64)
-    ho = orig[order].astype(np.int64)
-    hp = pos[order].astype(np.bool_)
-    return _kernels._heap_result(hk, ho, hp, len(hk), R)
+    """(first rank, AP@R) of the kernel's ranking step (``_exact_topk``) over
+    the items: l2 keys of one-dimensional rows, the query at 0 and item i at
+    distance ``keys[i]`` (exact in float64: a float32 number squared), the
+    positives placed first as columns ``[0, P)``."""
+    cols = np.argsort(~pos, kind="stable")  # column c holds item cols[c]
+    xg = np.ascontiguousarray(keys[cols].astype(np.float32)[:, None])
+    g_orig = orig[cols].astype(np.int64)
+    n = len(keys)
+    hc = np.arange(n, dtype=np.int64)
+    hk = np.zeros(n)
+    side = np.zeros(0)
+    return _kernels._exact_topk(hk, hc, n, side, np.zeros(0, np.int64), 0, 0.0, 0,
+                                int(pos.sum()), g_orig, R, np.zeros(1, np.float32), xg, True,
+                                False, 0.0, np.zeros(n))
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -136,7 +144,7 @@ def test_kernel_ap_at_r_equals_the_shared_definition(seed):
     pos = rng.random(L) < rng.uniform(0.05, 0.9)
     R = int(rng.integers(1, L + 5))  # R may exceed the list (positives beyond it)
     first_k, ap_k = _kernel_result(keys, orig, pos, R)
-    ranked = pos[np.lexsort((orig, keys))]
+    ranked = pos[np.lexsort((orig, keys.astype(np.float32)))]
     first, ap = base.retrieval_at_r(ranked[None, :], np.array([R]), beyond=L + 1)
     assert first[0] == first_k
     assert ap[0] == ap_k  # the same sums in the same order: bit for bit

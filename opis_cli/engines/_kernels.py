@@ -8,7 +8,11 @@ them into a *key* that is monotone in the distance:
 * l2: ``key = d**2 = |q|^2 + |g|^2 - 2 <q, g>`` (squared distance).
 
 Keys are computed in float64 from the float32 products so that comparisons
-with the float64 threshold grid are made once, in one precision.
+with the float64 threshold grid are made once, in one precision. A key
+within its row's margin (``base.key_margins``) of a decision boundary is
+recomputed by ``exact_key`` (float64 sums of the float32 rows in one fixed
+order, vectorised by ``_make_sum16``) and decided by that, so that results
+do not depend on the BLAS kernel that rounded the products.
 
 Gallery columns are sorted by (class, original row), so the positives of a
 query are the contiguous slice ``[ps, pe)``; ``self_col`` is the column of the
@@ -115,14 +119,15 @@ class Report(NamedTuple):
 
 
 class Gather(NamedTuple):
-    """Gather the negative keys in bin bins[i] of window wins[i] (i = 0, 1)."""
+    """Gather the negative keys in the brackets ``[lo[i], hi[i])`` (i = 0, 1)
+    of the two order statistics, decided in float64 (see _gather_row)."""
 
     on: bool
-    wins: np.ndarray         # (2,) int64
-    bins: np.ndarray         # (2,) int64
+    lo: np.ndarray           # (2,) float64
+    hi: np.ndarray           # (2,) float64
     val: np.ndarray          # (B, capacity) float64
     n: np.ndarray            # (B,) int64 true numbers (may exceed the capacity)
-    below: np.ndarray        # (B, 2) int64 keys below each gather bin
+    below: np.ndarray        # (B, 2) int64 keys below each bracket
 
 
 class GridCounts(NamedTuple):
@@ -132,6 +137,7 @@ class GridCounts(NamedTuple):
     bounds (see _counts_row)."""
 
     on: bool
+    exact: bool              # the grid is known (lo_b, hi_b hold it): re-decide now
     lo_b: np.ndarray         # (K,) float64
     hi_b: np.ndarray         # (K,) float64
     cert_lo: np.ndarray      # (K,) float64
@@ -141,6 +147,7 @@ class GridCounts(NamedTuple):
     pos: np.ndarray          # (B, K) int64 positive pairs per cell
     def_val: np.ndarray      # (B, capacity) float64 deferred keys
     def_pos: np.ndarray      # (B, capacity) bool, a deferred key is a positive
+    def_col: np.ndarray      # (B, capacity) int64 gallery column of a deferred key
     def_n: np.ndarray        # (B,) int64 true numbers (may exceed the capacity)
 
 
@@ -151,6 +158,17 @@ class Ranking(NamedTuple):
     first_rank: np.ndarray   # (B,) int64
     ap: np.ndarray           # (B,) float64
     n_rel: np.ndarray        # (B,) int64
+
+
+class Exact(NamedTuple):
+    """The float64 re-decision (``base.exact_keys``, ``base.key_margins``):
+    the block's query rows, the gallery rows, and each query's bound on
+    ``|float32 key - float64 key|``. A key within it of a decision boundary
+    is recomputed by ``exact_key`` and decided with that."""
+
+    xq: np.ndarray           # (B, D) float32
+    xg: np.ndarray           # (ng, D) float32
+    margin: np.ndarray       # (B,) float64
 
 
 class Verify(NamedTuple):
@@ -209,7 +227,7 @@ def _before(k1, o1, k2, o2):
 
 
 @nb.njit(cache=True, nogil=True)
-def _sift_down(hk, ho, hp, n, i):
+def _sift_down(hk, ho, hp, hc, n, i):
     """Restore the max-heap (by key, then row) below position ``i``."""
     while True:
         left = 2 * i + 1
@@ -223,19 +241,21 @@ def _sift_down(hk, ho, hp, n, i):
             hk[i], hk[big] = hk[big], hk[i]
             ho[i], ho[big] = ho[big], ho[i]
             hp[i], hp[big] = hp[big], hp[i]
+            hc[i], hc[big] = hc[big], hc[i]
             i = big
         else:
             return
 
 
 @nb.njit(cache=True, nogil=True)
-def _sift_up(hk, ho, hp, i):
+def _sift_up(hk, ho, hp, hc, i):
     while i > 0:
         parent = (i - 1) // 2
         if _before(hk[parent], ho[parent], hk[i], ho[i]):
             hk[i], hk[parent] = hk[parent], hk[i]
             ho[i], ho[parent] = ho[parent], ho[i]
             hp[i], hp[parent] = hp[parent], hp[i]
+            hc[i], hc[parent] = hc[parent], hc[i]
             i = parent
         else:
             return
@@ -268,6 +288,168 @@ def _cell(key, K, lo_b, hi_b, l2, base, inv_step):
     if k == jmin:
         return jmin
     return -1
+
+
+_D4 = ir.VectorType(ir.DoubleType(), 4)
+_F4 = ir.VectorType(ir.FloatType(), 4)
+#: running sums of the float64 inner products (four vectors of four lanes)
+SUMS = 16
+
+
+def _make_sum16(squares: bool):
+    """An intrinsic ``f(x, y) -> float64`` for two float32 C-contiguous 1-D
+    arrays of one length ``n``: over ``k < n - n % 16``, ``x[k] * y[k]`` (or
+    ``(x[k] - y[k])**2`` when ``squares``) in float64, running sum ``j``
+    taking the terms ``k = j (mod 16)`` in increasing ``k``; the 16 sums are
+    then added pairwise: ``((s0 + s1) + (s2 + s3)) + ...``.
+
+    That order is part of the definition, not an optimisation: the IR's
+    vector operations are IEEE operations lane by lane, so every x86-64 CPU
+    (SSE2, AVX2 or AVX-512) gives the same bits; ``_sum16_ref`` is the
+    same arithmetic in plain numba (tests hold them equal). No fusion into
+    FMA happens (the IR carries no ``contract`` flag), and for products it
+    would not matter: the product of two float32 numbers is exact in float64.
+    """
+
+    @intrinsic
+    def sum16(typingctx, x, y):
+        if not (_contiguous(x, y) and x.dtype == types.float32 and y.dtype == types.float32
+                and x.ndim == 1 and y.ndim == 1):
+            return None
+        sig = types.float64(x, y)
+
+        def codegen(context, builder, signature, args):
+            xa = context.make_array(signature.args[0])(context, builder, args[0])
+            ya = context.make_array(signature.args[1])(context, builder, args[1])
+            i64 = ir.IntType(64)
+            n = builder.extract_value(xa.shape, 0)
+            n16 = builder.sub(n, builder.srem(n, ir.Constant(i64, SUMS)))
+            zero = ir.Constant(_D4, [0.0] * 4)
+            accs = [cgutils.alloca_once_value(builder, zero) for _ in range(SUMS // 4)]
+            with cgutils.for_range_slice(builder, ir.Constant(i64, 0), n16,
+                                         ir.Constant(i64, SUMS)) as (k, _):
+                for v in range(SUMS // 4):
+                    kk = builder.add(k, ir.Constant(i64, 4 * v))
+                    px = builder.bitcast(builder.gep(xa.data, [kk]), _F4.as_pointer())
+                    py = builder.bitcast(builder.gep(ya.data, [kk]), _F4.as_pointer())
+                    vx = builder.fpext(builder.load(px, align=4), _D4)
+                    vy = builder.fpext(builder.load(py, align=4), _D4)
+                    if squares:
+                        d = builder.fsub(vx, vy)
+                        term = builder.fmul(d, d)
+                    else:
+                        term = builder.fmul(vx, vy)
+                    builder.store(builder.fadd(builder.load(accs[v]), term), accs[v])
+            sums = []
+            for v in range(SUMS // 4):
+                acc = builder.load(accs[v])
+                sums += [builder.extract_element(acc, ir.Constant(ir.IntType(32), lane))
+                         for lane in range(4)]
+            while len(sums) > 1:
+                sums = [builder.fadd(sums[i], sums[i + 1]) for i in range(0, len(sums), 2)]
+            return sums[0]
+
+        return sig, codegen
+
+    return sum16
+
+
+@intrinsic
+def _prefetch(typingctx, arr, index):
+    """Hint the CPU to bring the cache line of ``arr.flat[index]`` (a C
+    array) into the cache (``llvm.prefetch``; no effect on results)."""
+    if not _contiguous(arr):
+        return None
+    sig = types.void(arr, types.int64)
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        ptr = builder.bitcast(builder.gep(ary.data, [args[1]]), ir.IntType(8).as_pointer())
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(),
+                                                            ir.IntType(32), ir.IntType(32),
+                                                            ir.IntType(32)]),
+            "llvm.prefetch.p0i8")
+        builder.call(fn, [ptr, ir.Constant(ir.IntType(32), 0), ir.Constant(ir.IntType(32), 3),
+                          ir.Constant(ir.IntType(32), 1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _prefetch_row(xg, j):
+    """Prefetch gallery row ``j`` (every cache line of it)."""
+    D = xg.shape[1]
+    base_ = j * D
+    for k in range(0, D, 16):
+        _prefetch(xg, base_ + k)
+
+
+_dot16 = _make_sum16(False)
+_sqdiff16 = _make_sum16(True)
+
+
+@nb.njit(cache=True, nogil=True)
+def _sum16_ref(x, y, squares):
+    """The arithmetic of ``_make_sum16`` in plain numba (for tests)."""
+    n16 = x.shape[0] - x.shape[0] % SUMS
+    acc = np.zeros(SUMS)
+    for k in range(n16):
+        if squares:
+            d = np.float64(x[k]) - np.float64(y[k])
+            acc[k % SUMS] += d * d
+        else:
+            acc[k % SUMS] += np.float64(x[k]) * np.float64(y[k])
+    w = SUMS
+    while w > 1:
+        for i in range(w // 2):
+            acc[i] = acc[2 * i] + acc[2 * i + 1]
+        w //= 2
+    return acc[0]
+
+
+@nb.njit(cache=True, nogil=True)
+def exact_key(xr, xg, j, l2, off, a, b):
+    """The float64 key of query row ``xr`` (float32) and gallery row ``xg[j]``
+    (``base.exact_keys``): products (cosine) or squared differences (l2) of
+    float32 numbers in float64, in the fixed order of ``_make_sum16`` and
+    then the ``n % 16`` last terms in order, so that every machine computes
+    the same bits, and a pair and its mirror the same value (products
+    commute; ``x - y == -(y - x)``)."""
+    y = xg[j]
+    D = xr.shape[0]
+    if l2:
+        s = _sqdiff16(xr, y)
+        for k in range(D - D % SUMS, D):
+            d = np.float64(xr[k]) - np.float64(y[k])
+            s += d * d
+        if off:
+            return (np.sqrt(max(s, 0.0)) - a) - b
+        return s
+    s = _dot16(xr, y)
+    for k in range(D - D % SUMS, D):
+        s += np.float64(xr[k]) * np.float64(y[k])
+    key = 1.0 - s
+    if off:
+        key = (key - a) - b
+    return key
+
+
+@nb.njit(cache=True, nogil=True)
+def exact_keys(xq, xg, q, g, l2, off, aq, bg):
+    """``exact_key`` of the pairs ``(q[i], g[i])`` (offsets ``aq[q]``, ``bg[g]``);
+    fastest with the pairs sorted by gallery row."""
+    out = np.empty(q.shape[0], np.float64)
+    n = q.shape[0]
+    for i in range(n):
+        if i + 4 < n:
+            _prefetch_row(xg, g[i + 4])
+            _prefetch_row(xq, q[i + 4])
+        a = aq[q[i]] if off else 0.0
+        b = bg[g[i]] if off else 0.0
+        out[i] = exact_key(xq[q[i]], xg, g[i], l2, off, a, b)
+    return out
 
 
 @nb.njit(cache=True, nogil=True)
@@ -432,6 +614,18 @@ else:
 
 
 @nb.njit(cache=True, nogil=True)
+def _compact_idx(kb, j0, j1, limit, vals, idx, n, c0):
+    """As the portable _compact, also writing each kept key's column
+    ``c0 + j`` to ``idx`` (the float64 re-decision needs it)."""
+    for j in range(j0, j1):
+        v = kb[j]
+        vals[n] = v
+        idx[n] = c0 + j
+        n += v <= limit
+    return n
+
+
+@nb.njit(cache=True, nogil=True)
 def _order_stat_row(vals, n, weight, win_lo, win_hi, win_scale, F, below, hist):
     """Per window w: count keys < win_lo[w], histogram keys in [win_lo, win_hi),
     each key counted ``weight`` times.
@@ -460,11 +654,22 @@ def _order_stat_row(vals, n, weight, win_lo, win_hi, win_scale, F, below, hist):
 
 
 @nb.njit(cache=True, nogil=True)
-def _report_hist(kb, sc, ps, pe, lo, scale, RB, hpos, hneg):
+def _report_hist(kb, sc, ps, pe, lo, scale, RB, hpos, hneg, xr, xg, c0, l2, off, a, bg, M):
+    """The report histogram of one chunk (columns ``c0 + j``); a key within
+    ``M`` of a bin edge is replaced by its float64 key (in ``kb``, so that
+    the later phases see it too) and binned by it."""
+    ms = M * scale
     for j in range(kb.shape[0]):
         if j == sc:
             continue
-        b = _bin(kb[j], lo, scale, RB)
+        key = kb[j]
+        x = (key - lo) * scale
+        fr = x - np.floor(x)
+        if fr < ms or fr > 1.0 - ms:
+            col = c0 + j
+            key = exact_key(xr, xg, col, l2, off, a, bg[col])
+            kb[j] = key
+        b = _bin(key, lo, scale, RB)
         if ps <= j < pe:
             hpos[b] += 1
         else:
@@ -520,133 +725,214 @@ def _verify_gather(kb, sc, a, b, ev, grp, lo, scale, nbins, want, gscale, gbins,
 
 
 @nb.njit(cache=True, nogil=True)
-def _fast_counts(vals, n, K, lo_b, cert_lo, l2, base, inv_step, acc):
-    """Count the keys whose guessed cell is certain into ``acc`` (interleaved
-    copies); the others are moved to the front of ``vals``: returns their
-    number. A function of its own: inlined into a larger loop body, LLVM
-    compiles this loop about four times slower."""
+def _fast_counts(vals, idx, n, K, lo_b, cert_lo, l2, base, inv_step, acc, M):
+    """Count the keys whose guessed cell is certain, by more than the margin
+    ``M``, into ``acc`` (interleaved copies); the others are moved, with
+    their column, to the front of ``vals``/``idx``: returns their number. A
+    function of its own: inlined into a larger loop body, LLVM compiles this
+    loop about four times slower."""
     ns = 0
     for i in range(n):
         key = vals[i]
         k = _guess(key, l2, K, base, inv_step)
-        if cert_lo[k] < key and key <= lo_b[k]:
+        if cert_lo[k] + M < key and key <= lo_b[k] - M:
             acc[i & (COPIES - 1), k] += 1
         else:
             vals[ns] = key
+            idx[ns] = idx[i]
             ns += 1
     return ns
 
 
 @nb.njit(cache=True, nogil=True)
-def _gather_row(vals, n, g_lo, g_hi, gat_win, gat_bin, win_lo, win_hi, win_scale, F, gval,
-                gbelow):
-    """Write the keys of ``vals[:n]`` in the two gather bins to ``gval`` (up
-    to its capacity; a key in both is written once); returns their number.
-    ``gbelow[g]`` is set to the number of keys below gather bin ``g`` (below
-    its window, or in a lower bin of it), so that the caller can check the
-    rank of an order statistic against these very keys.
+def _gather_row(vals, idx, n, b_lo, b_hi, gval, gbelow, xr, xg, l2, off, a, bg, M):
+    """The two order statistics' brackets ``[b_lo[g], b_hi[g])``, decided in
+    float64: ``gbelow[g]`` is set to the number of keys whose float64 key
+    lies below the bracket, and the float64 keys inside either bracket are
+    written to ``gval`` (up to its capacity; a key in both once); returns
+    their number. Only keys within ``M`` of a bracket are recomputed (and
+    replaced in ``vals``); the others are certain from their float32 key.
     """
-    lo0 = g_lo[0]
-    lo1 = g_lo[1]
-    hi0 = g_hi[0]
-    hi1 = g_hi[1]
-    b0 = 0
-    b1 = 0
+    lo0 = b_lo[0] - M
+    lo1 = b_lo[1] - M
+    hi0 = b_hi[0] + M
+    hi1 = b_hi[1] + M
+    c0 = 0
+    c1 = 0
     hits = 0
     for i in range(n):
         key = vals[i]
-        b0 += key < lo0
-        b1 += key < lo1
-        hits += ((lo0 <= key) & (key <= hi0)) | ((lo1 <= key) & (key <= hi1))
-    gbelow[0] = b0
-    gbelow[1] = b1
+        c0 += key < lo0
+        c1 += key < lo1
+        hits += ((lo0 <= key) & (key < hi0)) | ((lo1 <= key) & (key < hi1))
+    gbelow[0] = c0
+    gbelow[1] = c1
     if hits == 0:
         return 0
     cap_g = gval.shape[0]
     ng = 0
     for i in range(n):
         key = vals[i]
+        in0 = (lo0 <= key) and (key < hi0)
+        in1 = (lo1 <= key) and (key < hi1)
+        if not (in0 or in1):
+            continue
+        col = idx[i]
+        k = exact_key(xr, xg, col, l2, off, a, bg[col])
+        vals[i] = k
         taken = False
         for g in range(2):
-            if not (g_lo[g] <= key <= g_hi[g]):
+            if not (in0 if g == 0 else in1):
                 continue
-            w = gat_win[g]
-            if key < win_lo[w]:
+            if k < b_lo[g]:
                 gbelow[g] += 1
-            elif key < win_hi[w]:
-                bb = _bin(key, win_lo[w], win_scale[w], F)
-                if bb < gat_bin[g]:
-                    gbelow[g] += 1
-                elif bb == gat_bin[g] and not taken:
-                    if ng < cap_g:
-                        gval[ng] = key
-                    ng += 1
-                    taken = True
+            elif k < b_hi[g] and not taken:
+                if ng < cap_g:
+                    gval[ng] = k
+                ng += 1
+                taken = True
     return ng
 
 
 @nb.njit(cache=True, nogil=True)
-def _counts_row(pkeys, vals, n, key_skip, K, lo_b, hi_b, cert_lo, l2, base, inv_step, acc,
-                call, cpos, dval, dpos, gather, g_lo, g_hi, gat_win, gat_bin, win_lo, win_hi,
-                win_scale, F, gval, gbelow):
+def _sure_cell(key, M, K, lo_b, hi_b, l2, base, inv_step):
+    """The grid cell (K: above every threshold) that every key within ``M``
+    of ``key`` falls in, or -1 when that is not certain."""
+    c = _cell(key - M, K, lo_b, hi_b, l2, base, inv_step)
+    if c >= 0 and c == _cell(key + M, K, lo_b, hi_b, l2, base, inv_step):
+        return c
+    return -1
+
+
+@nb.njit(cache=True, nogil=True)
+def _counts_row(pkeys, ps, vals, idx, n, key_skip, K, lo_b, hi_b, cert_lo, sq, base, inv_step,
+                acc, call, cpos, dval, dpos, dcol, gather, b_lo, b_hi, gval, gbelow, xr, xg, l2,
+                off, a, bg, M, exact):
     """Grid cells of one row; returns (deferred, gathered) element counts.
 
-    ``vals[:n]`` are the row's negative keys ``<= key_skip`` (overwritten),
-    ``pkeys`` the keys of its positives. A negative's cell is guessed from the
-    even grid and accepted when certain (``cert_lo[k] = hi_b[k-1] < key <=
-    lo_b[k]``); the rest go through ``_cell``. Negatives are counted into
-    ``COPIES`` interleaved histograms (``acc``), summed at the end, so that
-    consecutive keys in one cell do not chain their increments through
-    memory. ``g_lo``/``g_hi`` bracket the two gather bins: a vectorised
-    count of keys inside them comes before the exact test.
+    ``vals[:n]`` are the row's negative keys ``<= key_skip + M`` with their
+    columns ``idx`` (both overwritten), ``pkeys`` the keys of its positives
+    (columns ``ps + j``). A key is counted in a cell only when every key
+    within the margin ``M`` of it falls in that cell: its float64 key does
+    too. The cell is guessed from the even grid and accepted when certain
+    (``cert_lo[k] + M < key <= lo_b[k] - M``, ``cert_lo[k] = hi_b[k-1]``),
+    else looked up (``_sure_cell``). With an ``exact`` grid the keys that are
+    still not certain, near a threshold, are recomputed in float64 now
+    (``exact_key``) and placed; otherwise (the grid not yet known exactly)
+    they are deferred with their column: ``exact._resolve_deferred`` places
+    them once the grid is exact, recomputing in float64 those within ``M``
+    of a threshold. Negatives are counted into ``COPIES`` interleaved histograms
+    (``acc``), summed at the end, so that consecutive keys in one cell do not
+    chain their increments through memory.
     """
-    for a in range(COPIES):
+    for c in range(COPIES):
         for k in range(K):
-            acc[a, k] = 0
+            acc[c, k] = 0
     cap_d = dval.shape[0]
     nd = 0
     ng = 0
     if gather:
-        ng = _gather_row(vals, n, g_lo, g_hi, gat_win, gat_bin, win_lo, win_hi, win_scale, F,
-                         gval, gbelow)
+        ng = _gather_row(vals, idx, n, b_lo, b_hi, gval, gbelow, xr, xg, l2, off, a, bg, M)
     # the fast path; keys it cannot place are moved to the front of vals
-    ns = _fast_counts(vals, n, K, lo_b, cert_lo, l2, base, inv_step, acc)
+    ns = _fast_counts(vals, idx, n, K, lo_b, cert_lo, sq, base, inv_step, acc, M)
+    nu = 0
     for i in range(ns):
         key = vals[i]
-        c = _cell(key, K, lo_b, hi_b, l2, base, inv_step)
+        c = _sure_cell(key, M, K, lo_b, hi_b, sq, base, inv_step)
         if c >= 0:
-            acc[0, c] += 1
+            if c < K:
+                acc[0, c] += 1
+        elif exact:
+            vals[nu] = key
+            idx[nu] = idx[i]
+            nu += 1
         else:
             if nd < cap_d:
                 dval[nd] = key
                 dpos[nd] = False
+                dcol[nd] = idx[i]
+            nd += 1
+    for u in range(nu):  # exact grid: the keys near a threshold, in float64
+        if u + 4 < nu:
+            _prefetch_row(xg, idx[u + 4])
+        col = idx[u]
+        key = exact_key(xr, xg, col, l2, off, a, bg[col])
+        c = _cell(key, K, lo_b, hi_b, sq, base, inv_step) if key <= key_skip else K
+        if c >= 0:
+            if c < K:
+                acc[0, c] += 1
+        else:
+            if nd < cap_d:
+                dval[nd] = key
+                dpos[nd] = False
+                dcol[nd] = col
             nd += 1
     for k in range(K):
         t = 0
-        for a in range(COPIES):
-            t += acc[a, k]
+        for c in range(COPIES):
+            t += acc[c, k]
         call[k] = t
         cpos[k] = 0
     for j in range(pkeys.shape[0]):
         key = pkeys[j]
-        if key <= key_skip:
-            c = _cell(key, K, lo_b, hi_b, l2, base, inv_step)
-            if c >= 0:
+        if not key <= key_skip + M:
+            continue
+        k = _guess(key, sq, K, base, inv_step)
+        if cert_lo[k] + M < key and key <= lo_b[k] - M:
+            c = k
+        else:
+            c = _sure_cell(key, M, K, lo_b, hi_b, sq, base, inv_step)
+            if c < 0 and exact:
+                key = exact_key(xr, xg, ps + j, l2, off, a, bg[ps + j])
+                c = _cell(key, K, lo_b, hi_b, sq, base, inv_step) if key <= key_skip else K
+        if c >= 0:
+            if c < K:
                 call[c] += 1
                 cpos[c] += 1
-            else:
-                if nd < cap_d:
-                    dval[nd] = key
-                    dpos[nd] = True
-                nd += 1
+        else:
+            if nd < cap_d:
+                dval[nd] = key
+                dpos[nd] = True
+                dcol[nd] = ps + j
+            nd += 1
     return nd, ng
 
 
 @nb.njit(cache=True, nogil=True)
-def _heap_scan(kc, off, j0, j1, sc, ps, pe, g_orig, hk, ho, hp, hn, limit):
-    """Offer ``kc[j0:j1]`` (columns ``off + j``) to the max-heap; ``hn`` is its
-    fill, returned updated. While it is not full, keys ``<= limit`` (self
-    skipped) go in; then a key goes in if it ranks before the top."""
+def _side_push(sk, scol, ns, key, col, top):
+    """Append (key, col) to the side list of near misses; when it is full,
+    drop the entries above ``top`` (they can no longer matter) and grow it
+    if that freed less than half."""
+    if ns == sk.shape[0]:
+        m = 0
+        for i in range(ns):
+            if sk[i] <= top:
+                sk[m] = sk[i]
+                scol[m] = scol[i]
+                m += 1
+        ns = m
+        if 2 * ns > sk.shape[0]:
+            nk = np.empty(2 * sk.shape[0], np.float64)
+            nc = np.empty(2 * sk.shape[0], np.int64)
+            nk[:ns] = sk[:ns]
+            nc[:ns] = scol[:ns]
+            sk = nk
+            scol = nc
+    sk[ns] = key
+    scol[ns] = col
+    return sk, scol, ns + 1
+
+
+@nb.njit(cache=True, nogil=True)
+def _heap_scan(kc, off, j0, j1, sc, ps, pe, g_orig, hk, ho, hp, hc, hn, limit, sk, scol, ns,
+               M2):
+    """Offer ``kc[j0:j1]`` (float32 keys of columns ``off + j``) to the
+    max-heap by (key, original row); ``hn`` is its fill. While it is not
+    full, keys ``<= limit`` (self skipped) go in; then a key goes in if it
+    ranks before the top. An item the heap evicts, or a key within ``M2``
+    (twice the margin) above the top, goes to the side list ``sk``/``scol``
+    (``ns`` entries): its float64 key may still rank among the nearest
+    (``_exact_topk``). Returns (hn, sk, scol, ns)."""
     hsize = hk.shape[0]
     for jj in range(j0, j1):
         key = kc[jj]
@@ -656,25 +942,29 @@ def _heap_scan(kc, off, j0, j1, sc, ps, pe, g_orig, hk, ho, hp, hn, limit):
                 hk[hn] = key
                 ho[hn] = g_orig[col]
                 hp[hn] = ps <= col < pe
-                _sift_up(hk, ho, hp, hn)
+                hc[hn] = col
+                _sift_up(hk, ho, hp, hc, hn)
                 hn += 1
-        elif key <= hk[0]:  # self is +inf, never here
+        elif key <= hk[0] + M2:  # self is +inf, never here
             o = g_orig[col]
             if _before(key, o, hk[0], ho[0]):
+                sk, scol, ns = _side_push(sk, scol, ns, hk[0], hc[0], key + M2)
                 hk[0] = key
                 ho[0] = o
                 hp[0] = ps <= col < pe
-                _sift_down(hk, ho, hp, hn, 0)
-    return hn
+                hc[0] = col
+                _sift_down(hk, ho, hp, hc, hn, 0)
+            else:
+                sk, scol, ns = _side_push(sk, scol, ns, key, col, hk[0] + M2)
+    return hn, sk, scol, ns
 
 
 @nb.njit(cache=True, nogil=True)
-def _heap_offer(kc, off, sc, ps, pe, g_orig, hk, ho, hp, hn, limit):
-    """Offer the keys ``kc`` of columns ``off + j`` to the max-heap of the
-    ``len(hk)`` nearest gallery items by (key, original row); ``hn`` is the
-    heap's fill, returned updated. ``limit`` is a key that at least
-    ``len(hk)`` items of the row do not exceed (or +inf): no item above it can
-    be among the nearest, so it never enters the heap.
+def _heap_offer(kc, off, sc, ps, pe, g_orig, hk, ho, hp, hc, hn, limit, sk, scol, ns, M2):
+    """Offer the float32 keys ``kc`` of columns ``off + j`` to the max-heap
+    of the ``len(hk)`` nearest gallery items (see _heap_scan). ``limit`` is
+    a key that every item that can be among the nearest does not exceed
+    (or +inf): no item above it enters the heap. Returns (hn, sk, scol, ns).
     """
     m = kc.shape[0]
     hsize = hk.shape[0]
@@ -686,34 +976,59 @@ def _heap_offer(kc, off, sc, ps, pe, g_orig, hk, ho, hp, hn, limit):
     for c in range(nch):
         c0 = c * RET_CHUNK
         blk = kc[c0:c0 + RET_CHUNK]
-        top = hk[0] if hn == hsize else limit
+        top = hk[0] + M2 if hn == hsize else limit
         hits = 0
         for i in range(RET_CHUNK):
             hits += blk[i] <= top
         if hits:
-            hn = _heap_scan(kc, off, c0, c0 + RET_CHUNK, sc, ps, pe, g_orig, hk, ho, hp, hn,
-                            limit)
-    return _heap_scan(kc, off, nch * RET_CHUNK, m, sc, ps, pe, g_orig, hk, ho, hp, hn, limit)
+            hn, sk, scol, ns = _heap_scan(kc, off, c0, c0 + RET_CHUNK, sc, ps, pe, g_orig, hk,
+                                          ho, hp, hc, hn, limit, sk, scol, ns, M2)
+    return _heap_scan(kc, off, nch * RET_CHUNK, m, sc, ps, pe, g_orig, hk, ho, hp, hc, hn,
+                      limit, sk, scol, ns, M2)
 
 
 @nb.njit(cache=True, nogil=True)
-def _heap_result(hk, ho, hp, hn, R):
-    """(rank of the first positive, AP@R) from the heap of the nearest items."""
-    # pop the heap, largest first, filling the ranking from the back
-    order_p = np.empty(hn, np.bool_)
-    m = hn
-    while m > 0:
-        order_p[m - 1] = hp[0]
-        m -= 1
-        hk[0] = hk[m]
-        ho[0] = ho[m]
-        hp[0] = hp[m]
-        _sift_down(hk, ho, hp, m, 0)
+def _exact_topk(hk, hc, hn, sk, scol, ns, M2, ps, pe, g_orig, R, xr, xg, l2, off, a, bg):
+    """(rank of the first positive, AP@R) of the ``len(hk)`` nearest gallery
+    items by (float64 key, original row).
+
+    The heap holds the nearest by float32 key; every item whose float64 key
+    can rank among the nearest has a float32 key within ``M2`` (twice the
+    margin) of the heap's top, so it is in the heap or in the side list.
+    Those candidates are recomputed in float64 (``exact_key``), sorted by
+    (key, original row), and the first ``len(hk)`` ranked.
+    """
+    hsize = hk.shape[0]
+    top = np.inf
+    if hn == hsize and hn > 0:
+        top = hk[0] + M2
+    n = hn
+    for i in range(ns):
+        if sk[i] <= top:
+            n += 1
+    ck = np.empty(n, np.float64)
+    co = np.empty(n, np.int64)
+    cp = np.empty(n, np.bool_)
+    m = 0
+    for i in range(hn + ns):
+        if i < hn:
+            col = hc[i]
+        else:
+            if not sk[i - hn] <= top:
+                continue
+            col = scol[i - hn]
+        ck[m] = exact_key(xr, xg, col, l2, off, a, bg[col])
+        co[m] = g_orig[col]
+        cp[m] = ps <= col < pe
+        m += 1
+    by_row = np.argsort(co, kind="mergesort")
+    order = by_row[np.argsort(ck[by_row], kind="mergesort")]
+    L = min(hsize, n)
     found = 0
-    first = hn + 1  # beyond every k that is reported
+    first = L + 1  # beyond every k that is reported
     total = 0.0
-    for i in range(hn):
-        if order_p[i]:
+    for i in range(L):
+        if cp[order[i]]:
             found += 1
             if found == 1:
                 first = i + 1
@@ -723,7 +1038,7 @@ def _heap_result(hk, ho, hp, hn, R):
 
 
 @nb.njit(cache=True, nogil=True)
-def process_block(S, t, rows, win, rep, gat, grid, ret, ver):
+def process_block(S, t, rows, win, rep, gat, grid, ret, ver, ex):
     """Process one block of queries; see the module docstring for conventions.
 
     ``S`` (B, ng) float32 inner products, ``t`` the worker slot of the
@@ -731,7 +1046,14 @@ def process_block(S, t, rows, win, rep, gat, grid, ret, ver):
     with its switch ``on``: ``win`` (:class:`Windows`, the order statistic),
     ``rep`` (:class:`Report`), ``gat`` (:class:`Gather`), ``grid``
     (:class:`GridCounts`), ``ret`` (:class:`Ranking`) and ``ver``
-    (:class:`Verify`: its ``hist`` and ``gather`` are the switches).
+    (:class:`Verify`: its ``hist`` and ``gather`` are the switches); ``ex``
+    (:class:`Exact`) the rows for the float64 re-decision.
+
+    Every decision is made as with the float64 keys of ``base.exact_keys``
+    (the same on every machine): a float32 key within the row's margin of a
+    boundary (report bin edge, grid threshold, order-statistic bracket, the
+    retrieval heap's limit or top) is recomputed in float64 and decided by
+    that. The verification histograms (``ver``) use the float32 keys.
 
     Outputs indexed by block row (``cnt_*``, ``def_*``, ``gath_*``,
     ``first_rank``, ``ap``, ``n_rel``) are overwritten for every row; the
@@ -758,27 +1080,20 @@ def process_block(S, t, rows, win, rep, gat, grid, ret, ver):
     sq = l2 and not off  # keys are squared distances (the grid guess takes their root)
     do_win, win_lo, win_hi, win_scale, F, win_below, win_hist = win
     do_rep, r_lo, r_scale, RB, rep_pos, rep_neg = rep
-    do_gather, gat_win, gat_bin, gath_val, gath_n, gath_below = gat
-    (do_counts, lo_b, hi_b, cert_lo, base, inv_step, cnt_all, cnt_pos, def_val, def_pos,
-     def_n) = grid
+    do_gather, gat_lo, gat_hi, gath_val, gath_n, gath_below = gat
+    (do_counts, grid_exact, lo_b, hi_b, cert_lo, base, inv_step, cnt_all, cnt_pos, def_val,
+     def_pos, def_col, def_n) = grid
     do_ret, first_rank, ap, n_rel = ret
     (v_hist, v_gather, v_lo, v_scale, v_bins, v_gscale, v_gbins, v_pos, v_neg, v_gpos, v_gneg,
      v_grp, v_want, v_gwant, v_glo, v_ghi, v_val, v_isp, v_n) = ver
+    ex_q, ex_g, margin = ex
     B, Ng = S.shape
     K = lo_b.shape[0]
     key_skip = hi_b[K - 1]
     win_top = win_hi.max()
-    # brackets of the two gather bins, a little wider than the bins
-    g_lo = np.empty(2, np.float64)
-    g_hi = np.empty(2, np.float64)
-    for g in range(2):
-        w = gat_win[g]
-        width = 1.0 / win_scale[w]
-        slack = 1e-6 * width + 1e-12 * (abs(win_lo[w]) + abs(win_hi[w]))
-        g_lo[g] = win_lo[w] + gat_bin[g] * width - slack
-        g_hi[g] = win_lo[w] + (gat_bin[g] + 1) * width + slack
     kc_buf = np.empty(COLS, np.float64)
     vals = np.empty(Ng + 8, np.float64)
+    idx = np.empty(Ng + 8 if do_counts else 1, np.int64)
     pkeys = np.empty(Ng, np.float64)
     acc = np.empty((COPIES, K), np.int64)
     for r in range(B):
@@ -788,6 +1103,9 @@ def process_block(S, t, rows, win, rep, gat, grid, ret, ver):
         qn = qn2[r]
         ev = row_eval[r]
         row = S[r]
+        xr = ex_q[r]
+        M = margin[r]
+        a_r = aq[r]
         rep_on = do_rep and ev and row_sample[r]
         win_on = do_win and ev
         limit = win_top if win_on else key_skip
@@ -800,7 +1118,11 @@ def process_block(S, t, rows, win, rep, gat, grid, ret, ver):
         hk = np.empty(hsize, np.float64)
         ho = np.empty(hsize, np.int64)
         hp = np.empty(hsize, np.bool_)
+        hc = np.empty(hsize, np.int64)
         hn = 0
+        sk = np.empty(2 * hsize + 16, np.float64)
+        scol = np.empty(2 * hsize + 16, np.int64)
+        ns = 0
         vg = v_grp[r]
         nv = 0
         # the keys of the positives (self: +inf), for the counts and the heap
@@ -812,12 +1134,14 @@ def process_block(S, t, rows, win, rep, gat, grid, ret, ver):
                 pkeys[sc - ps] = np.inf
         # with R >= 8 the heap holds R items, and the R positives are at or
         # below their largest key: nothing above it can be among the nearest
+        # (in float64; an item below that has a float32 key within 2 M of it)
         ret_limit = np.inf
         if ret_on and R >= 8:
             ret_limit = -np.inf
             for j in range(ps, pe):
                 if j != sc:
                     ret_limit = max(ret_limit, pkeys[j - ps])
+            ret_limit += 2 * M
         n = 0
         # the row in column chunks that stay in the L1 cache: every phase
         # reads the chunk's keys while they are there
@@ -831,15 +1155,20 @@ def process_block(S, t, rows, win, rep, gat, grid, ret, ver):
                 kc[sc - c0] = np.inf  # never paired with itself: above every threshold
             if rep_on:
                 _report_hist(kc, sc - c0, ps - c0, pe - c0, r_lo, r_scale, RB, rep_pos[t],
-                             rep_neg[t])
+                             rep_neg[t], xr, ex_g, c0, l2, off, a_r, bg, M)
             if compact_on:
                 # the negatives: columns outside [ps, pe)
                 a = min(max(ps, c0), c1) - c0
                 b = min(max(pe, c0), c1) - c0
-                n = _compact(kc, 0, a, limit, vals, n)
-                n = _compact(kc, b, c1 - c0, limit, vals, n)
+                if do_counts:  # with columns, and the margin (re-decided later)
+                    n = _compact_idx(kc, 0, a, limit + M, vals, idx, n, c0)
+                    n = _compact_idx(kc, b, c1 - c0, limit + M, vals, idx, n, c0)
+                else:
+                    n = _compact(kc, 0, a, limit, vals, n)
+                    n = _compact(kc, b, c1 - c0, limit, vals, n)
             if ret_on:
-                hn = _heap_offer(kc, c0, sc, ps, pe, g_orig, hk, ho, hp, hn, ret_limit)
+                hn, sk, scol, ns = _heap_offer(kc, c0, sc, ps, pe, g_orig, hk, ho, hp, hc, hn,
+                                               ret_limit, sk, scol, ns, 2 * M)
             if v_hist or v_gather:
                 a = min(max(ps, c0), c1) - c0
                 b = min(max(pe, c0), c1) - c0
@@ -862,18 +1191,20 @@ def process_block(S, t, rows, win, rep, gat, grid, ret, ver):
             gath_below[r, 0] = 0
             gath_below[r, 1] = 0
         if do_counts:
-            nd, ng_ = _counts_row(pkeys[:pe - ps], vals, n, key_skip, K, lo_b, hi_b, cert_lo,
-                                  sq, base, inv_step, acc, cnt_all[r], cnt_pos[r], def_val[r],
-                                  def_pos[r], do_gather and ev, g_lo, g_hi, gat_win, gat_bin,
-                                  win_lo, win_hi, win_scale, F, gath_val[r],
-                                  gath_below[r])
+            gat_on = do_gather and ev
+            nd, ng_ = _counts_row(pkeys[:pe - ps], ps, vals, idx, n, key_skip, K, lo_b, hi_b,
+                                  cert_lo, sq, base, inv_step, acc, cnt_all[r], cnt_pos[r],
+                                  def_val[r], def_pos[r], def_col[r], gat_on, gat_lo, gat_hi,
+                                  gath_val[r], gath_below[r], xr, ex_g, l2, off, a_r, bg, M,
+                                  grid_exact)
             def_n[r] = nd
             if do_gather:
                 gath_n[r] = ng_
         if do_ret:
             n_rel[r] = R
             if ret_on:
-                first_rank[r], ap[r] = _heap_result(hk, ho, hp, hn, R)
+                first_rank[r], ap[r] = _exact_topk(hk, hc, hn, sk, scol, ns, 2 * M, ps, pe,
+                                                   g_orig, R, xr, ex_g, l2, off, a_r, bg)
             else:
                 first_rank[r] = 0
                 ap[r] = 0.0
@@ -939,6 +1270,63 @@ def process_strip(S, t, row0, c0, rows, win):
                                 win_hist[t])
             _order_stat_row(vals_c, n_c, 1, win_lo, win_hi, win_scale, F, win_below[t],
                             win_hist[t])
+
+
+@nb.njit(cache=True, nogil=True)
+def _key_dist(key, sq):
+    return np.sqrt(max(key, 0.0)) if sq else key
+
+
+@nb.njit(cache=True, nogil=True)
+def place_deferred(vals, pos, q, g, margin, grid, sq, xq, xg, l2, off, aq, bg, q_class,
+                   q_group, class_all, class_pos, group_all, group_pos):
+    """Count deferred elements (key, positive, query row, gallery column) in
+    the cells of the exact ``grid`` (distances; keys are squared when
+    ``sq``): first ``np.searchsorted(grid, d, 'left')`` of every key within
+    the query's ``margin``; where that is not one cell, of the float64 key
+    (``exact_key``, the rows prefetched ahead). Groups < 0 count for none.
+    """
+    K = grid.shape[0]
+    G = group_all.shape[0]
+    n = vals.shape[0]
+    unsure = np.empty(n, np.int64)
+    nu = 0
+    for i in range(n):
+        m = margin[q[i]]
+        c = np.searchsorted(grid, _key_dist(vals[i] - m, sq))
+        if c != np.searchsorted(grid, _key_dist(vals[i] + m, sq)):
+            unsure[nu] = i
+            nu += 1
+            continue
+        if c < K:
+            _place(c, q[i], pos[i], q_class, q_group, G, class_all, class_pos, group_all,
+                   group_pos)
+    for u in range(nu):
+        if u + 4 < nu:
+            _prefetch_row(xg, g[unsure[u + 4]])
+            _prefetch_row(xq, q[unsure[u + 4]])
+        i = unsure[u]
+        a = aq[q[i]] if off else 0.0
+        b = bg[g[i]] if off else 0.0
+        key = exact_key(xq[q[i]], xg, g[i], l2, off, a, b)
+        c = np.searchsorted(grid, _key_dist(key, sq))
+        if c < K:
+            _place(c, q[i], pos[i], q_class, q_group, G, class_all, class_pos, group_all,
+                   group_pos)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _place(c, qi, p, q_class, q_group, G, class_all, class_pos, group_all, group_pos):
+    cl = q_class[qi]
+    class_all[cl, c] += 1
+    if p:
+        class_pos[cl, c] += 1
+    if G > 0:
+        gr = q_group[qi]
+        if 0 <= gr < G:
+            group_all[gr, c] += 1
+            if p:
+                group_pos[gr, c] += 1
 
 
 @nb.njit(cache=True)

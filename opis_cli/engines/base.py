@@ -306,7 +306,7 @@ def retrieval_at_r(hits: np.ndarray, n_rel: np.ndarray,
     first : (B,) int64, the 1-based rank of the first relevant item, or ``beyond``
     ap : (B,) float64, ``AP@R = (1/R) sum_{i <= R, item i relevant} found_i / i``
         (``found_i``: relevant items at ranks ``<= i``), summed in rank order
-        as the exact engine's kernel does (``_kernels._heap_result``); 0
+        as the exact engine's kernel does (``_kernels._exact_topk``); 0
         where ``R == 0``
     """
     B, L = hits.shape
@@ -319,3 +319,93 @@ def retrieval_at_r(hits: np.ndarray, n_rel: np.ndarray,
     with np.errstate(invalid="ignore", divide="ignore"):
         ap = np.where(n_rel > 0, total / np.maximum(n_rel, 1), 0.0)
     return first, ap
+
+
+# -- float64 re-decision (machine-independent results) ---------------------------
+#
+# The engines compute every inner product with float32 BLAS, whose rounding
+# depends on the CPU's kernel (OPENBLAS_CORETYPE), on the shape of the call
+# and on the position of a row in it. No decision rests on that rounding:
+# wherever a float32 key lies within the bound ``key_margins`` of a decision
+# boundary (a threshold, a histogram edge, an order statistic's bracket,
+# another candidate of a retrieval ranking), the pair is decided by
+# ``exact_keys`` instead, a float64 key computed from the same float32 rows
+# in one fixed order on every machine.
+#
+# The bound. For float32 rows x, y of dimension D, any order of summation
+# (blocked, vectorised, with or without FMA) gives a float32 inner product
+# within gamma32(D) * sum_k |x_k y_k| <= gamma32(D) |x| |y| of the exact one
+# (Higham, Accuracy and Stability of Numerical Algorithms, 2nd ed., 3.1:
+# gamma(n) = n u / (1 - n u), u = 2**-24 in float32, 2**-53 in float64),
+# and |x| |y| bounds sum_k |x_k y_k| (Cauchy-Schwarz). The float64 key sums
+# exact products of float32 numbers (48 significant bits) in a fixed order:
+# within gamma64(D) |x| |y|. The key formulas add a few float64 roundings.
+
+U32 = 2.0 ** -24
+U64 = 2.0 ** -53
+
+
+def _gamma(n: int, u: float) -> float:
+    return n * u / (1.0 - n * u)
+
+
+def key_margins(prep: Prepared, q: np.ndarray | None = None) -> np.ndarray:
+    """A bound, per query row ``q`` (all rows when None), on ``|float32-BLAS
+    key - exact_keys|`` for every gallery column of ``prep``.
+
+    * cosine: rows are L2-normalised in float64 and rounded to float32, so
+      ``|x| <= 1 + 2**-23``; ``M = (gamma32(D) + gamma64(D)) |x| |y| + 2**-50``
+      (the two ``1 - s`` roundings);
+    * l2 (squared keys ``|q|^2 + |g|^2 - 2 s`` against the float64 sum of
+      ``(x_k - y_k)^2``): ``M = 2 gamma32(D) |x| |y|`` plus float64 terms
+      ``gamma64(D + 4) (2 (|x| + |y|)^2 + |x|^2 + |y|^2)``;
+    * with offsets (a calibration), the key is ``d - a - b``: for l2 ``d`` is a
+      square root, and ``|sqrt(s) - sqrt(t)| <= sqrt(|s - t|)`` turns the
+      bound of the squared keys into one of the distances (wide: calibrated
+      l2 re-decides more pairs); both add the roundings of the two
+      subtractions.
+
+    ``|y|`` is the largest gallery norm, so the bound holds for every column.
+    """
+    q = np.arange(len(prep.q_rows)) if q is None else np.asarray(q, np.int64)
+    D = int(prep.xq.shape[1])
+    g32 = _gamma(D, U32)
+    g64 = _gamma(D + 4, U64)
+    if prep.metric == "cosine":
+        nx = np.full(len(q), 1.0 + 2.0 ** -23)
+        ny = 1.0 + 2.0 ** -23
+    else:
+        nx = np.sqrt(prep.qn2[q]) * (1 + 1e-12)
+        ny = math.sqrt(float(prep.gn2.max())) * (1 + 1e-12) if len(prep.gn2) else 0.0
+    if prep.metric == "cosine":
+        m = (g32 + g64) * nx * ny + 2.0 ** -50
+    else:
+        m = 2 * g32 * nx * ny + g64 * (2 * (nx + ny) ** 2 + nx * nx + ny * ny) \
+            + 4 * U64 * (nx + ny) ** 2 + 1e-300
+    if prep.q_off is None:
+        return m
+    if prep.metric == "l2":
+        m = np.sqrt(m) + 4 * U64 * (nx + ny)
+    a = np.abs(prep.q_off[q])
+    b = float(np.abs(prep.g_off).max()) if len(prep.g_off) else 0.0
+    return m + 8 * U64 * (2.0 + (nx + ny) + a + b)
+
+
+def exact_keys(prep: Prepared, q: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """The float64 keys of the pairs (query row ``q[i]``, gallery column
+    ``g[i]``), in the kernels' key space (see the module docstring; adjusted
+    distances with offsets).
+
+    Computed from the float32 rows in float64, products exact, summed in one
+    fixed order (``_kernels.exact_key``): the same bits on every machine, for
+    a pair and its mirror, whatever the BLAS. Every decision of the engines
+    that a float32 key cannot make with certainty is made with these keys.
+    """
+    from . import _kernels
+
+    q = np.ascontiguousarray(q, np.int64)
+    g = np.ascontiguousarray(g, np.int64)
+    off = prep.q_off is not None
+    aq = prep.q_off if off else np.zeros(1)
+    bg = prep.g_off if off else np.zeros(1)
+    return _kernels.exact_keys(prep.xq, prep.xg, q, g, prep.metric == "l2", off, aq, bg)

@@ -20,7 +20,8 @@ Peak memory (bytes), with N rows, D dimensions, K thresholds, w workers::
     + w*tile*K*16     per-row counts of a tile
     + 2*w*F*8         order-statistic histograms (F = 2**16 bins)
     + nq*24           retrieval results per query
-    + n_deferred*25   elements whose grid cell is decided after the FAR pass
+    + n_deferred*25   elements whose grid cell is decided after the counts pass
+                      (at most DEFER_BYTES = 256 MiB: above, a third pass)
     + 2*w*(2**16 + G*Bg)*8  with --verification: the histograms of every key
                       (G groups of Bg <= 4096 bins, at most 2**20 bins in all)
     + n_gathered*17   with --verification: the keys of the bins that decide
@@ -39,12 +40,30 @@ all negative distances before the grid is known. It costs one extra pass:
    and a gallery item the products are symmetric, and pass 1 reads only the
    upper triangle (``_run_strips``): half the BLAS work;
 2. pass 2 computes the retrieval metrics and the report histogram, counts
-   against the grid known only to within one bin, gathers the negatives of
-   the two bins and counts those below them, so the order statistics are
-   selected exactly from pass 2's own products (``_select``: if the strips'
-   products rounded differently and a rank is not in its bin, pass 1 runs
-   again on full rows); the few elements whose grid cell is still undecided
-   are deferred and placed once the exact grid is known.
+   against the grid known only to within the order statistics' brackets
+   (below), gathers the float64 keys of the negatives in the two brackets
+   and counts those below them, so the order statistics are selected
+   exactly (``_select``); the elements whose grid cell is still undecided
+   are deferred and placed once the exact grid is known. Where that would
+   defer more than DEFER_BYTES, pass 2 only gathers and a third pass counts
+   on the exact grid (``_defer_too_much``).
+
+**Machine-independent decisions.** BLAS rounds float32 products
+differently on different CPU kernels (and at different positions of a
+product). No result depends on that rounding: every decision is the one the
+float64 keys of ``base.exact_keys`` (fixed-order float64 sums of the float32
+rows) give. ``base.key_margins`` bounds, per query row, how far a float32
+key can be from its float64 key (a proof is in ``base.py``); a key farther
+than that from every boundary is decided from its float32 value, any other
+is recomputed in float64 (``_kernels.exact_key``). The boundaries: grid
+thresholds (explicit grid: at once; uncertain grid: deferred, then
+``_resolve_deferred``), the report histogram's bin edges, the order
+statistics (pass 1 locates a float32 bin; the float64 key of that rank lies
+within the largest margin of it, the *bracket* that pass 2 gathers in
+float64), and the retrieval ranking (the heap keeps float32 keys plus the
+near misses within two margins of its top; ``_kernels._exact_topk`` ranks
+those by float64 key and original row). The verification view (SPEC 14)
+still bins float32 keys: it agrees across CPUs only to float32 rounding.
 
 With an explicit range one pass does everything. The verification view
 (SPEC 14, ``GridSpec.verification``) adds histograms of every key to the
@@ -85,7 +104,7 @@ from .verify import VER_BINS, group_bins, key_bracket, operating_points, wanted_
 from .base import (DEFAULT_BLOCK_BYTES, FAR_BINS, REPORT_BINS, REPORT_ROWS, EngineOutput, GridSpec, Progress,
                    check_block_bytes, check_range, dist_to_key, inner_products, key_span,
                    key_to_dist, order_rank, pair_keys, rank_bin, report_edges, report_scale,
-                   tile_rows, value_bins)
+                   tile_rows, exact_keys, key_margins)
 #: query rows of the pilot that bounds the FAR pass, and values it keeps
 PILOT_ROWS = 2048
 PILOT_VALUES = 1_000_000
@@ -108,8 +127,13 @@ class PassConfig:
     r_lo: float = 0.0
     r_hi: float = 1.0
     do_gather: bool = False
-    gather: tuple[tuple[int, int], tuple[int, int]] = ((0, -1), (0, -1))
+    #: the key brackets ``[lo, hi)`` that hold the two order statistics'
+    #: float64 keys (``_select``)
+    gather: tuple[tuple[float, float], tuple[float, float]] = ((0.0, -1.0), (0.0, -1.0))
     counts: tuple[np.ndarray, np.ndarray] | None = None
+    #: ``counts`` holds the grid itself (not bounds of a grid yet to be known):
+    #: keys near a threshold are re-decided in float64 during the pass
+    grid_exact: bool = False
     do_ret: bool = False
     #: order statistic from the upper triangle only (symmetric inputs, see
     #: _kernels.process_strip): half the matrix products
@@ -265,8 +289,9 @@ def run_chunk(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg:
     win_below = np.zeros((n_workers, W), np.int64)
     win_hist = np.zeros((n_workers, W, F + _kernels.SPILL), np.int64) if cfg.do_win \
         else np.zeros((n_workers, W, 1), np.int64)
-    gat_win = np.array([g[0] for g in cfg.gather], np.int64)
-    gat_bin = np.array([g[1] for g in cfg.gather], np.int64)
+    gat_lo = np.array([g[0] for g in cfg.gather], np.float64)
+    gat_hi = np.array([g[1] for g in cfg.gather], np.float64)
+    margins = key_margins(prep, np.arange(start, stop))
     RB = REPORT_BINS if cfg.do_rep else 1
     rep_pos = np.zeros((n_workers, RB), np.int64)
     rep_neg = np.zeros((n_workers, RB), np.int64)
@@ -311,6 +336,7 @@ def run_chunk(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg:
         cap_d, cap_g = 32, 4
         def_val = np.zeros((tile, cap_d), np.float64)
         def_pos = np.zeros((tile, cap_d), np.bool_)
+        def_col = np.zeros((tile, cap_d), np.int64)
         gath_val = np.zeros((tile, cap_g), np.float64)
         ranking = _kernels.Ranking(cfg.do_ret, first_rank, ap, n_rel)
         cap_v = 64 if cfg.do_vgather else 1
@@ -332,15 +358,17 @@ def run_chunk(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg:
                                      win_below, win_hist),
                     _kernels.Report(cfg.do_rep and hist_on, cfg.r_lo, r_scale, RB, rep_pos,
                                     rep_neg),
-                    _kernels.Gather(cfg.do_gather, gat_win, gat_bin, gath_val, gath_n,
+                    _kernels.Gather(cfg.do_gather, gat_lo, gat_hi, gath_val, gath_n,
                                     gath_below),
-                    _kernels.GridCounts(do_counts, lo_b, hi_b, cert_lo, base, inv_step, cnt_all,
-                                        cnt_pos, def_val, def_pos, def_n),
+                    _kernels.GridCounts(do_counts, cfg.grid_exact, lo_b, hi_b, cert_lo, base,
+                                        inv_step, cnt_all, cnt_pos, def_val, def_pos, def_col,
+                                        def_n),
                     ranking,
                     _kernels.Verify(cfg.do_vhist and hist_on, cfg.do_vgather, cfg.r_lo, v_scale,
                                     VB, v_gscale, VGB, v_pos, v_neg, v_gpos, v_gneg,
                                     row_grp[s:e], v_want, v_gwant, v_glo, v_ghi, v_val, v_isp,
-                                    v_n))
+                                    v_n),
+                    _kernels.Exact(prep.xq[s:e], prep.xg, margins[s - start:e - start]))
                 need_d = int(def_n[:n].max()) if do_counts else 0
                 need_g = int(gath_n[:n].max()) if cfg.do_gather else 0
                 need_v = int(v_n[:n].max()) if cfg.do_vgather else 0
@@ -352,6 +380,7 @@ def run_chunk(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg:
                 cap_v = max(cap_v, 2 * need_v)
                 def_val = np.zeros((tile, cap_d), np.float64)
                 def_pos = np.zeros((tile, cap_d), np.bool_)
+                def_col = np.zeros((tile, cap_d), np.int64)
                 gath_val = np.zeros((tile, cap_g), np.float64)
                 v_val = np.zeros((tile, cap_v), np.float64)
                 v_isp = np.zeros((tile, cap_v), np.bool_)
@@ -368,8 +397,8 @@ def run_chunk(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg:
                 if dn.any():
                     mask = np.arange(def_val.shape[1])[None, :] < dn[:, None]
                     rows = np.nonzero(mask)[0]
-                    deferred = (def_val[:n][mask], def_pos[:n][mask], cls[rows],
-                                grp[rows] if G else None)
+                    deferred = (def_val[:n][mask], def_pos[:n][mask], rows + s,
+                                def_col[:n][mask])
             if cfg.do_gather:
                 gn = gath_n[:n]
                 if gn.any():
@@ -564,7 +593,8 @@ def run_exact(prep: Prepared, spec: GridSpec, map_chunks: ChunkMapper, block_byt
         lo, hi = (float(v) for v in spec.calibration_range)
         check_range(lo, hi, "--calibration-range", f"{lo:g}:{hi:g}")
         grid = np.linspace(lo, hi, K)
-        cfg = PassConfig(**base_cfg, counts=_exact_key_bounds(grid, l2), do_ret=True,
+        cfg = PassConfig(**base_cfg, counts=_exact_key_bounds(grid, l2), grid_exact=True,
+                         do_ret=True,
                          do_vhist=spec.verification is not None)
         res = map_chunks(prep, row_eval, row_sample, cfg, progress, "distances")
         ret = res
@@ -577,6 +607,7 @@ def run_exact(prep: Prepared, spec: GridSpec, map_chunks: ChunkMapper, block_byt
         ranks = (order_rank(a, m_total), order_rank(b, m_total))
         everything = (k_lo - 1e-3 * (k_hi - k_lo) - 1e-9, k_hi + 1e-3 * (k_hi - k_lo) + 1e-9)
         windows = _pilot_windows(prep, row_eval, (a, b), l2, everything)
+        m_max = float(key_margins(prep).max()) if nq else 0.0
         # pass 1 reads the upper triangle only where the products are symmetric
         sym = prep.symmetric
         passes = 0
@@ -594,21 +625,30 @@ def run_exact(prep: Prepared, spec: GridSpec, map_chunks: ChunkMapper, block_byt
             if located is None:  # pragma: no cover - the full window always holds them
                 raise RuntimeError("order statistic not found; please report this")
             win_lo, win_hi, win_scale = cfg1.window_arrays()
+            # the float64 key of rank r lies within the largest margin of the
+            # float32 bin that holds rank r (pass 1 counted float32 keys, each
+            # within its margin of its float64 key): that is its bracket
+            brackets = []
             d_bounds = []
             for w, bb, _ in located:
                 width = 1.0 / win_scale[w]
-                pad = 1e-9 * (win_hi[w] - win_lo[w]) + 1e-12
+                pad = 1e-9 * (win_hi[w] - win_lo[w]) + 1e-12 + m_max
                 klo = win_lo[w] + bb * width - pad
                 khi = win_lo[w] + (bb + 1) * width + pad
+                brackets.append((float(klo), float(khi)))
                 d_bounds.append([key_to_dist(klo, l2) if klo > k_lo else -np.inf,
                                  key_to_dist(khi, l2)])
             bounds = _uncertain_key_bounds(K, d_bounds[0], d_bounds[1], k_lo, k_hi, l2)
+            recount = _defer_too_much(ranks, brackets, K, m_max)
+            if recount:  # pass 2 only gathers: a dummy one-threshold grid above them
+                top = brackets[1][1] + 4 * m_max + 1e-12 * (abs(brackets[1][1]) + 1)
+                bounds = (np.array([top]), np.array([top]))
             cfg2 = replace(cfg1, do_win=False, do_rep=True, do_ret=True, do_gather=True,
-                           gather=tuple((w, bb) for w, bb, _ in located), counts=bounds,
+                           gather=tuple(brackets), counts=bounds, K=len(bounds[0]),
                            sym=False, do_vhist=spec.verification is not None)
             res = map_chunks(prep, row_eval, row_sample, cfg2, progress, "counts")
             passes += 1
-            keys = _select(ranks, located, res, cfg1)
+            keys = _select(ranks, brackets, res)
             if keys is not None:
                 break
             if not sym:  # pragma: no cover - both passes read the same products
@@ -624,7 +664,15 @@ def run_exact(prep: Prepared, spec: GridSpec, map_chunks: ChunkMapper, block_byt
         grid = np.linspace(lo, hi, K)
         ret = res
         source = "far"
-    _resolve_deferred(res, grid, l2)
+        if recount:
+            res3 = map_chunks(prep, row_eval, row_sample,
+                              PassConfig(**{**base_cfg, "do_rep": False},
+                                         counts=_exact_key_bounds(grid, l2), grid_exact=True),
+                              progress, "counts")
+            passes += 1
+            for k in ("class_all", "class_pos", "group_all", "group_pos", "deferred"):
+                res[k] = res3[k]
+    _resolve_deferred(res, grid, l2, prep)
     ver = gver = None
     if spec.verification is not None:
         ver, gver = _verification(prep, row_eval, row_sample, res, spec.verification,
@@ -672,6 +720,29 @@ def _verification(prep: Prepared, row_eval, row_sample, res, dcf, cfg: PassConfi
                                       vals[grp == g], isp[grp == g], cfg.r_lo,
                                       group_bins(G) / span, l2) for g in range(G))
     return ver, gver
+
+
+#: bytes of deferred elements the counts pass may hold (see _defer_too_much)
+DEFER_BYTES = 256 * 2**20
+#: bytes per deferred element (key, flag, query row, gallery column)
+DEFER_ELEMENT_BYTES = 25
+
+
+def _defer_too_much(ranks, brackets, K: int, m_max: float) -> bool:
+    """Whether the counts pass would defer more than DEFER_BYTES.
+
+    With a FAR-defined range the counts pass knows each threshold only
+    within the width of its order statistics' brackets (four margins,
+    about), and defers the keys in those zones. About ``(r_hi - r_lo) * K *
+    zone / (key_hi - key_lo)`` negatives fall in them. Above the budget
+    the counts pass gathers only, and one more pass counts on the exact
+    grid (three passes; results are the same either way). The estimate
+    varies smoothly with the data, so inputs near the budget are rare.
+    """
+    width = max(brackets[1][0] - brackets[0][1], 1e-300)
+    zone = sum(hi - lo for lo, hi in brackets) / 2 + 2 * m_max
+    est = (ranks[1] - ranks[0]) * K * zone / width
+    return est * DEFER_ELEMENT_BYTES > DEFER_BYTES
 
 
 # -- pilot -------------------------------------------------------------------------
@@ -761,39 +832,47 @@ def _uncertain_key_bounds(K, d_lo, d_hi, k_lo, k_hi, l2):
     return g_min, g_max
 
 
-def _resolve_deferred(res, grid: np.ndarray, l2: bool) -> None:
-    """Place the deferred elements in their grid cell, now that it is exact."""
-    K = len(grid)
-    for vals, pos, cls, grp in res["deferred"]:
-        cell = np.searchsorted(grid, key_to_dist(vals, l2), side="left")
-        keep = cell < K
-        cell, pos, cls = cell[keep], pos[keep], cls[keep]
-        np.add.at(res["class_all"], (cls, cell), 1)
-        np.add.at(res["class_pos"], (cls[pos], cell[pos]), 1)
-        if grp is not None:
-            grp = grp[keep]
-            np.add.at(res["group_all"], (grp, cell), 1)
-            np.add.at(res["group_pos"], (grp[pos], cell[pos]), 1)
+def _resolve_deferred(res, grid: np.ndarray, l2: bool, prep: Prepared) -> None:
+    """Place the deferred elements in their grid cell, now that it is exact.
+
+    An element is (key, positive, query row, gallery column). Its cell is
+    certain when every key within its margin (``key_margins``) falls in one
+    cell; the others, near a threshold, are placed by their float64 key
+    (``_kernels.place_deferred``).
+    """
+    parts = res["deferred"]
     res["deferred"] = []
+    if not parts:
+        return
+    margin = key_margins(prep)
+    off = prep.q_off is not None
+    aq = prep.q_off if off else np.zeros(1)
+    bg = prep.g_off if off else np.zeros(1)
+    G = res["group_all"].shape[0] if prep.q_group is not None else 0
+    q_group = prep.q_group if G else np.zeros(1, np.int64)
+    g_all = res["group_all"] if G else np.zeros((0, len(grid)), np.int64)
+    g_pos = res["group_pos"] if G else np.zeros((0, len(grid)), np.int64)
+    for vals, pos, q, g in parts:
+        _kernels.place_deferred(vals, pos, q, g, margin, np.asarray(grid, np.float64), l2,
+                                prep.xq, prep.xg, prep.metric == "l2", off, aq, bg,
+                                prep.q_class, q_group, res["class_all"], res["class_pos"],
+                                g_all, g_pos)
 
 
 # -- the order statistics ---------------------------------------------------------
-def _select(ranks, located, res, cfg1: PassConfig) -> list[float] | None:
-    """The keys of the two order statistics, from the counts pass.
+def _select(ranks, brackets, res) -> list[float] | None:
+    """The float64 keys of the two order statistics, from the counts pass.
 
-    ``located`` (from pass 1) names the histogram bin of each rank; pass 2
-    gathered every negative key in that bin and counted those below it
-    (``gather_below``), all from its own products. Returns None if a rank
-    does not fall among the gathered keys, which happens only if pass 1 read
-    products that round differently (the strips of ``cfg.sym``).
+    ``brackets[g]`` holds the float64 key of rank ``ranks[g]`` (see
+    ``run_exact``); pass 2 gathered every negative's float64 key inside it
+    and counted those below it (``gather_below``), deciding in float64
+    every key within its margin of the bracket. Returns None if a rank is
+    not among the gathered keys (which the margins rule out).
     """
-    win_lo, win_hi, win_scale = cfg1.window_arrays()
     gathered = np.concatenate(res["gathered"]) if res["gathered"] else np.zeros(0)
     keys = []
-    for g, (r, (w, bb, _)) in enumerate(zip(ranks, located)):
-        in_w = (gathered >= win_lo[w]) & (gathered < win_hi[w])
-        gb = value_bins(gathered, win_lo[w], win_scale[w], FAR_BINS)
-        cand = np.sort(gathered[in_w & (gb == bb)])
+    for g, (r, (lo, hi)) in enumerate(zip(ranks, brackets)):
+        cand = np.sort(gathered[(gathered >= lo) & (gathered < hi)])
         below = int(res["gather_below"][g])
         if not below < r <= below + len(cand):
             return None
