@@ -177,3 +177,21 @@ def test_the_same_json_under_every_blas_kernel(args):
     first = outs[CORETYPES[0]]
     for c, text in outs.items():
         assert text == first, f"OPENBLAS_CORETYPE={c} gives different JSON"
+
+
+@nb.njit
+def _cells(d, grid, inv):
+    out = np.empty(d.shape[0], np.int64)
+    for i in range(d.shape[0]):
+        out[i] = _kernels._grid_cell(d[i], grid, inv)
+    return out
+
+
+@pytest.mark.parametrize("K", [2, 5, 101, 1001])
+def test_grid_cell_is_searchsorted_left(K):
+    rng = np.random.default_rng(K)
+    grid = np.linspace(0.3, 0.7, K)
+    d = np.concatenate([rng.uniform(0, 1, 5000), grid, np.nextafter(grid, 0),
+                        np.nextafter(grid, 1), [np.inf, -np.inf, 0.3, 0.7]])
+    got = _cells(d, grid, (K - 1) / (grid[-1] - grid[0]))
+    np.testing.assert_array_equal(got, np.searchsorted(grid, d, side="left"))

@@ -137,7 +137,6 @@ class GridCounts(NamedTuple):
     bounds (see _counts_row)."""
 
     on: bool
-    exact: bool              # the grid is known (lo_b, hi_b hold it): re-decide now
     lo_b: np.ndarray         # (K,) float64
     hi_b: np.ndarray         # (K,) float64
     cert_lo: np.ndarray      # (K,) float64
@@ -807,7 +806,7 @@ def _sure_cell(key, M, K, lo_b, hi_b, l2, base, inv_step):
 @nb.njit(cache=True, nogil=True)
 def _counts_row(pkeys, ps, vals, idx, n, key_skip, K, lo_b, hi_b, cert_lo, sq, base, inv_step,
                 acc, call, cpos, dval, dpos, dcol, gather, b_lo, b_hi, gval, gbelow, xr, xg, l2,
-                off, a, bg, M, exact):
+                off, a, bg, M):
     """Grid cells of one row; returns (deferred, gathered) element counts.
 
     ``vals[:n]`` are the row's negative keys ``<= key_skip + M`` with their
@@ -816,12 +815,11 @@ def _counts_row(pkeys, ps, vals, idx, n, key_skip, K, lo_b, hi_b, cert_lo, sq, b
     within the margin ``M`` of it falls in that cell: its float64 key does
     too. The cell is guessed from the even grid and accepted when certain
     (``cert_lo[k] + M < key <= lo_b[k] - M``, ``cert_lo[k] = hi_b[k-1]``),
-    else looked up (``_sure_cell``). With an ``exact`` grid the keys that are
-    still not certain, near a threshold, are recomputed in float64 now
-    (``exact_key``) and placed; otherwise (the grid not yet known exactly)
-    they are deferred with their column: ``exact._resolve_deferred`` places
-    them once the grid is exact, recomputing in float64 those within ``M``
-    of a threshold. Negatives are counted into ``COPIES`` interleaved histograms
+    else looked up (``_sure_cell``). The keys that are still not certain
+    (near a threshold, or in a part of the grid not yet known exactly) are
+    deferred with their column: ``decide_deferred`` places them once the
+    grid is exact, recomputing in float64 those within ``M`` of a threshold
+    (after each tile with an exact grid, else after the pass). Negatives are counted into ``COPIES`` interleaved histograms
     (``acc``), summed at the end, so that consecutive keys in one cell do not
     chain their increments through memory.
     """
@@ -835,37 +833,17 @@ def _counts_row(pkeys, ps, vals, idx, n, key_skip, K, lo_b, hi_b, cert_lo, sq, b
         ng = _gather_row(vals, idx, n, b_lo, b_hi, gval, gbelow, xr, xg, l2, off, a, bg, M)
     # the fast path; keys it cannot place are moved to the front of vals
     ns = _fast_counts(vals, idx, n, K, lo_b, cert_lo, sq, base, inv_step, acc, M)
-    nu = 0
     for i in range(ns):
         key = vals[i]
         c = _sure_cell(key, M, K, lo_b, hi_b, sq, base, inv_step)
         if c >= 0:
             if c < K:
                 acc[0, c] += 1
-        elif exact:
-            vals[nu] = key
-            idx[nu] = idx[i]
-            nu += 1
         else:
             if nd < cap_d:
                 dval[nd] = key
                 dpos[nd] = False
                 dcol[nd] = idx[i]
-            nd += 1
-    for u in range(nu):  # exact grid: the keys near a threshold, in float64
-        if u + 4 < nu:
-            _prefetch_row(xg, idx[u + 4])
-        col = idx[u]
-        key = exact_key(xr, xg, col, l2, off, a, bg[col])
-        c = _cell(key, K, lo_b, hi_b, sq, base, inv_step) if key <= key_skip else K
-        if c >= 0:
-            if c < K:
-                acc[0, c] += 1
-        else:
-            if nd < cap_d:
-                dval[nd] = key
-                dpos[nd] = False
-                dcol[nd] = col
             nd += 1
     for k in range(K):
         t = 0
@@ -882,9 +860,6 @@ def _counts_row(pkeys, ps, vals, idx, n, key_skip, K, lo_b, hi_b, cert_lo, sq, b
             c = k
         else:
             c = _sure_cell(key, M, K, lo_b, hi_b, sq, base, inv_step)
-            if c < 0 and exact:
-                key = exact_key(xr, xg, ps + j, l2, off, a, bg[ps + j])
-                c = _cell(key, K, lo_b, hi_b, sq, base, inv_step) if key <= key_skip else K
         if c >= 0:
             if c < K:
                 call[c] += 1
@@ -1081,8 +1056,8 @@ def process_block(S, t, rows, win, rep, gat, grid, ret, ver, ex):
     do_win, win_lo, win_hi, win_scale, F, win_below, win_hist = win
     do_rep, r_lo, r_scale, RB, rep_pos, rep_neg = rep
     do_gather, gat_lo, gat_hi, gath_val, gath_n, gath_below = gat
-    (do_counts, grid_exact, lo_b, hi_b, cert_lo, base, inv_step, cnt_all, cnt_pos, def_val,
-     def_pos, def_col, def_n) = grid
+    (do_counts, lo_b, hi_b, cert_lo, base, inv_step, cnt_all, cnt_pos, def_val, def_pos,
+     def_col, def_n) = grid
     do_ret, first_rank, ap, n_rel = ret
     (v_hist, v_gather, v_lo, v_scale, v_bins, v_gscale, v_gbins, v_pos, v_neg, v_gpos, v_gneg,
      v_grp, v_want, v_gwant, v_glo, v_ghi, v_val, v_isp, v_n) = ver
@@ -1195,8 +1170,7 @@ def process_block(S, t, rows, win, rep, gat, grid, ret, ver, ex):
             nd, ng_ = _counts_row(pkeys[:pe - ps], ps, vals, idx, n, key_skip, K, lo_b, hi_b,
                                   cert_lo, sq, base, inv_step, acc, cnt_all[r], cnt_pos[r],
                                   def_val[r], def_pos[r], def_col[r], gat_on, gat_lo, gat_hi,
-                                  gath_val[r], gath_below[r], xr, ex_g, l2, off, a_r, bg, M,
-                                  grid_exact)
+                                  gath_val[r], gath_below[r], xr, ex_g, l2, off, a_r, bg, M)
             def_n[r] = nd
             if do_gather:
                 gath_n[r] = ng_
@@ -1278,55 +1252,53 @@ def _key_dist(key, sq):
 
 
 @nb.njit(cache=True, nogil=True)
-def place_deferred(vals, pos, q, g, margin, grid, sq, xq, xg, l2, off, aq, bg, q_class,
-                   q_group, class_all, class_pos, group_all, group_pos):
-    """Count deferred elements (key, positive, query row, gallery column) in
-    the cells of the exact ``grid`` (distances; keys are squared when
-    ``sq``): first ``np.searchsorted(grid, d, 'left')`` of every key within
-    the query's ``margin``; where that is not one cell, of the float64 key
-    (``exact_key``, the rows prefetched ahead). Groups < 0 count for none.
+def decide_deferred(vals, q, g, margin, grid, sq, xq, xg, l2, off, aq, bg):
+    """The grid cells (``np.searchsorted(grid, d, 'left')``; ``len(grid)``:
+    above every threshold) of deferred elements (key, query row, gallery
+    column) on the exact ``grid`` of distances (keys are squared when
+    ``sq``): the cell of every key within the query's ``margin`` when that
+    is one cell, else the cell of the float64 key (``exact_key``, computed
+    in gallery-row order so that each row is read once, prefetched ahead).
     """
-    K = grid.shape[0]
-    G = group_all.shape[0]
     n = vals.shape[0]
+    K = grid.shape[0]
+    inv = (K - 1) / (grid[K - 1] - grid[0]) if K > 1 and grid[K - 1] > grid[0] else 0.0
+    cells = np.empty(n, np.int64)
     unsure = np.empty(n, np.int64)
     nu = 0
     for i in range(n):
         m = margin[q[i]]
-        c = np.searchsorted(grid, _key_dist(vals[i] - m, sq))
-        if c != np.searchsorted(grid, _key_dist(vals[i] + m, sq)):
+        c = _grid_cell(_key_dist(vals[i] - m, sq), grid, inv)
+        if c == _grid_cell(_key_dist(vals[i] + m, sq), grid, inv):
+            cells[i] = c
+        else:
             unsure[nu] = i
             nu += 1
-            continue
-        if c < K:
-            _place(c, q[i], pos[i], q_class, q_group, G, class_all, class_pos, group_all,
-                   group_pos)
+    order = unsure[:nu][np.argsort(g[unsure[:nu]], kind="mergesort")]
     for u in range(nu):
         if u + 4 < nu:
-            _prefetch_row(xg, g[unsure[u + 4]])
-            _prefetch_row(xq, q[unsure[u + 4]])
-        i = unsure[u]
+            _prefetch_row(xg, g[order[u + 4]])
+            _prefetch_row(xq, q[order[u + 4]])
+        i = order[u]
         a = aq[q[i]] if off else 0.0
         b = bg[g[i]] if off else 0.0
         key = exact_key(xq[q[i]], xg, g[i], l2, off, a, b)
-        c = np.searchsorted(grid, _key_dist(key, sq))
-        if c < K:
-            _place(c, q[i], pos[i], q_class, q_group, G, class_all, class_pos, group_all,
-                   group_pos)
+        cells[i] = _grid_cell(_key_dist(key, sq), grid, inv)
+    return cells
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _place(c, qi, p, q_class, q_group, G, class_all, class_pos, group_all, group_pos):
-    cl = q_class[qi]
-    class_all[cl, c] += 1
-    if p:
-        class_pos[cl, c] += 1
-    if G > 0:
-        gr = q_group[qi]
-        if 0 <= gr < G:
-            group_all[gr, c] += 1
-            if p:
-                group_pos[gr, c] += 1
+def _grid_cell(d, grid, inv):
+    """``np.searchsorted(grid, d, 'left')`` on an even grid (``inv`` cells
+    per unit), from a guess: a step or two, not a binary search."""
+    K = grid.shape[0]
+    x = (d - grid[0]) * inv
+    k = int(min(max(np.ceil(x), 0.0), K)) if x == x else 0
+    while k > 0 and grid[k - 1] >= d:
+        k -= 1
+    while k < K and grid[k] < d:
+        k += 1
+    return k
 
 
 @nb.njit(cache=True)

@@ -131,9 +131,10 @@ class PassConfig:
     #: float64 keys (``_select``)
     gather: tuple[tuple[float, float], tuple[float, float]] = ((0.0, -1.0), (0.0, -1.0))
     counts: tuple[np.ndarray, np.ndarray] | None = None
-    #: ``counts`` holds the grid itself (not bounds of a grid yet to be known):
-    #: keys near a threshold are re-decided in float64 during the pass
-    grid_exact: bool = False
+    #: the exact grid (distances) when ``counts`` holds it rather than bounds
+    #: of a grid still to be known: deferred elements are placed after each
+    #: tile, not after the pass
+    grid: np.ndarray | None = None
     do_ret: bool = False
     #: order statistic from the upper triangle only (symmetric inputs, see
     #: _kernels.process_strip): half the matrix products
@@ -291,7 +292,8 @@ def run_chunk(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg:
         else np.zeros((n_workers, W, 1), np.int64)
     gat_lo = np.array([g[0] for g in cfg.gather], np.float64)
     gat_hi = np.array([g[1] for g in cfg.gather], np.float64)
-    margins = key_margins(prep, np.arange(start, stop))
+    margins_all = key_margins(prep)
+    margins = margins_all[start:stop]
     RB = REPORT_BINS if cfg.do_rep else 1
     rep_pos = np.zeros((n_workers, RB), np.int64)
     rep_neg = np.zeros((n_workers, RB), np.int64)
@@ -333,7 +335,7 @@ def run_chunk(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg:
         first_rank = np.zeros(tile, np.int64)
         ap = np.zeros(tile, np.float64)
         n_rel = np.zeros(tile, np.int64)
-        cap_d, cap_g = 32, 4
+        cap_d, cap_g = 128, 4
         def_val = np.zeros((tile, cap_d), np.float64)
         def_pos = np.zeros((tile, cap_d), np.bool_)
         def_col = np.zeros((tile, cap_d), np.int64)
@@ -360,9 +362,8 @@ def run_chunk(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg:
                                     rep_neg),
                     _kernels.Gather(cfg.do_gather, gat_lo, gat_hi, gath_val, gath_n,
                                     gath_below),
-                    _kernels.GridCounts(do_counts, cfg.grid_exact, lo_b, hi_b, cert_lo, base,
-                                        inv_step, cnt_all, cnt_pos, def_val, def_pos, def_col,
-                                        def_n),
+                    _kernels.GridCounts(do_counts, lo_b, hi_b, cert_lo, base, inv_step, cnt_all,
+                                        cnt_pos, def_val, def_pos, def_col, def_n),
                     ranking,
                     _kernels.Verify(cfg.do_vhist and hist_on, cfg.do_vgather, cfg.r_lo, v_scale,
                                     VB, v_gscale, VGB, v_pos, v_neg, v_gpos, v_gneg,
@@ -399,6 +400,9 @@ def run_chunk(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg:
                     rows = np.nonzero(mask)[0]
                     deferred = (def_val[:n][mask], def_pos[:n][mask], rows + s,
                                 def_col[:n][mask])
+                    if cfg.grid is not None:  # the grid is exact: place them now
+                        deferred = (_decide(prep, deferred, cfg.grid, cfg.l2, margins_all),
+                                    deferred[1], deferred[2])
             if cfg.do_gather:
                 gn = gath_n[:n]
                 if gn.any():
@@ -418,7 +422,9 @@ def run_chunk(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg:
                     if G:
                         _kernels.aggregate_rows(cnt_all[:n], grp, G, out["group_all"])
                         _kernels.aggregate_rows(cnt_pos[:n], grp, G, out["group_pos"])
-                    if deferred is not None:
+                    if deferred is not None and cfg.grid is not None:
+                        _add_cells(out, prep, *deferred)
+                    elif deferred is not None:
                         out["deferred"].append(deferred)
                 if cfg.do_gather:
                     out["gather_below"] += gath_below[:n].sum(axis=0)
@@ -593,7 +599,7 @@ def run_exact(prep: Prepared, spec: GridSpec, map_chunks: ChunkMapper, block_byt
         lo, hi = (float(v) for v in spec.calibration_range)
         check_range(lo, hi, "--calibration-range", f"{lo:g}:{hi:g}")
         grid = np.linspace(lo, hi, K)
-        cfg = PassConfig(**base_cfg, counts=_exact_key_bounds(grid, l2), grid_exact=True,
+        cfg = PassConfig(**base_cfg, counts=_exact_key_bounds(grid, l2), grid=grid,
                          do_ret=True,
                          do_vhist=spec.verification is not None)
         res = map_chunks(prep, row_eval, row_sample, cfg, progress, "distances")
@@ -667,7 +673,7 @@ def run_exact(prep: Prepared, spec: GridSpec, map_chunks: ChunkMapper, block_byt
         if recount:
             res3 = map_chunks(prep, row_eval, row_sample,
                               PassConfig(**{**base_cfg, "do_rep": False},
-                                         counts=_exact_key_bounds(grid, l2), grid_exact=True),
+                                         counts=_exact_key_bounds(grid, l2), grid=grid),
                               progress, "counts")
             passes += 1
             for k in ("class_all", "class_pos", "group_all", "group_pos", "deferred"):
@@ -832,31 +838,45 @@ def _uncertain_key_bounds(K, d_lo, d_hi, k_lo, k_hi, l2):
     return g_min, g_max
 
 
-def _resolve_deferred(res, grid: np.ndarray, l2: bool, prep: Prepared) -> None:
-    """Place the deferred elements in their grid cell, now that it is exact.
+def _decide(prep: Prepared, deferred, grid: np.ndarray, l2: bool,
+            margin: np.ndarray) -> np.ndarray:
+    """Grid cells of deferred elements (key, positive, query row, gallery
+    column) on the exact ``grid``: ``_kernels.decide_deferred``, which
+    recomputes in float64 the keys within their margin of a threshold."""
+    vals, _, q, g = deferred
+    off = prep.q_off is not None
+    return _kernels.decide_deferred(vals, q, g, margin, np.asarray(grid, np.float64), l2,
+                                    prep.xq, prep.xg, prep.metric == "l2", off,
+                                    prep.q_off if off else np.zeros(1),
+                                    prep.g_off if off else np.zeros(1))
 
-    An element is (key, positive, query row, gallery column). Its cell is
-    certain when every key within its margin (``key_margins``) falls in one
-    cell; the others, near a threshold, are placed by their float64 key
-    (``_kernels.place_deferred``).
-    """
+
+def _add_cells(res, prep: Prepared, cells, pos, q) -> None:
+    """Count elements at grid ``cells`` (K: above the grid, not counted) for
+    their query's class and group (integer sums)."""
+    C, K = res["class_all"].shape
+    keep = cells < K
+    cells, pos, q = cells[keep], pos[keep], q[keep]
+    cls = prep.q_class[q]
+    res["class_all"] += np.bincount(cls * K + cells, minlength=C * K).reshape(C, K)
+    res["class_pos"] += np.bincount(cls[pos] * K + cells[pos], minlength=C * K).reshape(C, K)
+    if prep.q_group is not None and res["group_all"].shape[0]:
+        G = res["group_all"].shape[0]
+        grp = prep.q_group[q]
+        ok = (grp >= 0) & (grp < G)  # rows without a group count for none
+        grp, cells, pos = grp[ok], cells[ok], pos[ok]
+        res["group_all"] += np.bincount(grp * K + cells, minlength=G * K).reshape(G, K)
+        res["group_pos"] += np.bincount(grp[pos] * K + cells[pos],
+                                        minlength=G * K).reshape(G, K)
+
+
+def _resolve_deferred(res, grid: np.ndarray, l2: bool, prep: Prepared) -> None:
+    """Place the elements deferred by a pass whose grid was not yet exact."""
     parts = res["deferred"]
     res["deferred"] = []
-    if not parts:
-        return
-    margin = key_margins(prep)
-    off = prep.q_off is not None
-    aq = prep.q_off if off else np.zeros(1)
-    bg = prep.g_off if off else np.zeros(1)
-    G = res["group_all"].shape[0] if prep.q_group is not None else 0
-    q_group = prep.q_group if G else np.zeros(1, np.int64)
-    g_all = res["group_all"] if G else np.zeros((0, len(grid)), np.int64)
-    g_pos = res["group_pos"] if G else np.zeros((0, len(grid)), np.int64)
-    for vals, pos, q, g in parts:
-        _kernels.place_deferred(vals, pos, q, g, margin, np.asarray(grid, np.float64), l2,
-                                prep.xq, prep.xg, prep.metric == "l2", off, aq, bg,
-                                prep.q_class, q_group, res["class_all"], res["class_pos"],
-                                g_all, g_pos)
+    margin = key_margins(prep) if parts else None
+    for part in parts:
+        _add_cells(res, prep, _decide(prep, part, grid, l2, margin), part[1], part[2])
 
 
 # -- the order statistics ---------------------------------------------------------
