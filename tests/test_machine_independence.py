@@ -195,3 +195,19 @@ def test_grid_cell_is_searchsorted_left(K):
                         np.nextafter(grid, 1), [np.inf, -np.inf, 0.3, 0.7]])
     got = _cells(d, grid, (K - 1) / (grid[-1] - grid[0]))
     np.testing.assert_array_equal(got, np.searchsorted(grid, d, side="left"))
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_a_third_pass_when_deferral_is_too_big_gives_the_same_result(metric, monkeypatch):
+    from opis_cli.engines import exact
+
+    x, y = gaussian(31, n=400, dim=48, n_classes=15)
+    groups = [f"g{i % 4}" for i in range(len(y))]
+    base = evaluate(x, y, metric=metric, groups=groups, timestamp=False)
+    monkeypatch.setattr(exact, "DEFER_BYTES", 0)
+    three = evaluate(x, y, metric=metric, groups=groups, timestamp=False)
+    assert base.provenance["passes"] == 2 and three.provenance["passes"] == 3
+    a, b = json.loads(base.to_json()), json.loads(three.to_json())
+    for d in (a, b):
+        d["provenance"].pop("passes")
+    assert a == b

@@ -1128,6 +1128,20 @@ def process_block(S, t, rows, win, rep, gat, grid, ret, ver, ex):
                 _offset_row(kc, l2, aq[r], bg[c0:c1])
             if c0 <= sc < c1:
                 kc[sc - c0] = np.inf  # never paired with itself: above every threshold
+            # the verification view first: it reads the float32 keys in both of its
+            # passes (the report histogram replaces a few with float64 keys)
+            if v_hist or v_gather:
+                a = min(max(ps, c0), c1) - c0
+                b = min(max(pe, c0), c1) - c0
+                if v_hist and ev:
+                    _verify_hist(kc, sc - c0, a, b, v_lo, v_scale, v_bins, v_pos[t], v_neg[t])
+                if v_hist and vg >= 0:
+                    _verify_hist(kc, sc - c0, a, b, v_lo, v_gscale, v_gbins, v_gpos[t, vg],
+                                 v_gneg[t, vg])
+                if v_gather and (ev or vg >= 0):
+                    nv = _verify_gather(kc, sc - c0, a, b, ev, vg, v_lo, v_scale, v_bins,
+                                        v_want, v_gscale, v_gbins, v_gwant, v_glo, v_ghi,
+                                        v_val[r], v_isp[r], nv)
             if rep_on:
                 _report_hist(kc, sc - c0, ps - c0, pe - c0, r_lo, r_scale, RB, rep_pos[t],
                              rep_neg[t], xr, ex_g, c0, l2, off, a_r, bg, M)
@@ -1144,18 +1158,6 @@ def process_block(S, t, rows, win, rep, gat, grid, ret, ver, ex):
             if ret_on:
                 hn, sk, scol, ns = _heap_offer(kc, c0, sc, ps, pe, g_orig, hk, ho, hp, hc, hn,
                                                ret_limit, sk, scol, ns, 2 * M)
-            if v_hist or v_gather:
-                a = min(max(ps, c0), c1) - c0
-                b = min(max(pe, c0), c1) - c0
-                if v_hist and ev:
-                    _verify_hist(kc, sc - c0, a, b, v_lo, v_scale, v_bins, v_pos[t], v_neg[t])
-                if v_hist and vg >= 0:
-                    _verify_hist(kc, sc - c0, a, b, v_lo, v_gscale, v_gbins, v_gpos[t, vg],
-                                 v_gneg[t, vg])
-                if v_gather and (ev or vg >= 0):
-                    nv = _verify_gather(kc, sc - c0, a, b, ev, vg, v_lo, v_scale, v_bins,
-                                        v_want, v_gscale, v_gbins, v_gwant, v_glo, v_ghi,
-                                        v_val[r], v_isp[r], nv)
         if v_gather:
             v_n[r] = nv
         if win_on:
