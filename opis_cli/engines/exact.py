@@ -20,7 +20,7 @@ Peak memory (bytes), with N rows, D dimensions, K thresholds, w workers::
     + w*tile*K*16     per-row counts of a tile
     + 2*w*F*8         order-statistic histograms (F = 2**16 bins)
     + nq*24           retrieval results per query
-    + n_deferred*25   elements whose grid cell is decided after the counts pass
+    + n_deferred*17   elements whose grid cell is decided after the counts pass
                       (at most DEFER_BYTES = 256 MiB: above, a third pass)
     + 2*w*(2**16 + G*Bg)*8  with --verification: the histograms of every key
                       (G groups of Bg <= 4096 bins, at most 2**20 bins in all)
@@ -398,8 +398,8 @@ def run_chunk(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg:
                 if dn.any():
                     mask = np.arange(def_val.shape[1])[None, :] < dn[:, None]
                     rows = np.nonzero(mask)[0]
-                    deferred = (def_val[:n][mask], def_pos[:n][mask], rows + s,
-                                def_col[:n][mask])
+                    deferred = (def_val[:n][mask], def_pos[:n][mask],
+                                (rows + s).astype(np.int32), def_col[:n][mask].astype(np.int32))
                     if cfg.grid is not None:  # the grid is exact: place them now
                         deferred = (_decide(prep, deferred, cfg.grid, cfg.l2, margins_all),
                                     deferred[1], deferred[2])
@@ -731,7 +731,7 @@ def _verification(prep: Prepared, row_eval, row_sample, res, dcf, cfg: PassConfi
 #: bytes of deferred elements the counts pass may hold (see _defer_too_much)
 DEFER_BYTES = 256 * 2**20
 #: bytes per deferred element (key, flag, query row, gallery column)
-DEFER_ELEMENT_BYTES = 25
+DEFER_ELEMENT_BYTES = 17
 
 
 def _defer_too_much(ranks, brackets, K: int, m_max: float) -> bool:
