@@ -923,7 +923,7 @@ def _heap_scan(kc, off, j0, j1, sc, ps, pe, g_orig, hk, ho, hp, hc, hn, limit, s
         elif key <= hk[0] + M2:  # self is +inf, never here
             o = g_orig[col]
             if _before(key, o, hk[0], ho[0]):
-                sk, scol, ns = _side_push(sk, scol, ns, hk[0], hc[0], key + M2)
+                sk, scol, ns = _side_push(sk, scol, ns, hk[0], hc[0], hk[0] + M2)
                 hk[0] = key
                 ho[0] = o
                 hp[0] = ps <= col < pe
