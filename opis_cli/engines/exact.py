@@ -21,7 +21,7 @@ Peak memory (bytes), with N rows, D dimensions, K thresholds, w workers::
     + 2*w*F*8         order-statistic histograms (F = 2**16 bins)
     + nq*24           retrieval results per query
     + n_deferred*17   elements whose grid cell is decided after the counts pass
-                      (at most DEFER_BYTES = 256 MiB: above, a third pass)
+                      (at most DEFER_BYTES = 1 GiB: above, a third pass)
     + 2*w*(2**16 + G*Bg)*8  with --verification: the histograms of every key
                       (G groups of Bg <= 4096 bins, at most 2**20 bins in all)
     + n_gathered*17   with --verification: the keys of the bins that decide
@@ -729,7 +729,7 @@ def _verification(prep: Prepared, row_eval, row_sample, res, dcf, cfg: PassConfi
 
 
 #: bytes of deferred elements the counts pass may hold (see _defer_too_much)
-DEFER_BYTES = 256 * 2**20
+DEFER_BYTES = 2**30
 #: bytes per deferred element (key, flag, query row, gallery column)
 DEFER_ELEMENT_BYTES = 17
 
