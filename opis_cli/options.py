@@ -72,6 +72,8 @@ NEGATIVES_PER_QUERY = 1000
 RETRIEVAL_QUERIES = 1000
 #: ``--block-mib``: memory for the inner-product tiles held at once.
 BLOCK_MIB = 512
+#: ``--worker-mib``: memory budget of one Dask worker that reads its own shards
+WORKER_MIB = 2048
 BLOCK_BYTES = BLOCK_MIB * 2**20
 #: bootstrap resamples when none are given (gate rules computed from curves)
 RESAMPLES = 1000
@@ -164,6 +166,8 @@ PARAMS: Mapping[str, Param] = {
     "retrieval_queries": Param("--retrieval-queries", RETRIEVAL_QUERIES,
                                Interval(2, None, "left", "at least 2")),
     "seed": Param("--seed", SEED, Interval(0, None, "left", "a non-negative integer")),
+    "worker_mib": Param("--worker-mib", WORKER_MIB,
+                        Interval(64, None, "left", "at least 64 (MiB)")),
     "workers": Param("--workers", None, Interval(1, None, "left", "at least 1"), optional=True),
     "bootstrap": Param("--bootstrap", None, Interval(2, None, "left", "at least 2 resamples"),
                        optional=True),

@@ -147,11 +147,21 @@ def _as_mask(values, name: str, n: int) -> np.ndarray:
     return arr
 
 
-def _float32_rows(emb: np.ndarray, metric: str, dest: np.ndarray | None = None) -> np.ndarray:
+def _float32_rows(emb: np.ndarray, metric: str, dest: np.ndarray | None = None,
+                  inplace: bool = False) -> np.ndarray:
     """Checked float32 copy, rows L2-normalised (in float64) for cosine; row
-    ``i`` goes to ``out[dest[i]]`` when ``dest`` (a permutation) is given."""
+    ``i`` goes to ``out[dest[i]]`` when ``dest`` (a permutation) is given.
+
+    ``inplace`` (``emb`` a writeable C-contiguous float32 array, ``dest``
+    None): the rows are written back into ``emb``, which is returned; the
+    values are those of the copy, bit for bit (each chunk is read into a
+    float64 block before it is overwritten)."""
     n, d = emb.shape
-    out = np.empty((n, d), dtype=np.float32)
+    if inplace:
+        assert dest is None and emb.dtype == np.float32 and emb.flags.c_contiguous
+        out = emb
+    else:
+        out = np.empty((n, d), dtype=np.float32)
     for s in range(0, n, _CHUNK):
         block = np.asarray(emb[s:s + _CHUNK], dtype=np.float64)
         finite = np.isfinite(block).all(axis=1)
@@ -166,10 +176,53 @@ def _float32_rows(emb: np.ndarray, metric: str, dest: np.ndarray | None = None) 
                     f"embeddings: row {row} is a zero vector, which has no cosine "
                     "distance (use --metric l2 or drop the row)")
             block = block / nrm[:, None]
+        elif inplace:
+            continue  # float32 -> float64 -> float32 is the identity
         if dest is None:
             out[s:s + _CHUNK] = block
         else:
             out[dest[s:s + _CHUNK]] = block
+    return out
+
+
+def _consumable(emb) -> bool:
+    """Whether ``prepare(..., consume=True)`` may reuse ``emb``'s buffer: a
+    writeable, C-contiguous float32 ndarray that is not a memory map (whose
+    writes would reach a file)."""
+    return (type(emb) is np.ndarray and emb.dtype == np.float32 and emb.ndim == 2
+            and emb.flags.c_contiguous and emb.flags.writeable)
+
+
+def _permute_rows(x: np.ndarray, src: np.ndarray) -> np.ndarray:
+    """``x[:] = x[src]`` for a permutation ``src``, in place, by following its
+    cycles: one spare row instead of a second copy of ``x``. Returns ``x``."""
+    n = len(src)
+    moved = bytearray(np.equal(src, np.arange(n)).tobytes())  # rows already in place
+    nxt = src.tolist()
+    spare = np.empty(x.shape[1], dtype=x.dtype)
+    for first in range(n):
+        if moved[first]:
+            continue
+        # the cycle: row first takes row src[first], which takes its src, ...
+        spare[:] = x[first]
+        j, k = first, nxt[first]
+        while k != first:
+            x[j] = x[k]
+            moved[j] = 1
+            j, k = k, nxt[k]
+        x[j] = spare
+        moved[j] = 1
+    return x
+
+
+def _sq_norms(x: np.ndarray) -> np.ndarray:
+    """float64 squared norm of every row of ``x``, in chunks of rows (no
+    float64 copy of the whole array; each row's sum is the same as over the
+    whole array at once)."""
+    out = np.empty(len(x))
+    for s in range(0, len(x), _CHUNK):
+        b = x[s:s + _CHUNK].astype(np.float64)
+        out[s:s + _CHUNK] = np.einsum("ij,ij->i", b, b)
     return out
 
 
@@ -193,7 +246,7 @@ def _l2_centre(xg: np.ndarray) -> np.ndarray | None:
 
 
 def prepare(embeddings, labels, *, metric: str = "cosine", groups=None,
-            is_query=None, is_gallery=None) -> Prepared:
+            is_query=None, is_gallery=None, consume: bool = False) -> Prepared:
     """Validate the inputs and arrange them for the engines.
 
     Parameters
@@ -203,6 +256,20 @@ def prepare(embeddings, labels, *, metric: str = "cosine", groups=None,
     metric : "cosine" (rows L2-normalised, d = 1 - <a, b>) or "l2"
     groups : optional sequence of N group values (SPEC 7)
     is_query, is_gallery : optional boolean masks (default: every row is both)
+    consume : internal, for callers that own ``embeddings`` and hand it over
+        (a reader's freshly built array; never a user's array): when it is a
+        writeable C-contiguous float32 ndarray (not a memmap), its buffer is
+        normalised in place and, when every row is both query and gallery,
+        permuted into class order in place, so that it becomes
+        ``Prepared.xq``/``xg`` without a second copy of the rows (the values
+        are those of the copying path, bit for bit). Its contents are
+        unspecified afterwards, also when an error is raised. Other arrays
+        are copied as usual.
+
+    Memory: the float32 rows once (``N x D x 4`` bytes; none with ``consume``
+    in the usual case), ``N x 16`` bytes of 64-bit indices and norms, the
+    labels as strings, and chunks of ``16384 x D`` float64 while converting;
+    with ``consume``, the permutation in place adds ``N x ~45`` bytes.
 
     Raises
     ------
@@ -244,13 +311,18 @@ def prepare(embeddings, labels, *, metric: str = "cosine", groups=None,
     col_of_row[g_rows] = np.arange(len(g_rows))
     self_col = col_of_row[q_rows]
 
+    own = consume and _consumable(emb)
     if len(g_rows) == n and np.array_equal(q_rows, g_rows):
         # every row both query and gallery (the usual case): one array serves
-        # both, written straight in class order (no second copy of the rows)
+        # both, written straight in class order (no second copy of the rows);
+        # an array handed over is normalised and put in class order in place
         x = None
-        xg = xq = _float32_rows(emb, metric, dest=col_of_row)
+        if own:
+            xg = xq = _permute_rows(_float32_rows(emb, metric, inplace=True), g_rows)
+        else:
+            xg = xq = _float32_rows(emb, metric, dest=col_of_row)
     else:
-        x = _float32_rows(emb, metric)
+        x = _float32_rows(emb, metric, inplace=own)
         xg = x[g_rows]
         xq = xg if np.array_equal(q_rows, g_rows) else x[q_rows]
     if metric == "l2":
@@ -259,8 +331,8 @@ def prepare(embeddings, labels, *, metric: str = "cosine", groups=None,
             xg -= centre
             if xq is not xg:
                 xq -= centre
-        gn2 = np.einsum("ij,ij->i", xg.astype(np.float64), xg.astype(np.float64))
-        qn2 = np.einsum("ij,ij->i", xq.astype(np.float64), xq.astype(np.float64))
+        gn2 = _sq_norms(xg)
+        qn2 = gn2.copy() if xq is xg else _sq_norms(xq)
     else:
         gn2 = np.zeros(len(g_rows))
         qn2 = np.zeros(len(q_rows))

@@ -95,3 +95,16 @@ def isolated(tmp_path, monkeypatch):
 def big_report(tmp_path_factory):
     """The folder of ``opis report`` on the 10k-class result (rendered once per session)."""
     return render_big_report(tmp_path_factory.mktemp("big_report"))
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A local Dask cluster of two worker processes (one per test module)."""
+    import distributed
+
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+        env={"NUMBA_NUM_THREADS": "1"})
+    with distributed.Client(cluster) as c:
+        yield c
+    cluster.close()

@@ -40,16 +40,6 @@ def small_tiles(monkeypatch):
     monkeypatch.setattr(base, "TILE_BYTES", 1)
 
 
-@pytest.fixture(scope="module")
-def client():
-    cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
-        env={"NUMBA_NUM_THREADS": "1"})
-    with distributed.Client(cluster) as c:
-        yield c
-    cluster.close()
-
-
 def _held_out(seed: int, n: int = 1200, d: int = 24, classes: int = 25):
     """Data no engine was tuned on: clustered, with a lone class, duplicates,
     groups and a query/gallery split."""

@@ -80,6 +80,42 @@ def _clustered(n=240, d=12, classes=30, seed=0):
 # ------------------------------------------------------------ every pair drawn
 
 
+def test_drawing_every_row_matches_the_exact_engine_up_to_float32_decisions(digits):
+    """Continuous cosine data: the exact engine decides every pair as its
+    float64 key does (issue 16), this engine by its float32 key. With every
+    row drawn the counts differ only by pairs whose two keys fall on either
+    side of a grid threshold, counted here directly."""
+    from opis_cli.engines.base import exact_keys, pair_keys
+
+    x, y = digits
+    exact = opis_cli.evaluate(x, y, timestamp=False)
+    eng = SampledEngine(negatives_per_query=len(y), retrieval_queries=len(y))
+    got = opis_cli.evaluate(x, y, engine=eng, timestamp=False)
+    prep = prepare(x, y)
+    n = len(prep.q_rows)
+    k32 = pair_keys(prep.xq @ prep.xg.T, prep.qn2, prep.gn2, False)
+    qi, gj = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    k64 = exact_keys(prep, qi.ravel(), gj.ravel()).reshape(n, n)
+    np.fill_diagonal(k32, np.inf)
+    np.fill_diagonal(k64, np.inf)
+    for t in (exact.thresholds, got.thresholds):
+        split = np.zeros((n, n), bool)
+        for v in t:
+            split |= (k32 <= v) != (k64 <= v)
+        assert split.sum() < 1e-4 * n * n  # a few pairs, not a systematic gap
+    lo32, lo64 = np.minimum(k32, k64), np.maximum(k32, k64)
+    grid = np.asarray(exact.thresholds)
+    near = np.zeros((n, n), bool)
+    for v in grid:
+        near |= (lo32 <= v + 1e-12) & (lo64 > v - 1e-12)
+    diff = np.abs(exact.curves.tp - got.curves.tp).sum() + np.abs(
+        exact.curves.fp - got.curves.fp).sum()
+    assert diff <= near.sum() * len(grid)
+    assert got.calibration_range.lower == pytest.approx(exact.calibration_range.lower, abs=1e-6)
+    assert got.calibration_range.upper == pytest.approx(exact.calibration_range.upper, abs=1e-6)
+    assert got.opis == pytest.approx(exact.opis, rel=1e-3, abs=1e-6)
+
+
 @pytest.mark.parametrize("metric", ["cosine", "l2"])
 def test_drawing_every_row_gives_the_exact_result(digits, metric):
     x, y = digits
@@ -87,6 +123,17 @@ def test_drawing_every_row_gives_the_exact_result(digits, metric):
         # small integers: every product is exact in float32, so no pair can
         # round differently in this engine's BLAS calls and the exact engine's
         x = np.round(x * 4)
+    else:
+        # 16-sparse +-1 rows, the class's signs on a shared support plus
+        # noise: every cosine is a multiple of 1/16, exact in float32 and
+        # float64 (continuous data: the test above)
+        rng = np.random.default_rng(0)
+        labels = np.unique(y, return_inverse=True)[1]
+        proto = rng.choice([-1.0, 1.0], (labels.max() + 1, 64))
+        x = np.zeros((len(y), 64), np.float32)
+        for i in range(len(y)):
+            cols = rng.choice(64, 16, replace=False)
+            x[i, cols] = proto[labels[i], cols] * rng.choice([1.0, 1.0, 1.0, -1.0], 16)
     exact = opis_cli.evaluate(x, y, metric=metric, timestamp=False)
     eng = SampledEngine(negatives_per_query=len(y), retrieval_queries=len(y))
     got = opis_cli.evaluate(x, y, metric=metric, engine=eng, timestamp=False)
@@ -286,3 +333,61 @@ def test_worker_count_changes_nothing(digits, monkeypatch):
         return opis_cli.evaluate(x, y, engine=eng, timestamp=False).to_json()
 
     assert run(1) == run(3)
+
+
+# ------------------------------------------------------------------- memory
+
+
+def test_an_array_handed_over_to_prepare_gives_the_same_bytes():
+    """``evaluate(..., copy=False)`` (``prepare(..., consume=True)``: normalised
+    and put in class order in the caller's buffer) feeds the engine the same
+    rows as the copying path."""
+    x, y = _clustered(n=600, d=10, classes=25, seed=5)
+    n = len(y)
+    kw = {"groups": [f"g{i % 3}" for i in range(n)], "timestamp": False}
+    runs = []
+    for copy in (True, False):
+        for metric, split in (("cosine", None), ("l2", np.arange(n) % 5 != 0)):
+            eng = SampledEngine(negatives_per_query=120, retrieval_queries=200, seed=4)
+            runs.append(opis_cli.evaluate(x.copy(), y, engine=eng, metric=metric,
+                                          is_query=split, copy=copy, **kw).to_json())
+    assert runs[:2] == runs[2:]
+
+
+@pytest.mark.parametrize("l2", [False, True])
+def test_retrieval_keys_row_by_row_equal_the_tile(l2):
+    from opis_cli.engines.base import pair_keys
+
+    rng = np.random.default_rng(7)
+    prods = rng.standard_normal((9, 500)).astype(np.float32)
+    qn2, gn2 = rng.random(9) * 3, rng.random(500) * 3
+    tile = pair_keys(prods, qn2, gn2, l2)
+    for i in range(9):
+        row = pair_keys(prods[i:i + 1], qn2[i:i + 1], gn2, l2)[0]
+        assert row.tobytes() == tile[i].tobytes()
+
+
+def test_retrieval_holds_one_product_tile_per_worker(monkeypatch):
+    """The retrieval keys are formed a row at a time: a worker holds its float32
+    product tile (T x ng) and a few rows, not T x ng float64 keys (3x more)."""
+    import tracemalloc
+
+    from opis_cli.engines import sampled
+
+    rng = np.random.default_rng(0)
+    n, classes = 100_000, 5_000
+    y = rng.integers(0, classes, n)
+    x = (rng.standard_normal((classes, 8))[y] + rng.standard_normal((n, 8))).astype(np.float32)
+    prep = prepare(x, y)
+    monkeypatch.setattr(sampled, "_workers", lambda: 1)
+    ctx = sampled._Context(prep, 100, 0)
+    T = min(256, sampled.RETRIEVAL_KEYS // n)
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        ctx.retrieval(2 * T, None)
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    tile = T * n * 4
+    assert peak < 1.5 * tile, (peak, tile)

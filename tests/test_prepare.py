@@ -196,3 +196,116 @@ def test_pair_counts_against_the_reference(seed):
     P, M = p.class_pair_counts()
     for i, label in enumerate(p.class_labels):
         assert (P[i], M[i]) == (len(pos[label]), len(neg[label])), label
+
+
+# -- memory: consume=True, chunked norms --------------------------------------------------------
+def _same_prepared(a, b):
+    from dataclasses import fields
+
+    for f in fields(a):
+        u, v = getattr(a, f.name), getattr(b, f.name)
+        if isinstance(u, np.ndarray):
+            assert u.dtype == v.dtype and u.shape == v.shape, f.name
+            assert u.tobytes() == v.tobytes(), f.name  # bit for bit
+        else:
+            assert u == v, f.name
+
+
+def _rows(n=700, d=9, classes=23, shift=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, classes, n)
+    x = (rng.standard_normal((classes, d))[y] + rng.standard_normal((n, d)) + shift)
+    return x.astype(np.float32), [f"c{v}" for v in y], rng
+
+
+@pytest.mark.parametrize("metric,shift", [("cosine", 0.0), ("l2", 0.0), ("l2", 50.0)])
+@pytest.mark.parametrize("split", [False, True])
+def test_consume_equals_the_copying_path_bit_for_bit(metric, shift, split):
+    x, y, rng = _rows(shift=shift)
+    kw = dict(metric=metric, groups=[f"g{i % 4}" for i in range(len(y))])
+    if split:
+        kw.update(is_query=rng.random(len(y)) < 0.7, is_gallery=rng.random(len(y)) < 0.8)
+    ref_prep = prepare(x, y, **kw)
+    owned = x.copy()
+    got = prepare(owned, y, consume=True, **kw)
+    _same_prepared(ref_prep, got)
+    if not split:  # the input's buffer became the prepared rows: no second copy
+        assert got.xq is got.xg and np.shares_memory(got.xq, owned)
+    assert got.xq.flags.c_contiguous and got.xg.flags.c_contiguous
+
+
+def test_consume_in_class_order_already_and_in_reverse():
+    # fixed points and one long cycle of the permutation
+    for order in (np.arange(40), np.arange(40)[::-1]):
+        x = np.random.default_rng(1).standard_normal((40, 3)).astype(np.float32)
+        y = [f"c{i // 10:02d}" for i in range(40)]
+        x, y = x[order], [y[i] for i in order]
+        _same_prepared(prepare(x, y), prepare(x.copy(), y, consume=True))
+
+
+def test_arrays_that_cannot_be_consumed_are_copied_and_left_alone(tmp_path):
+    x, y, _ = _rows(n=120)
+    expected = prepare(x, y)
+    path = tmp_path / "x.npy"
+    np.save(path, x)
+    ro = x.copy()
+    ro.setflags(write=False)
+    cases = [x.astype(np.float64), np.asfortranarray(x), ro, np.load(path, mmap_mode="r"),
+             np.load(path, mmap_mode="r+")]
+    for arr in cases:
+        before = np.array(arr, copy=True)
+        got = prepare(arr, y, consume=True)
+        assert np.array_equal(np.asarray(arr), before)
+        assert not np.shares_memory(got.xq, arr)
+        if arr.dtype == np.float32:
+            _same_prepared(expected, got)
+    assert np.array_equal(np.load(path), x)  # the file is untouched
+
+
+def test_user_arrays_are_never_modified_by_evaluate():
+    import opis_cli
+    from opis_cli.engines.sampled import SampledEngine
+
+    x, y, _ = _rows(n=300)
+    keep = x.copy()
+    for metric in ("cosine", "l2"):
+        opis_cli.evaluate(x, y, metric=metric, engine=SampledEngine(negatives_per_query=50),
+                          timestamp=False)
+        assert x.tobytes() == keep.tobytes()
+
+
+def test_permute_rows_follows_every_cycle():
+    from opis_cli.prepare import _permute_rows
+
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 7, 500):
+        for src in (rng.permutation(n), np.arange(n), np.roll(np.arange(n), 1)):
+            x = rng.standard_normal((n, 4)).astype(np.float32)
+            want = x[src]
+            assert _permute_rows(x, src) is x
+            assert x.tobytes() == want.tobytes()
+
+
+def test_squared_norms_in_chunks_equal_the_whole_array_at_once(monkeypatch):
+    import opis_cli.prepare as P
+
+    x = (np.random.default_rng(4).standard_normal((1000, 37)) * 30 + 5).astype(np.float32)
+    whole = np.einsum("ij,ij->i", x.astype(np.float64), x.astype(np.float64))
+    monkeypatch.setattr(P, "_CHUNK", 64)
+    assert P._sq_norms(x).tobytes() == whole.tobytes()
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_evaluate_copy_false_hands_the_array_over_with_the_same_result(metric):
+    import opis_cli
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(300, 12)).astype(np.float32)
+    y = rng.integers(0, 9, 300)
+    want = opis_cli.evaluate(x, y, metric=metric, timestamp=False).to_json()
+    kept = x.copy()
+    given = x.copy()
+    got = opis_cli.evaluate(given, y, metric=metric, timestamp=False, copy=False).to_json()
+    assert got == want
+    assert not np.array_equal(given, kept)  # normalised / reordered in place
+    assert np.array_equal(x, kept)  # copy=True (the default) never touched x

@@ -25,6 +25,47 @@ def evaluate_path(path: Path, reader, *, show_progress: bool, **options: Any):
     return result
 
 
+def _worker_shards(path: Path, engine: str, labels, embedding_columns, input_format,
+                   format_options: dict) -> bool:
+    """Whether the Dask workers read this input themselves: ``--engine dask``
+    on Parquet (a file or a folder) with the embeddings in one list column
+    and the labels in the same files (opis_cli.io.shards)."""
+    if engine != "dask" or labels is not None or embedding_columns is not None:
+        return False
+    if input_format not in (None, "parquet") or any(v is not None for v in format_options.values()):
+        return False
+    from ..io.dataset import _input_kind
+
+    return _input_kind(str(path), input_format) == "parquet"
+
+
+def evaluate_shards(path: Path, *, engine, embedding_column: str, label_column: str,
+                    group_column: str | None, query_column: str | None,
+                    gallery_column: str | None, show_progress: bool, **options: Any):
+    """``evaluate_path`` for a Parquet input that the Dask workers read: the
+    client reads the role columns and the footers only (opis_cli.io.shards)."""
+    from ..api import evaluate as run
+    from ..errors import InputError
+    from ..io.dataset import _source_file
+    from ..io.shards import open_parquet
+    from ..render.terminal import progress_bar
+
+    ds = open_parquet(str(path), embedding_column=embedding_column, label_column=label_column,
+                      group_column=group_column, query_column=query_column,
+                      gallery_column=gallery_column)
+    sources = []
+    for f in ds.files:
+        s = _source_file(f)
+        sources.append({"path": s.path, "sha256": s.sha256, "size_bytes": s.size_bytes})
+    with progress_bar(show_progress) as cb:
+        try:
+            return run(ds.embeddings, ds.labels, groups=ds.groups, is_query=ds.is_query,
+                       is_gallery=ds.is_gallery, progress=cb, sources=sources,
+                       group_column=group_column, engine=engine, **options)
+        except InputError as e:
+            raise InputError(f"{path}: {e}") from e
+
+
 @app.command()
 def evaluate(
     path: Annotated[Path, typer.Argument(
@@ -84,6 +125,10 @@ def evaluate(
         help="Dask scheduler address for --engine dask (default: a local cluster).")] = None,
     workers: Annotated[Optional[int], typer.Option(
         help="Worker processes of the local Dask cluster for --engine dask.")] = None,
+    worker_mib: Annotated[int, typer.Option(
+        help="Memory budget of one Dask worker, in MiB, when the workers read a Parquet input "
+             "themselves (--engine dask): it sets the block size. Results do not depend on "
+             "it.")] = opt.WORKER_MIB,
     baseline: o.Baseline = None,
     max_rules: o.MaxRules = None,
     min_rules: o.MinRules = None,
@@ -112,6 +157,7 @@ def evaluate(
     # What must fail before the files are read; the evaluation options are
     # checked by opis_cli.evaluate, the engine's by the engine.
     opt.check("block_mib", block_mib)
+    opt.check("worker_mib", worker_mib)
     opt.check("fairness_alpha", fairness_alpha)
     dcf_costs = opt.parse_dcf(dcf)
     check_outputs((json_out, "--json"))
@@ -142,16 +188,33 @@ def evaluate(
                     query_column, gallery_column,
                     **o.format_options(input_format, hf_split, tensor_key, tensor_labels_key,
                                        dataset_key, dataset_labels_key))
-    result = evaluate_path(
-        path, reader, show_progress=not quiet and sys.stderr.isatty(), metric=metric.value,
-        far_range=far_range, calibration_range=calibration_range,
-        num_thresholds=num_thresholds, utility=utility.value, beta=beta, epsilon=epsilon,
-        threshold_policy=threshold_policy, fairness_alpha=fairness_alpha,
-        verification=verification, dcf=dcf_costs, block_bytes=block_bytes,
-        engine=make_engine(engine, block_bytes=block_bytes, k=k, index=index,
-                           scheduler=scheduler, workers=workers,
-                           negatives_per_query=negatives_per_query,
-                           retrieval_queries=retrieval_queries, seed=seed), **cal_opts)
+    fmt_opts = o.format_options(input_format, hf_split, tensor_key, tensor_labels_key,
+                                dataset_key, dataset_labels_key)
+    eval_opts = dict(metric=metric.value, far_range=far_range,
+                     calibration_range=calibration_range, num_thresholds=num_thresholds,
+                     utility=utility.value, beta=beta, epsilon=epsilon,
+                     threshold_policy=threshold_policy, fairness_alpha=fairness_alpha,
+                     verification=verification, dcf=dcf_costs, block_bytes=block_bytes,
+                     **cal_opts)
+    if engine == "dask":
+        from ..engines.dask import DaskEngine
+
+        eng = DaskEngine(block_bytes=block_bytes, scheduler=scheduler, workers=workers,
+                         worker_bytes=worker_mib * 2**20)
+    else:
+        eng = make_engine(engine, block_bytes=block_bytes, k=k, index=index,
+                          scheduler=scheduler, workers=workers,
+                          negatives_per_query=negatives_per_query,
+                          retrieval_queries=retrieval_queries, seed=seed)
+    show = not quiet and sys.stderr.isatty()
+    if _worker_shards(path, engine, labels, embedding_columns, fmt_opts["format"],
+                      {k_: v for k_, v in fmt_opts.items() if k_ != "format"}):
+        result = evaluate_shards(path, engine=eng, embedding_column=embedding_column,
+                                 label_column=label_column, group_column=group_column,
+                                 query_column=query_column, gallery_column=gallery_column,
+                                 show_progress=show, **eval_opts)
+    else:
+        result = evaluate_path(path, reader, show_progress=show, engine=eng, **eval_opts)
     with staged() as out:
         if json_out:
             out.text(json_out, gate.result_json(result))

@@ -104,7 +104,7 @@ from .verify import VER_BINS, group_bins, key_bracket, operating_points, wanted_
 from .base import (DEFAULT_BLOCK_BYTES, FAR_BINS, REPORT_BINS, REPORT_ROWS, EngineOutput, GridSpec, Progress,
                    check_block_bytes, check_range, dist_to_key, inner_products, key_span,
                    key_to_dist, order_rank, pair_keys, rank_bin, report_edges, report_scale,
-                   tile_rows, exact_keys, key_margins)
+                   tile_rows, key_margins)
 #: query rows of the pilot that bounds the FAR pass, and values it keeps
 PILOT_ROWS = 2048
 PILOT_VALUES = 1_000_000
@@ -678,6 +678,9 @@ def run_exact(prep: Prepared, spec: GridSpec, map_chunks: ChunkMapper, block_byt
             passes += 1
             for k in ("class_all", "class_pos", "group_all", "group_pos", "deferred"):
                 res[k] = res3[k]
+            res.pop("deferred_keys", None)
+            if "deferred_keys" in res3:
+                res["deferred_keys"] = res3["deferred_keys"]
     _resolve_deferred(res, grid, l2, prep)
     ver = gver = None
     if spec.verification is not None:
@@ -870,10 +873,25 @@ def _add_cells(res, prep: Prepared, cells, pos, q) -> None:
                                         minlength=G * K).reshape(G, K)
 
 
+#: ``_resolve_deferred`` takes float64 keys computed where the rows are
+#: (``res["deferred_keys"]``, one array per deferred part): the Dask engine's
+#: shard run computes them on the workers, so the client needs no rows
+DEFERRED_KEYS = True
+
+
 def _resolve_deferred(res, grid: np.ndarray, l2: bool, prep: Prepared) -> None:
-    """Place the elements deferred by a pass whose grid was not yet exact."""
+    """Place the elements deferred by a pass whose grid was not yet exact:
+    by their float64 keys where the pass computed them (``deferred_keys``),
+    else by ``_decide`` (which recomputes those near a threshold)."""
     parts = res["deferred"]
+    keys = res.pop("deferred_keys", None)
     res["deferred"] = []
+    if keys is not None and len(keys) == len(parts):
+        for part, k64 in zip(parts, keys):
+            cells = np.searchsorted(grid, key_to_dist(np.asarray(k64, np.float64), l2),
+                                    side="left")
+            _add_cells(res, prep, cells, part[1], part[2])
+        return
     margin = key_margins(prep) if parts else None
     for part in parts:
         _add_cells(res, prep, _decide(prep, part, grid, l2, margin), part[1], part[2])

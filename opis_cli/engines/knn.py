@@ -90,8 +90,8 @@ from ..options import INDEXES
 from ..prepare import Prepared
 from .base import (DEFAULT_BLOCK_BYTES, FAR_BINS, REPORT_BINS, REPORT_ROWS, EngineOutput, GridSpec,
                    Progress, check_block_bytes, check_range, inner_products, key_span, key_to_dist,
-                   order_rank, pair_keys, rank_bin, report_edges, report_scale, retrieval_at_r,
-                   tile_rows, value_bins)
+                   order_rank, pair_keys, rank_bin, exact_keys, report_edges, report_scale,
+                   retrieval_at_r, tile_rows, value_bins)
 
 #: relative gap between the upper and the reported global FAR that triggers a warning
 WARN_GAP = 0.01
@@ -648,6 +648,19 @@ class _Context:
         """float64 keys of float32 products ``S`` of query ``rows`` (as the kernels)."""
         return pair_keys(S, self.prep.qn2[rows], self.prep.gn2, self.l2)
 
+    def exact(self, keys: np.ndarray, q: np.ndarray, g: np.ndarray) -> np.ndarray:
+        """``keys`` with every finite entry replaced by the float64 key of its
+        pair (query rows ``q``, gallery columns ``g``, arrays of ``keys``'s
+        shape): the candidates found by float32 products (FAISS's or ours)
+        are then counted, ranked and located as the exact engine decides
+        them (``base.exact_keys``), so that the two engines agree to the bit
+        where they see the same pairs."""
+        ok = np.isfinite(keys)
+        if ok.any():
+            keys = keys.copy()
+            keys[ok] = exact_keys(self.prep, q[ok], g[ok])
+        return keys
+
     def cells(self, keys: np.ndarray, grid: np.ndarray) -> np.ndarray:
         """Grid cell of each key: the first k with ``distance <= grid[k]`` (K if none)."""
         return np.searchsorted(grid, key_to_dist(keys, self.l2), side="left")
@@ -710,8 +723,10 @@ class _Candidates:
                 ps = prep.class_start[prep.q_class[s:e]]
                 pe = prep.class_end[prep.q_class[s:e]]
                 inside = (cols[None, :] >= ps[:, None]) & (cols[None, :] < pe[:, None])
-                valid = np.isfinite(keys)
                 cb = np.broadcast_to(cols, keys.shape)
+                keys = ctx.exact(keys, np.broadcast_to(np.arange(s, e)[:, None], keys.shape),
+                                 cb)
+                valid = np.isfinite(keys)
                 yield _Block(s, e, keys, cb, ~inside & valid, inside & valid,
                              np.full(e - s, np.inf), True)
                 if progress:
@@ -727,6 +742,8 @@ class _Candidates:
             # inner products -> 1 - ip; FAISS's L2 values are squared distances
             keys = v if ctx.l2 else 1.0 - v
             keys[~gv] = np.inf
+            keys = ctx.exact(keys, np.broadcast_to(np.arange(s, e)[:, None], keys.shape),
+                             np.where(gv, got, 0))
             ps = prep.class_start[prep.q_class[s:e]]
             pe = prep.class_end[prep.q_class[s:e]]
             inside = (got >= ps[:, None]) & (got < pe[:, None])
@@ -765,6 +782,9 @@ class _Candidates:
                 sc = prep.self_col[qrows]
                 mine = (sc >= j0) & (sc < j1)
                 keys[np.nonzero(mine)[0], sc[mine] - j0] = np.inf
+                keys = ctx.exact(keys, np.broadcast_to(np.arange(blk.s + r0, blk.s + r1)[:, None],
+                                                       keys.shape),
+                                 np.broadcast_to(np.arange(j0, j1)[None, :], keys.shape))
                 ok = np.isfinite(keys)
                 rows_out.append(np.broadcast_to(np.arange(r0, r1)[:, None], keys.shape)[ok])
                 keys_out.append(keys[ok])

@@ -45,10 +45,28 @@ Cost: a pilot over a twentieth of the blocks (where the order statistics
 lie), then two passes over the ``nq * S`` drawn pairs (the keys inside
 brackets around the order statistics; the counts), ``sum_c n_c^2``
 positive pairs and ``Q * ng`` products for retrieval, all BLAS ``sgemm``.
-Memory besides the prepared arrays: three arrays of ``GROUPS * C * K``
-counts (2 bytes each while a class has fewer than 65,536 drawn pairs or
-positive pairs, else 4 or 8), a few of ``C * K``, the bracketed keys
-(about 2% of the drawn pairs at 1M rows) and a block of keys per worker.
+Memory besides the prepared arrays (``N x D x 4`` bytes of rows, ``N x ~56``
+of indices and norms; see ``opis_cli.prepare``):
+
+* kept to the end (they are the output): three arrays of ``GROUPS * C * K``
+  counts (2 bytes each while a class has fewer than 65,536 drawn pairs or
+  positive pairs, else 4 or 8) and four of ``C * K`` 8-byte counts;
+* while the FAR range is found: the keys inside the brackets, about 1.5% of
+  the ``nq * S`` drawn pairs at 9 bytes each (twice while they are joined);
+  the pilot's 2**21 keys;
+* while counting: index buffers of up to 2**23 (negatives) or 2**21
+  (positives, 32 bytes a pair) entries, twice while they are merged, and a
+  few ``C * K`` int64 temporaries;
+* per worker: a block of ``B x S`` float32 products (4 MiB) with its
+  selected pairs; in the retrieval, one float32 product tile
+  (``T x ng``, at most ``RETRIEVAL_KEYS`` values: 32 MiB) and a few rows of
+  ``ng`` float64 keys (never the tile's keys at once).
+
+After each pass the freed memory is handed back to the system (``_trim``:
+the worker threads' malloc arenas would keep it). Measured at 1M x 384
+(``benchmarks/bench_sampled_scale.py``), the peak is reached while the result
+and its estimate block are built (``opis_cli.api``, ``metrics.estimate``:
+about twenty float64 arrays of ``C * K``), on top of the counts above.
 Same input, options and seed: the same bytes.
 """
 
@@ -234,6 +252,29 @@ def _parallel(fn, items):
                 yield waiting.popleft().result()
 
 
+_LIBC = []
+
+
+def _trim() -> None:
+    """Hand the memory freed by a pass back to the system (glibc ``malloc_trim``).
+
+    The worker threads' temporaries (1-32 MiB each) come from per-thread
+    malloc arenas, which keep freed memory for reuse by the same thread;
+    without a trim the process keeps a few hundred MiB it no longer uses,
+    which the main thread (building the result) cannot reuse. No effect on
+    any value; a no-op where glibc is not the C library."""
+    if not _LIBC:
+        try:
+            import ctypes
+
+            lib = ctypes.CDLL("libc.so.6")
+            _LIBC.append(lib.malloc_trim)
+        except (OSError, AttributeError):
+            _LIBC.append(None)
+    if _LIBC[0] is not None:
+        _LIBC[0](0)
+
+
 class SampledEngine:
     """Estimates from every positive pair and sampled negatives (module docstring).
 
@@ -289,10 +330,14 @@ class SampledEngine:
             source, passes = "far", ctx.passes + 1
         grid = np.linspace(lo, hi, K)
         rep_grids = np.stack([np.linspace(r[0], r[1], K) for r in rep_ranges])
+        _trim()
         neg = ctx.count_negatives(grid, rep_grids, progress)
+        _trim()
         with _one_blas_thread():  # the same products on every machine
             pos = ctx.count_positives(grid, rep_grids, progress)
+        _trim()
         ret = ctx.retrieval(self.Q, progress)
+        _trim()
         notes["positives_sampled"] = pos["sampled_labels"]
         notes["retrieval_sample"] = int(ret["sampled"])
         notes["report_histogram_rows"] = int(neg["hist_rows"])
@@ -514,7 +559,9 @@ class _Context:
             k = pair_keys(self.products(rows, cols), prep.qn2[rows], prep.gn2[cols],
                           self.l2)
             neg = prep.g_class[cols][None, :] != prep.q_class[rows][:, None]
-            keys.append(k[neg][::step])
+            # a copy: a strided view would keep the block's every key alive
+            keys.append(k[neg][::step].copy())
+            del k, neg
         self.pilot_draws = min(n * self.S, n * self.B)
         return np.sort(np.concatenate(keys)) if keys else np.zeros(0)
 
@@ -792,15 +839,17 @@ class _Context:
             rr = picked[s:s + T]
             pad = np.zeros((T, prep.dim), np.float32)
             pad[:len(rr)] = prep.xq[rr]
-            keys = pair_keys((pad @ xgT)[:len(rr)], prep.qn2[rr], prep.gn2, self.l2)
-            sc = prep.self_col[rr]
-            mine = sc >= 0
-            keys[np.nonzero(mine)[0], sc[mine]] = np.inf
+            prods = pad @ xgT
+            del pad
             res = []
             for i, q in enumerate(rr):
                 R = int(self.pos_q[q])
                 L = min(max(R, 8), ng)
-                row = keys[i]
+                # one row of float64 keys at a time (the same arithmetic as
+                # pair_keys over the tile), not T x ng of them
+                row = pair_keys(prods[i:i + 1], prep.qn2[q:q + 1], prep.gn2, self.l2)[0]
+                if prep.self_col[q] >= 0:
+                    row[prep.self_col[q]] = np.inf
                 kth = np.partition(row, L - 1)[L - 1]
                 cand = np.flatnonzero(row <= kth)
                 order = np.lexsort((prep.g_rows[cand], row[cand]))[:L]
