@@ -36,6 +36,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 SLOW: dict[str, frozenset[str] | None] = {
     "test_report_browser.py": None,  # headless Chromium
     "test_engine_dask.py": None,  # the dask extra; a local cluster per module
+    "test_dask_shards.py": None,  # the dask extra; workers reading Parquet shards
     "test_pml_agreement.py": None,  # the train extra (pytorch-metric-learning)
     "test_mlflow.py": None,  # the mlflow extra; a local SQLite tracking store
     "test_lightning.py": None,  # the lightning extra; real (tiny) fits
