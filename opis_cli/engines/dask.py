@@ -30,7 +30,7 @@ so tasks keep, per query, the candidates that can be among its
 (``base.exact_keys``, float32 keys within ``2 base.key_margins`` of the
 cut-off re-decided); the workers merge them per query block by (key,
 original row), one gallery block after the other, and compute the first
-relevant rank and AP@R as ``_kernels._heap_result`` does. The symmetric
+relevant rank and AP@R as ``_kernels._exact_topk`` does. The symmetric
 strip mode of the order-statistic pass is off (every task reads full
 blocks).
 
@@ -589,7 +589,7 @@ def _merge_candidates(qb: _Block, state, result):
 
 def _ranking_task(qb: _Block, state):
     """First relevant rank and AP@R of the queries of ``qb`` from their
-    merged candidates, as ``_kernels._heap_result`` computes them."""
+    merged candidates, as ``_kernels._exact_topk`` computes them."""
     with _TASK_LOCK:
         q, _, _, isp = state if state is not None else _NO_CANDIDATES
         first, ap = _rank_lists(q, isp, qb.hsize, qb.R, len(qb.qi))
@@ -598,7 +598,7 @@ def _ranking_task(qb: _Block, state):
 
 def _rank_lists(q: np.ndarray, isp: np.ndarray, h: np.ndarray, R: np.ndarray,
                 n: int) -> tuple[np.ndarray, np.ndarray]:
-    """``_kernels._heap_result`` for ``n`` queries whose ranked lists (nearest
+    """``_kernels._exact_topk`` for ``n`` queries whose ranked lists (nearest
     first, ``h[i]`` items) are ``isp`` grouped by ``q`` (sorted): the rank of
     the first positive (``h + 1`` when none; 0 without positives, ``h == 0``)
     and ``AP@R = (1/R) sum_{i < R, item i positive} found_i / (i + 1)``,
