@@ -59,8 +59,8 @@ arrangement, norms and per-query results) and the ``C x K`` class counts;
 of the embeddings, only the rows it asks the workers for: the pilot's
 sample, in arrays whose other rows take no memory (``_sparse_rows``). The
 pairs whose grid cell is decided after the FAR pass come back with their
-float64 keys (``exact.DEFERRED_KEYS``), computed where the rows are. Each pass runs ``nb**2`` pair tasks (``nb =
-ceil(N / b)``), plus ``nb**2`` merges and ``nb`` rankings in the pass with
+float64 keys, computed where the rows are (``exact._resolve_deferred``).
+Each pass runs ``nb**2`` pair tasks (``nb = ceil(N / b)``), plus ``nb**2`` merges and ``nb`` rankings in the pass with
 retrieval; only ranks and AP@R come back. The retrieval step computes the
 products of its two blocks a second time (``run_chunk`` does not hand its
 tiles out): the pass with retrieval costs about twice a counting pass.
@@ -555,7 +555,8 @@ def _pair_task(lay: _Layout, qb: _Block, gb: _Block, cfg: PassConfig, ret: bool)
         part = run_chunk(sub, qb.row_eval, qb.row_sample, cfg, 0, len(qb.qi))
         part["class_ids"] = np.unique(qb.q_class)  # the sub-Prepared's classes, globally
         # deferred elements: global query / gallery indices, and their float64
-        # keys computed here, where the rows are (see _needs_deferred_rows)
+        # keys computed here, where the rows are: the client places them by
+        # those keys (exact._resolve_deferred) and needs no rows
         part["deferred_keys"] = [exact_keys(sub, d[2], d[3]) for d in part["deferred"]]
         part["deferred"] = [(d[0], d[1], qb.qi[d[2]], gb.gi[d[3]]) for d in part["deferred"]]
         part["ver_gathered"] = [(v, p, qb.qi[rows]) for v, p, rows in part["ver_gathered"]]
@@ -777,8 +778,7 @@ class _ShardRun:
     def prepared(self) -> Prepared:
         """The arrangement ``run_exact`` works on: norms from the workers;
         ``xq`` / ``xg`` zero except the rows the client needs (the pilot's,
-        here; those of deferred elements after a pass: ``_fill``), read by
-        the workers. A row never filled is never read by the client."""
+        ``_fill``), read by the workers. A row never filled is never read by the client."""
         p = self.prep
         nq, ng = len(p.q_rows), len(p.g_rows)
         self.xq = _sparse_rows(nq, p.dim)
@@ -890,9 +890,6 @@ class _ShardRun:
                     total["first_rank"][qi] = first
                     total["ap"][qi] = ap
                 total["n_rel"] = self.R.copy()
-            if total["deferred"] and _needs_deferred_rows():
-                self._fill(np.concatenate([d[2] for d in total["deferred"]]),
-                           np.concatenate([d[3] for d in total["deferred"]]))
         finally:
             for fut in futures + ranked:
                 fut.release()
@@ -937,17 +934,3 @@ def _sum_parts(parts: list, nq: int, C: int) -> dict:
     total["ap"] = np.zeros(nq)
     total["n_rel"] = np.zeros(nq, np.int64)
     return total
-
-
-# -- deferred pairs ------------------------------------------------------------------
-# The tasks compute the float64 keys of the pairs they defer, where the rows
-# are (``res["deferred_keys"]``), and ``exact._resolve_deferred`` places the
-# pairs by them (``exact.DEFERRED_KEYS``): the client needs no rows. Were it
-# not so, the shard run would fill the client's ``xq`` / ``xg`` with the rows
-# of the deferred pairs (``_ShardRun._fill``), read from the workers.
-
-
-def _needs_deferred_rows() -> bool:
-    from . import exact
-
-    return not getattr(exact, "DEFERRED_KEYS", False)

@@ -873,12 +873,6 @@ def _add_cells(res, prep: Prepared, cells, pos, q) -> None:
                                         minlength=G * K).reshape(G, K)
 
 
-#: ``_resolve_deferred`` takes float64 keys computed where the rows are
-#: (``res["deferred_keys"]``, one array per deferred part): the Dask engine's
-#: shard run computes them on the workers, so the client needs no rows
-DEFERRED_KEYS = True
-
-
 def _resolve_deferred(res, grid: np.ndarray, l2: bool, prep: Prepared) -> None:
     """Place the elements deferred by a pass whose grid was not yet exact:
     by their float64 keys where the pass computed them (``deferred_keys``),
