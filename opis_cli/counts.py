@@ -38,6 +38,12 @@ def fmr_rank(level: float, negatives: int) -> int | None:
     return math.floor(fm) + 1 if fm >= 1 else None
 
 
-def evaluated(positives: np.ndarray, negatives: np.ndarray) -> np.ndarray:
-    """Which classes (or groups) are evaluated: ``P > 0`` and ``M > 0`` (SPEC 3)."""
-    return (np.asarray(positives) > 0) & (np.asarray(negatives) > 0)
+def evaluated(positives: np.ndarray, negatives: np.ndarray, rows: np.ndarray | None = None,
+              min_rows: int = 2) -> np.ndarray:
+    """Which classes (or groups) are evaluated (SPEC 3): ``P > 0``, ``M > 0`` and,
+    when ``rows`` (rows per class) is given, at least ``min_rows`` rows
+    (``--min-class-rows``; the default 2 adds nothing to ``P > 0``)."""
+    ev = (np.asarray(positives) > 0) & (np.asarray(negatives) > 0)
+    if rows is not None and min_rows > 2:
+        ev &= np.asarray(rows) >= min_rows
+    return ev

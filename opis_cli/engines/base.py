@@ -59,6 +59,9 @@ class GridSpec:
     #: the verification view (SPEC 14): ``(p_target, c_miss, c_fa)`` of the
     #: detection cost, or None to skip it (it costs a pass, see engines/verify.py)
     verification: tuple[float, float, float] | None = None
+    #: SPEC 3's ``--min-class-rows``: a class with fewer rows is not evaluated
+    #: (its rows stay negatives of the others); 2 adds nothing to P > 0, M > 0
+    min_class_rows: int = 2
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,10 @@ class EngineOutput:
     #: intervals; None for the engines that count every pair they report.
     #: Its counts (``class_fp``, ...) are then float64 estimates.
     replicates: object | None = None
+    #: per query (nq,), in the order of ``first_rank``: how many of its R nearest
+    #: gallery rows are positives (R = ``n_relevant``; SPEC 6's R-Precision is
+    #: ``hits_at_r / R`` averaged over queries with R > 0). None: not measured.
+    hits_at_r: np.ndarray | None = None
 
 
 @runtime_checkable
