@@ -19,6 +19,7 @@ from . import counts
 from ._version import __version__
 from . import options as opt
 from .engines.base import Engine, EngineOutput, GridSpec, Progress
+from .engines.registry import capabilities, either, provenance_index, with_capability
 from .errors import ConfigError, InputError
 from .metrics.consistency import consistency, retrieval as retrieval_metrics
 from .metrics.fairness import fairness as fairness_of
@@ -130,9 +131,10 @@ def evaluate(
     cal = opt.parse_range(calibration_range, "--calibration-range")
     if getattr(embeddings, "sharded", False):
         # embeddings left in their files for the Dask workers (opis_cli.io.shards)
-        if getattr(engine, "name", None) != "dask":
+        if not capabilities(engine).shards:
             raise ConfigError("this input is read by the Dask workers: it needs "
-                              "engine=DaskEngine(...) (--engine dask)")
+                              "engine=DaskEngine(...) (--engine "
+                              f"{either(with_capability('shards'))})")
         prep = embeddings.arrange(labels, metric=metric, groups=groups, is_query=is_query,
                                   is_gallery=is_gallery)
     else:
@@ -166,9 +168,9 @@ def _calibrated(prep: Prepared, calibration, embeddings, labels, groups, engine_
     """``prep`` with the calibration's per-row offsets, and its provenance entry."""
     from .calibration import check_applies
 
-    if engine_name not in ("exact", "dask"):
-        raise ConfigError(f"--calibration needs --engine exact or dask (the {engine_name} "
-                          "engine does not take per-row offsets)")
+    if not capabilities(engine_name).offsets:
+        raise ConfigError(f"--calibration needs --engine {either(with_capability('offsets'))} "
+                          f"(the {engine_name} engine does not take per-row offsets)")
     check_applies(calibration, prep.metric, prep.dim)
     if getattr(embeddings, "sharded", False) and calibration.method.startswith("cluster"):
         raise ConfigError(f"--calibration {calibration.method} assigns rows by their embeddings, "
@@ -341,8 +343,7 @@ def build_result(prep: Prepared, out: EngineOutput, *, spec: GridSpec, metric: s
             ver = verification_of(out.verification, spec.verification, gpts)
     prov = {
         "tool": "opis", "tool_version": __version__, "inputs": [dict(s) for s in sources],
-        "engine": engine_name, "index": "exact (all pairs, BLAS inner products)"
-        if engine_name == "exact" else engine_name,
+        "engine": engine_name, "index": provenance_index(engine_name),
         "passes": out.passes, "options": options, "versions": _versions(),
     }
     if out.notes:
@@ -350,9 +351,11 @@ def build_result(prep: Prepared, out: EngineOutput, *, spec: GridSpec, metric: s
         if "index" in out.notes:
             prov["index"] = out.notes["index"]
     if spec.verification is not None and out.verification is None:
+        why = ("does not measure it" if capabilities(engine_name).exact else
+               "does not see every pair (SPEC 14 needs all of them)")
         prov["engine_notes"] = {**prov.get("engine_notes", {}), "verification": (
-            f"not measured: the {engine_name} engine does not see every pair (SPEC 14 needs "
-            "all of them); use --engine exact or dask")}
+            f"not measured: the {engine_name} engine {why}; "
+            f"use --engine {either(with_capability('verification'))}")}
     if calibration_info is not None:
         prov["calibration"] = calibration_info
         options["calibration"] = calibration_info.get("path", calibration_info["method"])

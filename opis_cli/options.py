@@ -37,9 +37,9 @@ UTILITIES = ("tpr-tnr", "precision-recall")
 #: ``--threshold-policy`` names; ``far:F`` (a FAR bound) is the third form.
 POLICIES = ("max-mean-utility", "max-worst-utility")
 POLICY_FORMS = POLICIES + ("far:F",)
-#: ``--engine``: all pairs, approximate k nearest neighbours, all pairs on Dask,
-#: sampled negatives with intervals (SPEC 15).
-ENGINES = ("exact", "knn", "dask", "sampled")
+#: ``--engine``: the names of ``opis_cli.engines.registry.ENGINES`` (declared
+#: there with their help, options and capabilities; a test keeps the two equal).
+ENGINES = ("exact", "knn", "dask", "sampled", "reference")
 #: ``--index`` of the knn engine (FAISS).
 INDEXES = ("hnsw", "ivf", "flat")
 #: ``--format`` of an embeddings input (the keys of ``opis_cli.io.dataset._FORMATS``);

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from .. import options as opt
+from ..engines.registry import engine_help
 from ..errors import ConfigError
 from . import options as o
 from .root import app, check_outputs, exit_with, write_gate_outputs
@@ -30,7 +31,9 @@ def _worker_shards(path: Path, engine: str, labels, embedding_columns, input_for
     """Whether the Dask workers read this input themselves: ``--engine dask``
     on Parquet (a file or a folder) with the embeddings in one list column
     and the labels in the same files (opis_cli.io.shards)."""
-    if engine != "dask" or labels is not None or embedding_columns is not None:
+    from ..engines.registry import capabilities
+
+    if not capabilities(engine).shards or labels is not None or embedding_columns is not None:
         return False
     if input_format not in (None, "parquet") or any(v is not None for v in format_options.values()):
         return False
@@ -107,10 +110,7 @@ def evaluate(
     report: Annotated[Optional[Path], typer.Option(
         help="Write an HTML report with PNG figures into this folder.")] = None,
     block_mib: o.BlockMiB = opt.BLOCK_MIB,
-    engine: Annotated[str, typer.Option(
-        help="exact (all pairs), knn (approximate: K nearest neighbours), dask "
-             "(exact, distributed) or sampled (estimates with 95% intervals: every positive "
-             "pair, sampled negatives).")] = opt.ENGINE,
+    engine: Annotated[str, typer.Option(help=engine_help())] = opt.ENGINE,
     negatives_per_query: Annotated[int, typer.Option(
         help="Gallery rows drawn per query for --engine sampled (its negatives are those of "
              "other classes).")] = opt.NEGATIVES_PER_QUERY,
@@ -170,9 +170,12 @@ def evaluate(
         from ..calibration import load_calibration
 
         cal, cal_source = load_calibration(calibration)
-        if engine not in ("exact", "dask"):
-            raise ConfigError(f"--calibration needs --engine exact or dask, not {engine} (the "
-                              "knn engine does not take per-row offsets)")
+        from ..engines.registry import capabilities, either, entry, with_capability
+
+        if not capabilities(entry(engine).name).offsets:
+            raise ConfigError(f"--calibration needs --engine {either(with_capability('offsets'))}"
+                              f", not {engine} (the {engine} engine does not take per-row "
+                              "offsets)")
         if cal.metric != metric.value:
             raise ConfigError(f"--calibration {calibration}: fitted with --metric {cal.metric}, "
                               f"this evaluation uses --metric {metric.value}")
@@ -196,16 +199,11 @@ def evaluate(
                      threshold_policy=threshold_policy, fairness_alpha=fairness_alpha,
                      verification=verification, dcf=dcf_costs, block_bytes=block_bytes,
                      **cal_opts)
-    if engine == "dask":
-        from ..engines.dask import DaskEngine
-
-        eng = DaskEngine(block_bytes=block_bytes, scheduler=scheduler, workers=workers,
-                         worker_bytes=worker_mib * 2**20)
-    else:
-        eng = make_engine(engine, block_bytes=block_bytes, k=k, index=index,
-                          scheduler=scheduler, workers=workers,
-                          negatives_per_query=negatives_per_query,
-                          retrieval_queries=retrieval_queries, seed=seed)
+    # each engine takes the options its registry entry declares
+    eng = make_engine(engine, block_bytes=block_bytes, k=k, index=index,
+                      scheduler=scheduler, workers=workers, worker_bytes=worker_mib * 2**20,
+                      negatives_per_query=negatives_per_query,
+                      retrieval_queries=retrieval_queries, seed=seed)
     show = not quiet and sys.stderr.isatty()
     if _worker_shards(path, engine, labels, embedding_columns, fmt_opts["format"],
                       {k_: v for k_, v in fmt_opts.items() if k_ != "format"}):
