@@ -36,43 +36,33 @@ from typing import Iterable, Mapping, Sequence
 
 from ..metrics.bootstrap import BOOTSTRAP_METRICS, Bootstrap, DifferenceInterval, difference_interval
 from ..errors import ConfigError, ExitCode, InputError
+from ..metrics.registry import DIRECTION as METRIC_DIRECTION, keys as metric_keys
 from ..options import check_confidence
 from ..render.format import num
 
+#: The metric lists and directions below come from the metrics registry
+#: (``opis_cli.metrics.registry``: key, direction, JSON path, name, doc).
+
 #: The keys of ``EvaluationResult.headline()``: the metric names rules accept.
-HEADLINE_METRICS = (
-    "opis", "epsilon_opis", "recall_at_1", "recall_at_2", "recall_at_4", "recall_at_8",
-    "map_at_r", "threshold", "mean_utility", "worst_mean_utility", "tpr", "far", "frr",
-    "fraction_far_above_2x",
-)
+HEADLINE_METRICS = metric_keys("headline")
 
 #: SPEC 13 of the class block (``EvaluationResult.fairness_metrics()``): at the
 #: recommended threshold, and ``fdr``/``garbe`` averaged over the calibration range.
-FAIRNESS_METRICS = ("fdr", "garbe", "far_ratio", "frr_ratio", "inequity_rate", "fdr_mean",
-                    "garbe_mean")
+FAIRNESS_METRICS = metric_keys("fairness")
 
 #: SPEC 14 (``EvaluationResult.verification_metrics()``; results evaluated with
 #: ``--verification`` only): the EER, the normalised minDCF, the FNMR at each FMR.
-VERIFICATION_METRICS = ("eer", "min_dcf") + tuple(
-    f"fnmr_at_fmr_{k}" for k in ("1e-01", "1e-02", "1e-03", "1e-04", "1e-05", "1e-06"))
+VERIFICATION_METRICS = metric_keys("verification")
 
 #: Metrics of the deployment view (``opis compare`` only): the candidate at the
 #: baseline's deployed threshold; ``deployed_far_ratio`` is candidate FAR / baseline FAR.
-DEPLOYMENT_METRICS = ("deployed_far", "deployed_tpr", "deployed_frr", "deployed_far_ratio")
+DEPLOYMENT_METRICS = metric_keys("deployment")
 
 #: Every metric name a rule accepts.
 RULE_METRICS = HEADLINE_METRICS + FAIRNESS_METRICS + VERIFICATION_METRICS + DEPLOYMENT_METRICS
 
 #: +1: higher is better, -1: lower is better, 0: neither (the threshold itself).
-DIRECTION = {
-    "opis": -1, "epsilon_opis": -1, "recall_at_1": 1, "recall_at_2": 1, "recall_at_4": 1,
-    "recall_at_8": 1, "map_at_r": 1, "threshold": 0, "mean_utility": 1,
-    "worst_mean_utility": 1, "tpr": 1, "far": -1, "frr": -1, "fraction_far_above_2x": -1,
-    "fdr": 1, "garbe": -1, "far_ratio": -1, "frr_ratio": -1, "inequity_rate": -1,
-    "fdr_mean": 1, "garbe_mean": -1,
-    "eer": -1, "min_dcf": -1, **{m: -1 for m in VERIFICATION_METRICS[2:]},
-    "deployed_far": -1, "deployed_tpr": 1, "deployed_frr": -1, "deployed_far_ratio": -1,
-}
+DIRECTION = {k: METRIC_DIRECTION[k] for k in RULE_METRICS}
 
 KINDS = ("max", "min", "max-increase", "max-decrease")
 RELATIVE_KINDS = ("max-increase", "max-decrease")

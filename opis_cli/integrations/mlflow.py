@@ -86,10 +86,15 @@ def evaluation_metrics(result: EvaluationResult, prefix: str = "") -> dict[str, 
         ``min_dcf``, ``fnmr_at_fmr_1e-01`` ... ``fnmr_at_fmr_1e-06`` (SPEC 14),
         and the group keys.
     """
-    out = dict(result.gate_metrics())
+    from ..metrics.registry import TRACKED_FAMILIES, keys
+
+    values = dict(result.gate_metrics())
     if result.groups is not None:
-        out["group_opis"] = result.groups.opis
-        out["group_epsilon_opis"] = result.groups.epsilon_opis
+        values["group_opis"] = result.groups.opis
+        values["group_epsilon_opis"] = result.groups.epsilon_opis
+    # the names: those of the metrics registry's tracked families
+    tracked = set(keys(*TRACKED_FAMILIES))
+    out = {k: v for k, v in values.items() if k in tracked}
     return _finite({prefix + k: v for k, v in out.items()})
 
 
