@@ -128,3 +128,76 @@ def test_only_the_integrations_import_trackers_and_training_frameworks():
     frameworks = {"mlflow", "lightning", "pytorch_lightning"}
     users = sorted(m for m in MODULES if frameworks & imports(m)[1])
     assert users == ["opis_cli.integrations.lightning", "opis_cli.integrations.mlflow"]
+
+
+def _importers(package: str, target: str) -> dict[str, list[str]]:
+    """``module -> the target modules it imports`` for the modules of ``package``
+    that import a module of ``target`` (lazy imports included)."""
+    out = {}
+    for m in sorted(MODULES):
+        if m == package or m.startswith(package + "."):
+            hit = sorted(t for t in imports(m)[0] if t == target or t.startswith(target + "."))
+            if hit:
+                out[m] = hit
+    return out
+
+
+#: known exceptions, each to be removed (not added to) by a later change: the
+#: reader checks the memory a file will need with the exact engine's memory
+#: model (``engines/memory.py``, numba-free); the gate formats its messages
+#: with ``render/format.py``'s number formatting (pure Python)
+IO_IMPORTS_ENGINES = {"opis_cli.io.dataset": ["opis_cli.engines.memory"]}
+GATE_IMPORTS_RENDER = {"opis_cli.gate.compare": ["opis_cli.render.format"],
+                       "opis_cli.gate.rules": ["opis_cli.render.format"]}
+
+
+def test_the_import_checker_sees_lazy_imports():
+    assert "opis_cli.engines.memory" in imports("opis_cli.io.dataset")[0]
+    assert _importers("opis_cli.cli", "opis_cli.engines")  # the CLI builds engines
+
+
+def test_io_does_not_import_engines():
+    """Readers come before any engine (data flows one way)."""
+    assert _importers("opis_cli.io", "opis_cli.engines") == IO_IMPORTS_ENGINES
+
+
+def test_gate_does_not_import_render():
+    """Rules and comparisons are computed, then rendered: never the other way."""
+    assert _importers("opis_cli.gate", "opis_cli.render") == GATE_IMPORTS_RENDER
+
+
+def _engine_name_comparisons(source: str, names: set[str]) -> list[int]:
+    """Lines of ``source`` that compare something with an engine name
+    (``x == "dask"``, ``x in ("exact", "dask")``, ``"knn" != x``)."""
+
+    def named(node) -> bool:
+        if isinstance(node, ast.Constant):
+            return node.value in names
+        if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+            return any(named(e) for e in node.elts)
+        return False
+
+    return sorted(node.lineno for node in ast.walk(ast.parse(source))
+                  if isinstance(node, ast.Compare)
+                  and any(named(n) for n in [node.left, *node.comparators]))
+
+
+def test_the_name_checker_finds_comparisons():
+    names = {"exact", "dask"}
+    src = 'a = x == "dask"\nb = y in ("exact", "z")\nc = "exact"\nd = z == "flat"\n'
+    assert _engine_name_comparisons(src, names) == [1, 2]
+
+
+def test_engine_names_are_compared_only_in_the_registry():
+    """The API and the CLI ask an engine's capabilities (engines/registry.py),
+    never its name."""
+    from opis_cli.engines.registry import NAMES
+
+    found = {}
+    for m, (path, _) in sorted(MODULES.items()):
+        if m == "opis_cli.engines.registry":
+            continue
+        lines = _engine_name_comparisons(path.read_text(encoding="utf-8"), set(NAMES))
+        if lines:
+            found[m] = lines
+    assert found == {}
