@@ -242,26 +242,38 @@ def test_block_size_and_threads_never_change_bytes(name, request):
     assert docs[0] == docs[1] == docs[2]
 
 
-#: where an interval may be read against the reference value (SPEC 15)
-_INTERVALS = {"opis": "opis", "epsilon_opis": "epsilon_opis",
+#: SPEC 15's interval names -> where the reference's value lives in its JSON
+_INTERVALS = {"opis": ("opis",), "epsilon_opis": ("epsilon_opis",),
+              "calibration_range.lower": ("calibration_range", "lower"),
+              "calibration_range.upper": ("calibration_range", "upper"),
+              "recommended_threshold.value": ("recommended_threshold", "value"),
+              "recall_at_k.1": ("retrieval", "recall_at_k", "1"),
               "map_at_r": ("retrieval", "map_at_r")}
 
 
 @pytest.mark.parametrize("name", _names("estimates"))
 def test_estimating_engines_cover_the_reference_and_repeat_bytes(name, request):
+    """Over 20 seeds each 95% interval holds the reference's value at least 14
+    times (measured: 16-19; a miss rate this high would be a bug), and a
+    seed gives the same bytes twice."""
     from opis_cli import evaluate
 
     x, y = gaussian(11, n=600, dim=12, n_classes=12)
-    run = lambda eng: evaluate(x, y, engine=eng, timestamp=False)  # noqa: E731
-    want = run(ReferenceEngine()).to_dict()
-    got = [run(_engine(name, request, seed=s, negatives_per_query=100, retrieval_queries=200))
-           for s in (3, 3)]
-    assert got[0].to_json() == got[1].to_json()
-    intervals = got[0].to_dict()["estimate"]["intervals"]
-    assert set(_INTERVALS) <= set(intervals)
-    for key, path in _INTERVALS.items():
-        v = want
-        for p in (path,) if isinstance(path, str) else path:
-            v = v[p]
-        lo, hi = intervals[key]
-        assert lo <= v <= hi, (key, lo, v, hi)
+    want = evaluate(x, y, engine=ReferenceEngine(), timestamp=False).to_dict()
+
+    def run(seed):
+        eng = _engine(name, request, seed=seed, negatives_per_query=100, retrieval_queries=200)
+        return evaluate(x, y, engine=eng, timestamp=False)
+
+    assert run(3).to_json() == run(3).to_json()
+    held = dict.fromkeys(_INTERVALS, 0)
+    for seed in range(20):
+        intervals = run(seed).to_dict()["estimate"]["intervals"]
+        assert set(intervals) == set(_INTERVALS)
+        for key, path in _INTERVALS.items():
+            v = want
+            for p in path:
+                v = v[p]
+            lo, hi = intervals[key]
+            held[key] += lo <= v <= hi
+    assert min(held.values()) >= 14, held
