@@ -277,3 +277,48 @@ def test_estimating_engines_cover_the_reference_and_repeat_bytes(name, request):
             lo, hi = intervals[key]
             held[key] += lo <= v <= hi
     assert min(held.values()) >= 14, held
+
+
+# ---------------------------------------------------------------------------
+# the command line asks the registry
+# ---------------------------------------------------------------------------
+def _cli(capsys, *args):
+    from opis_cli.cli import main
+
+    capsys.readouterr()
+    code = main([str(v) for v in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def files(tmp_path):
+    x, y = integer_rows(2)
+    np.save(tmp_path / "x.npy", x)
+    (tmp_path / "y.txt").write_text("\n".join(y) + "\n")
+    return tmp_path
+
+
+def test_cli_engine_choice_and_the_offsets_capability(capsys, files):
+    d = files
+    data = [d / "x.npy", "--labels", d / "y.txt", "--metric", "l2"]
+    code, _, err = _cli(capsys, "evaluate", *data, "--engine", "nope", "--json", d / "r.json")
+    assert code == 2 and err == ("Error: --engine 'nope': expected one of exact, knn, dask, "
+                                 "sampled, reference\n")
+    assert _cli(capsys, "calibrate", *data, "--method", "per-class", "--out", d / "cal.json",
+                "-q")[0] == 0
+    code, _, err = _cli(capsys, "evaluate", *data, "--engine", "sampled", "--calibration",
+                        d / "cal.json", "--json", d / "r.json")
+    assert code == 2 and err.count("\n") == 1, err
+    assert "--calibration needs --engine exact, dask or reference, not sampled" in err
+    assert not (d / "r.json").exists()
+    docs = []
+    for engine in ("exact", "reference"):  # offsets through the CLI: the same bytes
+        code, out, err = _cli(capsys, "evaluate", *data, "--engine", engine, "--calibration",
+                              d / "cal.json", "--json", "-", "-q")
+        assert code == 0, err
+        doc = json.loads(out)
+        assert doc["provenance"]["engine"] == engine
+        doc.pop("provenance")
+        docs.append(json.dumps(doc, sort_keys=True))
+    assert docs[0] == docs[1]
