@@ -105,9 +105,10 @@ def _output(engine, case):
 
 
 def _document(prep, out, case) -> str:
-    res = build_result(prep, out, spec=case["spec"], metric=case["metric"], utility=opt.UTILITY,
-                       beta=opt.BETA, epsilon=opt.EPSILON, policy=Policy.parse(opt.THRESHOLD_POLICY),
-                       engine_name="any", group_column="group", timestamp=False)
+    res = build_result(prep, out, spec=case["spec"], metric=case["metric"],
+                       utility=opt.UTILITY, beta=opt.BETA, epsilon=opt.EPSILON,
+                       policy=Policy.parse(opt.THRESHOLD_POLICY), engine_name="any",
+                       group_column="group", timestamp=False)
     d = res.to_dict()
     d.pop("provenance")
     return json.dumps(d, sort_keys=True)
@@ -185,6 +186,20 @@ def test_reference_engine_ranks_ties_by_row():
     out = ReferenceEngine().run(prep, GridSpec(num_thresholds=2, calibration_range=(0.5, 2)))
     q0 = int(np.nonzero(prep.q_rows == 0)[0][0])
     assert (out.first_rank[q0], out.ap_at_r[q0], out.hits_at_r[q0]) == (3, 0.0, 0)
+
+
+@pytest.mark.parametrize("case", ["cosine-far", "l2-far-ties", "cosine-far-ties"])
+def test_reference_order_statistic_by_bisection_is_the_sorted_one(case, monkeypatch):
+    """With room for only a few values the reference narrows the range by
+    bisection before sorting: the same thresholds, and the same output."""
+    from opis_cli.engines import reference
+
+    _, want = _output(ReferenceEngine(), CASES[case])
+    monkeypatch.setattr(reference, "_HELD", 5)
+    _, got = _output(ReferenceEngine(block_bytes=2**12), CASES[case])
+    assert got.passes > want.passes  # it did bisect
+    np.testing.assert_array_equal(got.thresholds, want.thresholds)
+    np.testing.assert_array_equal(got.class_fp, want.class_fp)
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -119,6 +119,8 @@ class ReferenceEngine:
             if vmin == vmax:
                 return vmin, passes
             mid = vmin + (vmax - vmin) / 2
+            if mid == vmax:  # two neighbouring floats: split between them
+                mid = vmin
             n_mid = sum(int((_negatives(prep, row_eval, q0, q1, d) <= mid).sum())
                         for q0, q1, d, _ in self._blocks(prep))
             passes += 1
