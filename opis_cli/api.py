@@ -231,7 +231,7 @@ def operating_point(
     if ev.sum() < 2:
         raise InputError(f"only {int(ev.sum())} class(es) can be evaluated; need at least 2")
     if calibration is not None:
-        prep, _ = _calibrated(prep, calibration, embeddings, labels, groups, "exact", None)
+        prep, _ = _calibrated(prep, calibration, embeddings, labels, groups, ExactEngine.name, None)
     # Only the grid's upper end is read; the lower end just has to lie below it
     # (and, for squared l2 keys, stay positive so that they keep their order).
     lo = t / 2 if prep.squared_keys else t - 1.0
