@@ -1,0 +1,80 @@
+"""One decision rule (SPEC 2, issue 23): the calibration fit, ``opis calibrate``,
+the verification view and the sampled engine decide as the float64 keys do.
+
+Every number here is compared with a naive reference run on the N x N matrix
+of the float64 distances of SPEC 2 ("Which arithmetic decides": the float32
+rows, normalised in float64 for cosine, products summed in float64;
+``base.exact_keys``). The inputs are continuous and full of near-ties (rows
+a few float32 roundings apart), where the float32 BLAS distances order many
+pairs differently: each test also checks that the same reference run on
+float32 BLAS distances gives a different answer somewhere, so that it could
+fail.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from opis_cli.calibration import fit_many
+from opis_cli.engines.base import exact_keys, key_to_dist, pair_keys
+from opis_cli.prepare import prepare
+from transfer_reference import fitted_thresholds
+
+
+def near_ties(seed: int, n: int = 240, dim: int = 96, C: int = 8, spread: float = 3e-3):
+    """Rows scattered a little around one anchor (distances 1e-7 to 1e-4):
+    every distance has many rivals within float32 rounding."""
+    rng = np.random.default_rng(seed)
+    anchor = rng.normal(size=dim)
+    x = anchor + rng.normal(size=(n, dim)) * spread * rng.uniform(0.3, 1.0, size=(n, 1))
+    y = np.array([f"c{v}" for v in rng.integers(0, C, n)])
+    return x.astype(np.float32), y
+
+
+def distances64(x, metric: str) -> np.ndarray:
+    """SPEC 2's float64 distances of every ordered pair, in input row order."""
+    prep = prepare(x, np.zeros(len(x), np.int64), metric=metric)
+    n = prep.n_samples
+    qi, gj = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    k = exact_keys(prep, qi.ravel(), gj.ravel()).reshape(n, n)
+    out = np.empty((n, n))
+    out[np.ix_(prep.q_rows, prep.g_rows)] = key_to_dist(k, metric == "l2")
+    return out
+
+
+def distances32(x, metric: str) -> np.ndarray:
+    """The same from float32 BLAS products (what the engines compute first)."""
+    prep = prepare(x, np.zeros(len(x), np.int64), metric=metric)
+    k = pair_keys(prep.xq @ prep.xg.T, prep.qn2, prep.gn2, metric == "l2")
+    out = np.empty(k.shape)
+    out[np.ix_(prep.q_rows, prep.g_rows)] = key_to_dist(k, metric == "l2")
+    return out
+
+
+# -- the calibration fit (SPEC 11) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_fitted_thresholds_are_float64_order_statistics(metric):
+    differs = 0
+    for seed in range(4):
+        x, y = near_ties(seed)
+        rng = np.random.default_rng(seed)
+        grp = np.array([f"g{v}" for v in rng.integers(0, 4, len(y))])
+        F = (0.01, 0.05, 0.2, 0.5)[seed]
+        cals = fit_many(x, y, ["global", "per-class", "per-group", "cluster:4"], target_far=F,
+                        metric=metric, groups=grp, seed=seed)
+        D = distances64(x, metric)
+        tg, per_class = fitted_thresholds(D, y, y, F)
+        _, per_group = fitted_thresholds(D, y, grp, F)
+        assert all(c.global_threshold == tg for c in cals)
+        assert cals[1].thresholds == per_class
+        assert cals[2].thresholds == per_group
+        k = cals[3].assign(x)
+        _, per_cent = fitted_thresholds(D, y, k, F)
+        assert cals[3].thresholds == tuple(per_cent.get(str(i)) for i in range(4))
+        D32 = distances32(x, metric)
+        t32, c32 = fitted_thresholds(D32, y, y, F)
+        differs += (t32 != tg) + sum(c32[c] != per_class[c] for c in per_class)
+    assert differs  # float32 distances would have given other thresholds
