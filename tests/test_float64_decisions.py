@@ -78,3 +78,66 @@ def test_fitted_thresholds_are_float64_order_statistics(metric):
         t32, c32 = fitted_thresholds(D32, y, y, F)
         differs += (t32 != tg) + sum(c32[c] != per_class[c] for c in per_class)
     assert differs  # float32 distances would have given other thresholds
+
+
+# -- opis calibrate (SPEC 12) ----------------------------------------------------------
+
+
+def _transfer_both(monkeypatch, x, y, **kw):
+    """The reference folds on the float64 distances and on the float32 ones."""
+    import transfer_reference as tr
+
+    out = []
+    for dist in (distances64, distances32):
+        monkeypatch.setattr(tr, "distances", dist)
+        out.append(tr.transfer(x, y, **kw))
+    return out
+
+
+def _differs(a: dict, b: dict) -> bool:
+    return any(a[s][k] != b[s][k] for s, keys in
+               (("calibration", ("threshold", "far", "tpr")),
+                ("test", ("far", "tpr", "oracle_threshold", "oracle_tpr", "per_class")))
+               for k in keys)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+@pytest.mark.parametrize("split", ["classes", "groups", "rows"])
+def test_calibrate_folds_decide_as_float64(monkeypatch, metric, split):
+    from opis_cli.transfer import Data, calibrate
+    from test_calibrate import check_exact
+
+    differs = 0
+    for seed in range(3):
+        x, y = near_ties(10 + seed, n=200, C=12)
+        rng = np.random.default_rng(seed)
+        grp = np.array([f"g{v}" for v in rng.integers(0, 7, len(y))])
+        F = (0.01, 0.05, 0.3)[seed]
+        K = (5, 3, 4)[seed]
+        data = Data(x, y, groups=grp if split == "groups" else None)
+        got = calibrate(data, folds=K, seed=seed, target=f"far:{F}", split=split, metric=metric,
+                        timestamp=False).to_dict()["transfer"]["folds"]
+        ref64, ref32 = _transfer_both(monkeypatch, x, y, K=K, seed=seed, F=F, metric=metric,
+                                      groups=grp if split == "groups" else None,
+                                      rows=split == "rows")
+        for g, r, r32 in zip(got, ref64, ref32):
+            check_exact(g, r)
+            differs += _differs(r, r32)
+    assert differs  # float32 distances would have given other folds
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_calibrate_with_a_test_file_decides_as_float64(metric):
+    from opis_cli.transfer import Data, calibrate
+    from test_calibrate import check_exact
+    from transfer_reference import transfer_sides
+
+    x, y = near_ties(21, n=220, C=10)
+    a = np.arange(len(y)) < 130
+    got = calibrate(Data(x[a], y[a]), test=Data(x[~a], y[~a]), target="far:0.02", metric=metric,
+                    timestamp=False).to_dict()["transfer"]["folds"][0]
+    ones = np.ones(len(y), bool)
+    # pairs lie within each side; the float64 distance of a pair is its own
+    ref = transfer_sides(distances64(x, metric), y, np.nonzero(a)[0], np.nonzero(~a)[0], 0.02,
+                         ones, ones)
+    check_exact(got, ref)

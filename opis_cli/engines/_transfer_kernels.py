@@ -93,7 +93,7 @@ def cell_histograms(S, l2, qn2, gn2, self_col, ps, pe, fold_q, fold_g, K, row_mo
 
 @nb.njit(cache=True, nogil=True)
 def gather_targets(S, l2, qn2, gn2, self_col, ps, pe, fold_q, fold_g, row_sides, lo, scale, F,
-                   limit, flag, tw0, tw1, own_side, own_below, g_key, g_code, g_n):
+                   limit, flag, tw0, tw1, own_side, own_below, xq, xg, g_key, g_code, g_n):
     """Pass 2: count each row's pairs below its own side's target windows and
     gather every pair whose bin lies in a target window of a side holding it.
 
@@ -103,7 +103,8 @@ def gather_targets(S, l2, qn2, gn2, self_col, ps, pe, fold_q, fold_g, row_sides,
     whose per-row counts row ``r`` keeps (its own fold alone: pairs with a
     gallery row of the same fold), or -1; ``own_below[r, m, pos]`` counts
     its pairs with a bin below ``tw0[own_side, m]``. Gathered: ``g_key[r, i]``
-    the key and ``g_code[r, i] = (s * T + m) * 2 + pos``; ``g_n[r]`` the true
+    the float64 key (``exact_key`` of query row ``xq[r]`` and ``xg[j]``: the
+    windows are brackets, ``base.bracket_bins``) and ``g_code[r, i] = (s * T + m) * 2 + pos``; ``g_n[r]`` the true
     number (may exceed the capacity: the caller runs the tile again with
     more room). Keys at or above ``limit`` (above every window) are skipped.
     """
@@ -140,14 +141,17 @@ def gather_targets(S, l2, qn2, gn2, self_col, ps, pe, fold_q, fold_g, row_sides,
                             own_below[r, m, pos] += 1
                 if not flag[b]:
                     continue
+                k64 = np.nan
                 for k in range(n_s):
                     si = row_sides[r, fg, k]
                     if si < 0:
                         continue
                     for m in range(T):
                         if tw0[si, m] >= 0 and tw0[si, m] <= b <= tw1[si, m]:
+                            if k64 != k64:
+                                k64 = exact_key(xq[r], xg, j, l2, False, 0.0, 0.0)
                             if n < cap:
-                                g_key[r, n] = key
+                                g_key[r, n] = k64
                                 g_code[r, n] = (si * T + m) * 2 + pos
                             n += 1
         g_n[r] = n
