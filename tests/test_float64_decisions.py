@@ -141,3 +141,70 @@ def test_calibrate_with_a_test_file_decides_as_float64(metric):
     ref = transfer_sides(distances64(x, metric), y, np.nonzero(a)[0], np.nonzero(~a)[0], 0.02,
                          ones, ones)
     check_exact(got, ref)
+
+
+# -- the verification view (SPEC 14) ---------------------------------------------------
+
+
+def _det_of_float64_keys(x, y, metric, groups=None):
+    """The DET points from a naive histogram of the evaluated classes' float64
+    keys (SPEC 14's FAR/FRR at every busy bin edge of the engine's bins)."""
+    from types import SimpleNamespace
+
+    from opis_cli.engines.base import dist_to_key, key_span, value_bins
+    from opis_cli.engines.verify import VER_BINS
+    from opis_cli.metrics.verification import det_points
+
+    prep = prepare(x, y, metric=metric)
+    lo, hi = key_span(prep)
+    D = distances64(x, metric)
+    lab = np.asarray(y)
+    n = len(lab)
+    same = lab[:, None] == lab[None, :]
+    off = ~np.eye(n, dtype=bool)
+    P = (same & off).sum(axis=1)
+    M = (~same).sum(axis=1)
+    ev_cls = {c for c in set(lab) if P[lab == c].sum() > 0 and M[lab == c].sum() > 0}
+    ev = np.array([c in ev_cls for c in lab])[:, None] & off
+    keys = dist_to_key(D, metric == "l2")
+    b = value_bins(keys, lo, VER_BINS / (hi - lo), VER_BINS)
+    hp = np.bincount(b[ev & same], minlength=VER_BINS)
+    hn = np.bincount(b[ev & ~same], minlength=VER_BINS)
+    return det_points(SimpleNamespace(hist_pos=hp, hist_neg=hn, P=int(hp.sum()),
+                                      M=int(hn.sum())))
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+@pytest.mark.parametrize("seed", range(4))
+def test_verification_decides_as_float64(monkeypatch, metric, seed):
+    import reference as ref
+    from opis_cli import evaluate
+    from test_verification import DCFS, check
+
+    x, y = near_ties(30 + seed, n=260, C=10, spread=(3e-3, 1e-2, 3e-4, 3e-3)[seed])
+    rng = np.random.default_rng(seed)
+    opts = dict(metric=metric)
+    if seed % 2:
+        opts["groups"] = [f"g{v}" for v in rng.integers(0, 3, len(y))]
+    if seed == 3:
+        isq = rng.random(len(y)) < 0.6
+        opts.update(is_query=isq, is_gallery=~isq | (rng.random(len(y)) < 0.5))
+    if seed == 2:
+        D = distances64(x, metric)
+        opts["calibration_range"] = (float(np.quantile(D, 0.2)), float(np.quantile(D, 0.6)))
+    dcf = DCFS[seed]
+    res = evaluate(x, y, timestamp=False, verification=True, dcf=dcf, **opts)
+    ref_opts = {k: opts[k] for k in ("groups", "is_query", "is_gallery", "metric") if k in opts}
+    wants = []
+    for dist in (distances64, distances32):
+        monkeypatch.setattr(ref, "distance_matrix", dist)
+        wants.append(ref.verification(x, y, dcf=dcf, **ref_opts))
+    check(res, wants[0], what=f"seed {seed}")
+    v = res.verification
+    assert v.fnmr_at_fmr == wants[0]["fnmr_at_fmr"]  # counts: exactly
+    if "is_query" not in opts:
+        assert v.det == _det_of_float64_keys(x, y, metric)
+    w32 = wants[1]
+    assert (w32["eer"], w32["eer_threshold"], w32["min_dcf"], w32["fnmr_at_fmr"]) != \
+        (wants[0]["eer"], wants[0]["eer_threshold"], wants[0]["min_dcf"],
+         wants[0]["fnmr_at_fmr"])  # float32 distances would have decided otherwise
