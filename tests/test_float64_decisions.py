@@ -208,3 +208,97 @@ def test_verification_decides_as_float64(monkeypatch, metric, seed):
     assert (w32["eer"], w32["eer_threshold"], w32["min_dcf"], w32["fnmr_at_fmr"]) != \
         (wants[0]["eer"], wants[0]["eer_threshold"], wants[0]["min_dcf"],
          wants[0]["fnmr_at_fmr"])  # float32 distances would have decided otherwise
+
+
+# -- the sampled engine (SPEC 15) --------------------------------------------------------
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+@pytest.mark.parametrize("explicit", [False, True])
+def test_sampled_engine_drawing_every_row_decides_as_float64(metric, explicit):
+    """Every row drawn: the sampled engine's counts, range and retrieval are
+    those of the float64 reference (and so the exact engine's), exactly."""
+    import reference as ref
+    from opis_cli import evaluate
+    from opis_cli.engines.sampled import SampledEngine
+    from ref_compare import compare
+
+    x, y = near_ties(40 + explicit, n=220, C=8)
+    D = distances64(x, metric)
+    opts = dict(metric=metric, num_thresholds=1001)
+    if explicit:
+        opts["calibration_range"] = (float(np.quantile(D, 0.05)), float(np.quantile(D, 0.5)))
+    else:
+        opts["far_range"] = (0.02, 0.3)
+    eng = SampledEngine(negatives_per_query=len(y), retrieval_queries=len(y))
+    got = evaluate(x, y, engine=eng, timestamp=False, **opts)
+    want = ref.evaluate(x, y, distances=D, **opts)
+    compare(got, want, rel=1e-12, dist_tol=0.0, check_json=False)
+    assert got.calibration_range.lower == want.lower
+    assert got.calibration_range.upper == want.upper
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+@pytest.mark.parametrize("path", ["brackets", "histogram"])
+def test_sampled_engine_counts_its_draws_as_float64(metric, path, monkeypatch):
+    """Sampled negatives (S < ng): the range (by the pilot's brackets, or by
+    the histogram passes when they miss), the FP counts on the grid and on
+    every replicate's grid equal a float64 recount of the same draws."""
+    from opis_cli import counts
+    from opis_cli.engines.sampled import GROUPS, _Context
+
+    x, y = near_ties(50, n=400, C=10)
+    prep = prepare(x, y, metric=metric)
+    S, seed = 60, 3
+    ctx = _Context(prep, S, seed)
+    if path == "histogram":
+        monkeypatch.setattr(_Context, "_bracketed", lambda *a: None)
+    # the draws and their float64 keys, written out
+    rows, cols, draw = [], [], []
+    for b in range(ctx.n_blocks):
+        r = ctx.order[b * ctx.B:(b + 1) * ctx.B]
+        c = ctx.draws(b)
+        rows.append(np.repeat(r, len(c)))
+        cols.append(np.tile(c, len(r)))
+        draw.append(np.tile(np.arange(len(c)), len(r)))
+    rows, cols, draw = map(np.concatenate, (rows, cols, draw))
+    neg = prep.g_class[cols] != prep.q_class[rows]
+    rows, cols, draw = rows[neg], cols[neg], draw[neg]
+    d = key_to_dist(exact_keys(prep, rows, cols), metric == "l2")
+    ev = ctx.evaluated[prep.q_class[rows]]
+    grp = ctx.group_of_draw[draw]
+    # the FAR range: the need-th smallest sampled distance of each subset
+    a, b = 0.02, 0.3
+    (lo, hi), reps = ctx.far_range(a, b, None)
+    assert (ctx.passes == 1) == (path == "brackets")
+    m_total = int(ctx.M[ctx.evaluated].sum())
+    sizes = np.bincount(ctx.group_of_draw, minlength=GROUPS)
+    for end, (f, got) in enumerate(((a, lo), (b, hi))):
+        r = counts.ceil_rank(f, m_total)
+        for sub in range(-1, GROUPS):
+            s_sub = S - (0 if sub < 0 else int(sizes[sub]))
+            need = max(1, -(-r * s_sub // ctx.ng))
+            v = np.sort(d[ev & (grp != sub)])[need - 1]
+            assert (got if sub < 0 else reps[sub, end]) == v, (sub, end)
+    # the counts on the main grid and on each replicate's grid
+    K = 101
+    grid = np.linspace(lo, hi, K)
+    rep_grids = np.stack([np.linspace(r0, r1, K) for r0, r1 in reps])
+    out = ctx.count_negatives(grid, rep_grids, None)
+    cls = prep.q_class[rows]
+    C = prep.n_classes
+    want = np.zeros((C, K), np.int64)
+    np.add.at(want, (cls, np.minimum(np.searchsorted(grid, d, side="left"), K - 1)),
+              np.searchsorted(grid, d, side="left") < K)
+    np.testing.assert_array_equal(out["fp"], np.cumsum(want, axis=1))
+    for g in range(GROUPS):
+        cell = np.searchsorted(rep_grids[g], d, side="left")
+        sel = (cell < K) & (grp != g)
+        w = np.zeros((C, K), np.int64)
+        np.add.at(w, (cls[sel], cell[sel]), 1)
+        np.testing.assert_array_equal(out["fp_rep"][g], np.cumsum(w, axis=1))
+    # premise: float32 keys put some of these draws in other cells
+    s32 = np.einsum("ij,ij->i", prep.xq[rows], prep.xg[cols]).astype(np.float64)
+    k32 = (prep.qn2[rows] + prep.gn2[cols]) - 2.0 * s32 if metric == "l2" else 1.0 - s32
+    d32 = key_to_dist(k32, metric == "l2")
+    assert (np.searchsorted(grid, d32) != np.searchsorted(grid, d)).any()
