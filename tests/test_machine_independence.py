@@ -194,6 +194,20 @@ def test_the_same_verification_under_every_blas_kernel(args):
         assert text == outs[CORETYPES[0]], f"OPENBLAS_CORETYPE={c} gives different JSON"
 
 
+@pytest.mark.parametrize("args", [["--engine", "sampled", "--negatives-per-query", "500",
+                                   "--retrieval-queries", "500"],
+                                  ["--engine", "sampled", "--negatives-per-query", "300",
+                                   "--metric", "l2", "--group-column", "group"]],
+                         ids=["sampled", "sampled-l2-groups"])
+def test_the_same_sampled_estimate_under_every_blas_kernel(args):
+    """``--engine sampled``: for the pairs it draws (given the seed), every
+    decision is that of the float64 keys: the same bytes under every kernel."""
+    outs = {c: _under(c, args) for c in CORETYPES}
+    assert "estimate" in json.loads(outs[CORETYPES[0]])
+    for c, text in outs.items():
+        assert text == outs[CORETYPES[0]], f"OPENBLAS_CORETYPE={c} gives different JSON"
+
+
 @pytest.mark.parametrize("args", [[], ["--group-column", "group"],
                                   ["--method", "cluster:16", "--folds", "3"],
                                   ["--method", "cluster:16", "--out", "OUT"],
