@@ -12,10 +12,11 @@ with ``base.exact_keys`` (float64, one fixed order). These tests check:
   put pairs on the wrong side of a threshold), every count, order
   statistic, R@1 and MAP@R equals a naive float64 reference that uses the
   same float64 keys, with no "well-conditioned" seed selection;
-* across CPUs: the same evaluation under several ``OPENBLAS_CORETYPE``
-  kernels gives the same JSON bytes (apart from the time), while the
-  float32 products themselves differ between those kernels (so the test
-  could fail).
+* across CPUs: the same evaluation (with and without ``--verification``)
+  and the same ``opis calibrate`` (class and group folds, fitted
+  calibrations) under several ``OPENBLAS_CORETYPE`` kernels give the same
+  JSON bytes (apart from the time), while the float32 products themselves
+  differ between those kernels (so the test could fail).
 """
 
 from __future__ import annotations
@@ -140,14 +141,15 @@ def test_every_number_is_that_of_float64_keys(seed, metric):
 
 def _json_without_time(text: str) -> str:
     d = json.loads(text)
-    d["provenance"].pop("time", None)
+    if "provenance" in d:  # (a calibration file has none)
+        d["provenance"].pop("time", None)
     return json.dumps(d, sort_keys=True)
 
 
-def _under(coretype: str, args: list[str]) -> str:
+def _under(coretype: str, args: list[str], command: str = "evaluate") -> str:
     env = {**os.environ, "OPENBLAS_CORETYPE": coretype}
     cli = "import sys; from opis_cli.cli import main; sys.argv[0] = 'opis'; main()"
-    out = subprocess.run([sys.executable, "-c", cli, "evaluate", str(SAMPLE), "--json", "-",
+    out = subprocess.run([sys.executable, "-c", cli, command, str(SAMPLE), "--json", "-",
                           "--quiet", *args], env=env, capture_output=True, text=True, check=True)
     return _json_without_time(out.stdout)
 
@@ -177,6 +179,52 @@ def test_the_same_json_under_every_blas_kernel(args):
     first = outs[CORETYPES[0]]
     for c, text in outs.items():
         assert text == first, f"OPENBLAS_CORETYPE={c} gives different JSON"
+
+
+@pytest.mark.parametrize("args", [["--verification"],
+                                  ["--verification", "--metric", "l2", "--group-column", "group",
+                                   "--calibration-range", "0.6:1.2"]],
+                         ids=["verification", "verification-l2-groups"])
+def test_the_same_verification_under_every_blas_kernel(args):
+    """SPEC 14's EER, minDCF, FNMR at FMR and DET points are those of the
+    float64 keys (issue 23): the same bytes under every kernel."""
+    outs = {c: _under(c, args) for c in CORETYPES}
+    assert "verification" in json.loads(outs[CORETYPES[0]])
+    for c, text in outs.items():
+        assert text == outs[CORETYPES[0]], f"OPENBLAS_CORETYPE={c} gives different JSON"
+
+
+@pytest.mark.parametrize("args", [["--engine", "sampled", "--negatives-per-query", "500",
+                                   "--retrieval-queries", "500"],
+                                  ["--engine", "sampled", "--negatives-per-query", "300",
+                                   "--metric", "l2", "--group-column", "group"]],
+                         ids=["sampled", "sampled-l2-groups"])
+def test_the_same_sampled_estimate_under_every_blas_kernel(args):
+    """``--engine sampled``: for the pairs it draws (given the seed), every
+    decision is that of the float64 keys: the same bytes under every kernel."""
+    outs = {c: _under(c, args) for c in CORETYPES}
+    assert "estimate" in json.loads(outs[CORETYPES[0]])
+    for c, text in outs.items():
+        assert text == outs[CORETYPES[0]], f"OPENBLAS_CORETYPE={c} gives different JSON"
+
+
+@pytest.mark.parametrize("args", [[], ["--group-column", "group"],
+                                  ["--method", "cluster:16", "--folds", "3"],
+                                  ["--method", "cluster:16", "--out", "OUT"],
+                                  ["--method", "per-class", "--metric", "l2", "--out", "OUT"]],
+                         ids=["class-folds", "group-folds", "cluster-16", "fit-cluster-16",
+                              "fit-per-class-l2"])
+def test_the_same_calibrate_json_under_every_blas_kernel(args, tmp_path):
+    """``opis calibrate``: every fold's order statistics and counts, the
+    calibrations fitted on each calibration side and compared on the unseen
+    side, and the one fitted on all rows (``--out``, whose JSON is the
+    calibration file), are decided by float64 keys: the same bytes under
+    every kernel."""
+    outs = {c: _under(c, [str(tmp_path / f"{c}.json") if a == "OUT" else a for a in args],
+                      "calibrate") for c in CORETYPES}
+    assert ("thresholds" if "--out" in args else "transfer") in json.loads(outs[CORETYPES[0]])
+    for c in CORETYPES:
+        assert outs[c] == outs[CORETYPES[0]], f"OPENBLAS_CORETYPE={c} gives different JSON"
 
 
 @nb.njit

@@ -492,7 +492,7 @@ def test_det_figure_globally_and_for_the_worst_and_best_groups(tmp_path):
 def test_group_histograms_shrink_with_many_groups():
     from opis_cli.engines.verify import group_bins
 
-    assert group_bins(1) == group_bins(256) == 4096
+    assert group_bins(1) == group_bins(512) == 2048
     assert group_bins(1000) == 1024 and group_bins(10**6) == 64
     # many small groups: smaller histograms, the same exact EERs
     x, y = integer_rows(21, n=160)

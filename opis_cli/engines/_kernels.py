@@ -675,49 +675,95 @@ def _report_hist(kb, sc, ps, pe, lo, scale, RB, hpos, hneg, xr, xg, c0, l2, off,
             hneg[b] += 1
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _near_edge(key, lo, scale, ms):
+    """Whether a key lies within ``ms / scale`` (its margin) of a bin edge of
+    an even histogram: its float64 key may then lie in another bin."""
+    x = (key - lo) * scale
+    fr = x - np.floor(x)
+    return fr < ms or fr > 1.0 - ms
+
+
 @nb.njit(cache=True, nogil=True)
-def _verify_hist(kb, sc, a, b, lo, scale, nbins, hpos, hneg):
-    """Histogram every key of a chunk: columns [a, b) are positives, the
-    rest negatives; the query's own column ``sc`` (key +inf) is taken out
-    again afterwards, so that the loops have no branch."""
-    m = kb.shape[0]
-    for j in range(0, a):
-        hneg[_bin(kb[j], lo, scale, nbins)] += 1
-    for j in range(a, b):
-        hpos[_bin(kb[j], lo, scale, nbins)] += 1
-    for j in range(b, m):
-        hneg[_bin(kb[j], lo, scale, nbins)] += 1
-    if 0 <= sc < m:
-        sb = _bin(kb[sc], lo, scale, nbins)
-        if a <= sc < b:
-            hpos[sb] -= 1
-        else:
-            hneg[sb] -= 1
+def _verify_hist(kb, sc, a, b, ev, grp, lo, scale, nbins, gscale, gbins, hpos, hneg, gpos,
+                 gneg, xr, xg, c0, l2, off, a_r, bg, M):
+    """Histogram every key of a chunk (columns ``c0 + j``; [a, b) are
+    positives, the rest negatives; not the query's own column ``sc``), in the
+    global histogram when the row is evaluated (``ev``) and in its group's
+    (``grp >= 0``). The bins are those of the float64 keys: a key within the
+    margin ``M`` of a bin edge is replaced by its float64 key (in ``kb``, so
+    that the later phases see it too) and binned by it."""
+    ms = M * scale * (1.0 + 1e-9) + 1e-12
+    gms = M * gscale * (1.0 + 1e-9) + 1e-12
+    for j in range(kb.shape[0]):
+        if j == sc:
+            continue
+        key = kb[j]
+        if (ev and _near_edge(key, lo, scale, ms)) or (grp >= 0
+                                                       and _near_edge(key, lo, gscale, gms)):
+            col = c0 + j
+            key = exact_key(xr, xg, col, l2, off, a_r, bg[col])
+            kb[j] = key
+        pos = a <= j < b
+        if ev:
+            if pos:
+                hpos[_bin(key, lo, scale, nbins)] += 1
+            else:
+                hneg[_bin(key, lo, scale, nbins)] += 1
+        if grp >= 0:
+            if pos:
+                gpos[grp, _bin(key, lo, gscale, gbins)] += 1
+            else:
+                gneg[grp, _bin(key, lo, gscale, gbins)] += 1
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _wanted(key, lo, scale, nbins, ms, want):
+    """Whether a key's float64 key may lie in a wanted bin: its own bin is
+    wanted, or it lies within its margin of an edge of a wanted neighbour."""
+    b = _bin(key, lo, scale, nbins)
+    if want[b]:
+        return True
+    x = (key - lo) * scale
+    fr = x - np.floor(x)
+    if fr < ms and b > 0 and want[b - 1]:
+        return True
+    return fr > 1.0 - ms and b < nbins - 1 and want[b + 1]
 
 
 @nb.njit(cache=True, nogil=True)
 def _verify_gather(kb, sc, a, b, ev, grp, lo, scale, nbins, want, gscale, gbins, gwant,
-                   g_lo, g_hi, val, isp, n):
-    """Append the keys of a chunk that lie in a wanted bin (of the global
-    scope when the row is evaluated, of its group's scope) to ``val``/``isp``
-    (up to their capacity); returns the new true number."""
+                   g_lo, g_hi, val, isp, n, xr, xg, c0, l2, off, a_r, bg, M):
+    """Append the float64 keys (``exact_key``) of a chunk whose float64 key
+    lies in a wanted bin (of the global scope when the row is evaluated, of
+    its group's scope) to ``val``/``isp`` (up to their capacity); returns the
+    new true number. The bins are those of ``_verify_hist``."""
     m = kb.shape[0]
+    lo_m = g_lo - M
+    hi_m = g_hi + M
     hits = 0
-    for j in range(m):  # vectorised: most chunks have no key in a wanted bin
-        hits += (kb[j] >= g_lo) & (kb[j] <= g_hi)
+    for j in range(m):  # vectorised: most chunks have no key near a wanted bin
+        hits += (kb[j] >= lo_m) & (kb[j] <= hi_m)
     if hits == 0:
         return n
     cap = val.shape[0]
+    ms = M * scale * (1.0 + 1e-9) + 1e-12
+    gms = M * gscale * (1.0 + 1e-9) + 1e-12
     for j in range(m):
         key = kb[j]
-        if j == sc or not (g_lo <= key <= g_hi):
+        if j == sc or not (lo_m <= key <= hi_m):
             continue
-        take = ev and want[_bin(key, lo, scale, nbins)]
+        if not ((ev and _wanted(key, lo, scale, nbins, ms, want))
+                or (grp >= 0 and _wanted(key, lo, gscale, gbins, gms, gwant[grp]))):
+            continue
+        col = c0 + j
+        k64 = exact_key(xr, xg, col, l2, off, a_r, bg[col])
+        take = ev and want[_bin(k64, lo, scale, nbins)]
         if not take and grp >= 0:
-            take = gwant[grp, _bin(key, lo, gscale, gbins)]
+            take = gwant[grp, _bin(k64, lo, gscale, gbins)]
         if take:
             if n < cap:
-                val[n] = key
+                val[n] = k64
                 isp[n] = a <= j < b
             n += 1
     return n
@@ -1027,8 +1073,8 @@ def process_block(S, t, rows, win, rep, gat, grid, ret, ver, ex):
     Every decision is made as with the float64 keys of ``base.exact_keys``
     (the same on every machine): a float32 key within the row's margin of a
     boundary (report bin edge, grid threshold, order-statistic bracket, the
-    retrieval heap's limit or top) is recomputed in float64 and decided by
-    that. The verification histograms (``ver``) use the float32 keys.
+    retrieval heap's limit or top, verification bin edge) is recomputed in
+    float64 and decided by that.
 
     Outputs indexed by block row (``cnt_*``, ``def_*``, ``gath_*``,
     ``first_rank``, ``ap``, ``n_rel``) are overwritten for every row; the
@@ -1128,20 +1174,20 @@ def process_block(S, t, rows, win, rep, gat, grid, ret, ver, ex):
                 _offset_row(kc, l2, aq[r], bg[c0:c1])
             if c0 <= sc < c1:
                 kc[sc - c0] = np.inf  # never paired with itself: above every threshold
-            # the verification view first: it reads the float32 keys in both of its
-            # passes (the report histogram replaces a few with float64 keys)
+            # the verification view: bins of float64 keys (the keys it recomputes
+            # replace their float32 keys in kc, as the report histogram's do)
             if v_hist or v_gather:
                 a = min(max(ps, c0), c1) - c0
                 b = min(max(pe, c0), c1) - c0
-                if v_hist and ev:
-                    _verify_hist(kc, sc - c0, a, b, v_lo, v_scale, v_bins, v_pos[t], v_neg[t])
-                if v_hist and vg >= 0:
-                    _verify_hist(kc, sc - c0, a, b, v_lo, v_gscale, v_gbins, v_gpos[t, vg],
-                                 v_gneg[t, vg])
+                if v_hist and (ev or vg >= 0):
+                    _verify_hist(kc, sc - c0, a, b, ev, vg, v_lo, v_scale, v_bins, v_gscale,
+                                 v_gbins, v_pos[t], v_neg[t], v_gpos[t], v_gneg[t], xr, ex_g,
+                                 c0, l2, off, a_r, bg, M)
                 if v_gather and (ev or vg >= 0):
                     nv = _verify_gather(kc, sc - c0, a, b, ev, vg, v_lo, v_scale, v_bins,
                                         v_want, v_gscale, v_gbins, v_gwant, v_glo, v_ghi,
-                                        v_val[r], v_isp[r], nv)
+                                        v_val[r], v_isp[r], nv, xr, ex_g, c0, l2, off, a_r,
+                                        bg, M)
             if rep_on:
                 _report_hist(kc, sc - c0, ps - c0, pe - c0, r_lo, r_scale, RB, rep_pos[t],
                              rep_neg[t], xr, ex_g, c0, l2, off, a_r, bg, M)

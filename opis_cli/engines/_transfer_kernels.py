@@ -17,7 +17,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from ._kernels import _bin, _key
+from ._kernels import _bin, _key, exact_key
 
 
 #: gallery columns whose keys are computed and compacted together (in L1)
@@ -93,7 +93,7 @@ def cell_histograms(S, l2, qn2, gn2, self_col, ps, pe, fold_q, fold_g, K, row_mo
 
 @nb.njit(cache=True, nogil=True)
 def gather_targets(S, l2, qn2, gn2, self_col, ps, pe, fold_q, fold_g, row_sides, lo, scale, F,
-                   limit, flag, tw0, tw1, own_side, own_below, g_key, g_code, g_n):
+                   limit, flag, tw0, tw1, own_side, own_below, xq, xg, g_key, g_code, g_n):
     """Pass 2: count each row's pairs below its own side's target windows and
     gather every pair whose bin lies in a target window of a side holding it.
 
@@ -103,7 +103,8 @@ def gather_targets(S, l2, qn2, gn2, self_col, ps, pe, fold_q, fold_g, row_sides,
     whose per-row counts row ``r`` keeps (its own fold alone: pairs with a
     gallery row of the same fold), or -1; ``own_below[r, m, pos]`` counts
     its pairs with a bin below ``tw0[own_side, m]``. Gathered: ``g_key[r, i]``
-    the key and ``g_code[r, i] = (s * T + m) * 2 + pos``; ``g_n[r]`` the true
+    the float64 key (``exact_key`` of query row ``xq[r]`` and ``xg[j]``: the
+    windows are brackets, ``base.bracket_bins``) and ``g_code[r, i] = (s * T + m) * 2 + pos``; ``g_n[r]`` the true
     number (may exceed the capacity: the caller runs the tile again with
     more room). Keys at or above ``limit`` (above every window) are skipped.
     """
@@ -140,14 +141,17 @@ def gather_targets(S, l2, qn2, gn2, self_col, ps, pe, fold_q, fold_g, row_sides,
                             own_below[r, m, pos] += 1
                 if not flag[b]:
                     continue
+                k64 = np.nan
                 for k in range(n_s):
                     si = row_sides[r, fg, k]
                     if si < 0:
                         continue
                     for m in range(T):
                         if tw0[si, m] >= 0 and tw0[si, m] <= b <= tw1[si, m]:
+                            if k64 != k64:
+                                k64 = exact_key(xq[r], xg, j, l2, False, 0.0, 0.0)
                             if n < cap:
-                                g_key[r, n] = key
+                                g_key[r, n] = k64
                                 g_code[r, n] = (si * T + m) * 2 + pos
                             n += 1
         g_n[r] = n
@@ -185,8 +189,11 @@ def id_histograms(S, l2, qn2, gn2, self_col, ps, pe, ids, lo, scale, F, hist):
 
 
 @nb.njit(cache=True, nogil=True)
-def id_gather(S, l2, qn2, gn2, self_col, ps, pe, ids, lo, scale, F, win, g_key, g_id, g_n):
-    """Gather the negative keys that fall in bin ``win[i]`` of each of the row's ids ``i``."""
+def id_gather(S, l2, qn2, gn2, self_col, ps, pe, ids, lo, scale, F, wlo, whi, xq, xg,
+              g_key, g_id, g_n):
+    """Gather the float64 keys (``exact_key``) of the negatives whose float32
+    key falls in the bracket of bins ``[wlo[i], whi[i]]`` of each of the row's
+    ids ``i`` (``wlo[i] < 0``: none; see ``base.bracket_bins``)."""
     B = S.shape[0]
     ng = S.shape[1]
     L = ids.shape[1]
@@ -195,23 +202,26 @@ def id_gather(S, l2, qn2, gn2, self_col, ps, pe, ids, lo, scale, F, win, g_key, 
         n = 0
         live = False
         for l in range(L):
-            if ids[r, l] >= 0 and win[ids[r, l]] >= 0:
+            if ids[r, l] >= 0 and wlo[ids[r, l]] >= 0:
                 live = True
         if live:
             q2 = qn2[r]
             sc = self_col[r]
             p0 = ps[r]
             p1 = pe[r]
+            xr = xq[r]
             for j in range(ng):
                 if j == sc or (p0 <= j < p1):
                     continue
-                key = _key(S[r, j], q2, gn2[j], l2)
-                b = _bin(key, lo, scale, F)
+                b = _bin(_key(S[r, j], q2, gn2[j], l2), lo, scale, F)
+                k64 = np.nan
                 for l in range(L):
                     i = ids[r, l]
-                    if i >= 0 and win[i] == b:
+                    if i >= 0 and wlo[i] <= b <= whi[i]:
+                        if k64 != k64:
+                            k64 = exact_key(xr, xg, j, l2, False, 0.0, 0.0)
                         if n < cap:
-                            g_key[r, n] = key
+                            g_key[r, n] = k64
                             g_id[r, n] = i
                         n += 1
         g_n[r] = n

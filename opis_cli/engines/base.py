@@ -398,6 +398,36 @@ def key_margins(prep: Prepared, q: np.ndarray | None = None) -> np.ndarray:
     return m + 8 * U64 * (2.0 + (nx + ny) + a + b)
 
 
+def bracket_bins(margin: float, scale: float) -> int:
+    """Bins ``s`` around a float32 key's bin that hold its float64 key with room.
+
+    The one rule by which an order statistic or a count is decided in
+    float64 from a histogram of float32 keys (even bins, ``scale`` bins per
+    key unit, ``margin`` >= every ``|float32 key - float64 key|``, see
+    :func:`key_margins`). If the ``r``-th smallest float32 key lies in bin
+    ``c``, the ``r``-th smallest float64 key ``t`` lies within ``margin`` of
+    it; a pair whose float32 key lies in a bin below ``c - s`` has a float64
+    key below ``t``, one in a bin above ``c + s`` a float64 key above ``t``.
+    So the float64 keys of the pairs in bins ``[c - s, c + s]`` (the
+    *bracket*) and the number of pairs below it decide ``t`` and every count
+    at ``t`` exactly (:func:`select_in_bracket`); the same holds for any
+    threshold ``t`` whose float64 key lies in bin ``c`` itself. ``s`` is
+    ``ceil(2 margin scale) + 1``: the extra bin covers the rounding of the bin
+    arithmetic (``int((key - lo) * scale)``).
+    """
+    return int(math.ceil(2.0 * float(margin) * float(scale))) + 1
+
+
+def select_in_bracket(keys64: np.ndarray, rank: int, below: int) -> float:
+    """The ``rank``-th smallest float64 key (1-based), from the float64 keys
+    ``keys64`` of every pair of its bracket (:func:`bracket_bins`) and the
+    number ``below`` of pairs in the bins below the bracket."""
+    r = int(rank) - int(below)
+    if not 0 < r <= len(keys64):  # pragma: no cover - the bracket holds it (bracket_bins)
+        raise RuntimeError("order statistic not among the gathered keys; please report this")
+    return float(np.partition(np.asarray(keys64, np.float64), r - 1)[r - 1])
+
+
 def exact_keys(prep: Prepared, q: np.ndarray, g: np.ndarray) -> np.ndarray:
     """The float64 keys of the pairs (query row ``q[i]``, gallery column
     ``g[i]``), in the kernels' key space (see the module docstring; adjusted

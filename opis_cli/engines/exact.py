@@ -22,8 +22,8 @@ Peak memory (bytes), with N rows, D dimensions, K thresholds, w workers::
     + nq*24           retrieval results per query
     + n_deferred*17   elements whose grid cell is decided after the counts pass
                       (at most DEFER_BYTES = 1 GiB: above, a third pass)
-    + 2*w*(2**16 + G*Bg)*8  with --verification: the histograms of every key
-                      (G groups of Bg <= 4096 bins, at most 2**20 bins in all)
+    + 2*w*(2**11 + G*Bg)*8  with --verification: the histograms of every key
+                      (G groups of Bg <= 2048 bins, at most 2**20 bins in all)
     + n_gathered*17   with --verification: the keys of the bins that decide
                       EER, minDCF and FNMR at FMR (engines/verify.py)
 
@@ -62,8 +62,8 @@ statistics (pass 1 locates a float32 bin; the float64 key of that rank lies
 within the largest margin of it, the *bracket* that pass 2 gathers in
 float64), and the retrieval ranking (the heap keeps float32 keys plus the
 near misses within two margins of its top; ``_kernels._exact_topk`` ranks
-those by float64 key and original row). The verification view (SPEC 14)
-still bins float32 keys: it agrees across CPUs only to float32 rounding.
+those by float64 key and original row), and the verification view's bin
+edges (SPEC 14; its gathered keys are float64 keys, see ``verify.py``).
 
 With an explicit range one pass does everything. The verification view
 (SPEC 14, ``GridSpec.verification``) adds histograms of every key to the

@@ -10,13 +10,17 @@ exactly:
 1. a histogram of the negative keys of each id (``F`` even bins over the key
    span, ``F`` chosen so that all ids' histograms take about 64 MiB), which
    locates the bin of each id's rank;
-2. a pass that gathers, for each id, the negative keys in that bin; the
-   rank is then selected among them. Both passes compute the same keys from
-   the same products in the same tiles, so a key's bin is the same in both.
+2. a pass that gathers, for each id, the float64 keys (``base.exact_keys``)
+   of the negatives in that bin's bracket (``base.bracket_bins``: the bins
+   within two float32 margins of it); the rank is then selected among them
+   (``base.select_in_bracket``). Both passes compute the same float32 keys
+   from the same products in the same tiles, so a key's bin is the same in
+   both, and the order statistic is the one of the float64 keys: the same
+   on every machine (SPEC 2).
 
 Peak memory: that of the exact engine's tiles, plus ``w * n_ids * F * 8``
-bytes of histograms (about 64 MiB per worker) and 12 bytes per gathered key
-(each id's negatives in one bin of its histogram).
+bytes of histograms (about 64 MiB per worker) and 16 bytes per gathered key
+(each id's negatives in the bracket of one bin of its histogram).
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ import numpy as np
 
 from ..prepare import Prepared
 from ._tiles import n_workers, run_tiles
-from .base import DEFAULT_BLOCK_BYTES, Progress, key_span, key_to_dist, rank_bin
+from .base import (DEFAULT_BLOCK_BYTES, Progress, bracket_bins, key_margins, key_span,
+                   key_to_dist, rank_bin, select_in_bracket)
 
 #: bytes of the id histograms per worker (the bins shrink as the ids grow)
 HIST_BYTES = 64 * 2**20
@@ -71,15 +76,19 @@ def order_stats(prep: Prepared, ids: np.ndarray, ranks: np.ndarray,
 
     run_tiles(prep, live, block_bytes, "histograms", progress, hist_body)
     h = hist.sum(axis=0)
-    win = np.full(n_ids, -1, np.int64)
+    # the bracket of each rank's bin: its float64 key lies inside (SPEC 2)
+    pad = bracket_bins(float(key_margins(prep).max()) if len(prep.q_rows) else 0.0, scale)
+    wlo = np.full(n_ids, -1, np.int64)
+    whi = np.full(n_ids, -1, np.int64)
     below = np.zeros(n_ids, np.int64)
     for i in np.nonzero(ranks > 0)[0]:
         found = rank_bin(h[i], int(ranks[i]))
         if found is None:
             raise ValueError(f"rank {ranks[i]} outside the negatives of id {i}")
-        win[i] = found[0]
-        below[i] = int(h[i, :found[0]].sum())
-    live = ((ids >= 0) & (win[np.maximum(ids, 0)] >= 0)).any(axis=1)
+        wlo[i] = max(found[0] - pad, 0)
+        whi[i] = min(found[0] + pad, F - 1)
+        below[i] = int(h[i, :wlo[i]].sum())
+    live = ((ids >= 0) & (wlo[np.maximum(ids, 0)] >= 0)).any(axis=1)
     gathered: list[tuple[np.ndarray, np.ndarray]] = []
     lock = threading.Lock()
     caps = {}
@@ -92,7 +101,8 @@ def order_stats(prep: Prepared, ids: np.ndarray, ranks: np.ndarray,
             g_id = np.empty((B, cap), np.int64)
             g_n = np.zeros(B, np.int64)
             kern.id_gather(S, l2, prep.qn2[s:e], prep.gn2, prep.self_col[s:e], qs[s:e], qe[s:e],
-                           ids[s:e], lo, scale, F, win, g_key, g_id, g_n)
+                           ids[s:e], lo, scale, F, wlo, whi, prep.xq[s:e], prep.xg, g_key,
+                           g_id, g_n)
             need = int(g_n.max()) if B else 0
             if need <= cap:
                 break
@@ -108,12 +118,9 @@ def order_stats(prep: Prepared, ids: np.ndarray, ranks: np.ndarray,
     gkey = np.concatenate([g[1] for g in gathered]) if gathered else np.zeros(0)
     order = np.lexsort((gkey, gid))
     gid, gkey = gid[order], gkey[order]
-    start = np.searchsorted(gid, np.arange(n_ids), side="left")
+    start = np.searchsorted(gid, np.arange(n_ids + 1), side="left")
     out = np.full(n_ids, np.nan)
     for i in np.nonzero(ranks > 0)[0]:
-        r = int(ranks[i]) - int(below[i])
-        end = start[i + 1] if i + 1 < n_ids else len(gid)
-        if not 0 < r <= end - start[i]:  # pragma: no cover - same keys in both passes
-            raise RuntimeError("order statistic not among the gathered keys; please report this")
-        out[i] = key_to_dist(float(gkey[start[i] + r - 1]), l2)
+        key = select_in_bracket(gkey[start[i]:start[i + 1]], int(ranks[i]), int(below[i]))
+        out[i] = key_to_dist(key, l2)
     return out

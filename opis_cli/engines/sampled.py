@@ -95,7 +95,10 @@ from .base import (
     Progress,
     check_block_bytes,
     check_range,
+    bracket_bins,
     dist_to_key,
+    exact_keys,
+    key_margins,
     key_span,
     key_to_dist,
     pair_keys,
@@ -103,6 +106,7 @@ from .base import (
     report_edges,
     report_scale,
     retrieval_at_r,
+    select_in_bracket,
     tile_rows,
     value_bins,
 )
@@ -401,6 +405,9 @@ class _Context:
         self.pos_q = gal - (prep.self_col >= 0)
         self.span = key_span(prep)
         self.far_scale = FAR_BINS / (self.span[1] - self.span[0])
+        #: bound on |float32 key - float64 key| of every pair (base.key_margins):
+        #: a decision within it of a boundary is made by the float64 key (SPEC 2)
+        self.margin = float(key_margins(prep).max()) if self.nq else 0.0
         self.group_of_draw = np.arange(self.S) % GROUPS
         self.row_sample = np.zeros(self.nq, bool)
         self.row_sample[:: max(1, -(-self.nq // REPORT_ROWS))] = True  # as the exact engine
@@ -424,40 +431,88 @@ class _Context:
         return (pad @ prep.xg.T)[:len(rows)]
 
     def _block(self, b: int, cut: float):
-        """The sampled negative pairs of block ``b`` with key ``<= cut``:
-        ``(rows, draw, keys, cls, evaluated)`` (see :meth:`blocks`)."""
+        """The sampled negative pairs of block ``b`` whose float64 key may be
+        ``<= cut`` (float32 key ``<= cut`` + the margin): ``(rows, draw, keys,
+        cls, evaluated, cols)`` (see :meth:`blocks`)."""
         prep = self.prep
         rows = self.order[b * self.B:(b + 1) * self.B]
         cols = self.draws(b)
         prods = self.products(rows, cols)
+        M = self.margin
         if not math.isfinite(cut):
             r, c = np.nonzero(np.ones(prods.shape, bool))
         elif self.l2:
-            rhs = (prep.qn2[rows][:, None] + prep.gn2[cols][None, :]) - cut
-            slack = 1e-5 * (np.abs(rhs) + abs(cut)) + 1e-30
+            rhs = (prep.qn2[rows][:, None] + prep.gn2[cols][None, :]) - (cut + M)
+            slack = 1e-5 * (np.abs(rhs) + abs(cut) + M) + 1e-30
             r, c = np.nonzero(2 * prods >= (rhs - slack).astype(np.float32))
         else:
-            r, c = np.nonzero(prods >= np.float32(1.0 - cut - 1e-5))
+            r, c = np.nonzero(prods >= np.float32(1.0 - cut - M - 1e-5))
         gc = cols[c]
         qc = prep.q_class[rows[r]]
         neg = prep.g_class[gc] != qc
-        r, c, qc = r[neg], c[neg], qc[neg]
+        r, c, qc, gc = r[neg], c[neg], qc[neg], gc[neg]
         s = prods[r, c].astype(np.float64)
-        keys = (prep.qn2[rows[r]] + prep.gn2[cols[c]]) - 2.0 * s if self.l2 else 1.0 - s
-        ok = keys <= cut
-        return rows[r[ok]], c[ok], keys[ok], qc[ok], self.evaluated[qc[ok]]
+        keys = (prep.qn2[rows[r]] + prep.gn2[gc]) - 2.0 * s if self.l2 else 1.0 - s
+        ok = keys <= cut + M
+        return rows[r[ok]], c[ok], keys[ok], qc[ok], self.evaluated[qc[ok]], gc[ok]
+
+    def refine(self, rows: np.ndarray, cols: np.ndarray, keys: np.ndarray,
+               which: np.ndarray) -> np.ndarray:
+        """``keys`` with the float64 keys (``base.exact_keys``) of the pairs
+        (query ``rows``, gallery ``cols``) where ``which``: the decisions of
+        float32 keys within their margin of a boundary (SPEC 2)."""
+        idx = np.flatnonzero(which)
+        if len(idx):
+            keys = keys.copy()
+            order = idx[np.argsort(cols[idx], kind="stable")]  # fastest by gallery row
+            keys[order] = exact_keys(self.prep, rows[order], cols[order])
+        return keys
+
+    def uncertain(self, keys: np.ndarray, grid: np.ndarray, rep_grids: np.ndarray | None = None,
+                  near_w: float = 0.0) -> np.ndarray:
+        """Keys whose cell on ``grid`` (or, within ``near_w`` steps of one of its
+        points, on a replicate grid) may differ for a key within the margin:
+        they must be decided by their float64 key."""
+        M = self.margin
+        d_lo = key_to_dist(keys - M, self.l2)
+        d_hi = key_to_dist(keys + M, self.l2)
+        unc = grid_cells(grid, d_lo) != grid_cells(grid, d_hi)
+        if rep_grids is not None:
+            K = len(grid)
+            step = (grid[-1] - grid[0]) / (K - 1)
+            with np.errstate(invalid="ignore"):
+                u = (d_lo - grid[0]) / step
+                w = near_w + (d_hi - d_lo) / step
+                near = np.flatnonzero(np.abs(u - np.clip(np.rint(u), 0, K - 1)) <= w)
+            for g in range(len(rep_grids)):
+                unc[near] |= (grid_cells(rep_grids[g], d_lo[near])
+                              != grid_cells(rep_grids[g], d_hi[near]))
+        return unc
+
+    def uncertain_bins(self, keys: np.ndarray, lo: float, scale: float) -> np.ndarray:
+        """Keys within the margin of a bin edge of an even histogram."""
+        with np.errstate(invalid="ignore", over="ignore"):
+            x = (keys - lo) * scale
+            fr = x - np.floor(x)
+        ms = self.margin * scale * (1 + 1e-9) + 1e-12
+        return np.isfinite(x) & ((fr < ms) | (fr > 1.0 - ms))
 
     def blocks(self, progress, stage: str, cut: float, first: int = 0, stop: int | None = None,
                post=None):
         """The sampled negative pairs with key ``<= cut`` of blocks ``[first, stop)``.
 
-        Yields, in block order, ``(rows, draw, keys, cls, evaluated)`` per block
-        (or ``post`` of that tuple, computed in the worker): for each pair, its
-        query row, its position in the block's draws (``draw % GROUPS`` is its
-        group), its float64 key (as ``pair_keys``), its query's class, and
-        whether that class is evaluated. The products are filtered in float32
-        with a margin first, so that only the pairs near or below the cut are
-        turned into float64 keys. Blocks run on one worker thread per core,
+        Yields, in block order, ``(rows, draw, keys, cls, evaluated, cols)`` per
+        block (or ``post`` of that tuple, computed in the worker): for each
+        pair, its query row, its position in the block's draws (``draw %
+        GROUPS`` is its group), its key (as ``pair_keys``, from float32
+        products), its query's class, whether that class is evaluated, and
+        its gallery column: every pair whose float32 key lies at most its
+        margin above the cut (every pair whose float64 key may lie below
+        it). The products are filtered in float32 with a margin first, so
+        that only the pairs near or below the cut are turned into keys. Every
+        decision of the callers is that of the float64 keys: a key within its
+        margin of a boundary is recomputed (:meth:`refine`). Blocks run on
+        one worker thread per core,
         each with a one-thread BLAS: OpenBLAS rounds some products
         differently with more threads, and the bytes must not depend on the
         machine.
@@ -501,9 +556,11 @@ class _Context:
             return got
         cut = math.inf if len(pilot) < 1000 or 1.5 * b + 0.01 >= 1.0 else \
             float(np.quantile(pilot, 1.5 * b + 0.01))
+        # the float64 key of a rank lies in the bracket of its float32 bin
+        pad = bracket_bins(self.margin, self.far_scale)
         while True:
             hist = np.zeros(G * F, np.int64)
-            for rows, draw, keys, cls, ev in self.blocks(progress, "far range", cut):
+            for rows, draw, keys, cls, ev, _ in self.blocks(progress, "far range", cut):
                 grp = self.group_of_draw[draw[ev]]
                 hist += np.bincount(grp * F + self._far_bins(keys[ev]), minlength=G * F)
             hist = hist.reshape(G, F)
@@ -520,27 +577,35 @@ class _Context:
                     if m < 1:
                         raise ConfigError("--far-range: no negative pair was drawn; raise "
                                           "--negatives-per-query")
-                where = rank_bin(h, m)
-                wanted.append((sub, end, where[0], where[1]))
+                bb = rank_bin(h, m)[0]
+                b0, b1 = max(bb - pad, 0), min(bb + pad, F - 1)
+                # every pair of the bracket must have been read (keys <= cut)
+                if math.isfinite(cut) and self.span[0] + (b1 + 1) / self.far_scale > cut:
+                    short = True
+                    break
+                wanted.append((sub, end, b0, b1, m, int(h[:b0].sum())))
             if not short:
                 break
             cut = math.inf  # the pilot's cut was too low: every pair
-        bins = np.unique([w[2] for w in wanted])
-        top = self.span[0] + (int(bins.max()) + 1) / self.far_scale
-        vals, grps = [], []
-        for rows, draw, keys, cls, ev in self.blocks(progress, "far range values",
-                                                      min(cut, top * (1 + 1e-9) + 1e-12)):
+        b_lo = min(w[2] for w in wanted)
+        b_hi = max(w[3] for w in wanted)
+        top = self.span[0] + (b_hi + 1) / self.far_scale
+        vals, grps, bins = [], [], []
+        for rows, draw, keys, cls, ev, gcol in self.blocks(
+                progress, "far range values", min(cut, top * (1 + 1e-9) + 1e-12)):
             kb = self._far_bins(keys)
-            sel = ev & np.isin(kb, bins)
-            vals.append(keys[sel])
+            sel = ev & (kb >= b_lo) & (kb <= b_hi)
+            vals.append(self.refine(rows[sel], gcol[sel], keys[sel],
+                                    np.ones(int(sel.sum()), bool)))
             grps.append(self.group_of_draw[draw[sel]])
+            bins.append(kb[sel])
         vals = np.concatenate(vals)
         grps = np.concatenate(grps)
-        kb = self._far_bins(vals)
+        kb = np.concatenate(bins)
         res = np.zeros((G + 1, 2))
-        for sub, end, bb, within in wanted:
-            v = np.sort(vals[(kb == bb) & (grps != sub)])
-            res[sub + 1, end] = key_to_dist(v[within - 1], self.l2)
+        for sub, end, b0, b1, m, below in wanted:
+            v = vals[(kb >= b0) & (kb <= b1) & (grps != sub)]
+            res[sub + 1, end] = key_to_dist(select_in_bracket(v, m, below), self.l2)
         self.passes = 2 if math.isfinite(cut) else 3
         return (float(res[0, 0]), float(res[0, 1])), res[1:]
 
@@ -587,9 +652,16 @@ class _Context:
         below = np.zeros((2, G), np.int64)
         vals: list = [[], []]
         grps: list = [[], []]
-        for rows, draw, keys, cls, ev in self.blocks(progress, "far range", cut):
+        M = self.margin
+        for rows, draw, keys, cls, ev, gcol in self.blocks(progress, "far range", cut):
             k = keys[ev]
             g = self.group_of_draw[draw[ev]].astype(np.int8)
+            # the keys in a bracket are selected by rank, those near its ends
+            # counted below it or not: all by their float64 keys
+            near = np.zeros(len(k), bool)
+            for lo_k, hi_k in br:
+                near |= (k >= lo_k - M) & (k <= hi_k + M)
+            k = self.refine(rows[ev], gcol[ev], k, near)
             for end, (lo_k, hi_k) in enumerate(br):
                 below[end] += np.bincount(g[k < lo_k], minlength=G)
                 sel = (k >= lo_k) & (k <= hi_k)
@@ -657,8 +729,10 @@ class _Context:
         q_group = self.prep.q_group
 
         def post(block):
-            # in the worker: the flat cell indices of the block's pairs
-            rows, draw, keys, cls, _ = block
+            # in the worker: the flat cell indices of the block's pairs, by
+            # their float64 keys where a float32 key is near a grid point
+            rows, draw, keys, cls, _, gcol = block
+            keys = self.refine(rows, gcol, keys, self.uncertain(keys, grid, rep_grids, near_w))
             d = key_to_dist(keys, self.l2)
             cell = grid_cells(grid, d)
             inr = cell < K
@@ -718,7 +792,10 @@ class _Context:
             keys = pair_keys(self.products(rows, cols), prep.qn2[rows], prep.gn2[cols],
                              self.l2)
             neg = prep.g_class[cols][None, :] != prep.q_class[rows][:, None]
-            hist += np.bincount(value_bins(keys[neg], self.span[0], rscale, REPORT_BINS),
+            ri, ci = np.nonzero(neg)
+            k = self.refine(rows[ri], cols[ci], keys[ri, ci],
+                            self.uncertain_bins(keys[ri, ci], self.span[0], rscale))
+            hist += np.bincount(value_bins(k, self.span[0], rscale, REPORT_BINS),
                                 minlength=REPORT_BINS)
         return hist, len(picked)
 
@@ -729,6 +806,8 @@ class _Context:
         (G, C, K); group TP; the positives of the report histogram."""
         prep = self.prep
         K, C, G = len(grid), self.C, GROUPS
+        step_g = (grid[-1] - grid[0]) / (K - 1)
+        near_w = float(np.max(np.abs(rep_grids - grid[None, :]))) / step_g + 1e-6
         tp = np.zeros(C * (K + 1), np.int64)
         most = int(self.P.max(initial=0))
         rep = np.zeros(G * C * K, np.uint16 if most < 2**16 else np.int32 if most < 2**31
@@ -747,12 +826,20 @@ class _Context:
         def flush():
             if not buf:
                 return
-            d = np.concatenate([b[0] for b in buf])
+            keys = np.concatenate([b[0] for b in buf])
             cls = np.concatenate([b[1] for b in buf])
             qrow = np.concatenate([b[2] for b in buf])
             rgrp = np.concatenate([b[3] for b in buf])
+            gcol = np.concatenate([b[4] for b in buf])
             buf.clear()
             held[0] = 0
+            # by float64 keys near a grid point or a report bin edge (SPEC 2)
+            unc = self.uncertain(keys, grid, rep_grids, near_w)
+            rep_rows = self.row_sample[qrow] & self.row_eval[qrow]
+            unc |= rep_rows & self.uncertain_bins(keys, self.span[0], rscale)
+            unc &= np.isfinite(keys)  # not the self pair (+inf)
+            keys = self.refine(qrow, gcol, keys, unc)
+            d = key_to_dist(keys, self.l2)
             cell = grid_cells(grid, d)  # K beyond the grid (and for the self pair, inf)
             _accumulate(tp, cls * (K + 1) + cell)
             for g in range(G):
@@ -796,8 +883,9 @@ class _Context:
                 mine = sc >= 0
                 keys[np.nonzero(mine)[0], sc[mine] - gs] = np.inf
                 n = keys.size
-                buf.append((key_to_dist(keys, self.l2).ravel(), np.full(n, c, np.int64),
-                            np.repeat(rr, ngc), np.repeat(grp_rows[j0:j0 + step], ngc)))
+                buf.append((keys.ravel(), np.full(n, c, np.int64),
+                            np.repeat(rr, ngc), np.repeat(grp_rows[j0:j0 + step], ngc),
+                            np.tile(np.arange(gs, ge), len(rr))))
                 held[0] += n
                 if held[0] >= 2**21:
                     flush()
@@ -851,12 +939,16 @@ class _Context:
                 if prep.self_col[q] >= 0:
                     row[prep.self_col[q]] = np.inf
                 kth = np.partition(row, L - 1)[L - 1]
-                cand = np.flatnonzero(row <= kth)
-                order = np.lexsort((prep.g_rows[cand], row[cand]))[:L]
+                # every item of the float64 top L has a float32 key within two
+                # margins of the float32 L-th: rank those by float64 key
+                cand = np.flatnonzero(row <= kth + 2 * self.margin)
+                k64 = exact_keys(prep, np.full(len(cand), q, np.int64), cand)
+                k64[cand == prep.self_col[q]] = np.inf
+                order = np.lexsort((prep.g_rows[cand], k64))[:L]
                 top = cand[order]
                 c = prep.q_class[q]
                 hits = ((top >= prep.class_start[c]) & (top < prep.class_end[c])
-                        & np.isfinite(row[top]))
+                        & (top != prep.self_col[q]))
                 f, a = retrieval_at_r(hits[None, :], np.array([R]), beyond=ng + 1)
                 res.append((q, f[0], a[0], R))
             return res

@@ -17,11 +17,13 @@ cells: ``B_k`` is the cell ``(k, k)``, ``A_k`` every cell without fold
    cells' and its own. This locates the bin of every order statistic
    ``t_S(F)`` (SPEC 5 over the side's negatives) and, for a known
    threshold, its bin;
-2. **gather**: every pair whose bin lies within one bin of a *target* (an
-   order statistic, a known distance, or another side's order statistic) is
-   gathered with its key; the test sides also count per query row the
-   pairs below each target's bins. The targets are then resolved exactly
-   from the gathered keys and the counts below them.
+2. **gather**: every pair whose bin lies in the *bracket* of a *target*'s
+   bin (an order statistic, a known distance, or another side's order
+   statistic; ``base.bracket_bins``: the bins within two float32 margins)
+   is gathered with its float64 key (``base.exact_keys``); the test sides
+   also count per query row the pairs below each target's bracket. The
+   targets are then resolved exactly from the gathered float64 keys and the
+   counts below them (``base.select_in_bracket``).
 
 Both passes look only at the keys below a *limit*: a pilot sample of query
 rows puts it above every target with high probability (a few percent of the
@@ -29,19 +31,22 @@ pairs lie below it), the kernels compact each row's keys below it before
 any histogram or count, and pass 1 runs again over everything if a rank is
 not covered, so the limit changes only the speed.
 
-A key's bin is monotone in the key and a bin is far wider than the rounding
-of the bin arithmetic, so a pair two bins below (above) a target's bin is
-certainly accepted (rejected) at it; pairs within a bin of it are decided
-from their key, ``key_to_dist(key) <= t`` as in the exact engine. Both
-passes compute the same products in the same tiles (``inner_products``),
-so a key and its bin are the same bits in both.
+Every decision is that of the float64 keys (SPEC 2, as in the exact
+engine), so the result is the same on every CPU and BLAS kernel: the
+histograms bin float32 keys, and a float32 key lies within
+``base.key_margins`` of its float64 key, so a pair in a bin below (above) a
+target's bracket has a float64 key below (above) the target; pairs in the
+bracket are decided from their float64 key, ``key_to_dist(key) <= t``.
+Both passes compute the same products in the same tiles
+(``inner_products``), so a float32 key and its bin are the same bits in
+both.
 
 Peak memory (bytes), N rows, D dimensions, w workers, K folds, S sides::
 
     N*D*4 + w*tile*ng*4          embeddings and the workers' product tiles
     + w*(2*K*K + 2*S)*F*8        pass 1 histograms (F bins: 2**15 up to 5
                                  folds, fewer for more so this stays ~13 MiB)
-    + 13 * gathered              pass 2: the pairs within a bin of a target
+    + 13 * gathered              pass 2: the pairs in the brackets of the targets
 
 The gathered pairs are a few bins' worth of each side's pairs near its
 thresholds: for 25k rows about 10^5, not N^2.
@@ -58,8 +63,8 @@ import numpy as np
 from .. import counts
 from ..errors import ConfigError
 from ..prepare import Prepared
-from .base import (DEFAULT_BLOCK_BYTES, Progress, dist_to_key, key_span,
-                   key_to_dist, pair_keys, rank_bin, value_bins)
+from .base import (DEFAULT_BLOCK_BYTES, Progress, bracket_bins, dist_to_key, key_margins,
+                   key_span, key_to_dist, pair_keys, rank_bin, select_in_bracket, value_bins)
 from ._tiles import n_workers, run_tiles
 
 #: targets per side: the calibration threshold and the test side's own one
@@ -305,8 +310,13 @@ def run_transfer(prep: Prepared, fold_q: np.ndarray, fold_g: np.ndarray, K: int,
             if tg.same is not None:
                 center[s, m] = center[tg.same]
     has = center >= 0
-    tw0[has] = np.maximum(center[has] - 1, 0)
-    tw1[has] = np.minimum(center[has] + 1, F - 1)
+    # each target's float64 key lies in the bracket of its float32 bin
+    m_max = float(key_margins(prep).max()) if nq else 0.0
+    pad = bracket_bins(m_max, scale)
+    tw0[has] = np.maximum(center[has] - pad, 0)
+    tw1[has] = np.minimum(center[has] + pad, F - 1)
+    # a float32 key above the limit (in the top bin) may belong to a bracket there
+    limit2 = min(hi, limit + 2 * m_max + 1e-12 * (abs(limit) + 1)) if limit < hi else limit
     flag = np.zeros(F, np.bool_)
     for s in range(nS):
         for m in range(T):
@@ -329,8 +339,9 @@ def run_transfer(prep: Prepared, fold_q: np.ndarray, fold_g: np.ndarray, K: int,
             g_n = np.zeros(B, np.int64)
             below = np.zeros((B, T, 2), np.int64)
             kern.gather_targets(S, l2, prep.qn2[s:e], prep.gn2, prep.self_col[s:e], qs[s:e],
-                                qe[s:e], fold_q[s:e], fold_g, rs, lo, scale, F, limit, flag, tw0,
-                                tw1, own_side[s:e], below, g_key, g_code, g_n)
+                                qe[s:e], fold_q[s:e], fold_g, rs, lo, scale, F, limit2, flag,
+                                tw0, tw1, own_side[s:e], below, prep.xq[s:e], prep.xg, g_key,
+                                g_code, g_n)
             need = int(g_n.max()) if B else 0
             if need <= cap:
                 break
@@ -372,13 +383,8 @@ def run_transfer(prep: Prepared, fold_q: np.ndarray, fold_g: np.ndarray, K: int,
             t = float(tg.value)
         else:
             sel = (g_tgt == s * T + m) & ~g_pos
-            neg = g_key[sel]  # sorted (lexsort by key within the target)
             below = int(h_neg[s, :tw0[s, m]].sum())
-            r = int(tg.rank)
-            if not below < r <= below + len(neg):  # pragma: no cover - same keys in both passes
-                raise RuntimeError("order statistic not among the gathered keys; please report "
-                                   "this")
-            t = float(key_to_dist(float(neg[r - below - 1]), l2))
+            t = float(key_to_dist(select_in_bracket(g_key[sel], int(tg.rank), below), l2))
         resolved[s, m] = t
         return t
 

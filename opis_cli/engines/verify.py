@@ -8,7 +8,9 @@ depend on any pair. They are found exactly without sorting the pairs:
    histograms every key of the evaluated rows, positives and negatives
    apart, into ``VER_BINS`` bins even in key space over the whole key span
    (``base.key_span``); with groups, each row's keys also go to its group's
-   histogram of ``group_bins(G)`` bins;
+   histogram of ``group_bins(G)`` bins. A key goes to the bin of its float64
+   key (SPEC 2): a float32 key within its margin (``base.key_margins``) of a
+   bin edge is recomputed in float64 (``_kernels._verify_hist``);
 2. :func:`wanted_bins` keeps the bins where a minimiser can lie: in bin
    ``b`` every threshold has ``FP`` between the negatives below the bin and
    those up to its top, ``TP`` likewise, which bounds the EER and the cost
@@ -16,13 +18,16 @@ depend on any pair. They are found exactly without sorting the pairs:
    counts, the best of which bounds the minimum from above. Bins whose lower
    bound exceeds that upper bound cannot hold a minimiser. The bins of the
    FNMR-at-FMR order statistics are kept as well;
-3. one more pass gathers every key of the kept bins (``_kernels.Verify``);
+3. one more pass gathers the float64 key of every pair whose float64 key
+   lies in a kept bin (``_kernels.Verify``, ``_verify_gather``);
    :func:`operating_points` turns them, with the counts below each bin from
    the histograms, into exact counts at each of their distances.
 
-The passes read identical products (same tiles, same key arithmetic, same
-bin formula), so a kept bin's gathered keys are exactly its histogram count;
-:func:`operating_points` checks it. Cost: a histogram increment per pair in
+Both passes bin float64 keys (each recomputed where its float32 key is
+within its margin of an edge), so a kept bin's gathered keys are exactly
+its histogram count (:func:`operating_points` checks it), and every number
+(EER, minDCF, their thresholds, FNMR at FMR, the DET points) is that of the
+float64 keys: the same on every machine. Cost: a histogram increment per pair in
 the counts pass and one pass of products and key scans (no counts, no
 retrieval): see docs/concepts/verification.md for the measured share.
 
@@ -36,11 +41,15 @@ import numpy as np
 from ..counts import FMR_LEVELS, fmr_rank
 from .base import OperatingPoints, key_to_dist, value_bins
 
-#: bins of the global verification histogram (key space, whole key span)
-VER_BINS = 2**16
-#: bins of each group's verification histogram (kept smaller: one per group),
-#: fewer with many groups (see group_bins)
-VER_GROUP_BINS = 2**12
+#: bins of the global verification histogram (key space, whole key span). The
+#: bins are those of the float64 keys: a float32 key within its margin
+#: (``base.key_margins``, about ``D * 6e-8`` for cosine) of a bin edge is
+#: recomputed in float64, so a bin must be many margins wide for that to be
+#: rare (2**11 bins: 3% of the keys at D = 256 cosine)
+VER_BINS = 2**11
+#: bins of each group's verification histogram (at most VER_BINS, whose edges
+#: they share), fewer with many groups (see group_bins)
+VER_GROUP_BINS = 2**11
 #: slack of the bound comparisons (float rounding of the bounds themselves)
 _SLACK = 1e-9
 
