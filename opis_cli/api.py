@@ -74,6 +74,7 @@ def evaluate(
     calibration: "Calibration | None" = None,
     calibration_source: dict | None = None,
     copy: bool = True,
+    min_class_rows: int = opt.MIN_CLASS_ROWS,
 ) -> EvaluationResult:
     """Measure threshold consistency of an embedding model (SPEC.md).
 
@@ -105,6 +106,11 @@ def evaluate(
         number is then computed on the adjusted distances ``d - a_q - b_g``
         (exact and dask engines); ``calibration_source`` (path, sha256) goes
         into the provenance with the method and the uncalibrated rows
+    min_class_rows : SPEC 3's ``--min-class-rows``: a class (or group) with
+        fewer rows is excluded (not evaluated, listed among the excluded,
+        in no average: not in OPIS, the FAR order statistic of the range nor
+        the retrieval means); its rows stay negatives of the others. The
+        default 2 adds nothing to ``P > 0, M > 0``
     copy : False hands ``embeddings`` over: a writeable, C-contiguous float32
         array (not a memmap) is then normalised and put into class order in
         place, so that no second copy of the rows is made (at 1M x 384 the
@@ -123,7 +129,8 @@ def evaluate(
     """
     # Every option is checked here, before any work (constraints: opis_cli.options).
     opt.validate(metric=metric, utility=utility, beta=beta, epsilon=epsilon,
-                 num_thresholds=num_thresholds, fairness_alpha=fairness_alpha)
+                 num_thresholds=num_thresholds, fairness_alpha=fairness_alpha,
+                 min_class_rows=min_class_rows)
     policy = Policy.parse(threshold_policy)
     dcf = opt.parse_dcf(dcf)
     far = opt.check_far_range(opt.parse_range(far_range, "--far-range"))
@@ -139,11 +146,14 @@ def evaluate(
         prep = prepare(embeddings, labels, metric=metric, groups=groups, is_query=is_query,
                        is_gallery=is_gallery, consume=not copy and calibration is None)
     P, M = prep.class_pair_counts()
-    evaluated = counts.evaluated(P, M)
+    evaluated = counts.evaluated(P, M, prep.class_rows, min_class_rows)
     if evaluated.sum() < 2:
+        need = (f", and at least {min_class_rows} rows (--min-class-rows)"
+                if min_class_rows > 2 else "")
         raise InputError(
             f"only {int(evaluated.sum())} class(es) can be evaluated (a class needs at least one "
-            "positive and one negative pair, i.e. two rows and another class); need at least 2")
+            f"positive and one negative pair, i.e. two rows and another class{need}); "
+            "need at least 2")
     if engine is None:
         from .engines.exact import ExactEngine  # loads the compiled kernels
 
@@ -153,7 +163,8 @@ def evaluate(
         prep, cal_info = _calibrated(prep, calibration, embeddings, labels, groups,
                                      getattr(engine, "name", "custom"), calibration_source)
     spec = GridSpec(num_thresholds=int(num_thresholds), far_range=far, calibration_range=cal,
-                    verification=dcf if verification else None)
+                    verification=dcf if verification else None,
+                    min_class_rows=int(min_class_rows))
     out = engine.run(prep, spec, progress)
     return build_result(prep, out, spec=spec, metric=metric, utility=utility, beta=beta,
                         epsilon=epsilon, policy=policy, engine_name=getattr(engine, "name", "custom"),
@@ -241,9 +252,10 @@ def operating_point(
 
 
 def _block(labels, tp_all, fp_all, P, M, thresholds, kind, beta, epsilon, policy,
-           n_rows, queries, recall1, alpha=opt.FAIRNESS_ALPHA) -> ConsistencyBlock:
+           n_rows, queries, recall1, alpha=opt.FAIRNESS_ALPHA,
+           min_rows: int = opt.MIN_CLASS_ROWS) -> ConsistencyBlock:
     """One consistency block (classes or groups) from its counts."""
-    ev = counts.evaluated(P, M)
+    ev = counts.evaluated(P, M, n_rows, min_rows)
     idx = np.nonzero(ev)[0]
     lab = [labels[i] for i in idx]
     tp, fp = tp_all[idx], fp_all[idx]
@@ -264,7 +276,8 @@ def _block(labels, tp_all, fp_all, P, M, thresholds, kind, beta, epsilon, policy
             negatives=int(Me[j]), mean_utility=float(cons.mean_utility[j]),
             far_at_threshold=float(per_far[j]), frr_at_threshold=float(per_frr[j]),
             best_threshold=float(best[j]), opis_contribution=float(cons.contribution[j]),
-            worst=bool(cons.worst[j]), recall_at_1=None if np.isnan(r1) else float(r1)))
+            worst=bool(cons.worst[j]), recall_at_1=None if np.isnan(r1) else float(r1),
+            low_evidence=opt.low_evidence(int(queries[i]), int(Pe[j]))))
     excluded = tuple(labels[i] for i in np.nonzero(~ev)[0])
     return ConsistencyBlock(
         opis=cons.opis, epsilon_opis=cons.epsilon_opis,
@@ -294,10 +307,17 @@ def build_result(prep: Prepared, out: EngineOutput, *, spec: GridSpec, metric: s
     th = out.thresholds
     C = prep.n_classes
     P, M = prep.class_pair_counts()
+    min_rows = spec.min_class_rows
+    ev = counts.evaluated(P, M, prep.class_rows, min_rows)
+    if min_rows > 2:
+        # SPEC 3: an excluded class is in no average, the retrieval means
+        # included (at the default every query with a positive is of an
+        # evaluated class, so nothing changes there)
+        out = replace(out, n_relevant=np.where(ev[prep.q_class], out.n_relevant, 0))
     q_per_class = np.bincount(prep.q_class, minlength=C)
     classes = _block(prep.class_labels, out.class_tp, out.class_fp, P, M, th, utility, beta,
                      epsilon, policy, prep.class_rows, q_per_class,
-                     _per_id_recall1(prep.q_class, C, out), fairness_alpha)
+                     _per_id_recall1(prep.q_class, C, out), fairness_alpha, min_rows)
     if classes.evaluated < 2:
         raise InputError(f"only {classes.evaluated} class(es) can be evaluated; need at least 2")
     groups = None
@@ -305,22 +325,21 @@ def build_result(prep: Prepared, out: EngineOutput, *, spec: GridSpec, metric: s
         G = len(prep.group_labels)
         Pg, Mg = prep.group_pair_counts()
         qg = np.bincount(prep.q_group, minlength=G)
-        if counts.evaluated(Pg, Mg).any():
+        if counts.evaluated(Pg, Mg, prep.group_rows, min_rows).any():
             groups = _block(prep.group_labels, out.group_tp, out.group_fp, Pg, Mg, th,
                             utility, beta, epsilon, policy, prep.group_rows, qg,
-                            _per_id_recall1(prep.q_group, G, out), fairness_alpha)
+                            _per_id_recall1(prep.q_group, G, out), fairness_alpha, min_rows)
             if out.group_verification is not None:
                 eer_by = {prep.group_labels[g]: eer_of(p)[0]
                           for g, p in enumerate(out.group_verification) if p is not None}
                 groups = replace(groups, per_class=tuple(
                     replace(c, eer=eer_by.get(c.label)) for c in groups.per_class))
-    ev = counts.evaluated(P, M)
     gfar = global_far(out.class_fp[ev], M[ev])
     cal = CalibrationRange(
         lower=float(th[0]), upper=float(th[-1]), source=out.range_source,
         far_lower=float(gfar[0]), far_upper=float(gfar[-1]),
         far_requested=tuple(spec.far_range) if out.range_source == "far" else None)
-    retrieval = retrieval_metrics(out.first_rank, out.ap_at_r, out.n_relevant)
+    retrieval = retrieval_metrics(out.first_rank, out.ap_at_r, out.n_relevant, out.hits_at_r)
     hist = DistanceHistogram(tuple(float(v) for v in out.hist_edges),
                              tuple(int(v) for v in out.hist_pos), tuple(int(v) for v in out.hist_neg),
                              out.notes.get("report_histogram_rows"))
@@ -331,6 +350,8 @@ def build_result(prep: Prepared, out: EngineOutput, *, spec: GridSpec, metric: s
         "calibration_range": list(spec.calibration_range) if spec.calibration_range else None,
         "threshold_policy": str(policy), "group_column": group_column,
     }
+    if min_rows != opt.MIN_CLASS_ROWS:  # only when set, so default documents keep their bytes
+        options["min_class_rows"] = int(min_rows)
     ver = None
     if spec.verification is not None:
         options["verification"] = True
@@ -363,7 +384,8 @@ def build_result(prep: Prepared, out: EngineOutput, *, spec: GridSpec, metric: s
         from .metrics.estimate import attach
 
         classes, estimate = attach(classes, out, prep.class_labels, P, M, kind=utility,
-                                   beta=beta, epsilon=epsilon, policy=policy)
+                                   beta=beta, epsilon=epsilon, policy=policy,
+                                   rows=prep.class_rows, min_rows=min_rows)
     return EvaluationResult(
         n_samples=prep.n_samples, dim=prep.dim, metric=metric, utility=utility, beta=float(beta),
         epsilon=float(epsilon), calibration_range=cal, thresholds=tuple(float(v) for v in th),

@@ -91,6 +91,7 @@ def evaluate(
     utility: o.UtilityOpt = o.Utility(opt.UTILITY),
     beta: o.Beta = opt.BETA,
     epsilon: o.Epsilon = opt.EPSILON,
+    min_class_rows: o.MinClassRows = opt.MIN_CLASS_ROWS,
     threshold_policy: o.Policy = opt.THRESHOLD_POLICY,
     fairness_alpha: o.FairnessAlpha = opt.FAIRNESS_ALPHA,
     verification: o.VerificationOpt = opt.VERIFICATION,
@@ -159,6 +160,7 @@ def evaluate(
     opt.check("block_mib", block_mib)
     opt.check("worker_mib", worker_mib)
     opt.check("fairness_alpha", fairness_alpha)
+    opt.check("min_class_rows", min_class_rows)
     dcf_costs = opt.parse_dcf(dcf)
     check_outputs((json_out, "--json"))
     if curves:
@@ -195,7 +197,7 @@ def evaluate(
                      utility=utility.value, beta=beta, epsilon=epsilon,
                      threshold_policy=threshold_policy, fairness_alpha=fairness_alpha,
                      verification=verification, dcf=dcf_costs, block_bytes=block_bytes,
-                     **cal_opts)
+                     min_class_rows=min_class_rows, **cal_opts)
     if engine == "dask":
         from ..engines.dask import DaskEngine
 

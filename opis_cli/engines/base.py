@@ -328,6 +328,19 @@ def retrieval_at_r(hits: np.ndarray, n_rel: np.ndarray,
     return first, ap
 
 
+def hits_at_r(hits: np.ndarray, n_rel: np.ndarray) -> np.ndarray:
+    """Positives among the ``R`` nearest of ranked lists: the numerator of
+    R-Precision (SPEC 6), ``sum_{i <= R} hits[:, i]``.
+
+    ``hits`` (B, L) bool as in :func:`retrieval_at_r`, ``n_rel`` (B,) the
+    ``R`` of each query; a list shorter than ``R`` (an approximate engine's
+    candidates) counts the positives it holds. Returns (B,) int64.
+    """
+    L = hits.shape[1]
+    within = np.arange(1, L + 1)[None, :] <= np.asarray(n_rel)[:, None]
+    return np.count_nonzero(hits & within, axis=1).astype(np.int64)
+
+
 # -- float64 re-decision (machine-independent results) ---------------------------
 #
 # The engines compute every inner product with float32 BLAS, whose rounding

@@ -42,7 +42,7 @@ from ..render.format import num
 #: The keys of ``EvaluationResult.headline()``: the metric names rules accept.
 HEADLINE_METRICS = (
     "opis", "epsilon_opis", "recall_at_1", "recall_at_2", "recall_at_4", "recall_at_8",
-    "map_at_r", "threshold", "mean_utility", "worst_mean_utility", "tpr", "far", "frr",
+    "map_at_r", "r_precision", "threshold", "mean_utility", "worst_mean_utility", "tpr", "far", "frr",
     "fraction_far_above_2x",
 )
 
@@ -66,7 +66,7 @@ RULE_METRICS = HEADLINE_METRICS + FAIRNESS_METRICS + VERIFICATION_METRICS + DEPL
 #: +1: higher is better, -1: lower is better, 0: neither (the threshold itself).
 DIRECTION = {
     "opis": -1, "epsilon_opis": -1, "recall_at_1": 1, "recall_at_2": 1, "recall_at_4": 1,
-    "recall_at_8": 1, "map_at_r": 1, "threshold": 0, "mean_utility": 1,
+    "recall_at_8": 1, "map_at_r": 1, "r_precision": 1, "threshold": 0, "mean_utility": 1,
     "worst_mean_utility": 1, "tpr": 1, "far": -1, "frr": -1, "fraction_far_above_2x": -1,
     "fdr": 1, "garbe": -1, "far_ratio": -1, "frr_ratio": -1, "inequity_rate": -1,
     "fdr_mean": 1, "garbe_mean": -1,

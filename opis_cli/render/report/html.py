@@ -385,8 +385,10 @@ def _story(result: EvaluationResult) -> str:
                      "the best global threshold may lie outside it (try a wider --far-range or "
                      "--calibration-range).")
     if cls.excluded:
+        few = (f", or fewer than {result.min_class_rows} rows (--min-class-rows)"
+               if result.min_class_rows > 2 else "")
         flags.append(f"{cls.excluded:,} class(es) were excluded because they have no positive or "
-                     "no negative pair (e.g. a single sample); see <a href=\"#excluded\">Excluded "
+                     f"no negative pair (e.g. a single sample){few}; see <a href=\"#excluded\">Excluded "
                      "classes</a>.")
     if flags:
         out += '<div class="story flag">' + "".join(f"<p>{f}</p>" for f in flags) + "</div>"
@@ -585,13 +587,15 @@ def _provenance(result: EvaluationResult) -> str:
     return out
 
 
-def _excluded(block: ConsistencyBlock, noun: str, noun_plural: str) -> str:
+def _excluded(block: ConsistencyBlock, noun: str, noun_plural: str, min_rows: int = 2) -> str:
     if not block.excluded:
         return (f"<p>None: every {esc(noun)} has at least one positive and one negative "
                 "pair.</p>")
     labels = ", ".join(esc(v) for v in block.excluded_labels)
     return (f"<p>{block.excluded:,} {esc(noun_plural)} were left out of every average because they "
-            "have no positive pair (e.g. a single sample) or no negative pair.</p>"
+            "have no positive pair (e.g. a single sample) or no negative pair"
+            + (f", or fewer than {min_rows} rows (--min-class-rows)" if min_rows > 2 else "")
+            + ".</p>"
             f'<details open><summary>show the labels</summary><div class="labels">{labels}'
             "</div></details>")
 
@@ -679,7 +683,7 @@ def render_report(result: EvaluationResult, images: Mapping[str, bytes], *,
 </section>
 {groups_html}
 <section id="excluded"><h2>Excluded classes</h2>
-{_excluded(result.classes, "class", "classes")}
+{_excluded(result.classes, "class", "classes", result.min_class_rows)}
 </section>
 <section id="options"><h2>Options</h2>
 {_options(result)}
