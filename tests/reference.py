@@ -190,10 +190,11 @@ def far_threshold(neg_sorted: np.ndarray, F: float) -> float:
 
 
 # -- SPEC 6: metrics over one block -------------------------------------------
-def is_evaluated(P: int, M: int, rows: int, min_rows: int = 2) -> bool:
+def is_evaluated(P: int, M: int, rows: int | None, min_rows: int = 2) -> bool:
     """SPEC 3: at least one positive and one negative pair, and at least
-    ``--min-class-rows`` rows carrying the label (query or gallery rows alike)."""
-    return P > 0 and M > 0 and rows >= min_rows
+    ``--min-class-rows`` rows carrying the label (query or gallery rows alike;
+    ``rows`` None: not known to the caller, who works from counts alone)."""
+    return P > 0 and M > 0 and (rows is None or rows >= min_rows)
 
 
 def consistency_block(keys, pos, neg, thresholds, **options) -> RefBlock:
@@ -201,7 +202,7 @@ def consistency_block(keys, pos, neg, thresholds, **options) -> RefBlock:
     P = {k: len(pos[k]) for k in pos}
     M = {k: len(neg[k]) for k in neg}
     rows, min_rows = options["n_rows"], options.get("min_rows", 2)
-    evaluated = [k for k in sorted(pos) if is_evaluated(P[k], M[k], rows.get(k, 0), min_rows)]
+    evaluated = [k for k in sorted(pos) if is_evaluated(P[k], M[k], rows.get(k), min_rows)]
     TP = {k: count_accepted(pos[k], thresholds) for k in evaluated}
     FP = {k: count_accepted(neg[k], thresholds) for k in evaluated}
     return block_from_counts(keys, P, M, TP, FP, thresholds, **options)
@@ -211,7 +212,7 @@ def block_from_counts(keys, P, M, TP, FP, thresholds, *, utility, beta, epsilon,
                       n_queries, min_rows=2) -> RefBlock:
     """SPEC 4 and 6 from the per-key pair counts (``TP``/``FP`` of evaluated keys)."""
     all_keys = sorted(P)
-    labels = [k for k in all_keys if is_evaluated(P[k], M[k], n_rows.get(k, 0), min_rows)]
+    labels = [k for k in all_keys if is_evaluated(P[k], M[k], n_rows.get(k), min_rows)]
     excluded = [k for k in all_keys if k not in labels]
     # labels present in the data but never the class of a query pair
     excluded = sorted(set(excluded) | (set(keys) - set(all_keys)))
