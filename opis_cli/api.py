@@ -50,6 +50,8 @@ def _versions() -> dict:
 def evaluate(
     embeddings,
     labels: Sequence,
+    reference=None,
+    reference_labels: Sequence | None = None,
     *,
     groups: Sequence | None = None,
     is_query: Sequence[bool] | None = None,
@@ -75,13 +77,30 @@ def evaluate(
     calibration_source: dict | None = None,
     copy: bool = True,
     min_class_rows: int = opt.MIN_CLASS_ROWS,
+    include: Sequence[str] | None = None,
 ) -> EvaluationResult:
     """Measure threshold consistency of an embedding model (SPEC.md).
 
+    Two call shapes: one set of rows, each both query and gallery unless the
+    masks say otherwise, ``evaluate(embeddings, labels, is_query=...,
+    is_gallery=...)``; or pytorch-metric-learning's, ``evaluate(query,
+    query_labels, reference, reference_labels)``.
+
     Parameters
     ----------
-    embeddings : (N, D) array of float16/32/64 (a memmap is fine)
+    embeddings : (N, D) array of float16/32/64 (a memmap is fine); the
+        queries when ``reference`` is given
     labels : N labels (any hashable; compared as strings)
+    reference, reference_labels : PML's reference set (the gallery). The rows
+        are then the query rows followed by the reference rows, ``is_query``
+        true for the first block only and ``is_gallery`` for the second only,
+        so a reference row identical to a query is an ordinary pair at
+        distance 0 (PML's ``ref_includes_query=False``). When ``reference``
+        *is* ``embeddings`` (the same object), the rows are used once, each
+        both query and gallery, self-pairs excluded (PML's
+        ``ref_includes_query=True``); ``reference_labels`` must then equal
+        ``labels``. ``groups`` then has one value per row of the
+        concatenation; ``is_query``/``is_gallery`` cannot be combined with it
     groups : optional N group values for the per-group block (SPEC 7)
     is_query, is_gallery : optional boolean masks (default: every row is both)
     metric : ``"cosine"`` (d = 1 - cos) or ``"l2"``; smaller is closer
@@ -111,6 +130,13 @@ def evaluate(
         in no average: not in OPIS, the FAR order statistic of the range nor
         the retrieval means); its rows stay negatives of the others. The
         default 2 adds nothing to ``P > 0, M > 0``
+    include : the parts to compute, from ``"consistency"`` (always computed),
+        ``"retrieval"`` and ``"verification"``; None: consistency and
+        retrieval (verification as ``verification`` says). Without
+        ``"retrieval"`` the neighbour ranking is skipped: ``result.retrieval``
+        is None (JSON ``"retrieval": null``; gate metrics ``recall_at_*``,
+        ``map_at_r``, ``r_precision`` NaN) and every per-class ``recall_at_1``
+        is None. ``"verification"`` turns the verification view on
     copy : False hands ``embeddings`` over: a writeable, C-contiguous float32
         array (not a memmap) is then normalised and put into class order in
         place, so that no second copy of the rows is made (at 1M x 384 the
@@ -128,6 +154,10 @@ def evaluate(
         One-line messages; the CLI turns them into exit code 2.
     """
     # Every option is checked here, before any work (constraints: opis_cli.options).
+    want_retrieval, verification = _parts(include, verification)
+    if reference is not None or reference_labels is not None:
+        embeddings, labels, is_query, is_gallery = _pml_shape(
+            embeddings, labels, reference, reference_labels, is_query, is_gallery)
     opt.validate(metric=metric, utility=utility, beta=beta, epsilon=epsilon,
                  num_thresholds=num_thresholds, fairness_alpha=fairness_alpha,
                  min_class_rows=min_class_rows)
@@ -164,12 +194,57 @@ def evaluate(
                                      getattr(engine, "name", "custom"), calibration_source)
     spec = GridSpec(num_thresholds=int(num_thresholds), far_range=far, calibration_range=cal,
                     verification=dcf if verification else None,
-                    min_class_rows=int(min_class_rows))
+                    min_class_rows=int(min_class_rows), retrieval=want_retrieval)
     out = engine.run(prep, spec, progress)
     return build_result(prep, out, spec=spec, metric=metric, utility=utility, beta=beta,
                         epsilon=epsilon, policy=policy, engine_name=getattr(engine, "name", "custom"),
                         sources=sources, group_column=group_column, timestamp=timestamp,
                         fairness_alpha=fairness_alpha, calibration_info=cal_info)
+
+
+def _parts(include: Sequence[str] | None, verification: bool) -> tuple[bool, bool]:
+    """(rank the neighbours?, the verification view?) from ``include=``."""
+    if include is None:
+        return True, bool(verification)
+    if isinstance(include, str):
+        include = (include,)
+    for name in include:
+        if name not in opt.INCLUDE:
+            raise ConfigError(f"include {name!r}: expected some of {', '.join(opt.INCLUDE)}")
+    return "retrieval" in include, bool(verification) or "verification" in include
+
+
+def _pml_shape(query, query_labels, reference, reference_labels, is_query, is_gallery):
+    """pytorch-metric-learning's ``(query, query_labels, reference, reference_labels)``
+    as one set of rows and the query/gallery masks (see :func:`evaluate`)."""
+    if reference is None or reference_labels is None:
+        raise ConfigError("reference and reference_labels go together: give both or neither")
+    if is_query is not None or is_gallery is not None:
+        raise ConfigError("is_query/is_gallery describe one set of rows: with reference= "
+                          "the first rows are the queries and the reference the gallery")
+    if getattr(query, "sharded", False) or getattr(reference, "sharded", False):
+        raise ConfigError("reference= takes in-memory arrays, not rows left in their files")
+    nq, nr = len(query), len(reference)
+    if len(query_labels) != nq:
+        raise InputError(f"query_labels: {len(query_labels)} labels for {nq} query rows")
+    if len(reference_labels) != nr:
+        raise InputError(f"reference_labels: {len(reference_labels)} labels for {nr} "
+                         "reference rows")
+    if reference is query:  # PML's ref_includes_query=True: every row both, self excluded
+        if [str(v) for v in query_labels] != [str(v) for v in reference_labels]:
+            raise InputError("reference is the query array, so reference_labels must equal "
+                             "query_labels")
+        return query, query_labels, None, None
+    q = np.asarray(query)
+    r = np.asarray(reference)
+    if q.ndim != 2 or r.ndim != 2 or q.shape[1] != r.shape[1]:
+        raise InputError(f"query rows {q.shape} and reference rows {r.shape}: expected two "
+                         "2-D arrays with the same number of columns")
+    x = np.concatenate([q, r.astype(q.dtype, copy=False)])
+    labels = [*query_labels, *reference_labels]
+    is_q = np.zeros(nq + nr, bool)
+    is_q[:nq] = True
+    return x, labels, is_q, ~is_q
 
 
 def _calibrated(prep: Prepared, calibration, embeddings, labels, groups, engine_name: str,
@@ -314,6 +389,8 @@ def build_result(prep: Prepared, out: EngineOutput, *, spec: GridSpec, metric: s
         # included (at the default every query with a positive is of an
         # evaluated class, so nothing changes there)
         out = replace(out, n_relevant=np.where(ev[prep.q_class], out.n_relevant, 0))
+    if not spec.retrieval:  # not asked for (an engine may have ranked on the way: unused)
+        out = replace(out, n_relevant=np.zeros_like(out.n_relevant))
     q_per_class = np.bincount(prep.q_class, minlength=C)
     classes = _block(prep.class_labels, out.class_tp, out.class_fp, P, M, th, utility, beta,
                      epsilon, policy, prep.class_rows, q_per_class,
@@ -339,7 +416,8 @@ def build_result(prep: Prepared, out: EngineOutput, *, spec: GridSpec, metric: s
         lower=float(th[0]), upper=float(th[-1]), source=out.range_source,
         far_lower=float(gfar[0]), far_upper=float(gfar[-1]),
         far_requested=tuple(spec.far_range) if out.range_source == "far" else None)
-    retrieval = retrieval_metrics(out.first_rank, out.ap_at_r, out.n_relevant, out.hits_at_r)
+    retrieval = (retrieval_metrics(out.first_rank, out.ap_at_r, out.n_relevant, out.hits_at_r)
+                 if spec.retrieval else None)
     hist = DistanceHistogram(tuple(float(v) for v in out.hist_edges),
                              tuple(int(v) for v in out.hist_pos), tuple(int(v) for v in out.hist_neg),
                              out.notes.get("report_histogram_rows"))
@@ -352,6 +430,8 @@ def build_result(prep: Prepared, out: EngineOutput, *, spec: GridSpec, metric: s
     }
     if min_rows != opt.MIN_CLASS_ROWS:  # only when set, so default documents keep their bytes
         options["min_class_rows"] = int(min_rows)
+    if not spec.retrieval:
+        options["retrieval"] = False
     ver = None
     if spec.verification is not None:
         options["verification"] = True

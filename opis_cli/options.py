@@ -85,6 +85,12 @@ TOP = 5
 #: the calibration side (SPEC 12)
 FOLDS = 5
 TARGET = "far:0.01"
+#: ``evaluate(include=...)``: the parts of a result to compute. The consistency
+#: numbers (OPIS, the threshold, per class) are always computed; "retrieval"
+#: ranks every query's neighbours (R@k, MAP@R, R-Precision), "verification" is
+#: SPEC 14's view (one more pass). Without ``include``: consistency and retrieval,
+#: verification as ``verification=`` says.
+INCLUDE = ("consistency", "retrieval", "verification")
 #: ``--min-class-rows``: a class (or group) with fewer rows is excluded (SPEC 3);
 #: 2 adds nothing to "at least one positive and one negative pair"
 MIN_CLASS_ROWS = 2

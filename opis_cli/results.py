@@ -532,7 +532,9 @@ class EvaluationResult:
     calibration_range: CalibrationRange
     thresholds: tuple[float, ...]
     classes: ConsistencyBlock
-    retrieval: Retrieval
+    #: SPEC 6's retrieval numbers; None when not computed (``include=`` without
+    #: "retrieval")
+    retrieval: Retrieval | None
     distance_histogram: DistanceHistogram | None
     options: dict
     provenance: dict
@@ -572,14 +574,15 @@ class EvaluationResult:
     def headline(self) -> dict[str, float]:
         """The flat metrics gates and comparisons use, by JSON key name."""
         rt = self.recommended_threshold
+        ret = self.retrieval or Retrieval({}, float("nan"), 0)
         return {
             "opis": self.opis, "epsilon_opis": self.epsilon_opis,
-            "recall_at_1": self.retrieval.recall_at_k.get("1", float("nan")),
-            "recall_at_2": self.retrieval.recall_at_k.get("2", float("nan")),
-            "recall_at_4": self.retrieval.recall_at_k.get("4", float("nan")),
-            "recall_at_8": self.retrieval.recall_at_k.get("8", float("nan")),
-            "map_at_r": self.retrieval.map_at_r,
-            "r_precision": _num(self.retrieval.r_precision),
+            "recall_at_1": ret.recall_at_k.get("1", float("nan")),
+            "recall_at_2": ret.recall_at_k.get("2", float("nan")),
+            "recall_at_4": ret.recall_at_k.get("4", float("nan")),
+            "recall_at_8": ret.recall_at_k.get("8", float("nan")),
+            "map_at_r": ret.map_at_r,
+            "r_precision": _num(ret.r_precision),
             "threshold": rt.value, "mean_utility": rt.mean_utility,
             "worst_mean_utility": rt.worst_mean_utility, "tpr": rt.tpr, "far": rt.far,
             "frr": rt.frr, "fraction_far_above_2x": rt.fraction_far_above_2x,
@@ -634,7 +637,7 @@ class EvaluationResult:
             **({"fairness": cb["fairness"]} if "fairness" in cb else {}),
             **({"verification": self.verification.to_dict() if self.verification else None}
                if self.verification is not None or self.verification_asked else {}),
-            "retrieval": self.retrieval.to_dict(),
+            "retrieval": None if self.retrieval is None else self.retrieval.to_dict(),
             "classes": cb["classes"],
             "per_class": cb["per_class"],
         }
@@ -668,7 +671,7 @@ class EvaluationResult:
             utility=d["utility"], beta=float(d["beta"]), epsilon=float(d["epsilon"]),
             calibration_range=CalibrationRange.from_dict(d["calibration_range"]),
             thresholds=tuple(float(v) for v in d["thresholds"]), classes=block,
-            retrieval=Retrieval.from_dict(d["retrieval"]),
+            retrieval=Retrieval.from_dict(d["retrieval"]) if d.get("retrieval") else None,
             distance_histogram=DistanceHistogram.from_dict(hist) if hist else None,
             options=d.get("options", {}), provenance=d.get("provenance", {}),
             groups=groups, group_column=(d.get("groups") or {}).get("column"),

@@ -253,3 +253,81 @@ def test_default_options_block_has_no_min_class_rows():
     x, y = sized_rows(2)
     d = json.loads(opis_cli.evaluate(x, y, metric="l2", timestamp=False).to_json())
     assert "min_class_rows" not in d["options"]
+
+
+# ---------------------------------------------------------------------------
+# PML's call shape (query, query_labels, reference, reference_labels) and include=
+# ---------------------------------------------------------------------------
+def test_reference_call_shape_is_the_masks_of_the_concatenation():
+    x, y = sized_rows(41)
+    q, qy, r, ry = x[:40], y[:40], x[25:], y[25:]  # rows 25..39 in both: pairs at distance 0
+    got = opis_cli.evaluate(q, qy, r, ry, metric="l2", timestamp=False)
+    isq = np.r_[np.ones(40, bool), np.zeros(len(r), bool)]
+    want = opis_cli.evaluate(np.concatenate([q, r]), qy + ry, metric="l2", is_query=isq,
+                             is_gallery=~isq, timestamp=False)
+    assert got.to_json() == want.to_json()
+    compare(got, ref.evaluate(np.concatenate([q, r]), qy + ry, metric="l2", is_query=isq,
+                              is_gallery=~isq))
+    # keywords too, and the same object as reference: every row both, self excluded
+    same = opis_cli.evaluate(x, y, reference=x, reference_labels=list(y), metric="l2",
+                             timestamp=False)
+    assert same.to_json() == opis_cli.evaluate(x, y, metric="l2", timestamp=False).to_json()
+
+
+@pytest.mark.parametrize("kw,needle", [
+    (dict(reference_labels=["a"]), "reference and reference_labels go together"),
+    (dict(reference="R", reference_labels="RY", is_query=[True] * 10), "is_query/is_gallery"),
+    (dict(reference="X", reference_labels=["zz"] * 10), "reference_labels must equal"),
+    (dict(reference="R", reference_labels=["a"]), "reference_labels: 1 labels for 5"),
+    (dict(include=("retrieval", "speed")), "include 'speed': expected some of"),
+])
+def test_reference_and_include_errors(kw, needle):
+    x, y = sized_rows(1)
+    x, y = x[:10], y[:10]
+    sub = {"R": x[:5], "RY": y[:5], "X": x}
+    kw = {k: sub.get(v, v) if isinstance(v, str) else v for k, v in kw.items()}
+    with pytest.raises((ConfigError, InputError), match=needle):
+        opis_cli.evaluate(x, y, **kw)
+
+
+@pytest.mark.parametrize("engine", ["exact", "knn", "sampled"])
+def test_include_without_retrieval_skips_it_and_changes_nothing_else(engine):
+    x, y = sized_rows(12)
+    eng = {"exact": None, "knn": KnnEngine(k=len(y) - 1),
+           "sampled": SampledEngine(negatives_per_query=len(y), retrieval_queries=len(y))}[engine]
+    full = opis_cli.evaluate(x, y, metric="l2", engine=eng, timestamp=False)
+    lean = opis_cli.evaluate(x, y, metric="l2", engine=eng, include=("consistency",),
+                             timestamp=False)
+    assert lean.retrieval is None and full.retrieval is not None
+    assert all(c.recall_at_1 is None for c in lean.classes.per_class)
+    d, e = json.loads(lean.to_json()), json.loads(full.to_json())
+    assert d.pop("retrieval") is None and d["options"].pop("retrieval") is False
+    e.pop("retrieval")
+    for doc in (d, e):
+        doc.pop("provenance")
+        doc.pop("estimate", None)
+        for c in doc["per_class"]:
+            c.pop("recall_at_1")
+    assert d == e
+    assert np.isnan(lean.gate_metrics()["r_precision"])
+    back = opis_cli.EvaluationResult.from_json(lean.to_json())
+    assert back.retrieval is None
+
+
+def test_include_verification_turns_the_view_on():
+    x, y = sized_rows(12)
+    res = opis_cli.evaluate(x, y, metric="l2", include=("retrieval", "verification"),
+                            timestamp=False)
+    assert res.verification is not None and res.retrieval is not None
+
+
+def test_integer_keys_for_recall_at_k():
+    x, y = sized_rows(3)
+    r = opis_cli.evaluate(x, y, metric="l2", timestamp=False).retrieval
+    for k in (1, 2, 4, 8):
+        assert r.recall_at_k[k] == r.recall_at_k[str(k)] == r.recall_at(k)
+    assert 1 in r.recall_at_k and "1" in r.recall_at_k
+    assert list(json.loads(opis_cli.evaluate(x, y, metric="l2", timestamp=False).to_json())
+                ["retrieval"]["recall_at_k"]) == ["1", "2", "4", "8"]
+    with pytest.raises(KeyError):
+        r.recall_at(3)

@@ -62,6 +62,9 @@ class GridSpec:
     #: SPEC 3's ``--min-class-rows``: a class with fewer rows is not evaluated
     #: (its rows stay negatives of the others); 2 adds nothing to P > 0, M > 0
     min_class_rows: int = 2
+    #: rank the neighbours of every query (SPEC 6's retrieval numbers); False
+    #: skips that work (``evaluate(include=...)`` without "retrieval")
+    retrieval: bool = True
 
 
 @dataclass(frozen=True)

@@ -604,7 +604,7 @@ def run_exact(prep: Prepared, spec: GridSpec, map_chunks: ChunkMapper, block_byt
         check_range(lo, hi, "--calibration-range", f"{lo:g}:{hi:g}")
         grid = np.linspace(lo, hi, K)
         cfg = PassConfig(**base_cfg, counts=_exact_key_bounds(grid, l2), grid=grid,
-                         do_ret=True,
+                         do_ret=spec.retrieval,
                          do_vhist=spec.verification is not None)
         res = map_chunks(prep, row_eval, row_sample, cfg, progress, "distances")
         ret = res
@@ -653,7 +653,7 @@ def run_exact(prep: Prepared, spec: GridSpec, map_chunks: ChunkMapper, block_byt
             if recount:  # pass 2 only gathers: a dummy one-threshold grid above them
                 top = brackets[1][1] + 4 * m_max + 1e-12 * (abs(brackets[1][1]) + 1)
                 bounds = (np.array([top]), np.array([top]))
-            cfg2 = replace(cfg1, do_win=False, do_rep=True, do_ret=True, do_gather=True,
+            cfg2 = replace(cfg1, do_win=False, do_rep=True, do_ret=spec.retrieval, do_gather=True,
                            gather=tuple(brackets), counts=bounds, K=len(bounds[0]),
                            sym=False, do_vhist=spec.verification is not None)
             res = map_chunks(prep, row_eval, row_sample, cfg2, progress, "counts")

@@ -336,7 +336,7 @@ class SampledEngine:
         with _one_blas_thread():  # the same products on every machine
             pos = ctx.count_positives(grid, rep_grids, progress)
         _trim()
-        ret = ctx.retrieval(self.Q, progress)
+        ret = ctx.retrieval(self.Q if spec.retrieval else 0, progress)
         _trim()
         notes["positives_sampled"] = pos["sampled_labels"]
         notes["retrieval_sample"] = int(ret["sampled"])

@@ -182,16 +182,20 @@ def print_result(result: EvaluationResult, source: str = "") -> None:
             f"at FAR {num(cal.get('target_far'), 'g')}; {cal.get('uncalibrated_rows', 0)} rows "
             "uncalibrated"))
     h = Table(title="Threshold consistency", title_justify="left")
-    cols = ["OPIS", f"{100 * result.epsilon:g}%-OPIS", "R@1", "R@2", "R@4", "R@8", "MAP@R"]
-    rk = r.recall_at_k
-    row = [num(result.opis, ".5f"), num(result.epsilon_opis, ".5f"),
-           *(num(rk.get(k), ".4f") for k in ("1", "2", "4", "8")), num(r.map_at_r, ".4f")]
-    if r.r_precision is not None:
-        cols.append("R-Prec")
-        row.append(num(r.r_precision, ".4f"))
-    for col in cols + ["queries"]:
+    cols = ["OPIS", f"{100 * result.epsilon:g}%-OPIS"]
+    row = [num(result.opis, ".5f"), num(result.epsilon_opis, ".5f")]
+    if r is not None:  # None: not computed (evaluate(include=...) without "retrieval")
+        rk = r.recall_at_k
+        cols += ["R@1", "R@2", "R@4", "R@8", "MAP@R"]
+        row += [*(num(rk.get(k), ".4f") for k in ("1", "2", "4", "8")), num(r.map_at_r, ".4f")]
+        if r.r_precision is not None:
+            cols.append("R-Prec")
+            row.append(num(r.r_precision, ".4f"))
+        cols.append("queries")
+        row.append(str(r.queries))
+    for col in cols:
         h.add_column(col, justify="right")
-    h.add_row(*row, str(r.queries))
+    h.add_row(*row)
     console.print(h)
     est = result.estimate
     if est is not None:  # SPEC 15: a sampling engine's numbers are estimates

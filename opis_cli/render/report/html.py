@@ -336,7 +336,9 @@ def _card(key: str, value: str, hint: str, unit: str = "") -> str:
 def _cards(result: EvaluationResult) -> str:
     rt = result.recommended_threshold
     eps = f"{100 * result.epsilon:g}%"
-    r1 = result.retrieval.recall_at_k.get("1")
+    head = result.headline()  # NaN where retrieval was not computed
+    r1 = head["recall_at_1"]
+    n_queries = result.retrieval.queries if result.retrieval is not None else 0
     return '<section id="summary" class="cards">' + "".join([
         _card("OPIS", num(result.opis, ".4g"),
               "How much per-class utility varies around the mean over the calibration range. "
@@ -344,9 +346,9 @@ def _cards(result: EvaluationResult) -> str:
         _card(f"{eps}-OPIS", num(result.epsilon_opis, ".4g"),
               f"Squared gap between the worst {eps} of classes and the rest. Lower is better."),
         _card("R@1", pct(r1),
-              f"Queries whose nearest neighbour has their label ({result.retrieval.queries:,} "
+              f"Queries whose nearest neighbour has their label ({n_queries:,} "
               "queries)."),
-        _card("MAP@R", num(result.retrieval.map_at_r, ".4f"),
+        _card("MAP@R", num(head["map_at_r"], ".4f"),
               "Mean average precision at R (R = the query's number of same-label items)."),
         _card("Recommended threshold", num(rt.value, ".4g"),
               f"{distance_unit(result.metric)} ({rt.policy}); accept a pair when its distance "
