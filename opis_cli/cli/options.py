@@ -92,7 +92,7 @@ Epsilon = Annotated[float, typer.Option(help="Fraction of worst classes for epsi
 MinClassRows = Annotated[int, typer.Option(
     "--min-class-rows", metavar="N", rich_help_panel="Range and threshold",
     help="Exclude classes (and groups) with fewer than N rows from every average; their rows "
-         "stay negatives of the others (SPEC 3).")]
+         "stay negatives of the others.")]
 Policy = Annotated[str, typer.Option(
     help=f"Recommended threshold: {_POLICIES} or far:F (largest threshold with global "
          "FAR <= F).")]
