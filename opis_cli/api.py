@@ -214,6 +214,12 @@ def _parts(include: Sequence[str] | None, verification: bool) -> tuple[bool, boo
     return "retrieval" in include, bool(verification) or "verification" in include
 
 
+def _values(v) -> list:
+    """Labels as a list of plain values: an array or a (CPU) tensor of them
+    gives its numbers (``3``, not ``tensor(3)``)."""
+    return np.asarray(v).tolist() if hasattr(v, "__array__") else list(v)
+
+
 def _pml_shape(query, query_labels, reference, reference_labels, is_query, is_gallery):
     """pytorch-metric-learning's ``(query, query_labels, reference, reference_labels)``
     as one set of rows and the query/gallery masks (see :func:`evaluate`)."""
@@ -224,6 +230,7 @@ def _pml_shape(query, query_labels, reference, reference_labels, is_query, is_ga
                           "the first rows are the queries and the reference the gallery")
     if getattr(query, "sharded", False) or getattr(reference, "sharded", False):
         raise ConfigError("reference= takes in-memory arrays, not rows left in their files")
+    query_labels, reference_labels = _values(query_labels), _values(reference_labels)
     nq, nr = len(query), len(reference)
     if len(query_labels) != nq:
         raise InputError(f"query_labels: {len(query_labels)} labels for {nq} query rows")
@@ -234,7 +241,8 @@ def _pml_shape(query, query_labels, reference, reference_labels, is_query, is_ga
         if [str(v) for v in query_labels] != [str(v) for v in reference_labels]:
             raise InputError("reference is the query array, so reference_labels must equal "
                              "query_labels")
-        return query, query_labels, None, None
+        return (query if isinstance(query, np.ndarray) else np.asarray(query)), query_labels, \
+            None, None
     q = np.asarray(query)
     r = np.asarray(reference)
     if q.ndim != 2 or r.ndim != 2 or q.shape[1] != r.shape[1]:

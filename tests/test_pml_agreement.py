@@ -83,3 +83,23 @@ def test_query_and_reference_sets_agree_with_pml(metric):
     assert ours.recall_at(1) == pytest.approx(theirs["precision_at_1"], abs=1e-6)
     assert ours.map_at_r == pytest.approx(theirs["mean_average_precision_at_r"], abs=1e-6)
     assert ours.r_precision == pytest.approx(theirs["r_precision"], abs=1e-6)
+
+
+def test_torch_tensors_in_pml_call_shape_equal_numpy():
+    """PML users hold tensors: CPU tensors of rows and of integer labels work as arrays
+    (labels read as their numbers, not ``tensor(3)``)."""
+    import torch
+
+    rng = np.random.default_rng(5)
+    centres = rng.normal(size=(8, 6))
+    yq, yr = rng.integers(0, 8, 60), rng.integers(0, 8, 120)
+    q = (centres[yq] + rng.normal(size=(60, 6))).astype(np.float32)
+    r = (centres[yr] + rng.normal(size=(120, 6))).astype(np.float32)
+    a = opis_cli.evaluate(torch.from_numpy(q), torch.from_numpy(yq), torch.from_numpy(r),
+                          torch.from_numpy(yr), timestamp=False)
+    b = opis_cli.evaluate(q, yq, r, yr, timestamp=False)
+    assert a.to_json() == b.to_json()
+    assert {c.label for c in a.classes.per_class} <= {str(v) for v in range(8)}
+    t = torch.from_numpy(q)
+    same = opis_cli.evaluate(t, torch.from_numpy(yq), t, torch.from_numpy(yq), timestamp=False)
+    assert same.to_json() == opis_cli.evaluate(q, yq, timestamp=False).to_json()
