@@ -51,6 +51,8 @@ def _versions() -> dict:
 def evaluate(
     embeddings,
     labels: Sequence,
+    reference=None,
+    reference_labels: Sequence | None = None,
     *,
     groups: Sequence | None = None,
     is_query: Sequence[bool] | None = None,
@@ -75,13 +77,31 @@ def evaluate(
     calibration: "Calibration | None" = None,
     calibration_source: dict | None = None,
     copy: bool = True,
+    min_class_rows: int = opt.MIN_CLASS_ROWS,
+    include: Sequence[str] | None = None,
 ) -> EvaluationResult:
     """Measure threshold consistency of an embedding model (SPEC.md).
 
+    Two call shapes: one set of rows, each both query and gallery unless the
+    masks say otherwise, ``evaluate(embeddings, labels, is_query=...,
+    is_gallery=...)``; or pytorch-metric-learning's, ``evaluate(query,
+    query_labels, reference, reference_labels)``.
+
     Parameters
     ----------
-    embeddings : (N, D) array of float16/32/64 (a memmap is fine)
+    embeddings : (N, D) array of float16/32/64 (a memmap is fine); the
+        queries when ``reference`` is given
     labels : N labels (any hashable; compared as strings)
+    reference, reference_labels : PML's reference set (the gallery). The rows
+        are then the query rows followed by the reference rows, ``is_query``
+        true for the first block only and ``is_gallery`` for the second only,
+        so a reference row identical to a query is an ordinary pair at
+        distance 0 (PML's ``ref_includes_query=False``). When ``reference``
+        *is* ``embeddings`` (the same object), the rows are used once, each
+        both query and gallery, self-pairs excluded (PML's
+        ``ref_includes_query=True``); ``reference_labels`` must then equal
+        ``labels``. ``groups`` then has one value per row of the
+        concatenation; ``is_query``/``is_gallery`` cannot be combined with it
     groups : optional N group values for the per-group block (SPEC 7)
     is_query, is_gallery : optional boolean masks (default: every row is both)
     metric : ``"cosine"`` (d = 1 - cos) or ``"l2"``; smaller is closer
@@ -106,6 +126,18 @@ def evaluate(
         number is then computed on the adjusted distances ``d - a_q - b_g``
         (exact and dask engines); ``calibration_source`` (path, sha256) goes
         into the provenance with the method and the uncalibrated rows
+    min_class_rows : SPEC 3's ``--min-class-rows``: a class (or group) with
+        fewer rows is excluded (not evaluated, listed among the excluded,
+        in no average: not in OPIS, the FAR order statistic of the range nor
+        the retrieval means); its rows stay negatives of the others. The
+        default 2 adds nothing to ``P > 0, M > 0``
+    include : the parts to compute, from ``"consistency"`` (always computed),
+        ``"retrieval"`` and ``"verification"``; None: consistency and
+        retrieval (verification as ``verification`` says). Without
+        ``"retrieval"`` the neighbour ranking is skipped: ``result.retrieval``
+        is None (JSON ``"retrieval": null``; gate metrics ``recall_at_*``,
+        ``map_at_r``, ``r_precision`` NaN) and every per-class ``recall_at_1``
+        is None. ``"verification"`` turns the verification view on
     copy : False hands ``embeddings`` over: a writeable, C-contiguous float32
         array (not a memmap) is then normalised and put into class order in
         place, so that no second copy of the rows is made (at 1M x 384 the
@@ -123,8 +155,13 @@ def evaluate(
         One-line messages; the CLI turns them into exit code 2.
     """
     # Every option is checked here, before any work (constraints: opis_cli.options).
+    want_retrieval, verification = _parts(include, verification)
+    if reference is not None or reference_labels is not None:
+        embeddings, labels, is_query, is_gallery = _pml_shape(
+            embeddings, labels, reference, reference_labels, is_query, is_gallery)
     opt.validate(metric=metric, utility=utility, beta=beta, epsilon=epsilon,
-                 num_thresholds=num_thresholds, fairness_alpha=fairness_alpha)
+                 num_thresholds=num_thresholds, fairness_alpha=fairness_alpha,
+                 min_class_rows=min_class_rows)
     policy = Policy.parse(threshold_policy)
     dcf = opt.parse_dcf(dcf)
     far = opt.check_far_range(opt.parse_range(far_range, "--far-range"))
@@ -141,11 +178,14 @@ def evaluate(
         prep = prepare(embeddings, labels, metric=metric, groups=groups, is_query=is_query,
                        is_gallery=is_gallery, consume=not copy and calibration is None)
     P, M = prep.class_pair_counts()
-    evaluated = counts.evaluated(P, M)
+    evaluated = counts.evaluated(P, M, prep.class_rows, min_class_rows)
     if evaluated.sum() < 2:
+        need = (f", and at least {min_class_rows} rows (--min-class-rows)"
+                if min_class_rows > 2 else "")
         raise InputError(
             f"only {int(evaluated.sum())} class(es) can be evaluated (a class needs at least one "
-            "positive and one negative pair, i.e. two rows and another class); need at least 2")
+            f"positive and one negative pair, i.e. two rows and another class{need}); "
+            "need at least 2")
     if engine is None:
         from .engines.exact import ExactEngine  # loads the compiled kernels
 
@@ -155,12 +195,66 @@ def evaluate(
         prep, cal_info = _calibrated(prep, calibration, embeddings, labels, groups,
                                      getattr(engine, "name", "custom"), calibration_source)
     spec = GridSpec(num_thresholds=int(num_thresholds), far_range=far, calibration_range=cal,
-                    verification=dcf if verification else None)
+                    verification=dcf if verification else None,
+                    min_class_rows=int(min_class_rows), retrieval=want_retrieval)
     out = engine.run(prep, spec, progress)
     return build_result(prep, out, spec=spec, metric=metric, utility=utility, beta=beta,
                         epsilon=epsilon, policy=policy, engine_name=getattr(engine, "name", "custom"),
                         sources=sources, group_column=group_column, timestamp=timestamp,
                         fairness_alpha=fairness_alpha, calibration_info=cal_info)
+
+
+def _parts(include: Sequence[str] | None, verification: bool) -> tuple[bool, bool]:
+    """(rank the neighbours?, the verification view?) from ``include=``."""
+    if include is None:
+        return True, bool(verification)
+    if isinstance(include, str):
+        include = (include,)
+    for name in include:
+        if name not in opt.INCLUDE:
+            raise ConfigError(f"include {name!r}: expected some of {', '.join(opt.INCLUDE)}")
+    return "retrieval" in include, bool(verification) or "verification" in include
+
+
+def _values(v) -> list:
+    """Labels as a list of plain values: an array or a (CPU) tensor of them
+    gives its numbers (``3``, not ``tensor(3)``)."""
+    return np.asarray(v).tolist() if hasattr(v, "__array__") else list(v)
+
+
+def _pml_shape(query, query_labels, reference, reference_labels, is_query, is_gallery):
+    """pytorch-metric-learning's ``(query, query_labels, reference, reference_labels)``
+    as one set of rows and the query/gallery masks (see :func:`evaluate`)."""
+    if reference is None or reference_labels is None:
+        raise ConfigError("reference and reference_labels go together: give both or neither")
+    if is_query is not None or is_gallery is not None:
+        raise ConfigError("is_query/is_gallery describe one set of rows: with reference= "
+                          "the first rows are the queries and the reference the gallery")
+    if getattr(query, "sharded", False) or getattr(reference, "sharded", False):
+        raise ConfigError("reference= takes in-memory arrays, not rows left in their files")
+    query_labels, reference_labels = _values(query_labels), _values(reference_labels)
+    nq, nr = len(query), len(reference)
+    if len(query_labels) != nq:
+        raise InputError(f"query_labels: {len(query_labels)} labels for {nq} query rows")
+    if len(reference_labels) != nr:
+        raise InputError(f"reference_labels: {len(reference_labels)} labels for {nr} "
+                         "reference rows")
+    if reference is query:  # PML's ref_includes_query=True: every row both, self excluded
+        if [str(v) for v in query_labels] != [str(v) for v in reference_labels]:
+            raise InputError("reference is the query array, so reference_labels must equal "
+                             "query_labels")
+        return (query if isinstance(query, np.ndarray) else np.asarray(query)), query_labels, \
+            None, None
+    q = np.asarray(query)
+    r = np.asarray(reference)
+    if q.ndim != 2 or r.ndim != 2 or q.shape[1] != r.shape[1]:
+        raise InputError(f"query rows {q.shape} and reference rows {r.shape}: expected two "
+                         "2-D arrays with the same number of columns")
+    x = np.concatenate([q, r.astype(q.dtype, copy=False)])
+    labels = [*query_labels, *reference_labels]
+    is_q = np.zeros(nq + nr, bool)
+    is_q[:nq] = True
+    return x, labels, is_q, ~is_q
 
 
 def _calibrated(prep: Prepared, calibration, embeddings, labels, groups, engine_name: str,
@@ -243,9 +337,10 @@ def operating_point(
 
 
 def _block(labels, tp_all, fp_all, P, M, thresholds, kind, beta, epsilon, policy,
-           n_rows, queries, recall1, alpha=opt.FAIRNESS_ALPHA) -> ConsistencyBlock:
+           n_rows, queries, recall1, alpha=opt.FAIRNESS_ALPHA,
+           min_rows: int = opt.MIN_CLASS_ROWS) -> ConsistencyBlock:
     """One consistency block (classes or groups) from its counts."""
-    ev = counts.evaluated(P, M)
+    ev = counts.evaluated(P, M, n_rows, min_rows)
     idx = np.nonzero(ev)[0]
     lab = [labels[i] for i in idx]
     tp, fp = tp_all[idx], fp_all[idx]
@@ -266,7 +361,8 @@ def _block(labels, tp_all, fp_all, P, M, thresholds, kind, beta, epsilon, policy
             negatives=int(Me[j]), mean_utility=float(cons.mean_utility[j]),
             far_at_threshold=float(per_far[j]), frr_at_threshold=float(per_frr[j]),
             best_threshold=float(best[j]), opis_contribution=float(cons.contribution[j]),
-            worst=bool(cons.worst[j]), recall_at_1=None if np.isnan(r1) else float(r1)))
+            worst=bool(cons.worst[j]), recall_at_1=None if np.isnan(r1) else float(r1),
+            low_evidence=opt.low_evidence(int(queries[i]), int(Pe[j]))))
     excluded = tuple(labels[i] for i in np.nonzero(~ev)[0])
     return ConsistencyBlock(
         opis=cons.opis, epsilon_opis=cons.epsilon_opis,
@@ -296,10 +392,19 @@ def build_result(prep: Prepared, out: EngineOutput, *, spec: GridSpec, metric: s
     th = out.thresholds
     C = prep.n_classes
     P, M = prep.class_pair_counts()
+    min_rows = spec.min_class_rows
+    ev = counts.evaluated(P, M, prep.class_rows, min_rows)
+    if min_rows > 2:
+        # SPEC 3: an excluded class is in no average, the retrieval means
+        # included (at the default every query with a positive is of an
+        # evaluated class, so nothing changes there)
+        out = replace(out, n_relevant=np.where(ev[prep.q_class], out.n_relevant, 0))
+    if not spec.retrieval:  # not asked for (an engine may have ranked on the way: unused)
+        out = replace(out, n_relevant=np.zeros_like(out.n_relevant))
     q_per_class = np.bincount(prep.q_class, minlength=C)
     classes = _block(prep.class_labels, out.class_tp, out.class_fp, P, M, th, utility, beta,
                      epsilon, policy, prep.class_rows, q_per_class,
-                     _per_id_recall1(prep.q_class, C, out), fairness_alpha)
+                     _per_id_recall1(prep.q_class, C, out), fairness_alpha, min_rows)
     if classes.evaluated < 2:
         raise InputError(f"only {classes.evaluated} class(es) can be evaluated; need at least 2")
     groups = None
@@ -307,22 +412,22 @@ def build_result(prep: Prepared, out: EngineOutput, *, spec: GridSpec, metric: s
         G = len(prep.group_labels)
         Pg, Mg = prep.group_pair_counts()
         qg = np.bincount(prep.q_group, minlength=G)
-        if counts.evaluated(Pg, Mg).any():
+        if counts.evaluated(Pg, Mg, prep.group_rows, min_rows).any():
             groups = _block(prep.group_labels, out.group_tp, out.group_fp, Pg, Mg, th,
                             utility, beta, epsilon, policy, prep.group_rows, qg,
-                            _per_id_recall1(prep.q_group, G, out), fairness_alpha)
+                            _per_id_recall1(prep.q_group, G, out), fairness_alpha, min_rows)
             if out.group_verification is not None:
                 eer_by = {prep.group_labels[g]: eer_of(p)[0]
                           for g, p in enumerate(out.group_verification) if p is not None}
                 groups = replace(groups, per_class=tuple(
                     replace(c, eer=eer_by.get(c.label)) for c in groups.per_class))
-    ev = counts.evaluated(P, M)
     gfar = global_far(out.class_fp[ev], M[ev])
     cal = CalibrationRange(
         lower=float(th[0]), upper=float(th[-1]), source=out.range_source,
         far_lower=float(gfar[0]), far_upper=float(gfar[-1]),
         far_requested=tuple(spec.far_range) if out.range_source == "far" else None)
-    retrieval = retrieval_metrics(out.first_rank, out.ap_at_r, out.n_relevant)
+    retrieval = (retrieval_metrics(out.first_rank, out.ap_at_r, out.n_relevant, out.hits_at_r)
+                 if spec.retrieval else None)
     hist = DistanceHistogram(tuple(float(v) for v in out.hist_edges),
                              tuple(int(v) for v in out.hist_pos), tuple(int(v) for v in out.hist_neg),
                              out.notes.get("report_histogram_rows"))
@@ -333,6 +438,10 @@ def build_result(prep: Prepared, out: EngineOutput, *, spec: GridSpec, metric: s
         "calibration_range": list(spec.calibration_range) if spec.calibration_range else None,
         "threshold_policy": str(policy), "group_column": group_column,
     }
+    if min_rows != opt.MIN_CLASS_ROWS:  # only when set, so default documents keep their bytes
+        options["min_class_rows"] = int(min_rows)
+    if not spec.retrieval:
+        options["retrieval"] = False
     ver = None
     if spec.verification is not None:
         options["verification"] = True
@@ -366,7 +475,8 @@ def build_result(prep: Prepared, out: EngineOutput, *, spec: GridSpec, metric: s
         from .metrics.estimate import attach
 
         classes, estimate = attach(classes, out, prep.class_labels, P, M, kind=utility,
-                                   beta=beta, epsilon=epsilon, policy=policy)
+                                   beta=beta, epsilon=epsilon, policy=policy,
+                                   rows=prep.class_rows, min_rows=min_rows)
     return EvaluationResult(
         n_samples=prep.n_samples, dim=prep.dim, metric=metric, utility=utility, beta=float(beta),
         epsilon=float(epsilon), calibration_range=cal, thresholds=tuple(float(v) for v in th),

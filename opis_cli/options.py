@@ -85,6 +85,28 @@ TOP = 5
 #: the calibration side (SPEC 12)
 FOLDS = 5
 TARGET = "far:0.01"
+#: ``evaluate(include=...)``: the parts of a result to compute. The consistency
+#: numbers (OPIS, the threshold, per class) are always computed; "retrieval"
+#: ranks every query's neighbours (R@k, MAP@R, R-Precision), "verification" is
+#: SPEC 14's view (one more pass). Without ``include``: consistency and retrieval,
+#: verification as ``verification=`` says.
+INCLUDE = ("consistency", "retrieval", "verification")
+#: ``--min-class-rows``: a class (or group) with fewer rows is excluded (SPEC 3);
+#: 2 adds nothing to "at least one positive and one negative pair"
+MIN_CLASS_ROWS = 2
+#: the low-evidence flag of a per-class (or per-group) summary: fewer query rows
+#: than LOW_EVIDENCE_QUERIES, or fewer positive pairs than LOW_EVIDENCE_POSITIVES.
+#: Below them FRR moves in steps of more than 10% (a 3-row class: 0, 1/6, ... of
+#: 6 pairs, mirrored pairs moving together) and FAR rests on a handful of rows,
+#: so the class's rank says more about chance than about the model.
+LOW_EVIDENCE_QUERIES = 5
+LOW_EVIDENCE_POSITIVES = 10
+
+
+def low_evidence(queries: int, positives: int) -> bool:
+    """Whether a class (or group) with ``queries`` query rows and ``positives``
+    positive pairs is flagged low-evidence (see :data:`LOW_EVIDENCE_QUERIES`)."""
+    return queries < LOW_EVIDENCE_QUERIES or positives < LOW_EVIDENCE_POSITIVES
 
 
 def range_text(pair: tuple[float, float]) -> str:
@@ -101,19 +123,22 @@ class Interval:
 
     ``closed`` says which ends belong to the interval: ``"left"``,
     ``"right"``, ``"both"`` or ``"neither"``; ``text`` completes the message
-    ``OPTION must be TEXT``.
+    ``OPTION must be TEXT``; ``integer`` asks for a whole number.
     """
 
     low: float | None
     high: float | None
     closed: str
     text: str
+    integer: bool = False
 
     def holds(self, value: Any) -> bool:
         if isinstance(value, bool) or not isinstance(value, Real):
             return False
         v = float(value)
         if not math.isfinite(v):
+            return False
+        if self.integer and not v.is_integer():
             return False
         if self.low is not None and (v < self.low or (v == self.low and self.closed
                                                       not in ("left", "both"))):
@@ -181,6 +206,8 @@ PARAMS: Mapping[str, Param] = {
                                                           "a positive number")),
     "dcf_c_fa": Param("--dcf C_FA", DCF[2], Interval(0, None, "neither", "a positive number")),
     "folds": Param("--folds", FOLDS, Interval(2, None, "left", "at least 2")),
+    "min_class_rows": Param("--min-class-rows", MIN_CLASS_ROWS,
+                            Interval(2, None, "left", "an integer >= 2", integer=True)),
 }
 
 

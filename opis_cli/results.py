@@ -236,7 +236,10 @@ class ClassSummary:
     utility (ties to the smallest); ``opis_contribution`` its share of OPIS
     (the shares sum to OPIS); ``worst`` whether it is in the worst-epsilon
     set W; ``recall_at_1`` over its queries that have a positive (None if
-    none do).
+    none do); ``low_evidence`` whether it has fewer query rows or positive
+    pairs than ``opis_cli.options.LOW_EVIDENCE_QUERIES`` /
+    ``LOW_EVIDENCE_POSITIVES`` (its FRR can take only a few values, so its
+    rank is mostly chance).
     """
 
     label: str
@@ -253,6 +256,8 @@ class ClassSummary:
     recall_at_1: float | None
     #: the group's own EER (SPEC 14; group entries with the verification view only)
     eer: float | None = None
+    #: too few query rows or positive pairs to rank (see the class docstring)
+    low_evidence: bool = False
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -266,7 +271,8 @@ class ClassSummary:
                    int(d["negatives"]), _num(d["mean_utility"]), _num(d["far_at_threshold"]),
                    _num(d["frr_at_threshold"]), _num(d.get("best_threshold")),
                    _num(d.get("opis_contribution")), bool(d.get("worst", False)),
-                   d.get("recall_at_1"), _opt_num(d.get("eer")))
+                   d.get("recall_at_1"), _opt_num(d.get("eer")),
+                   bool(d.get("low_evidence", False)))
 
 
 @dataclass(frozen=True)
@@ -383,22 +389,60 @@ class ConsistencyBlock:
                    fairness=FairnessCurve.from_dict(fair) if fair else None)
 
 
+class RecallAtK(dict):
+    """``recall_at_k``: a dict keyed ``"1"``, ``"2"``, ``"4"``, ``"8"`` (the JSON
+    keys) that also answers integer keys, ``recall_at_k[1]`` (PML users' habit)."""
+
+    @staticmethod
+    def _key(k):
+        return str(k) if isinstance(k, int) and not isinstance(k, bool) else k
+
+    def __getitem__(self, k):
+        return super().__getitem__(self._key(k))
+
+    def __contains__(self, k):
+        return super().__contains__(self._key(k))
+
+    def get(self, k, default=None):
+        return super().get(self._key(k), default)
+
+
 @dataclass(frozen=True)
 class Retrieval:
-    """R@k (k = 1, 2, 4, 8) and MAP@R over ``queries`` queries with a positive."""
+    """R@k (k = 1, 2, 4, 8), MAP@R and R-Precision over ``queries`` queries
+    with a positive (SPEC 6).
+
+    ``recall_at_k`` takes ``"1"`` or ``1`` as key; :meth:`recall_at` is the
+    same as a method. ``r_precision`` is None for results written before it
+    existed. PML's names: ``precision_at_1`` = ``recall_at(1)``,
+    ``mean_average_precision_at_r`` = ``map_at_r``, ``r_precision``.
+    """
 
     recall_at_k: dict[str, float]
     map_at_r: float
     queries: int
+    r_precision: float | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.recall_at_k, RecallAtK):
+            object.__setattr__(self, "recall_at_k", RecallAtK(self.recall_at_k))
+
+    def recall_at(self, k: int) -> float:
+        """R@k for k in 1, 2, 4, 8 (``KeyError`` for another k)."""
+        return self.recall_at_k[int(k)]
 
     def to_dict(self) -> dict:
-        return _clean({"recall_at_k": self.recall_at_k, "map_at_r": self.map_at_r,
-                       "queries": self.queries})
+        d = {"recall_at_k": dict(self.recall_at_k), "map_at_r": self.map_at_r}
+        if self.r_precision is not None:
+            d["r_precision"] = self.r_precision
+        d["queries"] = self.queries
+        return _clean(d)
 
     @classmethod
     def from_dict(cls, d: dict) -> "Retrieval":
+        rp = d.get("r_precision")
         return cls({k: _num(v) for k, v in d["recall_at_k"].items()}, _num(d["map_at_r"]),
-                   int(d["queries"]))
+                   int(d["queries"]), None if "r_precision" not in d else _num(rp))
 
 
 @dataclass(frozen=True)
@@ -431,7 +475,8 @@ class Estimate:
 
     ``intervals`` maps a quantity (``opis``, ``epsilon_opis``,
     ``calibration_range.lower`` / ``.upper``, ``recommended_threshold.value``,
-    ``recall_at_k.1``, ``map_at_r``) to its ``confidence`` interval ``(lo, hi)``.
+    ``recall_at_k.1``, ``map_at_r``, ``r_precision``) to its ``confidence``
+    interval ``(lo, hi)``.
     ``plug_in`` holds OPIS and epsilon-OPIS computed from the estimated
     curves as they are; the result's own ``opis`` and ``epsilon_opis`` are
     ``corrected`` for the bias that sampling noise adds (see
@@ -487,7 +532,9 @@ class EvaluationResult:
     calibration_range: CalibrationRange
     thresholds: tuple[float, ...]
     classes: ConsistencyBlock
-    retrieval: Retrieval
+    #: SPEC 6's retrieval numbers; None when not computed (``include=`` without
+    #: "retrieval")
+    retrieval: Retrieval | None
     distance_histogram: DistanceHistogram | None
     options: dict
     provenance: dict
@@ -518,16 +565,24 @@ class EvaluationResult:
     def curves(self) -> Curves | None:
         return self.classes.curves
 
+    @property
+    def min_class_rows(self) -> int:
+        """SPEC 3's ``--min-class-rows`` of this result (2 unless set)."""
+        return int(self.options.get("min_class_rows", 2)) if isinstance(self.options, dict) \
+            else 2
+
     def headline(self) -> dict[str, float]:
         """The flat metrics gates and comparisons use, by JSON key name."""
         rt = self.recommended_threshold
+        ret = self.retrieval or Retrieval({}, float("nan"), 0)
         return {
             "opis": self.opis, "epsilon_opis": self.epsilon_opis,
-            "recall_at_1": self.retrieval.recall_at_k.get("1", float("nan")),
-            "recall_at_2": self.retrieval.recall_at_k.get("2", float("nan")),
-            "recall_at_4": self.retrieval.recall_at_k.get("4", float("nan")),
-            "recall_at_8": self.retrieval.recall_at_k.get("8", float("nan")),
-            "map_at_r": self.retrieval.map_at_r,
+            "recall_at_1": ret.recall_at_k.get("1", float("nan")),
+            "recall_at_2": ret.recall_at_k.get("2", float("nan")),
+            "recall_at_4": ret.recall_at_k.get("4", float("nan")),
+            "recall_at_8": ret.recall_at_k.get("8", float("nan")),
+            "map_at_r": ret.map_at_r,
+            "r_precision": _num(ret.r_precision),
             "threshold": rt.value, "mean_utility": rt.mean_utility,
             "worst_mean_utility": rt.worst_mean_utility, "tpr": rt.tpr, "far": rt.far,
             "frr": rt.frr, "fraction_far_above_2x": rt.fraction_far_above_2x,
@@ -582,7 +637,7 @@ class EvaluationResult:
             **({"fairness": cb["fairness"]} if "fairness" in cb else {}),
             **({"verification": self.verification.to_dict() if self.verification else None}
                if self.verification is not None or self.verification_asked else {}),
-            "retrieval": self.retrieval.to_dict(),
+            "retrieval": None if self.retrieval is None else self.retrieval.to_dict(),
             "classes": cb["classes"],
             "per_class": cb["per_class"],
         }
@@ -616,7 +671,7 @@ class EvaluationResult:
             utility=d["utility"], beta=float(d["beta"]), epsilon=float(d["epsilon"]),
             calibration_range=CalibrationRange.from_dict(d["calibration_range"]),
             thresholds=tuple(float(v) for v in d["thresholds"]), classes=block,
-            retrieval=Retrieval.from_dict(d["retrieval"]),
+            retrieval=Retrieval.from_dict(d["retrieval"]) if d.get("retrieval") else None,
             distance_histogram=DistanceHistogram.from_dict(hist) if hist else None,
             options=d.get("options", {}), provenance=d.get("provenance", {}),
             groups=groups, group_column=(d.get("groups") or {}).get("column"),

@@ -16,6 +16,9 @@ import reference as ref
 from opis_cli import EvaluationResult
 
 SPREAD_KEYS = ("min", "p5", "p50", "p95", "max")
+#: the documented low-evidence rule (docs/reference/python-api.md, options.py):
+#: fewer than 5 query rows or fewer than 10 positive pairs
+LOW_EVIDENCE = (5, 10)
 POLICIES = ["max-mean-utility", "max-worst-utility", "far:0.05"]
 UTILITIES = ["tpr-tnr", "precision-recall"]
 
@@ -134,6 +137,8 @@ def compare_block(blk, rb: ref.RefBlock, thresholds, rel, what, dist_tol, exact_
         assert_close(c.opis_contribution, rb.opis_contribution[k], rel,
                      f"{w} opis_contribution", abs_=1e-15)
         assert c.worst == (k in W), f"{w}: worst flag"
+        assert c.low_evidence == (rb.queries[k] < LOW_EVIDENCE[0] or rb.P[k] < LOW_EVIDENCE[1]), \
+            f"{w}: low_evidence flag"
         if recall:
             assert_close(c.recall_at_1, rb.recall_at_1.get(k), rel, f"{w} recall_at_1")
     assert_close(sum(c.opis_contribution for c in blk.per_class), blk.opis, 1e-9,
@@ -191,6 +196,7 @@ def compare(res: EvaluationResult, r: ref.RefResult, *, rel=1e-9, retrieval=True
             for k in ("1", "2", "4", "8"):
                 assert_close(rt.recall_at_k[k], r.retrieval["recall_at_k"][k], rel, f"R@{k}")
             assert_close(rt.map_at_r, r.retrieval["map_at_r"], rel, "MAP@R")
+            assert_close(rt.r_precision, r.retrieval["r_precision"], rel, "R-Precision")
     if check_json:
         # SPEC 8 key names carry the same numbers
         d = json.loads(res.to_json())

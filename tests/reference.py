@@ -190,22 +190,30 @@ def far_threshold(neg_sorted: np.ndarray, F: float) -> float:
 
 
 # -- SPEC 6: metrics over one block -------------------------------------------
+def is_evaluated(P: int, M: int, rows: int | None, min_rows: int = 2) -> bool:
+    """SPEC 3: at least one positive and one negative pair, and at least
+    ``--min-class-rows`` rows carrying the label (query or gallery rows alike;
+    ``rows`` None: not known to the caller, who works from counts alone)."""
+    return P > 0 and M > 0 and (rows is None or rows >= min_rows)
+
+
 def consistency_block(keys, pos, neg, thresholds, **options) -> RefBlock:
     """Counts from the pair distances of each key, then everything else from the counts."""
     P = {k: len(pos[k]) for k in pos}
     M = {k: len(neg[k]) for k in neg}
-    evaluated = [k for k in sorted(pos) if P[k] > 0 and M[k] > 0]
+    rows, min_rows = options["n_rows"], options.get("min_rows", 2)
+    evaluated = [k for k in sorted(pos) if is_evaluated(P[k], M[k], rows.get(k), min_rows)]
     TP = {k: count_accepted(pos[k], thresholds) for k in evaluated}
     FP = {k: count_accepted(neg[k], thresholds) for k in evaluated}
     return block_from_counts(keys, P, M, TP, FP, thresholds, **options)
 
 
 def block_from_counts(keys, P, M, TP, FP, thresholds, *, utility, beta, epsilon, policy, n_rows,
-                      n_queries) -> RefBlock:
+                      n_queries, min_rows=2) -> RefBlock:
     """SPEC 4 and 6 from the per-key pair counts (``TP``/``FP`` of evaluated keys)."""
     all_keys = sorted(P)
-    labels = [k for k in all_keys if P[k] > 0 and M[k] > 0]
-    excluded = [k for k in all_keys if not (P[k] > 0 and M[k] > 0)]
+    labels = [k for k in all_keys if is_evaluated(P[k], M[k], n_rows.get(k), min_rows)]
+    excluded = [k for k in all_keys if k not in labels]
     # labels present in the data but never the class of a query pair
     excluded = sorted(set(excluded) | (set(keys) - set(all_keys)))
     t = np.asarray(thresholds, dtype=np.float64)
@@ -277,19 +285,25 @@ def first_argmax(v) -> int:
 
 
 # -- SPEC 6: retrieval ---------------------------------------------------------
-def retrieval(d, labels, is_query, is_gallery):
-    """R@1/2/4/8 and MAP@R (Musgrave et al. 2020), and each query's R@1 hit.
+def retrieval(d, labels, is_query, is_gallery, counted=None):
+    """R@1/2/4/8, MAP@R (Musgrave et al. 2020) and R-Precision, and each query's R@1 hit.
 
     Neighbours of query q: gallery rows g != q, ordered by (distance, row).
-    Only queries with at least one positive in the gallery count.
+    Only queries with at least one positive in the gallery count, and, when
+    ``counted`` (a set of labels: the evaluated classes) is given, only
+    queries whose label is in it (SPEC 3: an excluded class is in no average).
+    R-Precision: the mean of (positives among the R nearest) / R.
     Returns (summary dict, {query row: 1.0 or 0.0}).
     """
     n = len(labels)
     hits = {k: 0 for k in RETRIEVAL_KS}
     ap_sum = 0.0
+    rp_sum = 0.0
     first_hit = {}
     for q in range(n):
         if not is_query[q]:
+            continue
+        if counted is not None and labels[q] not in counted:
             continue
         cand = np.array([g for g in range(n) if is_gallery[g] and g != q], dtype=np.int64)
         rel = np.array([labels[g] == labels[q] for g in cand], dtype=bool)
@@ -308,13 +322,15 @@ def retrieval(d, labels, is_query, is_gallery):
                 found += 1
                 precision_sum += found / (i + 1)
         ap_sum += precision_sum / R
+        rp_sum += sum(1 for i in range(R) if rel_ranked[i]) / R
         first_hit[q] = 1.0 if rel_ranked[0] else 0.0
     nq = len(first_hit)
     if nq == 0:
         return ({"recall_at_k": {str(k): float("nan") for k in RETRIEVAL_KS},
-                 "map_at_r": float("nan"), "queries": 0}, first_hit)
+                 "map_at_r": float("nan"), "r_precision": float("nan"), "queries": 0},
+                first_hit)
     return ({"recall_at_k": {str(k): hits[k] / nq for k in RETRIEVAL_KS},
-             "map_at_r": ap_sum / nq, "queries": nq}, first_hit)
+             "map_at_r": ap_sum / nq, "r_precision": rp_sum / nq, "queries": nq}, first_hit)
 
 
 def recall_at_1_by(keys, first_hit) -> dict:
@@ -329,7 +345,8 @@ def recall_at_1_by(keys, first_hit) -> dict:
 def evaluate(embeddings, labels, *, groups=None, is_query=None, is_gallery=None,
              metric="cosine", far_range=(0.01, 0.1), calibration_range=None,
              num_thresholds=101, utility="tpr-tnr", beta=1.0, epsilon=0.1,
-             threshold_policy="max-mean-utility", distances=None) -> RefResult:
+             threshold_policy="max-mean-utility", distances=None,
+             min_class_rows=2) -> RefResult:
     """Reference result for SPEC.md sections 2-7 (same options as ``opis_cli.evaluate``)."""
     x = np.asarray(embeddings, dtype=np.float64)
     n = len(x)
@@ -343,7 +360,8 @@ def evaluate(embeddings, labels, *, groups=None, is_query=None, is_gallery=None,
     pos, neg = pair_lists(d, labels, same, is_query, is_gallery)
     P = {k: len(pos[k]) for k in pos}
     M = {k: len(neg[k]) for k in neg}
-    evaluated = [k for k in pos if P[k] > 0 and M[k] > 0]
+    n_rows = {k: labels.count(k) for k in set(labels)}
+    evaluated = [k for k in pos if is_evaluated(P[k], M[k], n_rows[k], min_class_rows)]
     all_neg = np.sort(np.concatenate([neg[k] for k in evaluated]))
 
     if isinstance(calibration_range, str):
@@ -365,10 +383,10 @@ def evaluate(embeddings, labels, *, groups=None, is_query=None, is_gallery=None,
     far_lower = float((all_neg <= t[0]).sum()) / len(all_neg)
     far_upper = float((all_neg <= t[-1]).sum()) / len(all_neg)
 
-    n_rows = {k: labels.count(k) for k in set(labels)}
     n_queries = {k: sum(1 for i in range(n) if labels[i] == k and is_query[i])
                  for k in set(labels)}
-    opts = dict(utility=utility, beta=beta, epsilon=epsilon, policy=threshold_policy)
+    opts = dict(utility=utility, beta=beta, epsilon=epsilon, policy=threshold_policy,
+                min_rows=min_class_rows)
     cls = consistency_block(labels, pos, neg, t, n_rows=n_rows, n_queries=n_queries, **opts)
 
     grp = None
@@ -380,7 +398,7 @@ def evaluate(embeddings, labels, *, groups=None, is_query=None, is_gallery=None,
                      for k in set(gkeys)}
         grp = consistency_block(gkeys, gpos, gneg, t, n_rows=g_rows, n_queries=g_queries, **opts)
 
-    ret, first_hit = retrieval(d, labels, is_query, is_gallery)
+    ret, first_hit = retrieval(d, labels, is_query, is_gallery, counted=set(evaluated))
     cls.recall_at_1 = recall_at_1_by(labels, first_hit)
     if grp is not None:
         grp.recall_at_1 = recall_at_1_by([str(v) for v in groups], first_hit)

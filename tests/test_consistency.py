@@ -132,6 +132,7 @@ def test_against_the_reference_on_random_counts(seed):
 #   row 3 (b, R=1): 1a(1) 2a(1) 0a(2) 4b(8)   first hit 4; 0
 #   row 4 (b, R=1): 2a(7) 3b(8) 1a(9) 0a(10)  first hit 2; 0
 # R@1 = 2/5, R@2 = 4/5, R@4 = R@8 = 1, MAP@R = (0.5 + 0.5 + 0.25) / 5 = 0.25
+# positives among the R nearest: 1, 1, 1, 0, 0 -> R-Precision = (3 * 1/2) / 5 = 0.3
 HAND_FIRST = np.array([1, 1, 2, 4, 2])
 HAND_AP = np.array([0.5, 0.5, 0.25, 0.0, 0.0])
 HAND_R = np.array([2, 2, 2, 1, 1])
@@ -140,6 +141,16 @@ HAND_RETRIEVAL = Retrieval({"1": 0.4, "2": 0.8, "4": 1.0, "8": 1.0}, 0.25, 5)
 
 def test_retrieval_aggregates_the_hand_case():
     assert retrieval(HAND_FIRST, HAND_AP, HAND_R) == HAND_RETRIEVAL
+
+
+def test_r_precision_of_the_hand_case():
+    got = retrieval(HAND_FIRST, HAND_AP, HAND_R, np.array([1, 1, 1, 0, 0]))
+    assert got.r_precision == pytest.approx(0.3, rel=1e-15)
+    assert got.recall_at(1) == got.recall_at_k[1] == got.recall_at_k["1"] == 0.4
+    # a query without positives is left out of R-Precision too
+    got = retrieval(np.append(HAND_FIRST, 1), np.append(HAND_AP, 1.0), np.append(HAND_R, 0),
+                    np.array([1, 1, 1, 0, 0, 5]))
+    assert got.r_precision == pytest.approx(0.3, rel=1e-15)
 
 
 def test_queries_without_positives_are_left_out():
@@ -162,5 +173,7 @@ def test_retrieval_hand_case_end_to_end():
     assert res.retrieval.queries == 5
     assert res.retrieval.recall_at_k == pytest.approx(HAND_RETRIEVAL.recall_at_k, rel=1e-15)
     assert res.retrieval.map_at_r == pytest.approx(0.25, rel=1e-15)
+    assert res.retrieval.r_precision == pytest.approx(0.3, rel=1e-15)
     r, _ = ref.retrieval(ref.distance_matrix(x, "l2"), labels, np.ones(5, bool), np.ones(5, bool))
-    assert r == {"recall_at_k": HAND_RETRIEVAL.recall_at_k, "map_at_r": 0.25, "queries": 5}
+    assert r == {"recall_at_k": HAND_RETRIEVAL.recall_at_k, "map_at_r": 0.25,
+                 "r_precision": pytest.approx(0.3, rel=1e-15), "queries": 5}

@@ -92,6 +92,8 @@ CASES = [
     (dict(metric="l2", far_range=(0.05, 0.3), threshold_policy="max-worst-utility"), True, 700),
     (dict(metric="l2", verification=True, dcf=(0.1, 1.0, 2.0)), True, 130),
     (dict(metric="cosine", calibration_range=(0.2, 0.9)), True, 200),
+    # SPEC 3's --min-class-rows (the pilot's rows and the order statistic follow it)
+    (dict(metric="l2", min_class_rows=36), True, 160),
 ]
 
 

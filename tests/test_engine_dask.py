@@ -64,6 +64,8 @@ CASES = [
     # the verification view's histogram and gather passes (SPEC 14)
     dict(metric="l2", verification=True, dcf=(0.1, 1.0, 2.0)),
     dict(metric="cosine", calibration_range=(0.2, 0.9), verification=True),
+    # SPEC 3's --min-class-rows: about a third of the classes excluded by size
+    dict(metric="l2", min_class_rows=45),
 ]
 
 

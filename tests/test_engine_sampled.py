@@ -40,7 +40,7 @@ from opis_cli.results import EvaluationResult
 REPO = Path(__file__).resolve().parents[1]
 WEAK = REPO / "sample_data" / "digits_weak.parquet"
 NAMES = ("opis", "epsilon_opis", "calibration_range.lower", "calibration_range.upper",
-         "recommended_threshold.value", "recall_at_k.1", "map_at_r")
+         "recommended_threshold.value", "recall_at_k.1", "map_at_r", "r_precision")
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,8 @@ def _values(r) -> dict:
     return {"opis": r.opis, "epsilon_opis": r.epsilon_opis, "calibration_range.lower": cr.lower,
             "calibration_range.upper": cr.upper,
             "recommended_threshold.value": r.recommended_threshold.value,
-            "recall_at_k.1": r.retrieval.recall_at_k["1"], "map_at_r": r.retrieval.map_at_r}
+            "recall_at_k.1": r.retrieval.recall_at_k["1"], "map_at_r": r.retrieval.map_at_r,
+            "r_precision": r.retrieval.r_precision}
 
 
 def _doc(result) -> dict:

@@ -119,7 +119,7 @@ def test_rank_bin_matches_sorting():
 
 
 def _kernel_result(keys, orig, pos, R):
-    """(first rank, AP@R) of the kernel's ranking step (``_exact_topk``) over
+    """(first rank, AP@R, positives among the R nearest) of the kernel's ranking step (``_exact_topk``) over
     the items: l2 keys of one-dimensional rows, the query at 0 and item i at
     distance ``keys[i]`` (exact in float64: a float32 number squared), the
     positives placed first as columns ``[0, P)``."""
@@ -143,11 +143,14 @@ def test_kernel_ap_at_r_equals_the_shared_definition(seed):
     orig = rng.permutation(L)
     pos = rng.random(L) < rng.uniform(0.05, 0.9)
     R = int(rng.integers(1, L + 5))  # R may exceed the list (positives beyond it)
-    first_k, ap_k = _kernel_result(keys, orig, pos, R)
+    first_k, ap_k, hits_k = _kernel_result(keys, orig, pos, R)
     ranked = pos[np.lexsort((orig, keys.astype(np.float32)))]
     first, ap = base.retrieval_at_r(ranked[None, :], np.array([R]), beyond=L + 1)
     assert first[0] == first_k
     assert ap[0] == ap_k  # the same sums in the same order: bit for bit
+    # R-Precision's numerator: the positives among the R nearest, counted by hand
+    assert hits_k == base.hits_at_r(ranked[None, :], np.array([R]))[0] \
+        == sum(1 for i in range(min(R, L)) if ranked[i])
 
 
 def test_retrieval_at_r_by_hand():
@@ -158,3 +161,5 @@ def test_retrieval_at_r_by_hand():
     np.testing.assert_array_equal(first, [2, 99, 1])
     # query 0: R = 2, relevant at ranks 2 (precision 1/2) within R -> 0.5 / 2
     np.testing.assert_allclose(ap, [0.25, 0.0, 0.0])
+    # positives among the R nearest: query 0 one of 2, query 2 (R = 0) none
+    np.testing.assert_array_equal(base.hits_at_r(hits, np.array([2, 3, 0])), [1, 0, 0])

@@ -94,6 +94,7 @@ def evaluate(
     utility: o.UtilityOpt = o.Utility(opt.UTILITY),
     beta: o.Beta = opt.BETA,
     epsilon: o.Epsilon = opt.EPSILON,
+    min_class_rows: o.MinClassRows = opt.MIN_CLASS_ROWS,
     threshold_policy: o.Policy = opt.THRESHOLD_POLICY,
     fairness_alpha: o.FairnessAlpha = opt.FAIRNESS_ALPHA,
     verification: o.VerificationOpt = opt.VERIFICATION,
@@ -159,6 +160,7 @@ def evaluate(
     opt.check("block_mib", block_mib)
     opt.check("worker_mib", worker_mib)
     opt.check("fairness_alpha", fairness_alpha)
+    opt.check("min_class_rows", min_class_rows)
     dcf_costs = opt.parse_dcf(dcf)
     check_outputs((json_out, "--json"))
     if curves:
@@ -198,7 +200,7 @@ def evaluate(
                      utility=utility.value, beta=beta, epsilon=epsilon,
                      threshold_policy=threshold_policy, fairness_alpha=fairness_alpha,
                      verification=verification, dcf=dcf_costs, block_bytes=block_bytes,
-                     **cal_opts)
+                     min_class_rows=min_class_rows, **cal_opts)
     # each engine takes the options its registry entry declares
     eng = make_engine(engine, block_bytes=block_bytes, k=k, index=index,
                       scheduler=scheduler, workers=workers, worker_bytes=worker_mib * 2**20,

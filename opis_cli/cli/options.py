@@ -89,6 +89,10 @@ UtilityOpt = Annotated[Utility, typer.Option(
     help="Per-class utility: tpr-tnr (F-beta of TPR and TNR) or precision-recall.")]
 Beta = Annotated[float, typer.Option(help="F-beta weight; > 1 weights false rejects more.")]
 Epsilon = Annotated[float, typer.Option(help="Fraction of worst classes for epsilon-OPIS.")]
+MinClassRows = Annotated[int, typer.Option(
+    "--min-class-rows", metavar="N", rich_help_panel="Range and threshold",
+    help="Exclude classes (and groups) with fewer than N rows from every average; their rows "
+         "stay negatives of the others.")]
 Policy = Annotated[str, typer.Option(
     help=f"Recommended threshold: {_POLICIES} or far:F (largest threshold with global "
          "FAR <= F).")]

@@ -151,12 +151,14 @@ class GridCounts(NamedTuple):
 
 
 class Ranking(NamedTuple):
-    """Retrieval: rank of the first positive and AP@R of every row."""
+    """Retrieval: rank of the first positive, AP@R and the positives among
+    the R nearest (R-Precision's numerator) of every row."""
 
     on: bool
     first_rank: np.ndarray   # (B,) int64
     ap: np.ndarray           # (B,) float64
     n_rel: np.ndarray        # (B,) int64
+    hits: np.ndarray         # (B,) int64 positives among the R nearest
 
 
 class Exact(NamedTuple):
@@ -1010,8 +1012,8 @@ def _heap_offer(kc, off, sc, ps, pe, g_orig, hk, ho, hp, hc, hn, limit, sk, scol
 
 @nb.njit(cache=True, nogil=True)
 def _exact_topk(hk, hc, hn, sk, scol, ns, M2, ps, pe, g_orig, R, xr, xg, l2, off, a, bg):
-    """(rank of the first positive, AP@R) of the ``len(hk)`` nearest gallery
-    items by (float64 key, original row).
+    """(rank of the first positive, AP@R, positives among the R nearest) of
+    the ``len(hk)`` nearest gallery items by (float64 key, original row).
 
     The heap holds the nearest by float32 key; every item whose float64 key
     can rank among the nearest has a float32 key within ``M2`` (twice the
@@ -1048,6 +1050,7 @@ def _exact_topk(hk, hc, hn, sk, scol, ns, M2, ps, pe, g_orig, R, xr, xg, l2, off
     found = 0
     first = L + 1  # beyond every k that is reported
     total = 0.0
+    hits = 0
     for i in range(L):
         if cp[order[i]]:
             found += 1
@@ -1055,7 +1058,8 @@ def _exact_topk(hk, hc, hn, sk, scol, ns, M2, ps, pe, g_orig, R, xr, xg, l2, off
                 first = i + 1
             if i < R:
                 total += found / (i + 1)
-    return first, total / R
+                hits += 1
+    return first, total / R, hits
 
 
 @nb.njit(cache=True, nogil=True)
@@ -1077,7 +1081,7 @@ def process_block(S, t, rows, win, rep, gat, grid, ret, ver, ex):
     float64 and decided by that.
 
     Outputs indexed by block row (``cnt_*``, ``def_*``, ``gath_*``,
-    ``first_rank``, ``ap``, ``n_rel``) are overwritten for every row; the
+    ``first_rank``, ``ap``, ``n_rel``, ``hits``) are overwritten for every row; the
     histograms (first axis: worker slot) accumulate across calls in slot
     ``t``, so that no two workers write the same memory.
 
@@ -1104,7 +1108,7 @@ def process_block(S, t, rows, win, rep, gat, grid, ret, ver, ex):
     do_gather, gat_lo, gat_hi, gath_val, gath_n, gath_below = gat
     (do_counts, lo_b, hi_b, cert_lo, base, inv_step, cnt_all, cnt_pos, def_val, def_pos,
      def_col, def_n) = grid
-    do_ret, first_rank, ap, n_rel = ret
+    do_ret, first_rank, ap, n_rel, hits_r = ret
     (v_hist, v_gather, v_lo, v_scale, v_bins, v_gscale, v_gbins, v_pos, v_neg, v_gpos, v_gneg,
      v_grp, v_want, v_gwant, v_glo, v_ghi, v_val, v_isp, v_n) = ver
     ex_q, ex_g, margin = ex
@@ -1225,11 +1229,13 @@ def process_block(S, t, rows, win, rep, gat, grid, ret, ver, ex):
         if do_ret:
             n_rel[r] = R
             if ret_on:
-                first_rank[r], ap[r] = _exact_topk(hk, hc, hn, sk, scol, ns, 2 * M, ps, pe,
-                                                   g_orig, R, xr, ex_g, l2, off, a_r, bg)
+                first_rank[r], ap[r], hits_r[r] = _exact_topk(hk, hc, hn, sk, scol, ns, 2 * M,
+                                                              ps, pe, g_orig, R, xr, ex_g, l2,
+                                                              off, a_r, bg)
             else:
                 first_rank[r] = 0
                 ap[r] = 0.0
+                hits_r[r] = 0
 
 
 @nb.njit(cache=True, nogil=True)

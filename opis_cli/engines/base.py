@@ -62,6 +62,9 @@ class GridSpec:
     #: SPEC 3's ``--min-class-rows``: a class with fewer rows is not evaluated
     #: (its rows stay negatives of the others); 2 adds nothing to P > 0, M > 0
     min_class_rows: int = 2
+    #: rank the neighbours of every query (SPEC 6's retrieval numbers); False
+    #: skips that work (``evaluate(include=...)`` without "retrieval")
+    retrieval: bool = True
 
 
 @dataclass(frozen=True)
@@ -326,6 +329,19 @@ def retrieval_at_r(hits: np.ndarray, n_rel: np.ndarray,
     with np.errstate(invalid="ignore", divide="ignore"):
         ap = np.where(n_rel > 0, total / np.maximum(n_rel, 1), 0.0)
     return first, ap
+
+
+def hits_at_r(hits: np.ndarray, n_rel: np.ndarray) -> np.ndarray:
+    """Positives among the ``R`` nearest of ranked lists: the numerator of
+    R-Precision (SPEC 6), ``sum_{i <= R} hits[:, i]``.
+
+    ``hits`` (B, L) bool as in :func:`retrieval_at_r`, ``n_rel`` (B,) the
+    ``R`` of each query; a list shorter than ``R`` (an approximate engine's
+    candidates) counts the positives it holds. Returns (B,) int64.
+    """
+    L = hits.shape[1]
+    within = np.arange(1, L + 1)[None, :] <= np.asarray(n_rel)[:, None]
+    return np.count_nonzero(hits & within, axis=1).astype(np.int64)
 
 
 # -- float64 re-decision (machine-independent results) ---------------------------

@@ -282,7 +282,8 @@ class DaskEngine:
             with self._session() as client:
                 self._check_workers(client)
                 n_workers = len(client.scheduler_info().get("workers", {}))
-                run = _ShardRun(client, prep, self._rows_per_block(prep, spec.num_thresholds))
+                run = _ShardRun(client, prep, self._rows_per_block(prep, spec.num_thresholds),
+                                spec.min_class_rows)
                 try:
                     out = run_exact(run.prepared(), spec, run, self.block_bytes, progress)
                 finally:
@@ -560,7 +561,7 @@ def _pair_task(lay: _Layout, qb: _Block, gb: _Block, cfg: PassConfig, ret: bool)
         part["deferred_keys"] = [exact_keys(sub, d[2], d[3]) for d in part["deferred"]]
         part["deferred"] = [(d[0], d[1], qb.qi[d[2]], gb.gi[d[3]]) for d in part["deferred"]]
         part["ver_gathered"] = [(v, p, qb.qi[rows]) for v, p, rows in part["ver_gathered"]]
-        for k in ("first_rank", "ap", "n_rel"):
+        for k in ("first_rank", "ap", "n_rel", "hits"):
             del part[k]
         cand = _candidates(sub, qb.hsize, cfg.tile) if ret else None
         return (qb.index, gb.index, part), cand
@@ -593,17 +594,18 @@ def _ranking_task(qb: _Block, state):
     merged candidates, as ``_kernels._exact_topk`` computes them."""
     with _TASK_LOCK:
         q, _, _, isp = state if state is not None else _NO_CANDIDATES
-        first, ap = _rank_lists(q, isp, qb.hsize, qb.R, len(qb.qi))
-        return qb.index, first, ap
+        first, ap, hits = _rank_lists(q, isp, qb.hsize, qb.R, len(qb.qi))
+        return qb.index, first, ap, hits
 
 
 def _rank_lists(q: np.ndarray, isp: np.ndarray, h: np.ndarray, R: np.ndarray,
-                n: int) -> tuple[np.ndarray, np.ndarray]:
+                n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``_kernels._exact_topk`` for ``n`` queries whose ranked lists (nearest
     first, ``h[i]`` items) are ``isp`` grouped by ``q`` (sorted): the rank of
     the first positive (``h + 1`` when none; 0 without positives, ``h == 0``)
-    and ``AP@R = (1/R) sum_{i < R, item i positive} found_i / (i + 1)``,
-    summed in rank order."""
+    , ``AP@R = (1/R) sum_{i < R, item i positive} found_i / (i + 1)``,
+    summed in rank order, and the positives among the first R (R-Precision's
+    numerator)."""
     start = np.searchsorted(q, np.arange(n), side="left")
     have = np.searchsorted(q, np.arange(n), side="right") - start
     if (have < h).any():  # pragma: no cover - every block sends min(h, its columns)
@@ -615,6 +617,7 @@ def _rank_lists(q: np.ndarray, isp: np.ndarray, h: np.ndarray, R: np.ndarray,
     found = np.zeros(n, np.int64)
     total = np.zeros(n)
     seen = np.zeros(n, bool)
+    hits = np.zeros(n, np.int64)
     for i in range(int(h.max()) if n else 0):
         act = np.nonzero(h > i)[0]
         qa = act[isp[start[act] + i]]
@@ -624,8 +627,9 @@ def _rank_lists(q: np.ndarray, isp: np.ndarray, h: np.ndarray, R: np.ndarray,
         seen[new] = True
         add = qa[i < R[qa]]
         total[add] = total[add] + found[add] / (i + 1)
+        hits[add] += 1
     ap[on] = total[on] / R[on]
-    return first, ap
+    return first, ap, hits
 
 
 def _sums_task(lay: _Layout, gb: _Block):
@@ -700,8 +704,9 @@ class _ShardRun:
     """The chunk mapper of one shard run (see ``exact.ChunkMapper``): blocks
     of storage rows, one task per (query block, gallery block) and pass."""
 
-    def __init__(self, client, prep: Prepared, rows: int):
+    def __init__(self, client, prep: Prepared, rows: int, min_class_rows: int = 2):
         self.client = client
+        self.min_class_rows = int(min_class_rows)
         shards = prep.xq.shards
         self.shards = shards
         self.n = shards.n_rows
@@ -794,7 +799,7 @@ class _ShardRun:
         pilot, so a row it reads unfilled costs nothing but speed)."""
         p = self.prep
         P, M = p.class_pair_counts()
-        rows = np.nonzero(counts.evaluated(P, M)[p.q_class])[0]
+        rows = np.nonzero(counts.evaluated(P, M, p.class_rows, self.min_class_rows)[p.q_class])[0]
         ng = len(p.g_rows)
         if len(rows) == 0:
             return rows, rows
@@ -885,10 +890,11 @@ class _ShardRun:
             total = _sum_parts([results[p] for p in pairs], nq, prep.n_classes)
             if ret:
                 for fut in ranked:
-                    b, first, ap = fut.result()
+                    b, first, ap, hits = fut.result()
                     qi = self.blocks[b].qi
                     total["first_rank"][qi] = first
                     total["ap"][qi] = ap
+                    total["hits"][qi] = hits
                 total["n_rel"] = self.R.copy()
         finally:
             for fut in futures + ranked:
@@ -933,4 +939,5 @@ def _sum_parts(parts: list, nq: int, C: int) -> dict:
     total["first_rank"] = np.zeros(nq, np.int64)
     total["ap"] = np.zeros(nq)
     total["n_rel"] = np.zeros(nq, np.int64)
+    total["hits"] = np.zeros(nq, np.int64)
     return total

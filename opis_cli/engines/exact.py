@@ -253,7 +253,7 @@ def _empty_part(C: int, G: int, K: int, nq: int) -> dict:
         "group_all": np.zeros((G, K), np.int64), "group_pos": np.zeros((G, K), np.int64),
         "deferred": [], "gathered": [], "gather_below": np.zeros(2, np.int64),
         "first_rank": np.zeros(nq, np.int64), "ap": np.zeros(nq), "n_rel": np.zeros(nq, np.int64),
-        "ver_gathered": [],
+        "hits": np.zeros(nq, np.int64), "ver_gathered": [],
     }
 
 
@@ -335,12 +335,13 @@ def run_chunk(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg:
         first_rank = np.zeros(tile, np.int64)
         ap = np.zeros(tile, np.float64)
         n_rel = np.zeros(tile, np.int64)
+        hits = np.zeros(tile, np.int64)
         cap_d, cap_g = 128, 4
         def_val = np.zeros((tile, cap_d), np.float64)
         def_pos = np.zeros((tile, cap_d), np.bool_)
         def_col = np.zeros((tile, cap_d), np.int64)
         gath_val = np.zeros((tile, cap_g), np.float64)
-        ranking = _kernels.Ranking(cfg.do_ret, first_rank, ap, n_rel)
+        ranking = _kernels.Ranking(cfg.do_ret, first_rank, ap, n_rel, hits)
         cap_v = 64 if cfg.do_vgather else 1
         v_val = np.zeros((tile, cap_v), np.float64)
         v_isp = np.zeros((tile, cap_v), np.bool_)
@@ -390,6 +391,7 @@ def run_chunk(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg:
                 out["first_rank"][s - start:e - start] = first_rank[:n]
                 out["ap"][s - start:e - start] = ap[:n]
                 out["n_rel"][s - start:e - start] = n_rel[:n]
+                out["hits"][s - start:e - start] = hits[:n]
             deferred = gathered = None
             if do_counts:
                 cls = prep.q_class[s:e]
@@ -510,13 +512,14 @@ def merge(parts: Iterable[tuple[int, int, dict]], nq: int) -> dict:
     total: dict = {}
     for start, stop, p in parts:
         if not total:
-            total = {k: v for k, v in p.items() if k not in ("first_rank", "ap", "n_rel")}
+            total = {k: v for k, v in p.items() if k not in ("first_rank", "ap", "n_rel", "hits")}
             total["deferred"] = list(p["deferred"])
             total["gathered"] = list(p["gathered"])
             total["ver_gathered"] = list(p.get("ver_gathered", []))
             total["first_rank"] = np.zeros(nq, np.int64)
             total["ap"] = np.zeros(nq)
             total["n_rel"] = np.zeros(nq, np.int64)
+            total["hits"] = np.zeros(nq, np.int64)
         else:
             for k in ("class_all", "class_pos", "group_all", "group_pos", "win_below", "win_hist",
                       "rep_pos", "rep_neg", "gather_below", "ver_pos", "ver_neg", "ver_gpos",
@@ -529,6 +532,7 @@ def merge(parts: Iterable[tuple[int, int, dict]], nq: int) -> dict:
         total["first_rank"][start:stop] = p["first_rank"]
         total["ap"][start:stop] = p["ap"]
         total["n_rel"][start:stop] = p["n_rel"]
+        total["hits"][start:stop] = p["hits"]
     return total
 
 
@@ -584,7 +588,7 @@ def run_exact(prep: Prepared, spec: GridSpec, map_chunks: ChunkMapper, block_byt
     """
     K = int(options.check("num_thresholds", spec.num_thresholds))
     P, M = prep.class_pair_counts()
-    evaluated = counts.evaluated(P, M)
+    evaluated = counts.evaluated(P, M, prep.class_rows, spec.min_class_rows)
     row_eval = evaluated[prep.q_class]
     nq, ng = len(prep.q_rows), len(prep.g_rows)
     row_sample = np.zeros(nq, bool)
@@ -600,7 +604,7 @@ def run_exact(prep: Prepared, spec: GridSpec, map_chunks: ChunkMapper, block_byt
         check_range(lo, hi, "--calibration-range", f"{lo:g}:{hi:g}")
         grid = np.linspace(lo, hi, K)
         cfg = PassConfig(**base_cfg, counts=_exact_key_bounds(grid, l2), grid=grid,
-                         do_ret=True,
+                         do_ret=spec.retrieval,
                          do_vhist=spec.verification is not None)
         res = map_chunks(prep, row_eval, row_sample, cfg, progress, "distances")
         ret = res
@@ -649,7 +653,7 @@ def run_exact(prep: Prepared, spec: GridSpec, map_chunks: ChunkMapper, block_byt
             if recount:  # pass 2 only gathers: a dummy one-threshold grid above them
                 top = brackets[1][1] + 4 * m_max + 1e-12 * (abs(brackets[1][1]) + 1)
                 bounds = (np.array([top]), np.array([top]))
-            cfg2 = replace(cfg1, do_win=False, do_rep=True, do_ret=True, do_gather=True,
+            cfg2 = replace(cfg1, do_win=False, do_rep=True, do_ret=spec.retrieval, do_gather=True,
                            gather=tuple(brackets), counts=bounds, K=len(bounds[0]),
                            sym=False, do_vhist=spec.verification is not None)
             res = map_chunks(prep, row_eval, row_sample, cfg2, progress, "counts")
@@ -697,7 +701,8 @@ def run_exact(prep: Prepared, spec: GridSpec, map_chunks: ChunkMapper, block_byt
         class_tp=np.cumsum(res["class_pos"], axis=1),
         class_fp=np.cumsum(res["class_all"] - res["class_pos"], axis=1),
         group_tp=group_tp, group_fp=group_fp, first_rank=ret["first_rank"],
-        ap_at_r=ret["ap"], n_relevant=ret["n_rel"], hist_edges=report_edges((k_lo, k_hi), l2),
+        ap_at_r=ret["ap"], n_relevant=ret["n_rel"], hits_at_r=ret["hits"],
+        hist_edges=report_edges((k_lo, k_hi), l2),
         hist_pos=res["rep_pos"], hist_neg=res["rep_neg"], passes=passes,
         notes={"report_histogram_rows": int((row_sample & row_eval).sum())},
         verification=ver, group_verification=gver)

@@ -91,7 +91,7 @@ from ..prepare import Prepared
 from .base import (DEFAULT_BLOCK_BYTES, FAR_BINS, REPORT_BINS, REPORT_ROWS, EngineOutput, GridSpec,
                    Progress, check_block_bytes, check_range, inner_products, key_span, key_to_dist,
                    order_rank, pair_keys, rank_bin, exact_keys, report_edges, report_scale,
-                   retrieval_at_r, tile_rows, value_bins)
+                   hits_at_r, retrieval_at_r, tile_rows, value_bins)
 
 #: relative gap between the upper and the reported global FAR that triggers a warning
 WARN_GAP = 0.01
@@ -179,7 +179,7 @@ class KnnEngine:
     # ------------------------------------------------------------------ public
     def run(self, prep: Prepared, spec: GridSpec, progress: Progress | None = None) -> KnnOutput:
         K = int(options.check("num_thresholds", spec.num_thresholds))
-        ctx = _Context(prep, self.block_bytes)
+        ctx = _Context(prep, self.block_bytes, spec.min_class_rows)
         dense = self.k >= int(ctx.avail.max())
         notes: dict = {"k": self.k, "index": self.index if not dense else "none (K covers the "
                        "gallery: every pair is seen)", "delta": ctx.delta}
@@ -556,7 +556,7 @@ class KnnEngine:
         return KnnOutput(
             thresholds=grid, range_source=source, class_tp=tp, class_fp=fp,
             group_tp=gtp, group_fp=gfp, first_rank=ret["first_rank"], ap_at_r=ret["ap"],
-            n_relevant=ret["n_rel"], hist_edges=edges, hist_pos=hp, hist_neg=hn,
+            n_relevant=ret["n_rel"], hits_at_r=ret.get("hits"), hist_edges=edges, hist_pos=hp, hist_neg=hn,
             passes=passes, notes=notes,
             class_fp_lower=fp_lo, class_fp_upper=fp_hi,
             far_lower=fp_lo[ev].sum(axis=0) / m_total, far_upper=fp_hi[ev].sum(axis=0) / m_total,
@@ -613,7 +613,7 @@ def _add(acc: np.ndarray, ids: np.ndarray, cells: np.ndarray, K: int, weights=No
 class _Context:
     """Per-run constants: keys, cells, pair counts per query."""
 
-    def __init__(self, prep: Prepared, block_bytes: int):
+    def __init__(self, prep: Prepared, block_bytes: int, min_class_rows: int = 2):
         self.prep = prep
         self.block_bytes = block_bytes
         self.l2 = prep.metric == "l2"
@@ -621,7 +621,7 @@ class _Context:
         self.C = prep.n_classes
         self.G = len(prep.group_labels) if prep.group_labels is not None else 0
         self.P, self.M = prep.class_pair_counts()
-        self.evaluated = counts.evaluated(self.P, self.M)
+        self.evaluated = counts.evaluated(self.P, self.M, prep.class_rows, min_class_rows)
         self.row_eval = self.evaluated[prep.q_class]
         self.row_sample = np.zeros(self.nq, bool)
         self.row_sample[:: max(1, -(-self.nq // REPORT_ROWS))] = True  # as the exact engine
@@ -799,6 +799,7 @@ class _Retrieval:
         self.first_rank = np.zeros(nq, np.int64)
         self.ap = np.zeros(nq)
         self.n_rel = np.zeros(nq, np.int64)
+        self.hits = np.zeros(nq, np.int64)
 
     def add(self, ctx: _Context, blk: _Block) -> None:
         s, e = blk.s, blk.e
@@ -812,6 +813,8 @@ class _Retrieval:
         self.n_rel[s:e] = np.where(has, R, 0)
         self.first_rank[s:e] = np.where(has, first, 0)
         self.ap[s:e] = ap
+        self.hits[s:e] = np.where(has, hits_at_r(pm, R), 0)
 
     def arrays(self) -> dict:
-        return {"first_rank": self.first_rank, "ap": self.ap, "n_rel": self.n_rel}
+        return {"first_rank": self.first_rank, "ap": self.ap, "n_rel": self.n_rel,
+                "hits": self.hits}

@@ -314,7 +314,7 @@ class SampledEngine:
         if getattr(prep, "q_off", None) is not None:
             raise ConfigError("--engine sampled does not take per-row offsets (--calibration); "
                               "use --engine exact or dask")
-        ctx = _Context(prep, self.S, self.seed)
+        ctx = _Context(prep, self.S, self.seed, spec.min_class_rows)
         notes: dict = {"negatives_per_query": self.S, "retrieval_queries": self.Q,
                        "seed": self.seed, "groups": GROUPS, "block_rows": ctx.B,
                        "draws_per_block": ctx.S, "pairs_drawn": int(ctx.nq) * ctx.S,
@@ -340,7 +340,7 @@ class SampledEngine:
         with _one_blas_thread():  # the same products on every machine
             pos = ctx.count_positives(grid, rep_grids, progress)
         _trim()
-        ret = ctx.retrieval(self.Q, progress)
+        ret = ctx.retrieval(self.Q if spec.retrieval else 0, progress)
         _trim()
         notes["positives_sampled"] = pos["sampled_labels"]
         notes["retrieval_sample"] = int(ret["sampled"])
@@ -360,13 +360,13 @@ class SampledEngine:
             fp_groups=neg["fp_groups"],
             parameters={"negatives_per_query": self.S, "retrieval_queries": self.Q,
                         "groups": GROUPS, "block_rows": ctx.B},
-            seed=self.seed, retrieval_population=int((ctx.pos_q > 0).sum()))
+            seed=self.seed, retrieval_population=int(((ctx.pos_q > 0) & ctx.row_eval).sum()))
         edges = report_edges(ctx.span, ctx.l2)
         hist_neg = np.rint(neg["hist_neg"] * (w if not ctx.exhaustive else 1.0)).astype(np.int64)
         out = EngineOutput(
             thresholds=grid, range_source=source, class_tp=pos["tp"], class_fp=class_fp,
             group_tp=pos["group_tp"], group_fp=group_fp, first_rank=ret["first_rank"],
-            ap_at_r=ret["ap"], n_relevant=ret["n_rel"], hist_edges=edges,
+            ap_at_r=ret["ap"], n_relevant=ret["n_rel"], hits_at_r=ret["hits"], hist_edges=edges,
             hist_pos=pos["hist_pos"], hist_neg=hist_neg, passes=passes, notes=notes,
             replicates=reps)
         self.last_output = out
@@ -376,7 +376,7 @@ class SampledEngine:
 class _Context:
     """Per-run constants and the three passes over the sampled pairs."""
 
-    def __init__(self, prep: Prepared, S: int, seed: int):
+    def __init__(self, prep: Prepared, S: int, seed: int, min_class_rows: int = 2):
         self.prep = prep
         self.seed = seed
         self.l2 = prep.metric == "l2"
@@ -384,7 +384,7 @@ class _Context:
         self.C = prep.n_classes
         self.NG = len(prep.group_labels) if prep.group_labels is not None else 0
         self.P, self.M = prep.class_pair_counts()
-        self.evaluated = counts.evaluated(self.P, self.M)
+        self.evaluated = counts.evaluated(self.P, self.M, prep.class_rows, min_class_rows)
         self.row_eval = self.evaluated[prep.q_class]
         self.exhaustive = S >= self.ng
         self.S = min(S, self.ng)
@@ -909,11 +909,14 @@ class _Context:
         first = np.zeros(nq, np.int64)
         ap = np.zeros(nq)
         n_rel = np.zeros(nq, np.int64)
+        hits_r = np.zeros(nq, np.int64)
         if Q >= nq:
             picked = np.arange(nq)
         else:
             picked = np.sort(np.random.default_rng([self.seed, 3]).choice(nq, Q, replace=False))
-        picked = picked[self.pos_q[picked] > 0]
+        # queries of evaluated classes with a positive (SPEC 3: an excluded
+        # class is in no average; at the default every such query is one)
+        picked = picked[(self.pos_q[picked] > 0) & self.row_eval[picked]]
         # rows per product: the exact engine's tile where it fits (the same
         # shape, so the same rounding), always padded to full size
         T = tile_rows(ng)
@@ -950,13 +953,14 @@ class _Context:
                 hits = ((top >= prep.class_start[c]) & (top < prep.class_end[c])
                         & (top != prep.self_col[q]))
                 f, a = retrieval_at_r(hits[None, :], np.array([R]), beyond=ng + 1)
-                res.append((q, f[0], a[0], R))
+                res.append((q, f[0], a[0], R, int(np.count_nonzero(hits[:R]))))
             return res
 
         starts = range(0, len(picked), T)
         for s, res in zip(starts, _parallel(tile, starts)):
-            for q, f, a, R in res:
-                first[q], ap[q], n_rel[q] = f, a, R
+            for q, f, a, R, h in res:
+                first[q], ap[q], n_rel[q], hits_r[q] = f, a, R, h
             if progress:
                 progress("retrieval", min(s + T, len(picked)), len(picked))
-        return {"first_rank": first, "ap": ap, "n_rel": n_rel, "sampled": len(picked)}
+        return {"first_rank": first, "ap": ap, "n_rel": n_rel, "hits": hits_r,
+                "sampled": len(picked)}

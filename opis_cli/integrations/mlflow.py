@@ -79,7 +79,7 @@ def evaluation_metrics(result: EvaluationResult, prefix: str = "") -> dict[str, 
     -------
     dict of str to float
         ``opis``, ``epsilon_opis``, ``recall_at_1`` ... ``recall_at_8``,
-        ``map_at_r``, ``threshold``, ``mean_utility``, ``worst_mean_utility``,
+        ``map_at_r``, ``r_precision``, ``threshold``, ``mean_utility``, ``worst_mean_utility``,
         ``tpr``, ``far``, ``frr``, ``fraction_far_above_2x``, ``fdr``,
         ``garbe``, ``far_ratio``, ``frr_ratio``, ``inequity_rate``,
         ``fdr_mean``, ``garbe_mean``, with ``--verification`` ``eer``,

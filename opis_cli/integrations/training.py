@@ -161,12 +161,12 @@ def epoch_metrics(result: EvaluationResult, prefix: str = "") -> dict[str, float
     ``recall_at_1``), each with ``prefix`` in front."""
     return {prefix + "opis": float(result.opis),
             prefix + "epsilon_opis": float(result.epsilon_opis),
-            prefix + "recall_at_1": float(result.retrieval.recall_at_k.get("1", float("nan")))}
+            prefix + "recall_at_1": float(result.headline()["recall_at_1"])}
 
 
 def summary_line(result: EvaluationResult, epoch: int) -> str:
     """``epoch   7  R@1 0.9200  OPIS 0.01600  10%-OPIS 0.03717``."""
-    return (f"epoch {epoch:3d}  R@1 {result.retrieval.recall_at_k['1']:.4f}  "
+    return (f"epoch {epoch:3d}  R@1 {result.headline()['recall_at_1']:.4f}  "
             f"OPIS {result.opis:.5f}  10%-OPIS {result.epsilon_opis:.5f}")
 
 

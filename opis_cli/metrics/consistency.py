@@ -84,17 +84,24 @@ def consistency(U: np.ndarray, thresholds: np.ndarray, labels, epsilon: float) -
                        mean_utility=mean_u, contribution=contrib, worst=worst, order=order)
 
 
-def retrieval(first_rank: np.ndarray, ap_at_r: np.ndarray, n_relevant: np.ndarray) -> Retrieval:
-    """Aggregate per-query ranks into R@k (k = 1, 2, 4, 8) and MAP@R.
+def retrieval(first_rank: np.ndarray, ap_at_r: np.ndarray, n_relevant: np.ndarray,
+              hits_at_r: np.ndarray | None = None) -> Retrieval:
+    """Aggregate per-query ranks into R@k (k = 1, 2, 4, 8), MAP@R and R-Precision.
 
     ``first_rank`` is the 1-based rank of the nearest positive, ``ap_at_r``
     the per-query average precision at R = ``n_relevant`` (Musgrave et al.
-    2020). Queries with ``n_relevant == 0`` are left out.
+    2020), ``hits_at_r`` the positives among the R nearest (R-Precision =
+    mean of ``hits_at_r / R``; None when the engine did not measure it).
+    Queries with ``n_relevant == 0`` are left out.
     """
     has = n_relevant > 0
     q = int(has.sum())
     if q == 0:
-        return Retrieval({str(k): float("nan") for k in RECALL_KS}, float("nan"), 0)
+        return Retrieval({str(k): float("nan") for k in RECALL_KS}, float("nan"), 0,
+                         None if hits_at_r is None else float("nan"))
     fr = first_rank[has]
     rk = {str(k): float(np.count_nonzero(fr <= k) / q) for k in RECALL_KS}
-    return Retrieval(rk, float(np.sum(ap_at_r[has]) / q), q)
+    rp = None
+    if hits_at_r is not None:
+        rp = float(np.sum(hits_at_r[has] / n_relevant[has]) / q)
+    return Retrieval(rk, float(np.sum(ap_at_r[has]) / q), q, rp)

@@ -73,7 +73,8 @@ def _jack(full: float, reps: np.ndarray, fpc: float) -> tuple[float, float]:
 
 def estimate(rep, labels, P: np.ndarray, M: np.ndarray, *, kind: str, beta: float,
              epsilon: float, policy: Policy, full: dict, first_rank: np.ndarray,
-             ap_at_r: np.ndarray, n_relevant: np.ndarray) -> Estimate:
+             ap_at_r: np.ndarray, n_relevant: np.ndarray, hits_at_r: np.ndarray | None = None,
+             rows: np.ndarray | None = None, min_rows: int = 2) -> Estimate:
     """The ``estimate`` block of a sampled result.
 
     Parameters
@@ -84,13 +85,15 @@ def estimate(rep, labels, P: np.ndarray, M: np.ndarray, *, kind: str, beta: floa
     full : the full estimate's ``opis``, ``epsilon_opis``, ``lower``, ``upper``,
         ``threshold`` (value), ``index`` (grid index of the threshold),
         ``score`` (K,) the policy's curve and ``grid`` (K,)
-    first_rank, ap_at_r, n_relevant : per-query retrieval arrays (sampled
-        queries have ``n_relevant > 0``)
+    first_rank, ap_at_r, n_relevant, hits_at_r : per-query retrieval arrays
+        (sampled queries have ``n_relevant > 0``)
+    rows, min_rows : rows per class and ``--min-class-rows`` (SPEC 3), so that
+        the evaluated classes are the class block's
     """
     G = rep.n
     fpc = rep.fpc
     tq = t975(G - 1)
-    ev = counts.evaluated(P, M)
+    ev = counts.evaluated(P, M, rows, min_rows)
     idx = np.nonzero(ev)[0]
     lab = [labels[i] for i in idx]
     Pe, Me = P[idx], M[idx]
@@ -161,6 +164,13 @@ def estimate(rep, labels, P: np.ndarray, M: np.ndarray, *, kind: str, beta: floa
         se = float(np.std(a, ddof=1)) / math.sqrt(n) * math.sqrt(max(1.0 - f_q, 0.0)) \
             if n > 1 else 0.0
         intervals["map_at_r"] = [mu - t975(max(n - 1, 1)) * se, mu + t975(max(n - 1, 1)) * se]
+        if hits_at_r is not None:  # the same t interval of a mean over the sampled queries
+            r = hits_at_r[has] / n_relevant[has]
+            mu = float(np.mean(r))
+            se = float(np.std(r, ddof=1)) / math.sqrt(n) * math.sqrt(max(1.0 - f_q, 0.0)) \
+                if n > 1 else 0.0
+            intervals["r_precision"] = [mu - t975(max(n - 1, 1)) * se,
+                                        mu + t975(max(n - 1, 1)) * se]
     plug_in = {"opis": full["opis"], "epsilon_opis": full["epsilon_opis"]}
     return Estimate(
         method=rep.method, parameters=dict(rep.parameters), seed=int(rep.seed),
@@ -214,10 +224,12 @@ def _threshold_interval(policy: Policy, full: dict, r_score: np.ndarray, r_grid:
 
 
 def attach(classes: ConsistencyBlock, out, labels, P: np.ndarray, M: np.ndarray, *, kind: str,
-           beta: float, epsilon: float, policy: Policy) -> tuple[ConsistencyBlock, Estimate]:
+           beta: float, epsilon: float, policy: Policy, rows: np.ndarray | None = None,
+           min_rows: int = 2) -> tuple[ConsistencyBlock, Estimate]:
     """The class block with bias-corrected OPIS and epsilon-OPIS, and the
-    ``estimate`` block, of an engine output that carries replicates."""
-    ev = counts.evaluated(P, M)
+    ``estimate`` block, of an engine output that carries replicates
+    (``rows``, ``min_rows``: SPEC 3's ``--min-class-rows``)."""
+    ev = counts.evaluated(P, M, rows, min_rows)
     rt = classes.recommended_threshold
     grid = np.asarray(out.thresholds, np.float64)
     if policy.name == "far":
@@ -233,7 +245,8 @@ def attach(classes: ConsistencyBlock, out, labels, P: np.ndarray, M: np.ndarray,
             "index": rt.index, "score": score, "grid": grid}
     est = estimate(out.replicates, labels, P, M, kind=kind, beta=beta, epsilon=epsilon,
                    policy=policy, full=full, first_rank=out.first_rank, ap_at_r=out.ap_at_r,
-                   n_relevant=out.n_relevant)
+                   n_relevant=out.n_relevant, hits_at_r=out.hits_at_r, rows=rows,
+                   min_rows=min_rows)
     classes = replace(classes, opis=est.corrected["opis"],
                       epsilon_opis=est.corrected["epsilon_opis"])
     return classes, est

@@ -74,6 +74,8 @@ METRICS: tuple[Metric, ...] = (
       for k in (1, 2, 4, 8)),
     _h("map_at_r", HIGHER, "retrieval.map_at_r", "MAP@R",
        "mean average precision at R (Musgrave et al., 2020)"),
+    _h("r_precision", HIGHER, "retrieval.r_precision", "R-Precision",
+       "mean fraction of positives among each query's R nearest neighbours (SPEC 6)"),
     _h("threshold", NEITHER, f"{_RT}.value", "threshold",
        "the recommended distance threshold"),
     _h("mean_utility", HIGHER, f"{_RT}.mean_utility", "mean utility",

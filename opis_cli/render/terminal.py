@@ -18,6 +18,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from ..options import LOW_EVIDENCE_POSITIVES, LOW_EVIDENCE_QUERIES
 from ..results import ConsistencyBlock, EvaluationResult
 from .escape import one_line, terminal_message, terminal_text, visible
 from .format import deployment_rows, deployment_title, interval, mode_text, num, pct
@@ -146,10 +147,18 @@ def _block_tables(block: ConsistencyBlock, noun: str, thresholds_unit: str) -> l
                   title_justify="left")
     for col in (noun, "mean utility", "FAR", "FRR", "R@1", "positives", "negatives"):
         worst.add_column(col, justify="left" if col == noun else "right")
-    for c in block.per_class[:WORST_SHOWN]:
-        worst.add_row(terminal_text(c.label), num(c.mean_utility, ".4f"), pct(c.far_at_threshold),
+    shown = block.per_class[:WORST_SHOWN]
+    for c in shown:
+        # "*": low evidence (too few query rows or positive pairs to rank the class)
+        worst.add_row(Text.assemble(terminal_text(c.label), " *" if c.low_evidence else ""),
+                      num(c.mean_utility, ".4f"), pct(c.far_at_threshold),
                       pct(c.frr_at_threshold), num(c.recall_at_1, ".3f"), str(c.positives),
                       str(c.negatives))
+    if any(c.low_evidence for c in shown):
+        worst.caption = (f"* low evidence: fewer than {LOW_EVIDENCE_QUERIES} query rows or "
+                         f"{LOW_EVIDENCE_POSITIVES} positive pairs (--min-class-rows leaves "
+                         "small classes out)")
+        worst.caption_justify = "left"
     out.append(worst)
     return out
 
@@ -173,13 +182,20 @@ def print_result(result: EvaluationResult, source: str = "") -> None:
             f"at FAR {num(cal.get('target_far'), 'g')}; {cal.get('uncalibrated_rows', 0)} rows "
             "uncalibrated"))
     h = Table(title="Threshold consistency", title_justify="left")
-    for col in ("OPIS", f"{100 * result.epsilon:g}%-OPIS", "R@1", "R@2", "R@4", "R@8", "MAP@R",
-                "queries"):
+    cols = ["OPIS", f"{100 * result.epsilon:g}%-OPIS"]
+    row = [num(result.opis, ".5f"), num(result.epsilon_opis, ".5f")]
+    if r is not None:  # None: not computed (evaluate(include=...) without "retrieval")
+        rk = r.recall_at_k
+        cols += ["R@1", "R@2", "R@4", "R@8", "MAP@R"]
+        row += [*(num(rk.get(k), ".4f") for k in ("1", "2", "4", "8")), num(r.map_at_r, ".4f")]
+        if r.r_precision is not None:
+            cols.append("R-Prec")
+            row.append(num(r.r_precision, ".4f"))
+        cols.append("queries")
+        row.append(str(r.queries))
+    for col in cols:
         h.add_column(col, justify="right")
-    rk = r.recall_at_k
-    h.add_row(num(result.opis, ".5f"), num(result.epsilon_opis, ".5f"),
-              *(num(rk.get(k), ".4f") for k in ("1", "2", "4", "8")), num(r.map_at_r, ".4f"),
-              str(r.queries))
+    h.add_row(*row)
     console.print(h)
     est = result.estimate
     if est is not None:  # SPEC 15: a sampling engine's numbers are estimates
@@ -194,6 +210,7 @@ def print_result(result: EvaluationResult, source: str = "") -> None:
             f"{100 * est.confidence:g}% intervals): OPIS {span('opis', '.5f')}, "
             f"{100 * result.epsilon:g}%-OPIS {span('epsilon_opis', '.5f')}, "
             f"R@1 {span('recall_at_k.1', '.4f')}, MAP@R {span('map_at_r', '.4f')}, "
+            + (f"R-Precision {span('r_precision', '.4f')}, " if "r_precision" in iv else "") +
             f"threshold {span('recommended_threshold.value', '.4g')}"))
     src = ("global FAR " + ":".join(f"{v:g}" for v in cr.far_requested)
            if cr.source == "far" and cr.far_requested else "explicit")
@@ -209,9 +226,11 @@ def print_result(result: EvaluationResult, source: str = "") -> None:
     if cls.excluded:
         shown = ", ".join(visible(lab) for lab in cls.excluded_labels[:EXCLUDED_SHOWN])
         more = f" and {cls.excluded - EXCLUDED_SHOWN} more" if cls.excluded > EXCLUDED_SHOWN else ""
+        few = (f", or fewer than {result.min_class_rows} rows (--min-class-rows)"
+               if result.min_class_rows > 2 else "")
         console.print(Text.assemble(("Excluded classes", "bold"),
                                     f" ({cls.excluded}; no positive or no negative pair, e.g. "
-                                    f"a single sample): {shown}{more}"))
+                                    f"a single sample{few}): {shown}{more}"))
     if result.groups is not None:
         g = result.groups
         console.print(Text.assemble(

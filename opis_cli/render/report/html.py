@@ -336,7 +336,9 @@ def _card(key: str, value: str, hint: str, unit: str = "") -> str:
 def _cards(result: EvaluationResult) -> str:
     rt = result.recommended_threshold
     eps = f"{100 * result.epsilon:g}%"
-    r1 = result.retrieval.recall_at_k.get("1")
+    head = result.headline()  # NaN where retrieval was not computed
+    r1 = head["recall_at_1"]
+    n_queries = result.retrieval.queries if result.retrieval is not None else 0
     return '<section id="summary" class="cards">' + "".join([
         _card("OPIS", num(result.opis, ".4g"),
               "How much per-class utility varies around the mean over the calibration range. "
@@ -344,9 +346,9 @@ def _cards(result: EvaluationResult) -> str:
         _card(f"{eps}-OPIS", num(result.epsilon_opis, ".4g"),
               f"Squared gap between the worst {eps} of classes and the rest. Lower is better."),
         _card("R@1", pct(r1),
-              f"Queries whose nearest neighbour has their label ({result.retrieval.queries:,} "
+              f"Queries whose nearest neighbour has their label ({n_queries:,} "
               "queries)."),
-        _card("MAP@R", num(result.retrieval.map_at_r, ".4f"),
+        _card("MAP@R", num(head["map_at_r"], ".4f"),
               "Mean average precision at R (R = the query's number of same-label items)."),
         _card("Recommended threshold", num(rt.value, ".4g"),
               f"{distance_unit(result.metric)} ({rt.policy}); accept a pair when its distance "
@@ -385,8 +387,10 @@ def _story(result: EvaluationResult) -> str:
                      "the best global threshold may lie outside it (try a wider --far-range or "
                      "--calibration-range).")
     if cls.excluded:
+        few = (f", or fewer than {result.min_class_rows} rows (--min-class-rows)"
+               if result.min_class_rows > 2 else "")
         flags.append(f"{cls.excluded:,} class(es) were excluded because they have no positive or "
-                     "no negative pair (e.g. a single sample); see <a href=\"#excluded\">Excluded "
+                     f"no negative pair (e.g. a single sample){few}; see <a href=\"#excluded\">Excluded "
                      "classes</a>.")
     if flags:
         out += '<div class="story flag">' + "".join(f"<p>{f}</p>" for f in flags) + "</div>"
@@ -585,13 +589,15 @@ def _provenance(result: EvaluationResult) -> str:
     return out
 
 
-def _excluded(block: ConsistencyBlock, noun: str, noun_plural: str) -> str:
+def _excluded(block: ConsistencyBlock, noun: str, noun_plural: str, min_rows: int = 2) -> str:
     if not block.excluded:
         return (f"<p>None: every {esc(noun)} has at least one positive and one negative "
                 "pair.</p>")
     labels = ", ".join(esc(v) for v in block.excluded_labels)
     return (f"<p>{block.excluded:,} {esc(noun_plural)} were left out of every average because they "
-            "have no positive pair (e.g. a single sample) or no negative pair.</p>"
+            "have no positive pair (e.g. a single sample) or no negative pair"
+            + (f", or fewer than {min_rows} rows (--min-class-rows)" if min_rows > 2 else "")
+            + ".</p>"
             f'<details open><summary>show the labels</summary><div class="labels">{labels}'
             "</div></details>")
 
@@ -679,7 +685,7 @@ def render_report(result: EvaluationResult, images: Mapping[str, bytes], *,
 </section>
 {groups_html}
 <section id="excluded"><h2>Excluded classes</h2>
-{_excluded(result.classes, "class", "classes")}
+{_excluded(result.classes, "class", "classes", result.min_class_rows)}
 </section>
 <section id="options"><h2>Options</h2>
 {_options(result)}
