@@ -60,8 +60,15 @@ VERIFICATION_METRICS = ("eer", "min_dcf") + tuple(
 #: baseline's deployed threshold; ``deployed_far_ratio`` is candidate FAR / baseline FAR.
 DEPLOYMENT_METRICS = ("deployed_far", "deployed_tpr", "deployed_frr", "deployed_far_ratio")
 
+#: SPEC 16 (``EvaluationResult.diagnosis_metrics()``; results evaluated with
+#: ``--diagnose`` only): overlapping class pairs, suspect rows (and their share
+#: of the queries with a positive), conflicting duplicate groups. Lower is better.
+DIAGNOSIS_METRICS = ("overlapping_pairs", "suspect_rows", "suspect_fraction",
+                     "conflicting_duplicate_groups")
+
 #: Every metric name a rule accepts.
-RULE_METRICS = HEADLINE_METRICS + FAIRNESS_METRICS + VERIFICATION_METRICS + DEPLOYMENT_METRICS
+RULE_METRICS = (HEADLINE_METRICS + FAIRNESS_METRICS + VERIFICATION_METRICS + DEPLOYMENT_METRICS
+                + DIAGNOSIS_METRICS)
 
 #: +1: higher is better, -1: lower is better, 0: neither (the threshold itself).
 DIRECTION = {
@@ -72,6 +79,7 @@ DIRECTION = {
     "fdr_mean": 1, "garbe_mean": -1,
     "eer": -1, "min_dcf": -1, **{m: -1 for m in VERIFICATION_METRICS[2:]},
     "deployed_far": -1, "deployed_tpr": 1, "deployed_frr": -1, "deployed_far_ratio": -1,
+    **{m: -1 for m in DIAGNOSIS_METRICS},
 }
 
 KINDS = ("max", "min", "max-increase", "max-decrease")
@@ -392,6 +400,8 @@ def _check(rule: Rule, cand: Side, base: Side | None, confidence: float | None) 
         if not math.isfinite(value):
             hint = (" (evaluate with --verification; fnmr_at_fmr needs F * M >= 1)"
                     if rule.metric in VERIFICATION_METRICS else "")
+            if rule.metric in DIAGNOSIS_METRICS:
+                hint = " (evaluate with --diagnose)"
             return RuleResult(rule, value, limit, None, False,
                               f"{rule.metric} is not available (not a number){hint}")
         ok = _holds(value, limit, upper)
