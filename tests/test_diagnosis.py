@@ -401,3 +401,21 @@ def test_cli_escapes_labels(tmp_path, capsys):
     assert code == 0, err
     assert "\x1b" not in err and "\u202e" not in err
     assert "\\x1b" in err and "\\u202e" in err
+
+
+def test_html_section_escapes_labels():
+    from opis_cli.render.report.html import render_report
+
+    lab = ["<b>A</b>", "<b>A</b>", "B\x1b&", "B\x1b&", "C", "C"]
+    res = opis_cli.evaluate(CLEAN_X, lab, metric="l2", calibration_range=(1, 6),
+                            diagnose=True, threshold=1.5)
+    page = render_report(res, {})
+    sec = page[page.index('<section id="where-it-fails">'):]
+    sec = sec[:sec.index("</section>")]
+    assert "<b>A</b>" not in sec and "&lt;b&gt;A&lt;/b&gt;" in sec
+    assert "\x1b" not in sec and "B\\x1b&amp;" in sec
+    assert "Overlapping class pairs (1 in all)" in sec
+    assert 'href="#where-it-fails"' in page
+    # without a diagnosis there is no such section
+    plain = opis_cli.evaluate(CLEAN_X, lab, metric="l2", calibration_range=(1, 6))
+    assert "where-it-fails" not in render_report(plain, {})
