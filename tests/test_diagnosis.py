@@ -419,3 +419,36 @@ def test_html_section_escapes_labels():
     # without a diagnosis there is no such section
     plain = opis_cli.evaluate(CLEAN_X, lab, metric="l2", calibration_range=(1, 6))
     assert "where-it-fails" not in render_report(plain, {})
+
+
+def test_compare_overlaps_and_suspects_that_appear_or_disappear(tmp_path, capsys):
+    from opis_cli.gate.compare import compare_results
+
+    # baseline: rows 0 and 1 (A at 0 and 50) are suspects; A-B overlap 0.5 < TPR_B = 1.
+    # candidate: A's second row moves to 0.5, every pair is accepted at t = 5: no
+    # suspect, and A-B overlap 12 / 12 = 1 >= max(0.5, TPR_A = 1, TPR_B = 1).
+    kw = dict(metric="l2", calibration_range=(1, 6), diagnose=True, threshold=5.0,
+              timestamp=False)
+    base = opis_cli.evaluate(SUSPECT_X, SUSPECT_LAB, **kw)
+    moved = SUSPECT_X.copy()
+    moved[1] = 0.5
+    cand = opis_cli.evaluate(moved, SUSPECT_LAB, **kw)
+    d = compare_results(base, cand).diagnosis
+    assert d.to_dict() == {
+        "baseline_threshold": 5.0, "candidate_threshold": 5.0,
+        "overlapping_pairs": {"baseline": 0, "candidate": 1, "new": [["A", "B"]], "gone": [],
+                              "complete": True},
+        "suspects": {"baseline": 2, "candidate": 0, "new": [], "gone": [0, 1]}}
+    # without a diagnosis on one side there is no such block (and no JSON key)
+    plain = opis_cli.evaluate(moved, SUSPECT_LAB, metric="l2", calibration_range=(1, 6))
+    assert compare_results(base, plain).diagnosis is None
+    assert "diagnosis" not in compare_results(base, plain).to_dict()
+    b, c = tmp_path / "b.json", tmp_path / "c.json"
+    b.write_text(base.to_json())
+    c.write_text(cand.to_json())
+    capsys.readouterr()
+    code = main(["compare", str(b), str(c)])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "suspect rows 2 -> 0" in err and "suspect rows gone: 0, 1" in err
+    assert "new overlapping pairs: A ~ B" in err

@@ -321,6 +321,7 @@ def print_comparison(cmp: "Comparison", top: int) -> None:
         only_c = ", ".join(visible(lab) for lab in cmp.only_candidate) or "-"
         console.print(Text(f"Classes only in the baseline: {only_b}; only in the candidate: "
                            f"{only_c}"))
+    print_diagnosis_change(cmp)
     print_deployment(cmp.deployment)
 
 
@@ -400,3 +401,29 @@ def print_diagnosis(result: EvaluationResult) -> None:
             s.add_row(str(r.row), terminal_text(r.label), terminal_text(r.looks_like),
                       num(r.nearest_positive, ".4g"))
         console.print(s)
+
+
+def print_diagnosis_change(cmp: "Comparison") -> None:
+    """Overlapping pairs and suspect rows that appear or disappear (SPEC 16 on both sides)."""
+    d = getattr(cmp, "diagnosis", None)
+    if d is None:
+        return
+    listed = "" if d.overlap_complete else " (among the 20 most overlapping of each side)"
+
+    def pairs(ps) -> Text:
+        return Text(", ").join(Text.assemble(terminal_text(a), " ~ ", terminal_text(b))
+                               for a, b in ps[:OVERLAP_SHOWN]) or Text("-")
+
+    def rows(rs) -> str:
+        more = f" and {len(rs) - SUSPECTS_SHOWN} more" if len(rs) > SUSPECTS_SHOWN else ""
+        return (", ".join(str(r) for r in rs[:SUSPECTS_SHOWN]) or "-") + more
+
+    console.print(Text.assemble(
+        ("Where it fails", "bold"),
+        f" (baseline at {d.baseline_threshold:.6g}, candidate at {d.candidate_threshold:.6g}): "
+        f"overlapping class pairs {d.baseline_overlapping} -> {d.candidate_overlapping}, "
+        f"suspect rows {d.baseline_suspects} -> {d.candidate_suspects}"))
+    console.print(Text.assemble(f"  new overlapping pairs{listed}: ", pairs(d.overlap_new)))
+    console.print(Text.assemble(f"  overlapping pairs gone{listed}: ", pairs(d.overlap_gone)))
+    console.print(f"  new suspect rows: {rows(d.suspects_new)}")
+    console.print(f"  suspect rows gone: {rows(d.suspects_gone)}")
