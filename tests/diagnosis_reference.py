@@ -45,7 +45,7 @@ def distance(a: np.ndarray, b: np.ndarray, metric: str) -> float:
 
 def diagnose(x, labels, t: float, *, metric: str = "cosine", is_query=None, is_gallery=None,
              k: int = 5, level: float = 0.5, min_class_rows: int = 2) -> dict:
-    """SPEC 16 at threshold ``t``, by enumeration."""
+    """SPEC 16 at threshold ``t``, by enumeration of every pair (small inputs)."""
     n = len(labels)
     lab = [str(v) for v in labels]
     isq = [True] * n if is_query is None else [bool(v) for v in is_query]
@@ -66,6 +66,7 @@ def diagnose(x, labels, t: float, *, metric: str = "cosine", is_query=None, is_g
     A = defaultdict(int)   # (c, c') -> accepted negative pairs
     N = defaultdict(int)   # (c, c') -> pairs
     Pq, rejected, accepted_pos = {}, {}, {}
+    nearest3, nearest_pos = {}, {}
     for q in queries:
         Pq[q] = rejected[q] = accepted_pos[q] = 0
         for g in gallery:
@@ -86,6 +87,98 @@ def diagnose(x, labels, t: float, *, metric: str = "cosine", is_query=None, is_g
                 M[c] += 1
                 if ok:
                     A[c, c2] += 1
+        ranked = sorted((d[q, g], g) for g in gallery if g != q)
+        nearest3[q] = [g for _, g in ranked[:3]]
+        pos = [d[q, g] for g in gallery if g != q and lab[g] == lab[q]]
+        nearest_pos[q] = min(pos) if pos else None
+    out = _assemble(lab, isq, isg, xp, queries, t, k, level, min_class_rows, P, M, TP, A, N,
+                    Pq, rejected, accepted_pos, nearest3, nearest_pos)
+    out["_distances"] = d
+    return out
+
+
+def diagnose_blocked(x, labels, t: float, *, metric: str = "cosine", is_query=None,
+                     is_gallery=None, k: int = 5, level: float = 0.5, min_class_rows: int = 2,
+                     block: int = 256) -> dict:
+    """The same document for real data (thousands of rows): float64 distances of
+    the prepared rows by blocks of queries (numpy float64 products, not fsum:
+    a pair within ~1e-15 of ``t`` could be decided otherwise; ``_near_t``
+    counts the pairs within 1e-12 of ``t``, and ``_near_rank`` the rows whose
+    3rd and 4th nearest are within 1e-12, so a caller can see there are none)."""
+    n = len(labels)
+    lab = [str(v) for v in labels]
+    isq = np.ones(n, bool) if is_query is None else np.asarray(is_query, bool)
+    isg = np.ones(n, bool) if is_gallery is None else np.asarray(is_gallery, bool)
+    xp = prepared_rows(x, metric).astype(np.float64)
+    queries = [int(q) for q in np.nonzero(isq)[0]]
+    gallery = np.nonzero(isg)[0]
+    names = sorted(set(lab))
+    cid = {c: i for i, c in enumerate(names)}
+    y = np.array([cid[v] for v in lab])
+    yg = y[gallery]
+    C = len(names)
+    G = xp[gallery]
+    gn = (G * G).sum(axis=1)
+    P = defaultdict(int)
+    M = defaultdict(int)
+    TP = defaultdict(int)
+    Acount = defaultdict(int)
+    Pq, rejected, accepted_pos, nearest3, nearest_pos = {}, {}, {}, {}, {}
+    ng_c = np.bincount(yg, minlength=C)
+    near_t = near_rank = 0
+    for s in range(0, len(queries), block):
+        qs = np.asarray(queries[s:s + block])
+        Q = xp[qs]
+        if metric == "cosine":
+            D = 1.0 - Q @ G.T
+        else:
+            D = np.sqrt(np.maximum((Q * Q).sum(axis=1)[:, None] + gn[None, :] - 2.0 * Q @ G.T,
+                                   0.0))  # less accurate than cosine's 1 - <a, b>: see _near_t
+        self_mask = qs[:, None] == gallery[None, :]
+        D[self_mask] = np.inf
+        near_t += int((np.abs(D - t) <= 1e-12).sum())
+        for i, q in enumerate(qs.tolist()):
+            row = D[i]
+            c = y[q]
+            same = (yg == c) & ~self_mask[i]
+            ok = row <= t
+            pq = int(same.sum())
+            Pq[q] = pq
+            accepted_pos[q] = int((ok & same).sum())
+            rejected[q] = pq - accepted_pos[q]
+            P[lab[q]] += pq
+            M[lab[q]] += int((~same & ~self_mask[i]).sum())
+            TP[lab[q]] += accepted_pos[q]
+            neg_ok = ok & (yg != c)
+            for c2, cnt in zip(*np.unique(yg[neg_ok], return_counts=True)):
+                Acount[lab[q], names[c2]] += int(cnt)
+            kth = np.partition(row, min(3, len(row) - 1))[:4]
+            kth.sort()
+            if len(row) >= 4 and kth[3] - kth[2] <= 1e-12:
+                near_rank += 1
+            cand = np.nonzero(row <= kth[min(2, len(kth) - 1)])[0]
+            order = cand[np.lexsort((gallery[cand], row[cand]))]
+            nearest3[q] = [int(gallery[j]) for j in order[:3] if np.isfinite(row[j])]
+            nearest_pos[q] = float(row[same].min()) if pq else None
+    N = {}
+    nq_c = np.bincount(y[queries], minlength=C)
+    for a in range(C):
+        for b in range(C):
+            if nq_c[a] and ng_c[b]:
+                N[names[a], names[b]] = int(nq_c[a] * ng_c[b])
+    A = defaultdict(int, Acount)
+    out = _assemble(lab, list(isq), list(isg), xp.astype(np.float32), queries, t, k,
+                    level, min_class_rows, P, M, TP, A, defaultdict(int, N), Pq, rejected,
+                    accepted_pos, nearest3, nearest_pos)
+    out["_near_t"] = near_t
+    out["_near_rank"] = near_rank
+    return out
+
+
+def _assemble(lab, isq, isg, xp, queries, t, k, level, min_class_rows, P, M, TP, A, N, Pq,
+              rejected, accepted_pos, nearest3, nearest_pos) -> dict:
+    """The five answers of SPEC 16 from the per-pair counts (shared by both readers)."""
+    n = len(lab)
     rows_of = defaultdict(int)
     for v in lab:
         rows_of[v] += 1
@@ -139,7 +232,7 @@ def diagnose(x, labels, t: float, *, metric: str = "cosine", is_query=None, is_g
     for c in evaluated:
         rows = [q for q in queries if lab[q] == c and Pq[q] > 0 and rejected[q] > 0]
         rows.sort(key=lambda q: (-rejected[q], q))
-        rej[c] = [{"row": q, "rejected": rejected[q], "frr": rejected[q] / Pq[q]}
+        rej[c] = [{"row": int(q), "rejected": rejected[q], "frr": rejected[q] / Pq[q]}
                   for q in rows[:3]]
 
     # suspects
@@ -149,14 +242,13 @@ def diagnose(x, labels, t: float, *, metric: str = "cosine", is_query=None, is_g
         if Pq[q] == 0:
             continue
         n_with_pos += 1
-        ranked = sorted((d[q, g], g) for g in gallery if g != q)
-        if len(ranked) < 3 or accepted_pos[q] > 0:
+        near = nearest3[q]
+        if len(near) < 3 or accepted_pos[q] > 0:
             continue
-        near = {lab[g] for _, g in ranked[:3]}
-        if len(near) == 1 and lab[q] not in near:
-            nearest_pos = min(d[q, g] for g in gallery if g != q and lab[g] == lab[q])
-            sus.append({"row": q, "label": lab[q], "looks_like": near.pop(),
-                        "nearest_positive": nearest_pos})
+        labs = {lab[g] for g in near}
+        if len(labs) == 1 and lab[q] not in labs:
+            sus.append({"row": int(q), "label": lab[q], "looks_like": labs.pop(),
+                        "nearest_positive": nearest_pos[q]})
 
     return {
         "threshold": t, "k": k, "level": level,
@@ -172,5 +264,4 @@ def diagnose(x, labels, t: float, *, metric: str = "cosine", is_query=None, is_g
         "_FP": {c: FP[c] for c in all_labels},
         "_queries_with_positives": n_with_pos,
         "_evaluated": evaluated,
-        "_distances": d,
     }

@@ -452,3 +452,37 @@ def test_compare_overlaps_and_suspects_that_appear_or_disappear(tmp_path, capsys
     assert code == 0, err
     assert "suspect rows 2 -> 0" in err and "suspect rows gone: 0, 1" in err
     assert "new overlapping pairs: A ~ B" in err
+
+
+@pytest.mark.parametrize("seed", [0, 5])
+def test_blocked_reference_agrees_with_naive(seed):
+    """The blocked float64 reader (for real data) gives the naive reader's document."""
+    metric, x, lab, isq, isg, _ = make_case(2 * seed + 1)  # cosine
+    dists = ref.diagnose(x, lab, 0.0, metric=metric, is_query=isq, is_gallery=isg)["_distances"]
+    t = pick_threshold(dists, metric, np.random.default_rng(seed))
+    a = ref.diagnose(x, lab, t, metric=metric, is_query=isq, is_gallery=isg)
+    b = ref.diagnose_blocked(x, lab, t, metric=metric, is_query=isq, is_gallery=isg, block=7)
+    assert b["_near_t"] == 0
+    assert_same({k: b[k] for k in SPEC_KEYS}, {k: a[k] for k in SPEC_KEYS})
+    assert b["_A"] == a["_A"]
+
+
+def test_real_data_matches_float64_reference():
+    """The WordNet sample (8,047 rows, 1,300 classes) at an explicit threshold: every
+    answer equals the blocked float64 reference, counts exactly, ratios to 1e-12."""
+    import pyarrow.parquet as pq_
+
+    from pathlib import Path
+
+    table = pq_.read_table(Path(__file__).resolve().parents[1] / "sample_data"
+                           / "wordnet_hyponyms.parquet", columns=["embedding", "label"])
+    x = np.asarray(table.column("embedding").combine_chunks().flatten(), np.float32) \
+        .reshape(table.num_rows, -1)
+    lab = table.column("label").to_pylist()
+    t = 0.75
+    want = ref.diagnose_blocked(x, lab, t, metric="cosine", k=5, level=0.5)
+    assert want["_near_t"] == 0 and want["_near_rank"] == 0  # nothing float64 order could flip
+    res = opis_cli.evaluate(x, lab, calibration_range=(0.7, 0.8), num_thresholds=3,
+                            diagnose=True, threshold=t)
+    compare(res.diagnosis, want)
+    assert res.diagnosis.overlap_count > 20 and len(res.diagnosis.suspects) > 10
