@@ -56,17 +56,35 @@ def _flush(cur, acc, touched, nt, oc, oc2, oa, no):
 
 
 @nb.njit(cache=True, nogil=True)
+def _negatives(kb, j0, j1, m, tk_lo, tk_hi, t, xr, xg, l2, g_class, acc, touched, nt):
+    """Count the accepted negatives of columns ``[j0, j1)`` by gallery class into
+    ``acc`` (``touched[:nt]`` lists the classes counted so far); returns ``nt``."""
+    for j in range(j0, j1):
+        key = kb[j]
+        if key - m > tk_hi:  # the usual case: surely above t
+            continue
+        if _accepts(key, m, tk_lo, tk_hi, t, xr, xg, j, l2):
+            c2 = g_class[j]
+            if acc[c2] == 0:
+                touched[nt] = c2
+                nt += 1
+            acc[c2] += 1
+    return nt
+
+
+@nb.njit(cache=True, nogil=True)
 def diag_tile(S, n, xq, xg, qn2, gn2, l2, t, tk_lo, tk_hi, margins, self_col, q_class,
-               g_class, g_orig, pos_start, pos_end, acc, touched, cand, ckey,
-               rej, accpos, top, npos, oc, oc2, oa):
+              g_class, g_orig, pos_start, pos_end, acc, touched, cand, ckey, kb,
+              rej, accpos, top, npos, oc, oc2, oa):
     """One tile of ``n`` query rows (``S[:n]``: their float32 inner products with
-    the whole gallery; the row arrays are those of the tile). Writes per row
-    ``rej`` (positives with d > t), ``accpos`` (positives with d <= t),
-    ``top`` (the 3 nearest gallery columns by float64 key, ties by original
-    row; -1 where there are fewer), ``npos`` (float64 distance of the nearest
-    positive, only for rows whose 3 nearest share a label other than their
-    own and that accept no positive; NaN otherwise). Returns the flushed
-    sparse entries ``(c, c', A)`` and their number."""
+    the whole gallery; the row arrays are those of the tile; ``kb`` a float64
+    buffer of one row's keys). Writes per row ``rej`` (positives with d > t),
+    ``accpos`` (positives with d <= t), ``top`` (the 3 nearest gallery columns
+    by float64 key, ties by original row; -1 where there are fewer), ``npos``
+    (float64 distance of the nearest positive, only for rows whose 3 nearest
+    share a label other than their own and that accept no positive; NaN
+    otherwise). Returns the flushed sparse entries ``(c, c', A)`` and their
+    number."""
     ng = S.shape[1]
     no = 0
     cur = -1
@@ -80,24 +98,39 @@ def diag_tile(S, n, xq, xg, qn2, gn2, l2, t, tk_lo, tk_hi, margins, self_col, q_
             nt = 0
             cur = c
         xr = xq[i]
-        qn = qn2[i]
         m = margins[i]
         sc = self_col[i]
         ps = pos_start[i]
         pe = pos_end[i]
-        r = 0
+        # the row's float32 keys, the query's own column at +inf (never paired)
+        if l2:
+            qn = qn2[i]
+            for j in range(ng):
+                kb[j] = qn + gn2[j] - 2.0 * np.float64(S[i, j])
+        else:
+            for j in range(ng):
+                kb[j] = 1.0 - np.float64(S[i, j])
+        if sc >= 0:
+            kb[sc] = inf
+        nt = _negatives(kb, 0, ps, m, tk_lo, tk_hi, t, xr, xg, l2, g_class, acc, touched, nt)
+        nt = _negatives(kb, pe, ng, m, tk_lo, tk_hi, t, xr, xg, l2, g_class, acc, touched, nt)
         a = 0
+        r = 0
+        for j in range(ps, pe):
+            if j == sc:
+                continue
+            if _accepts(kb[j], m, tk_lo, tk_hi, t, xr, xg, j, l2):
+                a += 1
+            else:
+                r += 1
+        rej[i] = r
+        accpos[i] = a
+        # the three smallest float32 keys
         k1 = inf
         k2 = inf
         k3 = inf
         for j in range(ng):
-            if j == sc:
-                continue
-            if l2:
-                key = qn + gn2[j] - 2.0 * np.float64(S[i, j])
-            else:
-                key = 1.0 - np.float64(S[i, j])
-            # the three smallest float32 keys (for the ranking below)
+            key = kb[j]
             if key < k3:
                 if key < k2:
                     k3 = k2
@@ -108,37 +141,17 @@ def diag_tile(S, n, xq, xg, qn2, gn2, l2, t, tk_lo, tk_hi, margins, self_col, q_
                         k2 = key
                 else:
                     k3 = key
-            ok = _accepts(key, m, tk_lo, tk_hi, t, xr, xg, j, l2)
-            if ps <= j < pe:
-                if ok:
-                    a += 1
-                else:
-                    r += 1
-            elif ok:
-                c2 = g_class[j]
-                if acc[c2] == 0:
-                    touched[nt] = c2
-                    nt += 1
-                acc[c2] += 1
-        rej[i] = r
-        accpos[i] = a
-        # the 3 nearest by (float64 key, original row): every column within two
-        # margins of the third smallest float32 key, re-ranked in float64
         for u in range(3):
             top[i, u] = -1
         npos[i] = np.nan
         if k3 == inf:
             continue
+        # the 3 nearest by (float64 key, original row): every column within two
+        # margins of the third smallest float32 key, re-ranked in float64
         lim = k3 + 2.0 * m
         nc = 0
         for j in range(ng):
-            if j == sc:
-                continue
-            if l2:
-                key = qn + gn2[j] - 2.0 * np.float64(S[i, j])
-            else:
-                key = 1.0 - np.float64(S[i, j])
-            if key <= lim:
+            if kb[j] <= lim:
                 cand[nc] = j
                 ckey[nc] = _kernels.exact_key(xr, xg, j, l2, False, 0.0, 0.0)
                 nc += 1
@@ -155,28 +168,16 @@ def diag_tile(S, n, xq, xg, qn2, gn2, l2, t, tk_lo, tk_hi, margins, self_col, q_
             cand[best] = -1
         # a possible suspect: the nearest positive's float64 distance
         lc = g_class[top[i, 0]]
-        if a == 0 and pe - ps - (1 if ps <= sc < pe else 0) > 0 and lc != c \
-                and g_class[top[i, 1]] == lc and g_class[top[i, 2]] == lc:
+        if a == 0 and r > 0 and lc != c and g_class[top[i, 1]] == lc \
+                and g_class[top[i, 2]] == lc:
             kmin = inf
             for j in range(ps, pe):
-                if j == sc:
-                    continue
-                if l2:
-                    key = qn + gn2[j] - 2.0 * np.float64(S[i, j])
-                else:
-                    key = 1.0 - np.float64(S[i, j])
-                if key < kmin:
-                    kmin = key
+                if kb[j] < kmin:
+                    kmin = kb[j]
             lim = kmin + 2.0 * m
             best64 = inf
             for j in range(ps, pe):
-                if j == sc:
-                    continue
-                if l2:
-                    key = qn + gn2[j] - 2.0 * np.float64(S[i, j])
-                else:
-                    key = 1.0 - np.float64(S[i, j])
-                if key <= lim:
+                if j != sc and kb[j] <= lim:
                     k64 = _kernels.exact_key(xr, xg, j, l2, False, 0.0, 0.0)
                     if k64 < best64:
                         best64 = k64

@@ -31,7 +31,7 @@ Peak memory (bytes) above the prepared rows, with nq queries, ng gallery
 rows, C classes, w workers, E entries of the sparse table::
 
     w*tile*ng*4      one tile of float32 inner products per worker
-    + w*(ng*16 + C*16)  candidates of a row, the class counter and its touched list
+    + w*(ng*24 + C*16)  a row's keys and candidates, the class counter and its touched list
     + nq*48          per-query results (rejected, accepted, top 3, nearest positive)
     + E*24*3         the sparse (c, c', A) entries as flushed, sorted and merged
     + N*12           duplicate hashing (a 64-bit hash and an index per row)
@@ -93,6 +93,7 @@ def _pass(prep: Prepared, t: float, block_bytes: int, progress) -> dict:
         touched = np.zeros(C, np.int64)
         cand = np.zeros(max(ng, 1), np.int64)
         ckey = np.zeros(max(ng, 1), np.float64)
+        kb = np.zeros(max(ng, 1), np.float64)
         for s in queue:
             e = min(nq, s + tile)
             n = e - s
@@ -100,7 +101,7 @@ def _pass(prep: Prepared, t: float, block_bytes: int, progress) -> dict:
             oc, oc2, oa, no = _dk.diag_tile(
                 S, n, prep.xq[s:e], prep.xg, prep.qn2[s:e], prep.gn2, l2, t, tk_lo, tk_hi,
                 margins[s:e], prep.self_col[s:e], prep.q_class[s:e], prep.g_class, prep.g_rows,
-                pos_start[s:e], pos_end[s:e], acc, touched, cand, ckey, rej[s:e], accpos[s:e],
+                pos_start[s:e], pos_end[s:e], acc, touched, cand, ckey, kb, rej[s:e], accpos[s:e],
                 top[s:e], npos[s:e], np.empty(1024, np.int32), np.empty(1024, np.int32),
                 np.empty(1024, np.int64))
             with queue.lock:
