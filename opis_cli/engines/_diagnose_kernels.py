@@ -102,16 +102,30 @@ def diag_tile(S, n, xq, xg, qn2, gn2, l2, t, tk_lo, tk_hi, margins, self_col, q_
         sc = self_col[i]
         ps = pos_start[i]
         pe = pos_end[i]
-        # the row's float32 keys, the query's own column at +inf (never paired)
-        if l2:
-            qn = qn2[i]
-            for j in range(ng):
-                kb[j] = qn + gn2[j] - 2.0 * np.float64(S[i, j])
-        else:
-            for j in range(ng):
-                kb[j] = 1.0 - np.float64(S[i, j])
-        if sc >= 0:
-            kb[sc] = inf
+        # the row's float32 keys, the query's own column at +inf (never paired),
+        # and the three smallest of them
+        k1 = inf
+        k2 = inf
+        k3 = inf
+        qn = qn2[i] if l2 else 0.0
+        for j in range(ng):
+            if l2:
+                key = qn + gn2[j] - 2.0 * np.float64(S[i, j])
+            else:
+                key = 1.0 - np.float64(S[i, j])
+            if j == sc:
+                key = inf
+            kb[j] = key
+            if key < k3:
+                if key < k2:
+                    k3 = k2
+                    if key < k1:
+                        k2 = k1
+                        k1 = key
+                    else:
+                        k2 = key
+                else:
+                    k3 = key
         nt = _negatives(kb, 0, ps, m, tk_lo, tk_hi, t, xr, xg, l2, g_class, acc, touched, nt)
         nt = _negatives(kb, pe, ng, m, tk_lo, tk_hi, t, xr, xg, l2, g_class, acc, touched, nt)
         a = 0
@@ -125,22 +139,6 @@ def diag_tile(S, n, xq, xg, qn2, gn2, l2, t, tk_lo, tk_hi, margins, self_col, q_
                 r += 1
         rej[i] = r
         accpos[i] = a
-        # the three smallest float32 keys
-        k1 = inf
-        k2 = inf
-        k3 = inf
-        for j in range(ng):
-            key = kb[j]
-            if key < k3:
-                if key < k2:
-                    k3 = k2
-                    if key < k1:
-                        k2 = k1
-                        k1 = key
-                    else:
-                        k2 = key
-                else:
-                    k3 = key
         for u in range(3):
             top[i, u] = -1
         npos[i] = np.nan
