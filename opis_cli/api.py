@@ -193,11 +193,17 @@ def _check_diagnosis(diagnose, threshold, impostors, overlap_level, metric, engi
     if isinstance(impostors, bool) or not isinstance(impostors, (int, np.integer)) \
             or impostors < 1:
         raise ConfigError(f"--impostors {impostors!r}: expected a whole number >= 1")
-    lv = float(overlap_level)
+    try:
+        lv = float(overlap_level)
+    except (TypeError, ValueError):
+        lv = float("nan")
     if not (0.0 < lv <= 1.0):
         raise ConfigError(f"--overlap-level {overlap_level!r}: expected a number in (0, 1]")
     if threshold is not None:
-        t = float(threshold)
+        try:
+            t = float(threshold)
+        except (TypeError, ValueError):
+            t = float("nan")
         if not np.isfinite(t):
             raise ConfigError(f"--threshold {threshold!r}: expected a finite distance")
         if metric == "l2" and t < 0:
