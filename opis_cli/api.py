@@ -79,6 +79,10 @@ def evaluate(
     copy: bool = True,
     min_class_rows: int = opt.MIN_CLASS_ROWS,
     include: Sequence[str] | None = None,
+    diagnose: bool = False,
+    threshold: float | None = None,
+    impostors: int = 5,
+    overlap_level: float = 0.5,
 ) -> EvaluationResult:
     """Measure threshold consistency of an embedding model (SPEC.md).
 
@@ -144,6 +148,12 @@ def evaluate(
         sampled engine peaks 1.4 GiB lower); the array's contents are
         undefined afterwards. Other arrays, and any run with a
         ``calibration``, are copied as with True. Results are identical.
+    diagnose : also diagnose where the threshold fails (SPEC 16: impostor
+        classes, overlapping classes, duplicate rows, rejected rows, suspect
+        labels; ``result.diagnosis``), in one more exact pass (exact engine)
+    threshold : the distance of the diagnosis (default: the recommended threshold)
+    impostors : impostor classes listed per class (``k``, default 5)
+    overlap_level : the overlap level ``L`` in (0, 1] (default 0.5)
 
     Returns
     -------
@@ -166,6 +176,7 @@ def evaluate(
     dcf = opt.parse_dcf(dcf)
     far = opt.check_far_range(opt.parse_range(far_range, "--far-range"))
     cal = opt.parse_range(calibration_range, "--calibration-range")
+    _check_diagnosis(diagnose, threshold, impostors, overlap_level, metric, engine, calibration)
     if getattr(embeddings, "sharded", False):
         # embeddings left in their files for the Dask workers (opis_cli.io.shards)
         if not capabilities(engine).shards:
@@ -198,10 +209,65 @@ def evaluate(
                     verification=dcf if verification else None,
                     min_class_rows=int(min_class_rows), retrieval=want_retrieval)
     out = engine.run(prep, spec, progress)
-    return build_result(prep, out, spec=spec, metric=metric, utility=utility, beta=beta,
-                        epsilon=epsilon, policy=policy, engine_name=getattr(engine, "name", "custom"),
-                        sources=sources, group_column=group_column, timestamp=timestamp,
-                        fairness_alpha=fairness_alpha, calibration_info=cal_info)
+    result = build_result(prep, out, spec=spec, metric=metric, utility=utility, beta=beta,
+                          epsilon=epsilon, policy=policy,
+                          engine_name=getattr(engine, "name", "custom"),
+                          sources=sources, group_column=group_column, timestamp=timestamp,
+                          fairness_alpha=fairness_alpha, calibration_info=cal_info)
+    if diagnose:
+        result = _with_diagnosis(result, prep, threshold, impostors, overlap_level, evaluated,
+                                 block_bytes, progress)
+    return result
+
+
+def _check_diagnosis(diagnose, threshold, impostors, overlap_level, metric, engine,
+                     calibration) -> None:
+    """The diagnosis options (SPEC 16), checked before any work."""
+    if not diagnose:
+        if threshold is not None:
+            raise ConfigError("--threshold is the distance of the diagnosis: add --diagnose")
+        return
+    if engine is not None and not capabilities(engine).diagnosis:
+        raise ConfigError(f"--diagnose needs --engine {either(with_capability('diagnosis'))} "
+                          f"(the {engine.name} engine does not count every pair at one "
+                          "threshold)")
+    if calibration is not None:
+        raise ConfigError("--diagnose does not take a --calibration (it diagnoses the raw "
+                          "distances); run it without one")
+    if isinstance(impostors, bool) or not isinstance(impostors, (int, np.integer)) \
+            or impostors < 1:
+        raise ConfigError(f"--impostors {impostors!r}: expected a whole number >= 1")
+    try:
+        lv = float(overlap_level)
+    except (TypeError, ValueError):
+        lv = float("nan")
+    if not (0.0 < lv <= 1.0):
+        raise ConfigError(f"--overlap-level {overlap_level!r}: expected a number in (0, 1]")
+    if threshold is not None:
+        try:
+            t = float(threshold)
+        except (TypeError, ValueError):
+            t = float("nan")
+        if not np.isfinite(t):
+            raise ConfigError(f"--threshold {threshold!r}: expected a finite distance")
+        if metric == "l2" and t < 0:
+            raise ConfigError(f"--threshold {t:g}: an l2 distance threshold must be >= 0")
+
+
+def _with_diagnosis(result: EvaluationResult, prep: Prepared, threshold, k, level,
+                    evaluated, block_bytes, progress) -> EvaluationResult:
+    """``result`` with its SPEC 16 diagnosis at ``threshold`` (default: recommended)."""
+    from .engines.diagnose import diagnose as run_diagnosis
+
+    t = result.recommended_threshold.value if threshold is None else float(threshold)
+    diag = run_diagnosis(prep, t, k=int(k), level=float(level), evaluated=evaluated,
+                         block_bytes=block_bytes, progress=progress)
+    options = {**result.options, "diagnose": True,
+               "threshold": None if threshold is None else float(threshold),
+               "impostors": int(k), "overlap_level": float(level)}
+    prov = {**result.provenance, "passes": result.provenance.get("passes", 0) + 1,
+            "options": options}
+    return replace(result, diagnosis=diag, options=options, provenance=prov)
 
 
 def _parts(include: Sequence[str] | None, verification: bool) -> tuple[bool, bool]:

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from .diagnosis import Diagnosis
+
 SCHEMA_VERSION = 1
 #: columns of the per-class curves table (``--curves``; ``EvaluationResult.curves_table``)
 CURVES_COLUMNS = ("level", "label", "threshold_index", "threshold", "utility", "tp", "fp",
@@ -547,6 +549,8 @@ class EvaluationResult:
     verification_asked: bool = False
     #: SPEC 15: how a sampling engine estimated the numbers (None: counted exactly)
     estimate: Estimate | None = None
+    #: SPEC 16: where the threshold fails (``evaluate(..., diagnose=True)``); None: not asked
+    diagnosis: Diagnosis | None = None
 
     # -- headline numbers ------------------------------------------------
     @property
@@ -616,10 +620,20 @@ class EvaluationResult:
             out[f"fnmr_at_fmr_{key}"] = nan if v is None else v.fnmr_at_fmr.get(key, nan)
         return out
 
+    def diagnosis_metrics(self) -> dict[str, float]:
+        """SPEC 16 as flat gate metrics (NaN without ``--diagnose``):
+        ``overlapping_pairs``, ``suspect_rows``, ``suspect_fraction``,
+        ``conflicting_duplicate_groups``."""
+        if self.diagnosis is None:
+            return dict.fromkeys(("overlapping_pairs", "suspect_rows", "suspect_fraction",
+                                  "conflicting_duplicate_groups"), float("nan"))
+        return self.diagnosis.gate_metrics()
+
     def gate_metrics(self) -> dict[str, float]:
-        """What ``--max/--min`` rules read: :meth:`headline`, :meth:`fairness_metrics`
-        and :meth:`verification_metrics`."""
-        return {**self.headline(), **self.fairness_metrics(), **self.verification_metrics()}
+        """What ``--max/--min`` rules read: :meth:`headline`, :meth:`fairness_metrics`,
+        :meth:`verification_metrics` and :meth:`diagnosis_metrics`."""
+        return {**self.headline(), **self.fairness_metrics(), **self.verification_metrics(),
+                **self.diagnosis_metrics()}
 
     # -- JSON ----------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -649,6 +663,8 @@ class EvaluationResult:
             d["distance_histogram"] = self.distance_histogram.to_dict()
         if self.estimate is not None:
             d["estimate"] = self.estimate.to_dict()
+        if self.diagnosis is not None:
+            d["diagnosis"] = self.diagnosis.to_dict()
         d["options"] = self.options
         d["provenance"] = self.provenance
         return _clean(d)
@@ -677,7 +693,8 @@ class EvaluationResult:
             groups=groups, group_column=(d.get("groups") or {}).get("column"),
             verification=Verification.from_dict(d["verification"]) if d.get("verification")
             else None, verification_asked="verification" in d,
-            estimate=Estimate.from_dict(d["estimate"]) if d.get("estimate") else None)
+            estimate=Estimate.from_dict(d["estimate"]) if d.get("estimate") else None,
+            diagnosis=Diagnosis.from_dict(d["diagnosis"]) if d.get("diagnosis") else None)
 
     @classmethod
     def from_json(cls, text: str) -> "EvaluationResult":

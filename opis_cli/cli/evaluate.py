@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -67,6 +68,38 @@ def evaluate_shards(path: Path, *, engine, embedding_column: str, label_column: 
                        group_column=group_column, engine=engine, **options)
         except InputError as e:
             raise InputError(f"{path}: {e}") from e
+
+
+def _diagnosis_options(diagnose: bool, threshold, impostors: int, overlap_level: float,
+                      pairs: Optional[Path], engine: str, calibration) -> dict:
+    """The --diagnose options, checked before the files are read; the keyword
+    arguments of ``opis_cli.evaluate`` (none without --diagnose)."""
+    from ..io.output import TABLE_SUFFIXES, check_output_path
+
+    if not diagnose:
+        given = [name for name, v, default in (("--threshold", threshold, None),
+                                               ("--impostors", impostors, 5),
+                                               ("--overlap-level", overlap_level, 0.5),
+                                               ("--pairs", pairs, None)) if v != default]
+        if given:
+            raise ConfigError(f"{given[0]} belongs to the diagnosis: add --diagnose")
+        return {}
+    if engine != "exact":
+        raise ConfigError(f"--diagnose needs --engine exact (the {engine} engine does not "
+                          "count every pair at one threshold)")
+    if calibration is not None:
+        raise ConfigError("--diagnose does not take --calibration (it diagnoses the raw "
+                          "distances)")
+    if impostors < 1:
+        raise ConfigError(f"--impostors {impostors}: expected a whole number >= 1")
+    if not (0.0 < overlap_level <= 1.0):
+        raise ConfigError(f"--overlap-level {overlap_level:g}: expected a number in (0, 1]")
+    if threshold is not None and not math.isfinite(threshold):
+        raise ConfigError(f"--threshold {threshold}: expected a finite distance")
+    if pairs:
+        check_output_path(pairs, "--pairs", TABLE_SUFFIXES)
+    return {"diagnose": True, "threshold": threshold, "impostors": impostors,
+            "overlap_level": overlap_level}
 
 
 @app.command()
@@ -142,6 +175,28 @@ def evaluate(
     mlflow: o.Mlflow = False,
     mlflow_experiment: o.MlflowExperiment = None,
     mlflow_run_id: o.MlflowRunId = None,
+    diagnose: Annotated[bool, typer.Option(
+        "--diagnose", rich_help_panel="Diagnosis",
+        help="Also say why classes fail at the recommended threshold (or --threshold): "
+             "impostor classes, overlapping class pairs, duplicate rows across labels, "
+             "rejected rows, suspect labels (SPEC 16). One more exact pass; --engine exact.")
+    ] = False,
+    threshold: Annotated[Optional[float], typer.Option(
+        "--threshold", rich_help_panel="Diagnosis",
+        help="Diagnose at this distance (e.g. your deployed threshold) instead of the "
+             "recommended one.", show_default=False)] = None,
+    impostors: Annotated[int, typer.Option(
+        "--impostors", rich_help_panel="Diagnosis",
+        help="Impostor classes listed per class.")] = 5,
+    overlap_level: Annotated[float, typer.Option(
+        "--overlap-level", rich_help_panel="Diagnosis",
+        help="Two classes overlap when they accept each other's rows at least this often "
+             "(and at least as often as their own genuine pairs); in (0, 1].")] = 0.5,
+    pairs: Annotated[Optional[Path], typer.Option(
+        "--pairs", rich_help_panel="Diagnosis",
+        help="Write the class-pair table at the diagnosis threshold (.parquet or .csv): one "
+             "row per (class, impostor class) with accepted pairs: label, impostor, accepts, "
+             "pairs, far.", show_default=False)] = None,
     quiet: o.Quiet = False,
     debug: o.Debug = False,
 ) -> None:
@@ -167,6 +222,8 @@ def evaluate(
         check_output_path(curves, "--curves", TABLE_SUFFIXES)
     if report:
         opt.check_report_folder(report, "--report")
+    diag_opts = _diagnosis_options(diagnose, threshold, impostors, overlap_level, pairs, engine,
+                                   calibration)
     cal_opts = {}
     if calibration is not None:
         from ..calibration import load_calibration
@@ -200,7 +257,7 @@ def evaluate(
                      utility=utility.value, beta=beta, epsilon=epsilon,
                      threshold_policy=threshold_policy, fairness_alpha=fairness_alpha,
                      verification=verification, dcf=dcf_costs, block_bytes=block_bytes,
-                     min_class_rows=min_class_rows, **cal_opts)
+                     min_class_rows=min_class_rows, **cal_opts, **diag_opts)
     # each engine takes the options its registry entry declares
     eng = make_engine(engine, block_bytes=block_bytes, k=k, index=index,
                       scheduler=scheduler, workers=workers, worker_bytes=worker_mib * 2**20,
@@ -220,12 +277,18 @@ def evaluate(
             out.text(json_out, gate.result_json(result))
         if curves:
             out.table(curves, result.curves_table())
+        if pairs:
+            out.table(pairs, result.diagnosis.pairs.columns())
         if report:
             from ..render.report import write_report
 
             write_report(result, report)
     if not quiet:
         print_result(result, str(path))
+        if result.diagnosis is not None:
+            from ..render.terminal import print_diagnosis
+
+            print_diagnosis(result)
         boot = gate.bootstrap(result)
         if boot is not None:
             print_bootstrap(boot)

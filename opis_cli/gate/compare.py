@@ -139,6 +139,59 @@ class Deployment:
 
 
 @dataclass(frozen=True)
+class DiagnosisChange:
+    """SPEC 16 on both sides (both results evaluated with ``--diagnose``).
+
+    Overlapping pairs ``(a, b)`` (labels in string order) that appear in the
+    candidate's listed pairs and not in the baseline's (``overlap_new``), and
+    the reverse (``overlap_gone``); the lists hold the (at most) 20 most
+    overlapping pairs, so ``overlap_complete`` says whether both lists were
+    whole (each side's count <= 20). Suspect rows (input row numbers, whole
+    lists) that appear or disappear.
+    """
+
+    baseline_threshold: float
+    candidate_threshold: float
+    baseline_overlapping: int
+    candidate_overlapping: int
+    overlap_new: tuple[tuple[str, str], ...]
+    overlap_gone: tuple[tuple[str, str], ...]
+    overlap_complete: bool
+    baseline_suspects: int
+    candidate_suspects: int
+    suspects_new: tuple[int, ...]
+    suspects_gone: tuple[int, ...]
+
+    def to_dict(self) -> dict:
+        return {"baseline_threshold": json_number(self.baseline_threshold),
+                "candidate_threshold": json_number(self.candidate_threshold),
+                "overlapping_pairs": {"baseline": self.baseline_overlapping,
+                                      "candidate": self.candidate_overlapping,
+                                      "new": [list(p) for p in self.overlap_new],
+                                      "gone": [list(p) for p in self.overlap_gone],
+                                      "complete": self.overlap_complete},
+                "suspects": {"baseline": self.baseline_suspects,
+                             "candidate": self.candidate_suspects,
+                             "new": list(self.suspects_new), "gone": list(self.suspects_gone)}}
+
+
+def diagnosis_change(base, cand) -> DiagnosisChange | None:
+    """:class:`DiagnosisChange` of two results, None unless both have a diagnosis."""
+    bd, cd = getattr(base, "diagnosis", None), getattr(cand, "diagnosis", None)
+    if bd is None or cd is None:
+        return None
+    bo = [(p.a, p.b) for p in bd.overlap_top]
+    co = [(p.a, p.b) for p in cd.overlap_top]
+    bs = {s.row for s in bd.suspects}
+    cs = {s.row for s in cd.suspects}
+    return DiagnosisChange(
+        bd.threshold, cd.threshold, bd.overlap_count, cd.overlap_count,
+        tuple(p for p in co if p not in set(bo)), tuple(p for p in bo if p not in set(co)),
+        bd.overlap_count <= len(bo) and cd.overlap_count <= len(co), len(bs), len(cs),
+        tuple(sorted(cs - bs)), tuple(sorted(bs - cs)))
+
+
+@dataclass(frozen=True)
 class Comparison:
     """Everything ``opis compare`` reports.
 
@@ -158,6 +211,8 @@ class Comparison:
     mode: str = "own-range"
     deployment: Deployment | None = None
     disagreement: str | None = None
+    #: SPEC 16 on both sides (None unless both were evaluated with --diagnose)
+    diagnosis: DiagnosisChange | None = None
 
     def metric(self, name: str) -> MetricChange:
         return next(m for m in self.metrics if m.name == name)
@@ -172,6 +227,12 @@ class Comparison:
         return next((i for i in self.intervals if i.metric == name), None)
 
     def to_dict(self) -> dict:
+        d = self._to_dict()
+        if self.diagnosis is not None:
+            d["diagnosis"] = self.diagnosis.to_dict()
+        return d
+
+    def _to_dict(self) -> dict:
         return {"baseline": self.baseline, "candidate": self.candidate, "mode": self.mode,
                 "same_thresholds": self.same_thresholds, "warnings": list(self.warnings),
                 "headline_vs_classes": self.disagreement,
@@ -304,7 +365,8 @@ def compare_results(base, cand, *, baseline_name: str = "baseline",
                           for m in BOOTSTRAP_METRICS)
     cmp = Comparison(baseline_name, candidate_name, tuple(metrics), tuple(changes), only_b,
                      only_c, same, tuple(warnings), intervals, mode, deployment)
-    return replace(cmp, disagreement=disagreement(cmp, base, cand))
+    return replace(cmp, disagreement=disagreement(cmp, base, cand),
+                   diagnosis=diagnosis_change(base, cand))
 
 
 def disagreement(cmp: Comparison, base, cand) -> str | None:

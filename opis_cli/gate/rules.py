@@ -58,8 +58,14 @@ VERIFICATION_METRICS = metric_keys("verification")
 #: baseline's deployed threshold; ``deployed_far_ratio`` is candidate FAR / baseline FAR.
 DEPLOYMENT_METRICS = metric_keys("deployment")
 
+#: SPEC 16 (``EvaluationResult.diagnosis_metrics()``; results evaluated with
+#: ``--diagnose`` only): overlapping class pairs, suspect rows (and their share
+#: of the queries with a positive), conflicting duplicate groups. Lower is better.
+DIAGNOSIS_METRICS = metric_keys("diagnosis")
+
 #: Every metric name a rule accepts.
-RULE_METRICS = HEADLINE_METRICS + FAIRNESS_METRICS + VERIFICATION_METRICS + DEPLOYMENT_METRICS
+RULE_METRICS = (HEADLINE_METRICS + FAIRNESS_METRICS + VERIFICATION_METRICS + DEPLOYMENT_METRICS
+                + DIAGNOSIS_METRICS)
 
 #: +1: higher is better, -1: lower is better, 0: neither (the threshold itself).
 DIRECTION = {k: METRIC_DIRECTION[k] for k in RULE_METRICS}
@@ -382,6 +388,8 @@ def _check(rule: Rule, cand: Side, base: Side | None, confidence: float | None) 
         if not math.isfinite(value):
             hint = (" (evaluate with --verification; fnmr_at_fmr needs F * M >= 1)"
                     if rule.metric in VERIFICATION_METRICS else "")
+            if rule.metric in DIAGNOSIS_METRICS:
+                hint = " (evaluate with --diagnose)"
             return RuleResult(rule, value, limit, None, False,
                               f"{rule.metric} is not available (not a number){hint}")
         ok = _holds(value, limit, upper)

@@ -21,9 +21,9 @@ HIGHER, LOWER, NEITHER = 1, -1, 0
 
 #: the families, in table order: rules accept the first four; ``group`` (the
 #: group block's scores) goes to trackers only
-FAMILIES = ("headline", "fairness", "verification", "deployment", "group")
+FAMILIES = ("headline", "fairness", "verification", "deployment", "diagnosis", "group")
 #: the families gate rules accept
-RULE_FAMILIES = FAMILIES[:4]
+RULE_FAMILIES = FAMILIES[:5]
 #: the families ``opis_cli.integrations.mlflow.evaluation_metrics`` logs
 TRACKED_FAMILIES = ("headline", "fairness", "verification", "group")
 
@@ -63,7 +63,8 @@ def _f(key, direction, path, name, doc):
 
 _RT = "recommended_threshold"
 
-#: every metric, in the order of the headline, then fairness, verification, deployment
+#: every metric, in the order of the headline, then fairness, verification, deployment,
+#: diagnosis
 METRICS: tuple[Metric, ...] = (
     _h("opis", LOWER, "opis", "OPIS",
        "variance of the per-class utility curves over the calibration range (SPEC 6)"),
@@ -115,6 +116,18 @@ METRICS: tuple[Metric, ...] = (
     Metric("deployed_far_ratio", LOWER, ("deployment", "far_ratio"), "deployed FAR ratio",
            "candidate FAR / baseline FAR at the baseline's deployed threshold (opis compare)",
            "deployment", "comparison"),
+    *(Metric(key, LOWER, ("diagnosis",) + tuple(path.split(".")), name, doc, "diagnosis")
+      for key, path, name, doc in (
+          ("overlapping_pairs", "overlap.count", "overlapping class pairs",
+           "pairs of classes that accept each other's rows at least as often as their own "
+           "(SPEC 16; with --diagnose)"),
+          ("suspect_rows", "suspects.count", "suspect rows",
+           "rows whose 3 nearest neighbours carry one other label and none of whose positives "
+           "is accepted (SPEC 16; with --diagnose)"),
+          ("suspect_fraction", "suspects.fraction", "suspect share",
+           "suspect rows / query rows with a positive (SPEC 16; with --diagnose)"),
+          ("conflicting_duplicate_groups", "duplicates.groups", "conflicting duplicates",
+           "groups of identical rows that carry two or more labels (SPEC 16; with --diagnose)"))),
     Metric("group_opis", LOWER, ("groups", "opis"), "group OPIS",
            "OPIS across groups (SPEC 7; with a group column)", "group"),
     Metric("group_epsilon_opis", LOWER, ("groups", "epsilon_opis"), "group 10%-OPIS",

@@ -340,6 +340,7 @@ def print_comparison(cmp: "Comparison", top: int) -> None:
         only_c = ", ".join(visible(lab) for lab in cmp.only_candidate) or "-"
         console.print(Text(f"Classes only in the baseline: {only_b}; only in the candidate: "
                            f"{only_c}"))
+    print_diagnosis_change(cmp)
     print_deployment(cmp.deployment)
 
 
@@ -362,3 +363,86 @@ def print_deployment(dep) -> None:
     if line:
         console.print(terminal_message(f"Deployment: {line[0].upper()}{line[1:]}.",
                                        style="bold red"))
+
+
+# -- SPEC 16: where the threshold fails (--diagnose) ----------------------------------
+DIAGNOSIS_CLASSES = 5
+SUSPECTS_SHOWN = 10
+OVERLAP_SHOWN = 10
+
+
+def print_diagnosis(result: EvaluationResult) -> None:
+    """For the worst classes, their top impostors (with shares) and the rows that
+    take their false rejects; the most overlapping pairs; duplicates; suspects."""
+    d = result.diagnosis
+    if d is None:
+        return
+    console.print(Text.assemble(
+        "\n", ("Where it fails", "bold"),
+        f" at distance {d.threshold:.6g} (SPEC 16): {d.overlap_count} overlapping class "
+        f"pairs (level {d.level:g}), {len(d.suspects)} suspect rows of "
+        f"{d.queries_with_positives} queries with a positive, {d.duplicate_groups} duplicate "
+        f"groups across labels ({d.duplicate_rows} rows)"))
+    worst = [c.label for c in result.classes.per_class[:DIAGNOSIS_CLASSES]]
+    t = Table(title=f"Worst {len(worst)} classes: impostors and rejected rows",
+              title_justify="left")
+    for col in ("class", "FAR", "FRR", "impostors (accepts, share)", "rejected rows (row: FRR)"):
+        t.add_column(col, justify="right" if col in ("FAR", "FRR") else "left")
+    by_label = {c.label: c for c in result.classes.per_class}
+    for lab in worst:
+        imp = Text(", ").join(
+            Text.assemble(terminal_text(i.label), f" ({i.accepts}, {pct(i.share)})")
+            for i in d.impostors.get(lab, ())[:3]) or Text("-")
+        rej = ", ".join(f"{r.row}: {pct(r.frr)}" for r in d.rejected_rows.get(lab, ())) or "-"
+        c = by_label[lab]
+        t.add_row(terminal_text(lab), pct(c.far_at_threshold), pct(c.frr_at_threshold), imp, rej)
+    console.print(t)
+    if d.overlap_top:
+        o = Table(title=f"Most overlapping class pairs ({d.overlap_count} in all"
+                        + (f"; {d.overlap_tied} tied with the last shown" if d.overlap_tied else "")
+                        + ")", title_justify="left")
+        for col in ("a", "b", "overlap", "a->b accepts", "b->a accepts", "pairs"):
+            o.add_column(col, justify="left" if col in ("a", "b") else "right")
+        for p in d.overlap_top[:OVERLAP_SHOWN]:
+            o.add_row(terminal_text(p.a), terminal_text(p.b), pct(p.overlap), str(p.accepts_ab),
+                      str(p.accepts_ba), str(p.pairs_ab + p.pairs_ba))
+        console.print(o)
+    if d.duplicate_top:
+        console.print(Text.assemble(("Duplicate rows across labels", "bold"), ": ", Text("; ").join(
+            Text.assemble(terminal_text(p.a), " / ", terminal_text(p.b), f" ({p.shared})")
+            for p in d.duplicate_top[:OVERLAP_SHOWN])))
+    if d.suspects:
+        s = Table(title=f"Suspect labels ({len(d.suspects)} rows; first {min(SUSPECTS_SHOWN, len(d.suspects))})",
+                  title_justify="left")
+        for col in ("row", "label", "looks like", "nearest positive"):
+            s.add_column(col, justify="right" if col in ("row", "nearest positive") else "left")
+        for r in d.suspects[:SUSPECTS_SHOWN]:
+            s.add_row(str(r.row), terminal_text(r.label), terminal_text(r.looks_like),
+                      num(r.nearest_positive, ".4g"))
+        console.print(s)
+
+
+def print_diagnosis_change(cmp: "Comparison") -> None:
+    """Overlapping pairs and suspect rows that appear or disappear (SPEC 16 on both sides)."""
+    d = getattr(cmp, "diagnosis", None)
+    if d is None:
+        return
+    listed = "" if d.overlap_complete else " (among the 20 most overlapping of each side)"
+
+    def pairs(ps) -> Text:
+        return Text(", ").join(Text.assemble(terminal_text(a), " ~ ", terminal_text(b))
+                               for a, b in ps[:OVERLAP_SHOWN]) or Text("-")
+
+    def rows(rs) -> str:
+        more = f" and {len(rs) - SUSPECTS_SHOWN} more" if len(rs) > SUSPECTS_SHOWN else ""
+        return (", ".join(str(r) for r in rs[:SUSPECTS_SHOWN]) or "-") + more
+
+    console.print(Text.assemble(
+        ("Where it fails", "bold"),
+        f" (baseline at {d.baseline_threshold:.6g}, candidate at {d.candidate_threshold:.6g}): "
+        f"overlapping class pairs {d.baseline_overlapping} -> {d.candidate_overlapping}, "
+        f"suspect rows {d.baseline_suspects} -> {d.candidate_suspects}"))
+    console.print(Text.assemble(f"  new overlapping pairs{listed}: ", pairs(d.overlap_new)))
+    console.print(Text.assemble(f"  overlapping pairs gone{listed}: ", pairs(d.overlap_gone)))
+    console.print(f"  new suspect rows: {rows(d.suspects_new)}")
+    console.print(f"  suspect rows gone: {rows(d.suspects_gone)}")

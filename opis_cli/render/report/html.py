@@ -619,6 +619,64 @@ def _source_line(result: EvaluationResult) -> str:
 
 
 # -- the page ---------------------------------------------------------------------
+#: worst classes whose impostors and rejected rows the "Where it fails" section lists
+FAILS_CLASSES = 20
+#: suspect rows listed there
+FAILS_SUSPECTS = 50
+
+
+def _where_it_fails(result: EvaluationResult) -> str:
+    """SPEC 16 (``--diagnose``): overlapping pairs, suspects, duplicates, and for each
+    of the worst classes its impostors and rejected rows; "" without a diagnosis.
+    Every label escaped (:func:`esc`); read from the result, nothing recomputed."""
+    d = result.diagnosis
+    if d is None:
+        return ""
+
+    def table(heads, rows) -> str:
+        head = "".join(f"<th>{esc(h)}</th>" for h in heads)
+        body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows)
+        return (f'<div class="box"><table><thead><tr>{head}</tr></thead>'
+                f"<tbody>{body}</tbody></table></div>")
+
+    parts = [f'<section id="where-it-fails"><h2>Where it fails</h2>'
+             f"<p>At distance {esc(num(d.threshold, '.6g'))} (SPEC 16): {d.overlap_count:,} "
+             f"overlapping class pairs (level {esc(num(d.level, 'g'))}), {len(d.suspects):,} "
+             f"suspect rows of {d.queries_with_positives:,} queries with a positive, "
+             f"{d.duplicate_groups:,} duplicate groups across labels ({d.duplicate_rows:,} "
+             "rows).</p>"]
+    if d.overlap_top:
+        tied = f"; {d.overlap_tied:,} tied with the last shown" if d.overlap_tied else ""
+        parts.append(f"<h3>Overlapping class pairs ({d.overlap_count:,} in all{tied})</h3>")
+        parts.append(table(("a", "b", "overlap", "a\u2192b accepts", "b\u2192a accepts",
+                            "a\u2192b pairs", "b\u2192a pairs"),
+                           [(p.a, p.b, pct(p.overlap), p.accepts_ab, p.accepts_ba, p.pairs_ab,
+                             p.pairs_ba) for p in d.overlap_top]))
+    if d.suspects:
+        parts.append(f"<h3>Suspect labels ({len(d.suspects):,} rows"
+                     + (f"; the first {FAILS_SUSPECTS}" if len(d.suspects) > FAILS_SUSPECTS
+                        else "") + ")</h3>")
+        parts.append(table(("row", "label", "looks like", "nearest positive"),
+                           [(s.row, s.label, s.looks_like, num(s.nearest_positive, ".4g"))
+                            for s in d.suspects[:FAILS_SUSPECTS]]))
+    if d.duplicate_top:
+        parts.append("<h3>Duplicate rows across labels</h3>")
+        parts.append(table(("a", "b", "shared groups"),
+                           [(p.a, p.b, p.shared) for p in d.duplicate_top]))
+    rows = []
+    for c in result.classes.per_class[:FAILS_CLASSES]:
+        imps = ", ".join(f"{i.label} ({i.accepts}, {pct(i.share)})"
+                         for i in d.impostors.get(c.label, ())) or "-"
+        rej = ", ".join(f"row {r.row} ({pct(r.frr)})" for r in d.rejected_rows.get(c.label, ())) \
+            or "-"
+        rows.append((c.label, pct(c.far_at_threshold), pct(c.frr_at_threshold), imps, rej))
+    parts.append(f"<h3>The worst {len(rows)} classes: impostors (accepts, share) and rejected "
+                 "rows (FRR)</h3>")
+    parts.append(table(("class", "FAR", "FRR", "impostors", "rejected rows"), rows))
+    parts.append("</section>")
+    return "".join(parts)
+
+
 def render_report(result: EvaluationResult, images: Mapping[str, bytes], *,
                   class_curves: bool = True, group_curves: bool = True) -> str:
     """The whole page as a string.
@@ -650,6 +708,8 @@ def render_report(result: EvaluationResult, images: Mapping[str, bytes], *,
             + _card("groups", f"{g.evaluated:,}", f"evaluated; {g.excluded:,} excluded")
             + "</div>" + _spread_table(g, "group") + "<br>" + gfig
             + _table(g, "groups", "group", "groups", result.epsilon) + "</section>")
+    if result.diagnosis is not None:
+        nav.append(("where-it-fails", "Where it fails"))
     nav += [("excluded", "Excluded classes"), ("options", "Options"),
             ("provenance", "Provenance")]
     nav_html = "".join(f'<a href="#{k}">{esc(v)}</a>' for k, v in nav)
@@ -684,6 +744,7 @@ def render_report(result: EvaluationResult, images: Mapping[str, bytes], *,
 {_table(result.classes, "classes", "class", "classes", result.epsilon)}
 </section>
 {groups_html}
+{_where_it_fails(result)}
 <section id="excluded"><h2>Excluded classes</h2>
 {_excluded(result.classes, "class", "classes", result.min_class_rows)}
 </section>

@@ -1,0 +1,271 @@
+"""Where a threshold fails (SPEC 16): the typed, frozen result of a diagnosis.
+
+Computed by ``opis_cli.engines.diagnose`` (one pass over every pair at one
+threshold); this module only holds and serialises it (no numba, no I/O).
+The JSON shape is SPEC 16's ``diagnosis`` key; the whole sparse class-pair
+table (``Diagnosis.pairs``) is kept in memory only (``--pairs`` writes it),
+like the curves of a consistency block.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+#: columns of the class-pair table (``--pairs``, ``Diagnosis.pairs_frame``)
+PAIRS_COLUMNS = ("label", "impostor", "accepts", "pairs", "far")
+
+
+def _f(v: Any) -> float | None:
+    if v is None:
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+@dataclass(frozen=True)
+class Impostor:
+    """One impostor class ``c'`` of a class ``c``: ``accepts = A(c, c')``,
+    ``far = A / N(c, c')``, ``share = A / FP_c(t)``."""
+
+    label: str
+    accepts: int
+    far: float
+    share: float
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "accepts": self.accepts, "far": _f(self.far),
+                "share": _f(self.share)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Impostor":
+        return cls(str(d["label"]), int(d["accepts"]), float(d["far"]), float(d["share"]))
+
+
+@dataclass(frozen=True)
+class OverlapPair:
+    """An overlapping unordered pair of labels ``a < b`` (string order)."""
+
+    a: str
+    b: str
+    overlap: float
+    accepts_ab: int
+    accepts_ba: int
+    pairs_ab: int
+    pairs_ba: int
+
+    def to_dict(self) -> dict:
+        return {"a": self.a, "b": self.b, "overlap": _f(self.overlap),
+                "accepts_ab": self.accepts_ab, "accepts_ba": self.accepts_ba,
+                "pairs_ab": self.pairs_ab, "pairs_ba": self.pairs_ba}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "OverlapPair":
+        return cls(str(d["a"]), str(d["b"]), float(d["overlap"]), int(d["accepts_ab"]),
+                   int(d["accepts_ba"]), int(d["pairs_ab"]), int(d["pairs_ba"]))
+
+
+@dataclass(frozen=True)
+class SharedDuplicates:
+    """Two labels ``a < b`` and the number of conflicting duplicate groups holding both."""
+
+    a: str
+    b: str
+    shared: int
+
+    def to_dict(self) -> dict:
+        return {"a": self.a, "b": self.b, "shared": self.shared}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SharedDuplicates":
+        return cls(str(d["a"]), str(d["b"]), int(d["shared"]))
+
+
+@dataclass(frozen=True)
+class RejectedRow:
+    """A query row (input numbering) and its rejected genuine pairs at ``t``."""
+
+    row: int
+    rejected: int
+    frr: float
+
+    def to_dict(self) -> dict:
+        return {"row": self.row, "rejected": self.rejected, "frr": _f(self.frr)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RejectedRow":
+        return cls(int(d["row"]), int(d["rejected"]), float(d["frr"]))
+
+
+@dataclass(frozen=True)
+class Suspect:
+    """A query row whose 3 nearest gallery rows all carry ``looks_like`` and
+    none of whose positive pairs is accepted; ``nearest_positive`` is the
+    distance to its nearest positive."""
+
+    row: int
+    label: str
+    looks_like: str
+    nearest_positive: float
+
+    def to_dict(self) -> dict:
+        return {"row": self.row, "label": self.label, "looks_like": self.looks_like,
+                "nearest_positive": _f(self.nearest_positive)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Suspect":
+        return cls(int(d["row"]), str(d["label"]), str(d["looks_like"]),
+                   float("nan") if d.get("nearest_positive") is None
+                   else float(d["nearest_positive"]))
+
+
+@dataclass(frozen=True)
+class PairTable:
+    """The sparse class-pair table at ``t``: one entry per ``(c, c')``,
+    ``c != c'``, with ``A(c, c') > 0``, sorted by ``(c, c')`` (label order).
+
+    ``query`` / ``gallery`` (E,) int64 index ``labels``; ``accepts`` (E,)
+    int64 ``A``; ``pairs`` (E,) int64 ``N``.
+    """
+
+    labels: tuple[str, ...]
+    query: np.ndarray
+    gallery: np.ndarray
+    accepts: np.ndarray
+    pairs: np.ndarray
+
+    def __len__(self) -> int:
+        return int(len(self.query))
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """The table as columns :data:`PAIRS_COLUMNS` (labels as object arrays)."""
+        lab = np.asarray(self.labels, dtype=object)
+        return {"label": lab[self.query], "impostor": lab[self.gallery],
+                "accepts": self.accepts.astype(np.int64), "pairs": self.pairs.astype(np.int64),
+                "far": self.accepts / np.maximum(self.pairs, 1)}
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """SPEC 16 at one threshold: impostors, overlap, duplicates, rejected rows, suspects.
+
+    ``impostors`` / ``rejected_rows`` map every evaluated class's label (in
+    label order) to its (possibly empty) list. ``queries_with_positives`` is
+    the number of query rows with ``P_q > 0`` (the denominator of
+    ``suspect_fraction``). ``pairs`` (not part of the JSON) is the whole
+    sparse class-pair table; None for a diagnosis read from JSON.
+    """
+
+    threshold: float
+    k: int
+    level: float
+    impostors: dict[str, tuple[Impostor, ...]]
+    overlap_count: int
+    overlap_tied: int
+    overlap_top: tuple[OverlapPair, ...]
+    duplicate_groups: int
+    duplicate_rows: int
+    duplicate_top: tuple[SharedDuplicates, ...]
+    rejected_rows: dict[str, tuple[RejectedRow, ...]]
+    suspects: tuple[Suspect, ...]
+    queries_with_positives: int
+    pairs: PairTable | None = field(default=None, repr=False, compare=False)
+
+    # -- flat numbers ------------------------------------------------------
+    @property
+    def suspect_fraction(self) -> float:
+        """Suspects / query rows with ``P_q > 0`` (NaN when there are none)."""
+        q = self.queries_with_positives
+        return len(self.suspects) / q if q else float("nan")
+
+    def gate_metrics(self) -> dict[str, float]:
+        """``overlapping_pairs``, ``suspect_rows``, ``suspect_fraction``,
+        ``conflicting_duplicate_groups``."""
+        return {"overlapping_pairs": float(self.overlap_count),
+                "suspect_rows": float(len(self.suspects)),
+                "suspect_fraction": self.suspect_fraction,
+                "conflicting_duplicate_groups": float(self.duplicate_groups)}
+
+    # -- JSON ----------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {
+            "threshold": _f(self.threshold), "k": self.k, "level": _f(self.level),
+            "impostors": {c: [i.to_dict() for i in v] for c, v in self.impostors.items()},
+            "overlap": {"count": self.overlap_count, "tied": self.overlap_tied,
+                        "top": [p.to_dict() for p in self.overlap_top]},
+            "duplicates": {"groups": self.duplicate_groups, "rows": self.duplicate_rows,
+                           "top": [p.to_dict() for p in self.duplicate_top]},
+            "rejected_rows": {c: [r.to_dict() for r in v] for c, v in self.rejected_rows.items()},
+            "suspects": {"count": len(self.suspects),
+                         "queries_with_positives": self.queries_with_positives,
+                         "fraction": _f(self.suspect_fraction),
+                         "rows": [s.to_dict() for s in self.suspects]},
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Diagnosis":
+        ov, du, su = d["overlap"], d["duplicates"], d["suspects"]
+        return cls(
+            threshold=float(d["threshold"]), k=int(d["k"]), level=float(d["level"]),
+            impostors={str(c): tuple(Impostor.from_dict(i) for i in v)
+                       for c, v in d["impostors"].items()},
+            overlap_count=int(ov["count"]), overlap_tied=int(ov["tied"]),
+            overlap_top=tuple(OverlapPair.from_dict(p) for p in ov["top"]),
+            duplicate_groups=int(du["groups"]), duplicate_rows=int(du["rows"]),
+            duplicate_top=tuple(SharedDuplicates.from_dict(p) for p in du["top"]),
+            rejected_rows={str(c): tuple(RejectedRow.from_dict(r) for r in v)
+                           for c, v in d["rejected_rows"].items()},
+            suspects=tuple(Suspect.from_dict(s) for s in su["rows"]),
+            queries_with_positives=int(su.get("queries_with_positives", 0)))
+
+    # -- data frames -----------------------------------------------------------
+    def impostors_frame(self):
+        """One row per (class, impostor): label, impostor, rank, accepts, far, share."""
+        import pandas as pd
+
+        rows = [{"label": c, "impostor": i.label, "rank": r + 1, "accepts": i.accepts,
+                 "far": i.far, "share": i.share}
+                for c, v in self.impostors.items() for r, i in enumerate(v)]
+        return pd.DataFrame(rows, columns=["label", "impostor", "rank", "accepts", "far", "share"])
+
+    def pairs_frame(self):
+        """The whole sparse class-pair table (:data:`PAIRS_COLUMNS`); in-process only."""
+        import pandas as pd
+
+        if self.pairs is None:
+            raise ValueError("this diagnosis has no class-pair table (it was read from JSON); "
+                             "run evaluate(..., diagnose=True) or write it with --pairs")
+        return pd.DataFrame(self.pairs.columns(), columns=list(PAIRS_COLUMNS))
+
+    def overlap_frame(self):
+        """The (at most 20) most overlapping pairs."""
+        import pandas as pd
+
+        cols = ["a", "b", "overlap", "accepts_ab", "accepts_ba", "pairs_ab", "pairs_ba"]
+        return pd.DataFrame([p.to_dict() for p in self.overlap_top], columns=cols)
+
+    def suspects_frame(self):
+        """Every suspect row: row, label, looks_like, nearest_positive."""
+        import pandas as pd
+
+        return pd.DataFrame([s.to_dict() for s in self.suspects],
+                            columns=["row", "label", "looks_like", "nearest_positive"])
+
+    def rejected_frame(self):
+        """One row per (class, rejected row): label, row, rejected, frr."""
+        import pandas as pd
+
+        rows = [{"label": c, **r.to_dict()} for c, v in self.rejected_rows.items() for r in v]
+        return pd.DataFrame(rows, columns=["label", "row", "rejected", "frr"])
+
+    def to_frames(self) -> dict:
+        """``{"impostors", "pairs", "overlap", "rejected", "suspects"}`` data frames
+        (``pairs`` only when the table is held)."""
+        out = {"impostors": self.impostors_frame(), "overlap": self.overlap_frame(),
+               "rejected": self.rejected_frame(), "suspects": self.suspects_frame()}
+        if self.pairs is not None:
+            out["pairs"] = self.pairs_frame()
+        return out

@@ -1,0 +1,307 @@
+"""Where a threshold fails (SPEC 16): one exact pass over every pair at one threshold.
+
+Queries are processed in tiles of ``base.tile_rows(ng)`` rows against the
+whole gallery: one float32 BLAS product per tile (``base.inner_products``),
+then a compiled kernel (``_diagnose_kernels.diag_tile``) walks each query row once:
+
+* every pair is decided as the exact engine decides a grid threshold
+  (SPEC 2): a float32 key farther than the row's proven margin
+  (``base.key_margins``) from ``t``'s key (``base.dist_to_key``; squared
+  for l2) decides by itself, any other is recomputed in float64
+  (``_kernels.exact_key``) and decided by ``d <= t`` on that key;
+* accepted negatives are counted by gallery class into ``A(c, .)`` of the
+  current query class (a C-long counter and the list of classes it
+  touched); when the query class changes the touched entries are flushed
+  to a sparse ``(c, c', A)`` list, so there is never a dense C x C array;
+* accepted positives and ``rejected_q`` (positives with ``d > t``);
+* the 3 nearest gallery rows (self excluded) by (float64 key, original
+  row): every column within two margins of the third smallest float32 key
+  is re-ranked by its float64 key;
+* for a row that may be a suspect, the float64 distance of its nearest
+  positive (the positives within two margins of the smallest float32 key,
+  recomputed).
+
+The rest (impostors, overlap, rejected rows, suspects) is numpy on per-row
+arrays and the sparse list; duplicate groups hash the prepared float32
+rows (``duplicate_groups``). Tiles run on the exact engine's worker threads;
+every sum is an integer, so results do not depend on the split or the block
+size.
+
+Peak memory (bytes) above the prepared rows, with nq queries, ng gallery
+rows, C classes, w workers, E entries of the sparse table::
+
+    w*tile*ng*4      one tile of float32 inner products per worker
+    + w*(ng*24 + C*16)  a row's keys and candidates, the class counter and its touched list
+    + nq*48          per-query results (rejected, accepted, top 3, nearest positive)
+    + E*24*3         the sparse (c, c', A) entries as flushed, sorted and merged
+    + N*12           duplicate hashing (a 64-bit hash and an index per row)
+
+E is at most the number of accepted negative pairs, and at most the number
+of (query class, gallery class) pairs that accept one.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+
+from . import _diagnose_kernels as _dk
+from ..diagnosis import (Diagnosis, Impostor, OverlapPair, PairTable, RejectedRow,
+                         SharedDuplicates, Suspect)
+from ..errors import ConfigError, InputError
+from ..prepare import Prepared
+from .base import DEFAULT_BLOCK_BYTES, dist_to_key, inner_products, key_margins, tile_rows
+
+#: nearest gallery rows that decide a suspect (SPEC 16)
+NEAREST = 3
+#: rejected rows reported per class, overlapping pairs and shared-duplicate pairs shown
+REJECTED_SHOWN = 3
+TOP_SHOWN = 20
+
+
+# -- the pass --------------------------------------------------------------------------
+def _pass(prep: Prepared, t: float, block_bytes: int, progress) -> dict:
+    """Run the kernel over every tile; per-query arrays and the sparse entries."""
+    from .exact import _in_workers, _Tiles, _workers
+
+    nq, ng = len(prep.q_rows), len(prep.g_rows)
+    C = prep.n_classes
+    l2 = prep.metric == "l2"
+    tk = float(dist_to_key(t, l2))
+    tk_lo, tk_hi = (tk * (1 - 4e-16), tk * (1 + 4e-16) + 1e-300) if l2 else (tk, tk)
+    tile = tile_rows(ng)
+    starts = list(range(0, nq, tile))
+    n_workers = _workers(tile, max(1, block_bytes // (4 * max(ng, 1))), len(starts))
+    margins = key_margins(prep)
+    pos_start = prep.class_start[prep.q_class]
+    pos_end = prep.class_end[prep.q_class]
+    xgT = prep.xg.T
+    rej = np.zeros(nq, np.int64)
+    accpos = np.zeros(nq, np.int64)
+    top = np.full((nq, 3), -1, np.int64)
+    npos = np.full(nq, np.nan)
+    parts: list = []
+    queue = _Tiles(starts)
+    done = [0]
+
+    def work(slot: int) -> None:
+        S = np.empty((tile, ng), np.float32)
+        pad_q = np.zeros((tile, prep.xq.shape[1]), np.float32)
+        acc = np.zeros(C, np.int64)
+        touched = np.zeros(C, np.int64)
+        cand = np.zeros(max(ng, 1), np.int64)
+        ckey = np.zeros(max(ng, 1), np.float64)
+        kb = np.zeros(max(ng, 1), np.float64)
+        for s in queue:
+            e = min(nq, s + tile)
+            n = e - s
+            inner_products(prep.xq, s, e, xgT, S, pad_q)
+            oc, oc2, oa, no = _dk.diag_tile(
+                S, n, prep.xq[s:e], prep.xg, prep.qn2[s:e], prep.gn2, l2, t, tk_lo, tk_hi,
+                margins[s:e], prep.self_col[s:e], prep.q_class[s:e], prep.g_class, prep.g_rows,
+                pos_start[s:e], pos_end[s:e], acc, touched, cand, ckey, kb, rej[s:e], accpos[s:e],
+                top[s:e], npos[s:e], np.empty(1024, np.int32), np.empty(1024, np.int32),
+                np.empty(1024, np.int64))
+            with queue.lock:
+                parts.append((oc[:no].copy(), oc2[:no].copy(), oa[:no].copy()))
+                done[0] += n
+                if progress:
+                    progress("diagnosis", done[0], nq)
+
+    if progress:
+        progress("diagnosis", 0, nq)
+    _in_workers(n_workers, work, queue)
+    if parts:
+        c = np.concatenate([p[0] for p in parts]).astype(np.int64)
+        c2 = np.concatenate([p[1] for p in parts]).astype(np.int64)
+        a = np.concatenate([p[2] for p in parts])
+    else:
+        c = c2 = a = np.zeros(0, np.int64)
+    del parts
+    # a class split over two tiles flushed twice: sum its entries
+    order = np.lexsort((c2, c))
+    c, c2, a = c[order], c2[order], a[order]
+    if len(c):
+        first = np.concatenate([[True], (c[1:] != c[:-1]) | (c2[1:] != c2[:-1])])
+        idx = np.nonzero(first)[0]
+        a = np.add.reduceat(a, idx)
+        c, c2 = c[idx], c2[idx]
+    return {"rej": rej, "accpos": accpos, "top": top, "npos": npos, "c": c, "c2": c2, "a": a}
+
+
+def duplicate_groups(prep: Prepared) -> tuple[int, int, list[tuple[int, int, int]]]:
+    """Conflicting duplicate groups of the prepared rows (SPEC 16, threshold-free).
+
+    Every row that is a query or a gallery item, as prepared (float32,
+    normalised for cosine). Returns the number of conflicting groups, the
+    rows in them, and ``(a, b, shared)`` class-id pairs ``a < b`` for every
+    pair of labels sharing a conflicting group.
+    """
+    # one prepared vector per input row that takes part (query or gallery)
+    n = prep.n_samples
+    src = np.full(n, -1, np.int64)
+    cls = np.full(n, -1, np.int64)
+    src[prep.g_rows] = np.arange(len(prep.g_rows))
+    cls[prep.g_rows] = prep.g_class
+    in_g = src >= 0
+    hq = _dk.row_hashes(prep.xq)
+    hg = _dk.row_hashes(prep.xg)
+    h = np.zeros(n, np.uint64)
+    h[prep.g_rows] = hg
+    only_q = ~in_g[prep.q_rows]
+    h[prep.q_rows[only_q]] = hq[only_q]
+    cls[prep.q_rows[only_q]] = prep.q_class[only_q]
+    qsrc = np.full(n, -1, np.int64)
+    qsrc[prep.q_rows] = np.arange(len(prep.q_rows))
+    rows = np.nonzero((src >= 0) | (qsrc >= 0))[0]
+
+    def vec(r: int) -> np.ndarray:
+        return prep.xg[src[r]] if src[r] >= 0 else prep.xq[qsrc[r]]
+
+    order = rows[np.argsort(h[rows], kind="stable")]
+    hs = h[order]
+    groups = rows_in = 0
+    shared: dict[tuple[int, int], int] = {}
+    s = 0
+    while s < len(order):
+        e = s + 1
+        while e < len(order) and hs[e] == hs[s]:
+            e += 1
+        if e - s > 1 and len(set(cls[order[s:e]].tolist())) > 1:
+            # same hash: split into groups of identical vectors (value equality)
+            left = list(order[s:e])
+            while left:
+                r0 = left[0]
+                v0 = vec(r0)
+                same = [r for r in left if np.array_equal(vec(r), v0)]
+                left = [r for r in left if r not in same]
+                labs = sorted(set(cls[same].tolist()))
+                if len(labs) > 1:
+                    groups += 1
+                    rows_in += len(same)
+                    for i, x in enumerate(labs):
+                        for y in labs[i + 1:]:
+                            shared[x, y] = shared.get((x, y), 0) + 1
+        s = e
+    return groups, rows_in, [(x, y, v) for (x, y), v in shared.items()]
+
+
+def diagnose(prep: Prepared, threshold: float, *, k: int = 5, level: float = 0.5,
+             evaluated: np.ndarray | None = None, block_bytes: int = DEFAULT_BLOCK_BYTES,
+             progress: Callable[[str, int, int], None] | None = None) -> Diagnosis:
+    """SPEC 16 at ``threshold`` (a distance), exactly, in one pass over every pair.
+
+    Parameters
+    ----------
+    prep : prepared rows (``opis_cli.prepare``), without offsets
+    threshold : the distance ``t``; a pair is accepted when ``d <= t``
+    k : impostor classes per class (``--impostors``), at least 1
+    level : the overlap level ``L`` in (0, 1]
+    evaluated : (C,) bool, the evaluated classes (SPEC 3); default P > 0 and M > 0
+    block_bytes : memory of the tiles held at once (results do not depend on it)
+
+    Returns
+    -------
+    Diagnosis
+    """
+    t = float(threshold)
+    if prep.q_off is not None:
+        raise ConfigError("--diagnose does not take a --calibration (it diagnoses the raw "
+                          "distances); run it without one")
+    if not math.isfinite(t):
+        raise InputError(f"threshold {threshold!r}: expected a finite distance")
+    if int(k) < 1:
+        raise ConfigError(f"--impostors {k}: expected a whole number >= 1")
+    if not (0.0 < float(level) <= 1.0):
+        raise ConfigError(f"--overlap-level {level}: expected a number in (0, 1]")
+    k, level = int(k), float(level)
+    C = prep.n_classes
+    labels = prep.class_labels
+    P, M = prep.class_pair_counts()
+    if evaluated is None:
+        evaluated = (P > 0) & (M > 0)
+    res = _pass(prep, t, block_bytes, progress)
+    c, c2, a = res["c"], res["c2"], res["a"]
+    nq_c = np.bincount(prep.q_class, minlength=C).astype(np.int64)
+    ng_c = (prep.class_end - prep.class_start).astype(np.int64)
+    N = nq_c[c] * ng_c[c2]
+    FP = np.bincount(c, weights=a, minlength=C).astype(np.int64)
+    TP = np.bincount(prep.q_class, weights=res["accpos"], minlength=C).astype(np.int64)
+
+    # impostors: entries sorted by (c, -A, c') -- labels are sorted, so ids order them
+    order = np.lexsort((c2, -a, c))
+    impostors: dict[str, tuple[Impostor, ...]] = {}
+    bounds = np.searchsorted(c[order], np.arange(C + 1), side="left")
+    for ci in np.nonzero(evaluated)[0]:
+        sel = order[bounds[ci]:bounds[ci + 1]][:k]
+        impostors[labels[ci]] = tuple(
+            Impostor(labels[int(c2[e])], int(a[e]), int(a[e]) / int(N[e]),
+                     int(a[e]) / int(FP[ci])) for e in sel)
+
+    # overlap of unordered pairs {x < y}
+    x, y = np.minimum(c, c2), np.maximum(c, c2)
+    fwd = c < c2
+    o = np.lexsort((y, x))
+    x, y, a_o, fwd_o = x[o], y[o], a[o], fwd[o]
+    if len(x):
+        first = np.concatenate([[True], (x[1:] != x[:-1]) | (y[1:] != y[:-1])])
+        idx = np.nonzero(first)[0]
+        a_xy = np.add.reduceat(np.where(fwd_o, a_o, 0), idx)
+        a_yx = np.add.reduceat(np.where(fwd_o, 0, a_o), idx)
+        x, y = x[idx], y[idx]
+    else:
+        a_xy = a_yx = np.zeros(0, np.int64)
+    n_xy = nq_c[x] * ng_c[y]
+    n_yx = nq_c[y] * ng_c[x]
+    den = n_xy + n_yx
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ov = (a_xy + a_yx) / den
+        tpr = np.where(P > 0, TP / np.maximum(P, 1), -np.inf)
+    need = np.maximum(level, np.maximum(tpr[x], tpr[y]))
+    hit = (den > 0) & (ov >= need)
+    hx, hy, hov, hden = x[hit], y[hit], ov[hit], den[hit]
+    ho = np.lexsort((hy, hx, -hden, -hov))
+    shown = ho[:TOP_SHOWN]
+    overlap_top = tuple(OverlapPair(labels[int(hx[e])], labels[int(hy[e])], float(hov[e]),
+                                    int(a_xy[hit][e]), int(a_yx[hit][e]), int(n_xy[hit][e]),
+                                    int(n_yx[hit][e])) for e in shown)
+    count = int(hit.sum())
+    tied = int((hov == hov[shown[-1]]).sum()) if count > TOP_SHOWN else 0
+
+    # duplicates
+    groups, dup_rows, shared = duplicate_groups(prep)
+    shared.sort(key=lambda e: (-e[2], e[0], e[1]))
+    dup_top = tuple(SharedDuplicates(labels[p], labels[q], v) for p, q, v in shared[:TOP_SHOWN])
+
+    # rejected rows: per evaluated class, by (-rejected, input row)
+    Pq = ng_c[prep.q_class] - (prep.self_col >= 0)
+    rej = res["rej"]
+    rejected_rows: dict[str, tuple[RejectedRow, ...]] = {}
+    qb = np.searchsorted(prep.q_class, np.arange(C + 1), side="left")
+    for ci in np.nonzero(evaluated)[0]:
+        s, e = qb[ci], qb[ci + 1]
+        rr = np.arange(s, e)
+        rr = rr[(Pq[rr] > 0) & (rej[rr] > 0)]
+        rr = rr[np.lexsort((prep.q_rows[rr], -rej[rr]))][:REJECTED_SHOWN]
+        rejected_rows[labels[ci]] = tuple(
+            RejectedRow(int(prep.q_rows[i]), int(rej[i]), int(rej[i]) / int(Pq[i])) for i in rr)
+
+    # suspects: rows with P_q > 0, no accepted positive, 3 nearest of one other label
+    top = res["top"]
+    ok3 = (top >= 0).all(axis=1)
+    tl = np.where(top >= 0, prep.g_class[np.maximum(top, 0)], -1)
+    sus = ok3 & (Pq > 0) & (res["accpos"] == 0) & (tl[:, 0] == tl[:, 1]) \
+        & (tl[:, 0] == tl[:, 2]) & (tl[:, 0] != prep.q_class)
+    si = np.nonzero(sus)[0]
+    si = si[np.argsort(prep.q_rows[si], kind="stable")]
+    suspects = tuple(Suspect(int(prep.q_rows[i]), labels[int(prep.q_class[i])],
+                             labels[int(tl[i, 0])], float(res["npos"][i])) for i in si)
+
+    return Diagnosis(
+        threshold=t, k=k, level=level, impostors=impostors, overlap_count=count,
+        overlap_tied=tied, overlap_top=overlap_top, duplicate_groups=groups,
+        duplicate_rows=dup_rows, duplicate_top=dup_top, rejected_rows=rejected_rows,
+        suspects=suspects, queries_with_positives=int((Pq > 0).sum()),
+        pairs=PairTable(labels, c, c2, a, N))
