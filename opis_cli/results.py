@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from .verdict import Verdict, verdict_of
+
 SCHEMA_VERSION = 1
 #: columns of the per-class curves table (``--curves``; ``EvaluationResult.curves_table``)
 CURVES_COLUMNS = ("level", "label", "threshold_index", "threshold", "utility", "tp", "fp",
@@ -500,6 +502,13 @@ class EvaluationResult:
     verification_asked: bool = False
     #: SPEC 15: how a sampling engine estimated the numbers (None: counted exactly)
     estimate: Estimate | None = None
+    #: can one threshold serve every class? (:mod:`opis_cli.verdict`; derived from the
+    #: fields above when the result is made: a value passed in only lends its strict
+    #: point to a result without curves, e.g. one read back from JSON)
+    verdict: Verdict | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "verdict", verdict_of(self, stored=self.verdict))
 
     # -- headline numbers ------------------------------------------------
     @property
@@ -571,6 +580,7 @@ class EvaluationResult:
         cb = self.classes.to_dict()
         d = {
             "schema_version": self.schema_version,
+            "verdict": self.verdict.to_dict(),
             "n_samples": self.n_samples, "dim": self.dim, "metric": self.metric,
             "utility": self.utility, "beta": self.beta, "epsilon": self.epsilon,
             "opis": cb["opis"], "epsilon_opis": cb["epsilon_opis"],
@@ -622,7 +632,8 @@ class EvaluationResult:
             groups=groups, group_column=(d.get("groups") or {}).get("column"),
             verification=Verification.from_dict(d["verification"]) if d.get("verification")
             else None, verification_asked="verification" in d,
-            estimate=Estimate.from_dict(d["estimate"]) if d.get("estimate") else None)
+            estimate=Estimate.from_dict(d["estimate"]) if d.get("estimate") else None,
+            verdict=Verdict.from_dict(d["verdict"]) if d.get("verdict") else None)
 
     @classmethod
     def from_json(cls, text: str) -> "EvaluationResult":
