@@ -215,6 +215,8 @@ def evaluate(
                                  show_progress=show, **eval_opts)
     else:
         result = evaluate_path(path, reader, show_progress=show, engine=eng, **eval_opts)
+    # the gate outcome sits beside the verdict, in the terminal and on the report page
+    outcome = gate.apply(result, str(path))
     with staged() as out:
         if json_out:
             out.text(json_out, gate.result_json(result))
@@ -223,13 +225,12 @@ def evaluate(
         if report:
             from ..render.report import write_report
 
-            write_report(result, report)
+            write_report(result, report, gate=outcome)
     if not quiet:
-        print_result(result, str(path))
+        print_result(result, str(path), outcome=outcome)
         boot = gate.bootstrap(result)
         if boot is not None:
             print_bootstrap(boot)
-    outcome = gate.apply(result, str(path))
     if outcome is not None:
         write_gate_outputs(outcome, junit=junit)
         if not quiet:

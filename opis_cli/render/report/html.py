@@ -20,14 +20,19 @@ import base64
 import html
 import json
 import re
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from ...results import ConsistencyBlock, EvaluationResult
 from ..escape import hidden, visible
 from ..format import MISSING, finite, num, pct, rounded
+from ..verdict_text import ANSWER_WORD, gate_headline, gate_rows
 from .plots import distance_unit
 
-__all__ = ["render_report", "FIGURE_TEXT"]
+if TYPE_CHECKING:  # pragma: no cover
+    from ...gate.rules import GateOutcome
+    from ...verdict import Verdict
+
+__all__ = ["render_report", "FIGURE_TEXT", "verdict_html", "VERDICT_CSS"]
 
 #: heading and "how to read it" caption of each figure, by file stem
 FIGURE_TEXT: dict[str, tuple[str, str]] = {
@@ -326,6 +331,79 @@ def _json_escape(m: "re.Match") -> str:
 _NON_ASCII = re.compile("[^\\x00-\\x7e]")
 
 
+# -- the verdict (first on every page) ---------------------------------------------
+VERDICT_CSS = """
+.verdict-row{display:grid;grid-template-columns:minmax(0,2fr) minmax(0,1fr);gap:12px;margin:16px 0}
+@media (max-width:800px){.verdict-row{grid-template-columns:1fr}}
+.verdict{background:var(--card);border:1px solid var(--line);border-left:6px solid #f59e0b;
+border-radius:10px;padding:12px 16px}
+.verdict.answer-yes{border-left-color:var(--accent)}
+.verdict.answer-no{border-left-color:var(--bad)}
+.verdict .answer{font-size:18px;margin:0 0 6px;line-height:1.4}
+.verdict .answer b{font-size:20px}
+.verdict ul{margin:6px 0 0;padding-left:20px;color:var(--muted);font-size:14px}
+.verdict table{margin-top:8px}
+.gate{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:12px 14px}
+.gate.failed{border-color:var(--bad);background:var(--badbg)}
+.gate h3{margin:0 0 6px}
+.gate.failed h3{color:var(--bad)}
+.gate.passed h3{color:var(--accent)}
+.gate td.fail{color:var(--bad);font-weight:700}
+.gate td.rule{text-align:left;white-space:normal;overflow-wrap:anywhere}
+"""
+
+
+def _verdict_points(result: EvaluationResult) -> str:
+    """The recommended threshold and the strict point side by side (rates only)."""
+    v = result.verdict
+    s = v.strict
+    if s is None or s.index == v.index:
+        return ""
+    from ...verdict import rate_text, share_text
+
+    rows = [("threshold", num(v.threshold, ".4g"), num(s.threshold, ".4g")),
+            ("global false accept rate", rate_text(v.far), rate_text(s.far)),
+            ("global false reject rate", rate_text(v.frr), rate_text(s.frr)),
+            ("classes with FAR > 2x global", share_text(v.fraction_far_above_2x),
+             share_text(s.fraction_far_above_2x)),
+            ("classes with FRR > 50%", share_text(v.fraction_frr_above_half),
+             share_text(s.fraction_frr_above_half))]
+    body = "".join(f"<tr><td>{esc(a)}</td><td>{esc(b)}</td><td>{esc(c)}</td></tr>"
+                   for a, b, c in rows)
+    return (f'<table class="points"><thead><tr><th></th><th>recommended ({esc(v.policy)})</th>'
+            f"<th>strict ({esc(s.policy)})</th></tr></thead><tbody>{body}</tbody></table>")
+
+
+def gate_html(outcome: "GateOutcome") -> str:
+    """The gate outcome: its headline and pass/fail per rule (rule text escaped)."""
+    rows = "".join(
+        f'<tr><td class="rule">{esc(rule)}</td><td>{esc(value)}</td><td>{esc(limit)}</td>'
+        f'<td class="{"pass" if ok else "fail"}">{"pass" if ok else "FAIL"}</td></tr>'
+        for rule, value, limit, ok in gate_rows(outcome))
+    state = "passed" if outcome.passed else "failed"
+    return (f'<div class="gate {state}" id="gate" data-gate="{state}">'
+            f"<h3>{esc(gate_headline(outcome))}</h3>"
+            "<table><thead><tr><th>rule</th><th>value</th><th>limit</th><th></th></tr></thead>"
+            f"<tbody>{rows}</tbody></table></div>")
+
+
+def verdict_html(verdict: "Verdict", outcome: "GateOutcome | None" = None, *,
+                 extra: str = "", question: str = "") -> str:
+    """The verdict block that opens a page: the answer in one sentence, its notes,
+    ``extra`` HTML under them, and the gate outcome beside it when given."""
+    word = ANSWER_WORD.get(verdict.answer, verdict.answer)
+    rest = verdict.sentence[len(word):] if verdict.sentence.startswith(word) else \
+        ": " + verdict.sentence
+    notes = "".join(f"<li>{esc(n)}</li>" for n in verdict.notes)
+    q = f'<p class="status">{esc(question)}</p>' if question else ""
+    box = (f'<section id="verdict" class="verdict answer-{esc(verdict.answer)}" '
+           f'data-answer="{esc(verdict.answer)}">{q}'
+           f'<p class="answer"><b>{esc(word)}</b>{esc(rest)}</p>'
+           + (f"<ul>{notes}</ul>" if notes else "") + extra + "</section>")
+    side = gate_html(outcome) if outcome is not None else ""
+    return f'<div class="verdict-row">{box}{side}</div>' if side else box
+
+
 # -- page parts -------------------------------------------------------------------
 def _card(key: str, value: str, hint: str, unit: str = "") -> str:
     unit_html = f" <small>{esc(unit)}</small>" if unit else ""
@@ -614,7 +692,8 @@ def _source_line(result: EvaluationResult) -> str:
 
 # -- the page ---------------------------------------------------------------------
 def render_report(result: EvaluationResult, images: Mapping[str, bytes], *,
-                  class_curves: bool = True, group_curves: bool = True) -> str:
+                  class_curves: bool = True, group_curves: bool = True,
+                  gate: "GateOutcome | None" = None) -> str:
     """The whole page as a string.
 
     Parameters
@@ -623,6 +702,7 @@ def render_report(result: EvaluationResult, images: Mapping[str, bytes], *,
     images : PNG bytes by figure name (``plots.FIGURES`` and ``GROUP_FIGURES``).
     class_curves, group_curves : whether the utility figures had per-row
         curves (otherwise their captions say how to add them).
+    gate : the gate outcome, shown beside the verdict (pass/fail per rule).
     """
     no_curves = ("This report was rendered without the per-class curves: pass --curves CURVES "
                  "(written by opis evaluate --curves) to draw them.")
@@ -658,12 +738,13 @@ def render_report(result: EvaluationResult, images: Mapping[str, bytes], *,
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="generator" content="opis">
 <title>{esc(title)}</title>
-<style>{_CSS}</style>
+<style>{_CSS}{VERDICT_CSS}</style>
 </head>
 <body>
 <main>
 <header><h1>Can one threshold serve every class?</h1>
 <p class="sub">{_source_line(result)}</p></header>
+{verdict_html(result.verdict, gate, extra=_verdict_points(result))}
 <nav>{nav_html}</nav>
 {_cards(result)}
 {_story(result)}
