@@ -40,8 +40,12 @@ from . import options as opt
 if TYPE_CHECKING:  # pragma: no cover
     from .results import ConsistencyBlock, Curves, EvaluationResult
 
-__all__ = ["Verdict", "StrictPoint", "verdict_of", "answer_of", "share_text", "rate_text",
-           "widen_option", "strict_point"]
+__all__ = ["Verdict", "StrictPoint", "QuestionVerdict", "verdict_of", "answer_of",
+           "transfer_verdict", "share_text", "rate_text", "widen_option", "strict_point",
+           "QUESTION"]
+
+#: the question the verdict of an evaluation answers
+QUESTION = "Can one threshold serve every class?"
 
 ANSWERS = ("yes", "partly", "no")
 
@@ -157,6 +161,10 @@ class Verdict:
     group_threshold: float | None
     notes: tuple[str, ...]
 
+    @property
+    def question(self) -> str:
+        return QUESTION
+
     def lines(self) -> tuple[str, ...]:
         """The sentence, then the notes."""
         return (self.sentence, *self.notes)
@@ -165,7 +173,8 @@ class Verdict:
         return " ".join(self.lines())
 
     def to_dict(self) -> dict:
-        d = {f.name: _clean(getattr(self, f.name)) for f in fields(self)}
+        d = {"question": QUESTION}
+        d.update({f.name: _clean(getattr(self, f.name)) for f in fields(self)})
         d["strict"] = self.strict.to_dict() if self.strict is not None else None
         d["notes"] = list(self.notes)
         d["rule"] = {"far_factor": opt.VERDICT_FAR_FACTOR, "frr_level": opt.VERDICT_FRR_LEVEL,
@@ -301,3 +310,88 @@ def verdict_of(result: "EvaluationResult", stored: Verdict | None = None) -> Ver
                    fraction_frr_above_half=frr_share, classes=int(block.evaluated),
                    range_edge=edge, widen=widen, permissive=permissive, strict=strict,
                    group_threshold=gthr, notes=tuple(notes))
+
+
+@dataclass(frozen=True)
+class QuestionVerdict:
+    """The verdict of a comparison or a calibration: the question, its answer
+    (a word such as ``"yes"`` or ``"candidate"``), one sentence that starts with
+    that word, notes, and the evidence numbers by name."""
+
+    question: str
+    answer: str
+    sentence: str
+    notes: tuple[str, ...] = ()
+    evidence: tuple[tuple[str, float | str | None], ...] = ()
+
+    def lines(self) -> tuple[str, ...]:
+        return (self.sentence, *self.notes)
+
+    def __str__(self) -> str:
+        return " ".join(self.lines())
+
+    def to_dict(self) -> dict:
+        return {"question": self.question, "answer": self.answer, "sentence": self.sentence,
+                "notes": list(self.notes),
+                "evidence": {k: _clean(v) for k, v in self.evidence}}
+
+
+#: the question the verdict of ``opis calibrate`` answers
+TRANSFER_QUESTION = "Does the threshold transfer to unseen classes?"
+
+
+def transfer_verdict(res) -> QuestionVerdict:
+    """Does a threshold chosen on the calibration side hold on unseen classes?
+
+    ``res`` is a :class:`~opis_cli.transfer.TransferResult`. Per fold the
+    reference FAR is the target (``far:F``) or, for a policy target, the FAR
+    the threshold gave on the calibration side. The answer is ``"yes"`` when
+    every fold's test FAR is within a factor ``VERDICT_FAR_FACTOR`` (2) of it
+    either way and the mean share of unseen classes (groups, with a group
+    split) whose FAR exceeds twice it is at most ``VERDICT_YES_SHARE``;
+    ``"no"`` when a fold misses by more than that factor or that share exceeds
+    ``VERDICT_NO_SHARE``; ``"partly"`` otherwise.
+    """
+    by = res.split.get("by")
+    unseen = {"group": "unseen groups", "row": "held-out rows"}.get(by, "unseen classes")
+    noun = "groups" if by == "group" else "classes"
+    question = TRANSFER_QUESTION.replace("unseen classes", unseen)
+    fac = opt.VERDICT_FAR_FACTOR
+    ratios, shares, fars = [], [], []
+    for f in res.folds:
+        ref = res.target.far if res.target.name == "far" else f.calibration.far
+        b = f.test
+        fars.append(b.far)
+        ratios.append(b.far / ref if ref and ref > 0 else (1.0 if b.far == 0 else math.inf))
+        share = (b.groups.fraction_far_above_2x if by == "group" and b.groups is not None
+                 else b.fraction_far_above_2x)
+        shares.append(share)
+    off = [r for r in ratios if not (1.0 / fac <= r <= fac)]
+    share = float(np.mean(shares)) if shares else float("nan")
+    if off or not math.isfinite(share) or share > opt.VERDICT_NO_SHARE:
+        answer = "no"
+    elif share <= opt.VERDICT_YES_SHARE:
+        answer = "yes"
+    else:
+        answer = "partly"
+    target = (f"a threshold for global FAR {rate_text(res.target.far)}"
+              if res.target.name == "far" else f"the {res.target.name} threshold")
+    if len(fars) == 1:
+        got = f"gives FAR {rate_text(fars[0])} on {unseen}"
+    else:
+        got = (f"gives FAR {rate_text(min(fars))} to {rate_text(max(fars))} on {unseen} "
+               f"(mean {rate_text(float(np.mean(fars)))}) over {len(fars)} folds")
+    sentence = (f"{answer.capitalize()}: {target}, chosen on the calibration side, {got}; "
+                f"{share_text(share)} of the unseen {noun} see more than twice "
+                f"{'the target' if res.target.name == 'far' else 'the calibration FAR'}.")
+    notes = []
+    if off:
+        notes.append(f"{len(off)} of {len(ratios)} fold(s) miss the "
+                     f"{'target' if res.target.name == 'far' else 'calibration FAR'} by more "
+                     f"than {fac:g}x: re-tune the threshold on data like the deployment's, or "
+                     "fit a calibration (--method).")
+    evidence = (("far_min", min(fars) if fars else None), ("far_max", max(fars) if fars else None),
+                ("far_mean", float(np.mean(fars)) if fars else None),
+                ("folds_off_by_more_than_2x", float(len(off))),
+                ("fraction_far_above_2x_mean", share))
+    return QuestionVerdict(question, answer, sentence, tuple(notes), evidence)

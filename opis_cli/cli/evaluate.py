@@ -138,6 +138,7 @@ def evaluate(
     bootstrap: o.Bootstrap = None,
     seed: o.Seed = opt.SEED,
     junit: o.Junit = None,
+    markdown: o.Markdown = None,
     mlflow: o.Mlflow = False,
     mlflow_experiment: o.MlflowExperiment = None,
     mlflow_run_id: o.MlflowRunId = None,
@@ -160,7 +161,7 @@ def evaluate(
     opt.check("worker_mib", worker_mib)
     opt.check("fairness_alpha", fairness_alpha)
     dcf_costs = opt.parse_dcf(dcf)
-    check_outputs((json_out, "--json"))
+    check_outputs((json_out, "--json"), (markdown, "--markdown"))
     if curves:
         check_output_path(curves, "--curves", TABLE_SUFFIXES)
     if report:
@@ -233,6 +234,11 @@ def evaluate(
             print_bootstrap(boot)
     if outcome is not None:
         write_gate_outputs(outcome, junit=junit)
+    if markdown:  # the verdict first, then the gate's part when rules were given
+        from ..gate.compare import shown_metrics
+
+        write_gate_outputs(outcome, markdown=markdown, headline=shown_metrics(result),
+                           verdict=result.verdict)
         if not quiet:
             console.print()
             print_gate_outcome(outcome)

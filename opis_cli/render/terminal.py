@@ -316,7 +316,11 @@ def print_gate_outcome(outcome: "GateOutcome") -> None:
 
 
 def print_comparison(cmp: "Comparison", top: int) -> None:
-    """Headline deltas, their bootstrap intervals and the classes that changed most."""
+    """The verdict (which model is more consistent), then headline deltas, their
+    bootstrap intervals and the classes that changed most."""
+    if cmp.verdict is not None:
+        for r in verdict_renderables(cmp.verdict):
+            console.print(r)
     console.print(Text.assemble(("opis compare", "bold"),
                                 f": baseline {visible(cmp.baseline)}  vs  candidate "
                                 f"{visible(cmp.candidate)}  ("

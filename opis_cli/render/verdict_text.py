@@ -14,7 +14,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..gate.rules import GateOutcome
 
 #: the answer as a headline word
-ANSWER_WORD = {"yes": "Yes", "partly": "Partly", "no": "No"}
+ANSWER_WORD = {"yes": "Yes", "partly": "Partly", "no": "No", "candidate": "Candidate",
+               "baseline": "Baseline", "neither": "Neither"}
 
 
 def gate_headline(outcome: "GateOutcome") -> str:

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..escape import visible
 from ..format import deployment_rows, deployment_title, interval, mode_text, num, pct
+from .html import VERDICT_CSS, VERDICT_VARS, gate_html, verdict_html
 from .plots import (C_CLASS, C_GOOD, C_MEAN, C_THRESHOLD, C_WORST, DPI, UTILITY_NAMES,
                     distance_unit, short_label, to_png)
 
@@ -265,6 +266,13 @@ img{max-width:100%;height:auto;border:1px solid #f3f4f6}
 """
 
 
+def _verdict(cmp: "Comparison", outcome: "GateOutcome | None") -> str:
+    """Which model is more consistent, first; the gate outcome beside it."""
+    if cmp.verdict is None:
+        return gate_html(outcome) if outcome is not None else ""
+    return verdict_html(cmp.verdict, outcome, question=cmp.verdict.question)
+
+
 def render_page(cmp: "Comparison", images: dict[str, bytes],
                 outcome: "GateOutcome | None" = None) -> str:
     """The comparison page: verdict, headline deltas, class changes and the figures."""
@@ -273,8 +281,9 @@ def render_page(cmp: "Comparison", images: dict[str, bytes],
 
     parts = ["<!DOCTYPE html>", "<html lang=\"en\"><head><meta charset=\"utf-8\">",
              f"<title>opis compare: {e(cmp.baseline)} vs {e(cmp.candidate)}</title>",
-             f"<style>{_CSS}</style></head><body>",
+             f"<style>{_CSS}{VERDICT_VARS}{VERDICT_CSS}</style></head><body>",
              "<h1>opis compare</h1>",
+             _verdict(cmp, outcome),
              f"<p>Baseline <code>{e(cmp.baseline)}</code>, candidate "
              f"<code>{e(cmp.candidate)}</code>; "
              + e(mode_text(cmp)) + ".</p>"]
@@ -282,20 +291,6 @@ def render_page(cmp: "Comparison", images: dict[str, bytes],
         parts.append(f"<p class=\"warn\">Warning: {e(w)}</p>")
     if cmp.disagreement:
         parts.append(f"<p class=\"warn\">Note: {e(cmp.disagreement)}</p>")
-    if outcome is not None:
-        verdict = ("<span class=\"pass\">passed</span>" if outcome.passed
-                   else "<span class=\"fail\">FAILED</span>")
-        parts += [f"<h2>Gate: {verdict}</h2>", "<table><tr><th>rule</th><th>value</th>"
-                  "<th>baseline</th><th>limit</th><th>verdict</th></tr>"]
-        for r in outcome.results:
-            limit = (interval(r.interval.lower, r.interval.upper) if r.interval is not None
-                     else num(r.limit, ".6g"))
-            parts.append(
-                f"<tr><td><code>{e(r.rule.text)}</code></td><td>{num(r.value, '.6g')}</td>"
-                f"<td>{num(r.baseline, '.6g')}</td><td>{e(limit)}</td>"
-                + ("<td class=\"pass\">pass</td>" if r.passed else
-                   f"<td class=\"fail\" title=\"{e(r.message)}\">FAIL</td>") + "</tr>")
-        parts.append("</table>")
     parts += ["<h2>Headline metrics</h2>", "<table><tr><th>metric</th><th>baseline</th>"
               "<th>candidate</th><th>change</th><th>relative</th><th>interval of change</th>"
               "<th></th></tr>"]

@@ -332,6 +332,9 @@ _NON_ASCII = re.compile("[^\\x00-\\x7e]")
 
 
 # -- the verdict (first on every page) ---------------------------------------------
+#: the colours the verdict block uses, for pages without the evaluate page's style sheet
+VERDICT_VARS = (":root{--fg:#111827;--muted:#4b5563;--line:#e5e7eb;--card:#fff;--accent:#059669;"
+                "--bad:#dc2626;--badbg:#fef2f2}")
 VERDICT_CSS = """
 .verdict-row{display:grid;grid-template-columns:minmax(0,2fr) minmax(0,1fr);gap:12px;margin:16px 0}
 @media (max-width:800px){.verdict-row{grid-template-columns:1fr}}
@@ -375,16 +378,22 @@ def _verdict_points(result: EvaluationResult) -> str:
 
 
 def gate_html(outcome: "GateOutcome") -> str:
-    """The gate outcome: its headline and pass/fail per rule (rule text escaped)."""
-    rows = "".join(
-        f'<tr><td class="rule">{esc(rule)}</td><td>{esc(value)}</td><td>{esc(limit)}</td>'
-        f'<td class="{"pass" if ok else "fail"}">{"pass" if ok else "FAIL"}</td></tr>'
-        for rule, value, limit, ok in gate_rows(outcome))
+    """The gate outcome: its headline and pass/fail per rule (rule text escaped; a broken
+    rule's message as its tooltip; the baseline's value when a rule has one)."""
+    with_base = any(r.baseline is not None for r in outcome.results)
+    rows = ""
+    for r, (rule, value, limit, ok) in zip(outcome.results, gate_rows(outcome)):
+        base = f"<td>{esc(num(r.baseline))}</td>" if with_base else ""
+        tip = "" if ok else f' title="{esc(r.message)}"'
+        rows += (f'<tr><td class="rule">{esc(rule)}</td><td>{esc(value)}</td>{base}'
+                 f'<td>{esc(limit)}</td><td class="{"pass" if ok else "fail"}"{tip}>'
+                 f'{"pass" if ok else "FAIL"}</td></tr>')
     state = "passed" if outcome.passed else "failed"
+    head = "<th>rule</th><th>value</th>" + ("<th>baseline</th>" if with_base else "") + \
+        "<th>limit</th><th></th>"
     return (f'<div class="gate {state}" id="gate" data-gate="{state}">'
             f"<h3>{esc(gate_headline(outcome))}</h3>"
-            "<table><thead><tr><th>rule</th><th>value</th><th>limit</th><th></th></tr></thead>"
-            f"<tbody>{rows}</tbody></table></div>")
+            f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>")
 
 
 def verdict_html(verdict: "Verdict", outcome: "GateOutcome | None" = None, *,

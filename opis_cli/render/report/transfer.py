@@ -24,6 +24,7 @@ from ...transfer import SPLIT_FOLDS, TransferResult
 from ..escape import visible
 from ..format import num, pct
 from ..transfer_text import headline
+from .html import VERDICT_CSS, VERDICT_VARS, verdict_html
 from .plots import C_CLASS, C_GOOD, C_NEG, C_THRESHOLD, C_WORST, _new_figure, _percent_axis, \
     _style, _titles, to_png
 
@@ -134,8 +135,9 @@ def render_page(res: TransferResult, images: dict[str, bytes], source: str = "")
            f"{split['folds']} folds of every class's rows, seed {split['seed']}")
     parts = ["<!DOCTYPE html>", "<html lang=\"en\"><head><meta charset=\"utf-8\">",
              f"<title>opis calibrate: {e(source)}</title>",
-             f"<style>{_CSS}</style></head><body>",
+             f"<style>{_CSS}{VERDICT_VARS}{VERDICT_CSS}</style></head><body>",
              "<h1>opis calibrate</h1>",
+             verdict_html(res.verdict, question=res.verdict.question),
              f"<p><code>{e(source)}</code>: {res.n_samples} rows x {res.dim} dims, metric "
              f"{e(res.metric)}; {e(how)}; target <code>{e(str(res.target))}</code>.</p>",
              f"<p class=\"lead\">{e(headline(res))}.</p>",
