@@ -234,14 +234,14 @@ def evaluate(
             print_bootstrap(boot)
     if outcome is not None:
         write_gate_outputs(outcome, junit=junit)
+        if not quiet:
+            console.print()
+            print_gate_outcome(outcome)
     if markdown:  # the verdict first, then the gate's part when rules were given
         from ..gate.compare import shown_metrics
 
         write_gate_outputs(outcome, markdown=markdown, headline=shown_metrics(result),
                            verdict=result.verdict)
-        if not quiet:
-            console.print()
-            print_gate_outcome(outcome)
     if tracker is not None:
         log_evaluation(tracker, result, path=path, json_text=gate.result_json(result),
                        json_out=json_out, curves=curves, report=report, outcome=outcome,
