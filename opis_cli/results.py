@@ -510,6 +510,96 @@ class EvaluationResult:
     def __post_init__(self) -> None:
         object.__setattr__(self, "verdict", verdict_of(self, stored=self.verdict))
 
+    # -- notebook ----------------------------------------------------------
+    def __repr__(self) -> str:
+        """A few lines: the verdict, OPIS, the threshold and the classes."""
+        from .render.notebook import short_repr
+
+        return short_repr(self)
+
+    def _repr_html_(self) -> str:
+        """The verdict, the headline numbers and the worst classes (Jupyter)."""
+        from .render.notebook import repr_html
+
+        return repr_html(self)
+
+    def plot_utility(self, ax=None, *, level: str = "class", curves: Curves | None = None):
+        """Draw the per-class utility curves across the calibration range into ``ax``.
+
+        The report's figure (the mean curve, the worst-epsilon mean, the
+        recommended threshold, every class's curve or their density), drawn
+        into the caller's matplotlib axes; matplotlib is imported only here.
+
+        Parameters
+        ----------
+        ax : matplotlib Axes, optional
+            Where to draw; a new figure (``pyplot``) when None.
+        level : ``"class"`` or ``"group"`` (with a group column).
+        curves : the per-row curves; default: the result's own (a result read
+            back from JSON has none: only the mean curves are drawn).
+
+        Returns
+        -------
+        matplotlib Axes
+
+        Examples
+        --------
+        >>> import matplotlib.pyplot as plt
+        >>> fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
+        >>> result.plot_utility(ax=left)          # doctest: +SKIP
+        >>> result.plot_far_frr(ax=right)         # doctest: +SKIP
+        """
+        from .render.notebook import plot_utility
+
+        return plot_utility(self, ax, level=level, curves=curves)
+
+    def plot_far_frr(self, ax=None, *, level: str = "class"):
+        """Draw every class's FAR and FRR at the recommended threshold into ``ax``.
+
+        One point per class (a density above 2,000), the global operating
+        point as a star and twice the global FAR as a dotted line.
+
+        Parameters
+        ----------
+        ax : matplotlib Axes, optional (a new figure when None)
+        level : ``"class"`` or ``"group"``
+
+        Returns
+        -------
+        matplotlib Axes
+
+        Examples
+        --------
+        >>> ax = result.plot_far_frr()            # doctest: +SKIP
+        >>> ax.figure.savefig("far_frr.png")      # doctest: +SKIP
+        """
+        from .render.notebook import plot_far_frr
+
+        return plot_far_frr(self, ax, level=level)
+
+    def plot_det(self, ax=None):
+        """Draw the DET curve of the verification view (SPEC 14) into ``ax``.
+
+        Needs a result evaluated with ``verification=True`` (raises ValueError
+        otherwise).
+
+        Parameters
+        ----------
+        ax : matplotlib Axes, optional (a new figure when None)
+
+        Returns
+        -------
+        matplotlib Axes
+
+        Examples
+        --------
+        >>> r = opis_cli.evaluate(X, y, verification=True)   # doctest: +SKIP
+        >>> r.plot_det()                                      # doctest: +SKIP
+        """
+        from .render.notebook import plot_det
+
+        return plot_det(self, ax)
+
     # -- headline numbers ------------------------------------------------
     @property
     def opis(self) -> float:

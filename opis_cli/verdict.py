@@ -31,14 +31,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from . import options as opt
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .results import ConsistencyBlock, Curves, EvaluationResult
+# The annotations name opis_cli.results' EvaluationResult, ConsistencyBlock and
+# Curves as strings without importing them: results imports this module.
 
 __all__ = ["Verdict", "StrictPoint", "QuestionVerdict", "verdict_of", "answer_of",
            "transfer_verdict", "share_text", "rate_text", "widen_option", "strict_point",
