@@ -217,3 +217,48 @@ def test_write_report_from_python(result, tmp_path):
     page = path.read_text()
     assert page.index('id="verdict"') < page.index('id="summary"')
     assert (tmp_path / "rep" / "utility.png").stat().st_size > 1000
+
+
+# -- report defects of issue 25 (item 4) ------------------------------------------------
+def test_density_colorbar_says_100_percent_not_1e02():
+    from report_helpers import many_result
+
+    from opis_cli.render.report.plots import share_tick, utility_figure
+
+    assert [share_tick(v) for v in (1.0, 0.1, 0.0995, 0.01, 0.001)] == \
+        ["100%", "10%", "10%", "1%", "0.1%"]
+    r = many_result(80)
+    fig = utility_figure(r, r.curves)
+    assert len(fig.axes) == 2                     # the density mode has a colorbar
+    cbar = fig.axes[1]
+    fmt = cbar.yaxis.get_major_formatter()
+    labels = [fmt(v, i) for i, v in enumerate(cbar.get_yticks())]
+    assert "100%" in labels and not any("e+" in t or "e-" in t for t in labels)
+
+
+def test_no_spec_numbers_internal_fields_or_repeated_options_on_the_page(result):
+    from opis_cli.render.report import plots
+
+    page = render_report(result, {})
+    text = _text_of(page[:page.index("<script>")])   # what a reader sees, not the data blob
+    assert "SPEC " not in text
+    assert "report_histogram_rows" not in page
+    assert "options.metric" not in text              # options once, under Options
+    from opis_cli.render.report.html import FIGURE_TEXT
+
+    for name, (heading, caption) in FIGURE_TEXT.items():
+        assert "SPEC " not in caption and "SPEC " not in heading, name
+    fig = plots.fairness_figure(result)
+    assert "SPEC" not in fig.axes[0].get_title(loc="left")
+
+
+def test_det_subtitle_is_not_cut(result):
+    from opis_cli.render.report.plots import det_figure
+
+    fig = det_figure(result)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    sub = ax.title if ax.get_title() else ax._left_title
+    box = sub.get_window_extent(renderer)
+    assert sub.get_text() and box.x0 >= 0 and box.x1 <= fig.bbox.x1 + 0.5

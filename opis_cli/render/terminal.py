@@ -186,7 +186,7 @@ def gate_line(outcome: "GateOutcome") -> Text:
 def print_verdict(verdict: "Verdict", outcome: "GateOutcome | None" = None) -> None:
     """:func:`verdict_renderables` on the console."""
     for r in verdict_renderables(verdict, outcome):
-        console.print(r, soft_wrap=False)
+        console.print(r, soft_wrap=True)  # a widening option stays whole, to copy
 
 
 def print_result(result: EvaluationResult, source: str = "",
@@ -320,7 +320,7 @@ def print_comparison(cmp: "Comparison", top: int) -> None:
     bootstrap intervals and the classes that changed most."""
     if cmp.verdict is not None:
         for r in verdict_renderables(cmp.verdict):
-            console.print(r)
+            console.print(r, soft_wrap=True)
     console.print(Text.assemble(("opis compare", "bold"),
                                 f": baseline {visible(cmp.baseline)}  vs  candidate "
                                 f"{visible(cmp.candidate)}  ("

@@ -46,7 +46,7 @@ def print_transfer(res: TransferResult, source: str = "") -> None:
     from .terminal import verdict_renderables
 
     for r in verdict_renderables(res.verdict):
-        console.print(r)
+        console.print(r, soft_wrap=True)
     split = res.split
     if split["kind"] == SPLIT_FOLDS:
         how = (f"{split['folds']} {split['by']}-disjoint folds (seed {split['seed']})"

@@ -72,12 +72,12 @@ FIGURE_TEXT: dict[str, tuple[str, str]] = {
     "fairness": (
         "Fairness of the threshold across the calibration range",
         "How evenly each threshold of the calibration range treats the classes, in the terms of "
-        "biometric fairness audits (SPEC 13): the fairness discrepancy rate FDR (blue, 1 = every "
+        "biometric fairness audits: the fairness discrepancy rate FDR (blue, 1 = every "
         "class has the same FAR and FRR) and the Gini aggregation rate GARBE (red, 0 = no "
         "inequality). Solid: classes; dashed: groups. Green: the recommended threshold."),
     "det": (
         "DET curve: false rejects against false accepts",
-        "The verification view (SPEC 14) over all pairs: each point is one threshold, with its "
+        "The verification view over all pairs: each point is one threshold, with its "
         "false accept rate (right) and false reject rate (up) on normal-deviate axes, as "
         "biometric evaluations draw them; lower left is better. Thin lines: the groups with "
         "the highest EER (red) and the lowest (blue). The shaded band is the calibration "
@@ -526,7 +526,7 @@ def _fairness(result: EvaluationResult) -> str:
             f"(alpha {esc(num(alpha, 'g'))})</h3>"
             f'<div class="box"><table><thead><tr><th>over</th>{head}</tr></thead>'
             f"<tbody>{rows}</tbody></table>"
-            "<p class=\"status\">SPEC 13: alpha weighs false accepts against false rejects; "
+            "<p class=\"status\">Alpha weighs false accepts against false rejects; "
             "n/a where a rate the ratio divides by is 0.</p></div>")
 
 
@@ -655,10 +655,16 @@ def _options(result: EvaluationResult) -> str:
     return _kv(rows)
 
 
+#: provenance fields for the tool itself, not for readers (left off the page; in the JSON)
+INTERNAL_PROVENANCE = ("engine_notes.report_histogram_rows",)
+
+
 def _provenance(result: EvaluationResult) -> str:
     prov = dict(result.provenance)
     inputs = prov.pop("inputs", None) or []
-    out = _kv(_flatten(prov)) if prov else "<p>No provenance recorded.</p>"
+    prov.pop("options", None)  # listed once, under Options
+    rows = [(k, v) for k, v in _flatten(prov) if k not in INTERNAL_PROVENANCE]
+    out = _kv(rows) if rows else "<p>No provenance recorded.</p>"
     if inputs:
         body = ""
         for s in inputs:

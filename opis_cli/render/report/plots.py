@@ -118,6 +118,14 @@ def _user_text(text) -> None:
     text.set_parse_math(False)
 
 
+def share_tick(v: float) -> str:
+    """A share as a tick label: ``100%``, ``10%``, ``1%``, ``0.1%`` (never ``1e+02%``)."""
+    p = 100.0 * v
+    if p >= 9.95:
+        return f"{p:.0f}%"
+    return f"{p:.2g}%"
+
+
 def _percent_axis(axis, decimals: int | None = None) -> None:
     from matplotlib.ticker import PercentFormatter
 
@@ -235,7 +243,7 @@ def draw_utility(ax, result: "EvaluationResult", curves: "Curves | None" = None,
                              rasterized=True, zorder=1, gid="class-density")
         cb = fig.colorbar(mesh, ax=ax, pad=0.01, fraction=0.04)
         cb.set_label(f"share of {noun} in the cell (log scale)", fontsize=8)
-        cb.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:.2g}%"))
+        cb.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: share_tick(v)))
         for q, name in ((5, "p5"), (95, "p95")):
             ax.plot(th, np.percentile(U, q, axis=0), color="#1e3a8a", lw=1.2, ls=":",
                     zorder=3, gid=f"class-{name}")
@@ -644,7 +652,7 @@ def draw_det(ax, result: "EvaluationResult") -> tuple[str, str]:
     shown = f"; {len(v.group_det)} groups: the worst (red) and best (blue) by EER" \
         if v.group_det else ""
     return ("DET curve: false rejects against false accepts",
-            f"Every threshold over all pairs of the evaluated classes{shown}.  "
+            f"Every threshold over all pairs of the evaluated classes{shown}.\n"
             "Lower left is better.")
 
 
@@ -700,7 +708,7 @@ def fairness_figure(result: "EvaluationResult") -> "Figure":
     at = (f"  At the threshold: FDR {f.fdr:.4f}, GARBE "
           f"{'n/a' if f.garbe is None else format(f.garbe, '.4f')}." if f is not None else "")
     _titles(fig, ax, "Fairness of the threshold across the calibration range",
-            f"SPEC 13 with alpha {alpha:g} (weight of FAR against FRR).{at}")
+            f"Alpha {alpha:g} (the weight of FAR against FRR).{at}")
     return fig
 
 

@@ -160,7 +160,7 @@ def render_page(res: TransferResult, images: dict[str, bytes], source: str = "")
     if methods:
         parts += ["<h2>Calibrations on the test side</h2>",
                   "<p class=\"muted\">Each fitted on the calibration side at the target FAR and "
-                  "applied to the test side (SPEC 11); mean over folds. OPIS on each test "
+                  "applied to the test side; mean over folds. OPIS on each test "
                   "side's own FAR range; FAR, TPR and the share above twice the target at the "
                   "fitted global threshold.</p>",
                   "<table><tr><th>method</th><th>OPIS</th><th>epsilon-OPIS</th><th>FAR</th>"
