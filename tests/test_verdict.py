@@ -224,3 +224,83 @@ def test_hand_case_of_spec_9():
     assert v.widen == "--calibration-range 1:5"
     # strict point: global FAR is 0 everywhere, so far:0.01 is the largest grid threshold
     assert v.strict.index == 2 and v.strict.threshold == 3
+
+
+# -- compare: which model is more consistent ------------------------------------------
+def test_comparison_verdict_follows_opis_and_its_interval():
+    from opis_cli.gate.compare import compare_results
+    from opis_cli.metrics.bootstrap import DifferenceInterval
+
+    def with_opis(r, v):
+        return replace(r, classes=replace(r.classes, opis=v))
+
+    base = with_opis(made([0.5] * 4 + [0.05] * 46, [0.6] * 7 + [0.1] * 43), 0.02)   # no
+    cand = with_opis(made([0.05] * 50, [0.1] * 50), 0.01)                            # yes
+    v = compare_results(base, cand).verdict
+    assert v.question == "Which model is more consistent?" and v.answer == "candidate"
+    assert v.sentence.startswith("Candidate: the candidate is more consistent than the baseline "
+                                 "(OPIS 0.02 -> 0.01, -50%); at each model's own threshold, "
+                                 "classes with FAR above twice the global 8% -> 0% and with "
+                                 "FRR above 50% 14% -> 0%.")
+    assert v.notes[0].startswith("Baseline alone: No: ") and v.notes[1].startswith(
+        "Candidate alone: Yes: ")
+    assert compare_results(cand, base).verdict.answer == "baseline"
+    assert compare_results(base, base).verdict.answer == "neither"
+    # a bootstrap interval of the change that holds 0: neither, whatever the point estimate
+    cmp = compare_results(base, cand)
+    noisy = replace(cmp, intervals=(DifferenceInterval("opis", "paired", -0.01, -0.02, 0.001,
+                                                       0.95),))
+    from opis_cli.gate.compare import comparison_verdict
+
+    nv = comparison_verdict(noisy, base, cand)
+    assert nv.answer == "neither" and "within its bootstrap interval" in nv.sentence
+    sure = replace(cmp, intervals=(DifferenceInterval("opis", "paired", -0.01, -0.02, -0.001,
+                                                      0.95),))
+    assert comparison_verdict(sure, base, cand).answer == "candidate"
+    assert cmp.to_dict()["verdict"]["answer"] == "candidate"
+
+
+# -- calibrate: does the threshold transfer ---------------------------------------------
+def _transfer(test_fars, shares, target=0.01, by="class", cal_far=0.01):
+    from opis_cli.transfer import (CalibrationSide, FoldTransfer, GroupRates, Target,
+                                   TestSide, TransferResult)
+
+    nan = float("nan")
+    sp = Spread(nan, nan, nan, nan, nan)
+    folds = []
+    for k, (far, share) in enumerate(zip(test_fars, shares)):
+        groups = GroupRates(sp, sp, share, ()) if by == "group" else None
+        test = TestSide(10, 10, 100, far, 0.9, sp, sp, 0.99 if by == "group" else share,
+                        0.5, 0.9, far, (), groups)
+        folds.append(FoldTransfer(k, CalibrationSide(40, 40, 400, 0.5, cal_far, 0.9), test))
+    tg = Target("far", target) if target is not None else Target("max-mean-utility")
+    return TransferResult(tg, {"kind": "folds", "folds": len(folds), "seed": 0, "by": by},
+                          tuple(folds), 500, 8, "cosine", {})
+
+
+def test_transfer_verdict_rule():
+    v = _transfer([0.01, 0.012, 0.008], [0.0, 0.05, 0.05]).verdict
+    assert v.answer == "yes" and v.question == "Does the threshold transfer to unseen classes?"
+    assert v.sentence == ("Yes: a threshold for global FAR 1%, chosen on the calibration side, "
+                          "gives FAR 0.8% to 1.2% on unseen classes (mean 1%) over 3 folds; "
+                          "3.3% of the unseen classes see more than twice the target.")
+    # at exactly 2x and 1/2 of the target: still within
+    assert _transfer([0.02, 0.005], [0.0, 0.0]).verdict.answer == "yes"
+    # one fold more than 2x off: no, with a note
+    v = _transfer([0.01, 0.0201], [0.0, 0.0]).verdict
+    assert v.answer == "no" and v.notes and v.notes[0].startswith("1 of 2 fold(s) miss")
+    assert _transfer([0.01, 0.0049], [0.0, 0.0]).verdict.answer == "no"
+    # the mean share decides between yes, partly and no
+    assert _transfer([0.01, 0.01], [0.06, 0.08]).verdict.answer == "partly"
+    assert _transfer([0.01, 0.01], [0.1, 0.1]).verdict.answer == "partly"
+    assert _transfer([0.01, 0.01], [0.1, 0.14]).verdict.answer == "no"
+    # a group split reads the groups' share, not the classes' (0.99 in this fake)
+    g = _transfer([0.01], [0.0], by="group").verdict
+    assert g.answer == "yes" and "unseen groups" in g.sentence and "unseen groups" in g.question
+    # a policy target: the reference is the calibration side's FAR
+    p = _transfer([0.05, 0.06], [0.0, 0.0], target=None, cal_far=0.05).verdict
+    assert p.answer == "yes" and "the max-mean-utility threshold" in p.sentence
+    assert _transfer([0.05, 0.2], [0.0, 0.0], target=None, cal_far=0.05).verdict.answer == "no"
+    doc = _transfer([0.01], [0.0]).to_dict()
+    assert list(doc)[:3] == ["schema_version", "kind", "verdict"]
+    assert doc["verdict"]["answer"] == "yes"
