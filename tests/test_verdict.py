@@ -304,3 +304,14 @@ def test_transfer_verdict_rule():
     doc = _transfer([0.01], [0.0]).to_dict()
     assert list(doc)[:3] == ["schema_version", "kind", "verdict"]
     assert doc["verdict"]["answer"] == "yes"
+
+
+def test_comparison_verdict_names_a_side_at_its_range_edge():
+    from opis_cli.gate.compare import compare_results
+
+    base = made([0.05] * 10, [0.1] * 10, index=10)          # at the upper end
+    cand = made([0.05] * 10, [0.1] * 10, index=4)
+    notes = compare_results(base, cand).verdict.notes
+    assert ("The baseline's recommended threshold sits at the upper end of its calibration "
+            "range; widen it with --far-range 0.01:0.3.") in notes
+    assert not any("candidate's recommended threshold" in n for n in notes)

@@ -351,6 +351,11 @@ def comparison_verdict(cmp: Comparison, base, cand) -> QuestionVerdict:
                 f" and with FRR above 50% {share_text(bv.fraction_frr_above_half)} -> "
                 f"{share_text(cv.fraction_frr_above_half)}.")
     notes = [f"Baseline alone: {bv.sentence}", f"Candidate alone: {cv.sentence}"]
+    for name, v in (("baseline", bv), ("candidate", cv)):
+        if v.range_edge is not None:
+            notes.append(f"The {name}'s recommended threshold sits at the {v.range_edge} end of "
+                         "its calibration range"
+                         + (f"; widen it with {v.widen}." if v.widen else "."))
     if cmp.disagreement:
         notes.append(cmp.disagreement)
     evidence = (("opis_baseline", opis_b), ("opis_candidate", opis_c),

@@ -468,9 +468,11 @@ def _story(result: EvaluationResult) -> str:
     K = len(result.thresholds)
     if K and rt.index in (0, K - 1):
         end = "lower" if rt.index == 0 else "upper"
+        widen = result.verdict.widen
         flags.append(f"The recommended threshold sits at the {end} end of the calibration range: "
-                     "the best global threshold may lie outside it (try a wider --far-range or "
-                     "--calibration-range).")
+                     "the best global threshold may lie outside it ("
+                     + (f"widen it: <code>{esc(widen)}</code>" if widen else
+                        "try a wider --far-range or --calibration-range") + ").")
     if cls.excluded:
         flags.append(f"{cls.excluded:,} class(es) were excluded because they have no positive or "
                      "no negative pair (e.g. a single sample); see <a href=\"#excluded\">Excluded "
