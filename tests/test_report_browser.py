@@ -399,10 +399,15 @@ def test_calibrate_page_opens_with_its_verdict(browser, tmp_path):
     out = tmp_path / "cal"
     assert main(["calibrate", str(WEAK), "--folds", "3", "--report", str(out), "-q"]) == 0
     tab = browser.open(out / "calibrate.html")
-    first = tab.js("document.body.children[1].id")               # right under the title
-    assert first == "verdict"
-    text = tab.js("document.querySelector('#verdict').innerText")
-    assert "Does the threshold transfer to unseen classes?" in text
+    first = tab.js("document.querySelector('main header').nextElementSibling.id")
+    assert first == "verdict"                                     # right under the title
+    assert tab.js("document.querySelector('h1').innerText") == \
+        "Does the threshold transfer to unseen classes?"
+    text = tab.js("document.querySelector('#verdict .answer').innerText")
+    assert text.split(":")[0] in ("Yes", "Partly", "No")
+    # the evaluate page's look: cards and navigation
+    assert tab.js("document.querySelectorAll('#summary .card').length") == 4
+    assert tab.js("document.querySelectorAll('nav a').length") >= 4
     assert tab.js("document.querySelector('#verdict').getAttribute('data-answer')") in (
         "yes", "partly", "no")
     tab.settle()

@@ -262,3 +262,25 @@ def test_det_subtitle_is_not_cut(result):
     sub = ax.title if ax.get_title() else ax._left_title
     box = sub.get_window_extent(renderer)
     assert sub.get_text() and box.x0 >= 0 and box.x1 <= fig.bbox.x1 + 0.5
+
+
+def test_compare_page_has_the_evaluate_look_the_verdict_and_the_gate(result):
+    from opis_cli.gate.compare import compare_results
+    from opis_cli.render.report.compare import render_page
+
+    X, y = clustered([f"c{i}" for i in range(8)], rows=6, seed=4)
+    other = evaluate(X, y, num_thresholds=21, timestamp=False)
+    cmp = compare_results(result, other, baseline_name="<b>base</b>", candidate_name="cand")
+    out = outcome_of(other, ("max", "opis=0"))
+    page = render_page(cmp, {}, out)
+    body = page[page.index("<body>"):]
+    assert "Content-Security-Policy" in page and "<b>base</b>" not in page
+    assert body.index("<h1>Which model is more consistent?</h1>") < body.index('id="verdict"') \
+        < body.index('data-gate="failed"') < body.index("<nav>") < body.index('id="summary"')
+    assert f'data-answer="{cmp.verdict.answer}"' in page
+    assert page.count('class="card"') == 4
+    text = _text_of(body)
+    assert "OPIS (lower is better)" in text and "R@1 (higher is better)" in text
+    assert "epsilon_opis" not in text                    # raw keys only as tooltips
+    assert "SPEC " not in text
+

@@ -353,6 +353,48 @@ border-radius:10px;padding:12px 16px}
 .gate.passed h3{color:var(--accent)}
 .gate td.fail{color:var(--bad);font-weight:700}
 .gate td.rule{text-align:left;white-space:normal;overflow-wrap:anywhere}
+.better{color:#1d4ed8}.worse{color:var(--bad);font-weight:600}.pass{color:var(--accent)}
+.fail{color:var(--bad);font-weight:700}
+.warn{background:#fffbeb;color:#92400e;padding:.4rem .7rem;border-left:4px solid #f59e0b;
+border-radius:0 8px 8px 0}
+.muted{color:var(--muted);font-size:13px}
+section .box{overflow-x:auto}
+"""
+
+
+def card(key: str, value: str, hint: str) -> str:
+    """One headline card (the evaluate page's look), for the other pages too."""
+    return _card(key, value, hint)
+
+
+def page(title: str, heading: str, sub: str, nav: list[tuple[str, str]], verdict: str,
+         body: str, footer: str = "") -> str:
+    """A whole self-contained page in the evaluate report's look: the same style sheet,
+    Content-Security-Policy, header, verdict first, navigation and footer; ``verdict``
+    and ``body`` are trusted HTML, every other argument is text (escaped here)."""
+    nav_html = "".join(f'<a href="#{esc(k)}">{esc(v)}</a>' for k, v in nav)
+    foot = f"<footer>{esc(footer)}</footer>" if footer else ""
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{_CSP}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="generator" content="opis">
+<title>{esc(title)}</title>
+<style>{_CSS}{VERDICT_CSS}</style>
+</head>
+<body>
+<main>
+<header><h1>{esc(heading)}</h1>
+<p class="sub">{esc(sub)}</p></header>
+{verdict}
+<nav>{nav_html}</nav>
+{body}
+{foot}
+</main>
+</body>
+</html>
 """
 
 
