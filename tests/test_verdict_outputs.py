@@ -71,7 +71,7 @@ def test_json_verdict_first_and_complete(result):
 
 
 def _text_of(page: str) -> str:
-    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page))
+    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page)))
 
 
 def test_html_verdict_first_and_the_gate_beside_it(result):
@@ -284,3 +284,16 @@ def test_compare_page_has_the_evaluate_look_the_verdict_and_the_gate(result):
     assert "epsilon_opis" not in text                    # raw keys only as tooltips
     assert "SPEC " not in text
 
+
+
+def test_calibrate_page_with_a_group_split_shows_the_groups_rates():
+    """The page's per-fold share above 2x and FAR spread are the unseen groups' (as in
+    the terminal), not the classes'."""
+    from opis_cli.render.report.transfer import render_page
+    from test_verdict import _transfer
+
+    res = _transfer([0.01, 0.012], [0.25, 0.0], by="group")   # groups: 25% and 0% above 2x
+    text = _text_of(render_page(res, {}, "x.npy"))
+    assert "groups > 2x target" in text and "group FAR p5" in text
+    assert "25.0%" in text and "99.0%" not in text            # 99%: the classes' share
+    assert "Does the threshold transfer to unseen groups?" in text

@@ -123,6 +123,8 @@ def render_page(res: TransferResult, images: dict[str, bytes], source: str = "")
            f"{split['folds']} {split['by']}-disjoint folds, seed {split['seed']}"
            if split["by"] != "row" else
            f"{split['folds']} folds of every class's rows, seed {split['seed']}")
+    unit = "groups" if split.get("by") == "group" else "classes"
+    noun = "group" if unit == "groups" else "class"
     summ = res.summary()
     far, tpr = summ["far"], summ["tpr"]
     cards = ('<section id="summary" class="cards">'
@@ -137,17 +139,20 @@ def render_page(res: TransferResult, images: dict[str, bytes], source: str = "")
              f"<p class=\"lead\">{e(headline(res))}.</p>",
              '<section id="folds"><h2>Per fold</h2>',
              '<div class="box"><table><tr><th>fold</th><th>calibration classes</th><th>threshold</th>'
-             "<th>calibration FAR</th><th>test classes</th><th>test FAR</th><th>test TPR</th>"
-             "<th>class FAR p5 / p50 / p95 / max</th><th>classes &gt; 2x target</th>"
+             f"<th>calibration FAR</th><th>test {unit}</th><th>test FAR</th><th>test TPR</th>"
+             f"<th>{noun} FAR p5 / p50 / p95 / max</th><th>{unit} &gt; 2x target</th>"
              "<th>own threshold</th><th>its TPR</th></tr>"]
     for f in res.folds:
         c, b = f.calibration, f.test
-        s = b.far_spread
+        # a group split: the unseen groups' own rates (as the terminal shows them)
+        g = b.groups if unit == "groups" else None
+        n, s, above = ((len(g.per_group), g.far_spread, g.fraction_far_above_2x) if g
+                       else (b.classes, b.far_spread, b.fraction_far_above_2x))
         parts.append(
             f"<tr><td>{f.fold}</td><td>{c.classes}</td><td>{num(c.threshold, '.6g')}</td>"
-            f"<td>{pct(c.far)}</td><td>{b.classes}</td><td>{pct(b.far)}</td><td>{pct(b.tpr)}</td>"
+            f"<td>{pct(c.far)}</td><td>{n}</td><td>{pct(b.far)}</td><td>{pct(b.tpr)}</td>"
             f"<td>{pct(s.p5)} / {pct(s.p50)} / {pct(s.p95)} / {pct(s.max)}</td>"
-            f"<td>{pct(b.fraction_far_above_2x, '.1f')}</td><td>{num(b.oracle_threshold, '.6g')}"
+            f"<td>{pct(above, '.1f')}</td><td>{num(b.oracle_threshold, '.6g')}"
             f"</td><td>{pct(b.oracle_tpr)}</td></tr>")
     parts.append("</table></div></section>")
     nav = [("summary", "Summary"), ("folds", "Per fold")]
