@@ -78,6 +78,27 @@ BLOCK_BYTES = BLOCK_MIB * 2**20
 #: bootstrap resamples when none are given (gate rules computed from curves)
 RESAMPLES = 1000
 CONFIDENCE = 0.95
+
+# ---------------------------------------------------------------- the verdict
+# (opis_cli.verdict; the rule is stated in docs/concepts/verdict.md)
+
+#: a class "sees too many false accepts" when its FAR exceeds this many times
+#: the global FAR (SPEC 6's ``fraction_far_above_2x``)
+VERDICT_FAR_FACTOR = 2.0
+#: a class "rejects too many genuine pairs" when its FRR exceeds this
+VERDICT_FRR_LEVEL = 0.5
+#: "yes" when both shares of classes (FAR above the factor, FRR above the level)
+#: are at most this
+VERDICT_YES_SHARE = 0.05
+#: "no" when either share exceeds this; "partly" in between
+VERDICT_NO_SHARE = 0.10
+#: the strict operating point shown beside a permissive policy (``far:F``)
+VERDICT_STRICT_FAR = 0.01
+#: how the verdict's widening hint extends a FAR range ``A:B``: ``A:min(1, B * UPPER)``
+#: at the upper end, ``A / LOWER:B`` at the lower end (an explicit distance range
+#: is extended by its own width)
+VERDICT_WIDEN_UPPER = 3.0
+VERDICT_WIDEN_LOWER = 10.0
 SEED = 0
 #: ``opis compare --top``: classes shown as most worse / most better
 TOP = 5

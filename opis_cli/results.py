@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .diagnosis import Diagnosis
+from .verdict import Verdict, verdict_of
 
 SCHEMA_VERSION = 1
 #: columns of the per-class curves table (``--curves``; ``EvaluationResult.curves_table``)
@@ -551,6 +552,103 @@ class EvaluationResult:
     estimate: Estimate | None = None
     #: SPEC 16: where the threshold fails (``evaluate(..., diagnose=True)``); None: not asked
     diagnosis: Diagnosis | None = None
+    #: can one threshold serve every class? (:mod:`opis_cli.verdict`; derived from the
+    #: fields above when the result is made: a value passed in only lends its strict
+    #: point to a result without curves, e.g. one read back from JSON)
+    verdict: Verdict | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "verdict", verdict_of(self, stored=self.verdict))
+
+    # -- notebook ----------------------------------------------------------
+    def __repr__(self) -> str:
+        """A few lines: the verdict, OPIS, the threshold and the classes."""
+        from .render.notebook import short_repr
+
+        return short_repr(self)
+
+    def _repr_html_(self) -> str:
+        """The verdict, the headline numbers and the worst classes (Jupyter)."""
+        from .render.notebook import repr_html
+
+        return repr_html(self)
+
+    def plot_utility(self, ax=None, *, level: str = "class", curves: Curves | None = None):
+        """Draw the per-class utility curves across the calibration range into ``ax``.
+
+        The report's figure (the mean curve, the worst-epsilon mean, the
+        recommended threshold, every class's curve or their density), drawn
+        into the caller's matplotlib axes; matplotlib is imported only here.
+
+        Parameters
+        ----------
+        ax : matplotlib Axes, optional
+            Where to draw; a new figure (``pyplot``) when None.
+        level : ``"class"`` or ``"group"`` (with a group column).
+        curves : the per-row curves; default: the result's own (a result read
+            back from JSON has none: only the mean curves are drawn).
+
+        Returns
+        -------
+        matplotlib Axes
+
+        Examples
+        --------
+        >>> import matplotlib.pyplot as plt
+        >>> fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
+        >>> result.plot_utility(ax=left)          # doctest: +SKIP
+        >>> result.plot_far_frr(ax=right)         # doctest: +SKIP
+        """
+        from .render.notebook import plot_utility
+
+        return plot_utility(self, ax, level=level, curves=curves)
+
+    def plot_far_frr(self, ax=None, *, level: str = "class"):
+        """Draw every class's FAR and FRR at the recommended threshold into ``ax``.
+
+        One point per class (a density above 2,000), the global operating
+        point as a star and twice the global FAR as a dotted line.
+
+        Parameters
+        ----------
+        ax : matplotlib Axes, optional (a new figure when None)
+        level : ``"class"`` or ``"group"``
+
+        Returns
+        -------
+        matplotlib Axes
+
+        Examples
+        --------
+        >>> ax = result.plot_far_frr()            # doctest: +SKIP
+        >>> ax.figure.savefig("far_frr.png")      # doctest: +SKIP
+        """
+        from .render.notebook import plot_far_frr
+
+        return plot_far_frr(self, ax, level=level)
+
+    def plot_det(self, ax=None):
+        """Draw the DET curve of the verification view (SPEC 14) into ``ax``.
+
+        Needs a result evaluated with ``verification=True`` (raises ValueError
+        otherwise).
+
+        Parameters
+        ----------
+        ax : matplotlib Axes, optional (a new figure when None)
+
+        Returns
+        -------
+        matplotlib Axes
+
+        Examples
+        --------
+        >>> r = opis_cli.evaluate(X, y, verification=True)   # doctest: +SKIP
+        >>> r.plot_det()                                      # doctest: +SKIP
+        """
+        from .render.notebook import plot_det
+
+        return plot_det(self, ax)
 
     # -- headline numbers ------------------------------------------------
     @property
@@ -640,6 +738,7 @@ class EvaluationResult:
         cb = self.classes.to_dict()
         d = {
             "schema_version": self.schema_version,
+            "verdict": self.verdict.to_dict(),
             "n_samples": self.n_samples, "dim": self.dim, "metric": self.metric,
             "utility": self.utility, "beta": self.beta, "epsilon": self.epsilon,
             "opis": cb["opis"], "epsilon_opis": cb["epsilon_opis"],
@@ -694,7 +793,8 @@ class EvaluationResult:
             verification=Verification.from_dict(d["verification"]) if d.get("verification")
             else None, verification_asked="verification" in d,
             estimate=Estimate.from_dict(d["estimate"]) if d.get("estimate") else None,
-            diagnosis=Diagnosis.from_dict(d["diagnosis"]) if d.get("diagnosis") else None)
+            diagnosis=Diagnosis.from_dict(d["diagnosis"]) if d.get("diagnosis") else None,
+            verdict=Verdict.from_dict(d["verdict"]) if d.get("verdict") else None)
 
     @classmethod
     def from_json(cls, text: str) -> "EvaluationResult":

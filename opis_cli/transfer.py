@@ -269,9 +269,17 @@ class TransferResult:
                 for i, m in enumerate(self.folds[0].methods)}
         return out
 
+    @property
+    def verdict(self):
+        """Does the threshold transfer to unseen classes? (:func:`opis_cli.verdict.transfer_verdict`)"""
+        from .verdict import transfer_verdict
+
+        return transfer_verdict(self)
+
     def to_dict(self) -> dict:
         return _clean({
             "schema_version": self.schema_version, "kind": "calibrate",
+            "verdict": self.verdict.to_dict(),
             "n_samples": self.n_samples, "dim": self.dim, "metric": self.metric,
             "transfer": {
                 "target": str(self.target),

@@ -138,7 +138,9 @@ def test_worse_candidate_fails_with_report_summary_and_junit(samples, tmp_path):
     assert proc.returncode == 1, proc.stderr
     assert outputs["exit-code"] == "1" and outputs["passed"] == "false"
     summary = r.summary.read_text()
-    assert summary.startswith("earlier step\n### opis gate: FAILED")
+    # the verdict of the comparison first, then the gate
+    assert summary.startswith("earlier step\n### Which model is more consistent?\n\n**Baseline**")
+    assert "\n### opis gate: FAILED" in summary
     assert "`max-increase opis=10%`" in summary and "### opis compare" in summary
     junit = ET.parse(outputs["junit"]).getroot()
     assert junit.get("tests") == "2" and junit.get("failures") == "2"

@@ -104,7 +104,10 @@ def test_compare_sample_models_as_a_user_would(samples, capsys, isolated):
     for name in ("mean_utility", "class_curves", "class_changes", "far_frr_changes"):
         assert (isolated / "rep" / f"{name}.png").stat().st_size > 1000
     md = (isolated / "cmp.md").read_text()
-    assert md.startswith("### opis gate: passed") and "### opis compare" in md
+    # the verdict first (which model is more consistent), then the gate and the comparison
+    assert md.startswith("### Which model is more consistent?\n\n**Candidate**: the candidate is "
+                         "more consistent")
+    assert md.index("### opis gate: passed") < md.index("### opis compare")
 
     code, out, err = run(capsys, "compare", samples.strong_json, WEAK, *rules, "--json", "-")
     assert code == 1

@@ -349,7 +349,11 @@ def test_gate_json_and_junit_outputs(samples, capsys, isolated):
     assert doc["results"][1]["passed"] is True
     suite = ET.parse(isolated / "gate.xml").getroot().find("testsuite")
     assert suite.get("tests") == "2" and suite.get("failures") == "1"
-    assert (isolated / "gate.md").read_text().startswith("### opis gate: FAILED")
+    md = (isolated / "gate.md").read_text()
+    # the verdict of the result first, the gate outcome right after it
+    assert md.startswith("### Can one threshold serve every class?\n\n:warning: **Partly**: at "
+                         "global FAR 10%")
+    assert "\n### opis gate: FAILED" in md
     assert not list(isolated.glob(".*.tmp"))
 
 

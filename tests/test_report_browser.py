@@ -363,3 +363,52 @@ def test_verification_report_loads_cleanly_with_the_det_curve(browser, tmp_path)
            % (len(heads) - 1))
     tab.settle()
     assert tab.problems() == []
+
+
+# -- the verdict, first, with the gate beside it ---------------------------------------------
+def test_verdict_is_on_the_first_screen_with_the_failing_gate(browser, tmp_path):
+    """``evaluate --max opis=0.01 --report``: the page answers the question on its first
+    screen, and the broken rule is there beside the answer (exit 1 is not the only trace)."""
+    out = tmp_path / "gated"
+    assert main(["evaluate", str(WEAK), "--group-column", "group", "--max", "opis=0.01",
+                 "--report", str(out), "-q"]) == 1
+    tab = browser.open(out / "report.html")
+    assert tab.js("document.documentElement.getAttribute('data-opis-ready')") == "1"
+    answer = tab.js("document.querySelector('#verdict .answer').innerText")
+    assert answer.startswith("Partly: at global FAR 10% (threshold 0.6053)"), answer
+    notes = tab.js("[...document.querySelectorAll('#verdict li')].map(li => li.innerText)")
+    assert any("--far-range 0.01:0.3" in n for n in notes)
+    assert any("class block's threshold" in n for n in notes)       # with groups: which one
+    gate = tab.js("document.querySelector('#gate').innerText")
+    assert "Gate FAILED: 1 of 1 rule broken" in gate and "FAIL" in gate
+    # both on the first screen (the viewport the screenshot uses), side by side
+    boxes = tab.js("""[document.getElementById('verdict'), document.getElementById('gate')]
+        .map(e => { const b = e.getBoundingClientRect();
+                    return [b.top, b.bottom, b.left, b.right, window.innerHeight]; })""")
+    (vt, vb, vl, vr, h), (gt, gb, gl, gr, _) = boxes
+    assert 0 <= vt < vb <= h and 0 <= gt < gb <= h, boxes
+    assert gl >= vr - 1, boxes                                       # beside, not under
+    strict = tab.js("[...document.querySelectorAll('#verdict table.points th')]"
+                    ".map(t => t.innerText)")
+    assert strict[1:] == ["recommended (max-mean-utility)", "strict (far:0.01)"]
+    tab.settle()
+    assert tab.problems() == []
+
+
+def test_calibrate_page_opens_with_its_verdict(browser, tmp_path):
+    out = tmp_path / "cal"
+    assert main(["calibrate", str(WEAK), "--folds", "3", "--report", str(out), "-q"]) == 0
+    tab = browser.open(out / "calibrate.html")
+    first = tab.js("document.querySelector('main header').nextElementSibling.id")
+    assert first == "verdict"                                     # right under the title
+    assert tab.js("document.querySelector('h1').innerText") == \
+        "Does the threshold transfer to unseen classes?"
+    text = tab.js("document.querySelector('#verdict .answer').innerText")
+    assert text.split(":")[0] in ("Yes", "Partly", "No")
+    # the evaluate page's look: cards and navigation
+    assert tab.js("document.querySelectorAll('#summary .card').length") == 4
+    assert tab.js("document.querySelectorAll('nav a').length") >= 4
+    assert tab.js("document.querySelector('#verdict').getAttribute('data-answer')") in (
+        "yes", "partly", "no")
+    tab.settle()
+    assert tab.problems() == []

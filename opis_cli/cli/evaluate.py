@@ -172,6 +172,7 @@ def evaluate(
     bootstrap: o.Bootstrap = None,
     seed: o.Seed = opt.SEED,
     junit: o.Junit = None,
+    markdown: o.Markdown = None,
     mlflow: o.Mlflow = False,
     mlflow_experiment: o.MlflowExperiment = None,
     mlflow_run_id: o.MlflowRunId = None,
@@ -217,7 +218,7 @@ def evaluate(
     opt.check("fairness_alpha", fairness_alpha)
     opt.check("min_class_rows", min_class_rows)
     dcf_costs = opt.parse_dcf(dcf)
-    check_outputs((json_out, "--json"))
+    check_outputs((json_out, "--json"), (markdown, "--markdown"))
     if curves:
         check_output_path(curves, "--curves", TABLE_SUFFIXES)
     if report:
@@ -272,6 +273,8 @@ def evaluate(
                                  show_progress=show, **eval_opts)
     else:
         result = evaluate_path(path, reader, show_progress=show, engine=eng, **eval_opts)
+    # the gate outcome sits beside the verdict, in the terminal and on the report page
+    outcome = gate.apply(result, str(path))
     with staged() as out:
         if json_out:
             out.text(json_out, gate.result_json(result))
@@ -282,9 +285,9 @@ def evaluate(
         if report:
             from ..render.report import write_report
 
-            write_report(result, report)
+            write_report(result, report, gate=outcome)
     if not quiet:
-        print_result(result, str(path))
+        print_result(result, str(path), outcome=outcome)
         if result.diagnosis is not None:
             from ..render.terminal import print_diagnosis
 
@@ -292,12 +295,16 @@ def evaluate(
         boot = gate.bootstrap(result)
         if boot is not None:
             print_bootstrap(boot)
-    outcome = gate.apply(result, str(path))
     if outcome is not None:
         write_gate_outputs(outcome, junit=junit)
         if not quiet:
             console.print()
             print_gate_outcome(outcome)
+    if markdown:  # the verdict first, then the gate's part when rules were given
+        from ..gate.compare import shown_metrics
+
+        write_gate_outputs(outcome, markdown=markdown, headline=shown_metrics(result),
+                           verdict=result.verdict)
     if tracker is not None:
         log_evaluation(tracker, result, path=path, json_text=gate.result_json(result),
                        json_out=json_out, curves=curves, report=report, outcome=outcome,

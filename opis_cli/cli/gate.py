@@ -58,7 +58,7 @@ def gate(
     from ..gate.compare import shown_metrics
 
     write_gate_outputs(outcome, json_out=json_out, junit=junit, markdown=markdown,
-                       headline=shown_metrics(cand.result))
+                       headline=shown_metrics(cand.result), verdict=cand.result.verdict)
     if not quiet:
         print_gate_outcome(outcome)
     raise exit_with(outcome)

@@ -55,11 +55,11 @@ def check_outputs(*paths: tuple[str | Path | None, str]) -> None:
 
 def write_gate_outputs(outcome, *, json_out: str | None = None, junit: Path | None = None,
                        markdown: str | None = None, headline=None, comparison=None,
-                       top: int = 5, json_doc: dict | None = None) -> None:
+                       top: int = 5, json_doc: dict | None = None, verdict=None) -> None:
     """Write the requested gate outputs together (all or none, see ``io.output.staged``).
 
     ``--json`` holds ``outcome.to_dict()``, or ``json_doc`` plus a ``"gate"``
-    key when ``json_doc`` is given (compare).
+    key when ``json_doc`` is given (compare). ``verdict`` opens the Markdown summary.
     """
     import json
 
@@ -78,7 +78,7 @@ def write_gate_outputs(outcome, *, json_out: str | None = None, junit: Path | No
         if junit and outcome is not None:
             out.text(junit, junit_xml(outcome))
         if markdown:
-            out.text(markdown, summary(outcome, headline, comparison, top))
+            out.text(markdown, summary(outcome, headline, comparison, top, verdict=verdict))
 
 
 def exit_with(outcome) -> "typer.Exit":

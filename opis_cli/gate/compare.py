@@ -12,9 +12,13 @@ from dataclasses import dataclass, replace
 from typing import Sequence
 
 from ..metrics.bootstrap import BOOTSTRAP_METRICS, Bootstrap, DifferenceInterval, difference_interval
-from ..render.format import num, pct
+from ..render.format import interval, num, pct
 from ..results import OperatingPoint
+from ..verdict import QuestionVerdict, share_text
 from .rules import DIRECTION, json_number
+
+#: the question the verdict of a comparison answers
+COMPARE_QUESTION = "Which model is more consistent?"
 
 #: How the embeddings sides were measured: each on its own FAR-defined
 #: calibration range (default), or the candidate on the baseline's thresholds.
@@ -213,6 +217,8 @@ class Comparison:
     disagreement: str | None = None
     #: SPEC 16 on both sides (None unless both were evaluated with --diagnose)
     diagnosis: DiagnosisChange | None = None
+    #: which model is more consistent, in words (:func:`comparison_verdict`)
+    verdict: QuestionVerdict | None = None
 
     def metric(self, name: str) -> MetricChange:
         return next(m for m in self.metrics if m.name == name)
@@ -233,7 +239,8 @@ class Comparison:
         return d
 
     def _to_dict(self) -> dict:
-        return {"baseline": self.baseline, "candidate": self.candidate, "mode": self.mode,
+        return {**({"verdict": self.verdict.to_dict()} if self.verdict is not None else {}),
+                "baseline": self.baseline, "candidate": self.candidate, "mode": self.mode,
                 "same_thresholds": self.same_thresholds, "warnings": list(self.warnings),
                 "headline_vs_classes": self.disagreement,
                 "deployment": self.deployment.to_dict() if self.deployment else None,
@@ -365,8 +372,60 @@ def compare_results(base, cand, *, baseline_name: str = "baseline",
                           for m in BOOTSTRAP_METRICS)
     cmp = Comparison(baseline_name, candidate_name, tuple(metrics), tuple(changes), only_b,
                      only_c, same, tuple(warnings), intervals, mode, deployment)
-    return replace(cmp, disagreement=disagreement(cmp, base, cand),
-                   diagnosis=diagnosis_change(base, cand))
+    cmp = replace(cmp, disagreement=disagreement(cmp, base, cand),
+                  diagnosis=diagnosis_change(base, cand))
+    return replace(cmp, verdict=comparison_verdict(cmp, base, cand))
+
+
+def comparison_verdict(cmp: Comparison, base, cand) -> QuestionVerdict:
+    """Which model is more consistent, in words.
+
+    The answer follows OPIS (lower is more consistent): ``"candidate"`` when
+    the candidate's is lower, ``"baseline"`` when higher, ``"neither"`` when
+    they are the same or when a bootstrap interval of the change holds 0.
+    The sentence gives the evidence in rates: at each model's own recommended
+    threshold, the shares of classes with FAR above twice the global FAR and
+    with FRR above 50% (each side's :attr:`EvaluationResult.verdict`); the
+    notes give each side's own verdict and the disagreement, if any.
+    """
+    bv, cv = base.verdict, cand.verdict
+    try:
+        m = cmp.metric("opis")
+        opis_b, opis_c, direction = m.baseline, m.candidate, m.verdict
+    except StopIteration:
+        opis_b, opis_c, direction = base.opis, cand.opis, ""
+    iv = cmp.interval("opis")
+    noisy = iv is not None and math.isfinite(iv.lower) and iv.lower <= 0 <= iv.upper
+    if direction == "better" and not noisy:
+        answer, lead = "candidate", "the candidate is more consistent than the baseline"
+    elif direction == "worse" and not noisy:
+        answer, lead = "baseline", "the baseline is more consistent than the candidate"
+    elif noisy:
+        answer, lead = "neither", ("the change in OPIS lies within its bootstrap interval "
+                                   f"{interval(iv.lower, iv.upper)}")
+    else:
+        answer, lead = "neither", "the two models are equally consistent"
+    rel = (opis_c - opis_b) / abs(opis_b) if opis_b and math.isfinite(opis_b) else None
+    sentence = (f"{answer.capitalize()}: {lead} (OPIS {num(opis_b, '.4g')} -> "
+                f"{num(opis_c, '.4g')}{', ' + pct(rel, '+.0f') if rel is not None else ''}); "
+                "at each model's own threshold, classes with FAR above twice the global "
+                f"{share_text(bv.fraction_far_above_2x)} -> {share_text(cv.fraction_far_above_2x)}"
+                f" and with FRR above 50% {share_text(bv.fraction_frr_above_half)} -> "
+                f"{share_text(cv.fraction_frr_above_half)}.")
+    notes = [f"Baseline alone: {bv.sentence}", f"Candidate alone: {cv.sentence}"]
+    for name, v in (("baseline", bv), ("candidate", cv)):
+        if v.range_edge is not None:
+            notes.append(f"The {name}'s recommended threshold sits at the {v.range_edge} end of "
+                         "its calibration range"
+                         + (f"; widen it with {v.widen}." if v.widen else "."))
+    if cmp.disagreement:
+        notes.append(cmp.disagreement)
+    evidence = (("opis_baseline", opis_b), ("opis_candidate", opis_c),
+                ("fraction_far_above_2x_baseline", bv.fraction_far_above_2x),
+                ("fraction_far_above_2x_candidate", cv.fraction_far_above_2x),
+                ("fraction_frr_above_half_baseline", bv.fraction_frr_above_half),
+                ("fraction_frr_above_half_candidate", cv.fraction_frr_above_half))
+    return QuestionVerdict(COMPARE_QUESTION, answer, sentence, tuple(notes), evidence)
 
 
 def disagreement(cmp: Comparison, base, cand) -> str | None:

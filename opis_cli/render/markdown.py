@@ -8,12 +8,35 @@ Reads a :class:`~opis_cli.gate.rules.GateOutcome` and a
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 from ..gate.compare import Comparison
 from ..gate.rules import GateOutcome
 from .escape import md_code, md_message, md_text
 from .format import deployment_rows, deployment_title, interval, mode_text, num, pct
+from .verdict_text import ANSWER_WORD
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..verdict import Verdict
+
+_ANSWER_ICON = {"yes": ":white_check_mark:", "partly": ":warning:", "no": ":x:"}
+
+
+def verdict_markdown(verdict: "Verdict", title: str = "Can one threshold serve every class?",
+                     question: str = "") -> str:
+    """The verdict: a heading, the answer in bold with its evidence, the notes as a list."""
+    word = ANSWER_WORD.get(verdict.answer, verdict.answer)
+    rest = verdict.sentence[len(word):] if verdict.sentence.startswith(word) else \
+        ": " + verdict.sentence
+    icon = _ANSWER_ICON.get(verdict.answer, "")
+    lines = [f"### {md_message(title)}", ""]
+    if question:
+        lines += [md_message(question), ""]
+    lines.append(f"{icon} **{word}**{md_message(rest)}".strip())
+    if verdict.notes:
+        lines.append("")
+        lines += [f"- {md_message(n)}" for n in verdict.notes]
+    return "\n".join(lines) + "\n"
 
 
 def gate_markdown(outcome: GateOutcome, headline: Mapping[str, float] | None = None,
@@ -90,8 +113,15 @@ def compare_markdown(cmp: Comparison, top: int = 5) -> str:
 
 
 def summary(outcome: GateOutcome | None, headline: Mapping[str, float] | None = None,
-            comparison: Comparison | None = None, top: int = 5) -> str:
-    """What ``--markdown`` writes: the gate's part (if any), then the comparison's (if any)."""
-    parts = ([gate_markdown(outcome, headline)] if outcome is not None else []) + (
+            comparison: Comparison | None = None, top: int = 5,
+            verdict: "Verdict | None" = None) -> str:
+    """What ``--markdown`` writes: the verdict first (if any; a comparison's own
+    verdict otherwise), the gate's part (if any), then the comparison's (if any)."""
+    if verdict is None and comparison is not None and comparison.verdict is not None:
+        verdict = comparison.verdict
+    first = []
+    if verdict is not None:
+        first = [verdict_markdown(verdict, title=verdict.question)]
+    parts = first + ([gate_markdown(outcome, headline)] if outcome is not None else []) + (
         [compare_markdown(comparison, top)] if comparison is not None else [])
     return "\n".join(parts)

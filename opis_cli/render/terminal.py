@@ -22,11 +22,13 @@ from ..options import LOW_EVIDENCE_POSITIVES, LOW_EVIDENCE_QUERIES
 from ..results import ConsistencyBlock, EvaluationResult
 from .escape import one_line, terminal_message, terminal_text, visible
 from .format import deployment_rows, deployment_title, interval, mode_text, num, pct
+from .verdict_text import gate_headline, gate_rows
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..gate.compare import Comparison
     from ..gate.rules import GateOutcome
     from ..metrics.bootstrap import Bootstrap
+    from ..verdict import Verdict
 
 console = Console(stderr=True, highlight=False)
 
@@ -163,8 +165,44 @@ def _block_tables(block: ConsistencyBlock, noun: str, thresholds_unit: str) -> l
     return out
 
 
-def print_result(result: EvaluationResult, source: str = "") -> None:
-    """Headline numbers, calibration range, recommended threshold, worst classes."""
+#: the style of each answer of the verdict
+ANSWER_STYLE = {"yes": "bold green", "partly": "bold yellow", "no": "bold red"}
+
+
+def verdict_renderables(verdict: "Verdict", outcome: "GateOutcome | None" = None,
+                        title: str = "Verdict") -> list:
+    """The verdict (one sentence, then its notes) and, with gate rules, the gate
+    outcome beside it (pass/fail per rule), as rich renderables."""
+    out: list = [Text.assemble((f"{title}: ", "bold"),
+                               (verdict.sentence, ANSWER_STYLE.get(verdict.answer, "bold")))]
+    out += [Text(f"  - {note}") for note in verdict.notes]
+    if outcome is not None:
+        out.append(gate_line(outcome))
+    return out
+
+
+def gate_line(outcome: "GateOutcome") -> Text:
+    """``Gate FAILED: 1 of 2 rules broken: opis <= 0.01 FAIL (0.02493); ...`` in one line."""
+    parts: list = [(gate_headline(outcome), "bold green" if outcome.passed else "bold red"), ": "]
+    for i, (rule, value, limit, passed) in enumerate(gate_rows(outcome)):
+        if i:
+            parts.append("; ")
+        parts += [terminal_text(rule), " ", ("pass", "green") if passed else ("FAIL", "bold red"),
+                  f" ({value})"]
+    return Text.assemble(*parts)
+
+
+def print_verdict(verdict: "Verdict", outcome: "GateOutcome | None" = None) -> None:
+    """:func:`verdict_renderables` on the console."""
+    for r in verdict_renderables(verdict, outcome):
+        console.print(r, soft_wrap=True)  # a widening option stays whole, to copy
+
+
+def print_result(result: EvaluationResult, source: str = "",
+                 outcome: "GateOutcome | None" = None) -> None:
+    """The verdict first (with the gate outcome beside it when ``outcome`` is given),
+    then headline numbers, calibration range, recommended threshold, worst classes."""
+    print_verdict(result.verdict, outcome)
     cr = result.calibration_range
     r = result.retrieval
     cls = result.classes
@@ -297,7 +335,11 @@ def print_gate_outcome(outcome: "GateOutcome") -> None:
 
 
 def print_comparison(cmp: "Comparison", top: int) -> None:
-    """Headline deltas, their bootstrap intervals and the classes that changed most."""
+    """The verdict (which model is more consistent), then headline deltas, their
+    bootstrap intervals and the classes that changed most."""
+    if cmp.verdict is not None:
+        for r in verdict_renderables(cmp.verdict):
+            console.print(r, soft_wrap=True)
     console.print(Text.assemble(("opis compare", "bold"),
                                 f": baseline {visible(cmp.baseline)}  vs  candidate "
                                 f"{visible(cmp.candidate)}  ("

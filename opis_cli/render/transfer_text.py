@@ -42,7 +42,11 @@ def headline(res: TransferResult) -> str:
 
 
 def print_transfer(res: TransferResult, source: str = "") -> None:
-    """The folds as a table and the summary line."""
+    """The verdict (does the threshold transfer?), the folds as a table and the summary line."""
+    from .terminal import verdict_renderables
+
+    for r in verdict_renderables(res.verdict):
+        console.print(r, soft_wrap=True)
     split = res.split
     if split["kind"] == SPLIT_FOLDS:
         how = (f"{split['folds']} {split['by']}-disjoint folds (seed {split['seed']})"

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 
 from ...errors import InputError
 from ...io.curves import curves_from_table
 from ...results import Curves, EvaluationResult
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ...gate.rules import GateOutcome
 
 __all__ = ["write_report", "curves_from_table", "REPORT_FILE"]
 
@@ -57,7 +60,8 @@ def _out_dir(out_dir: str | os.PathLike) -> Path:
 
 def write_report(result: EvaluationResult, out_dir: str | os.PathLike, *,
                  curves: Curves | Mapping[str, np.ndarray] | None = None,
-                 group_curves: Curves | None = None) -> Path:
+                 group_curves: Curves | None = None,
+                 gate: "GateOutcome | None" = None) -> Path:
     """Write ``report.html`` and one PNG per figure into ``out_dir``.
 
     Parameters
@@ -70,6 +74,8 @@ def write_report(result: EvaluationResult, out_dir: str | os.PathLike, *,
         result), or None to use the curves of an in-process result (a result
         read from JSON has none: the utility figure then says so).
     group_curves : the per-group curves when ``curves`` is a ``Curves``.
+    gate : a :class:`~opis_cli.gate.rules.GateOutcome` to show beside the verdict
+        (pass/fail per rule), e.g. that of ``opis evaluate --max ...``.
 
     Returns
     -------
@@ -84,7 +90,7 @@ def write_report(result: EvaluationResult, out_dir: str | os.PathLike, *,
     figures = plots.all_figures(result, class_curves, group_curves)
     images = {name: plots.to_png(fig) for name, fig in figures.items()}
     page = html.render_report(result, images, class_curves=class_curves is not None,
-                              group_curves=group_curves is not None)
+                              group_curves=group_curves is not None, gate=gate)
     out = _out_dir(out_dir)
     target = out / REPORT_FILE
     with staged() as stage:  # all files appear together, or none

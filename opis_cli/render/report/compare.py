@@ -21,8 +21,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ...gate.rules import DIRECTION
 from ..escape import visible
 from ..format import deployment_rows, deployment_title, interval, mode_text, num, pct
+from .html import card, gate_html, page, verdict_html
 from .plots import (C_CLASS, C_GOOD, C_MEAN, C_THRESHOLD, C_WORST, DPI, UTILITY_NAMES,
                     distance_unit, short_label, to_png)
 
@@ -251,30 +253,64 @@ def all_figures(cmp: "Comparison", base: "EvaluationResult",
 
 
 # -- the page ---------------------------------------------------------------------------
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;
-max-width:1100px;color:#111827;padding:0 1rem}
-h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem}
-table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem}
-th,td{border-bottom:1px solid #e5e7eb;padding:.3rem .7rem;text-align:right}
-th:first-child,td:first-child{text-align:left}
-.better{color:#1d4ed8}.worse{color:#b91c1c;font-weight:600}.pass{color:#047857}
-.fail{color:#b91c1c;font-weight:700}.warn{background:#fef3c7;padding:.4rem .7rem;
-border-left:4px solid #f59e0b}.muted{color:#6b7280;font-size:.85rem}
-img{max-width:100%;height:auto;border:1px solid #f3f4f6}
-"""
+
+
+def _verdict(cmp: "Comparison", outcome: "GateOutcome | None") -> str:
+    """Which model is more consistent, first; the gate outcome beside it."""
+    if cmp.verdict is None:
+        return gate_html(outcome) if outcome is not None else ""
+    return verdict_html(cmp.verdict, outcome, question=cmp.verdict.question)
+
+
+#: the headline metrics by name, with their direction, as people read them
+METRIC_NAMES = {
+    "opis": "OPIS", "epsilon_opis": "epsilon-OPIS (worst classes vs the rest)",
+    "recall_at_1": "R@1", "recall_at_2": "R@2", "recall_at_4": "R@4", "recall_at_8": "R@8",
+    "map_at_r": "MAP@R", "threshold": "recommended threshold",
+    "mean_utility": "mean utility at the threshold",
+    "worst_mean_utility": "mean utility of the worst classes at the threshold",
+    "tpr": "global TPR at the threshold", "far": "global FAR at the threshold",
+    "frr": "global FRR at the threshold",
+    "fraction_far_above_2x": "classes with FAR > 2x global", "far_ratio": "worst FAR / global",
+    "frr_ratio": "worst FRR / global", "fdr": "FDR (fairness discrepancy rate)",
+    "garbe": "GARBE (Gini aggregation rate)", "inequity_rate": "inequity rate",
+    "fdr_mean": "FDR, range mean", "garbe_mean": "GARBE, range mean",
+}
+
+
+def metric_name(key: str) -> str:
+    """``OPIS (lower is better)``: a headline metric as people read it."""
+    d = DIRECTION.get(key, 0)
+    way = " (lower is better)" if d < 0 else " (higher is better)" if d > 0 else ""
+    return METRIC_NAMES.get(key, key) + way
+
+
+def _cards(cmp: "Comparison") -> str:
+    """Baseline -> candidate of the numbers a reader looks at first."""
+    out = []
+    for key, fmt, hint in (
+            ("opis", ".4g", "How much per-class utility varies; lower is more consistent."),
+            ("epsilon_opis", ".4g", "Gap between the worst classes and the rest; lower is better."),
+            ("recall_at_1", ".4f", "Queries whose nearest neighbour has their label."),
+            ("threshold", ".4g", "Each model's own recommended threshold (distances).")):
+        try:
+            m = cmp.metric(key)
+        except StopIteration:
+            continue
+        out.append(card(METRIC_NAMES.get(key, key).split(" (")[0],
+                        f"{num(m.baseline, fmt)} \u2192 {num(m.candidate, fmt)}", hint))
+    return '<section id="summary" class="cards">' + "".join(out) + "</section>"
 
 
 def render_page(cmp: "Comparison", images: dict[str, bytes],
                 outcome: "GateOutcome | None" = None) -> str:
-    """The comparison page: verdict, headline deltas, class changes and the figures."""
+    """The comparison page in the evaluate report's look: the verdict (which model is
+    more consistent) with the gate beside it, cards, headline deltas, class changes,
+    the deployment view and the figures."""
     def e(value) -> str:
         return html.escape(visible(value))
 
-    parts = ["<!DOCTYPE html>", "<html lang=\"en\"><head><meta charset=\"utf-8\">",
-             f"<title>opis compare: {e(cmp.baseline)} vs {e(cmp.candidate)}</title>",
-             f"<style>{_CSS}</style></head><body>",
-             "<h1>opis compare</h1>",
+    parts = [_cards(cmp),
              f"<p>Baseline <code>{e(cmp.baseline)}</code>, candidate "
              f"<code>{e(cmp.candidate)}</code>; "
              + e(mode_text(cmp)) + ".</p>"]
@@ -282,21 +318,8 @@ def render_page(cmp: "Comparison", images: dict[str, bytes],
         parts.append(f"<p class=\"warn\">Warning: {e(w)}</p>")
     if cmp.disagreement:
         parts.append(f"<p class=\"warn\">Note: {e(cmp.disagreement)}</p>")
-    if outcome is not None:
-        verdict = ("<span class=\"pass\">passed</span>" if outcome.passed
-                   else "<span class=\"fail\">FAILED</span>")
-        parts += [f"<h2>Gate: {verdict}</h2>", "<table><tr><th>rule</th><th>value</th>"
-                  "<th>baseline</th><th>limit</th><th>verdict</th></tr>"]
-        for r in outcome.results:
-            limit = (interval(r.interval.lower, r.interval.upper) if r.interval is not None
-                     else num(r.limit, ".6g"))
-            parts.append(
-                f"<tr><td><code>{e(r.rule.text)}</code></td><td>{num(r.value, '.6g')}</td>"
-                f"<td>{num(r.baseline, '.6g')}</td><td>{e(limit)}</td>"
-                + ("<td class=\"pass\">pass</td>" if r.passed else
-                   f"<td class=\"fail\" title=\"{e(r.message)}\">FAIL</td>") + "</tr>")
-        parts.append("</table>")
-    parts += ["<h2>Headline metrics</h2>", "<table><tr><th>metric</th><th>baseline</th>"
+    parts += ['<section id="metrics"><h2>Headline metrics</h2>',
+              '<div class="box"><table><tr><th>metric</th><th>baseline</th>'
               "<th>candidate</th><th>change</th><th>relative</th><th>interval of change</th>"
               "<th></th></tr>"]
     for m in cmp.metrics:
@@ -304,14 +327,16 @@ def render_page(cmp: "Comparison", images: dict[str, bytes],
         ivs = (f"{interval(iv.lower, iv.upper)} ({iv.method}, {100 * iv.confidence:g}%)"
                if iv else "")
         rel = pct(m.relative, "+.1f")
-        parts.append(f"<tr><td>{e(m.name)}</td><td>{num(m.baseline)}</td>"
+        parts.append(f"<tr><td title=\"{e(m.name)}\">{e(metric_name(m.name))}</td>"
+                     f"<td>{num(m.baseline)}</td>"
                      f"<td>{num(m.candidate)}</td><td>{num(m.change, '+.4g')}</td><td>{rel}</td>"
                      f"<td>{e(ivs)}</td><td class=\"{e(m.verdict)}\">{e(m.verdict)}</td></tr>")
-    parts.append("</table>")
-    parts += ["<h2>Classes</h2>", "<p class=\"muted\">Mean utility over the calibration range; "
-              "FAR and FRR at each model's own recommended threshold. Most worsened first.</p>",
-              "<table><tr><th>class</th><th>mean utility</th><th>change</th><th>FAR</th>"
-              "<th>FRR</th></tr>"]
+    parts.append("</table></div></section>")
+    parts += ['<section id="classes"><h2>Classes</h2>',
+              '<p class="muted">Mean utility over the calibration range; FAR and FRR at each '
+              "model's own recommended threshold. Most worsened first.</p>",
+              '<div class="box"><table><tr><th>class</th><th>mean utility</th><th>change</th>'
+              "<th>FAR</th><th>FRR</th></tr>"]
     for c in cmp.classes:
         cls = "worse" if c.change < 0 else ("better" if c.change > 0 else "")
         parts.append(
@@ -319,30 +344,41 @@ def render_page(cmp: "Comparison", images: dict[str, bytes],
             f"{num(c.candidate_mean_utility)}</td><td class=\"{cls}\">{num(c.change, '+.4f')}</td>"
             f"<td>{pct(c.baseline_far)} &rarr; {pct(c.candidate_far)}</td>"
             f"<td>{pct(c.baseline_frr)} &rarr; {pct(c.candidate_frr)}</td></tr>")
-    parts.append("</table>")
+    parts.append("</table></div>")
     if cmp.only_baseline or cmp.only_candidate:
         parts.append(f"<p>Only in the baseline: {e(', '.join(cmp.only_baseline) or '-')}. "
                      f"Only in the candidate: {e(', '.join(cmp.only_candidate) or '-')}.</p>")
+    parts.append("</section>")
+    nav = [("summary", "Summary"), ("metrics", "Headline metrics"), ("classes", "Classes")]
     dep = cmp.deployment
-    if dep is not None and dep.available:
-        parts += [f"<h2>{e(deployment_title(dep))}</h2>",
-                  "<table><tr><th>at this threshold</th><th>baseline</th><th>candidate</th>"
-                  "</tr>"]
-        parts += [f"<tr><td>{e(q)}</td><td>{e(bv)}</td><td>{e(cv)}</td></tr>"
-                  for q, bv, cv in deployment_rows(dep)]
-        parts.append("</table>")
-        if dep.sentence():
-            parts.append(f"<p class=\"warn\">{e(dep.sentence())}</p>")
-    elif dep is not None:
-        parts.append(f"<p class=\"muted\">Deployment view not shown: {e(dep.missing)}</p>")
-    parts.append("<h2>Figures</h2>")
+    if dep is not None:
+        nav.append(("deployment", "Deployment view"))
+        parts.append('<section id="deployment">')
+        if dep.available:
+            parts += [f"<h2>{e(deployment_title(dep))}</h2>",
+                      '<div class="box"><table><tr><th>at this threshold</th><th>baseline</th>'
+                      "<th>candidate</th></tr>"]
+            parts += [f"<tr><td>{e(q)}</td><td>{e(bv)}</td><td>{e(cv)}</td></tr>"
+                      for q, bv, cv in deployment_rows(dep)]
+            parts.append("</table></div>")
+            if dep.sentence():
+                parts.append(f"<p class=\"warn\">{e(dep.sentence())}</p>")
+        else:
+            parts.append(f"<h2>Deployment view</h2><p class=\"muted\">Not shown: "
+                         f"{e(dep.missing)}</p>")
+        parts.append("</section>")
+    nav.append(("figures", "Figures"))
+    parts.append('<section id="figures"><h2>Figures</h2>')
     for name in FIGURES:
         if name in images:
             b64 = base64.b64encode(images[name]).decode("ascii")
-            parts.append(f"<p><img id=\"fig-{name}\" alt=\"{e(name.replace('_', ' '))}\" "
-                         f"src=\"data:image/png;base64,{b64}\"></p>")
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+            parts.append(f"<figure id=\"fig-{name}\"><img alt=\"{e(name.replace('_', ' '))}\" "
+                         f"src=\"data:image/png;base64,{b64}\"></figure>")
+    parts.append("</section>")
+    return page(f"opis compare: {cmp.baseline} vs {cmp.candidate}", "Which model is more "
+                "consistent?", f"opis compare: baseline {cmp.baseline}, candidate "
+                f"{cmp.candidate} ({mode_text(cmp)})", nav, _verdict(cmp, outcome),
+                "\n".join(parts), footer="Made by opis compare from the two results.")
 
 
 def write_comparison_report(cmp: "Comparison", base: "EvaluationResult",

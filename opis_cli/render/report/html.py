@@ -20,14 +20,19 @@ import base64
 import html
 import json
 import re
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from ...results import ConsistencyBlock, EvaluationResult
 from ..escape import hidden, visible
 from ..format import MISSING, finite, num, pct, rounded
+from ..verdict_text import ANSWER_WORD, gate_headline, gate_rows
 from .plots import distance_unit
 
-__all__ = ["render_report", "FIGURE_TEXT"]
+if TYPE_CHECKING:  # pragma: no cover
+    from ...gate.rules import GateOutcome
+    from ...verdict import Verdict
+
+__all__ = ["render_report", "FIGURE_TEXT", "verdict_html", "VERDICT_CSS"]
 
 #: heading and "how to read it" caption of each figure, by file stem
 FIGURE_TEXT: dict[str, tuple[str, str]] = {
@@ -67,12 +72,12 @@ FIGURE_TEXT: dict[str, tuple[str, str]] = {
     "fairness": (
         "Fairness of the threshold across the calibration range",
         "How evenly each threshold of the calibration range treats the classes, in the terms of "
-        "biometric fairness audits (SPEC 13): the fairness discrepancy rate FDR (blue, 1 = every "
+        "biometric fairness audits: the fairness discrepancy rate FDR (blue, 1 = every "
         "class has the same FAR and FRR) and the Gini aggregation rate GARBE (red, 0 = no "
         "inequality). Solid: classes; dashed: groups. Green: the recommended threshold."),
     "det": (
         "DET curve: false rejects against false accepts",
-        "The verification view (SPEC 14) over all pairs: each point is one threshold, with its "
+        "The verification view over all pairs: each point is one threshold, with its "
         "false accept rate (right) and false reject rate (up) on normal-deviate axes, as "
         "biometric evaluations draw them; lower left is better. Thin lines: the groups with "
         "the highest EER (red) and the lowest (blue). The shaded band is the calibration "
@@ -326,6 +331,130 @@ def _json_escape(m: "re.Match") -> str:
 _NON_ASCII = re.compile("[^\\x00-\\x7e]")
 
 
+# -- the verdict (first on every page) ---------------------------------------------
+#: the colours the verdict block uses, for pages without the evaluate page's style sheet
+VERDICT_VARS = (":root{--fg:#111827;--muted:#4b5563;--line:#e5e7eb;--card:#fff;--accent:#059669;"
+                "--bad:#dc2626;--badbg:#fef2f2}")
+VERDICT_CSS = """
+.verdict-row{display:grid;grid-template-columns:minmax(0,2fr) minmax(0,1fr);gap:12px;margin:16px 0}
+@media (max-width:800px){.verdict-row{grid-template-columns:1fr}}
+.verdict{background:var(--card);border:1px solid var(--line);border-left:6px solid #f59e0b;
+border-radius:10px;padding:12px 16px}
+.verdict.answer-yes{border-left-color:var(--accent)}
+.verdict.answer-no{border-left-color:var(--bad)}
+.verdict .answer{font-size:18px;margin:0 0 6px;line-height:1.4}
+.verdict .answer b{font-size:20px}
+.verdict ul{margin:6px 0 0;padding-left:20px;color:var(--muted);font-size:14px}
+.verdict table{margin-top:8px}
+.gate{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:12px 14px}
+.gate.failed{border-color:var(--bad);background:var(--badbg)}
+.gate h3{margin:0 0 6px}
+.gate.failed h3{color:var(--bad)}
+.gate.passed h3{color:var(--accent)}
+.gate td.fail{color:var(--bad);font-weight:700}
+.gate td.rule{text-align:left;white-space:normal;overflow-wrap:anywhere}
+.better{color:#1d4ed8}.worse{color:var(--bad);font-weight:600}.pass{color:var(--accent)}
+.fail{color:var(--bad);font-weight:700}
+.warn{background:#fffbeb;color:#92400e;padding:.4rem .7rem;border-left:4px solid #f59e0b;
+border-radius:0 8px 8px 0}
+.muted{color:var(--muted);font-size:13px}
+section .box{overflow-x:auto}
+"""
+
+
+def card(key: str, value: str, hint: str) -> str:
+    """One headline card (the evaluate page's look), for the other pages too."""
+    return _card(key, value, hint)
+
+
+def page(title: str, heading: str, sub: str, nav: list[tuple[str, str]], verdict: str,
+         body: str, footer: str = "") -> str:
+    """A whole self-contained page in the evaluate report's look: the same style sheet,
+    Content-Security-Policy, header, verdict first, navigation and footer; ``verdict``
+    and ``body`` are trusted HTML, every other argument is text (escaped here)."""
+    nav_html = "".join(f'<a href="#{esc(k)}">{esc(v)}</a>' for k, v in nav)
+    foot = f"<footer>{esc(footer)}</footer>" if footer else ""
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{_CSP}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="generator" content="opis">
+<title>{esc(title)}</title>
+<style>{_CSS}{VERDICT_CSS}</style>
+</head>
+<body>
+<main>
+<header><h1>{esc(heading)}</h1>
+<p class="sub">{esc(sub)}</p></header>
+{verdict}
+<nav>{nav_html}</nav>
+{body}
+{foot}
+</main>
+</body>
+</html>
+"""
+
+
+def _verdict_points(result: EvaluationResult) -> str:
+    """The recommended threshold and the strict point side by side (rates only)."""
+    v = result.verdict
+    s = v.strict
+    if s is None or s.index == v.index:
+        return ""
+    from ...verdict import rate_text, share_text
+
+    rows = [("threshold", num(v.threshold, ".4g"), num(s.threshold, ".4g")),
+            ("global false accept rate", rate_text(v.far), rate_text(s.far)),
+            ("global false reject rate", rate_text(v.frr), rate_text(s.frr)),
+            ("classes with FAR > 2x global", share_text(v.fraction_far_above_2x),
+             share_text(s.fraction_far_above_2x)),
+            ("classes with FRR > 50%", share_text(v.fraction_frr_above_half),
+             share_text(s.fraction_frr_above_half))]
+    body = "".join(f"<tr><td>{esc(a)}</td><td>{esc(b)}</td><td>{esc(c)}</td></tr>"
+                   for a, b, c in rows)
+    return (f'<table class="points"><thead><tr><th></th><th>recommended ({esc(v.policy)})</th>'
+            f"<th>strict ({esc(s.policy)})</th></tr></thead><tbody>{body}</tbody></table>")
+
+
+def gate_html(outcome: "GateOutcome") -> str:
+    """The gate outcome: its headline and pass/fail per rule (rule text escaped; a broken
+    rule's message as its tooltip; the baseline's value when a rule has one)."""
+    with_base = any(r.baseline is not None for r in outcome.results)
+    rows = ""
+    for r, (rule, value, limit, ok) in zip(outcome.results, gate_rows(outcome)):
+        base = f"<td>{esc(num(r.baseline))}</td>" if with_base else ""
+        tip = "" if ok else f' title="{esc(r.message)}"'
+        rows += (f'<tr><td class="rule">{esc(rule)}</td><td>{esc(value)}</td>{base}'
+                 f'<td>{esc(limit)}</td><td class="{"pass" if ok else "fail"}"{tip}>'
+                 f'{"pass" if ok else "FAIL"}</td></tr>')
+    state = "passed" if outcome.passed else "failed"
+    head = "<th>rule</th><th>value</th>" + ("<th>baseline</th>" if with_base else "") + \
+        "<th>limit</th><th></th>"
+    return (f'<div class="gate {state}" id="gate" data-gate="{state}">'
+            f"<h3>{esc(gate_headline(outcome))}</h3>"
+            f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>")
+
+
+def verdict_html(verdict: "Verdict", outcome: "GateOutcome | None" = None, *,
+                 extra: str = "", question: str = "") -> str:
+    """The verdict block that opens a page: the answer in one sentence, its notes,
+    ``extra`` HTML under them, and the gate outcome beside it when given."""
+    word = ANSWER_WORD.get(verdict.answer, verdict.answer)
+    rest = verdict.sentence[len(word):] if verdict.sentence.startswith(word) else \
+        ": " + verdict.sentence
+    notes = "".join(f"<li>{esc(n)}</li>" for n in verdict.notes)
+    q = f'<p class="status">{esc(question)}</p>' if question else ""
+    box = (f'<section id="verdict" class="verdict answer-{esc(verdict.answer)}" '
+           f'data-answer="{esc(verdict.answer)}">{q}'
+           f'<p class="answer"><b>{esc(word)}</b>{esc(rest)}</p>'
+           + (f"<ul>{notes}</ul>" if notes else "") + extra + "</section>")
+    side = gate_html(outcome) if outcome is not None else ""
+    return f'<div class="verdict-row">{box}{side}</div>' if side else box
+
+
 # -- page parts -------------------------------------------------------------------
 def _card(key: str, value: str, hint: str, unit: str = "") -> str:
     unit_html = f" <small>{esc(unit)}</small>" if unit else ""
@@ -383,9 +512,11 @@ def _story(result: EvaluationResult) -> str:
     K = len(result.thresholds)
     if K and rt.index in (0, K - 1):
         end = "lower" if rt.index == 0 else "upper"
+        widen = result.verdict.widen
         flags.append(f"The recommended threshold sits at the {end} end of the calibration range: "
-                     "the best global threshold may lie outside it (try a wider --far-range or "
-                     "--calibration-range).")
+                     "the best global threshold may lie outside it ("
+                     + (f"widen it: <code>{esc(widen)}</code>" if widen else
+                        "try a wider --far-range or --calibration-range") + ").")
     if cls.excluded:
         few = (f", or fewer than {result.min_class_rows} rows (--min-class-rows)"
                if result.min_class_rows > 2 else "")
@@ -443,7 +574,7 @@ def _fairness(result: EvaluationResult) -> str:
             f"(alpha {esc(num(alpha, 'g'))})</h3>"
             f'<div class="box"><table><thead><tr><th>over</th>{head}</tr></thead>'
             f"<tbody>{rows}</tbody></table>"
-            "<p class=\"status\">SPEC 13: alpha weighs false accepts against false rejects; "
+            "<p class=\"status\">Alpha weighs false accepts against false rejects; "
             "n/a where a rate the ratio divides by is 0.</p></div>")
 
 
@@ -572,10 +703,16 @@ def _options(result: EvaluationResult) -> str:
     return _kv(rows)
 
 
+#: provenance fields for the tool itself, not for readers (left off the page; in the JSON)
+INTERNAL_PROVENANCE = ("engine_notes.report_histogram_rows",)
+
+
 def _provenance(result: EvaluationResult) -> str:
     prov = dict(result.provenance)
     inputs = prov.pop("inputs", None) or []
-    out = _kv(_flatten(prov)) if prov else "<p>No provenance recorded.</p>"
+    prov.pop("options", None)  # listed once, under Options
+    rows = [(k, v) for k, v in _flatten(prov) if k not in INTERNAL_PROVENANCE]
+    out = _kv(rows) if rows else "<p>No provenance recorded.</p>"
     if inputs:
         body = ""
         for s in inputs:
@@ -678,7 +815,8 @@ def _where_it_fails(result: EvaluationResult) -> str:
 
 
 def render_report(result: EvaluationResult, images: Mapping[str, bytes], *,
-                  class_curves: bool = True, group_curves: bool = True) -> str:
+                  class_curves: bool = True, group_curves: bool = True,
+                  gate: "GateOutcome | None" = None) -> str:
     """The whole page as a string.
 
     Parameters
@@ -687,6 +825,7 @@ def render_report(result: EvaluationResult, images: Mapping[str, bytes], *,
     images : PNG bytes by figure name (``plots.FIGURES`` and ``GROUP_FIGURES``).
     class_curves, group_curves : whether the utility figures had per-row
         curves (otherwise their captions say how to add them).
+    gate : the gate outcome, shown beside the verdict (pass/fail per rule).
     """
     no_curves = ("This report was rendered without the per-class curves: pass --curves CURVES "
                  "(written by opis evaluate --curves) to draw them.")
@@ -724,12 +863,13 @@ def render_report(result: EvaluationResult, images: Mapping[str, bytes], *,
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="generator" content="opis">
 <title>{esc(title)}</title>
-<style>{_CSS}</style>
+<style>{_CSS}{VERDICT_CSS}</style>
 </head>
 <body>
 <main>
 <header><h1>Can one threshold serve every class?</h1>
 <p class="sub">{_source_line(result)}</p></header>
+{verdict_html(result.verdict, gate, extra=_verdict_points(result))}
 <nav>{nav_html}</nav>
 {_cards(result)}
 {_story(result)}

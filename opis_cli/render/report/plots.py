@@ -7,7 +7,9 @@ works without a display and leaves a caller's matplotlib state alone.
 
 Every function here only *reads* an :class:`~opis_cli.results.EvaluationResult`
 (and, for the per-class utility curves, a :class:`~opis_cli.results.Curves`)
-and returns a ``matplotlib.figure.Figure``; nothing is recomputed. Artists that
+and returns a ``matplotlib.figure.Figure``; nothing is recomputed. The
+``draw_*`` functions draw the same figures into a caller's axes (the report
+and the notebook methods share them). Artists that
 carry data have a ``gid`` (e.g. ``"mean-curve"``, ``"recommended-threshold"``)
 so tests can find them by name rather than by pixels.
 
@@ -27,7 +29,11 @@ from ..format import pct
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-    from ...results import ClassSummary, ConsistencyBlock, Curves, EvaluationResult
+# The annotations name opis_cli.results' EvaluationResult, ConsistencyBlock,
+# ClassSummary and Curves as strings without importing them: the result's own
+# notebook methods (``result.plot_utility(ax=...)``) draw with the ``draw_*``
+# functions here (through opis_cli.render.notebook), so an import of results
+# would close a cycle.
 
 #: figure names, in the order the report shows them
 FIGURES = ("utility", "far_frr", "best_thresholds", "distances", "contributions", "fairness")
@@ -112,6 +118,14 @@ def _user_text(text) -> None:
     text.set_parse_math(False)
 
 
+def share_tick(v: float) -> str:
+    """A share as a tick label: ``100%``, ``10%``, ``1%``, ``0.1%`` (never ``1e+02%``)."""
+    p = 100.0 * v
+    if p >= 9.95:
+        return f"{p:.0f}%"
+    return f"{p:.2g}%"
+
+
 def _percent_axis(axis, decimals: int | None = None) -> None:
     from matplotlib.ticker import PercentFormatter
 
@@ -179,18 +193,12 @@ def _utility_floor(block: "ConsistencyBlock", U: "np.ndarray | None") -> float:
     if not drawn.size:
         return 0.0
     return float(max(0.0, np.floor(10 * (drawn.min() - 0.03)) / 10))
-def utility_figure(result: "EvaluationResult", curves: "Curves | None" = None, *,
-                   level: str = "class") -> "Figure":
-    """Per-row utility against threshold over the calibration range.
 
-    Draws the mean curve ``Ubar(t)``, the mean of the worst-epsilon set W and
-    the recommended threshold from the result; the per-row curves come from
-    ``curves`` (the ``--curves`` table or the in-process result). Up to
-    ``MAX_LINES`` rows every curve is a line (W in red); beyond that a density
-    of the curves (share of rows per utility bin at each threshold), the 5th
-    and 95th percentiles and ``SAMPLE_LINES`` sampled curves. Without curves
-    the figure says how to get them.
-    """
+
+def draw_utility(ax, result: "EvaluationResult", curves: "Curves | None" = None, *,
+                 level: str = "class") -> tuple[str, str]:
+    """Draw the per-row utility curves (:func:`utility_figure`) into ``ax``;
+    returns the figure's ``(title, subtitle)``."""
     from matplotlib.colors import LogNorm
     from matplotlib.lines import Line2D
     from matplotlib.ticker import FuncFormatter
@@ -205,8 +213,7 @@ def utility_figure(result: "EvaluationResult", curves: "Curves | None" = None, *
     one, noun = _noun(level, 1), _noun(level)
     U = aligned_curves(block, curves) if curves is not None else None
     ybottom = _utility_floor(block, U)
-    fig = _new_figure(9.0, 5.2)
-    ax = fig.add_subplot()
+    fig = ax.figure
     _style(ax)
     extra_handles = []
     note = ""
@@ -236,7 +243,7 @@ def utility_figure(result: "EvaluationResult", curves: "Curves | None" = None, *
                              rasterized=True, zorder=1, gid="class-density")
         cb = fig.colorbar(mesh, ax=ax, pad=0.01, fraction=0.04)
         cb.set_label(f"share of {noun} in the cell (log scale)", fontsize=8)
-        cb.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:.2g}%"))
+        cb.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: share_tick(v)))
         for q, name in ((5, "p5"), (95, "p95")):
             ax.plot(th, np.percentile(U, q, axis=0), color="#1e3a8a", lw=1.2, ls=":",
                     zorder=3, gid=f"class-{name}")
@@ -268,23 +275,36 @@ def utility_figure(result: "EvaluationResult", curves: "Curves | None" = None, *
     cr = result.calibration_range
     handles, _ = ax.get_legend_handles_labels()
     _legend(ax, handles + extra_handles)
-    _titles(fig, ax, f"Per-{_noun(level, 1)} utility across the calibration range",
+    return (f"Per-{_noun(level, 1)} utility across the calibration range",
             f"OPIS {block.opis:.4g}, {eps}-OPIS {block.epsilon_opis:.4g}.  Calibration range "
             f"{cr.lower:.4g} to {cr.upper:.4g} (global FAR {pct(cr.far_lower)} to "
             f"{pct(cr.far_upper)}).\nThe wider the curves spread, the less one threshold "
             f"suits every {_noun(level, 1)}." + note)
+
+
+def utility_figure(result: "EvaluationResult", curves: "Curves | None" = None, *,
+                   level: str = "class") -> "Figure":
+    """Per-row utility against threshold over the calibration range.
+
+    Draws the mean curve ``Ubar(t)``, the mean of the worst-epsilon set W and
+    the recommended threshold from the result; the per-row curves come from
+    ``curves`` (the ``--curves`` table or the in-process result). Up to
+    ``MAX_LINES`` rows every curve is a line (W in red); beyond that a density
+    of the curves (share of rows per utility bin at each threshold), the 5th
+    and 95th percentiles and ``SAMPLE_LINES`` sampled curves. Without curves
+    the figure says how to get them.
+    """
+    fig = _new_figure(9.0, 5.2)
+    ax = fig.add_subplot()
+    title, subtitle = draw_utility(ax, result, curves, level=level)
+    _titles(fig, ax, title, subtitle)
     return fig
 
 
 # -- 2. FAR and FRR per class at the threshold ---------------------------------
-def far_frr_figure(result: "EvaluationResult", *, level: str = "class") -> "Figure":
-    """Each row's FAR (x) and FRR (y) at the recommended threshold.
-
-    The global operating point is a star with cross-hairs; a dotted line marks
-    twice the global FAR. Up to ``MAX_POINTS`` rows this is a scatter (W in
-    red, the five worst labelled when there are few rows), beyond it a hexbin
-    density of rows.
-    """
+def draw_far_frr(ax, result: "EvaluationResult", *, level: str = "class") -> tuple[str, str]:
+    """Draw the per-row FAR and FRR at the threshold (:func:`far_frr_figure`) into
+    ``ax``; returns the figure's ``(title, subtitle)``."""
     block = _block(result, level)
     rt = block.recommended_threshold
     per = block.per_class
@@ -292,8 +312,7 @@ def far_frr_figure(result: "EvaluationResult", *, level: str = "class") -> "Figu
     frr = np.array([c.frr_at_threshold for c in per], dtype=np.float64)
     worst = np.array([c.worst for c in per], dtype=bool)
     C = len(per)
-    fig = _new_figure(9.0, 5.4)
-    ax = fig.add_subplot()
+    fig = ax.figure
     _style(ax)
     noun, eps = _noun(level), f"{100 * result.epsilon:g}%"
     xmax = float(np.nanmax(np.r_[far, 2 * rt.far, rt.far])) * 1.08 or 1.0
@@ -336,13 +355,26 @@ def far_frr_figure(result: "EvaluationResult", *, level: str = "class") -> "Figu
     ax.set_ylabel(f"false reject rate of the {one}\n(FRR: its positive pairs rejected)")
     _legend(ax)
     fs, rs = rt.far_spread, rt.frr_spread
-    _titles(fig, ax,
-            f"Per-{one} FAR and FRR at the recommended threshold "
+    return (f"Per-{one} FAR and FRR at the recommended threshold "
             f"{rt.value:.4g} ({distance_unit(result.metric)})",
             f"{C:,} {noun}.  FAR 5th to 95th percentile {pct(fs.p5, '.1f')} to "
             f"{pct(fs.p95, '.1f')} (global {pct(rt.far, '.1f')});  FRR {pct(rs.p5, '.1f')} to "
             f"{pct(rs.p95, '.1f')} "
             f"(global {pct(rt.frr, '.1f')}).")
+
+
+def far_frr_figure(result: "EvaluationResult", *, level: str = "class") -> "Figure":
+    """Each row's FAR (x) and FRR (y) at the recommended threshold.
+
+    The global operating point is a star with cross-hairs; a dotted line marks
+    twice the global FAR. Up to ``MAX_POINTS`` rows this is a scatter (W in
+    red, the five worst labelled when there are few rows), beyond it a hexbin
+    density of rows.
+    """
+    fig = _new_figure(9.0, 5.4)
+    ax = fig.add_subplot()
+    title, subtitle = draw_far_frr(ax, result, level=level)
+    _titles(fig, ax, title, subtitle)
     return fig
 
 
@@ -565,21 +597,17 @@ def _probit(v) -> np.ndarray:
                                            1 - DET_LO)])
 
 
-def det_figure(result: "EvaluationResult") -> "Figure":
-    """The DET curve (FRR against FAR on normal-deviate axes) over all pairs,
-    with the worst and best groups, the calibration range (its FAR band), the
-    recommended threshold's operating point and the EER on the diagonal."""
+def draw_det(ax, result: "EvaluationResult") -> tuple[str, str]:
+    """Draw the DET curve (:func:`det_figure`) into ``ax``; returns the figure's
+    ``(title, subtitle)``."""
     v = result.verification
     rt = result.recommended_threshold
     cr = result.calibration_range
-    fig = _new_figure(7.6, 6.4)
-    ax = fig.add_subplot()
     _style(ax)
     if v is None or not v.det:
         ax.text(0.5, 0.5, "This result holds no verification view (evaluate with "
                 "--verification).", ha="center", transform=ax.transAxes, gid="no-det-note")
-        _titles(fig, ax, "DET curve")
-        return fig
+        return ("DET curve", "")
     far, frr = (np.array([p[i] for p in v.det]) for i in (0, 1))
     # the axes show where the global curve is inside the square [0, 95%] of both rates
     seen = [far[frr < 0.95], frr[far < 0.95], [cr.far_lower, cr.far_upper, rt.far, rt.frr, v.eer]]
@@ -623,9 +651,19 @@ def det_figure(result: "EvaluationResult") -> "Figure":
         _user_text(t)
     shown = f"; {len(v.group_det)} groups: the worst (red) and best (blue) by EER" \
         if v.group_det else ""
-    _titles(fig, ax, "DET curve: false rejects against false accepts",
-            f"Every threshold over all pairs of the evaluated classes{shown}.  "
+    return ("DET curve: false rejects against false accepts",
+            f"Every threshold over all pairs of the evaluated classes{shown}.\n"
             "Lower left is better.")
+
+
+def det_figure(result: "EvaluationResult") -> "Figure":
+    """The DET curve (FRR against FAR on normal-deviate axes) over all pairs,
+    with the worst and best groups, the calibration range (its FAR band), the
+    recommended threshold's operating point and the EER on the diagonal."""
+    fig = _new_figure(7.6, 6.4)
+    ax = fig.add_subplot()
+    title, subtitle = draw_det(ax, result)
+    _titles(fig, ax, title, subtitle)
     return fig
 
 
@@ -670,7 +708,7 @@ def fairness_figure(result: "EvaluationResult") -> "Figure":
     at = (f"  At the threshold: FDR {f.fdr:.4f}, GARBE "
           f"{'n/a' if f.garbe is None else format(f.garbe, '.4f')}." if f is not None else "")
     _titles(fig, ax, "Fairness of the threshold across the calibration range",
-            f"SPEC 13 with alpha {alpha:g} (weight of FAR against FRR).{at}")
+            f"Alpha {alpha:g} (the weight of FAR against FRR).{at}")
     return fig
 
 

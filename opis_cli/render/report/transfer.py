@@ -24,6 +24,7 @@ from ...transfer import SPLIT_FOLDS, TransferResult
 from ..escape import visible
 from ..format import num, pct
 from ..transfer_text import headline
+from .html import card, page, verdict_html
 from .plots import C_CLASS, C_GOOD, C_NEG, C_THRESHOLD, C_WORST, _new_figure, _percent_axis, \
     _style, _titles, to_png
 
@@ -110,16 +111,6 @@ def all_figures(res: TransferResult) -> dict:
             "tpr_lost": tpr_lost_figure(res)}
 
 
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;
-max-width:1100px;color:#111827;padding:0 1rem}
-h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem}
-table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem}
-th,td{border-bottom:1px solid #e5e7eb;padding:.3rem .7rem;text-align:right}
-th:first-child,td:first-child{text-align:left}
-.lead{font-size:1.05rem}.muted{color:#6b7280;font-size:.85rem}
-img{max-width:100%;height:auto;border:1px solid #f3f4f6}
-"""
 
 
 def render_page(res: TransferResult, images: dict[str, bytes], source: str = "") -> str:
@@ -132,36 +123,49 @@ def render_page(res: TransferResult, images: dict[str, bytes], source: str = "")
            f"{split['folds']} {split['by']}-disjoint folds, seed {split['seed']}"
            if split["by"] != "row" else
            f"{split['folds']} folds of every class's rows, seed {split['seed']}")
-    parts = ["<!DOCTYPE html>", "<html lang=\"en\"><head><meta charset=\"utf-8\">",
-             f"<title>opis calibrate: {e(source)}</title>",
-             f"<style>{_CSS}</style></head><body>",
-             "<h1>opis calibrate</h1>",
-             f"<p><code>{e(source)}</code>: {res.n_samples} rows x {res.dim} dims, metric "
-             f"{e(res.metric)}; {e(how)}; target <code>{e(str(res.target))}</code>.</p>",
+    unit = "groups" if split.get("by") == "group" else "classes"
+    noun = "group" if unit == "groups" else "class"
+    summ = res.summary()
+    far, tpr = summ["far"], summ["tpr"]
+    cards = ('<section id="summary" class="cards">'
+             + card("target", str(res.target), "How the calibration side picks its threshold.")
+             + card("FAR on unseen", f"{pct(far['min'])} .. {pct(far['max'])}",
+                    f"Test-side global FAR over the folds (mean {pct(far['mean'])}).")
+             + card("TPR on unseen", pct(tpr["mean"]), "Mean test-side global TPR.")
+             + card("TPR lost", pct(summ["tpr_lost"]["mean"], "+.2f"),
+                    "Against the threshold the test side alone would have needed.")
+             + "</section>")
+    parts = [cards,
              f"<p class=\"lead\">{e(headline(res))}.</p>",
-             "<h2>Per fold</h2>",
-             "<table><tr><th>fold</th><th>calibration classes</th><th>threshold</th>"
-             "<th>calibration FAR</th><th>test classes</th><th>test FAR</th><th>test TPR</th>"
-             "<th>class FAR p5 / p50 / p95 / max</th><th>classes &gt; 2x target</th>"
+             '<section id="folds"><h2>Per fold</h2>',
+             '<div class="box"><table><tr><th>fold</th><th>calibration classes</th><th>threshold</th>'
+             f"<th>calibration FAR</th><th>test {unit}</th><th>test FAR</th><th>test TPR</th>"
+             f"<th>{noun} FAR p5 / p50 / p95 / max</th><th>{unit} &gt; 2x target</th>"
              "<th>own threshold</th><th>its TPR</th></tr>"]
     for f in res.folds:
         c, b = f.calibration, f.test
-        s = b.far_spread
+        # a group split: the unseen groups' own rates (as the terminal shows them)
+        g = b.groups if unit == "groups" else None
+        n, s, above = ((len(g.per_group), g.far_spread, g.fraction_far_above_2x) if g
+                       else (b.classes, b.far_spread, b.fraction_far_above_2x))
         parts.append(
             f"<tr><td>{f.fold}</td><td>{c.classes}</td><td>{num(c.threshold, '.6g')}</td>"
-            f"<td>{pct(c.far)}</td><td>{b.classes}</td><td>{pct(b.far)}</td><td>{pct(b.tpr)}</td>"
+            f"<td>{pct(c.far)}</td><td>{n}</td><td>{pct(b.far)}</td><td>{pct(b.tpr)}</td>"
             f"<td>{pct(s.p5)} / {pct(s.p50)} / {pct(s.p95)} / {pct(s.max)}</td>"
-            f"<td>{pct(b.fraction_far_above_2x, '.1f')}</td><td>{num(b.oracle_threshold, '.6g')}"
+            f"<td>{pct(above, '.1f')}</td><td>{num(b.oracle_threshold, '.6g')}"
             f"</td><td>{pct(b.oracle_tpr)}</td></tr>")
-    parts.append("</table>")
-    methods = res.summary().get("methods")
+    parts.append("</table></div></section>")
+    nav = [("summary", "Summary"), ("folds", "Per fold")]
+    methods = summ.get("methods")
     if methods:
-        parts += ["<h2>Calibrations on the test side</h2>",
+        nav.append(("methods", "Calibrations"))
+        parts += ['<section id="methods"><h2>Calibrations on the test side</h2>',
                   "<p class=\"muted\">Each fitted on the calibration side at the target FAR and "
-                  "applied to the test side (SPEC 11); mean over folds. OPIS on each test "
+                  "applied to the test side; mean over folds. OPIS on each test "
                   "side's own FAR range; FAR, TPR and the share above twice the target at the "
                   "fitted global threshold.</p>",
-                  "<table><tr><th>method</th><th>OPIS</th><th>epsilon-OPIS</th><th>FAR</th>"
+                  '<div class="box"><table><tr><th>method</th><th>OPIS</th><th>epsilon-OPIS</th>'
+                  "<th>FAR</th>"
                   "<th>FAR min..max</th><th>TPR</th><th>&gt; 2x target</th></tr>"]
         for name, v in methods.items():
             parts.append(
@@ -170,23 +174,28 @@ def render_page(res: TransferResult, images: dict[str, bytes], source: str = "")
                 f"<td>{pct(v['far']['min'])} .. {pct(v['far']['max'])}</td>"
                 f"<td>{pct(v['tpr']['mean'])}</td>"
                 f"<td>{pct(v['fraction_far_above_2x']['mean'], '.1f')}</td></tr>")
-        parts.append("</table>")
+        parts.append("</table></div></section>")
     worst = sorted(((c.far, f.fold, c) for f in res.folds for c in f.test.per_class),
                    key=lambda x: (-x[0], x[1], x[2].label))[:15]
-    parts += ["<h2>Unseen classes with the highest FAR</h2>",
+    nav += [("unseen", "Unseen classes"), ("figures", "Figures")]
+    parts += ['<section id="unseen"><h2>Unseen classes with the highest FAR</h2>',
               "<p class=\"muted\">At the threshold chosen without them.</p>",
-              "<table><tr><th>class</th><th>fold</th><th>FAR</th><th>FRR</th>"
+              '<div class="box"><table><tr><th>class</th><th>fold</th><th>FAR</th><th>FRR</th>'
               "<th>negatives</th></tr>"]
     parts += [f"<tr><td>{e(c.label)}</td><td>{fold}</td><td>{pct(c.far)}</td>"
               f"<td>{pct(c.frr)}</td><td>{c.negatives}</td></tr>" for _, fold, c in worst]
-    parts.append("</table><h2>Figures</h2>")
+    parts.append('</table></div></section><section id="figures"><h2>Figures</h2>')
     for name in FIGURES:
         if name in images:
             b64 = base64.b64encode(images[name]).decode("ascii")
-            parts.append(f"<p><img id=\"fig-{name}\" alt=\"{e(name.replace('_', ' '))}\" "
-                         f"src=\"data:image/png;base64,{b64}\"></p>")
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+            parts.append(f"<figure id=\"fig-{name}\"><img alt=\"{e(name.replace('_', ' '))}\" "
+                         f"src=\"data:image/png;base64,{b64}\"></figure>")
+    parts.append("</section>")
+    sub = (f"opis calibrate {source}: {res.n_samples:,} rows x {res.dim} dims, metric "
+           f"{res.metric}; {how}; target {res.target}")
+    return page(f"opis calibrate: {source}", res.verdict.question, sub, nav,
+                verdict_html(res.verdict), "\n".join(parts),
+                footer="Made by opis calibrate from the transfer result.")
 
 
 def write_transfer_report(res: TransferResult, out_dir: str | os.PathLike,
