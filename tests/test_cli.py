@@ -87,8 +87,11 @@ def script_cmd() -> list[str]:
     return [found]
 
 
-def run_process(cmd: list[str], *args, cwd: Path, columns: int = 80) -> Run:
+def run_process(cmd: list[str], *args, cwd: Path, columns: int | None = 80) -> Run:
+    """``opis evaluate ARGS`` in a real process; ``columns=None``: COLUMNS unset."""
     env = dict(os.environ, COLUMNS=str(columns), PYTHONPATH=str(REPO))
+    if columns is None:
+        del env["COLUMNS"]
     env.pop("FORCE_COLOR", None)
     proc = subprocess.run([*cmd, "evaluate", *(str(a) for a in args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120)
@@ -191,12 +194,32 @@ def same_result(a: dict, b: dict) -> None:
 # ---------------------------------------------------------------- happy paths
 
 
-def test_sample_exit_0_summary_on_stderr_nothing_on_stdout(opis):
+def test_sample_exit_0_tables_on_stdout_nothing_else_on_stderr(opis):
     run = opis(WEAK)
     assert run.code == 0, run.err
-    assert run.out == ""  # stdout carries data only
-    assert "OPIS" in run.err and "Traceback" not in run.err
-    assert "digit_" in run.err  # the worst-classes table
+    assert run.err == ""  # no progress bar off a terminal, no file written
+    assert "OPIS" in run.out and "Traceback" not in run.out
+    assert "digit_" in run.out  # the worst-classes table
+
+
+def test_files_written_are_named_on_stderr_tables_on_stdout(opis, tmp_path, digits_small):
+    j, c, rep = tmp_path / "r.json", tmp_path / "c.csv", tmp_path / "rep"
+    run = opis(digits_small, "--json", j, "--curves", c, "--report", rep)
+    assert run.code == 0, run.err
+    assert run.err.splitlines() == [f"wrote {j}", f"wrote {c}", f"wrote {rep / 'report.html'}"]
+    assert j.exists() and c.exists() and (rep / "report.html").exists()
+    assert "OPIS" in run.out and "wrote" not in run.out
+    run = opis(digits_small, "-q", "--json", j)
+    assert (run.code, run.out, run.err) == (0, "", "")
+
+
+def test_pipe_output_is_not_wrapped_at_80_columns(tmp_path, digits_small):
+    run = run_process(module_cmd(), digits_small, cwd=tmp_path, columns=None)
+    assert run.code == 0, run.err
+    lines = run.out.splitlines()
+    # the first line (file, rows, dims, metric ...) is one phrase: never broken
+    assert lines[0].startswith("opis ") and lines[0].rstrip().endswith("excluded"), lines[:3]
+    assert max(len(x) for x in lines if x.startswith(("┃", "│", "┏"))) <= 100
 
 
 def test_json_file_has_the_spec_keys_and_values_from_the_input(weak_json):
@@ -263,7 +286,7 @@ def test_json_file_has_the_spec_keys_and_values_from_the_input(weak_json):
 def test_json_to_stdout_is_only_json_and_text_goes_to_stderr(opis, weak_json):
     run = opis(WEAK, "--json", "-")
     assert run.code == 0, run.err
-    d = json.loads(run.out)
+    d = json.loads(run.out)  # the JSON alone on stdout; the tables on stderr
     assert "OPIS" in run.err
     assert "OPIS" not in run.out.replace('"opis"', "").replace('"epsilon_opis"', "")
     same_result(d, load(weak_json))

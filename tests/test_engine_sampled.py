@@ -269,7 +269,7 @@ def test_cli_sampled_writes_the_estimate_and_says_so(tmp_path, capsys):
     out = tmp_path / "r.json"
     assert main(["evaluate", str(WEAK), "--engine", "sampled", "--negatives-per-query", "100",
                  "--retrieval-queries", "200", "--seed", "3", "--json", str(out)]) == 0
-    text = capsys.readouterr().err  # people-facing text goes to stderr
+    text = capsys.readouterr().out  # the tables go to stdout
     assert "Estimates (sampled pairs, seed 3; 95% intervals)" in " ".join(text.split())
     doc = json.loads(out.read_text())
     est = doc["estimate"]

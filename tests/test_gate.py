@@ -285,23 +285,23 @@ def test_markdown_summary():
 def test_gate_the_better_model_passes_and_the_worse_fails(samples, capsys, isolated):
     rules = ["--max-increase", "opis=10%", "--max-increase", "epsilon_opis=10%",
              "--max-decrease", "recall_at_1=0.01", "--max-increase", "opis=ci"]
-    code, _, err = run(capsys, "gate", samples.strong_json, "--baseline", samples.weak_json,
-                       *rules)
+    code, out, err = run(capsys, "gate", samples.strong_json, "--baseline", samples.weak_json,
+                         *rules)
     assert code == 0, err
-    assert "Gate passed: all 4 rules hold." in err
-    code, _, err = run(capsys, "gate", samples.weak_json, "--baseline", samples.strong_json,
-                       *rules)
+    assert "Gate passed: all 4 rules hold." in out  # the verdict goes to stdout
+    code, out, err = run(capsys, "gate", samples.weak_json, "--baseline", samples.strong_json,
+                         *rules)
     assert code == 1
-    assert "Gate FAILED: 4 of 4 rules broken." in err
+    assert "Gate FAILED: 4 of 4 rules broken." in out and err == ""
 
 
 def test_gate_absolute_rules(samples, capsys, isolated):
     code, _, _ = run(capsys, "gate", samples.strong_json, "--max", "opis=0.01",
                      "--min", "recall_at_1=0.95", "--min", "map_at_r=0.7")
     assert code == 0
-    code, _, err = run(capsys, "gate", samples.weak_json, "--max", "opis=0.01",
+    code, out, _ = run(capsys, "gate", samples.weak_json, "--max", "opis=0.01",
                        "--min", "recall_at_1=0.95")
-    assert code == 1 and "max opis=0.01" in err
+    assert code == 1 and "max opis=0.01" in out
 
 
 def test_gate_a_model_against_itself_is_not_flagged(samples, capsys, isolated):
@@ -420,11 +420,12 @@ def test_gate_bad_result_files(capsys, isolated, content, needle):
 
 
 def test_evaluate_with_rules(samples, capsys, isolated):
-    code, _, err = run(capsys, "evaluate", WEAK, "--baseline", samples.strong_json,
-                       "--max-increase", "opis=10%", "--max-increase", "opis=ci",
-                       "--max", "opis=0.05", "--junit", "junit.xml", "--json", "weak.json")
+    code, out, err = run(capsys, "evaluate", WEAK, "--baseline", samples.strong_json,
+                         "--max-increase", "opis=10%", "--max-increase", "opis=ci",
+                         "--max", "opis=0.05", "--junit", "junit.xml", "--json", "weak.json")
     assert code == 1
-    assert "Gate FAILED: 2 of 3 rules broken." in err
+    assert "Gate FAILED: 2 of 3 rules broken." in out
+    assert err.splitlines() == ["wrote weak.json", "wrote junit.xml"]
     suite = ET.parse(isolated / "junit.xml").getroot().find("testsuite")
     assert suite.get("tests") == "3" and suite.get("failures") == "2"
     assert json.loads((isolated / "weak.json").read_text())["opis"] > 0.02  # result still written

@@ -11,7 +11,7 @@ import typer
 from .. import options as opt
 from . import options as o
 from ..errors import ConfigError, InputError
-from .root import app, check_outputs
+from .root import app, check_outputs, stdout_taken, wrote
 
 
 def _read(path: Path, reader, labels: Path | None, progress):
@@ -36,7 +36,7 @@ def _fit_and_write(path, reader, labels, method, target, out, options, json_out,
     from ..calibration import fit
     from ..io.output import staged
     from ..render.escape import terminal_text
-    from ..render.terminal import console, progress_bar
+    from ..render.terminal import console, progress_bar, results_on_stderr
 
     with progress_bar(show) as cb:
         data, sources = _read(path, reader, labels, cb)
@@ -52,14 +52,16 @@ def _fit_and_write(path, reader, labels, method, target, out, options, json_out,
         stage.text(out, cal.to_json())
         if json_out:
             stage.text(json_out, cal.to_json())
+    wrote(out, json_out, quiet=quiet)
     if not quiet:
         n = (len(cal.thresholds) if cal.thresholds is not None else 0)
         what = {"global": "one global threshold", "per-class": f"{n} class thresholds",
                 "per-group": f"{n} group thresholds"}.get(cal.method, f"{n} centroid thresholds")
-        console.print(terminal_text(
-            f"Wrote {out}: {cal.method} calibration of {path} at FAR {cal.target_far:g}: global "
-            f"threshold {cal.global_threshold:.6g}, {what}. Apply it with: opis evaluate DATA "
-            f"--calibration {out}"), highlight=False, soft_wrap=True)
+        with results_on_stderr(stdout_taken(json_out)):
+            console.print(terminal_text(
+                f"{out}: {cal.method} calibration of {path} at FAR {cal.target_far:g}: global "
+                f"threshold {cal.global_threshold:.6g}, {what}. Apply it with: opis evaluate "
+                f"DATA --calibration {out}"), highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -198,17 +200,21 @@ def calibrate(
         except InputError as e:
             raise InputError(f"{path}: {e}") from e
     source = str(path) if test is None else f"{path} -> {test}"
+    page = None
     with staged() as out:
         if json_out:
             out.text(json_out, result.to_json())
         if report:
             from ..render.report.transfer import write_transfer_report
 
-            write_transfer_report(result, report, source)
+            page = write_transfer_report(result, report, source)
+    wrote(json_out, page, quiet=quiet)
     if not quiet:
+        from ..render.terminal import results_on_stderr
         from ..render.transfer_text import print_transfer
 
-        print_transfer(result, source)
+        with results_on_stderr(stdout_taken(json_out)):
+            print_transfer(result, source)
     if tracker is not None:
         log_calibration(tracker, result, path=source, json_text=result.to_json(),
                         json_out=json_out, report=report, quiet=quiet)

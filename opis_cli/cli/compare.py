@@ -11,7 +11,7 @@ import typer
 from .. import options as opt
 from . import options as o
 from .evaluate import evaluate_path
-from .root import app, check_outputs, exit_with, write_gate_outputs
+from .root import app, check_outputs, exit_with, stdout_taken, write_gate_outputs, wrote
 
 
 @app.command()
@@ -98,7 +98,7 @@ def compare(
     """
     from ..gate.sides import (Reader, compare_rules, compare_sides, evaluated, measure_file,
                               run_compare)
-    from ..render.terminal import print_comparison, print_gate_outcome
+    from ..render.terminal import print_comparison, print_gate_outcome, results_on_stderr
 
     # What must fail before the files are read (the evaluation options are
     # checked by opis_cli.evaluate).
@@ -141,13 +141,16 @@ def compare(
     if report is not None:
         from ..render.report.compare import write_comparison_report
 
-        write_comparison_report(cmp, base.result, cand.result, report, outcome=outcome)
+        wrote(write_comparison_report(cmp, base.result, cand.result, report, outcome=outcome),
+              quiet=quiet)
     write_gate_outputs(outcome, json_out=json_out, junit=junit, markdown=markdown,
-                       comparison=cmp, top=top, json_doc={"comparison": cmp.to_dict()})
+                       comparison=cmp, top=top, json_doc={"comparison": cmp.to_dict()},
+                       quiet=quiet)
     if not quiet:
-        print_comparison(cmp, top)
-        if outcome is not None:
-            print_gate_outcome(outcome)
+        with results_on_stderr(stdout_taken(json_out, markdown)):
+            print_comparison(cmp, top)
+            if outcome is not None:
+                print_gate_outcome(outcome)
     if tracker is not None:
         log_comparison(tracker, cmp, base.result, cand.result, baseline=baseline,
                        candidate=candidate, json_out=json_out, report=report, outcome=outcome,

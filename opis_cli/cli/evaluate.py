@@ -11,7 +11,7 @@ import typer
 from .. import options as opt
 from ..errors import ConfigError
 from . import options as o
-from .root import app, check_outputs, exit_with, write_gate_outputs
+from .root import app, check_outputs, exit_with, stdout_taken, write_gate_outputs, wrote
 
 
 def evaluate_path(path: Path, reader, *, show_progress: bool, **options: Any):
@@ -152,7 +152,8 @@ def evaluate(
     from ..engines import make_engine
     from ..gate.sides import EvaluateGate, Reader
     from ..io.output import TABLE_SUFFIXES, check_output_path, staged
-    from ..render.terminal import console, print_bootstrap, print_gate_outcome, print_result
+    from ..render.terminal import (console, print_bootstrap, print_gate_outcome, print_result,
+                                   results_on_stderr)
 
     # What must fail before the files are read; the evaluation options are
     # checked by opis_cli.evaluate, the engine's by the engine.
@@ -215,6 +216,7 @@ def evaluate(
                                  show_progress=show, **eval_opts)
     else:
         result = evaluate_path(path, reader, show_progress=show, engine=eng, **eval_opts)
+    page = None
     with staged() as out:
         if json_out:
             out.text(json_out, gate.result_json(result))
@@ -223,18 +225,20 @@ def evaluate(
         if report:
             from ..render.report import write_report
 
-            write_report(result, report)
-    if not quiet:
-        print_result(result, str(path))
-        boot = gate.bootstrap(result)
-        if boot is not None:
-            print_bootstrap(boot)
-    outcome = gate.apply(result, str(path))
-    if outcome is not None:
-        write_gate_outputs(outcome, junit=junit)
+            page = write_report(result, report)
+    wrote(json_out, curves, page, quiet=quiet)
+    with results_on_stderr(stdout_taken(json_out)):
         if not quiet:
-            console.print()
-            print_gate_outcome(outcome)
+            print_result(result, str(path))
+            boot = gate.bootstrap(result)
+            if boot is not None:
+                print_bootstrap(boot)
+        outcome = gate.apply(result, str(path))
+        if outcome is not None:
+            write_gate_outputs(outcome, junit=junit, quiet=quiet)
+            if not quiet:
+                console.print()
+                print_gate_outcome(outcome)
     if tracker is not None:
         log_evaluation(tracker, result, path=path, json_text=gate.result_json(result),
                        json_out=json_out, curves=curves, report=report, outcome=outcome,

@@ -9,7 +9,7 @@ import typer
 
 from .. import options as opt
 from . import options as o
-from .root import app, check_outputs, exit_with, write_gate_outputs
+from .root import app, check_outputs, exit_with, stdout_taken, write_gate_outputs
 
 
 @app.command()
@@ -46,7 +46,7 @@ def gate(
     in pyproject.toml, or opis.toml) found by walking up from the current folder.
     """
     from ..gate.sides import run_gate
-    from ..render.terminal import print_gate_outcome
+    from ..render.terminal import print_gate_outcome, results_on_stderr
 
     opt.check("confidence", confidence)
     check_outputs((json_out, "--json"), (junit, "--junit"), (markdown, "--markdown"))
@@ -58,7 +58,8 @@ def gate(
     from ..gate.compare import shown_metrics
 
     write_gate_outputs(outcome, json_out=json_out, junit=junit, markdown=markdown,
-                       headline=shown_metrics(cand.result))
+                       headline=shown_metrics(cand.result), quiet=quiet)
     if not quiet:
-        print_gate_outcome(outcome)
+        with results_on_stderr(stdout_taken(json_out, markdown)):
+            print_gate_outcome(outcome)
     raise exit_with(outcome)

@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import options as o
-from .root import app
+from .root import app, wrote
 
 
 @app.command()
@@ -42,9 +42,4 @@ def report(
         class_curves = curves_from_table(columns, result, level="class", source=str(curves))
         group_curves = curves_from_table(columns, result, level="group", source=str(curves))
     page = write_report(result, out, curves=class_curves, group_curves=group_curves)
-    if not quiet:
-        from ..render.escape import terminal_text
-        from ..render.terminal import console
-
-        console.print(terminal_text(f"Wrote {page} and {len(list(out.glob('*.png')))} PNG "
-                                    "figures"), highlight=False, soft_wrap=True)
+    wrote(page, quiet=quiet)

@@ -2,8 +2,11 @@
 
 Every ``OpisError`` becomes one ``Error: ...`` line on stderr and exit code 2
 (a traceback only with ``--debug``); a gate that fails exits 1 (see
-:class:`opis_cli.errors.ExitCode`). Data goes to files or stdout; messages
-for people go to stderr. The commands live in their own modules
+:class:`opis_cli.errors.ExitCode`). The result (tables, verdict) goes to
+stdout, or the JSON alone with ``--json -``; progress, warnings, errors and
+one ``wrote PATH`` line per file written (:func:`wrote`) go to stderr.
+Options sit in the help panels of :data:`PANELS`; those of the "Advanced"
+panel are shown by ``--help-all`` only. The commands live in their own modules
 (``evaluate``, ``compare``, ``gate``, ``report``), which register on
 :data:`app` when imported (``opis_cli.cli`` imports them all).
 """
@@ -15,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Iterable
 
 import typer
+import typer.main
 
 from .._version import __version__
 from ..errors import ExitCode, OpisError
@@ -44,6 +48,30 @@ def _root(
     """opis: threshold consistency of embedding models."""
 
 
+#: the help panels, in this order; "Advanced" is shown by --help-all only
+PANELS = ("Input", "Range and threshold", "Engine", "Outputs", "Gate", "Trackers", "Diagnosis",
+          "Advanced")
+ADVANCED = "Advanced"
+
+
+def wrote(*paths: str | Path | None, quiet: bool = False) -> None:
+    """Name each file written on stderr (``wrote PATH``): the one place every command
+    reports its outputs; ``None`` and ``-`` (stdout) are skipped, as is everything
+    with ``--quiet``."""
+    if quiet:
+        return
+    from ..render.terminal import print_wrote
+
+    for path in paths:
+        if path is not None and str(path) != "-":
+            print_wrote(path)
+
+
+def stdout_taken(*outputs: str | Path | None) -> bool:
+    """Whether one of the outputs is ``-`` (data on stdout): the tables then go to stderr."""
+    return any(p is not None and str(p) == "-" for p in outputs)
+
+
 def check_outputs(*paths: tuple[str | Path | None, str]) -> None:
     """Fail before any work when an output file cannot be written: ``(path, option)`` pairs."""
     from ..io.output import check_output_path
@@ -55,7 +83,8 @@ def check_outputs(*paths: tuple[str | Path | None, str]) -> None:
 
 def write_gate_outputs(outcome, *, json_out: str | None = None, junit: Path | None = None,
                        markdown: str | None = None, headline=None, comparison=None,
-                       top: int = 5, json_doc: dict | None = None) -> None:
+                       top: int = 5, json_doc: dict | None = None,
+                       quiet: bool = False) -> None:
     """Write the requested gate outputs together (all or none, see ``io.output.staged``).
 
     ``--json`` holds ``outcome.to_dict()``, or ``json_doc`` plus a ``"gate"``
@@ -79,6 +108,7 @@ def write_gate_outputs(outcome, *, json_out: str | None = None, junit: Path | No
             out.text(junit, junit_xml(outcome))
         if markdown:
             out.text(markdown, summary(outcome, headline, comparison, top))
+    wrote(json_out, junit if outcome is not None else None, markdown, quiet=quiet)
 
 
 def exit_with(outcome) -> "typer.Exit":
@@ -86,21 +116,43 @@ def exit_with(outcome) -> "typer.Exit":
     return typer.Exit(int(outcome.exit_code if outcome is not None else ExitCode.OK))
 
 
-def main(argv: Iterable[str] | None = None) -> int:
-    """Entry point of the ``opis`` console script; returns the exit code."""
+def show_advanced(command) -> None:
+    """Unhide the options of the "Advanced" panel in a click command and its subcommands."""
+    for param in getattr(command, "params", []):
+        if getattr(param, "rich_help_panel", None) == ADVANCED:
+            param.hidden = False
+    for sub in getattr(command, "commands", {}).values():
+        show_advanced(sub)
+
+
+def _print_error(message: str) -> None:
     from ..render.terminal import print_error
 
+    print_error(message)
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    """Entry point of the ``opis`` console script; returns the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
+    command = typer.main.get_command(app)
+    if "--help-all" in args:
+        args = [("--help" if a == "--help-all" else a) for a in args]
+        show_advanced(command)
     try:
-        rc = app(args=args, prog_name="opis", standalone_mode=False)
+        try:
+            rc = command.main(args=args, prog_name="opis", standalone_mode=False)
+        finally:
+            term = sys.modules.get("opis_cli.render.terminal")
+            if term is not None:
+                term.console._file = None  # results back on stdout (in-process runs)
         return int(rc or ExitCode.OK)
     except typer.Exit as e:
         return int(e.exit_code)
     except OpisError as e:
         if debug:
             raise
-        print_error(str(e))
+        _print_error(str(e))
         return int(ExitCode.USAGE)
     except (KeyboardInterrupt, BrokenPipeError, typer.Abort):
         return int(ExitCode.INTERRUPTED)
@@ -110,10 +162,10 @@ def main(argv: Iterable[str] | None = None) -> int:
             return int(ExitCode.USAGE)
         if debug:
             raise
-        print_error(e.format_message())
+        _print_error(e.format_message())
         return int(ExitCode.USAGE)
     except Exception as e:  # anything unexpected: still one line unless --debug
         if debug:
             raise
-        print_error(f"unexpected {type(e).__name__}: {e} (run again with --debug for a traceback)")
+        _print_error(f"unexpected {type(e).__name__}: {e} (run again with --debug for a traceback)")
         return int(ExitCode.USAGE)
