@@ -565,7 +565,7 @@ def test_bad_options(opis, outdir, small, options, needles):
 def test_missing_path_argument_is_a_usage_error(capsys):
     assert main(["evaluate"]) == 2
     out, err = capsys.readouterr()
-    assert_one_error_line(Run(2, out, err), "path")
+    assert_one_error_line(Run(2, out, err), "PATH")
 
 
 # ---------------------------------------------------------------- bugs found by these tests
@@ -644,16 +644,99 @@ def test_every_command_and_option_has_help():
     assert missing == []
 
 
-@pytest.mark.parametrize("name", ["evaluate", "compare", "gate", "report"])
-def test_help_lists_every_option(capsys, monkeypatch, name):
-    monkeypatch.setenv("COLUMNS", "400")  # one option per line, names unbroken
-    group, commands = _commands()
+COMMANDS = ["evaluate", "calibrate", "compare", "gate", "report"]
+#: the help panels, spelled as the issue (26) names them, in their order
+PANELS = ["Input", "Range and threshold", "Engine", "Outputs", "Gate", "Trackers", "Diagnosis",
+          "Advanced"]
+
+
+def _help(capsys, monkeypatch, *args, columns=80) -> str:
+    monkeypatch.setenv("COLUMNS", str(columns))
     capsys.readouterr()
-    assert main([name, "--help"]) == 0
-    out = capsys.readouterr().out
+    assert main(list(args)) == 0
+    return capsys.readouterr().out
+
+
+_OPTION_ROW = re.compile(r"^\u2502 \*?\s{0,6}(--[a-z0-9-]+)(?:\s+(-[a-z]))?(?:\s{2,}(\S+))?")
+
+
+def _option_rows(text: str) -> dict[str, str]:
+    """The option rows of rich help panels: option name -> what stands after it
+    (the metavar, or the first word of the help text of a flag)."""
+    rows = {}
+    for line in text.splitlines():
+        m = _OPTION_ROW.match(line)
+        if m:
+            rows[m.group(1)] = m.group(3) or ""
+    return rows
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_help_all_lists_every_option_and_help_all_but_advanced(capsys, monkeypatch, name):
+    group, commands = _commands()
+    every = _help(capsys, monkeypatch, name, "--help-all", columns=400)
+    short = _help(capsys, monkeypatch, name, "--help", columns=400)
     for p in dict(commands)[name].params:
         for opt in p.opts if p.param_type_name == "option" else ():
-            assert opt in out, f"opis {name} --help does not show {opt}"
+            assert opt in every, f"opis {name} --help-all does not show {opt}"
+            if not opt.startswith("--"):
+                continue
+            advanced = getattr(p, "rich_help_panel", None) == "Advanced"
+            shown = opt in _option_rows(short)
+            assert shown != advanced, f"opis {name} --help: {opt} (advanced: {advanced})"
+    assert "--help-all" in short  # the epilog says where the rest is
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_every_option_sits_in_a_named_panel(name):
+    group, commands = _commands()
+    for p in dict(commands)[name].params:
+        if p.param_type_name == "option":
+            assert getattr(p, "rich_help_panel", None) in PANELS, (name, p.opts)
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_help_at_80_columns_fits(capsys, monkeypatch, name):
+    """No truncated name or text, no <bool>, one metavar style, panels in order, examples."""
+    group, commands = _commands()
+    for flag in ("--help", "--help-all"):
+        out = _help(capsys, monkeypatch, name, flag)
+        assert "\u2026" not in out, f"opis {name} {flag}: truncated text"
+        assert max(len(line) for line in out.splitlines()) <= 80
+        assert not re.search(r"<[a-z]+>", out), f"opis {name} {flag}: a <type> metavar"
+        titles = re.findall(r"\u256d\u2500 (.+?) \u2500", out)
+        named = [t for t in titles if t in PANELS]
+        assert named == sorted(named, key=PANELS.index), titles
+        examples = out.split("Examples:")[1].split("More options")[0]
+        commands_shown = re.findall(r"\$ (opis .+)", examples)
+        assert 2 <= len(commands_shown) <= 3 and all(c.split()[1] == name
+                                                     for c in commands_shown)
+        # every metavar is UPPERCASE (PATH, INT, METRIC=V, A:B) or a short choice list;
+        # a flag is followed by its help text (a capitalised word)
+        flags = {o for p in dict(commands)[name].params if getattr(p, "is_flag", False)
+                 for o in p.opts}
+        for opt, m in _option_rows(out).items():
+            if opt in flags or opt == "--help":
+                assert m[:1].isupper() and m[1:2].islower(), (opt, m)
+            else:
+                assert m == m.upper() or re.fullmatch(r"[a-z0-9-]+(\|[a-z0-9-]+)+", m), (opt, m)
+
+
+def test_flags_show_no_metavar(capsys, monkeypatch):
+    rows = _option_rows(_help(capsys, monkeypatch, "evaluate", "--help-all", columns=200))
+    assert {f: rows[f] for f in ("--verification", "--quiet", "--mlflow", "--debug")} == {
+        "--verification": "Also", "--quiet": "No", "--mlflow": "Log", "--debug": "Show"}
+    assert rows["--json"] == "PATH" and rows["--max"] == "METRIC=V" and rows["--k"] == "INT"
+
+
+def test_evaluate_help_everyday_panels_fit_in_about_100_lines(capsys, monkeypatch):
+    out = _help(capsys, monkeypatch, "evaluate", "--help")
+    lines = out.splitlines()
+    start = next(i for i, x in enumerate(lines) if "\u256d\u2500 Input" in x)
+    end = max(i for i, x in enumerate(lines) if x.startswith("\u2570"))
+    assert end - start + 1 <= 105, end - start + 1
+    assert len(lines) <= 130
+    assert len(_help(capsys, monkeypatch, "evaluate", "--help-all").splitlines()) > len(lines)
 
 
 # ---------------------------------------------------------------- --debug

@@ -10,8 +10,9 @@ import typer
 
 from .. import options as opt
 from . import options as o
+from .options import ADVANCED_OPTION, ENGINE, GATE, INPUT, OUTPUTS, RANGE, TRACKERS  # noqa: F401
 from ..errors import ConfigError, InputError
-from .root import app, check_outputs, stdout_taken, wrote
+from .root import app, check_outputs, examples, stdout_taken, wrote
 
 
 def _read(path: Path, reader, labels: Path | None, progress):
@@ -64,7 +65,10 @@ def _fit_and_write(path, reader, labels, method, target, out, options, json_out,
                 f"DATA --calibration {out}"), highlight=False, soft_wrap=True)
 
 
-@app.command()
+@app.command(epilog=examples(
+    "opis calibrate sample_data/digits_weak.parquet",
+    "opis calibrate sample_data/digits_weak.parquet --method per-class",
+    "opis calibrate weak.parquet --method per-class --out cal.json"))
 def calibrate(
     path: Annotated[Path, typer.Argument(
         help="Embeddings to split into folds, or the calibration side with --test: any input "
@@ -72,41 +76,46 @@ def calibrate(
              ".pt, HDF5, FAISS index).", show_default=False)],
     test: Annotated[Optional[Path], typer.Option(
         "--test", help="Test side of an explicit split (then PATH is the calibration side and "
-                       "--folds/--seed are unused).")] = None,
+                       "--folds/--seed are unused).", rich_help_panel=INPUT)] = None,
     folds: Annotated[int, typer.Option(
         help="Class-disjoint folds (group-disjoint with --group-column): each fold in turn is "
-             "the unseen test side, the others the calibration side.")] = opt.FOLDS,
+             "the unseen test side, the others the calibration side.",
+             rich_help_panel=RANGE)] = opt.FOLDS,
     seed: Annotated[int, typer.Option(
-        help="Seed of the fold assignment: names sorted by crc32 of 'SEED:name' (SPEC 12).")
+        help="Seed of the fold assignment: names sorted by crc32 of 'SEED:name' (SPEC 12).",
+        **ADVANCED_OPTION)
     ] = opt.SEED,
     split: Annotated[Optional[str], typer.Option(
         help="What the folds hold apart: classes (unseen classes), groups (unseen groups of "
              "--group-column: new customers) or rows (every class's rows spread over the folds: "
              "the closed set, for per-class/per-group calibrations). Default: groups with "
-             "--group-column, else classes.")] = None,
+             "--group-column, else classes.", rich_help_panel=RANGE)] = None,
     target: Annotated[str, typer.Option(
         help="How the calibration side picks its threshold: far:F (the distance at global "
-             "FAR F, exact) or max-mean-utility / max-worst-utility (on its own grid).")
+             "FAR F, exact) or max-mean-utility / max-worst-utility (on its own grid).",
+             rich_help_panel=RANGE)
     ] = opt.TARGET,
     method: Annotated[Optional[list[str]], typer.Option(
         "--method", metavar="METHOD",
         help="A calibration (SPEC 11): global, per-class, per-group or cluster:K. With --out, "
              "fit it on all of PATH and write the calibration file; otherwise fit each given "
              "method on every calibration side and compare them on the unseen side. "
-             "Repeatable.")] = None,
+             "Repeatable.", rich_help_panel=RANGE)] = None,
     out: Annotated[Optional[Path], typer.Option(
         "--out", help="Write the calibration file (JSON) fitted on all of PATH with the one "
                       "--method, at --target far:F; apply it with opis evaluate "
-                      "--calibration.")] = None,
+                      "--calibration.", rich_help_panel=OUTPUTS)] = None,
     labels: o.LabelsFile = None,
     test_labels: Annotated[Optional[Path], typer.Option(
-        help="Labels for a .npy/.npz --test file (as --labels for PATH).")] = None,
+        help="Labels for a .npy/.npz --test file (as --labels for PATH).",
+        rich_help_panel=INPUT)] = None,
     embedding_column: o.EmbeddingColumn = opt.EMBEDDING_COLUMN,
     embedding_columns: o.EmbeddingColumns = None,
     label_column: o.LabelColumn = opt.LABEL_COLUMN,
     group_column: Annotated[Optional[str], typer.Option(
         help="Column holding a group (customer, domain): split groups into folds instead of "
-             "classes, to ask whether the threshold holds for new customers.")] = None,
+             "classes, to ask whether the threshold holds for new customers.",
+             rich_help_panel=INPUT)] = None,
     query_column: o.QueryColumn = None,
     gallery_column: o.GalleryColumn = None,
     input_format: o.FormatOpt = None,
@@ -123,9 +132,11 @@ def calibrate(
     beta: o.Beta = opt.BETA,
     epsilon: o.Epsilon = opt.EPSILON,
     json_out: Annotated[Optional[str], typer.Option(
-        "--json", help="Write the result JSON here ('-' for stdout).")] = None,
+        "--json", metavar="PATH", help="Write the result JSON here ('-' for stdout).",
+        rich_help_panel=OUTPUTS)] = None,
     report: Annotated[Optional[Path], typer.Option(
-        help="Write an HTML report with PNG figures into this folder.")] = None,
+        help="Write an HTML report with PNG figures into this folder.",
+        rich_help_panel=OUTPUTS)] = None,
     block_mib: o.BlockMiB = opt.BLOCK_MIB,
     mlflow: o.Mlflow = False,
     mlflow_experiment: o.MlflowExperiment = None,

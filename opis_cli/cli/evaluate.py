@@ -11,7 +11,9 @@ import typer
 from .. import options as opt
 from ..errors import ConfigError
 from . import options as o
-from .root import app, check_outputs, exit_with, stdout_taken, write_gate_outputs, wrote
+from .options import ADVANCED_OPTION, ENGINE, GATE, INPUT, OUTPUTS, RANGE, TRACKERS  # noqa: F401
+from .root import (app, check_outputs, examples, exit_with, stdout_taken, write_gate_outputs,
+                   wrote)
 
 
 def evaluate_path(path: Path, reader, *, show_progress: bool, **options: Any):
@@ -66,7 +68,10 @@ def evaluate_shards(path: Path, *, engine, embedding_column: str, label_column: 
             raise InputError(f"{path}: {e}") from e
 
 
-@app.command()
+@app.command(epilog=examples(
+    "opis evaluate sample_data/digits_weak.parquet",
+    "opis evaluate sample_data/digits_weak.parquet --report weak-report",
+    "opis evaluate sample_data/digits_weak.parquet --max opis=0.02 --json -"))
 def evaluate(
     path: Annotated[Path, typer.Argument(
         help="Embeddings: Parquet file or folder, .npy, .npz, Hugging Face dataset, Lance, "
@@ -96,39 +101,44 @@ def evaluate(
     verification: o.VerificationOpt = opt.VERIFICATION,
     dcf: o.Dcf = ":".join(f"{v:g}" for v in opt.DCF),
     calibration: Annotated[Optional[Path], typer.Option(
-        "--calibration", help="Apply a calibration file (opis calibrate --method M --out FILE): "
-                              "every number on the adjusted distances d - a_q - b_g (SPEC 11). "
-                              "Exact and dask engines.")] = None,
+        "--calibration", help="Apply a calibration file (opis calibrate --out): every number on "
+                              "the adjusted distances d - a_q - b_g (SPEC 11).",
+        rich_help_panel=RANGE)] = None,
     json_out: Annotated[Optional[str], typer.Option(
-        "--json", help="Write the result JSON here ('-' for stdout).")] = None,
+        "--json", metavar="PATH", help="Write the result JSON here ('-' for stdout).",
+        rich_help_panel=OUTPUTS)] = None,
     curves: Annotated[Optional[Path], typer.Option(
-        help="Write per-class utility curves (one row per class and threshold) as .parquet "
-             "or .csv.")] = None,
+        help="Write per-class utility curves (a row per class and threshold), .parquet or .csv.",
+        rich_help_panel=OUTPUTS)] = None,
     report: Annotated[Optional[Path], typer.Option(
-        help="Write an HTML report with PNG figures into this folder.")] = None,
+        help="Write an HTML report with PNG figures into this folder.",
+        rich_help_panel=OUTPUTS)] = None,
     block_mib: o.BlockMiB = opt.BLOCK_MIB,
     engine: Annotated[str, typer.Option(
-        help="exact (all pairs), knn (approximate: K nearest neighbours), dask "
-             "(exact, distributed) or sampled (estimates with 95% intervals: every positive "
-             "pair, sampled negatives).")] = opt.ENGINE,
+        metavar="ENGINE", help="exact (all pairs), knn (approximate), dask (exact, distributed) "
+                               "or sampled (estimates with intervals).",
+        rich_help_panel=ENGINE)] = opt.ENGINE,
     negatives_per_query: Annotated[int, typer.Option(
         help="Gallery rows drawn per query for --engine sampled (its negatives are those of "
-             "other classes).")] = opt.NEGATIVES_PER_QUERY,
+             "other classes).", **ADVANCED_OPTION)] = opt.NEGATIVES_PER_QUERY,
     retrieval_queries: Annotated[int, typer.Option(
         help="Queries whose R@k and MAP@R --engine sampled computes exactly against the "
-             "whole gallery.")] = opt.RETRIEVAL_QUERIES,
-    k: Annotated[int, typer.Option("--k", help="Neighbours per query for --engine knn.")] = opt.K,
+             "whole gallery.", **ADVANCED_OPTION)] = opt.RETRIEVAL_QUERIES,
+    k: Annotated[int, typer.Option("--k", help="Neighbours per query for --engine knn.",
+        rich_help_panel=ENGINE)] = opt.K,
     index: Annotated[str, typer.Option(
         help=f"FAISS index for --engine knn: {', '.join(opt.INDEXES[:-1])} or "
-             f"{opt.INDEXES[-1]}.")] = opt.INDEX,
+             f"{opt.INDEXES[-1]}.", **ADVANCED_OPTION)] = opt.INDEX,
     scheduler: Annotated[Optional[str], typer.Option(
-        help="Dask scheduler address for --engine dask (default: a local cluster).")] = None,
+        help="Dask scheduler address for --engine dask (default: a local cluster).",
+        **ADVANCED_OPTION)] = None,
     workers: Annotated[Optional[int], typer.Option(
-        help="Worker processes of the local Dask cluster for --engine dask.")] = None,
+        help="Worker processes of the local Dask cluster for --engine dask.",
+        **ADVANCED_OPTION)] = None,
     worker_mib: Annotated[int, typer.Option(
         help="Memory budget of one Dask worker, in MiB, when the workers read a Parquet input "
              "themselves (--engine dask): it sets the block size. Results do not depend on "
-             "it.")] = opt.WORKER_MIB,
+             "it.", **ADVANCED_OPTION)] = opt.WORKER_MIB,
     baseline: o.Baseline = None,
     max_rules: o.MaxRules = None,
     min_rules: o.MinRules = None,

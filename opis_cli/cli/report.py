@@ -13,10 +13,13 @@ from typing import Annotated, Optional
 import typer
 
 from . import options as o
-from .root import app, wrote
+from .options import ADVANCED_OPTION, ENGINE, GATE, INPUT, OUTPUTS, RANGE, TRACKERS  # noqa: F401
+from .root import app, examples, wrote
 
 
-@app.command()
+@app.command(epilog=examples(
+    "opis report weak.json --out weak-report",
+    "opis report weak.json --curves weak-curves.parquet --out weak-report"))
 def report(
     result_json: Annotated[Path, typer.Argument(
         metavar="RESULT.json", show_default=False,
@@ -24,10 +27,11 @@ def report(
     out: Annotated[Path, typer.Option(
         "--out", show_default=False,
         help="Folder for report.html and the PNG figures (created if missing; files of the "
-             "same names are replaced).")],
+             "same names are replaced).", rich_help_panel=OUTPUTS)],
     curves: Annotated[Optional[Path], typer.Option(
         help="Per-class curves written by `opis evaluate --curves` (.parquet or .csv) for "
-             "the same run; without it the utility figure shows only the mean curves.")] = None,
+             "the same run; without it the utility figure shows only the mean curves.",
+             rich_help_panel=INPUT)] = None,
     quiet: o.Quiet = False,
     debug: o.Debug = False,
 ) -> None:

@@ -21,6 +21,7 @@ import typer
 import typer.main
 
 from .._version import __version__
+from .options import ADVANCED, PANELS  # noqa: F401  (the help panels, in order)
 from ..errors import ExitCode, OpisError
 
 app = typer.Typer(
@@ -48,10 +49,7 @@ def _root(
     """opis: threshold consistency of embedding models."""
 
 
-#: the help panels, in this order; "Advanced" is shown by --help-all only
-PANELS = ("Input", "Range and threshold", "Engine", "Outputs", "Gate", "Trackers", "Diagnosis",
-          "Advanced")
-ADVANCED = "Advanced"
+
 
 
 def wrote(*paths: str | Path | None, quiet: bool = False) -> None:
@@ -116,13 +114,53 @@ def exit_with(outcome) -> "typer.Exit":
     return typer.Exit(int(outcome.exit_code if outcome is not None else ExitCode.OK))
 
 
-def show_advanced(command) -> None:
-    """Unhide the options of the "Advanced" panel in a click command and its subcommands."""
-    for param in getattr(command, "params", []):
-        if getattr(param, "rich_help_panel", None) == ADVANCED:
-            param.hidden = False
-    for sub in getattr(command, "commands", {}).values():
-        show_advanced(sub)
+def examples(*commands: str) -> str:
+    """The epilog of a command's help: real example commands, one a line."""
+    return "Examples:\n\n" + "\n".join(f"  $ {c}" for c in commands) + (
+        "\n\nMore options (input formats, engine tuning): --help-all")
+
+
+def _metavar(param, ctx) -> str:
+    """One metavar style: UPPERCASE placeholders (PATH, TEXT, INT, FLOAT), choices
+    as a|b|c; flags show none."""
+    shown = param.display_type_rich(ctx) or ""
+    bare = shown.strip("<>")
+    if "|" in bare and len(bare) > 16:  # long choice lists: the help text names them
+        return (param.name or "").upper()
+    if (param.name or "").endswith("_column"):
+        return "COLUMN"
+    return {"path": "PATH", "str": "TEXT", "int": "INT", "float": "FLOAT"}.get(bare, bare)
+
+
+def _no_type(ctx=None) -> str:
+    return ""
+
+
+def build_command(show_all: bool = False):
+    """The click command behind :data:`app`, tidied for help: flags without a metavar,
+    one metavar style, and (``show_all``) the options of the "Advanced" panel shown."""
+    from typer.core import TyperArgument
+
+    command = typer.main.get_command(app)
+    subs = list(getattr(command, "commands", {}).values())
+    order = {name: i for i, name in enumerate(PANELS)}
+    for cmd in [command, *subs]:
+        # panels in the order of PANELS, whatever the order of the parameters
+        cmd.params.sort(key=lambda p: order.get(getattr(p, "rich_help_panel", None), -1))
+        ctx = typer.Context(cmd, info_name=cmd.name)
+        help_option = cmd.get_help_option(ctx)
+        for param in [*cmd.params, *([help_option] if help_option is not None else [])]:
+            if show_all and getattr(param, "rich_help_panel", None) == ADVANCED:
+                param.hidden = False
+            if isinstance(param, TyperArgument):
+                if param.metavar is None:
+                    param.metavar = (param.name or "").upper()
+                param.display_type_rich = _no_type  # the name says it: no <path> beside it
+            elif getattr(param, "is_flag", False) or getattr(param, "count", False):
+                param.metavar = ""
+            elif param.metavar is None:
+                param.metavar = _metavar(param, ctx)
+    return command
 
 
 def _print_error(message: str) -> None:
@@ -135,10 +173,10 @@ def main(argv: Iterable[str] | None = None) -> int:
     """Entry point of the ``opis`` console script; returns the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
-    command = typer.main.get_command(app)
-    if "--help-all" in args:
+    show_all = "--help-all" in args
+    if show_all:
         args = [("--help" if a == "--help-all" else a) for a in args]
-        show_advanced(command)
+    command = build_command(show_all)
     try:
         try:
             rc = command.main(args=args, prog_name="opis", standalone_mode=False)
