@@ -141,6 +141,9 @@ def evaluate(
     P, M = prep.class_pair_counts()
     evaluated = counts.evaluated(P, M)
     if evaluated.sum() < 2:
+        if len(P) < 2:  # one label for every row: no negative pair at all
+            raise InputError(f"{len(P)} class found, need at least 2 (OPIS compares the "
+                             "classes at one threshold; every row has the same label)")
         raise InputError(
             f"only {int(evaluated.sum())} class(es) can be evaluated (a class needs at least one "
             "positive and one negative pair, i.e. two rows and another class); need at least 2")

@@ -513,10 +513,9 @@ def test_null_label(opis, outdir, tmp_path):
 
 
 @pytest.mark.parametrize("labels,evaluated", [
-    (["a"] * 12, 0),                       # only one class: no negatives anywhere
     (["a"] * 11 + ["b"], 1),               # b is a singleton: only 'a' can be evaluated
     ([f"s{i}" for i in range(12)], 0),     # all singletons: no positives anywhere
-], ids=["one-class", "one-evaluable", "all-singletons"])
+], ids=["one-evaluable", "all-singletons"])
 def test_fewer_than_two_evaluated_classes(opis, outdir, tmp_path, labels, evaluated):
     path = write_parquet(tmp_path / "few.parquet", RNG_EMB, labels)
     bad(opis, outdir, path, needles=(str(path), f"only {evaluated} class", "at least 2"))
@@ -528,9 +527,45 @@ def test_degenerate_calibration_range(opis, outdir, small, value):
         needles=("--calibration-range", value, "degenerate"))
 
 
-def test_degenerate_far_range(opis, outdir, small):
-    bad(opis, outdir, small, "--far-range", "0.1:0.01",
-        needles=("--far-range", "0.1:0.01", "degenerate"))
+def test_reversed_far_range_says_so_and_suggests_the_swap(opis, outdir, small):
+    line = bad(opis, outdir, small, "--far-range", "0.1:0.01",
+               needles=("--far-range", "0.1:0.01"))
+    assert line == ("Error: --far-range 0.1:0.01: the lower bound must be below the upper "
+                    "(did you mean 0.01:0.1?)")
+
+
+@pytest.mark.parametrize("far", ["0.1:0.1", "0:0.1", "0.1:2"])
+def test_degenerate_far_range(opis, outdir, small, far):
+    bad(opis, outdir, small, "--far-range", far, needles=("--far-range", far, "degenerate",
+                                                          "0 < A < B <= 1"))
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--metric", "cos"], "Error: Invalid value for '--metric': 'cos' is not one of 'cosine', "
+                          "'l2'; did you mean 'cosine'?"),
+    (["--metric", "L2"], "did you mean 'l2'?"),
+    (["--utility", "pr"], "did you mean 'precision-recall'?"),
+    (["--format", "parket"], "did you mean 'parquet'?"),
+    (["--max", "opsi=0.1"], "Error: unknown metric 'opsi' in --max opsi=0.1; did you mean 'opis'?"),
+    (["--min", "recal_at_1=0.9"], "did you mean 'recall_at_1'?"),
+])
+def test_typos_get_a_did_you_mean(opis, args, expected):
+    r = opis(WEAK, *args)
+    assert r.code == 2 and r.out == "" and r.err.count("\n") == 1, r.err
+    assert expected in r.err and "Value error" not in r.err, r.err
+
+
+def test_a_choice_far_from_every_name_lists_them(opis):
+    r = opis(WEAK, "--metric", "zzz")
+    assert r.code == 2 and "'zzz' is not one of 'cosine', 'l2'" in r.err
+    assert "did you mean" not in r.err and "Value error" not in r.err
+
+
+def test_one_class_file_says_one_class_found(opis, tmp_path):
+    path = write_parquet(tmp_path / "one.parquet", RNG_EMB, ["only"] * len(RNG_EMB))
+    r = opis(path)
+    assert r.code == 2 and r.err.count("\n") == 1
+    assert r.err.startswith(f"Error: {path}: 1 class found, need at least 2"), r.err
 
 
 def test_malformed_far_range(opis, outdir, small):
@@ -816,10 +851,12 @@ def test_python_api_frames_match_the_result():
     assert np.allclose(first["utility"].to_numpy(), r.curves.utility[r.curves.labels.index(pc.label[0])])
 
 
-@pytest.mark.parametrize("far", ["0.5:0.1", "0:0.1", "0.1:2"])
-def test_a_bad_far_range_is_refused_even_when_an_explicit_range_overrides_it(opis, far):
+@pytest.mark.parametrize("far,end", [
+    ("0.5:0.1", ": the lower bound must be below the upper (did you mean 0.1:0.5?)\n"),
+    ("0:0.1", " is degenerate: need 0 < A < B <= 1 (global false accept rates)\n"),
+    ("0.1:2", " is degenerate: need 0 < A < B <= 1 (global false accept rates)\n")])
+def test_a_bad_far_range_is_refused_even_when_an_explicit_range_overrides_it(opis, far, end):
     """Issue 16: a typo in --far-range must not pass silently beside --calibration-range."""
     r = opis(WEAK, "--far-range", far, "--calibration-range", "0.2:0.5")
     assert r.code == 2
-    assert r.err.startswith("Error: --far-range ") and r.err.endswith(
-        "is degenerate: need 0 < A < B <= 1\n") and r.err.count("\n") == 1
+    assert r.err == f"Error: --far-range {far}{end}"

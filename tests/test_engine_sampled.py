@@ -285,7 +285,7 @@ def test_cli_sampled_writes_the_estimate_and_says_so(tmp_path, capsys):
     (["--negatives-per-query", "5"], "--negatives-per-query must be at least 10"),
     (["--retrieval-queries", "1"], "--retrieval-queries must be at least 2"),
     (["--seed", "-1"], "--seed must be a non-negative integer"),
-    (["--far-range", "0.1:0.01"], "--far-range 0.1:0.01 is degenerate"),
+    (["--far-range", "0.1:0.01"], "--far-range 0.1:0.01: the lower bound must be below"),
 ])
 def test_cli_sampled_bad_options_exit_2(args, needle, capsys):
     assert main(["evaluate", str(WEAK), "--engine", "sampled", *args, "-q"]) == 2

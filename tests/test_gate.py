@@ -78,9 +78,11 @@ def test_bad_rules(kind, text, message):
 
 def test_unknown_metric_lists_every_valid_name():
     with pytest.raises(ConfigError) as e:
-        parse_rule("max", "recall@1=0.9")
+        parse_rule("max", "xyz=0.9")  # near no name: the list
     for name in HEADLINE_METRICS:
         assert name in str(e.value)
+    with pytest.raises(ConfigError, match=r"did you mean 'recall_at_1'\?$"):
+        parse_rule("max", "recall@1=0.9")
 
 
 # ------------------------------------------------------------------ verdicts
@@ -400,8 +402,12 @@ def test_gate_usage_errors_exit_2_with_one_line(samples, capsys, isolated, args,
     assert out == ""
 
 
-def test_gate_unknown_metric_lists_the_valid_names(samples, capsys, isolated):
+def test_gate_unknown_metric_suggests_the_nearest_or_lists_the_valid_names(samples, capsys,
+                                                                          isolated):
     code, _, err = run(capsys, "gate", samples.weak_json, "--min", "recall@1=0.9")
+    assert code == 2
+    assert "unknown metric 'recall@1' in --min recall@1=0.9; did you mean 'recall_at_1'?" in err
+    code, _, err = run(capsys, "gate", samples.weak_json, "--min", "qqqq=0.9")
     assert code == 2
     assert "valid names: " + ", ".join(HEADLINE_METRICS) in err
 

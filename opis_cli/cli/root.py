@@ -13,6 +13,7 @@ panel are shown by ``--help-all`` only. The commands live in their own modules
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Iterable
@@ -163,6 +164,25 @@ def build_command(show_all: bool = False):
     return command
 
 
+_NOT_ONE_OF = re.compile(r"'(?P<value>[^']*)' is not one of (?P<choices>'[^']*'(?:, '[^']*')*)")
+
+
+def usage_message(message: str) -> str:
+    """The option parser's message, kinder: without pydantic's "Value error, " and with
+    the nearest choice ("did you mean 'cosine'?") for a value that is not one of them."""
+    message = message.replace("Value error, ", "")
+    m = _NOT_ONE_OF.search(message)
+    if m:
+        import difflib
+
+        value, choices = m.group("value"), re.findall(r"'([^']*)'", m.group("choices"))
+        near = ([c for c in choices if value and c.startswith(value)]
+                or difflib.get_close_matches(value, choices, n=1, cutoff=0.5))
+        if near:
+            message = f"{message.rstrip('.')}; did you mean {near[0]!r}?"
+    return message
+
+
 def _print_error(message: str) -> None:
     from ..render.terminal import print_error
 
@@ -200,7 +220,7 @@ def main(argv: Iterable[str] | None = None) -> int:
             return int(ExitCode.USAGE)
         if debug:
             raise
-        _print_error(e.format_message())
+        _print_error(usage_message(e.format_message()))
         return int(ExitCode.USAGE)
     except Exception as e:  # anything unexpected: still one line unless --debug
         if debug:
