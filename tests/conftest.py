@@ -78,6 +78,14 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
 
 
+@pytest.fixture(autouse=True)
+def _warm_kernels_for_output_tests(monkeypatch):
+    """The CLI says "compiling kernels (first run only ...)" on stderr when numba's
+    cache is cold; which test runs first must not change what the others see, so
+    in-process runs see a warm cache (tests/test_first_run.py sets it cold)."""
+    monkeypatch.setattr("opis_cli.cli.firstrun.kernels_cold", lambda: False)
+
+
 @pytest.fixture(scope="session")
 def samples(tmp_path_factory) -> Samples:
     """Both sample models evaluated once per session (JSON with bootstrap, curves)."""

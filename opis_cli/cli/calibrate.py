@@ -12,7 +12,8 @@ from .. import options as opt
 from . import options as o
 from .options import ADVANCED_OPTION, ENGINE, GATE, INPUT, OUTPUTS, RANGE, TRACKERS  # noqa: F401
 from ..errors import ConfigError, InputError
-from .root import app, check_outputs, examples, stdout_taken, wrote
+from .firstrun import with_compile_note
+from .root import app, check_inputs, check_outputs, examples, stdout_taken, wrote
 
 
 def _read(path: Path, reader, labels: Path | None, progress):
@@ -39,7 +40,8 @@ def _fit_and_write(path, reader, labels, method, target, out, options, json_out,
     from ..render.escape import terminal_text
     from ..render.terminal import console, progress_bar, results_on_stderr
 
-    with progress_bar(show) as cb:
+    with progress_bar(show) as bar:
+        cb = with_compile_note(bar, not quiet)
         data, sources = _read(path, reader, labels, cb)
         try:
             cal = fit(data.embeddings, data.labels, method=method, target=target,
@@ -178,6 +180,7 @@ def calibrate(
     if test is None:
         opt.check("folds", folds)
     check_outputs((json_out, "--json"))
+    check_inputs(path, test)
     if report:
         opt.check_report_folder(report, "--report")
     from .trackers import log_calibration, mlflow_target
@@ -200,7 +203,8 @@ def calibrate(
         _fit_and_write(path, reader, labels, methods[0], target, out, options, json_out,
                        quiet, show)
         return
-    with progress_bar(show) as cb:
+    with progress_bar(show) as bar:
+        cb = with_compile_note(bar, not quiet)
         data, sources = _read(path, reader, labels, cb)
         test_data = None
         if test is not None:

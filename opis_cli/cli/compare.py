@@ -12,8 +12,8 @@ from .. import options as opt
 from . import options as o
 from .options import ADVANCED_OPTION, ENGINE, GATE, INPUT, OUTPUTS, RANGE, TRACKERS  # noqa: F401
 from .evaluate import evaluate_path
-from .root import (app, check_outputs, examples, exit_with, stdout_taken, write_gate_outputs,
-                   wrote)
+from .root import (app, check_inputs, check_outputs, examples, exit_with, stdout_taken,
+                   write_gate_outputs, wrote)
 
 
 @app.command(epilog=examples(
@@ -115,6 +115,7 @@ def compare(
     # checked by opis_cli.evaluate).
     opt.validate(confidence=confidence, bootstrap=bootstrap, top=top, block_mib=block_mib)
     check_outputs((json_out, "--json"), (junit, "--junit"), (markdown, "--markdown"))
+    check_inputs(baseline, candidate)
     if report is not None:
         opt.check_report_folder(report, "--report")
     from .trackers import log_comparison, mlflow_target
@@ -131,8 +132,8 @@ def compare(
     show = not quiet and sys.stderr.isatty()
 
     def evaluate_side(path: Path, options: dict):
-        result = evaluate_path(path, reader, show_progress=show, block_bytes=block_mib * 2**20,
-                               **options)
+        result = evaluate_path(path, reader, show_progress=show, compile_note=not quiet,
+                               block_bytes=block_mib * 2**20, **options)
         return evaluated(str(path), result,
                          at=lambda t: measure_file(path, t, reader, options=options,
                                                    block_bytes=block_mib * 2**20))

@@ -9,20 +9,24 @@ from typing import Annotated, Any, Optional
 import typer
 
 from .. import options as opt
+from .firstrun import COMPILED_ENGINES, with_compile_note
 from ..errors import ConfigError
 from . import options as o
 from .options import ADVANCED_OPTION, ENGINE, GATE, INPUT, OUTPUTS, RANGE, TRACKERS  # noqa: F401
-from .root import (app, check_outputs, examples, exit_with, stdout_taken, write_gate_outputs,
-                   wrote)
+from .root import (app, check_inputs, check_outputs, examples, exit_with, stdout_taken,
+                   write_gate_outputs, wrote)
 
 
-def evaluate_path(path: Path, reader, *, show_progress: bool, **options: Any):
-    """Read and evaluate one embeddings file with a progress bar; show the engine's warnings."""
+def evaluate_path(path: Path, reader, *, show_progress: bool, compile_note: bool = True,
+                  **options: Any):
+    """Read and evaluate one embeddings file with a progress bar; show the engine's warnings
+    (and, with ``compile_note``, that the kernels compile on a cold cache)."""
     from ..gate.sides import evaluate_file
     from ..render.terminal import print_warnings, progress_bar
 
     with progress_bar(show_progress) as cb:
-        result, warnings = evaluate_file(path, reader, progress=cb, **options)
+        result, warnings = evaluate_file(path, reader, progress=with_compile_note(cb, compile_note),
+                                         **options)
     print_warnings(warnings)
     return result
 
@@ -43,7 +47,8 @@ def _worker_shards(path: Path, engine: str, labels, embedding_columns, input_for
 
 def evaluate_shards(path: Path, *, engine, embedding_column: str, label_column: str,
                     group_column: str | None, query_column: str | None,
-                    gallery_column: str | None, show_progress: bool, **options: Any):
+                    gallery_column: str | None, show_progress: bool, compile_note: bool = True,
+                    **options: Any):
     """``evaluate_path`` for a Parquet input that the Dask workers read: the
     client reads the role columns and the footers only (opis_cli.io.shards)."""
     from ..api import evaluate as run
@@ -59,7 +64,8 @@ def evaluate_shards(path: Path, *, engine, embedding_column: str, label_column: 
     for f in ds.files:
         s = _source_file(f)
         sources.append({"path": s.path, "sha256": s.sha256, "size_bytes": s.size_bytes})
-    with progress_bar(show_progress) as cb:
+    with progress_bar(show_progress) as bar:
+        cb = with_compile_note(bar, compile_note)
         try:
             return run(ds.embeddings, ds.labels, groups=ds.groups, is_query=ds.is_query,
                        is_gallery=ds.is_gallery, progress=cb, sources=sources,
@@ -159,11 +165,7 @@ def evaluate(
     With gate rules (--max, --min, --max-increase, --max-decrease, --config) the
     fresh result is also checked like `opis gate`: exit 1 when a rule fails.
     """
-    from ..engines import make_engine
-    from ..gate.sides import EvaluateGate, Reader
     from ..io.output import TABLE_SUFFIXES, check_output_path, staged
-    from ..render.terminal import (console, print_bootstrap, print_gate_outcome, print_result,
-                                   results_on_stderr)
 
     # What must fail before the files are read; the evaluation options are
     # checked by opis_cli.evaluate, the engine's by the engine.
@@ -176,6 +178,17 @@ def evaluate(
         check_output_path(curves, "--curves", TABLE_SUFFIXES)
     if report:
         opt.check_report_folder(report, "--report")
+    from ..gate.sides import EvaluateGate, Reader
+
+    gate = EvaluateGate.plan(o.rule_options(max_rules, min_rules, max_increase, max_decrease),
+                             baseline=baseline, config=gate_config, bootstrap=bootstrap,
+                             seed=seed, junit=junit)
+    check_inputs(path)
+    # the heavy imports (numba, faiss, pyarrow, rich) only now
+    from ..engines import make_engine
+    from ..render.terminal import (console, print_bootstrap, print_gate_outcome, print_result,
+                                   results_on_stderr)
+
     cal_opts = {}
     if calibration is not None:
         from ..calibration import load_calibration
@@ -191,9 +204,6 @@ def evaluate(
     from .trackers import log_evaluation, mlflow_target
 
     tracker = mlflow_target(mlflow, mlflow_experiment, mlflow_run_id)
-    gate = EvaluateGate.plan(o.rule_options(max_rules, min_rules, max_increase, max_decrease),
-                             baseline=baseline, config=gate_config, bootstrap=bootstrap,
-                             seed=seed, junit=junit)
     block_bytes = block_mib * 2**20
     reader = Reader(labels, embedding_column, embedding_columns, label_column, group_column,
                     query_column, gallery_column,
@@ -218,14 +228,16 @@ def evaluate(
                           negatives_per_query=negatives_per_query,
                           retrieval_queries=retrieval_queries, seed=seed)
     show = not quiet and sys.stderr.isatty()
+    note = not quiet and engine in COMPILED_ENGINES
     if _worker_shards(path, engine, labels, embedding_columns, fmt_opts["format"],
                       {k_: v for k_, v in fmt_opts.items() if k_ != "format"}):
         result = evaluate_shards(path, engine=eng, embedding_column=embedding_column,
                                  label_column=label_column, group_column=group_column,
                                  query_column=query_column, gallery_column=gallery_column,
-                                 show_progress=show, **eval_opts)
+                                 show_progress=show, compile_note=note, **eval_opts)
     else:
-        result = evaluate_path(path, reader, show_progress=show, engine=eng, **eval_opts)
+        result = evaluate_path(path, reader, show_progress=show, compile_note=note, engine=eng,
+                               **eval_opts)
     page = None
     with staged() as out:
         if json_out:

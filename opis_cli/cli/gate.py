@@ -10,7 +10,8 @@ import typer
 from .. import options as opt
 from . import options as o
 from .options import ADVANCED_OPTION, ENGINE, GATE, INPUT, OUTPUTS, RANGE, TRACKERS  # noqa: F401
-from .root import app, check_outputs, examples, exit_with, stdout_taken, write_gate_outputs
+from .root import (app, check_inputs, check_outputs, examples, exit_with, stdout_taken,
+                   write_gate_outputs)
 
 
 @app.command(epilog=examples(
@@ -55,6 +56,7 @@ def gate(
 
     opt.check("confidence", confidence)
     check_outputs((json_out, "--json"), (junit, "--junit"), (markdown, "--markdown"))
+    check_inputs(result)
     outcome, cand = run_gate(result, o.rule_options(max_rules, min_rules, max_increase,
                                                     max_decrease),
                              baseline=baseline, config=config, discover=not no_config,

@@ -14,7 +14,7 @@ import typer
 
 from . import options as o
 from .options import ADVANCED_OPTION, ENGINE, GATE, INPUT, OUTPUTS, RANGE, TRACKERS  # noqa: F401
-from .root import app, examples, wrote
+from .root import app, check_inputs, examples, wrote
 
 
 @app.command(epilog=examples(
@@ -36,6 +36,7 @@ def report(
     debug: o.Debug = False,
 ) -> None:
     """Render the HTML report and PNG figures from a saved result (no embeddings needed)."""
+    check_inputs(result_json)
     from ..io import read_curves, read_result
     from ..render.report import curves_from_table, write_report
 

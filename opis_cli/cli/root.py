@@ -71,6 +71,16 @@ def stdout_taken(*outputs: str | Path | None) -> bool:
     return any(p is not None and str(p) == "-" for p in outputs)
 
 
+def check_inputs(*paths: str | Path | None) -> None:
+    """Fail fast when an input path is missing or unreadable: before the heavy
+    imports (numpy, pyarrow, numba, faiss), with the readers' own message."""
+    from ..io._files import check_exists
+
+    for path in paths:
+        if path is not None:
+            check_exists(str(path))
+
+
 def check_outputs(*paths: tuple[str | Path | None, str]) -> None:
     """Fail before any work when an output file cannot be written: ``(path, option)`` pairs."""
     from ..io.output import check_output_path
