@@ -166,6 +166,7 @@ def pytest_runtest_makereport(item, call):
     rep = outcome.get_result()
     if rep.skipped and item.config.getoption("--no-skips") and not hasattr(rep, "wasxfail"):
         reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+        reason = reason.removeprefix("Skipped: ")
         rep.outcome = "failed"
         rep.longrepr = f"skipped under --no-skips: {reason}"
 
@@ -177,6 +178,7 @@ def pytest_make_collect_report(collector):
     rep = outcome.get_result()
     if rep.skipped and collector.config.getoption("--no-skips"):
         reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+        reason = reason.removeprefix("Skipped: ")
         rep.outcome = "failed"
         rep.longrepr = f"skipped under --no-skips: {reason}"
 
