@@ -191,6 +191,9 @@ def evaluate(
     P, M = prep.class_pair_counts()
     evaluated = counts.evaluated(P, M, prep.class_rows, min_class_rows)
     if evaluated.sum() < 2:
+        if len(P) < 2:  # one label for every row: no negative pair at all
+            raise InputError(f"{len(P)} class found, need at least 2 (OPIS compares the "
+                             "classes at one threshold; every row has the same label)")
         need = (f", and at least {min_class_rows} rows (--min-class-rows)"
                 if min_class_rows > 2 else "")
         raise InputError(

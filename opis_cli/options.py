@@ -321,8 +321,12 @@ def check_far_range(far: tuple[float, float] | None) -> tuple[float, float] | No
     ``--calibration-range`` makes it unused (a typo should not pass silently)."""
     if far is not None:
         a, b = far
+        if 0.0 < b < a <= 1.0:
+            raise ConfigError(f"--far-range {a:g}:{b:g}: the lower bound must be below the upper "
+                              f"(did you mean {b:g}:{a:g}?)")
         if not (0.0 < a < b <= 1.0):
-            raise ConfigError(f"--far-range {a:g}:{b:g} is degenerate: need 0 < A < B <= 1")
+            raise ConfigError(f"--far-range {a:g}:{b:g} is degenerate: need 0 < A < B <= 1 "
+                              "(global false accept rates)")
     return far
 
 

@@ -1,4 +1,4 @@
-"""Fixtures shared by several test modules, and the ``slow`` marker.
+"""Fixtures shared by several test modules, the ``slow`` marker and the extras.
 
 pytest finds the fixtures here by name; test modules never import them.
 Helpers that are plain functions or data live in modules that are not test
@@ -6,10 +6,16 @@ modules: ``reference.py`` (the naive reference), ``ref_compare.py`` (engine
 vs reference), ``data_gen.py`` (seeded inputs), ``gating_samples.py``,
 ``report_helpers.py`` and ``result_docs.py``.
 
-``slow`` marks the tests that need a browser, the ``dask``, ``train``,
-``mlflow`` or ``lightning`` extras, or many seconds of CPU (see ``SLOW``). The full run (README,
-``.ci/run``) runs every test; ``-m "not slow"`` is the quick subset that the
-lowest-versions step of ``.ci/run`` runs with only the ``test`` extra.
+Two suites (README, docs/development.md):
+
+* ``python -m pytest -q`` (the README's Quickstart 2, after ``pip install
+  '.[test]'``): the core suite. The tests listed in ``SLOW`` (a browser, the
+  ``dask``/``train``/``mlflow``/``lightning`` extras, many seconds of CPU) are
+  deselected; a test whose optional extra (``NEEDS``) is not installed is
+  skipped with a reason naming the extra.
+* ``python -m pytest -q --slow --no-skips`` (``.ci/run``, every extra
+  installed): every test, and a skip is a failure, so nothing needing an
+  extra can silently not run.
 """
 
 from __future__ import annotations
@@ -71,13 +77,120 @@ SLOW: dict[str, frozenset[str] | None] = {
     }),
 }
 
+#: extra -> the modules it installs that tests import (the ``chromium`` binary is no extra)
+EXTRAS: dict[str, tuple[str, ...]] = {
+    "dask": ("distributed",), "train": ("torch", "pytorch_metric_learning"),
+    "mlflow": ("mlflow",), "lightning": ("lightning", "torch"), "hf": ("datasets",),
+    "lance": ("lance",), "safetensors": ("safetensors",), "hdf5": ("h5py",),
+}
+#: test module -> {test name (None: all of them, or a docs page id): extras it needs}
+NEEDS: dict[str, dict[str | None, tuple[str, ...]]] = {
+    "test_engine_dask.py": {None: ("dask",)},
+    "test_dask_shards.py": {None: ("dask",)},
+    "test_pml_agreement.py": {None: ("train",)},
+    "test_mlflow.py": {None: ("mlflow",)},
+    "test_lightning.py": {None: ("lightning",)},
+    "test_examples.py": dict.fromkeys(SLOW["test_examples.py"], ("train",)),
+    "test_open_world_example.py": dict.fromkeys(SLOW["test_open_world_example.py"], ("train",)),
+    "test_formats.py": {
+        **dict.fromkeys(["test_hf_saved_dataset_and_its_arrow_file_match_parquet",
+                         "test_hf_dataset_dict_split", "test_hf_class_label_is_read_as_class_names",
+                         "test_hf_ragged_embeddings", "test_hf_missing_column"], ("hf",)),
+        "test_lance_dataset_matches_parquet": ("lance",),
+        **dict.fromkeys(["test_safetensors_matches_parquet_and_is_memory_mapped",
+                         "test_safetensors_keys_and_labels_file",
+                         "test_safetensors_wrong_dtype_and_nan"], ("safetensors",)),
+        **dict.fromkeys(["test_pt_dict_matches_parquet_and_is_memory_mapped",
+                         "test_pt_single_tensor_with_labels_file",
+                         "test_pt_malicious_pickle_is_refused_and_never_runs"], ("train",)),
+        **dict.fromkeys(["test_hdf5_matches_parquet_mapped_or_not", "test_hdf5_wrong_dtype"],
+                        ("hdf5",)),
+    },
+    "test_docs.py": {  # test_examples_of_page_run, by page
+        "docs/how-to/input-formats.md": ("hf", "lance", "safetensors", "hdf5", "train"),
+        "docs/how-to/mlflow.md": ("mlflow",),
+        "docs/how-to/training-loop.md": ("train", "lightning"),
+        "docs/how-to/open-world-training.md": ("train",),
+    },
+}
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("opis")
+    group.addoption("--slow", action="store_true",
+                    help="also run the tests marked slow (tests/conftest.py SLOW); .ci/run does")
+    group.addoption("--no-skips", action="store_true",
+                    help="a skipped test fails (.ci/run, where every extra is installed)")
+
+
+def _missing_extras(extras) -> list[str]:
+    import importlib.util
+
+    return [e for e in extras
+            if any(importlib.util.find_spec(m) is None for m in EXTRAS[e])]
+
+
+def _needs(item) -> tuple[str, ...]:
+    table = NEEDS.get(item.path.name, {})
+    name = getattr(item, "originalname", item.name)
+    page = getattr(getattr(item, "callspec", None), "id", None)
+    return table.get(None, ()) + table.get(name, ()) + (table.get(page, ()) if page else ())
+
+
 def pytest_collection_modifyitems(config, items):
-    """Mark the tests listed in ``SLOW`` (the marker is declared in pyproject.toml)."""
+    """Mark the tests listed in ``SLOW`` (the marker is declared in pyproject.toml);
+    deselect them unless --slow (or -m names a marker); skip, with the extra
+    to install, the tests whose optional extra is missing."""
+    selected, deselected = [], []
     for item in items:
         name = getattr(item, "originalname", item.name)
         names = SLOW.get(item.path.name, frozenset())
-        if names is None or name in names:
+        slow = names is None or name in names
+        if slow:
             item.add_marker(pytest.mark.slow)
+        missing = _missing_extras(_needs(item))
+        if missing:
+            item.add_marker(pytest.mark.skip(reason="needs the optional extra(s) " + ", ".join(
+                missing) + ": pip install '.[" + ",".join(missing) + "]'"))
+        if slow and not (config.getoption("--slow") or config.getoption("markexpr")):
+            deselected.append(item)
+        else:
+            selected.append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = selected
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """--no-skips: a skipped test is reported as failed, with its reason."""
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.skipped and item.config.getoption("--no-skips") and not hasattr(rep, "wasxfail"):
+        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        rep.outcome = "failed"
+        rep.longrepr = f"skipped under --no-skips: {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """--no-skips: a test module skipped as a whole (importorskip) fails too."""
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.skipped and collector.config.getoption("--no-skips"):
+        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        rep.outcome = "failed"
+        rep.longrepr = f"skipped under --no-skips: {reason}"
+
+
+@pytest.fixture(autouse=True)
+def _warm_kernels_for_output_tests(monkeypatch):
+    """The CLI says "compiling kernels (first run only ...)" on stderr when numba's
+    cache is cold; which test runs first must not change what the others see, so
+    in-process runs see a warm cache (tests/test_first_run.py sets it cold)."""
+    monkeypatch.setattr("opis_cli.cli.firstrun.kernels_cold", lambda: False)
 
 
 @pytest.fixture(scope="session")

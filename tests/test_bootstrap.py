@@ -240,8 +240,8 @@ def test_evaluate_bootstrap_is_stored_and_reproducible(small_npz, tmp_path, caps
 def test_evaluate_prints_the_intervals(small_npz, capsys):
     capsys.readouterr()
     assert main(["evaluate", str(small_npz), "--bootstrap", "50"]) == 0
-    err = capsys.readouterr().err
-    assert "Bootstrap over classes" in err and "50 resamples of 6 classes" in err
+    out = capsys.readouterr().out
+    assert "Bootstrap over classes" in out and "50 resamples of 6 classes" in out
 
 
 def test_bad_bootstrap_count_is_a_usage_error(small_npz, capsys):

@@ -299,7 +299,7 @@ def test_cli_json_to_stdout_and_two_files_match_the_fold(capsys, npy_pair):
     assert two["transfer"]["folds"][0]["calibration"] == folds[0]["calibration"]
     assert [s["path"] for s in two["provenance"]["inputs"]] == [
         str(d / n) for n in ("a.npy", "a.txt", "b.npy", "b.txt")]
-    assert "Summary: target FAR 1.00% -> achieved" in err
+    assert "Summary: target FAR 1.00% -> achieved" in err  # --json -: tables on stderr
 
 
 @pytest.mark.parametrize("args,text", [

@@ -174,7 +174,7 @@ def test_cli_fit_then_evaluate_records_the_file(capsys, files):
 
     assert prov["sha256"] == hashlib.sha256((d / "cal.json").read_bytes()).hexdigest()
     assert prov["method"] == "per-class" and prov["uncalibrated_rows"] == 0
-    assert "Calibration per-class" in err.replace("\n", " ")
+    assert "Calibration per-class" in err.replace("\n", " ")  # --json -: tables on stderr
 
 
 @pytest.mark.parametrize("edit,text", [

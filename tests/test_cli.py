@@ -87,8 +87,11 @@ def script_cmd() -> list[str]:
     return [found]
 
 
-def run_process(cmd: list[str], *args, cwd: Path, columns: int = 80) -> Run:
+def run_process(cmd: list[str], *args, cwd: Path, columns: int | None = 80) -> Run:
+    """``opis evaluate ARGS`` in a real process; ``columns=None``: COLUMNS unset."""
     env = dict(os.environ, COLUMNS=str(columns), PYTHONPATH=str(REPO))
+    if columns is None:
+        del env["COLUMNS"]
     env.pop("FORCE_COLOR", None)
     proc = subprocess.run([*cmd, "evaluate", *(str(a) for a in args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120)
@@ -191,12 +194,32 @@ def same_result(a: dict, b: dict) -> None:
 # ---------------------------------------------------------------- happy paths
 
 
-def test_sample_exit_0_summary_on_stderr_nothing_on_stdout(opis):
+def test_sample_exit_0_tables_on_stdout_nothing_else_on_stderr(opis):
     run = opis(WEAK)
     assert run.code == 0, run.err
-    assert run.out == ""  # stdout carries data only
-    assert "OPIS" in run.err and "Traceback" not in run.err
-    assert "digit_" in run.err  # the worst-classes table
+    assert run.err == ""  # no progress bar off a terminal, no file written
+    assert "OPIS" in run.out and "Traceback" not in run.out
+    assert "digit_" in run.out  # the worst-classes table
+
+
+def test_files_written_are_named_on_stderr_tables_on_stdout(opis, tmp_path, digits_small):
+    j, c, rep = tmp_path / "r.json", tmp_path / "c.csv", tmp_path / "rep"
+    run = opis(digits_small, "--json", j, "--curves", c, "--report", rep)
+    assert run.code == 0, run.err
+    assert run.err.splitlines() == [f"wrote {j}", f"wrote {c}", f"wrote {rep / 'report.html'}"]
+    assert j.exists() and c.exists() and (rep / "report.html").exists()
+    assert "OPIS" in run.out and "wrote" not in run.out
+    run = opis(digits_small, "-q", "--json", j)
+    assert (run.code, run.out, run.err) == (0, "", "")
+
+
+def test_pipe_output_is_not_wrapped_at_80_columns(tmp_path, digits_small):
+    run = run_process(module_cmd(), digits_small, cwd=tmp_path, columns=None)
+    assert run.code == 0, run.err
+    lines = run.out.splitlines()
+    # the first line (file, rows, dims, metric ...) is one phrase: never broken
+    assert lines[0].startswith("opis ") and lines[0].rstrip().endswith("excluded"), lines[:3]
+    assert max(len(x) for x in lines if x.startswith(("┃", "│", "┏"))) <= 100
 
 
 def test_json_file_has_the_spec_keys_and_values_from_the_input(weak_json):
@@ -263,7 +286,7 @@ def test_json_file_has_the_spec_keys_and_values_from_the_input(weak_json):
 def test_json_to_stdout_is_only_json_and_text_goes_to_stderr(opis, weak_json):
     run = opis(WEAK, "--json", "-")
     assert run.code == 0, run.err
-    d = json.loads(run.out)
+    d = json.loads(run.out)  # the JSON alone on stdout; the tables on stderr
     assert "OPIS" in run.err
     assert "OPIS" not in run.out.replace('"opis"', "").replace('"epsilon_opis"', "")
     same_result(d, load(weak_json))
@@ -490,10 +513,9 @@ def test_null_label(opis, outdir, tmp_path):
 
 
 @pytest.mark.parametrize("labels,evaluated", [
-    (["a"] * 12, 0),                       # only one class: no negatives anywhere
     (["a"] * 11 + ["b"], 1),               # b is a singleton: only 'a' can be evaluated
     ([f"s{i}" for i in range(12)], 0),     # all singletons: no positives anywhere
-], ids=["one-class", "one-evaluable", "all-singletons"])
+], ids=["one-evaluable", "all-singletons"])
 def test_fewer_than_two_evaluated_classes(opis, outdir, tmp_path, labels, evaluated):
     path = write_parquet(tmp_path / "few.parquet", RNG_EMB, labels)
     bad(opis, outdir, path, needles=(str(path), f"only {evaluated} class", "at least 2"))
@@ -505,9 +527,45 @@ def test_degenerate_calibration_range(opis, outdir, small, value):
         needles=("--calibration-range", value, "degenerate"))
 
 
-def test_degenerate_far_range(opis, outdir, small):
-    bad(opis, outdir, small, "--far-range", "0.1:0.01",
-        needles=("--far-range", "0.1:0.01", "degenerate"))
+def test_reversed_far_range_says_so_and_suggests_the_swap(opis, outdir, small):
+    line = bad(opis, outdir, small, "--far-range", "0.1:0.01",
+               needles=("--far-range", "0.1:0.01"))
+    assert line == ("Error: --far-range 0.1:0.01: the lower bound must be below the upper "
+                    "(did you mean 0.01:0.1?)")
+
+
+@pytest.mark.parametrize("far", ["0.1:0.1", "0:0.1", "0.1:2"])
+def test_degenerate_far_range(opis, outdir, small, far):
+    bad(opis, outdir, small, "--far-range", far, needles=("--far-range", far, "degenerate",
+                                                          "0 < A < B <= 1"))
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--metric", "cos"], "Error: Invalid value for '--metric': 'cos' is not one of 'cosine', "
+                          "'l2'; did you mean 'cosine'?"),
+    (["--metric", "L2"], "did you mean 'l2'?"),
+    (["--utility", "pr"], "did you mean 'precision-recall'?"),
+    (["--format", "parket"], "did you mean 'parquet'?"),
+    (["--max", "opsi=0.1"], "Error: unknown metric 'opsi' in --max opsi=0.1; did you mean 'opis'?"),
+    (["--min", "recal_at_1=0.9"], "did you mean 'recall_at_1'?"),
+])
+def test_typos_get_a_did_you_mean(opis, args, expected):
+    r = opis(WEAK, *args)
+    assert r.code == 2 and r.out == "" and r.err.count("\n") == 1, r.err
+    assert expected in r.err and "Value error" not in r.err, r.err
+
+
+def test_a_choice_far_from_every_name_lists_them(opis):
+    r = opis(WEAK, "--metric", "zzz")
+    assert r.code == 2 and "'zzz' is not one of 'cosine', 'l2'" in r.err
+    assert "did you mean" not in r.err and "Value error" not in r.err
+
+
+def test_one_class_file_says_one_class_found(opis, tmp_path):
+    path = write_parquet(tmp_path / "one.parquet", RNG_EMB, ["only"] * len(RNG_EMB))
+    r = opis(path)
+    assert r.code == 2 and r.err.count("\n") == 1
+    assert r.err.startswith(f"Error: {path}: 1 class found, need at least 2"), r.err
 
 
 def test_malformed_far_range(opis, outdir, small):
@@ -542,7 +600,7 @@ def test_bad_options(opis, outdir, small, options, needles):
 def test_missing_path_argument_is_a_usage_error(capsys):
     assert main(["evaluate"]) == 2
     out, err = capsys.readouterr()
-    assert_one_error_line(Run(2, out, err), "path")
+    assert_one_error_line(Run(2, out, err), "PATH")
 
 
 # ---------------------------------------------------------------- bugs found by these tests
@@ -621,16 +679,99 @@ def test_every_command_and_option_has_help():
     assert missing == []
 
 
-@pytest.mark.parametrize("name", ["evaluate", "compare", "gate", "report"])
-def test_help_lists_every_option(capsys, monkeypatch, name):
-    monkeypatch.setenv("COLUMNS", "400")  # one option per line, names unbroken
-    group, commands = _commands()
+COMMANDS = ["evaluate", "calibrate", "compare", "gate", "report"]
+#: the help panels, spelled as the issue (26) names them, in their order
+PANELS = ["Input", "Range and threshold", "Engine", "Outputs", "Gate", "Trackers", "Diagnosis",
+          "Advanced"]
+
+
+def _help(capsys, monkeypatch, *args, columns=80) -> str:
+    monkeypatch.setenv("COLUMNS", str(columns))
     capsys.readouterr()
-    assert main([name, "--help"]) == 0
-    out = capsys.readouterr().out
+    assert main(list(args)) == 0
+    return capsys.readouterr().out
+
+
+_OPTION_ROW = re.compile(r"^\u2502 \*?\s{0,6}(--[a-z0-9-]+)(?:\s+(-[a-z]))?(?:\s{2,}(\S+))?")
+
+
+def _option_rows(text: str) -> dict[str, str]:
+    """The option rows of rich help panels: option name -> what stands after it
+    (the metavar, or the first word of the help text of a flag)."""
+    rows = {}
+    for line in text.splitlines():
+        m = _OPTION_ROW.match(line)
+        if m:
+            rows[m.group(1)] = m.group(3) or ""
+    return rows
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_help_all_lists_every_option_and_help_all_but_advanced(capsys, monkeypatch, name):
+    group, commands = _commands()
+    every = _help(capsys, monkeypatch, name, "--help-all", columns=400)
+    short = _help(capsys, monkeypatch, name, "--help", columns=400)
     for p in dict(commands)[name].params:
         for opt in p.opts if p.param_type_name == "option" else ():
-            assert opt in out, f"opis {name} --help does not show {opt}"
+            assert opt in every, f"opis {name} --help-all does not show {opt}"
+            if not opt.startswith("--"):
+                continue
+            advanced = getattr(p, "rich_help_panel", None) == "Advanced"
+            shown = opt in _option_rows(short)
+            assert shown != advanced, f"opis {name} --help: {opt} (advanced: {advanced})"
+    assert "--help-all" in short  # the epilog says where the rest is
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_every_option_sits_in_a_named_panel(name):
+    group, commands = _commands()
+    for p in dict(commands)[name].params:
+        if p.param_type_name == "option":
+            assert getattr(p, "rich_help_panel", None) in PANELS, (name, p.opts)
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_help_at_80_columns_fits(capsys, monkeypatch, name):
+    """No truncated name or text, no <bool>, one metavar style, panels in order, examples."""
+    group, commands = _commands()
+    for flag in ("--help", "--help-all"):
+        out = _help(capsys, monkeypatch, name, flag)
+        assert "\u2026" not in out, f"opis {name} {flag}: truncated text"
+        assert max(len(line) for line in out.splitlines()) <= 80
+        assert not re.search(r"<[a-z]+>", out), f"opis {name} {flag}: a <type> metavar"
+        titles = re.findall(r"\u256d\u2500 (.+?) \u2500", out)
+        named = [t for t in titles if t in PANELS]
+        assert named == sorted(named, key=PANELS.index), titles
+        examples = out.split("Examples:")[1].split("More options")[0]
+        commands_shown = re.findall(r"\$ (opis .+)", examples)
+        assert 2 <= len(commands_shown) <= 3 and all(c.split()[1] == name
+                                                     for c in commands_shown)
+        # every metavar is UPPERCASE (PATH, INT, METRIC=V, A:B) or a short choice list;
+        # a flag is followed by its help text (a capitalised word)
+        flags = {o for p in dict(commands)[name].params if getattr(p, "is_flag", False)
+                 for o in p.opts}
+        for opt, m in _option_rows(out).items():
+            if opt in flags or opt == "--help":
+                assert m[:1].isupper() and m[1:2].islower(), (opt, m)
+            else:
+                assert m == m.upper() or re.fullmatch(r"[a-z0-9-]+(\|[a-z0-9-]+)+", m), (opt, m)
+
+
+def test_flags_show_no_metavar(capsys, monkeypatch):
+    rows = _option_rows(_help(capsys, monkeypatch, "evaluate", "--help-all", columns=200))
+    assert {f: rows[f] for f in ("--verification", "--quiet", "--mlflow", "--debug")} == {
+        "--verification": "Also", "--quiet": "No", "--mlflow": "Log", "--debug": "Show"}
+    assert rows["--json"] == "PATH" and rows["--max"] == "METRIC=V" and rows["--k"] == "INT"
+
+
+def test_evaluate_help_everyday_panels_fit_in_about_100_lines(capsys, monkeypatch):
+    out = _help(capsys, monkeypatch, "evaluate", "--help")
+    lines = out.splitlines()
+    start = next(i for i, x in enumerate(lines) if "\u256d\u2500 Input" in x)
+    end = max(i for i, x in enumerate(lines) if x.startswith("\u2570"))
+    assert end - start + 1 <= 105, end - start + 1
+    assert len(lines) <= 130
+    assert len(_help(capsys, monkeypatch, "evaluate", "--help-all").splitlines()) > len(lines)
 
 
 # ---------------------------------------------------------------- --debug
@@ -710,10 +851,12 @@ def test_python_api_frames_match_the_result():
     assert np.allclose(first["utility"].to_numpy(), r.curves.utility[r.curves.labels.index(pc.label[0])])
 
 
-@pytest.mark.parametrize("far", ["0.5:0.1", "0:0.1", "0.1:2"])
-def test_a_bad_far_range_is_refused_even_when_an_explicit_range_overrides_it(opis, far):
+@pytest.mark.parametrize("far,end", [
+    ("0.5:0.1", ": the lower bound must be below the upper (did you mean 0.1:0.5?)\n"),
+    ("0:0.1", " is degenerate: need 0 < A < B <= 1 (global false accept rates)\n"),
+    ("0.1:2", " is degenerate: need 0 < A < B <= 1 (global false accept rates)\n")])
+def test_a_bad_far_range_is_refused_even_when_an_explicit_range_overrides_it(opis, far, end):
     """Issue 16: a typo in --far-range must not pass silently beside --calibration-range."""
     r = opis(WEAK, "--far-range", far, "--calibration-range", "0.2:0.5")
     assert r.code == 2
-    assert r.err.startswith("Error: --far-range ") and r.err.endswith(
-        "is degenerate: need 0 < A < B <= 1\n") and r.err.count("\n") == 1
+    assert r.err == f"Error: --far-range {far}{end}"

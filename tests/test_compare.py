@@ -208,10 +208,10 @@ def test_compare_json_is_deterministic(samples, capsys, isolated):
 
 
 def test_compare_terminal_tables(samples, capsys, isolated):
-    code, _, err = run(capsys, "compare", samples.strong_json, samples.weak_json, "--top", "3")
+    code, out, _ = run(capsys, "compare", samples.strong_json, samples.weak_json, "--top", "3")
     assert code == 0
-    assert "Classes that got most worse" in err
-    worst = re.findall(r"digit_\d", err.split("Classes that got most worse")[1])
+    assert "Classes that got most worse" in out
+    worst = re.findall(r"digit_\d", out.split("Classes that got most worse")[1])
     assert len(set(worst[:3])) == 3
 
 

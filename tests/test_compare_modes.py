@@ -43,8 +43,8 @@ def weak_to_strong(tmp_path_factory):
     from opis_cli.cli import main
 
     d = tmp_path_factory.mktemp("weak_to_strong")
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):
+    err = io.StringIO()  # the tables: on stdout since the outputs are files
+    with contextlib.redirect_stdout(err):
         code = main(["compare", str(WEAK), str(STRONG), "--json", str(d / "c.json"),
                      "--markdown", str(d / "c.md"), "--max", "deployed_far=0.2"])
     return code, json.loads((d / "c.json").read_text()), (d / "c.md").read_text(), err.getvalue()

@@ -2,8 +2,8 @@
 
 The plumbing (class split, Parquet export, scoring, results tables, the
 unit-circle picture) is tested without torch. The last tests train for real
-(one epoch, tiny) and need the ``train`` extra: they fail, not skip, when
-torch is missing, because ``.ci/run`` installs it.
+(one epoch, tiny) and need the ``train`` extra: slow (deselected by the quick suite), skipped with
+that reason when torch is missing, and a failure under ``.ci/run --no-skips``.
 """
 
 from __future__ import annotations

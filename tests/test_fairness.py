@@ -267,9 +267,9 @@ def test_gate_accepts_and_enforces_fairness_metrics(capsys, weak_json):
                        "--max", "inequity_rate=100", "--max", "frr_ratio=3", "--no-config")
     assert code == 0, err
     assert f["garbe"] <= 0.3 and f["fdr"] >= 0.6
-    code, _, err = run(capsys, "gate", weak_json, "--max", "garbe=0.3", "--min", "fdr=0.9",
+    code, out, _ = run(capsys, "gate", weak_json, "--max", "garbe=0.3", "--min", "fdr=0.9",
                        "--max", "far_ratio=2", "--no-config")
-    assert code == 1 and "fdr" in err
+    assert code == 1 and "fdr" in out
     code, _, err = run(capsys, "gate", weak_json, "--max", "far_ratio=1.2", "--no-config")
     assert code == 1
     code, _, err = run(capsys, "gate", weak_json, "--max", "gini=0.3", "--no-config")

@@ -78,9 +78,11 @@ def test_bad_rules(kind, text, message):
 
 def test_unknown_metric_lists_every_valid_name():
     with pytest.raises(ConfigError) as e:
-        parse_rule("max", "recall@1=0.9")
+        parse_rule("max", "xyz=0.9")  # near no name: the list
     for name in HEADLINE_METRICS:
         assert name in str(e.value)
+    with pytest.raises(ConfigError, match=r"did you mean 'recall_at_1'\?$"):
+        parse_rule("max", "recall@1=0.9")
 
 
 # ------------------------------------------------------------------ verdicts
@@ -285,23 +287,23 @@ def test_markdown_summary():
 def test_gate_the_better_model_passes_and_the_worse_fails(samples, capsys, isolated):
     rules = ["--max-increase", "opis=10%", "--max-increase", "epsilon_opis=10%",
              "--max-decrease", "recall_at_1=0.01", "--max-increase", "opis=ci"]
-    code, _, err = run(capsys, "gate", samples.strong_json, "--baseline", samples.weak_json,
-                       *rules)
+    code, out, err = run(capsys, "gate", samples.strong_json, "--baseline", samples.weak_json,
+                         *rules)
     assert code == 0, err
-    assert "Gate passed: all 4 rules hold." in err
-    code, _, err = run(capsys, "gate", samples.weak_json, "--baseline", samples.strong_json,
-                       *rules)
+    assert "Gate passed: all 4 rules hold." in out  # the verdict goes to stdout
+    code, out, err = run(capsys, "gate", samples.weak_json, "--baseline", samples.strong_json,
+                         *rules)
     assert code == 1
-    assert "Gate FAILED: 4 of 4 rules broken." in err
+    assert "Gate FAILED: 4 of 4 rules broken." in out and err == ""
 
 
 def test_gate_absolute_rules(samples, capsys, isolated):
     code, _, _ = run(capsys, "gate", samples.strong_json, "--max", "opis=0.01",
                      "--min", "recall_at_1=0.95", "--min", "map_at_r=0.7")
     assert code == 0
-    code, _, err = run(capsys, "gate", samples.weak_json, "--max", "opis=0.01",
+    code, out, _ = run(capsys, "gate", samples.weak_json, "--max", "opis=0.01",
                        "--min", "recall_at_1=0.95")
-    assert code == 1 and "max opis=0.01" in err
+    assert code == 1 and "max opis=0.01" in out
 
 
 def test_gate_a_model_against_itself_is_not_flagged(samples, capsys, isolated):
@@ -404,8 +406,12 @@ def test_gate_usage_errors_exit_2_with_one_line(samples, capsys, isolated, args,
     assert out == ""
 
 
-def test_gate_unknown_metric_lists_the_valid_names(samples, capsys, isolated):
+def test_gate_unknown_metric_suggests_the_nearest_or_lists_the_valid_names(samples, capsys,
+                                                                          isolated):
     code, _, err = run(capsys, "gate", samples.weak_json, "--min", "recall@1=0.9")
+    assert code == 2
+    assert "unknown metric 'recall@1' in --min recall@1=0.9; did you mean 'recall_at_1'?" in err
+    code, _, err = run(capsys, "gate", samples.weak_json, "--min", "qqqq=0.9")
     assert code == 2
     assert "valid names: " + ", ".join(HEADLINE_METRICS) in err
 
@@ -424,11 +430,12 @@ def test_gate_bad_result_files(capsys, isolated, content, needle):
 
 
 def test_evaluate_with_rules(samples, capsys, isolated):
-    code, _, err = run(capsys, "evaluate", WEAK, "--baseline", samples.strong_json,
-                       "--max-increase", "opis=10%", "--max-increase", "opis=ci",
-                       "--max", "opis=0.05", "--junit", "junit.xml", "--json", "weak.json")
+    code, out, err = run(capsys, "evaluate", WEAK, "--baseline", samples.strong_json,
+                         "--max-increase", "opis=10%", "--max-increase", "opis=ci",
+                         "--max", "opis=0.05", "--junit", "junit.xml", "--json", "weak.json")
     assert code == 1
-    assert "Gate FAILED: 2 of 3 rules broken." in err
+    assert "Gate FAILED: 2 of 3 rules broken." in out
+    assert err.splitlines() == ["wrote weak.json", "wrote junit.xml"]
     suite = ET.parse(isolated / "junit.xml").getroot().find("testsuite")
     assert suite.get("tests") == "3" and suite.get("failures") == "2"
     assert json.loads((isolated / "weak.json").read_text())["opis"] > 0.02  # result still written

@@ -165,10 +165,10 @@ def labels_shown(text: str, labels, what: str) -> None:
 def test_evaluate_terminal_escapes_every_label(opis, sets):
     code, out, err = opis("evaluate", sets["base"], "--group-column", "group")
     assert code == 0, err
-    assert out == ""
-    assert_clean(err, "evaluate terminal")
-    labels_shown(err, HOSTILE + GROUPS + [SINGLETON, str(sets["base"])], "evaluate terminal")
-    assert "[bold red]markup[/]" in err  # shown literally, not as rich markup
+    assert err == ""  # the tables go to stdout
+    assert_clean(out, "evaluate terminal")
+    labels_shown(out, HOSTILE + GROUPS + [SINGLETON, str(sets["base"])], "evaluate terminal")
+    assert "[bold red]markup[/]" in out  # shown literally, not as rich markup
 
 
 def test_evaluate_json_round_trips_labels_exactly(opis, sets):
@@ -268,11 +268,12 @@ def test_compare_every_output(opis, sets, evaluated, tmp_path):
 
 def test_gate_terminal_junit_markdown(opis, evaluated, tmp_path):
     junit, md = tmp_path / "g.xml", tmp_path / "g.md"
-    code, _, err = opis("gate", evaluated["json"], "--baseline", evaluated["base_json"],
+    code, out, err = opis("gate", evaluated["json"], "--baseline", evaluated["base_json"],
                           "--max", "opis=0", "--max-increase", "epsilon_opis=ci", "--junit",
                           junit, "--markdown", md, "--no-config")
     assert code == 1, err
-    assert_clean(err, "gate terminal")
+    assert_clean(out, "gate terminal")
+    assert_clean(err, "gate wrote lines")
     raw = junit.read_text(encoding="utf-8")
     assert_clean(raw, "JUnit")
     root = ET.fromstring(junit.read_bytes())
@@ -324,13 +325,13 @@ def test_calibrate_terminal_json_and_report(opis, sets, tmp_path):
     j, rep = tmp_path / "cal.json", tmp_path / "calrep"
     code, out, err = opis("calibrate", sets["base"], "--folds", "2", "--json", j, "--report", rep)
     assert code == 0, err
-    assert out == ""
-    assert_clean(err, "calibrate terminal")
-    assert visible(str(sets["base"])) in err.replace("\n", "")
+    assert err.splitlines() == [f"wrote {j}", f"wrote {rep / 'calibrate.html'}"]
+    assert_clean(out, "calibrate terminal")
+    assert visible(str(sets["base"])) in out.replace("\n", "")
     d = json.loads(j.read_text(encoding="utf-8"))
     shown = {c["label"] for f in d["transfer"]["folds"] for c in f["test"]["per_class"]}
     assert shown == set(HOSTILE)  # the singleton is not evaluated; the rest round-trip
     assert_html_safe(rep, "calibrate.html")
-    code, _, err = opis("calibrate", sets["base"], "--group-column", "group", "--folds", "3")
+    code, out, err = opis("calibrate", sets["base"], "--group-column", "group", "--folds", "3")
     assert code == 0, err
-    assert_clean(err, "calibrate by group terminal")
+    assert_clean(out, "calibrate by group terminal")

@@ -2,8 +2,8 @@
 
 The split, the tables and the scoring of one model are tested without torch.
 The last tests train for real (a tiny configuration: a few classes, one
-seed, one epoch) and need the ``train`` extra: they fail, not skip, when
-torch is missing, because ``.ci/run`` installs it.
+seed, one epoch) and need the ``train`` extra: slow (deselected by the quick suite), skipped with
+that reason when torch is missing, and a failure under ``.ci/run --no-skips``.
 """
 
 from __future__ import annotations

@@ -413,7 +413,7 @@ def test_gate_metrics_and_rules(capsys, tmp_path):
                          tmp_path / "r.json")
     assert code == 1
     code, out, err = run(capsys, "gate", tmp_path / "r.json", "--max", "eer=1")
-    assert code == 1 and "--verification" in err
+    assert code == 1 and "--verification" in out  # in the verdict, on stdout
 
 
 def test_terminal_block_with_groups(capsys, tmp_path):
@@ -427,8 +427,8 @@ def test_terminal_block_with_groups(capsys, tmp_path):
     code, out, err = run(capsys, "evaluate", tmp_path / "e.parquet", "--metric", "l2",
                          "--group-column", "group", "--verification")
     assert code == 0
-    assert "Verification view" in err and "EER" in err and "minDCF" in err
-    assert "group EER" in err and "\x1b[31m" not in err and "\\x1b[31mred" in err
+    assert "Verification view" in out and "EER" in out and "minDCF" in out
+    assert "group EER" in out and "\x1b[31m" not in out and "\\x1b[31mred" in out
 
 
 # -- the DET curve of the report ---------------------------------------------------------

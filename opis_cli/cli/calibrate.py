@@ -10,8 +10,10 @@ import typer
 
 from .. import options as opt
 from . import options as o
+from .options import ADVANCED_OPTION, ENGINE, GATE, INPUT, OUTPUTS, RANGE, TRACKERS  # noqa: F401
 from ..errors import ConfigError, InputError
-from .root import app, check_outputs
+from .firstrun import with_compile_note
+from .root import app, check_inputs, check_outputs, examples, stdout_taken, wrote
 
 
 def _read(path: Path, reader, labels: Path | None, progress):
@@ -36,9 +38,10 @@ def _fit_and_write(path, reader, labels, method, target, out, options, json_out,
     from ..calibration import fit
     from ..io.output import staged
     from ..render.escape import terminal_text
-    from ..render.terminal import console, progress_bar
+    from ..render.terminal import console, progress_bar, results_on_stderr
 
-    with progress_bar(show) as cb:
+    with progress_bar(show) as bar:
+        cb = with_compile_note(bar, not quiet)
         data, sources = _read(path, reader, labels, cb)
         try:
             cal = fit(data.embeddings, data.labels, method=method, target=target,
@@ -52,17 +55,22 @@ def _fit_and_write(path, reader, labels, method, target, out, options, json_out,
         stage.text(out, cal.to_json())
         if json_out:
             stage.text(json_out, cal.to_json())
+    wrote(out, json_out, quiet=quiet)
     if not quiet:
         n = (len(cal.thresholds) if cal.thresholds is not None else 0)
         what = {"global": "one global threshold", "per-class": f"{n} class thresholds",
                 "per-group": f"{n} group thresholds"}.get(cal.method, f"{n} centroid thresholds")
-        console.print(terminal_text(
-            f"Wrote {out}: {cal.method} calibration of {path} at FAR {cal.target_far:g}: global "
-            f"threshold {cal.global_threshold:.6g}, {what}. Apply it with: opis evaluate DATA "
-            f"--calibration {out}"), highlight=False, soft_wrap=True)
+        with results_on_stderr(stdout_taken(json_out)):
+            console.print(terminal_text(
+                f"{out}: {cal.method} calibration of {path} at FAR {cal.target_far:g}: global "
+                f"threshold {cal.global_threshold:.6g}, {what}. Apply it with: opis evaluate "
+                f"DATA --calibration {out}"), highlight=False, soft_wrap=True)
 
 
-@app.command()
+@app.command(epilog=examples(
+    "opis calibrate sample_data/digits_weak.parquet",
+    "opis calibrate sample_data/digits_weak.parquet --method per-class",
+    "opis calibrate weak.parquet --method per-class --out cal.json"))
 def calibrate(
     path: Annotated[Path, typer.Argument(
         help="Embeddings to split into folds, or the calibration side with --test: any input "
@@ -70,41 +78,46 @@ def calibrate(
              ".pt, HDF5, FAISS index).", show_default=False)],
     test: Annotated[Optional[Path], typer.Option(
         "--test", help="Test side of an explicit split (then PATH is the calibration side and "
-                       "--folds/--seed are unused).")] = None,
+                       "--folds/--seed are unused).", rich_help_panel=INPUT)] = None,
     folds: Annotated[int, typer.Option(
         help="Class-disjoint folds (group-disjoint with --group-column): each fold in turn is "
-             "the unseen test side, the others the calibration side.")] = opt.FOLDS,
+             "the unseen test side, the others the calibration side.",
+             rich_help_panel=RANGE)] = opt.FOLDS,
     seed: Annotated[int, typer.Option(
-        help="Seed of the fold assignment: names sorted by crc32 of 'SEED:name' (SPEC 12).")
+        help="Seed of the fold assignment: names sorted by crc32 of 'SEED:name' (SPEC 12).",
+        **ADVANCED_OPTION)
     ] = opt.SEED,
     split: Annotated[Optional[str], typer.Option(
         help="What the folds hold apart: classes (unseen classes), groups (unseen groups of "
              "--group-column: new customers) or rows (every class's rows spread over the folds: "
              "the closed set, for per-class/per-group calibrations). Default: groups with "
-             "--group-column, else classes.")] = None,
+             "--group-column, else classes.", rich_help_panel=RANGE)] = None,
     target: Annotated[str, typer.Option(
         help="How the calibration side picks its threshold: far:F (the distance at global "
-             "FAR F, exact) or max-mean-utility / max-worst-utility (on its own grid).")
+             "FAR F, exact) or max-mean-utility / max-worst-utility (on its own grid).",
+             rich_help_panel=RANGE)
     ] = opt.TARGET,
     method: Annotated[Optional[list[str]], typer.Option(
         "--method", metavar="METHOD",
         help="A calibration (SPEC 11): global, per-class, per-group or cluster:K. With --out, "
              "fit it on all of PATH and write the calibration file; otherwise fit each given "
              "method on every calibration side and compare them on the unseen side. "
-             "Repeatable.")] = None,
+             "Repeatable.", rich_help_panel=RANGE)] = None,
     out: Annotated[Optional[Path], typer.Option(
         "--out", help="Write the calibration file (JSON) fitted on all of PATH with the one "
                       "--method, at --target far:F; apply it with opis evaluate "
-                      "--calibration.")] = None,
+                      "--calibration.", rich_help_panel=OUTPUTS)] = None,
     labels: o.LabelsFile = None,
     test_labels: Annotated[Optional[Path], typer.Option(
-        help="Labels for a .npy/.npz --test file (as --labels for PATH).")] = None,
+        help="Labels for a .npy/.npz --test file (as --labels for PATH).",
+        rich_help_panel=INPUT)] = None,
     embedding_column: o.EmbeddingColumn = opt.EMBEDDING_COLUMN,
     embedding_columns: o.EmbeddingColumns = None,
     label_column: o.LabelColumn = opt.LABEL_COLUMN,
     group_column: Annotated[Optional[str], typer.Option(
         help="Column holding a group (customer, domain): split groups into folds instead of "
-             "classes, to ask whether the threshold holds for new customers.")] = None,
+             "classes, to ask whether the threshold holds for new customers.",
+             rich_help_panel=INPUT)] = None,
     query_column: o.QueryColumn = None,
     gallery_column: o.GalleryColumn = None,
     input_format: o.FormatOpt = None,
@@ -121,9 +134,11 @@ def calibrate(
     beta: o.Beta = opt.BETA,
     epsilon: o.Epsilon = opt.EPSILON,
     json_out: Annotated[Optional[str], typer.Option(
-        "--json", help="Write the result JSON here ('-' for stdout).")] = None,
+        "--json", metavar="PATH", help="Write the result JSON here ('-' for stdout).",
+        rich_help_panel=OUTPUTS)] = None,
     report: Annotated[Optional[Path], typer.Option(
-        help="Write an HTML report with PNG figures into this folder.")] = None,
+        help="Write an HTML report with PNG figures into this folder.",
+        rich_help_panel=OUTPUTS)] = None,
     block_mib: o.BlockMiB = opt.BLOCK_MIB,
     mlflow: o.Mlflow = False,
     mlflow_experiment: o.MlflowExperiment = None,
@@ -165,6 +180,7 @@ def calibrate(
     if test is None:
         opt.check("folds", folds)
     check_outputs((json_out, "--json"))
+    check_inputs(path, test)
     if report:
         opt.check_report_folder(report, "--report")
     from .trackers import log_calibration, mlflow_target
@@ -187,7 +203,8 @@ def calibrate(
         _fit_and_write(path, reader, labels, methods[0], target, out, options, json_out,
                        quiet, show)
         return
-    with progress_bar(show) as cb:
+    with progress_bar(show) as bar:
+        cb = with_compile_note(bar, not quiet)
         data, sources = _read(path, reader, labels, cb)
         test_data = None
         if test is not None:
@@ -198,17 +215,21 @@ def calibrate(
         except InputError as e:
             raise InputError(f"{path}: {e}") from e
     source = str(path) if test is None else f"{path} -> {test}"
+    page = None
     with staged() as out:
         if json_out:
             out.text(json_out, result.to_json())
         if report:
             from ..render.report.transfer import write_transfer_report
 
-            write_transfer_report(result, report, source)
+            page = write_transfer_report(result, report, source)
+    wrote(json_out, page, quiet=quiet)
     if not quiet:
+        from ..render.terminal import results_on_stderr
         from ..render.transfer_text import print_transfer
 
-        print_transfer(result, source)
+        with results_on_stderr(stdout_taken(json_out)):
+            print_transfer(result, source)
     if tracker is not None:
         log_calibration(tracker, result, path=source, json_text=result.to_json(),
                         json_out=json_out, report=report, quiet=quiet)

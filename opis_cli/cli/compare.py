@@ -10,11 +10,16 @@ import typer
 
 from .. import options as opt
 from . import options as o
+from .options import ADVANCED_OPTION, ENGINE, GATE, INPUT, OUTPUTS, RANGE, TRACKERS  # noqa: F401
 from .evaluate import evaluate_path
-from .root import app, check_outputs, exit_with, write_gate_outputs
+from .root import (app, check_inputs, check_outputs, examples, exit_with, stdout_taken,
+                   write_gate_outputs, wrote)
 
 
-@app.command()
+@app.command(epilog=examples(
+    "opis compare weak.json sample_data/digits_strong.parquet",
+    "opis compare weak.json strong.json --max-increase opis=10%",
+    "opis compare weak.json strong.json --gate --json -"))
 def compare(
     baseline: Annotated[Path, typer.Argument(
         help="Baseline: a result JSON or an embeddings file.", show_default=False)],
@@ -44,23 +49,25 @@ def compare(
         "--same-thresholds", help="Evaluate the candidate on the baseline's calibration range "
                                   "and thresholds (a retrained model that must keep the same "
                                   "threshold). Default: each embeddings side on its own range "
-                                  "from the same --far-range.")] = False,
+                                  "from the same --far-range.", rich_help_panel=RANGE)] = False,
     own_range: Annotated[bool, typer.Option(
         "--own-range",
-        help="Deprecated, no effect: each side on its own range is the default now.")] = False,
+        help="Deprecated, no effect: each side on its own range is the default now.",
+        **ADVANCED_OPTION)] = False,
     threshold: Annotated[Optional[float], typer.Option(
         "--threshold", help="The distance threshold you deploy, for the deployment view and "
                             "the deployed_* gate metrics (default: the baseline's recommended "
-                            "threshold).", show_default=False)] = None,
+                            "threshold).", show_default=False, rich_help_panel=RANGE)] = None,
     baseline_curves: Annotated[Optional[Path], typer.Option(
         help="Per-class curves of a baseline result JSON (opis evaluate --curves): bootstrap "
-             "intervals, and the deployment view at a --threshold on its grid.")] = None,
+             "intervals, and the deployment view at a --threshold on its grid.",
+             rich_help_panel=INPUT)] = None,
     candidate_curves: Annotated[Optional[Path], typer.Option(
         help="Per-class curves of a candidate result JSON, likewise (the deployment view "
-             "needs them, or the candidate's embeddings).")] = None,
+             "needs them, or the candidate's embeddings).", rich_help_panel=INPUT)] = None,
     block_mib: o.BlockMiB = opt.BLOCK_MIB,
     top: Annotated[int, typer.Option(
-        help="Classes shown as most worse / most better.")] = opt.TOP,
+        help="Classes shown as most worse / most better.", rich_help_panel=OUTPUTS)] = opt.TOP,
     bootstrap: o.Bootstrap = None,
     seed: o.Seed = opt.SEED,
     confidence: o.Confidence = None,
@@ -71,11 +78,15 @@ def compare(
     config: o.Config = None,
     gate: Annotated[bool, typer.Option(
         "--gate", help="Also apply the rules of the config file found from the current folder "
-                       "(opis.toml, or pyproject.toml with a tool.opis.gate table).")] = False,
+                       "(opis.toml, or pyproject.toml with a tool.opis.gate table).",
+                       rich_help_panel=GATE)] = False,
     report: Annotated[Optional[Path], typer.Option(
-        help="Write an HTML report with before/after figures into this folder.")] = None,
+        help="Write an HTML report with before/after figures into this folder.",
+        rich_help_panel=OUTPUTS)] = None,
     json_out: Annotated[Optional[str], typer.Option(
-        "--json", help="Write the comparison (and gate outcome) as JSON ('-' for stdout).")
+        "--json", metavar="PATH",
+        help="Write the comparison (and gate outcome) as JSON ('-' for stdout).",
+        rich_help_panel=OUTPUTS)
     ] = None,
     junit: o.Junit = None,
     markdown: o.Markdown = None,
@@ -98,12 +109,13 @@ def compare(
     """
     from ..gate.sides import (Reader, compare_rules, compare_sides, evaluated, measure_file,
                               run_compare)
-    from ..render.terminal import print_comparison, print_gate_outcome
+    from ..render.terminal import print_comparison, print_gate_outcome, results_on_stderr
 
     # What must fail before the files are read (the evaluation options are
     # checked by opis_cli.evaluate).
     opt.validate(confidence=confidence, bootstrap=bootstrap, top=top, block_mib=block_mib)
     check_outputs((json_out, "--json"), (junit, "--junit"), (markdown, "--markdown"))
+    check_inputs(baseline, candidate)
     if report is not None:
         opt.check_report_folder(report, "--report")
     from .trackers import log_comparison, mlflow_target
@@ -120,8 +132,8 @@ def compare(
     show = not quiet and sys.stderr.isatty()
 
     def evaluate_side(path: Path, options: dict):
-        result = evaluate_path(path, reader, show_progress=show, block_bytes=block_mib * 2**20,
-                               **options)
+        result = evaluate_path(path, reader, show_progress=show, compile_note=not quiet,
+                               block_bytes=block_mib * 2**20, **options)
         return evaluated(str(path), result,
                          at=lambda t: measure_file(path, t, reader, options=options,
                                                    block_bytes=block_mib * 2**20))
@@ -141,13 +153,16 @@ def compare(
     if report is not None:
         from ..render.report.compare import write_comparison_report
 
-        write_comparison_report(cmp, base.result, cand.result, report, outcome=outcome)
+        wrote(write_comparison_report(cmp, base.result, cand.result, report, outcome=outcome),
+              quiet=quiet)
     write_gate_outputs(outcome, json_out=json_out, junit=junit, markdown=markdown,
-                       comparison=cmp, top=top, json_doc={"comparison": cmp.to_dict()})
+                       comparison=cmp, top=top, json_doc={"comparison": cmp.to_dict()},
+                       quiet=quiet)
     if not quiet:
-        print_comparison(cmp, top)
-        if outcome is not None:
-            print_gate_outcome(outcome)
+        with results_on_stderr(stdout_taken(json_out, markdown)):
+            print_comparison(cmp, top)
+            if outcome is not None:
+                print_gate_outcome(outcome)
     if tracker is not None:
         log_comparison(tracker, cmp, base.result, cand.result, baseline=baseline,
                        candidate=candidate, json_out=json_out, report=report, outcome=outcome,

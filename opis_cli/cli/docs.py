@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import typer.main
+from .root import build_command
 
-from . import app
-
-#: ``opis`` as a click group: every command, option and help text.
-command = typer.main.get_command(app)
+#: ``opis`` as a click group: every command, option and help text (the
+#: "Advanced" panel included: cli.md shows hidden options too).
+command = build_command(show_all=True)

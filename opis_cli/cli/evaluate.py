@@ -11,18 +11,24 @@ import typer
 
 from .. import options as opt
 from ..engines.registry import engine_help
+from .firstrun import COMPILED_ENGINES, with_compile_note
 from ..errors import ConfigError
 from . import options as o
-from .root import app, check_outputs, exit_with, write_gate_outputs
+from .options import ADVANCED_OPTION, ENGINE, GATE, INPUT, OUTPUTS, RANGE, TRACKERS  # noqa: F401
+from .root import (app, check_inputs, check_outputs, examples, exit_with, stdout_taken,
+                   write_gate_outputs, wrote)
 
 
-def evaluate_path(path: Path, reader, *, show_progress: bool, **options: Any):
-    """Read and evaluate one embeddings file with a progress bar; show the engine's warnings."""
+def evaluate_path(path: Path, reader, *, show_progress: bool, compile_note: bool = True,
+                  **options: Any):
+    """Read and evaluate one embeddings file with a progress bar; show the engine's warnings
+    (and, with ``compile_note``, that the kernels compile on a cold cache)."""
     from ..gate.sides import evaluate_file
     from ..render.terminal import print_warnings, progress_bar
 
     with progress_bar(show_progress) as cb:
-        result, warnings = evaluate_file(path, reader, progress=cb, **options)
+        result, warnings = evaluate_file(path, reader, progress=with_compile_note(cb, compile_note),
+                                         **options)
     print_warnings(warnings)
     return result
 
@@ -45,7 +51,8 @@ def _worker_shards(path: Path, engine: str, labels, embedding_columns, input_for
 
 def evaluate_shards(path: Path, *, engine, embedding_column: str, label_column: str,
                     group_column: str | None, query_column: str | None,
-                    gallery_column: str | None, show_progress: bool, **options: Any):
+                    gallery_column: str | None, show_progress: bool, compile_note: bool = True,
+                    **options: Any):
     """``evaluate_path`` for a Parquet input that the Dask workers read: the
     client reads the role columns and the footers only (opis_cli.io.shards)."""
     from ..api import evaluate as run
@@ -61,7 +68,8 @@ def evaluate_shards(path: Path, *, engine, embedding_column: str, label_column: 
     for f in ds.files:
         s = _source_file(f)
         sources.append({"path": s.path, "sha256": s.sha256, "size_bytes": s.size_bytes})
-    with progress_bar(show_progress) as cb:
+    with progress_bar(show_progress) as bar:
+        cb = with_compile_note(bar, compile_note)
         try:
             return run(ds.embeddings, ds.labels, groups=ds.groups, is_query=ds.is_query,
                        is_gallery=ds.is_gallery, progress=cb, sources=sources,
@@ -84,9 +92,11 @@ def _diagnosis_options(diagnose: bool, threshold, impostors: int, overlap_level:
         if given:
             raise ConfigError(f"{given[0]} belongs to the diagnosis: add --diagnose")
         return {}
-    if engine != "exact":
-        raise ConfigError(f"--diagnose needs --engine exact (the {engine} engine does not "
-                          "count every pair at one threshold)")
+    from ..engines.registry import capabilities, either, with_capability
+
+    if not capabilities(engine).diagnosis:
+        raise ConfigError(f"--diagnose needs --engine {either(with_capability('diagnosis'))} "
+                          f"(the {engine} engine does not count every pair at one threshold)")
     if calibration is not None:
         raise ConfigError("--diagnose does not take --calibration (it diagnoses the raw "
                           "distances)")
@@ -102,7 +112,10 @@ def _diagnosis_options(diagnose: bool, threshold, impostors: int, overlap_level:
             "overlap_level": overlap_level}
 
 
-@app.command()
+@app.command(epilog=examples(
+    "opis evaluate sample_data/digits_weak.parquet",
+    "opis evaluate sample_data/digits_weak.parquet --report weak-report",
+    "opis evaluate sample_data/digits_weak.parquet --max opis=0.02 --json -"))
 def evaluate(
     path: Annotated[Path, typer.Argument(
         help="Embeddings: Parquet file or folder, .npy, .npz, Hugging Face dataset, Lance, "
@@ -133,36 +146,42 @@ def evaluate(
     verification: o.VerificationOpt = opt.VERIFICATION,
     dcf: o.Dcf = ":".join(f"{v:g}" for v in opt.DCF),
     calibration: Annotated[Optional[Path], typer.Option(
-        "--calibration", help="Apply a calibration file (opis calibrate --method M --out FILE): "
-                              "every number on the adjusted distances d - a_q - b_g (SPEC 11). "
-                              "Exact and dask engines.")] = None,
+        "--calibration", help="Apply a calibration file (opis calibrate --out): every number on "
+                              "the adjusted distances d - a_q - b_g (SPEC 11).",
+        rich_help_panel=RANGE)] = None,
     json_out: Annotated[Optional[str], typer.Option(
-        "--json", help="Write the result JSON here ('-' for stdout).")] = None,
+        "--json", metavar="PATH", help="Write the result JSON here ('-' for stdout).",
+        rich_help_panel=OUTPUTS)] = None,
     curves: Annotated[Optional[Path], typer.Option(
-        help="Write per-class utility curves (one row per class and threshold) as .parquet "
-             "or .csv.")] = None,
+        help="Write per-class utility curves (a row per class and threshold), .parquet or .csv.",
+        rich_help_panel=OUTPUTS)] = None,
     report: Annotated[Optional[Path], typer.Option(
-        help="Write an HTML report with PNG figures into this folder.")] = None,
+        help="Write an HTML report with PNG figures into this folder.",
+        rich_help_panel=OUTPUTS)] = None,
     block_mib: o.BlockMiB = opt.BLOCK_MIB,
-    engine: Annotated[str, typer.Option(help=engine_help())] = opt.ENGINE,
+    engine: Annotated[str, typer.Option(
+        metavar="ENGINE", help=engine_help(), rich_help_panel=ENGINE)] = opt.ENGINE,
     negatives_per_query: Annotated[int, typer.Option(
         help="Gallery rows drawn per query for --engine sampled (its negatives are those of "
-             "other classes).")] = opt.NEGATIVES_PER_QUERY,
+             "other classes).", **ADVANCED_OPTION)] = opt.NEGATIVES_PER_QUERY,
     retrieval_queries: Annotated[int, typer.Option(
         help="Queries whose R@k and MAP@R --engine sampled computes exactly against the "
-             "whole gallery.")] = opt.RETRIEVAL_QUERIES,
-    k: Annotated[int, typer.Option("--k", help="Neighbours per query for --engine knn.")] = opt.K,
+             "whole gallery.", **ADVANCED_OPTION)] = opt.RETRIEVAL_QUERIES,
+    k: Annotated[int, typer.Option("--k", help="Neighbours per query for --engine knn.",
+        rich_help_panel=ENGINE)] = opt.K,
     index: Annotated[str, typer.Option(
         help=f"FAISS index for --engine knn: {', '.join(opt.INDEXES[:-1])} or "
-             f"{opt.INDEXES[-1]}.")] = opt.INDEX,
+             f"{opt.INDEXES[-1]}.", **ADVANCED_OPTION)] = opt.INDEX,
     scheduler: Annotated[Optional[str], typer.Option(
-        help="Dask scheduler address for --engine dask (default: a local cluster).")] = None,
+        help="Dask scheduler address for --engine dask (default: a local cluster).",
+        **ADVANCED_OPTION)] = None,
     workers: Annotated[Optional[int], typer.Option(
-        help="Worker processes of the local Dask cluster for --engine dask.")] = None,
+        help="Worker processes of the local Dask cluster for --engine dask.",
+        **ADVANCED_OPTION)] = None,
     worker_mib: Annotated[int, typer.Option(
         help="Memory budget of one Dask worker, in MiB, when the workers read a Parquet input "
              "themselves (--engine dask): it sets the block size. Results do not depend on "
-             "it.")] = opt.WORKER_MIB,
+             "it.", **ADVANCED_OPTION)] = opt.WORKER_MIB,
     baseline: o.Baseline = None,
     max_rules: o.MaxRules = None,
     min_rules: o.MinRules = None,
@@ -206,10 +225,7 @@ def evaluate(
     With gate rules (--max, --min, --max-increase, --max-decrease, --config) the
     fresh result is also checked like `opis gate`: exit 1 when a rule fails.
     """
-    from ..engines import make_engine
-    from ..gate.sides import EvaluateGate, Reader
     from ..io.output import TABLE_SUFFIXES, check_output_path, staged
-    from ..render.terminal import console, print_bootstrap, print_gate_outcome, print_result
 
     # What must fail before the files are read; the evaluation options are
     # checked by opis_cli.evaluate, the engine's by the engine.
@@ -225,6 +241,17 @@ def evaluate(
         opt.check_report_folder(report, "--report")
     diag_opts = _diagnosis_options(diagnose, threshold, impostors, overlap_level, pairs, engine,
                                    calibration)
+    from ..gate.sides import EvaluateGate, Reader
+
+    gate = EvaluateGate.plan(o.rule_options(max_rules, min_rules, max_increase, max_decrease),
+                             baseline=baseline, config=gate_config, bootstrap=bootstrap,
+                             seed=seed, junit=junit)
+    check_inputs(path)
+    # the heavy imports (numba, faiss, pyarrow, rich) only now
+    from ..engines import make_engine
+    from ..render.terminal import (console, print_bootstrap, print_gate_outcome, print_result,
+                                   results_on_stderr)
+
     cal_opts = {}
     if calibration is not None:
         from ..calibration import load_calibration
@@ -243,9 +270,6 @@ def evaluate(
     from .trackers import log_evaluation, mlflow_target
 
     tracker = mlflow_target(mlflow, mlflow_experiment, mlflow_run_id)
-    gate = EvaluateGate.plan(o.rule_options(max_rules, min_rules, max_increase, max_decrease),
-                             baseline=baseline, config=gate_config, bootstrap=bootstrap,
-                             seed=seed, junit=junit)
     block_bytes = block_mib * 2**20
     reader = Reader(labels, embedding_column, embedding_columns, label_column, group_column,
                     query_column, gallery_column,
@@ -265,16 +289,19 @@ def evaluate(
                       negatives_per_query=negatives_per_query,
                       retrieval_queries=retrieval_queries, seed=seed)
     show = not quiet and sys.stderr.isatty()
+    note = not quiet and engine in COMPILED_ENGINES
     if _worker_shards(path, engine, labels, embedding_columns, fmt_opts["format"],
                       {k_: v for k_, v in fmt_opts.items() if k_ != "format"}):
         result = evaluate_shards(path, engine=eng, embedding_column=embedding_column,
                                  label_column=label_column, group_column=group_column,
                                  query_column=query_column, gallery_column=gallery_column,
-                                 show_progress=show, **eval_opts)
+                                 show_progress=show, compile_note=note, **eval_opts)
     else:
-        result = evaluate_path(path, reader, show_progress=show, engine=eng, **eval_opts)
+        result = evaluate_path(path, reader, show_progress=show, compile_note=note, engine=eng,
+                               **eval_opts)
     # the gate outcome sits beside the verdict, in the terminal and on the report page
     outcome = gate.apply(result, str(path))
+    page = None
     with staged() as out:
         if json_out:
             out.text(json_out, gate.result_json(result))
@@ -285,26 +312,28 @@ def evaluate(
         if report:
             from ..render.report import write_report
 
-            write_report(result, report, gate=outcome)
-    if not quiet:
-        print_result(result, str(path), outcome=outcome)
-        if result.diagnosis is not None:
-            from ..render.terminal import print_diagnosis
-
-            print_diagnosis(result)
-        boot = gate.bootstrap(result)
-        if boot is not None:
-            print_bootstrap(boot)
-    if outcome is not None:
-        write_gate_outputs(outcome, junit=junit)
+            page = write_report(result, report, gate=outcome)
+    wrote(json_out, curves, pairs, page, quiet=quiet)
+    with results_on_stderr(stdout_taken(json_out, markdown)):
         if not quiet:
-            console.print()
-            print_gate_outcome(outcome)
+            print_result(result, str(path), outcome=outcome)
+            if result.diagnosis is not None:
+                from ..render.terminal import print_diagnosis
+
+                print_diagnosis(result)
+            boot = gate.bootstrap(result)
+            if boot is not None:
+                print_bootstrap(boot)
+        if outcome is not None:
+            write_gate_outputs(outcome, junit=junit, quiet=quiet)
+            if not quiet:
+                console.print()
+                print_gate_outcome(outcome)
     if markdown:  # the verdict first, then the gate's part when rules were given
         from ..gate.compare import shown_metrics
 
         write_gate_outputs(outcome, markdown=markdown, headline=shown_metrics(result),
-                           verdict=result.verdict)
+                           verdict=result.verdict, quiet=quiet)
     if tracker is not None:
         log_evaluation(tracker, result, path=path, json_text=gate.result_json(result),
                        json_out=json_out, curves=curves, report=report, outcome=outcome,

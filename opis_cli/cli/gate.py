@@ -9,10 +9,14 @@ import typer
 
 from .. import options as opt
 from . import options as o
-from .root import app, check_outputs, exit_with, write_gate_outputs
+from .options import ADVANCED_OPTION, ENGINE, GATE, INPUT, OUTPUTS, RANGE, TRACKERS  # noqa: F401
+from .root import (app, check_inputs, check_outputs, examples, exit_with, stdout_taken,
+                   write_gate_outputs)
 
 
-@app.command()
+@app.command(epilog=examples(
+    "opis gate weak.json --max opis=0.02 --min recall_at_1=0.9",
+    "opis gate new.json --baseline weak.json --max-increase opis=ci"))
 def gate(
     result: Annotated[Path, typer.Argument(help="Result JSON written by opis evaluate --json.",
                                            show_default=False)],
@@ -23,18 +27,20 @@ def gate(
     max_decrease: o.MaxDecreaseRules = None,
     config: o.Config = None,
     no_config: Annotated[bool, typer.Option(
-        "--no-config", help="Do not look for opis.toml / pyproject.toml (tool.opis.gate).")
+        "--no-config", help="Do not look for opis.toml / pyproject.toml (tool.opis.gate).",
+        rich_help_panel=GATE)
     ] = False,
     curves: Annotated[Optional[Path], typer.Option(
         help="Per-class curves of RESULT (opis evaluate --curves), for 'ci' rules when "
-             "RESULT holds no bootstrap.")] = None,
+             "RESULT holds no bootstrap.", rich_help_panel=INPUT)] = None,
     baseline_curves: Annotated[Optional[Path], typer.Option(
-        help="Per-class curves of the baseline, likewise.")] = None,
+        help="Per-class curves of the baseline, likewise.", rich_help_panel=INPUT)] = None,
     bootstrap: o.Bootstrap = None,
     seed: o.Seed = opt.SEED,
     confidence: o.Confidence = None,
     json_out: Annotated[Optional[str], typer.Option(
-        "--json", help="Write the gate outcome as JSON here ('-' for stdout).")] = None,
+        "--json", metavar="PATH", help="Write the gate outcome as JSON here ('-' for stdout).",
+        rich_help_panel=OUTPUTS)] = None,
     junit: o.Junit = None,
     markdown: o.Markdown = None,
     quiet: o.Quiet = False,
@@ -46,10 +52,11 @@ def gate(
     in pyproject.toml, or opis.toml) found by walking up from the current folder.
     """
     from ..gate.sides import run_gate
-    from ..render.terminal import print_gate_outcome
+    from ..render.terminal import print_gate_outcome, results_on_stderr
 
     opt.check("confidence", confidence)
     check_outputs((json_out, "--json"), (junit, "--junit"), (markdown, "--markdown"))
+    check_inputs(result)
     outcome, cand = run_gate(result, o.rule_options(max_rules, min_rules, max_increase,
                                                     max_decrease),
                              baseline=baseline, config=config, discover=not no_config,
@@ -58,7 +65,9 @@ def gate(
     from ..gate.compare import shown_metrics
 
     write_gate_outputs(outcome, json_out=json_out, junit=junit, markdown=markdown,
-                       headline=shown_metrics(cand.result), verdict=cand.result.verdict)
+                       headline=shown_metrics(cand.result), verdict=cand.result.verdict,
+                       quiet=quiet)
     if not quiet:
-        print_gate_outcome(outcome)
+        with results_on_stderr(stdout_taken(json_out, markdown)):
+            print_gate_outcome(outcome)
     raise exit_with(outcome)

@@ -15,6 +15,20 @@ import typer
 
 from .. import options as opt
 
+# Help panels (`rich_help_panel=`), in the order --help shows them. The options of
+# the "Advanced" panel are hidden from --help and shown by --help-all (cli.root).
+INPUT = "Input"
+RANGE = "Range and threshold"
+ENGINE = "Engine"
+OUTPUTS = "Outputs"
+GATE = "Gate"
+TRACKERS = "Trackers"
+DIAGNOSIS = "Diagnosis"
+ADVANCED = "Advanced"
+PANELS = (INPUT, RANGE, ENGINE, OUTPUTS, GATE, TRACKERS, DIAGNOSIS, ADVANCED)
+#: keywords of an option of the "Advanced" panel: ``typer.Option(..., **ADVANCED_OPTION)``
+ADVANCED_OPTION = {"rich_help_panel": ADVANCED, "hidden": True}
+
 # Choice lists as str Enums, so that typer lists them in --help and rejects others.
 Metric = enum.Enum("Metric", {v.replace("-", "_"): v for v in opt.METRICS}, type=str)
 Utility = enum.Enum("Utility", {v.replace("-", "_"): v for v in opt.UTILITIES}, type=str)
@@ -24,49 +38,59 @@ _POLICIES = ", ".join(opt.POLICIES)
 
 # ------------------------------------------------------------------ every command
 
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No terminal output but errors.")]
-Debug = Annotated[bool, typer.Option(help="Show tracebacks for errors.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No terminal output but errors.",
+    rich_help_panel=OUTPUTS)]
+Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.",
+    **ADVANCED_OPTION)]
 
 # ------------------------------------------------------------------ reading embeddings
 
 LabelsFile = Annotated[Optional[Path], typer.Option(
-    "--labels", help="Labels for .npy/.npz, tensor, HDF5 or FAISS embeddings: .npy, .txt (one "
-                     "per line), .csv or .parquet (column --label-column).")]
+    "--labels", help="Labels for .npy/.npz, tensor, HDF5 or FAISS inputs: .npy, .txt (one "
+                     "per line), .csv or .parquet.",
+                     rich_help_panel=INPUT)]
 EmbeddingColumn = Annotated[str, typer.Option(
-    help="Parquet column holding the embedding (list or fixed_size_list of floats).")]
+    help="Parquet column holding the embedding (list or fixed_size_list of floats).",
+    rich_help_panel=INPUT)]
 EmbeddingColumns = Annotated[Optional[str], typer.Option(
     help="Glob of numeric Parquet columns forming the embedding, e.g. 'emb_*' "
-         "(instead of --embedding-column).")]
-LabelColumn = Annotated[str, typer.Option(help="Column holding the class label.")]
+         "(instead of --embedding-column).", **ADVANCED_OPTION)]
+LabelColumn = Annotated[str, typer.Option(help="Column holding the class label.",
+    rich_help_panel=INPUT)]
 GroupColumn = Annotated[Optional[str], typer.Option(
-    help="Column holding a group (customer, domain); adds OPIS across groups.")]
+    help="Column holding a group (customer, domain); adds OPIS across groups.",
+    rich_help_panel=INPUT)]
 QueryColumn = Annotated[Optional[str], typer.Option(
-    help="Boolean column: row is a query (default: column 'is_query' if present, else all).")]
+    help="Boolean column: row is a query (default: column 'is_query' if present, else all).",
+    rich_help_panel=INPUT)]
 GalleryColumn = Annotated[Optional[str], typer.Option(
-    help="Boolean column: row is in the gallery (default: 'is_gallery' if present, else all).")]
+    help="Boolean column: row is in the gallery (default: 'is_gallery' if present, else all).",
+    rich_help_panel=INPUT)]
 InputFormat = enum.Enum("InputFormat", {v: v for v in opt.INPUT_FORMATS}, type=str)
 FormatOpt = Annotated[Optional[InputFormat], typer.Option(
-    "--format", help="Read the input as this format (default: detected from the path): "
-                     "parquet, npy, npz, hf (Hugging Face save_to_disk folder or .arrow), "
-                     "lance, safetensors, pt (PyTorch), hdf5, faiss (index file).",
-    show_default=False)]
+    "--format", metavar="FORMAT",
+    help="Input format (default: from the path): parquet, npy, npz, hf (Hugging Face), lance, "
+         "safetensors, pt, hdf5 or faiss (an index file).",
+    show_default=False, rich_help_panel=INPUT)]
 HfSplit = Annotated[Optional[str], typer.Option(
     "--hf-split", metavar="NAME",
-    help="Split of a Hugging Face DatasetDict folder (required when it has several).")]
+    help="Split of a Hugging Face DatasetDict folder (required when it has several).",
+    **ADVANCED_OPTION)]
 TensorKey = Annotated[Optional[str], typer.Option(
     "--tensor-key", metavar="NAME",
     help="safetensors/PyTorch: tensor holding the embeddings (default: the only 2-D float "
-         "tensor).")]
+         "tensor).", **ADVANCED_OPTION)]
 TensorLabelsKey = Annotated[Optional[str], typer.Option(
     "--tensor-labels-key", metavar="NAME",
-    help="safetensors/PyTorch: tensor holding the labels (default: 'labels'; or --labels).")]
+    help="safetensors/PyTorch: tensor holding the labels (default: 'labels'; or --labels).",
+    **ADVANCED_OPTION)]
 DatasetKey = Annotated[Optional[str], typer.Option(
     "--dataset-key", metavar="PATH",
     help="HDF5: dataset holding the embeddings, e.g. val/emb (default: the only 2-D float "
-         "dataset).")]
+         "dataset).", **ADVANCED_OPTION)]
 DatasetLabelsKey = Annotated[Optional[str], typer.Option(
     "--dataset-labels-key", metavar="PATH",
-    help="HDF5: dataset holding the labels (default: 'labels'; or --labels).")]
+    help="HDF5: dataset holding the labels (default: 'labels'; or --labels).", **ADVANCED_OPTION)]
 
 
 def format_options(input_format, hf_split, tensor_key, tensor_labels_key, dataset_key,
@@ -78,80 +102,93 @@ def format_options(input_format, hf_split, tensor_key, tensor_labels_key, datase
 
 # ------------------------------------------------------------------ evaluation
 
-MetricOpt = Annotated[Metric, typer.Option(help="Distance: cosine (1 - cos) or l2.")]
+MetricOpt = Annotated[Metric, typer.Option(help="Distance: cosine (1 - cos) or l2.",
+    rich_help_panel=RANGE)]
 FarRange = Annotated[str, typer.Option(
-    help="Calibration range as global false-accept-rate bounds A:B (exact order statistics "
-         "of the negative-pair distances).")]
+    metavar="A:B", help="Calibration range as global false-accept-rate bounds A:B.",
+    rich_help_panel=RANGE)]
 CalRange = Annotated[Optional[str], typer.Option(
-    help="Calibration range as distances LO:HI (overrides --far-range).")]
-NumThresholds = Annotated[int, typer.Option(help="Thresholds in the grid, both ends included.")]
+    metavar="LO:HI", help="Calibration range as distances LO:HI (overrides --far-range).",
+    rich_help_panel=RANGE)]
+NumThresholds = Annotated[int, typer.Option(help="Thresholds in the grid, both ends included.",
+                                            **ADVANCED_OPTION)]
 UtilityOpt = Annotated[Utility, typer.Option(
-    help="Per-class utility: tpr-tnr (F-beta of TPR and TNR) or precision-recall.")]
-Beta = Annotated[float, typer.Option(help="F-beta weight; > 1 weights false rejects more.")]
-Epsilon = Annotated[float, typer.Option(help="Fraction of worst classes for epsilon-OPIS.")]
+    help="Per-class utility: tpr-tnr (F-beta of TPR and TNR) or precision-recall.",
+    rich_help_panel=RANGE)]
+Beta = Annotated[float, typer.Option(help="F-beta weight; > 1 weights false rejects more.",
+                                     **ADVANCED_OPTION)]
+Epsilon = Annotated[float, typer.Option(help="Fraction of worst classes for epsilon-OPIS.",
+                                        **ADVANCED_OPTION)]
 MinClassRows = Annotated[int, typer.Option(
-    "--min-class-rows", metavar="N", rich_help_panel="Range and threshold",
+    "--min-class-rows", metavar="N", rich_help_panel=RANGE,
     help="Exclude classes (and groups) with fewer than N rows from every average; their rows "
          "stay negatives of the others.")]
 Policy = Annotated[str, typer.Option(
-    help=f"Recommended threshold: {_POLICIES} or far:F (largest threshold with global "
-         "FAR <= F).")]
+    metavar="POLICY", help=f"Recommended threshold: {_POLICIES} or far:F (global FAR <= F).",
+    rich_help_panel=RANGE)]
 FairnessAlpha = Annotated[float, typer.Option(
     help="Weight of FAR against FRR, in [0, 1], in the fairness of the recommended threshold "
-         "(FDR, GARBE, inequity rate).")]
+         "(FDR, GARBE, inequity rate).", **ADVANCED_OPTION)]
 VerificationOpt = Annotated[bool, typer.Option(
     "--verification", help="Also measure the verification view over all pairs: EER, minDCF, "
-    "FNMR at FMR 1e-1..1e-6 and each group's EER (exact; one more pass over the pairs).")]
+    "FNMR at FMR 1e-1..1e-6, each group's EER (one more pass).",
+    rich_help_panel=RANGE)]
 Dcf = Annotated[str, typer.Option(
-    "--dcf", help="Detection cost of minDCF (with --verification): P_TARGET:C_MISS:C_FA.")]
+    "--dcf", help="Detection cost of minDCF (with --verification): P_TARGET:C_MISS:C_FA.",
+    **ADVANCED_OPTION)]
 BlockMiB = Annotated[int, typer.Option(
     help="Memory for the inner-product tiles held at once, in MiB: as many tiles as fit (one "
-         "per worker thread, up to 256 MiB each), at least one. Results do not depend on it.")]
+         "per worker thread, up to 256 MiB each), at least one. Results do not depend on it.",
+         **ADVANCED_OPTION)]
 
 # The same options for `opis compare`, where unset means: as the result JSON side.
 MetricOrSide = Annotated[Optional[Metric], typer.Option(
     "--metric", help=f"Distance for embeddings sides (default: the result JSON side's, else "
-                     f"{opt.METRIC}).")]
+                     f"{opt.METRIC}).", rich_help_panel=RANGE)]
 FarRangeOrDefault = Annotated[Optional[str], typer.Option(
     "--far-range", help="Calibration range as global FAR bounds A:B, for the side(s) "
-                        f"evaluated on their own range (default: {_FAR_RANGE}).")]
+                        f"evaluated on their own range (default: {_FAR_RANGE}).",
+                        rich_help_panel=RANGE)]
 NumThresholdsOrSide = Annotated[Optional[int], typer.Option(
     "--num-thresholds",
-    help=f"Thresholds in the grid (default: the baseline's, else {opt.NUM_THRESHOLDS}).")]
+    help=f"Thresholds in the grid (default: the baseline's, else {opt.NUM_THRESHOLDS}).",
+    rich_help_panel=RANGE)]
 UtilityOrSide = Annotated[Optional[Utility], typer.Option(
     "--utility", help=f"Per-class utility (default: the result JSON side's, else "
-                      f"{opt.UTILITY}).")]
+                      f"{opt.UTILITY}).", rich_help_panel=RANGE)]
 BetaOrSide = Annotated[Optional[float], typer.Option(
-    "--beta", help=f"F-beta weight (default: the result JSON side's, else {opt.BETA:g}).")]
+    "--beta", help=f"F-beta weight (default: the result JSON side's, else {opt.BETA:g}).",
+    rich_help_panel=RANGE)]
 EpsilonOrSide = Annotated[Optional[float], typer.Option(
     "--epsilon", help="Fraction of worst classes (default: the result JSON side's, else "
-                      f"{opt.EPSILON:g}).")]
+                      f"{opt.EPSILON:g}).", rich_help_panel=RANGE)]
 PolicyOrSide = Annotated[Optional[str], typer.Option(
     "--threshold-policy", help="Recommended threshold policy (default: the result JSON "
-                               f"side's, else {opt.THRESHOLD_POLICY}).")]
+                               f"side's, else {opt.THRESHOLD_POLICY}).", rich_help_panel=RANGE)]
 
 # ------------------------------------------------------------------ gate rules
 
-_RULE_HELP = ("Metric names are the keys of the result JSON's headline: opis, epsilon_opis, "
-              "recall_at_1, map_at_r, fdr, garbe, far_ratio, ... Repeatable.")
+_RULE_HELP = "METRIC: opis, epsilon_opis, recall_at_1, map_at_r, garbe, ... Repeatable."
 MaxRules = Annotated[Optional[list[str]], typer.Option(
-    "--max", metavar="METRIC=V", help="Fail when METRIC > V, e.g. --max opis=0.02. " + _RULE_HELP)]
+    "--max", metavar="METRIC=V", help="Fail when METRIC > V, e.g. --max opis=0.02. " + _RULE_HELP,
+    rich_help_panel=GATE)]
 MinRules = Annotated[Optional[list[str]], typer.Option(
-    "--min", metavar="METRIC=V", help="Fail when METRIC < V, e.g. --min recall_at_1=0.9.")]
+    "--min", metavar="METRIC=V", help="Fail when METRIC < V, e.g. --min recall_at_1=0.9.",
+    rich_help_panel=GATE)]
 MaxIncreaseRules = Annotated[Optional[list[str]], typer.Option(
     "--max-increase", metavar="METRIC=D",
-    help="Fail when METRIC rose by more than D over the baseline: D absolute (0.002), relative "
-         "(10%) or 'ci' (only when the bootstrap interval of the change lies above 0; "
-         "opis and epsilon_opis).")]
+    help="Fail when METRIC rose by more than D over the baseline: 0.002, 10% or 'ci' (the "
+         "bootstrap interval of the change lies above 0).", rich_help_panel=GATE)]
 MaxDecreaseRules = Annotated[Optional[list[str]], typer.Option(
     "--max-decrease", metavar="METRIC=D",
-    help="Fail when METRIC fell by more than D below the baseline (D as for --max-increase).")]
+    help="Fail when METRIC fell by more than D below the baseline (D as for --max-increase).",
+    rich_help_panel=GATE)]
 Baseline = Annotated[Optional[Path], typer.Option(
-    "--baseline", help="Baseline result JSON for --max-increase/--max-decrease (overrides "
-                       "the config file's baseline).")]
+    "--baseline", help="Baseline result JSON for --max-increase/--max-decrease.",
+    rich_help_panel=GATE)]
 Config = Annotated[Optional[Path], typer.Option(
-    "--config", help="TOML file with gate rules: a tool.opis.gate table in pyproject.toml, "
-                     "or opis.toml (a gate table or flat keys).")]
+    "--config", help="TOML file with gate rules: opis.toml, or pyproject.toml's "
+                     "tool.opis.gate table.", rich_help_panel=GATE)]
 
 
 def rule_options(max_rules, min_rules, max_increase, max_decrease) -> dict:
@@ -164,34 +201,36 @@ def rule_options(max_rules, min_rules, max_increase, max_decrease) -> dict:
 
 Bootstrap = Annotated[Optional[int], typer.Option(
     "--bootstrap", metavar="N",
-    help="Bootstrap resamples over the evaluated classes (e.g. 1000), for intervals of OPIS "
-         "and epsilon-OPIS (evaluate stores them under 'bootstrap' in the result JSON) and of "
-         "their changes. A side that already holds a bootstrap decides N and the seed for "
-         f"both, so that they pair (default where one is needed: {opt.RESAMPLES}).")]
+    help="Bootstrap resamples over the classes, for intervals of OPIS, epsilon-OPIS and their "
+         "changes (stored in the result JSON). A side that holds a bootstrap sets N and the "
+         f"seed for both (default where needed: {opt.RESAMPLES}).",
+         rich_help_panel=GATE)]
 Seed = Annotated[int, typer.Option(help="Seed of the bootstrap and of --engine sampled "
-                                        "(numpy default_rng).")]
+                                        "(numpy default_rng).", **ADVANCED_OPTION)]
 Confidence = Annotated[Optional[float], typer.Option(
     help=f"Level of the bootstrap intervals (default: {opt.CONFIDENCE:g}, or the config's "
-         "confidence).")]
+         "confidence).", rich_help_panel=GATE)]
 
 # ------------------------------------------------------------------ outputs
 
 Junit = Annotated[Optional[Path], typer.Option(
-    "--junit", help="Write the gate outcome as JUnit XML (one test case per rule).")]
+    "--junit", metavar="PATH", help="Write the gate outcome as JUnit XML (a test case a rule).",
+    rich_help_panel=GATE)]
 Markdown = Annotated[Optional[str], typer.Option(
-    "--markdown", help="Write a Markdown summary here ('-' for stdout), e.g. for "
-                       "$GITHUB_STEP_SUMMARY.")]
+    "--markdown", metavar="PATH", help="Write a Markdown summary here ('-' for stdout), e.g. for "
+                       "$GITHUB_STEP_SUMMARY.", rich_help_panel=OUTPUTS)]
 
 # ---- trackers
 
 Mlflow = Annotated[bool, typer.Option(
-    "--mlflow", help="Log the headline numbers, options, JSON, curves and report to an MLflow "
-                     "run, after the outputs are written (tracking URI and experiment from "
-                     "MLFLOW_TRACKING_URI, MLFLOW_EXPERIMENT_NAME; needs the mlflow extra).")]
+    "--mlflow", help="Log the numbers, options and outputs to an MLflow run (MLFLOW_TRACKING_URI, "
+                     "MLFLOW_EXPERIMENT_NAME; the mlflow extra).",
+                     rich_help_panel=TRACKERS)]
 MlflowExperiment = Annotated[Optional[str], typer.Option(
     "--mlflow-experiment", metavar="NAME",
-    help="MLflow experiment of the new run (created if missing); implies --mlflow.")]
+    help="MLflow experiment of the new run (created if missing); implies --mlflow.",
+    rich_help_panel=TRACKERS)]
 MlflowRunId = Annotated[Optional[str], typer.Option(
     "--mlflow-run-id", metavar="ID",
     help="Log into this existing MLflow run (e.g. the training run) instead of a new one; "
-         "implies --mlflow.")]
+         "implies --mlflow.", rich_help_panel=TRACKERS)]

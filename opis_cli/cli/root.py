@@ -2,21 +2,27 @@
 
 Every ``OpisError`` becomes one ``Error: ...`` line on stderr and exit code 2
 (a traceback only with ``--debug``); a gate that fails exits 1 (see
-:class:`opis_cli.errors.ExitCode`). Data goes to files or stdout; messages
-for people go to stderr. The commands live in their own modules
+:class:`opis_cli.errors.ExitCode`). The result (tables, verdict) goes to
+stdout, or the JSON alone with ``--json -``; progress, warnings, errors and
+one ``wrote PATH`` line per file written (:func:`wrote`) go to stderr.
+Options sit in the help panels of :data:`PANELS`; those of the "Advanced"
+panel are shown by ``--help-all`` only. The commands live in their own modules
 (``evaluate``, ``compare``, ``gate``, ``report``), which register on
 :data:`app` when imported (``opis_cli.cli`` imports them all).
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Iterable
 
 import typer
+import typer.main
 
 from .._version import __version__
+from .options import ADVANCED, PANELS  # noqa: F401  (the help panels, in order)
 from ..errors import ExitCode, OpisError
 
 app = typer.Typer(
@@ -44,6 +50,37 @@ def _root(
     """opis: threshold consistency of embedding models."""
 
 
+
+
+
+def wrote(*paths: str | Path | None, quiet: bool = False) -> None:
+    """Name each file written on stderr (``wrote PATH``): the one place every command
+    reports its outputs; ``None`` and ``-`` (stdout) are skipped, as is everything
+    with ``--quiet``."""
+    if quiet:
+        return
+    from ..render.terminal import print_wrote
+
+    for path in paths:
+        if path is not None and str(path) != "-":
+            print_wrote(path)
+
+
+def stdout_taken(*outputs: str | Path | None) -> bool:
+    """Whether one of the outputs is ``-`` (data on stdout): the tables then go to stderr."""
+    return any(p is not None and str(p) == "-" for p in outputs)
+
+
+def check_inputs(*paths: str | Path | None) -> None:
+    """Fail fast when an input path is missing or unreadable: before the heavy
+    imports (numpy, pyarrow, numba, faiss), with the readers' own message."""
+    from ..io._files import check_exists
+
+    for path in paths:
+        if path is not None:
+            check_exists(str(path))
+
+
 def check_outputs(*paths: tuple[str | Path | None, str]) -> None:
     """Fail before any work when an output file cannot be written: ``(path, option)`` pairs."""
     from ..io.output import check_output_path
@@ -55,7 +92,8 @@ def check_outputs(*paths: tuple[str | Path | None, str]) -> None:
 
 def write_gate_outputs(outcome, *, json_out: str | None = None, junit: Path | None = None,
                        markdown: str | None = None, headline=None, comparison=None,
-                       top: int = 5, json_doc: dict | None = None, verdict=None) -> None:
+                       top: int = 5, json_doc: dict | None = None, verdict=None,
+                       quiet: bool = False) -> None:
     """Write the requested gate outputs together (all or none, see ``io.output.staged``).
 
     ``--json`` holds ``outcome.to_dict()``, or ``json_doc`` plus a ``"gate"``
@@ -79,6 +117,7 @@ def write_gate_outputs(outcome, *, json_out: str | None = None, junit: Path | No
             out.text(junit, junit_xml(outcome))
         if markdown:
             out.text(markdown, summary(outcome, headline, comparison, top, verdict=verdict))
+    wrote(json_out, junit if outcome is not None else None, markdown, quiet=quiet)
 
 
 def exit_with(outcome) -> "typer.Exit":
@@ -86,21 +125,102 @@ def exit_with(outcome) -> "typer.Exit":
     return typer.Exit(int(outcome.exit_code if outcome is not None else ExitCode.OK))
 
 
-def main(argv: Iterable[str] | None = None) -> int:
-    """Entry point of the ``opis`` console script; returns the exit code."""
+def examples(*commands: str) -> str:
+    """The epilog of a command's help: real example commands, one a line."""
+    return "Examples:\n\n" + "\n".join(f"  $ {c}" for c in commands) + (
+        "\n\nMore options (input formats, engine tuning): --help-all")
+
+
+def _metavar(param, ctx) -> str:
+    """One metavar style: UPPERCASE placeholders (PATH, TEXT, INT, FLOAT), choices
+    as a|b|c; flags show none."""
+    shown = param.display_type_rich(ctx) or ""
+    bare = shown.strip("<>")
+    if "|" in bare and len(bare) > 16:  # long choice lists: the help text names them
+        return (param.name or "").upper()
+    if (param.name or "").endswith("_column"):
+        return "COLUMN"
+    return {"path": "PATH", "str": "TEXT", "int": "INT", "float": "FLOAT"}.get(bare, bare)
+
+
+def _no_type(ctx=None) -> str:
+    return ""
+
+
+def build_command(show_all: bool = False):
+    """The click command behind :data:`app`, tidied for help: flags without a metavar,
+    one metavar style, and (``show_all``) the options of the "Advanced" panel shown."""
+    from typer.core import TyperArgument
+
+    command = typer.main.get_command(app)
+    subs = list(getattr(command, "commands", {}).values())
+    order = {name: i for i, name in enumerate(PANELS)}
+    for cmd in [command, *subs]:
+        # panels in the order of PANELS, whatever the order of the parameters
+        cmd.params.sort(key=lambda p: order.get(getattr(p, "rich_help_panel", None), -1))
+        ctx = typer.Context(cmd, info_name=cmd.name)
+        help_option = cmd.get_help_option(ctx)
+        for param in [*cmd.params, *([help_option] if help_option is not None else [])]:
+            if show_all and getattr(param, "rich_help_panel", None) == ADVANCED:
+                param.hidden = False
+            if isinstance(param, TyperArgument):
+                if param.metavar is None:
+                    param.metavar = (param.name or "").upper()
+                param.display_type_rich = _no_type  # the name says it: no <path> beside it
+            elif getattr(param, "is_flag", False) or getattr(param, "count", False):
+                param.metavar = ""
+            elif param.metavar is None:
+                param.metavar = _metavar(param, ctx)
+    return command
+
+
+_NOT_ONE_OF = re.compile(r"'(?P<value>[^']*)' is not one of (?P<choices>'[^']*'(?:, '[^']*')*)")
+
+
+def usage_message(message: str) -> str:
+    """The option parser's message, kinder: without pydantic's "Value error, " and with
+    the nearest choice ("did you mean 'cosine'?") for a value that is not one of them."""
+    message = message.replace("Value error, ", "")
+    m = _NOT_ONE_OF.search(message)
+    if m:
+        import difflib
+
+        value, choices = m.group("value"), re.findall(r"'([^']*)'", m.group("choices"))
+        near = ([c for c in choices if value and c.startswith(value)]
+                or difflib.get_close_matches(value, choices, n=1, cutoff=0.5))
+        if near:
+            message = f"{message.rstrip('.')}; did you mean {near[0]!r}?"
+    return message
+
+
+def _print_error(message: str) -> None:
     from ..render.terminal import print_error
 
+    print_error(message)
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    """Entry point of the ``opis`` console script; returns the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
+    show_all = "--help-all" in args
+    if show_all:
+        args = [("--help" if a == "--help-all" else a) for a in args]
+    command = build_command(show_all)
     try:
-        rc = app(args=args, prog_name="opis", standalone_mode=False)
+        try:
+            rc = command.main(args=args, prog_name="opis", standalone_mode=False)
+        finally:
+            term = sys.modules.get("opis_cli.render.terminal")
+            if term is not None:
+                term.console._file = None  # results back on stdout (in-process runs)
         return int(rc or ExitCode.OK)
     except typer.Exit as e:
         return int(e.exit_code)
     except OpisError as e:
         if debug:
             raise
-        print_error(str(e))
+        _print_error(str(e))
         return int(ExitCode.USAGE)
     except (KeyboardInterrupt, BrokenPipeError, typer.Abort):
         return int(ExitCode.INTERRUPTED)
@@ -110,10 +230,10 @@ def main(argv: Iterable[str] | None = None) -> int:
             return int(ExitCode.USAGE)
         if debug:
             raise
-        print_error(e.format_message())
+        _print_error(usage_message(e.format_message()))
         return int(ExitCode.USAGE)
     except Exception as e:  # anything unexpected: still one line unless --debug
         if debug:
             raise
-        print_error(f"unexpected {type(e).__name__}: {e} (run again with --debug for a traceback)")
+        _print_error(f"unexpected {type(e).__name__}: {e} (run again with --debug for a traceback)")
         return int(ExitCode.USAGE)

@@ -36,7 +36,11 @@ from __future__ import annotations
 import os
 from typing import NamedTuple
 
-import numba as nb
+from .._numba_cache import use_user_cache_if_read_only
+
+use_user_cache_if_read_only()  # before numba reads NUMBA_CACHE_DIR (a read-only install)
+
+import numba as nb  # noqa: E402
 import numpy as np
 from llvmlite import ir
 from numba import types

@@ -116,6 +116,12 @@ class Rule:
 
 
 def _unknown_metric(metric: str, where: str) -> ConfigError:
+    """The nearest name when there is one (difflib), else every valid name."""
+    import difflib
+
+    near = difflib.get_close_matches(metric.lower(), RULE_METRICS, n=1, cutoff=0.6)
+    if near:
+        return ConfigError(f"unknown metric {metric!r} in {where}; did you mean {near[0]!r}?")
     return ConfigError(f"unknown metric {metric!r} in {where}; valid names: "
                        f"{', '.join(RULE_METRICS)}")
 

@@ -42,19 +42,39 @@ what was expected. Row numbers in messages are 0-based and count rows within
 the named file. Only the shape and type of the data are checked here; value
 checks (NaN or infinite entries, zero vectors) belong to later stages.
 
-Importing this package loads numpy and pyarrow, never numba, faiss or the CLI
-and plotting libraries (the memory model of ``engines.memory`` is imported
+Importing this package loads nothing heavy: the public names load their
+modules (numpy and pyarrow, never numba, faiss or the CLI and plotting
+libraries) on first use (the memory model of ``engines.memory`` is imported
 when the first check runs).
 """
 
 from __future__ import annotations
 
-from ._columns import ProgressCallback
-from .curves import (curves_from_table, curves_table, fairness_from_table, read_curves,
-                     write_curves)
-from .dataset import Dataset, SourceFile, read_dataset
-from .saved import read_result
+import importlib
+from typing import TYPE_CHECKING
 
 __all__ = ["Dataset", "SourceFile", "read_dataset", "read_curves", "read_result",
            "curves_table", "curves_from_table", "fairness_from_table", "write_curves",
            "ProgressCallback"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._columns import ProgressCallback
+    from .curves import (curves_from_table, curves_table, fairness_from_table, read_curves,
+                         write_curves)
+    from .dataset import Dataset, SourceFile, read_dataset
+    from .saved import read_result
+
+#: public name -> its module; loaded on first use, so that ``opis_cli.io.output``
+#: (the CLI's output checks) and ``opis_cli.io._files`` load no numpy or pyarrow
+_LAZY = {"ProgressCallback": "._columns", "Dataset": ".dataset", "SourceFile": ".dataset",
+         "read_dataset": ".dataset", "read_result": ".saved", "read_curves": ".curves",
+         "curves_table": ".curves", "curves_from_table": ".curves",
+         "fairness_from_table": ".curves", "write_curves": ".curves"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,11 @@
-"""People-facing terminal output (rich), always on standard error.
+"""People-facing terminal output (rich): results on stdout, the rest on stderr.
+
+:data:`console` prints what the user asked for (the tables, the verdict) on
+standard output, so that ``opis evaluate x > out.txt`` or ``| less`` keeps it;
+:data:`err_console` prints progress bars, warnings, errors and "wrote ..."
+lines on standard error. In a pipe, lines are not wrapped by rich (the
+reader's pager or terminal does it) and tables are laid out for ``COLUMNS``
+columns, else :data:`PIPE_WIDTH`.
 
 Reads finished objects (``EvaluationResult``, ``Bootstrap``, ``Comparison``,
 ``GateOutcome``); computes nothing. Text that comes from users (file names,
@@ -9,6 +16,8 @@ labels, messages quoting them) goes through :mod:`opis_cli.render.escape`
 
 from __future__ import annotations
 
+import os
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator
@@ -30,7 +39,48 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..metrics.bootstrap import Bootstrap
     from ..verdict import Verdict
 
-console = Console(stderr=True, highlight=False)
+#: table width when the output is not a terminal and COLUMNS is unset
+PIPE_WIDTH = 100
+
+
+def _make_console(stderr: bool) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    if tty or os.environ.get("COLUMNS", "").strip().isdigit():
+        return Console(stderr=stderr, highlight=False)
+    # a pipe or a file: lay out for a fixed width and let long lines run on
+    return Console(stderr=stderr, highlight=False, width=PIPE_WIDTH, soft_wrap=True)
+
+
+#: results (tables, verdicts): standard output
+console = _make_console(stderr=False)
+#: progress, warnings, errors, "wrote ..." lines: standard error
+err_console = _make_console(stderr=True)
+
+
+@contextmanager
+def results_on_stderr(enabled: bool = True) -> Iterator[None]:
+    """Print results on stderr while standard output carries data (``--json -``)."""
+    if not enabled:
+        yield
+        return
+    saved = console._file
+    console.file = sys.stderr
+    try:
+        yield
+    finally:
+        console._file = saved
+
+
+def print_wrote(path: str | Path, what: str = "") -> None:
+    """One ``wrote PATH`` line on stderr (``what`` says what it holds, if given)."""
+    line = Text.assemble("wrote ", terminal_text(str(path)))
+    if what:
+        line.append(f" ({what})")
+    err_console.print(line, soft_wrap=True)
 
 WORST_SHOWN = 10
 EXCLUDED_SHOWN = 20
@@ -39,14 +89,14 @@ EXCLUDED_SHOWN = 20
 def print_error(message: str) -> None:
     """One ``Error: ...`` line (control characters in ``message``, newlines included,
     shown as escapes: see :func:`~opis_cli.render.escape.one_line`)."""
-    console.print(Text.assemble(("Error:", "bold red"), " ", one_line(message)),
+    err_console.print(Text.assemble(("Error:", "bold red"), " ", one_line(message)),
                   highlight=False, soft_wrap=True)
 
 
 def print_warnings(messages: Iterable[str]) -> None:
     """One ``Warning: ...`` line each (the engines' warnings, e.g. knn truncation)."""
     for msg in messages:
-        console.print(Text.assemble(("Warning:", "bold yellow"), " ", one_line(msg)),
+        err_console.print(Text.assemble(("Warning:", "bold yellow"), " ", one_line(msg)),
                       soft_wrap=True)
 
 
@@ -57,7 +107,8 @@ def progress_bar(enabled: bool) -> Iterator:
         yield None
         return
     bar = Progress(TextColumn("{task.description:>16}"), BarColumn(), TaskProgressColumn(),
-                   TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True)
+                   TimeElapsedColumn(), TimeRemainingColumn(), console=err_console,
+                   transient=True)
     tasks: dict[str, int] = {}
 
     def callback(stage: str, done: int, total: int) -> None:
