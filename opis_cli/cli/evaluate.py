@@ -165,6 +165,9 @@ def evaluate(
         check_output_path(curves, "--curves", TABLE_SUFFIXES)
     if report:
         opt.check_report_folder(report, "--report")
+        from ..io.output import check_output_folder
+
+        check_output_folder(report, "--report")  # writable: before any work
     cal_opts = {}
     if calibration is not None:
         from ..calibration import load_calibration
