@@ -462,3 +462,86 @@ def test_probe_leaves_nothing_behind(tmp_path):
     check_output_path(tmp_path / "r.json", "--json")
     check_output_folder(tmp_path / "new" / "rep", "--report")
     assert os.listdir(tmp_path) == []
+
+
+# ---------------------------------------------------------------- Dask: a worker lost mid-pass
+# The rows given to the engine (a .npy input) are scattered to every worker:
+# a worker killed (SIGKILL) as the counting pass starts costs its tasks, which
+# the scheduler runs again on the other; the JSON is the same bytes. With
+# every worker killed the scattered rows are gone: one line, exit 2, no file.
+
+
+def _killing_progress(monkeypatch, client, how_many: int, killed: list):
+    """Progress callbacks (as the CLI's bar) that SIGKILL ``how_many`` worker
+    processes when the counting pass starts."""
+    import contextlib
+
+    import opis_cli.render.terminal as terminal
+
+    pids = client.run(os.getpid)
+
+    @contextlib.contextmanager
+    def progress_bar(enabled):
+        def callback(stage, done, total):
+            if stage == "counts" and not killed:
+                for addr, pid in list(pids.items())[:how_many]:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(addr)
+        yield callback
+
+    monkeypatch.setattr(terminal, "progress_bar", progress_bar)
+
+
+def _dask_input(tmp_path):
+    rng = np.random.default_rng(8)
+    n, d, classes = 2400, 12, 50
+    y = rng.integers(0, classes, n)
+    x = (rng.integers(-6, 7, (classes, d))[y] + rng.integers(-3, 4, (n, d))).astype(np.float32)
+    x[7] = x[8]
+    np.save(tmp_path / "e.npy", x)
+    np.save(tmp_path / "l.npy", y.astype(str))
+    return ["evaluate", str(tmp_path / "e.npy"), "--labels", str(tmp_path / "l.npy"),
+            "--metric", "l2",
+            "--engine", "dask", "-q"]
+
+
+def _wait_for_workers(client, n: int):
+    client.wait_for_workers(n, timeout=60)
+
+
+@pytest.mark.slow
+def test_dask_worker_killed_mid_pass_same_json(client, tmp_path, monkeypatch, capsys):
+    _wait_for_workers(client, 2)
+    args = _dask_input(tmp_path) + ["--scheduler", client.scheduler.address]
+    assert main([*args, "--json", str(tmp_path / "calm.json")]) == 0, capsys.readouterr().err
+    killed: list = []
+    _killing_progress(monkeypatch, client, 1, killed)
+    code = main([*args, "--json", str(tmp_path / "killed.json")])
+    err = capsys.readouterr().err
+    assert killed, "no worker was killed"
+    assert code == 0, err
+    a = (tmp_path / "calm.json").read_text().splitlines()
+    b = (tmp_path / "killed.json").read_text().splitlines()
+    assert len(a) == len(b)
+    assert all(u.strip().startswith('"time": ') for u, v in zip(a, b) if u != v)
+
+
+@pytest.mark.slow
+def test_dask_every_worker_killed_is_one_line_and_no_file(client, tmp_path, monkeypatch,
+                                                           capsys):
+    _wait_for_workers(client, 2)
+    args = _dask_input(tmp_path) + ["--scheduler", client.scheduler.address]
+    (tmp_path / "out.json").write_text("earlier\n")
+    killed: list = []
+    _killing_progress(monkeypatch, client, 2, killed)
+    code = main([*args, "--json", str(tmp_path / "out.json")])
+    err = capsys.readouterr().err
+    assert len(killed) == 2
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("Error: --engine dask: the cluster lost its workers during "
+                               "the run"), err
+    assert (tmp_path / "out.json").read_text() == "earlier\n"
+    assert sorted(os.listdir(tmp_path)) == ["e.npy", "l.npy", "out.json"]
+    _wait_for_workers(client, 2)  # the nannies start new workers
