@@ -70,6 +70,7 @@ def _earlier_outputs(folder: Path, names: list[str]) -> None:
             p.mkdir()
             (p / "report.html").write_text(f"earlier {name}\n")
             (p / "calibrate.html").write_text(f"earlier {name}\n")
+            (p / "compare.html").write_text(f"earlier {name}\n")
         else:
             p.write_text(f"earlier {name}\n")
 
@@ -306,6 +307,25 @@ def test_full_disk_is_one_line_and_nothing_changes(tmp_path, monkeypatch, capsys
     assert "No space left on device" in lines[0]
     assert "free some space" in lines[0] and "no output file was written or changed" in lines[0]
     assert str(out) in lines[0]  # names the output being written
+    assert _tree(out) == before
+
+
+@pytest.mark.parametrize("failing", ["compare.html", ".png"])
+def test_full_disk_compare_report_all_or_none(tmp_path, monkeypatch, capsys, small_input,
+                                               failing):
+    """The comparison report's page and figures appear together or not at all:
+    a full disk at the page leaves no new figure beside the earlier page."""
+    out = tmp_path / "out"
+    out.mkdir()
+    _earlier_outputs(out, ["rep/"])
+    before = _tree(out)
+    disk = _FullDisk(monkeypatch, out, match=failing)
+    code = main(["compare", str(small_input), str(small_input), "-q", "--report",
+                 str(out / "rep")])
+    err = capsys.readouterr().err
+    assert disk.hits and code == 2, err
+    assert err.startswith(f"Error: {out / 'rep'}") and err.count("\n") == 1, err
+    assert "No space left on device" in err
     assert _tree(out) == before
 
 
