@@ -125,3 +125,205 @@ def test_cli_reports_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
     assert err.startswith(f"Error: {path}: 300 x 6 embeddings need about")
     assert "0.0 GiB is available" in err and err.count("\n") == 1
     assert not os.path.exists(out)
+
+
+# ---------------------------------------------------------------- owned arrays, handed over
+# The CLI reads the embeddings into one writeable array of their own and hands
+# it over to opis_cli.evaluate(copy=False): the rows are held once. Each reader
+# is compared with a naive read (the whole file at once, row by row), and the
+# CLI's JSON with the copying path.
+
+
+def _owned(arr) -> bool:
+    """A writeable, C-contiguous float32 ndarray whose memory is NumPy's own
+    (not a file map or an Arrow buffer): what prepare() may consume."""
+    root = arr
+    while isinstance(root, np.ndarray) and root.base is not None:
+        root = root.base
+    return (type(arr) is np.ndarray and arr.dtype == np.float32 and arr.flags.c_contiguous
+            and arr.flags.writeable and type(root) is np.ndarray and root.flags.owndata)
+
+
+def _naive_parquet_rows(path) -> np.ndarray:
+    """Every row's embedding by Python lists: the naive reading of the file."""
+    rows = pq.read_table(path).column("embedding").to_pylist()
+    return np.array(rows, dtype=np.float64)
+
+
+def test_npy_owned_is_read_into_its_own_array(tmp_path):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((257, 7)).astype(np.float32)
+    np.save(tmp_path / "e.npy", x)
+    np.save(tmp_path / "l.npy", np.arange(257) % 4)
+    mapped = read_dataset(tmp_path / "e.npy", labels_path=tmp_path / "l.npy")
+    assert isinstance(mapped.embeddings, np.memmap)  # the default stays a read-only map
+    ds = read_dataset(tmp_path / "e.npy", labels_path=tmp_path / "l.npy", owned=True)
+    assert _owned(ds.embeddings)
+    assert ds.embeddings.tobytes() == x.tobytes()
+    ds.embeddings[:] = 0  # writing into it never reaches the file
+    np.testing.assert_array_equal(np.load(tmp_path / "e.npy"), x)
+
+
+@pytest.mark.parametrize("kind", ["float64", "float16", "fortran", "big-endian"])
+def test_npy_owned_other_layouts_stay_mapped(tmp_path, kind):
+    """Only native float32 in C order is read into a buffer; the others stay
+    mapped (prepare() makes the one float32 copy) and read the same values."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((40, 5))
+    arr = {"float64": x, "float16": x.astype(np.float16),
+           "fortran": np.asfortranarray(x.astype(np.float32)),
+           "big-endian": x.astype(">f4")}[kind]
+    np.save(tmp_path / "e.npy", arr)
+    np.save(tmp_path / "l.npy", np.arange(40) % 3)
+    ds = read_dataset(tmp_path / "e.npy", labels_path=tmp_path / "l.npy", owned=True)
+    assert isinstance(ds.embeddings, np.memmap)
+    np.testing.assert_array_equal(np.asarray(ds.embeddings, dtype=np.float64),
+                                  np.asarray(arr, dtype=np.float64))
+
+
+def test_npy_owned_integers_become_float32(tmp_path):
+    np.save(tmp_path / "e.npy", np.arange(24, dtype=np.int16).reshape(6, 4))
+    np.save(tmp_path / "l.npy", np.arange(6) % 2)
+    ds = read_dataset(tmp_path / "e.npy", labels_path=tmp_path / "l.npy", owned=True)
+    assert _owned(ds.embeddings)
+    np.testing.assert_array_equal(ds.embeddings, np.arange(24).reshape(6, 4))
+
+
+def test_npy_owned_truncated_file_is_one_line(tmp_path):
+    x = np.ones((100, 8), np.float32)
+    np.save(tmp_path / "e.npy", x)
+    raw = (tmp_path / "e.npy").read_bytes()
+    (tmp_path / "e.npy").write_bytes(raw[:-40])
+    np.save(tmp_path / "l.npy", np.arange(100) % 2)
+    with pytest.raises(InputError) as e:
+        read_dataset(tmp_path / "e.npy", labels_path=tmp_path / "l.npy", owned=True)
+    assert str(e.value).startswith(f"{tmp_path / 'e.npy'}: ") and "\n" not in str(e.value)
+
+
+def test_owned_memory_check_counts_the_array_as_the_float32_rows(tmp_path):
+    """Handed over, the array read is the run's float32 rows: the check
+    passes at the estimate without a stored copy and fails one byte below."""
+    np.save(tmp_path / "e.npy", np.zeros((40, 3), np.float32))
+    np.save(tmp_path / "l.npy", np.arange(40) % 2)
+    need = memory_needed(40, 3, stored_itemsize=0)["total"]
+    assert need < memory_needed(40, 3, stored_itemsize=4)["total"]
+    ds = read_dataset(tmp_path / "e.npy", labels_path=tmp_path / "l.npy", owned=True,
+                      memory_available=need)
+    assert _owned(ds.embeddings)
+    with pytest.raises(InputError, match="need about"):
+        read_dataset(tmp_path / "e.npy", labels_path=tmp_path / "l.npy", owned=True,
+                     memory_available=need - 1)
+
+
+@pytest.mark.parametrize("fixed", [True, False])
+def test_parquet_one_big_row_group_is_read_in_batches(tmp_path, monkeypatch, fixed):
+    """A row group larger than a batch is decoded a batch at a time into the
+    one matrix; the values equal a naive read, the array is owned."""
+    from opis_cli.io import parquet as parquet_reader
+
+    path = _parquet(tmp_path / "e.parquet", n=5000, d=6, groups=1, fixed=fixed)
+    assert pq.ParquetFile(path).num_row_groups == 1
+    monkeypatch.setattr(parquet_reader, "BATCH_BYTES", 1024 * 6 * 4)  # 1,024 rows
+    monkeypatch.setattr(parquet_reader, "_BATCH_ROWS_UNKNOWN_DIM", 1024)
+    seen = []
+    ds = read_dataset(path, progress=lambda d, t: seen.append((d, t)))
+    assert seen == [(min(5000, 1024 * (i + 1)), 5000) for i in range(5)]
+    assert _owned(ds.embeddings)
+    np.testing.assert_array_equal(ds.embeddings.astype(np.float64), _naive_parquet_rows(path))
+    labels = pq.read_table(path).column("label").to_pylist()
+    assert list(ds.labels) == [str(v) for v in labels]
+
+
+def test_parquet_batches_keep_the_file_row_in_messages(tmp_path, monkeypatch):
+    """A null in the third batch of the second row group names its row in the file."""
+    from opis_cli.io import parquet as parquet_reader
+
+    n, d = 3000, 4
+    rows = [[float(i + j) for j in range(d)] for i in range(n)]
+    rows[2345] = None
+    table = pa.table({"embedding": pa.array(rows, type=pa.list_(pa.float32())),
+                      "label": pa.array([str(i % 7) for i in range(n)])})
+    path = tmp_path / "nulls.parquet"
+    pq.write_table(table, path, row_group_size=1500)
+    monkeypatch.setattr(parquet_reader, "_BATCH_ROWS_UNKNOWN_DIM", 400)
+    with pytest.raises(InputError) as e:
+        read_dataset(path)
+    assert str(e.value) == (f"{path}: column 'embedding' row 2345 is null; "
+                            "expected a list of numbers")
+
+
+def _flagged_dataset(seed: int, n: int = 900, d: int = 10):
+    """Clustered rows with ties and exact duplicates, a singleton class,
+    groups and a query/gallery split."""
+    rng = np.random.default_rng(seed)
+    classes = 30
+    y = rng.integers(0, classes, n)
+    x = (rng.integers(-4, 5, (classes, d))[y] + rng.integers(-2, 3, (n, d))).astype(np.float32)
+    x[11] = x[12]  # an exact duplicate
+    lab = y.astype(str).astype(object)
+    lab[5] = "singleton"
+    part = rng.integers(0, 4, n)
+    groups = np.array(["g1", "g2", "g<3>"], dtype=object)[rng.integers(0, 3, n)]
+    return x, lab, groups, part != 1, part != 0
+
+
+def _json_doc(path) -> dict:
+    import json
+
+    doc = json.loads(path.read_text())
+    doc["provenance"].pop("time")
+    return doc
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "npy"])
+@pytest.mark.parametrize("opts", [["--metric", "cosine"], ["--metric", "l2"],
+                                  ["--metric", "l2", "--engine", "sampled"]],
+                         ids=["cosine", "l2", "sampled"])
+def test_cli_hands_the_array_over_and_the_json_is_the_same(tmp_path, monkeypatch, capsys,
+                                                           fmt, opts):
+    """The CLI gives prepare() an owned array to consume; the JSON is byte
+    for byte that of the copying path (opis_cli.evaluate with copy=True)."""
+    import opis_cli.api as api
+
+    x, y, g, q, gal = _flagged_dataset(seed=21)
+    if fmt == "parquet":
+        path = tmp_path / "e.parquet"
+        pq.write_table(pa.table({
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), x.shape[1]),
+            "label": pa.array(y.astype(str)), "group": pa.array(g.astype(str)),
+            "is_query": pa.array(q), "is_gallery": pa.array(gal)}), path, row_group_size=200)
+        args = [str(path), "--group-column", "group"]
+    else:
+        path = tmp_path / "e.npy"
+        np.save(path, x)
+        np.save(tmp_path / "l.npy", y.astype(str))
+        args = [str(path), "--labels", str(tmp_path / "l.npy")]
+
+    consumed = []
+    real_prepare = api.prepare
+
+    def spy(emb, *a, consume=False, **kw):
+        consumed.append(consume and _owned(emb))
+        return real_prepare(emb, *a, consume=consume, **kw)
+
+    monkeypatch.setattr(api, "prepare", spy)
+    handed = tmp_path / "handed.json"
+    assert main(["evaluate", *args, *opts, "-q", "--json", str(handed)]) == 0, \
+        capsys.readouterr().err
+    assert consumed == [True]
+
+    real_evaluate = api.evaluate
+
+    def copying(*a, **kw):
+        kw["copy"] = True
+        return real_evaluate(*a, **kw)
+
+    monkeypatch.setattr(api, "evaluate", copying)
+    copied = tmp_path / "copied.json"
+    assert main(["evaluate", *args, *opts, "-q", "--json", str(copied)]) == 0
+    assert consumed == [True, False]
+    assert _json_doc(handed) == _json_doc(copied)
+    # and the same bytes apart from the provenance's time
+    a, b = handed.read_text().splitlines(), copied.read_text().splitlines()
+    assert len(a) == len(b)
+    assert all(u.strip().startswith('"time": ') for u, v in zip(a, b) if u != v)

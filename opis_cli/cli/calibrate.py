@@ -183,6 +183,9 @@ def calibrate(
     check_inputs(path, test)
     if report:
         opt.check_report_folder(report, "--report")
+        from ..io.output import check_output_folder
+
+        check_output_folder(report, "--report")  # writable: before any work
     from .trackers import log_calibration, mlflow_target
 
     tracker = mlflow_target(mlflow, mlflow_experiment, mlflow_run_id)

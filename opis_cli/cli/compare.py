@@ -118,6 +118,9 @@ def compare(
     check_inputs(baseline, candidate)
     if report is not None:
         opt.check_report_folder(report, "--report")
+        from ..io.output import check_output_folder
+
+        check_output_folder(report, "--report")  # writable: before any work
     from .trackers import log_comparison, mlflow_target
 
     tracker = mlflow_target(mlflow, mlflow_experiment, mlflow_run_id)

@@ -239,6 +239,9 @@ def evaluate(
         check_output_path(curves, "--curves", TABLE_SUFFIXES)
     if report:
         opt.check_report_folder(report, "--report")
+        from ..io.output import check_output_folder
+
+        check_output_folder(report, "--report")  # writable: before any work
     diag_opts = _diagnosis_options(diagnose, threshold, impostors, overlap_level, pairs, engine,
                                    calibration)
     from ..gate.sides import EvaluateGate, Reader

@@ -6,7 +6,10 @@ Every ``OpisError`` becomes one ``Error: ...`` line on stderr and exit code 2
 stdout, or the JSON alone with ``--json -``; progress, warnings, errors and
 one ``wrote PATH`` line per file written (:func:`wrote`) go to stderr.
 Options sit in the help panels of :data:`PANELS`; those of the "Advanced"
-panel are shown by ``--help-all`` only. The commands live in their own modules
+panel are shown by ``--help-all`` only. SIGINT (Ctrl-C) exits 130 and SIGTERM (a
+CI timeout, ``kill``) 143: both interrupt the run like ``KeyboardInterrupt``,
+so the staged output files are removed and earlier files stay as they were
+(``opis_cli.io.output``). The commands live in their own modules
 (``evaluate``, ``compare``, ``gate``, ``report``), which register on
 :data:`app` when imported (``opis_cli.cli`` imports them all).
 """
@@ -14,7 +17,9 @@ panel are shown by ``--help-all`` only. The commands live in their own modules
 from __future__ import annotations
 
 import re
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated, Iterable
 
@@ -199,8 +204,54 @@ def _print_error(message: str) -> None:
     print_error(message)
 
 
+#: Exit code after SIGTERM (128 + 15, as a shell reports a process it ended).
+TERMINATED = 128 + signal.SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the run is, so that it unwinds like Ctrl-C."""
+
+
+#: The signal number of the SIGTERM received during this ``main()``, if any
+#: (Typer turns any ``KeyboardInterrupt`` into exit code 130; this tells 143).
+_received: int | None = None
+
+
+def _on_sigterm(signum, frame) -> None:
+    global _received
+    _received = signum
+    raise Terminated()
+
+
+def _interrupted(exc: BaseException | None = None) -> int:
+    """143 after SIGTERM, else 130 (Ctrl-C, a closed pipe)."""
+    seen = 0
+    while exc is not None and seen < 20:
+        if isinstance(exc, Terminated):
+            return int(TERMINATED)
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return int(TERMINATED) if _received is not None else int(ExitCode.INTERRUPTED)
+
+
 def main(argv: Iterable[str] | None = None) -> int:
-    """Entry point of the ``opis`` console script; returns the exit code."""
+    """Entry point of the ``opis`` console script; returns the exit code.
+
+    While it runs, SIGTERM raises :class:`Terminated` (in the main thread;
+    the previous handler is restored on return).
+    """
+    global _received
+    _received = None
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
+    try:
+        return _main(argv)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: Iterable[str] | None) -> int:
+    """The command line proper (``main`` holds the SIGTERM handler around it)."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     show_all = "--help-all" in args
@@ -210,20 +261,24 @@ def main(argv: Iterable[str] | None = None) -> int:
     try:
         try:
             rc = command.main(args=args, prog_name="opis", standalone_mode=False)
+            if rc == ExitCode.INTERRUPTED:  # Typer's exit code for a KeyboardInterrupt
+                return _interrupted()
         finally:
             term = sys.modules.get("opis_cli.render.terminal")
             if term is not None:
                 term.console._file = None  # results back on stdout (in-process runs)
         return int(rc or ExitCode.OK)
     except typer.Exit as e:
+        if e.exit_code == ExitCode.INTERRUPTED:
+            return _interrupted(e)
         return int(e.exit_code)
     except OpisError as e:
         if debug:
             raise
         _print_error(str(e))
         return int(ExitCode.USAGE)
-    except (KeyboardInterrupt, BrokenPipeError, typer.Abort):
-        return int(ExitCode.INTERRUPTED)
+    except (KeyboardInterrupt, BrokenPipeError, typer.Abort) as e:
+        return _interrupted(e)
     except typer.TyperException as e:  # usage errors from the option parser
         if type(e).__name__ == "NoArgsIsHelpError":
             e.show()

@@ -103,7 +103,7 @@ from .base import (DEFAULT_BLOCK_BYTES, EngineOutput, GridSpec, Progress, check_
                    exact_keys, key_margins, pair_keys, tile_rows)
 from .exact import PILOT_ROWS, PILOT_VALUES, PassConfig, merge, run_chunk, run_exact
 from .. import counts, options
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, InputError, OpisError
 from ..prepare import Prepared, _float32_rows
 
 try:
@@ -278,6 +278,21 @@ class DaskEngine:
     # -- the engine -------------------------------------------------------------
     def run(self, prep: Prepared, spec: GridSpec,
             progress: Progress | None = None) -> EngineOutput:
+        """The exact counts on the cluster. A worker lost in the middle of a
+        pass is survived when the data its tasks need is still held by
+        another (the rows given to ``evaluate()`` are on every worker: the
+        tasks are computed again there, the result is the same); when it is
+        not (every worker lost), one ``OpisError`` says so."""
+        try:
+            return self._run(prep, spec, progress)
+        except (distributed.client.FutureCancelledError, distributed.KilledWorker) as e:
+            raise OpisError(
+                "--engine dask: the cluster lost its workers during the run, and with them "
+                f"data the remaining tasks need ({type(e).__name__}: {' '.join(str(e).split())})"
+                "; run again once the workers are back") from e
+
+    def _run(self, prep: Prepared, spec: GridSpec,
+             progress: Progress | None = None) -> EngineOutput:
         if hasattr(prep.xq, "shards"):  # workers read their own shards
             with self._session() as client:
                 self._check_workers(client)

@@ -131,7 +131,8 @@ def evaluate_file(path: str | Path, reader: Reader = Reader(), *,
 
     Returns the result and the engine's warnings (e.g. knn truncation), each
     once, whitespace collapsed, for the caller to show. ``progress`` gets the
-    reader's stage as ``"reading"``.
+    reader's stage as ``"reading"``. The embeddings are read into an array of
+    their own and handed over (``copy=False``): the rows are held once.
     """
     from ..api import evaluate
     from ..io import read_dataset
@@ -142,7 +143,7 @@ def evaluate_file(path: str | Path, reader: Reader = Reader(), *,
                       embedding_columns=reader.embedding_columns,
                       label_column=reader.label_column, group_column=reader.group_column,
                       query_column=reader.query_column, gallery_column=reader.gallery_column,
-                      progress=reader_cb, **reader.format_options())
+                      progress=reader_cb, owned=True, **reader.format_options())
     sources = [{"path": s.path, "sha256": s.sha256, "size_bytes": s.size_bytes}
                for s in ds.sources]
     try:
@@ -150,7 +151,7 @@ def evaluate_file(path: str | Path, reader: Reader = Reader(), *,
             _warnings.simplefilter("always")
             result = evaluate(ds.embeddings, ds.labels, groups=ds.groups, is_query=ds.is_query,
                               is_gallery=ds.is_gallery, progress=progress, sources=sources,
-                              group_column=reader.group_column, **options)
+                              group_column=reader.group_column, copy=False, **options)
     except InputError as e:
         raise InputError(f"{path}: {e}") from e
     shown: list[str] = []

@@ -1,4 +1,4 @@
-"""The NumPy readers: ``.npy`` (memory-mapped embeddings) and ``.npz`` (named arrays).
+"""The NumPy readers: ``.npy`` (memory-mapped or owned embeddings) and ``.npz`` (named arrays).
 
 A ``.npy`` file holds only the embeddings; the labels come from a separate
 labels file. A ``.npz`` file holds an ``embeddings`` array (or exactly one
@@ -33,18 +33,27 @@ NPZ_EMBEDDINGS = "embeddings"
 NPZ_LABELS = "labels"
 
 
+
 def read_npy(
     path: str,
     spec: ColumnSpec,
     *,
     progress: ProgressCallback | None = None,
     memory_check: MemoryCheck | None = None,
+    owned: bool = False,
 ) -> Columns:
-    """Memory-map the embeddings of a ``.npy`` file (labels: none).
+    """Memory-map the embeddings of a ``.npy`` file, or read them into a buffer of their own.
 
-    ``progress`` is not called (``read_dataset`` reports once at the end);
-    ``memory_check`` gets a stored itemsize of 0, since the file's pages are
-    cache the system can drop.
+    ``progress`` is not called (``read_dataset`` reports once at the end).
+    ``memory_check`` gets a stored itemsize of 0 for a memory map, since the
+    file's pages are cache the system can drop, and 4 for an owned read.
+
+    With ``owned``, a C-ordered float32 array is read straight into one
+    freshly allocated, writeable, C-contiguous array (chunk by chunk, no
+    second copy) that the caller may hand over to ``opis_cli.evaluate(...,
+    copy=False)``; other dtypes stay memory-mapped (``prepare()`` makes the
+    float32 copy the engines need, so reading them first would only add one),
+    and integers become an owned float32 array as always.
 
     Raises
     ------
@@ -61,11 +70,36 @@ def read_npy(
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise InputError(f"{path}: not a valid .npy array of numbers ({one_line(exc)})") from exc
-    embeddings = check_embeddings(arr, path, "embeddings")
+    # integers become float32 in memory; as a plain array (astype of a map
+    # would be a memmap object mapping nothing) when it is to be handed over
+    as_read = arr.view(np.ndarray) if owned and arr.dtype.kind in "iu" else arr
+    embeddings = check_embeddings(as_read, path, "embeddings")
+    direct = (owned and isinstance(arr, np.memmap) and arr.dtype == np.dtype(np.float32)
+              and arr.flags.c_contiguous)
     if memory_check is not None:
-        memory_check(embeddings.shape[0], embeddings.shape[1], 0)
+        memory_check(embeddings.shape[0], embeddings.shape[1], 4 if direct else 0)
+    if direct:
+        rows, dim, offset = embeddings.shape[0], embeddings.shape[1], arr.offset
+        del arr, embeddings  # the bytes are read below; the map is closed
+        embeddings = _read_float32(path, offset, rows, dim)
     return Columns(embeddings=embeddings, labels=None, groups=None, is_query=None,
                    is_gallery=None, files=(path,))
+
+
+def _read_float32(path: str, offset: int, rows: int, dim: int) -> np.ndarray:
+    """The ``rows x dim`` native-order float32 values at byte ``offset`` of
+    ``path``, read straight into one new C-contiguous, writeable array."""
+    count = rows * dim
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            flat = np.fromfile(fh, dtype=np.float32, count=count)
+    except OSError as exc:
+        raise InputError(f"{path}: not readable ({exc.strerror or exc})") from exc
+    if flat.size != count:
+        raise InputError(f"{path}: the file holds {flat.size} of the {count} values its header "
+                         "announces (truncated .npy?)")
+    return flat.reshape(rows, dim)
 
 
 def read_npz(

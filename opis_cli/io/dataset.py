@@ -60,8 +60,9 @@ class Dataset:
     ----------
     embeddings : numpy.ndarray, shape (N, D)
         float16, float32 or float64 as stored (integer inputs become
-        float32). For ``.npy``, safetensors and contiguous HDF5 input this
-        is a read-only ``numpy.memmap``.
+        float32). For ``.npy`` (unless read with ``owned=True``),
+        safetensors and contiguous HDF5 input this is a read-only
+        ``numpy.memmap``.
     labels : numpy.ndarray, shape (N,), dtype object
         Python ``str`` labels; SPEC section 1 compares labels as strings.
     groups : numpy.ndarray of str (object dtype), shape (N,), or None
@@ -111,6 +112,9 @@ class _Format:
     options : tuple of str
         The format's own options (:data:`_FORMAT_OPTIONS` keys) it reads;
         giving another format's option is an error.
+    maps : bool
+        The reader memory-maps the embeddings unless called with
+        ``owned=True`` (``read_dataset(..., owned=True)``).
     """
 
     suffixes: tuple[str, ...]
@@ -118,6 +122,7 @@ class _Format:
     reports_progress: bool
     arrow_buffers: bool
     options: tuple[str, ...] = ()
+    maps: bool = False
 
 
 #: The input formats (their names are ``opis_cli.options.INPUT_FORMATS``, the
@@ -126,7 +131,8 @@ class _Format:
 _FORMATS: dict[str, _Format] = {
     "parquet": _Format(PARQUET_SUFFIXES, parquet.read, reports_progress=True,
                        arrow_buffers=True),
-    "npy": _Format((".npy",), arrays.read_npy, reports_progress=False, arrow_buffers=False),
+    "npy": _Format((".npy",), arrays.read_npy, reports_progress=False, arrow_buffers=False,
+                   maps=True),
     "npz": _Format((".npz",), arrays.read_npz, reports_progress=False, arrow_buffers=False),
     "hf": _Format((".arrow",), hf.read, reports_progress=True, arrow_buffers=False,
                   options=("hf_split",)),
@@ -172,6 +178,7 @@ def read_dataset(
     tensor_labels_key: str | None = None,
     dataset_key: str | None = None,
     dataset_labels_key: str | None = None,
+    owned: bool = False,
 ) -> Dataset:
     """Read a dataset of embeddings and labels.
 
@@ -228,6 +235,15 @@ def read_dataset(
         labels tensor (default: ``labels``) of a safetensors or PyTorch file.
     dataset_key, dataset_labels_key : str, optional
         The same for the datasets of an HDF5 file (paths such as ``val/emb``).
+    owned : bool, default False
+        Read a float32 ``.npy`` file into one writeable array of its own
+        instead of memory-mapping it. The embeddings are then, for ``.npy``,
+        Parquet, ``.npz``, Hugging Face and Lance input, a fresh writeable
+        C-contiguous array (float32 when stored as float32 or integers) that
+        nothing else refers to, which the caller may hand over to
+        ``opis_cli.evaluate(..., copy=False)`` (the CLI does, so that the
+        rows are held once); the memory check then counts that array as the
+        float32 rows of the run, not as a copy beside them.
 
     Returns
     -------
@@ -267,8 +283,10 @@ def read_dataset(
     )
     memory_check = _memory_check(path_str, available=memory_available,
                                  arrow_buffers=fmt.arrow_buffers,
-                                 groups=group_column is not None) if check_memory_fits else None
-    cols = fmt.read(path_str, spec, progress=progress, memory_check=memory_check)
+                                 groups=group_column is not None,
+                                 owned=owned) if check_memory_fits else None
+    extra = {"owned": True} if owned and fmt.maps else {}
+    cols = fmt.read(path_str, spec, progress=progress, memory_check=memory_check, **extra)
 
     n = cols.embeddings.shape[0]
     labels = cols.labels
@@ -332,17 +350,21 @@ def _input_kind(path: str, forced: str | None = None) -> str:
 
 
 def _memory_check(where: str, *, available: int | None, arrow_buffers: bool,
-                  groups: bool) -> MemoryCheck:
+                  groups: bool, owned: bool = False) -> MemoryCheck:
     """The readers' ``memory_check``: the memory model's verdict for the shape read.
 
     The memory model is imported on first use (it lives with the engines; no
     numba there). When ``available`` is None the system's available memory
-    is asked for, and the check is skipped if that is unknown.
+    is asked for, and the check is skipped if that is unknown. With
+    ``owned``, float32 embeddings as read are handed over and become the
+    float32 rows the model counts, so they cost nothing more as stored.
     """
 
     def check(rows: int, dim: int, stored_itemsize: int) -> None:
         from ..engines.memory import available_memory, check_memory  # no numba
 
+        if owned and stored_itemsize == 4:
+            stored_itemsize = 0
         avail = available if available is not None else available_memory()
         if avail is not None:
             check_memory(where, rows, dim, available=avail, stored_itemsize=stored_itemsize,

@@ -386,7 +386,7 @@ def write_comparison_report(cmp: "Comparison", base: "EvaluationResult",
                             outcome: "GateOutcome | None" = None) -> Path:
     """Write ``compare.html`` and one PNG per figure into ``out_dir`` (created if missing)."""
     from ...errors import InputError
-    from ...io.output import atomic_path, write_text
+    from ...io.output import staged
     from ...options import check_report_folder
 
     out = Path(out_dir)
@@ -395,12 +395,10 @@ def write_comparison_report(cmp: "Comparison", base: "EvaluationResult",
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise InputError(f"{out}: cannot create the report folder ({e.strerror or e})") from None
-    images = {}
-    for name, fig in all_figures(cmp, base, cand).items():
-        png = to_png(fig)
-        with atomic_path(out / f"{name}.png") as tmp:
-            tmp.write_bytes(png)
-        images[name] = png
+    images = {name: to_png(fig) for name, fig in all_figures(cmp, base, cand).items()}
     target = out / COMPARE_FILE
-    write_text(target, render_page(cmp, images, outcome))
+    with staged() as stage:  # the page and its figures appear together, or none
+        for name, png in images.items():
+            stage.temp_for(out / f"{name}.png").write_bytes(png)
+        stage.text(target, render_page(cmp, images, outcome))
     return target
