@@ -368,8 +368,11 @@ def test_html_escapes_labels_everywhere(nasty, tmp_path):
     doc = parse(page)
     # no label became markup: the only scripts are the page's own
     scripts = [a for t, a in doc.tags if t == "script"]
-    assert len(scripts) == 2  # the table data blob and the page script
-    assert [a.get("type") for a in scripts] == ["application/json", None]
+    # the class finder's and the table's data blobs, the page script and the finder's
+    assert len(scripts) == 4
+    assert [(a.get("type"), a.get("id")) for a in scripts] == [
+        ("application/json", "drill-data"), ("application/json", "classes-data"),
+        (None, None), (None, None)]
     assert [t for t, a in doc.tags if t == "img" and not a["src"].startswith("data:")] == []
     for raw in NASTY[:2] + [NASTY_SINGLETON]:
         assert raw not in page  # only ever escaped

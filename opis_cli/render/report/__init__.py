@@ -90,7 +90,8 @@ def write_report(result: EvaluationResult, out_dir: str | os.PathLike, *,
     figures = plots.all_figures(result, class_curves, group_curves)
     images = {name: plots.to_png(fig) for name, fig in figures.items()}
     page = html.render_report(result, images, class_curves=class_curves is not None,
-                              group_curves=group_curves is not None, gate=gate)
+                              group_curves=group_curves is not None, gate=gate,
+                              curves=class_curves)
     out = _out_dir(out_dir)
     target = out / REPORT_FILE
     with staged() as stage:  # all files appear together, or none

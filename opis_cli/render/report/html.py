@@ -22,7 +22,8 @@ import json
 import re
 from typing import TYPE_CHECKING, Any, Mapping
 
-from ...results import ConsistencyBlock, EvaluationResult
+from ...results import ConsistencyBlock, Curves, EvaluationResult
+from . import drilldown
 from ..escape import hidden, visible
 from ..format import MISSING, finite, num, pct, rounded
 from ..verdict_text import ANSWER_WORD, gate_headline, gate_rows
@@ -247,6 +248,7 @@ _JS = r"""
       var frag = document.createDocumentFragment();
       for (var j = start; j < end; j++) {
         var r = rows[st.view[j]], tr = document.createElement("tr");
+        tr.setAttribute("data-row", String(st.view[j]));
         if (worstIdx >= 0 && r[worstIdx]) { tr.className = "worst"; }
         for (var c = 0; c < cols.length; c++) {
           var td = document.createElement("td");
@@ -816,7 +818,8 @@ def _where_it_fails(result: EvaluationResult) -> str:
 
 def render_report(result: EvaluationResult, images: Mapping[str, bytes], *,
                   class_curves: bool = True, group_curves: bool = True,
-                  gate: "GateOutcome | None" = None) -> str:
+                  gate: "GateOutcome | None" = None,
+                  curves: Curves | None = None) -> str:
     """The whole page as a string.
 
     Parameters
@@ -826,12 +829,15 @@ def render_report(result: EvaluationResult, images: Mapping[str, bytes], *,
     class_curves, group_curves : whether the utility figures had per-row
         curves (otherwise their captions say how to add them).
     gate : the gate outcome, shown beside the verdict (pass/fail per rule).
+    curves : the per-class curves, for the class views of the class finder
+        (:mod:`.drilldown`); without them a class view shows no curves.
     """
     no_curves = ("This report was rendered without the per-class curves: pass --curves CURVES "
                  "(written by opis evaluate --curves) to draw them.")
     figs = "".join(_figure(name, png, "" if class_curves or name != "utility" else no_curves)
                    for name, png in images.items() if not name.startswith("group_"))
-    nav = [("summary", "Summary"), ("figures", "Figures"), ("classes", "Per-class table")]
+    nav = [("summary", "Summary"), ("figures", "Figures"), ("find", "Find a class"),
+           ("classes", "Per-class table")]
     groups_html = ""
     g = result.groups
     if g is not None:
@@ -863,7 +869,7 @@ def render_report(result: EvaluationResult, images: Mapping[str, bytes], *,
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="generator" content="opis">
 <title>{esc(title)}</title>
-<style>{_CSS}{VERDICT_CSS}</style>
+<style>{_CSS}{VERDICT_CSS}{drilldown.CSS}</style>
 </head>
 <body>
 <main>
@@ -879,8 +885,10 @@ def render_report(result: EvaluationResult, images: Mapping[str, bytes], *,
 <section id="figures"><h2>Figures</h2>
 {figs}
 </section>
+{drilldown.section(result, curves)}
 <section id="classes"><h2>Per-class table</h2>
-<p>One row per evaluated class, worst first. Click a column to sort, type to filter by label.</p>
+<p>One row per evaluated class, worst first. Click a column to sort, type to filter by label,
+click a row to open its class.</p>
 {_table(result.classes, "classes", "class", "classes", result.epsilon)}
 </section>
 {groups_html}
@@ -899,6 +907,7 @@ OPIS and 10%-OPIS follow Zhang et al., \u201cThreshold-Consistent Margin Loss fo
 Metric Learning\u201d, ICLR 2024.</footer>
 </main>
 <script>{_JS}</script>
+<script>{drilldown.JS}</script>
 </body>
 </html>
 """
