@@ -13,7 +13,7 @@ The curves travel as base64 of little-endian ``uint16`` (a rate ``r`` in
 :data:`MAX_POINTS_BYTES` bytes: with many classes the grid is thinned to
 evenly spaced thresholds (both range ends and the recommended threshold
 always kept), so a 20k-class page stays a few MB. The JSON blob is escaped
-by :func:`~opis_cli.render.report.html.json_for_script` and every label is
+by the page's ``json_for_script`` and every label is
 drawn as text by the script (the rule of :mod:`opis_cli.render.escape`), so
 a label can never become markup.
 
@@ -23,7 +23,7 @@ Reads the result only; computes nothing but display rates and percentiles.
 from __future__ import annotations
 
 import base64
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -193,10 +193,10 @@ padding:3px 7px;border-radius:5px;white-space:nowrap;display:none;z-index:2}
 """
 
 
-def section(result: EvaluationResult, curves: Curves | None) -> str:
-    """The "Find a class" section: search box, class view, FAR/FRR scatter, data."""
-    from .html import json_for_script
-
+def section(result: EvaluationResult, curves: Curves | None,
+            json_for_script: Callable[[Any], str]) -> str:
+    """The "Find a class" section: search box, class view, FAR/FRR scatter, data
+    (``json_for_script``: the page's escaping of a JSON blob inside ``<script>``)."""
     blob = json_for_script(drilldown_data(result, curves))
     n = result.classes.evaluated
     no_curves = ("" if curves is not None else

@@ -885,7 +885,7 @@ def render_report(result: EvaluationResult, images: Mapping[str, bytes], *,
 <section id="figures"><h2>Figures</h2>
 {figs}
 </section>
-{drilldown.section(result, curves)}
+{drilldown.section(result, curves, json_for_script)}
 <section id="classes"><h2>Per-class table</h2>
 <p>One row per evaluated class, worst first. Click a column to sort, type to filter by label,
 click a row to open its class.</p>
