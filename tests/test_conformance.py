@@ -263,7 +263,8 @@ _INTERVALS = {"opis": ("opis",), "epsilon_opis": ("epsilon_opis",),
               "calibration_range.upper": ("calibration_range", "upper"),
               "recommended_threshold.value": ("recommended_threshold", "value"),
               "recall_at_k.1": ("retrieval", "recall_at_k", "1"),
-              "map_at_r": ("retrieval", "map_at_r")}
+              "map_at_r": ("retrieval", "map_at_r"),
+              "r_precision": ("retrieval", "r_precision")}
 
 
 @pytest.mark.parametrize("name", _names("estimates"))
