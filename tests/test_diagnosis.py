@@ -54,8 +54,9 @@ def compare(diag, r: dict) -> None:
     """The engine's Diagnosis against the reference's document, every answer."""
     d = diag.to_dict()
     want = {k: r[k] for k in SPEC_KEYS}
-    want["suspects"] = {"count": r["suspects"]["count"],
-                        "queries_with_positives": r["_queries_with_positives"],
+    n_pos = r["_queries_with_positives"]
+    want["suspects"] = {"count": r["suspects"]["count"], "queries_with_positives": n_pos,
+                        "fraction": r["suspects"]["count"] / n_pos if n_pos else None,
                         "rows": r["suspects"]["rows"]}
     assert_same(d, want)
     # the whole sparse class-pair table
@@ -250,7 +251,8 @@ def test_hand_suspects():
     x = np.array([[0], [50], [1], [2], [3]], np.float32)
     lab = ["A", "A", "B", "B", "B"]
     d = diagnose(prepare(x, lab, metric="l2"), 5.0)
-    assert d.to_dict()["suspects"] == {"count": 2, "queries_with_positives": 5, "rows": [
+    assert d.to_dict()["suspects"] == {"count": 2, "queries_with_positives": 5, "fraction": 0.4,
+                                       "rows": [
         {"row": 0, "label": "A", "looks_like": "B", "nearest_positive": 50.0},
         {"row": 1, "label": "A", "looks_like": "B", "nearest_positive": 50.0}]}
     assert d.suspect_fraction == 0.4
@@ -344,16 +346,16 @@ def _run(capsys, *args):
 def test_cli_gate_on_suspects(tmp_path, capsys):
     common = ("--metric", "l2", "--calibration-range", "1:6", "--diagnose", "--threshold", "5")
     emb, labels = _files(tmp_path, SUSPECT_X, SUSPECT_LAB)
-    code, _, err = _run(capsys, emb, "--labels", labels, *common, "--max", "suspect_rows=0")
+    code, out, err = _run(capsys, emb, "--labels", labels, *common, "--max", "suspect_rows=0")
     assert code == 1, err
-    assert "suspect_rows = 2 > 0" in err
+    assert "suspect_rows = 2 > 0" in out  # the result, the gate included, on stdout
     emb2, labels2 = _files(tmp_path, CLEAN_X, CLEAN_LAB, "clean")
     code, _, err = _run(capsys, emb2, "--labels", labels2, *common, "--max", "suspect_rows=0")
     assert code == 0, err
     # without --diagnose the metric is not available: the rule fails with a hint
-    code, _, err = _run(capsys, emb2, "--labels", labels2, "--metric", "l2",
-                        "--calibration-range", "1:6", "--max", "suspect_rows=0")
-    assert code == 1 and "--diagnose" in err
+    code, out, err = _run(capsys, emb2, "--labels", labels2, "--metric", "l2",
+                          "--calibration-range", "1:6", "--max", "suspect_rows=0")
+    assert code == 1 and "--diagnose" in out
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
@@ -361,9 +363,9 @@ def test_cli_pairs_file_and_json(tmp_path, capsys, suffix):
     emb, labels = _files(tmp_path, CLEAN_X, CLEAN_LAB)
     out = tmp_path / f"pairs{suffix}"
     js = tmp_path / "r.json"
-    code, _, err = _run(capsys, emb, "--labels", labels, "--metric", "l2",
-                        "--calibration-range", "1:6", "--diagnose", "--threshold", "1.5",
-                        "--pairs", out, "--json", js)
+    code, shown, err = _run(capsys, emb, "--labels", labels, "--metric", "l2",
+                            "--calibration-range", "1:6", "--diagnose", "--threshold", "1.5",
+                            "--pairs", out, "--json", js)
     assert code == 0, err
     table = (pacsv.read_csv(out) if suffix == ".csv" else pq.read_table(out)).to_pydict()
     assert table == {"label": ["A", "B"], "impostor": ["B", "A"], "accepts": [2, 2],
@@ -371,7 +373,8 @@ def test_cli_pairs_file_and_json(tmp_path, capsys, suffix):
     doc = json.loads(js.read_text())
     assert doc["diagnosis"]["overlap"]["count"] == 1
     assert doc["diagnosis"]["threshold"] == 1.5
-    assert "Where it fails" in err and "Most overlapping class pairs" in err
+    assert "Where it fails" in shown and "Most overlapping class pairs" in shown
+    assert f"wrote {out}" in err
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -396,11 +399,11 @@ def test_cli_bad_options(tmp_path, capsys, args, needle):
 def test_cli_escapes_labels(tmp_path, capsys):
     lab = ["A\x1b[31m", "A\x1b[31m", "B\u202e", "B\u202e", "C", "C"]
     emb, labels = _files(tmp_path, CLEAN_X, lab)
-    code, _, err = _run(capsys, emb, "--labels", labels, "--metric", "l2",
-                        "--calibration-range", "1:6", "--diagnose", "--threshold", "1.5")
+    code, out, err = _run(capsys, emb, "--labels", labels, "--metric", "l2",
+                          "--calibration-range", "1:6", "--diagnose", "--threshold", "1.5")
     assert code == 0, err
-    assert "\x1b" not in err and "\u202e" not in err
-    assert "\\x1b" in err and "\\u202e" in err
+    assert "\x1b" not in out + err and "\u202e" not in out + err
+    assert "\\x1b" in out and "\\u202e" in out
 
 
 def test_html_section_escapes_labels():
@@ -448,10 +451,10 @@ def test_compare_overlaps_and_suspects_that_appear_or_disappear(tmp_path, capsys
     c.write_text(cand.to_json())
     capsys.readouterr()
     code = main(["compare", str(b), str(c)])
-    err = capsys.readouterr().err
-    assert code == 0, err
-    assert "suspect rows 2 -> 0" in err and "suspect rows gone: 0, 1" in err
-    assert "new overlapping pairs: A ~ B" in err
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "suspect rows 2 -> 0" in out and "suspect rows gone: 0, 1" in out
+    assert "new overlapping pairs: A ~ B" in out
 
 
 @pytest.mark.parametrize("seed", [0, 5])
