@@ -217,8 +217,11 @@ def test_pipe_output_is_not_wrapped_at_80_columns(tmp_path, digits_small):
     run = run_process(module_cmd(), digits_small, cwd=tmp_path, columns=None)
     assert run.code == 0, run.err
     lines = run.out.splitlines()
-    # the first line (file, rows, dims, metric ...) is one phrase: never broken
-    assert lines[0].startswith("opis ") and lines[0].rstrip().endswith("excluded"), lines[:3]
+    # the verdict comes first, one sentence on one line; the source line (file, rows,
+    # dims, metric ...) is one phrase too: neither is broken
+    assert lines[0].startswith("Verdict: ") and lines[0].rstrip().endswith("."), lines[:3]
+    source = next(x for x in lines if x.startswith("opis "))
+    assert source.rstrip().endswith("excluded"), lines[:8]
     assert max(len(x) for x in lines if x.startswith(("┃", "│", "┏"))) <= 100
 
 

@@ -146,8 +146,7 @@ def evaluate(
     verification: o.VerificationOpt = opt.VERIFICATION,
     dcf: o.Dcf = ":".join(f"{v:g}" for v in opt.DCF),
     calibration: Annotated[Optional[Path], typer.Option(
-        "--calibration", help="Apply a calibration file (opis calibrate --out): every number on "
-                              "the adjusted distances d - a_q - b_g (SPEC 11).",
+        "--calibration", help="Apply a calibration file (opis calibrate --out; SPEC 11).",
         rich_help_panel=RANGE)] = None,
     json_out: Annotated[Optional[str], typer.Option(
         "--json", metavar="PATH", help="Write the result JSON here ('-' for stdout).",
@@ -197,26 +196,23 @@ def evaluate(
     mlflow_run_id: o.MlflowRunId = None,
     diagnose: Annotated[bool, typer.Option(
         "--diagnose", rich_help_panel="Diagnosis",
-        help="Also say why classes fail at the recommended threshold (or --threshold): "
-             "impostor classes, overlapping class pairs, duplicate rows across labels, "
-             "rejected rows, suspect labels (SPEC 16). One more exact pass; --engine exact.")
+        help="Also say why classes fail: impostor classes, overlapping pairs, duplicates, "
+             "rejected rows, suspect labels (one more exact pass).")
     ] = False,
     threshold: Annotated[Optional[float], typer.Option(
         "--threshold", rich_help_panel="Diagnosis",
         help="Diagnose at this distance (e.g. your deployed threshold) instead of the "
              "recommended one.", show_default=False)] = None,
     impostors: Annotated[int, typer.Option(
-        "--impostors", rich_help_panel="Diagnosis",
+        "--impostors", **ADVANCED_OPTION,
         help="Impostor classes listed per class.")] = 5,
     overlap_level: Annotated[float, typer.Option(
-        "--overlap-level", rich_help_panel="Diagnosis",
+        "--overlap-level", **ADVANCED_OPTION,
         help="Two classes overlap when they accept each other's rows at least this often "
              "(and at least as often as their own genuine pairs); in (0, 1].")] = 0.5,
     pairs: Annotated[Optional[Path], typer.Option(
         "--pairs", rich_help_panel="Diagnosis",
-        help="Write the class-pair table at the diagnosis threshold (.parquet or .csv): one "
-             "row per (class, impostor class) with accepted pairs: label, impostor, accepts, "
-             "pairs, far.", show_default=False)] = None,
+        help="Write the class-pair table (.parquet or .csv).", show_default=False)] = None,
     quiet: o.Quiet = False,
     debug: o.Debug = False,
 ) -> None:

@@ -113,7 +113,7 @@ CalRange = Annotated[Optional[str], typer.Option(
 NumThresholds = Annotated[int, typer.Option(help="Thresholds in the grid, both ends included.",
                                             **ADVANCED_OPTION)]
 UtilityOpt = Annotated[Utility, typer.Option(
-    help="Per-class utility: tpr-tnr (F-beta of TPR and TNR) or precision-recall.",
+    help="Per-class utility: tpr-tnr or precision-recall (F-beta).",
     rich_help_panel=RANGE)]
 Beta = Annotated[float, typer.Option(help="F-beta weight; > 1 weights false rejects more.",
                                      **ADVANCED_OPTION)]
@@ -121,8 +121,8 @@ Epsilon = Annotated[float, typer.Option(help="Fraction of worst classes for epsi
                                         **ADVANCED_OPTION)]
 MinClassRows = Annotated[int, typer.Option(
     "--min-class-rows", metavar="N", rich_help_panel=RANGE,
-    help="Exclude classes (and groups) with fewer than N rows from every average; their rows "
-         "stay negatives of the others.")]
+    help="Leave classes of fewer than N rows out of every average (their rows stay "
+         "negatives).")]
 Policy = Annotated[str, typer.Option(
     metavar="POLICY", help=f"Recommended threshold: {_POLICIES} or far:F (global FAR <= F).",
     rich_help_panel=RANGE)]
@@ -130,8 +130,7 @@ FairnessAlpha = Annotated[float, typer.Option(
     help="Weight of FAR against FRR, in [0, 1], in the fairness of the recommended threshold "
          "(FDR, GARBE, inequity rate).", **ADVANCED_OPTION)]
 VerificationOpt = Annotated[bool, typer.Option(
-    "--verification", help="Also measure the verification view over all pairs: EER, minDCF, "
-    "FNMR at FMR 1e-1..1e-6, each group's EER (one more pass).",
+    "--verification", help="Also measure EER, minDCF, FNMR at FMR (one more pass).",
     rich_help_panel=RANGE)]
 Dcf = Annotated[str, typer.Option(
     "--dcf", help="Detection cost of minDCF (with --verification): P_TARGET:C_MISS:C_FA.",
@@ -201,9 +200,8 @@ def rule_options(max_rules, min_rules, max_increase, max_decrease) -> dict:
 
 Bootstrap = Annotated[Optional[int], typer.Option(
     "--bootstrap", metavar="N",
-    help="Bootstrap resamples over the classes, for intervals of OPIS, epsilon-OPIS and their "
-         "changes (stored in the result JSON). A side that holds a bootstrap sets N and the "
-         f"seed for both (default where needed: {opt.RESAMPLES}).",
+    help="Bootstrap resamples over the classes: intervals of OPIS and of its changes "
+         f"(default where needed: {opt.RESAMPLES}).",
          rich_help_panel=GATE)]
 Seed = Annotated[int, typer.Option(help="Seed of the bootstrap and of --engine sampled "
                                         "(numpy default_rng).", **ADVANCED_OPTION)]

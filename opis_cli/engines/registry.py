@@ -85,12 +85,12 @@ _PKG = __name__.rsplit(".", 1)[0]
 #: every engine ``--engine`` accepts, in the order the help lists them
 ENGINES: tuple[EngineEntry, ...] = (
     EngineEntry(
-        "exact", "all pairs, counted exactly (default)", f"{_PKG}.exact", "ExactEngine",
+        "exact", "every pair (default)", f"{_PKG}.exact", "ExactEngine",
         capabilities=Capabilities(offsets=True, verification=True, exact=True,
                                   machine_independent=True, diagnosis=True),
         index="exact (all pairs, BLAS inner products)"),
     EngineEntry(
-        "knn", "approximate: K nearest neighbours from a FAISS index", f"{_PKG}.knn", "KnnEngine",
+        "knn", "approximate, K FAISS neighbours", f"{_PKG}.knn", "KnnEngine",
         options=(EngineOption("k", opt.K, "Neighbours per query for --engine knn.", "--k"),
                  EngineOption("index", opt.INDEX,
                               f"FAISS index for --engine knn: {', '.join(opt.INDEXES[:-1])} or "
@@ -107,7 +107,7 @@ ENGINES: tuple[EngineEntry, ...] = (
         capabilities=Capabilities(offsets=True, shards=True, verification=True, exact=True,
                                   machine_independent=True)),
     EngineEntry(
-        "sampled", "estimates with 95% intervals: every positive pair, sampled negatives",
+        "sampled", "sampled negatives, estimates with intervals",
         f"{_PKG}.sampled", "SampledEngine",
         options=(EngineOption("negatives_per_query", opt.NEGATIVES_PER_QUERY,
                               "Gallery rows drawn per query for --engine sampled (its "
@@ -118,7 +118,7 @@ ENGINES: tuple[EngineEntry, ...] = (
                  EngineOption("seed", opt.SEED, "Seed of --engine sampled.", "--seed")),
         capabilities=Capabilities(estimates=True)),
     EngineEntry(
-        "reference", "all pairs in plain float64 numpy, slow: the oracle of the tests",
+        "reference", "plain float64, slow (the tests' oracle)",
         f"{_PKG}.reference", "ReferenceEngine",
         capabilities=Capabilities(offsets=True, exact=True, machine_independent=True),
         index="reference (all pairs, float64 numpy)"),
