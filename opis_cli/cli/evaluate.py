@@ -218,8 +218,7 @@ def evaluate(
 ) -> None:
     """Measure OPIS, 10%-OPIS, a recommended threshold and retrieval accuracy.
 
-    With gate rules (--max, --min, --max-increase, --max-decrease, --config) the
-    fresh result is also checked like `opis gate`: exit 1 when a rule fails.
+    With gate rules (--max, --min, ...) it exits 1 when a rule fails, as `opis gate`.
     """
     from ..io.output import TABLE_SUFFIXES, check_output_path, staged
 
