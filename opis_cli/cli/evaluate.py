@@ -218,7 +218,7 @@ def evaluate(
 ) -> None:
     """Measure OPIS, 10%-OPIS, a recommended threshold and retrieval accuracy.
 
-    With gate rules (--max, --min, ...) it exits 1 when a rule fails, as `opis gate`.
+    With gate rules (--max, --min, ...) a failing rule exits 1.
     """
     from ..io.output import TABLE_SUFFIXES, check_output_path, staged
 
