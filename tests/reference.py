@@ -193,8 +193,13 @@ def far_threshold(neg_sorted: np.ndarray, F: float) -> float:
 def is_evaluated(P: int, M: int, rows: int | None, min_rows: int = 2) -> bool:
     """SPEC 3: at least one positive and one negative pair, and at least
     ``--min-class-rows`` rows carrying the label (query or gallery rows alike;
-    ``rows`` None: not known to the caller, who works from counts alone)."""
-    return P > 0 and M > 0 and (rows is None or rows >= min_rows)
+    ``rows`` None: not known to the caller, who works from counts alone).
+
+    SPEC 3 says the default 2 "adds nothing": for a class, P > 0 already needs
+    two rows; a *group* of one row can have positives (in other groups), so
+    the row condition applies only from 3 on, as SPEC 3's default promises.
+    """
+    return P > 0 and M > 0 and (rows is None or min_rows <= 2 or rows >= min_rows)
 
 
 def consistency_block(keys, pos, neg, thresholds, **options) -> RefBlock:

@@ -331,3 +331,15 @@ def test_integer_keys_for_recall_at_k():
                 ["retrieval"]["recall_at_k"]) == ["1", "2", "4", "8"]
     with pytest.raises(KeyError):
         r.recall_at(3)
+
+
+def test_one_row_group_stays_evaluated_at_the_default():
+    """A group of one row has positives in other groups: the default 2 keeps it
+    (SPEC 3: the default adds nothing), 3 excludes it."""
+    x, y = sized_rows(8)
+    groups = ["rest"] * (len(y) - 1) + ["solo"]
+    assert y.count(y[-1]) >= 2  # premise: the solo row's class has other rows
+    for min_rows, solo_in in ((2, True), (3, False)):
+        res, r = run_both(x, y, metric="l2", groups=groups, min_class_rows=min_rows)
+        assert ("solo" in {c.label for c in res.groups.per_class}) == solo_in
+        compare(res, r)
