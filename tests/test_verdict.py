@@ -315,3 +315,15 @@ def test_comparison_verdict_names_a_side_at_its_range_edge():
     assert ("The baseline's recommended threshold sits at the upper end of its calibration "
             "range; widen it with --far-range 0.01:0.3.") in notes
     assert not any("candidate's recommended threshold" in n for n in notes)
+
+
+def test_far_is_not_better_between_models_at_different_thresholds():
+    from opis_cli.gate.compare import compare_results
+
+    base = made([0.05] * 10, [0.1] * 10, index=5, global_far=0.1)
+    cand = made([0.05] * 10, [0.1] * 10, index=3, global_far=0.05)   # another threshold
+    by = {m.name: m for m in compare_results(base, cand).metrics}
+    assert by["far"].change == pytest.approx(-0.05) and by["far"].verdict == ""
+    assert by["tpr"].verdict == "" and by["frr"].verdict == ""
+    same = made([0.05] * 10, [0.1] * 10, index=5, global_far=0.05)   # the same threshold
+    assert {m.name: m for m in compare_results(base, same).metrics}["far"].verdict == "better"

@@ -25,6 +25,9 @@ COMPARE_QUESTION = "Which model is more consistent?"
 MODES = ("own-range", "same-thresholds")
 
 _SAME = 1e-12
+#: headline rates that trade off along the threshold: no better/worse between two
+#: results whose recommended thresholds differ
+AT_OWN_THRESHOLD = ("tpr", "far", "frr")
 
 
 @dataclass(frozen=True)
@@ -279,6 +282,9 @@ def compare_results(base, cand, *, baseline_name: str = "baseline",
     the caller since it may need the embeddings.
     """
     bh, ch = shown_metrics(base), shown_metrics(cand)
+    # rates read at each model's own threshold trade off against each other: at two
+    # different thresholds a lower FAR is not "better" (the other model could move too)
+    apart = not _close(base.recommended_threshold.value, cand.recommended_threshold.value)
     metrics = []
     for name, bv in bh.items():
         if name not in ch:
@@ -286,7 +292,8 @@ def compare_results(base, cand, *, baseline_name: str = "baseline",
         bv, cv = float(bv), float(ch[name])
         change = cv - bv
         rel = change / abs(bv) if math.isfinite(change) and bv != 0 else None
-        metrics.append(MetricChange(name, bv, cv, change, rel, _verdict(name, bv, cv)))
+        way = "" if apart and name in AT_OWN_THRESHOLD else _verdict(name, bv, cv)
+        metrics.append(MetricChange(name, bv, cv, change, rel, way))
     bpc = {c.label: c for c in base.classes.per_class}
     cpc = {c.label: c for c in cand.classes.per_class}
     common = [lab for lab in bpc if lab in cpc]
