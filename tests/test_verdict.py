@@ -315,3 +315,27 @@ def test_comparison_verdict_names_a_side_at_its_range_edge():
     assert ("The baseline's recommended threshold sits at the upper end of its calibration "
             "range; widen it with --far-range 0.01:0.3.") in notes
     assert not any("candidate's recommended threshold" in n for n in notes)
+
+
+def test_far_is_not_better_between_models_at_different_thresholds():
+    """Issue 25: at two different thresholds a lower FAR alone is a trade-off, not
+    "better"; only a (FAR, FRR) point that dominates is better (or worse) on all three."""
+    from opis_cli.gate.compare import compare_results
+
+    def at(index, far, tpr):
+        r = made([0.05] * 10, [0.1] * 10, index=index, global_far=far)
+        rt = replace(r.classes.recommended_threshold, tpr=tpr)
+        return replace(r, classes=replace(r.classes, recommended_threshold=rt))
+
+    def verdicts(b, c):
+        return {m.name: m.verdict for m in compare_results(b, c).metrics
+                if m.name in ("far", "tpr", "frr")}
+
+    base = at(5, 0.10, 0.80)
+    trade = at(3, 0.05, 0.70)            # stricter: fewer false accepts, more false rejects
+    assert verdicts(base, trade) == {"far": "", "tpr": "", "frr": ""}
+    dominates = at(3, 0.05, 0.90)        # fewer of both
+    assert verdicts(base, dominates) == {"far": "better", "tpr": "better", "frr": "better"}
+    assert verdicts(dominates, base) == {"far": "worse", "tpr": "worse", "frr": "worse"}
+    same_t = at(5, 0.05, 0.70)           # the same threshold: each rate on its own
+    assert verdicts(base, same_t) == {"far": "better", "tpr": "worse", "frr": "worse"}

@@ -25,6 +25,9 @@ COMPARE_QUESTION = "Which model is more consistent?"
 MODES = ("own-range", "same-thresholds")
 
 _SAME = 1e-12
+#: headline rates that trade off along the threshold: between two results whose
+#: recommended thresholds differ, better/worse only when one (FAR, FRR) point dominates
+AT_OWN_THRESHOLD = ("tpr", "far", "frr")
 
 
 @dataclass(frozen=True)
@@ -262,6 +265,23 @@ def _verdict(name: str, base: float, cand: float) -> str:
     return "better" if diff * d > 0 else "worse"
 
 
+def _dominance(bfar, bfrr, cfar, cfrr) -> str:
+    """``"better"`` when the candidate's (FAR, FRR) is nowhere higher and somewhere lower
+    than the baseline's, ``"worse"`` in the reverse case, ``"same"`` when equal, else
+    ``""`` (a trade-off: one rate up, the other down)."""
+    vals = [bfar, bfrr, cfar, cfrr]
+    if any(v is None or not math.isfinite(v) for v in vals):
+        return ""
+    d = [_verdict("far", bfar, cfar), _verdict("frr", bfrr, cfrr)]
+    if all(x == "same" for x in d):
+        return "same"
+    if "worse" not in d:
+        return "better"
+    if "better" not in d:
+        return "worse"
+    return ""
+
+
 def _close(a: float, b: float) -> bool:
     return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
 
@@ -340,6 +360,11 @@ def compare_results(base, cand, *, baseline_name: str = "baseline",
     the caller since it may need the embeddings.
     """
     bh, ch = shown_metrics(base), shown_metrics(cand)
+    # rates read at each model's own threshold trade off against each other: at two
+    # different thresholds a lower FAR is "better" only when the FRR is not higher
+    # (the candidate's operating point dominates), "worse" in the reverse case
+    apart = not _close(base.recommended_threshold.value, cand.recommended_threshold.value)
+    point = _dominance(bh.get("far"), bh.get("frr"), ch.get("far"), ch.get("frr"))
     metrics = []
     for name, bv in bh.items():
         if name not in ch:
@@ -347,7 +372,8 @@ def compare_results(base, cand, *, baseline_name: str = "baseline",
         bv, cv = float(bv), float(ch[name])
         change = cv - bv
         rel = change / abs(bv) if math.isfinite(change) and bv != 0 else None
-        metrics.append(MetricChange(name, bv, cv, change, rel, _verdict(name, bv, cv)))
+        way = point if apart and name in AT_OWN_THRESHOLD else _verdict(name, bv, cv)
+        metrics.append(MetricChange(name, bv, cv, change, rel, way))
     bpc = {c.label: c for c in base.classes.per_class}
     cpc = {c.label: c for c in cand.classes.per_class}
     common = [lab for lab in bpc if lab in cpc]

@@ -334,9 +334,6 @@ _NON_ASCII = re.compile("[^\\x00-\\x7e]")
 
 
 # -- the verdict (first on every page) ---------------------------------------------
-#: the colours the verdict block uses, for pages without the evaluate page's style sheet
-VERDICT_VARS = (":root{--fg:#111827;--muted:#4b5563;--line:#e5e7eb;--card:#fff;--accent:#059669;"
-                "--bad:#dc2626;--badbg:#fef2f2}")
 VERDICT_CSS = """
 .verdict-row{display:grid;grid-template-columns:minmax(0,2fr) minmax(0,1fr);gap:12px;margin:16px 0}
 @media (max-width:800px){.verdict-row{grid-template-columns:1fr}}
