@@ -863,3 +863,14 @@ def test_a_bad_far_range_is_refused_even_when_an_explicit_range_overrides_it(opi
     r = opis(WEAK, "--far-range", far, "--calibration-range", "0.2:0.5")
     assert r.code == 2
     assert r.err == f"Error: --far-range {far}{end}"
+
+
+def test_pipe_with_columns_lays_tables_out_at_columns_and_keeps_lines_whole(tmp_path,
+                                                                            digits_small):
+    run = run_process(module_cmd(), digits_small, cwd=tmp_path, columns=60)
+    assert run.code == 0, run.err
+    lines = run.out.splitlines()
+    assert lines[0].startswith("opis ") and lines[0].rstrip().endswith("excluded"), lines[:3]
+    assert len(lines[0]) > 60  # a phrase is not broken to fit
+    table = [x for x in lines if x.startswith(("\u2503", "\u2502", "\u250f"))]
+    assert table and max(len(x) for x in table) <= 60

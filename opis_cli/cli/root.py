@@ -55,9 +55,6 @@ def _root(
     """opis: threshold consistency of embedding models."""
 
 
-
-
-
 def wrote(*paths: str | Path | None, quiet: bool = False) -> None:
     """Name each file written on stderr (``wrote PATH``): the one place every command
     reports its outputs; ``None`` and ``-`` (stdout) are skipped, as is everything

@@ -3,9 +3,9 @@
 :data:`console` prints what the user asked for (the tables, the verdict) on
 standard output, so that ``opis evaluate x > out.txt`` or ``| less`` keeps it;
 :data:`err_console` prints progress bars, warnings, errors and "wrote ..."
-lines on standard error. In a pipe, lines are not wrapped by rich (the
-reader's pager or terminal does it) and tables are laid out for ``COLUMNS``
-columns, else :data:`PIPE_WIDTH`.
+lines on standard error. In a pipe or a file, lines of text are not broken
+(the reader's pager or terminal wraps them) and tables are laid out for
+``COLUMNS`` columns, else :data:`PIPE_WIDTH`.
 
 Reads finished objects (``EvaluationResult``, ``Bootstrap``, ``Comparison``,
 ``GateOutcome``); computes nothing. Text that comes from users (file names,
@@ -49,10 +49,13 @@ def _make_console(stderr: bool) -> Console:
         tty = stream.isatty()
     except (AttributeError, ValueError):
         tty = False
-    if tty or os.environ.get("COLUMNS", "").strip().isdigit():
+    if tty:
         return Console(stderr=stderr, highlight=False)
-    # a pipe or a file: lay out for a fixed width and let long lines run on
-    return Console(stderr=stderr, highlight=False, width=PIPE_WIDTH, soft_wrap=True)
+    # a pipe or a file: tables laid out for COLUMNS (else PIPE_WIDTH) columns, and
+    # lines of text never broken (the pager or terminal that shows them wraps them)
+    columns = os.environ.get("COLUMNS", "").strip()
+    width = int(columns) if columns.isdigit() and int(columns) > 0 else PIPE_WIDTH
+    return Console(stderr=stderr, highlight=False, width=width, soft_wrap=True)
 
 
 #: results (tables, verdicts): standard output
