@@ -45,6 +45,7 @@ def _flush(cur, acc, touched, nt, oc, oc2, oa, no):
         oc2_n[:no] = oc2[:no]
         oa_n[:no] = oa[:no]
         oc, oc2, oa = oc_n, oc2_n, oa_n
+    touched[:nt].sort()  # entries of a class in gallery-class order
     for u in range(nt):
         c2 = touched[u]
         oc[no] = cur

@@ -105,7 +105,7 @@ def _pass(prep: Prepared, t: float, block_bytes: int, progress) -> dict:
                 top[s:e], npos[s:e], np.empty(1024, np.int32), np.empty(1024, np.int32),
                 np.empty(1024, np.int64))
             with queue.lock:
-                parts.append((oc[:no].copy(), oc2[:no].copy(), oa[:no].copy()))
+                parts.append((s, oc[:no].copy(), oc2[:no].copy(), oa[:no].copy()))
                 done[0] += n
                 if progress:
                     progress("diagnosis", done[0], nq)
@@ -113,16 +113,20 @@ def _pass(prep: Prepared, t: float, block_bytes: int, progress) -> dict:
     if progress:
         progress("diagnosis", 0, nq)
     _in_workers(n_workers, work, queue)
+    parts.sort(key=lambda p: p[0])  # tiles in row order: entries nearly sorted by (c, c')
     if parts:
-        c = np.concatenate([p[0] for p in parts]).astype(np.int64)
-        c2 = np.concatenate([p[1] for p in parts]).astype(np.int64)
-        a = np.concatenate([p[2] for p in parts])
+        c = np.concatenate([p[1] for p in parts]).astype(np.int64)
+        c2 = np.concatenate([p[2] for p in parts]).astype(np.int64)
+        a = np.concatenate([p[3] for p in parts])
     else:
         c = c2 = a = np.zeros(0, np.int64)
     del parts
-    # a class split over two tiles flushed twice: sum its entries
-    order = np.lexsort((c2, c))
-    c, c2, a = c[order], c2[order], a[order]
+    # sorted by (c, c') but where a class spans two tiles (flushed twice, both
+    # runs sorted): a stable sort of the nearly sorted keys, then sum duplicates
+    key = c * C + c2
+    if len(key) > 1 and not bool((key[1:] > key[:-1]).all()):
+        order = np.argsort(key, kind="stable")
+        c, c2, a, key = c[order], c2[order], a[order], key[order]
     if len(c):
         first = np.concatenate([[True], (c[1:] != c[:-1]) | (c2[1:] != c2[:-1])])
         idx = np.nonzero(first)[0]
@@ -231,7 +235,9 @@ def diagnose(prep: Prepared, threshold: float, *, k: int = 5, level: float = 0.5
     TP = np.bincount(prep.q_class, weights=res["accpos"], minlength=C).astype(np.int64)
 
     # impostors: entries sorted by (c, -A, c') -- labels are sorted, so ids order them
-    order = np.lexsort((c2, -a, c))
+    # by (c, -A, c'): entries are sorted by (c, c'), so a stable sort on (c, -A)
+    amax = int(a.max()) + 1 if len(a) else 1
+    order = np.argsort(c * amax + (amax - 1 - a), kind="stable")
     impostors: dict[str, tuple[Impostor, ...]] = {}
     bounds = np.searchsorted(c[order], np.arange(C + 1), side="left")
     for ci in np.nonzero(evaluated)[0]:
@@ -243,7 +249,7 @@ def diagnose(prep: Prepared, threshold: float, *, k: int = 5, level: float = 0.5
     # overlap of unordered pairs {x < y}
     x, y = np.minimum(c, c2), np.maximum(c, c2)
     fwd = c < c2
-    o = np.lexsort((y, x))
+    o = np.argsort(x * C + y, kind="stable")
     x, y, a_o, fwd_o = x[o], y[o], a[o], fwd[o]
     if len(x):
         first = np.concatenate([[True], (x[1:] != x[:-1]) | (y[1:] != y[:-1])])
