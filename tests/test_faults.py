@@ -10,8 +10,9 @@
 - An output folder that cannot take files (read-only, missing, not a folder):
   one ``Error:`` line, exit 2, before the input is even read.
 
-The Dask faults (a worker lost mid-pass) are in test_dask_faults.py's place
-below, with the LocalCluster of conftest.py.
+- Dask (``--engine dask`` on a ``.npy`` input, the LocalCluster of
+  conftest.py): a worker killed as the counting pass starts costs nothing
+  (the same JSON bytes); every worker killed is one line, exit 2, no file.
 """
 
 from __future__ import annotations
@@ -305,7 +306,8 @@ def test_full_disk_is_one_line_and_nothing_changes(tmp_path, monkeypatch, capsys
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: "), err
     assert "No space left on device" in lines[0]
-    assert "free some space" in lines[0] and "no output file was written or changed" in lines[0]
+    assert "free some space" in lines[0] and lines[0].endswith(
+        "the files being written were removed, earlier files at their paths are unchanged")
     assert str(out) in lines[0]  # names the output being written
     assert _tree(out) == before
 
@@ -526,7 +528,8 @@ def _dask_input(tmp_path):
 
 
 def _wait_for_workers(client, n: int):
-    client.wait_for_workers(n, timeout=60)
+    """The nannies restart killed workers; a test starts with ``n`` of them."""
+    client.wait_for_workers(n, timeout=120)
 
 
 @pytest.mark.slow
@@ -564,4 +567,3 @@ def test_dask_every_worker_killed_is_one_line_and_no_file(client, tmp_path, monk
                                "the run"), err
     assert (tmp_path / "out.json").read_text() == "earlier\n"
     assert sorted(os.listdir(tmp_path)) == ["e.npy", "l.npy", "out.json"]
-    _wait_for_workers(client, 2)  # the nannies start new workers

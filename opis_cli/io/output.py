@@ -94,10 +94,10 @@ def _probe(folder: Path, lead: str) -> None:
 def _write_failed(target, exc: OSError) -> InputError:
     """The one line for a write that failed: the output and the reason."""
     what = exc.strerror or str(exc)
-    if exc.errno in (_errno.ENOSPC, _errno.EDQUOT):
+    if exc.errno in (_errno.ENOSPC, getattr(_errno, "EDQUOT", _errno.ENOSPC)):
         what += "; free some space and run again"
-    return InputError(f"{target}: cannot write ({what}); no output file was written or "
-                      "changed")
+    return InputError(f"{target}: cannot write ({what}); the files being written were "
+                      "removed, earlier files at their paths are unchanged")
 
 
 @contextmanager
