@@ -220,7 +220,8 @@ def test_blocks_not_run_are_few_and_say_why():
                 assert reason, f"{_page_id(page)}:{b.start}: '# not run:' needs a reason"
                 shown.append((_page_id(page), b.start, reason))
     # every page's examples run except these; a new one must be added here on purpose
-    assert len(shown) <= 8, "\n".join(f"{p}:{s} {r}" for p, s, r in shown)
+    # (9: performance.md's float64-decision cost, two checkouts timed against each other)
+    assert len(shown) <= 9, "\n".join(f"{p}:{s} {r}" for p, s, r in shown)
 
 
 def test_console_commands_are_opis_or_shell_tools():
