@@ -870,7 +870,9 @@ def test_pipe_with_columns_lays_tables_out_at_columns_and_keeps_lines_whole(tmp_
     run = run_process(module_cmd(), digits_small, cwd=tmp_path, columns=60)
     assert run.code == 0, run.err
     lines = run.out.splitlines()
-    assert lines[0].startswith("opis ") and lines[0].rstrip().endswith("excluded"), lines[:3]
-    assert len(lines[0]) > 60  # a phrase is not broken to fit
+    assert lines[0].startswith("Verdict: ") and lines[0].rstrip().endswith("."), lines[:3]
+    source = next(x for x in lines if x.startswith("opis "))
+    assert source.rstrip().endswith("excluded"), lines[:8]
+    assert len(lines[0]) > 60 and len(source) > 60  # a phrase is not broken to fit
     table = [x for x in lines if x.startswith(("\u2503", "\u2502", "\u250f"))]
     assert table and max(len(x) for x in table) <= 60

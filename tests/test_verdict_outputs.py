@@ -130,8 +130,9 @@ def test_evaluate_cli_failing_gate_leaves_a_trace_on_the_page(tmp_path, capsys):
     md = (tmp_path / "s.md").read_text()
     assert md.startswith("### Can one threshold serve every class?")
     assert md.index("Can one threshold") < md.index("### opis gate: FAILED")
-    err = capsys.readouterr().err
-    assert err.startswith("Verdict: ")
+    out, err = capsys.readouterr()
+    assert out.startswith("Verdict: ")  # the result on stdout, the verdict first
+    assert "wrote " in err
 
 
 # -- notebook -----------------------------------------------------------------------
