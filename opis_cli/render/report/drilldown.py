@@ -253,18 +253,9 @@ JS = r"""
   var lower = classes.map(function (c) { return c.label.toLowerCase(); });
   var byLabel = new Map();
   classes.forEach(function (c, i) { byLabel.set(c.label, i); });
-  function visible(s) {
-    return String(s).replace(/[\\\p{Cc}\p{Cf}\p{Zl}\p{Zp}\uFFFE\uFFFF]/gu, function (ch) {
-      if (ch === "\\") { return "\\\\"; }
-      if (ch === "\t") { return "\\t"; }
-      if (ch === "\n") { return "\\n"; }
-      if (ch === "\r") { return "\\r"; }
-      var o = ch.codePointAt(0), h = o.toString(16);
-      if (o < 0x100) { return "\\x" + ("0" + h).slice(-2); }
-      if (o < 0x10000) { return "\\u" + ("000" + h).slice(-4); }
-      return "\\U" + ("0000000" + h).slice(-8);
-    });
-  }
+  // the rule of opis_cli.render.escape.visible, from the page script (html.py)
+  var show = window.opisVisible;
+  function visible(s) { return show(String(s)); }
   function pct(v) { return (v === null || v === undefined) ? "n/a" : (100 * v).toFixed(2) + "%"; }
   function num(v, d) { return (v === null || v === undefined) ? "n/a" : Number(v).toFixed(d); }
   function el(tag, text, cls) {

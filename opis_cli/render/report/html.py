@@ -291,6 +291,7 @@ _JS = r"""
     refresh();
     root.setAttribute("data-ready", "1");
   }
+  window.opisVisible = visible;  // the escaping rule, shared with the class finder
   document.querySelectorAll("[data-opis-table]").forEach(setup);
   document.documentElement.setAttribute("data-opis-ready", "1");
 })();
