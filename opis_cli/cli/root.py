@@ -133,11 +133,26 @@ def examples(*commands: str) -> str:
         "\n\nMore options (input formats, engine tuning): --help-all")
 
 
+def _type_name(param, ctx) -> str:
+    """The parameter's type as typer's help shows it (``path``, ``int``, ``a|b``); from
+    the click type on typer releases without ``display_type_rich`` (0.28)."""
+    show = getattr(param, "display_type_rich", None)
+    if show is not None:
+        return (show(ctx) or "").strip("<>")
+    t = getattr(param, "type", None)
+    if t is None:
+        return ""
+    choices = getattr(t, "choices", None)
+    if choices:
+        return "|".join(str(getattr(c, "value", c)) for c in choices)
+    name = getattr(t, "name", "") or ""
+    return {"text": "str", "integer": "int"}.get(name, name)
+
+
 def _metavar(param, ctx) -> str:
     """One metavar style: UPPERCASE placeholders (PATH, TEXT, INT, FLOAT), choices
     as a|b|c; flags show none."""
-    shown = param.display_type_rich(ctx) or ""
-    bare = shown.strip("<>")
+    bare = _type_name(param, ctx)
     if "|" in bare and len(bare) > 16:  # long choice lists: the help text names them
         return (param.name or "").upper()
     if (param.name or "").endswith("_column"):
@@ -146,6 +161,10 @@ def _metavar(param, ctx) -> str:
 
 
 def _no_type(ctx=None) -> str:
+    return ""
+
+
+def _no_type_metavar(*args, **kwargs) -> str:
     return ""
 
 
@@ -169,6 +188,8 @@ def build_command(show_all: bool = False):
                 if param.metavar is None:
                     param.metavar = (param.name or "").upper()
                 param.display_type_rich = _no_type  # the name says it: no <path> beside it
+                if not hasattr(type(param), "display_type_rich"):  # typer 0.28 reads the type
+                    param.type.get_metavar = _no_type_metavar
             elif getattr(param, "is_flag", False) or getattr(param, "count", False):
                 param.metavar = ""
             elif param.metavar is None:
