@@ -91,6 +91,8 @@ def _engine(name: str, request, block_bytes: int = DEFAULT_BLOCK_BYTES, **option
     if e.capabilities.shards:  # the distributed engine, on the local test cluster
         import importlib
 
+        pytest.importorskip("distributed", reason="the dask extra: pip install '.[dask]'")
+
         cls = getattr(importlib.import_module(e.module), e.cls)
         return cls(block_bytes=block_bytes, client=request.getfixturevalue("client"))
     return e.build(block_bytes=block_bytes, **options)
