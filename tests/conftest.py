@@ -151,7 +151,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         name = getattr(item, "originalname", item.name)
         names = SLOW.get(item.path.name, frozenset())
-        slow = names is None or name in names
+        # listed in SLOW, or marked slow where it is written (a parametrized case)
+        slow = names is None or name in names or item.get_closest_marker("slow") is not None
         if slow:
             item.add_marker(pytest.mark.slow)
         missing = _missing_extras(_needs(item))
