@@ -297,51 +297,8 @@ def rank_bin(hist: np.ndarray, rank: int, below: int = 0) -> tuple[int, int] | N
     return bb, rank - before
 
 
-# -- retrieval ------------------------------------------------------------------
-
-
-def retrieval_at_r(hits: np.ndarray, n_rel: np.ndarray,
-                   beyond: int) -> tuple[np.ndarray, np.ndarray]:
-    """First relevant rank and AP@R of ranked lists (SPEC 6).
-
-    Parameters
-    ----------
-    hits : (B, L) bool, whether the item at each rank (nearest first) is
-        relevant to the query
-    n_rel : (B,) int, ``R``: the number of relevant items of each query
-    beyond : the rank reported when no listed item is relevant
-
-    Returns
-    -------
-    first : (B,) int64, the 1-based rank of the first relevant item, or ``beyond``
-    ap : (B,) float64, ``AP@R = (1/R) sum_{i <= R, item i relevant} found_i / i``
-        (``found_i``: relevant items at ranks ``<= i``), summed in rank order
-        as the exact engine's kernel does (``_kernels._exact_topk``); 0
-        where ``R == 0``
-    """
-    B, L = hits.shape
-    idx = np.arange(1, L + 1)
-    found = np.cumsum(hits, axis=1)
-    contrib = np.where(hits & (idx[None, :] <= n_rel[:, None]), found / idx[None, :], 0.0)
-    total = np.cumsum(contrib, axis=1)[:, -1] if L else np.zeros(B)
-    first = np.where(hits.any(axis=1), np.argmax(hits, axis=1) + 1, beyond) if L \
-        else np.full(B, beyond, np.int64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ap = np.where(n_rel > 0, total / np.maximum(n_rel, 1), 0.0)
-    return first, ap
-
-
-def hits_at_r(hits: np.ndarray, n_rel: np.ndarray) -> np.ndarray:
-    """Positives among the ``R`` nearest of ranked lists: the numerator of
-    R-Precision (SPEC 6), ``sum_{i <= R} hits[:, i]``.
-
-    ``hits`` (B, L) bool as in :func:`retrieval_at_r`, ``n_rel`` (B,) the
-    ``R`` of each query; a list shorter than ``R`` (an approximate engine's
-    candidates) counts the positives it holds. Returns (B,) int64.
-    """
-    L = hits.shape[1]
-    within = np.arange(1, L + 1)[None, :] <= np.asarray(n_rel)[:, None]
-    return np.count_nonzero(hits & within, axis=1).astype(np.int64)
+# -- retrieval: one definition, in ranking.py (re-exported here) -------------------
+from .ranking import hits_at_r, retrieval_at_r  # noqa: E402,F401
 
 
 # -- float64 re-decision (machine-independent results) ---------------------------

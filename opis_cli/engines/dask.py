@@ -101,7 +101,8 @@ import numpy as np
 
 from .base import (DEFAULT_BLOCK_BYTES, EngineOutput, GridSpec, Progress, check_block_bytes,
                    exact_keys, key_margins, pair_keys, tile_rows)
-from .exact import PILOT_ROWS, PILOT_VALUES, PassConfig, merge, run_chunk, run_exact
+from .exact import PassConfig, merge, pilot_sample, run_chunk, run_exact
+from .ranking import list_length, rank_lists
 from .. import counts, options
 from ..errors import ConfigError, InputError, OpisError
 from ..prepare import Prepared, _float32_rows
@@ -609,42 +610,8 @@ def _ranking_task(qb: _Block, state):
     merged candidates, as ``_kernels._exact_topk`` computes them."""
     with _TASK_LOCK:
         q, _, _, isp = state if state is not None else _NO_CANDIDATES
-        first, ap, hits = _rank_lists(q, isp, qb.hsize, qb.R, len(qb.qi))
+        first, ap, hits = rank_lists(q, isp, qb.hsize, qb.R, len(qb.qi))
         return qb.index, first, ap, hits
-
-
-def _rank_lists(q: np.ndarray, isp: np.ndarray, h: np.ndarray, R: np.ndarray,
-                n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``_kernels._exact_topk`` for ``n`` queries whose ranked lists (nearest
-    first, ``h[i]`` items) are ``isp`` grouped by ``q`` (sorted): the rank of
-    the first positive (``h + 1`` when none; 0 without positives, ``h == 0``)
-    , ``AP@R = (1/R) sum_{i < R, item i positive} found_i / (i + 1)``,
-    summed in rank order, and the positives among the first R (R-Precision's
-    numerator)."""
-    start = np.searchsorted(q, np.arange(n), side="left")
-    have = np.searchsorted(q, np.arange(n), side="right") - start
-    if (have < h).any():  # pragma: no cover - every block sends min(h, its columns)
-        raise RuntimeError("retrieval candidates missing; please report this")
-    first = np.zeros(n, np.int64)
-    ap = np.zeros(n)
-    on = h > 0
-    first[on] = h[on] + 1
-    found = np.zeros(n, np.int64)
-    total = np.zeros(n)
-    seen = np.zeros(n, bool)
-    hits = np.zeros(n, np.int64)
-    for i in range(int(h.max()) if n else 0):
-        act = np.nonzero(h > i)[0]
-        qa = act[isp[start[act] + i]]
-        found[qa] += 1
-        new = qa[~seen[qa]]
-        first[new] = i + 1
-        seen[new] = True
-        add = qa[i < R[qa]]
-        total[add] = total[add] + found[add] / (i + 1)
-        hits[add] += 1
-    ap[on] = total[on] / R[on]
-    return first, ap, hits
 
 
 def _sums_task(lay: _Layout, gb: _Block):
@@ -741,8 +708,7 @@ class _ShardRun:
         R = (pe - ps - ((sc >= ps) & (sc < pe))).astype(np.int64)
         ng = len(prep.g_rows)
         self.R = R
-        self.hsize = np.where(R > 0, np.minimum(np.maximum(R, 8),
-                                                np.where(sc >= 0, ng - 1, ng)), 0)
+        self.hsize = np.where(R > 0, list_length(R, np.where(sc >= 0, ng - 1, ng)), 0)
         self.q_parts = _split_by(prep.q_rows // self.rows, self.n_blocks)
         self.g_parts = _split_by(prep.g_rows // self.rows, self.n_blocks)
         self.prep = prep
@@ -814,14 +780,10 @@ class _ShardRun:
         pilot, so a row it reads unfilled costs nothing but speed)."""
         p = self.prep
         P, M = p.class_pair_counts()
-        rows = np.nonzero(counts.evaluated(P, M, p.class_rows, self.min_class_rows)[p.q_class])[0]
-        ng = len(p.g_rows)
-        if len(rows) == 0:
-            return rows, rows
-        n_pick = min(PILOT_ROWS, len(rows), max(256, len(rows) // 8))
-        pick = rows[np.unique(np.linspace(0, len(rows) - 1, n_pick).astype(np.int64))]
-        step = max(1, math.ceil(len(pick) * ng / PILOT_VALUES))
-        return pick, np.arange(0, ng, step)
+        row_eval = counts.evaluated(P, M, p.class_rows, self.min_class_rows)[p.q_class]
+        if not row_eval.any():
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return pilot_sample(row_eval, len(p.g_rows))
 
     def _fill(self, q: np.ndarray, g: np.ndarray) -> None:
         """Fill query rows ``q`` and gallery columns ``g`` of the client's

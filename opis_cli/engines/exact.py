@@ -88,13 +88,10 @@ structures in ``_kernels.py``.
 from __future__ import annotations
 
 import math
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Callable, Iterable, Optional
 
 import numpy as np
-from threadpoolctl import ThreadpoolController
 
 from . import _kernels
 from .. import counts, options
@@ -103,8 +100,11 @@ from ..prepare import Prepared
 from .verify import VER_BINS, group_bins, key_bracket, operating_points, wanted_bins
 from .base import (DEFAULT_BLOCK_BYTES, FAR_BINS, REPORT_BINS, REPORT_ROWS, EngineOutput, GridSpec, Progress,
                    check_block_bytes, check_range, dist_to_key, inner_products, key_span,
-                   key_to_dist, order_rank, pair_keys, rank_bin, report_edges, report_scale,
+                   key_to_dist, order_rank, rank_bin, report_edges, report_scale,
                    tile_rows, key_margins)
+from .select import pilot_columns, pilot_negative_keys, pilot_rows, select_or_none
+# the worker pool (workers.py) under the names the diagnosis pass imports
+from .workers import TileQueue as _Tiles, in_workers as _in_workers, workers_for as _workers
 #: query rows of the pilot that bounds the FAR pass, and values it keeps
 PILOT_ROWS = 2048
 PILOT_VALUES = 1_000_000
@@ -167,82 +167,6 @@ def _strip_products(xq, t, u, xgT, S, pad_q) -> None:
     pad_q[:u - t] = xq[t:u]
     pad_q[u - t:] = 0
     np.matmul(pad_q, xgT[:, t:], out=S)
-
-
-def _workers(tile: int, block_rows: int, n_tiles: int) -> int:
-    """Tiles processed at once: one per numba thread, as many as the block
-    holds (at least one), no more than there are tiles."""
-    return max(1, min(_kernels.num_threads(), block_rows // tile, n_tiles))
-
-
-#: the engine's worker threads and BLAS controller, made once per process
-_POOL: ThreadPoolExecutor | None = None
-_POOL_SIZE = 0
-_BLAS: ThreadpoolController | None = None
-_POOL_LOCK = threading.Lock()
-
-
-def _in_workers(n_workers: int, work: Callable[[int], None], tiles: "_Tiles") -> None:
-    """Run ``work(slot)`` for ``slot in range(n_workers)`` concurrently.
-
-    Each worker computes its own tiles' products (BLAS limited to one thread
-    meanwhile) and runs the compiled kernel on them, which releases the GIL:
-    a core does both its tile's matrix product and its kernel. (With BLAS
-    threads beside numba threads, BLAS's idle threads spin after each
-    product and took 30-40% from the kernels, measured.) A single worker
-    also calls BLAS with one thread: OpenBLAS 0.3.31 rounds some products
-    differently with more threads, and a Dask worker (one thread) must give
-    the same bytes.
-    """
-    if n_workers == 1:
-        with _one_blas_thread():
-            work(0)
-        return
-    global _POOL, _POOL_SIZE
-    with _POOL_LOCK:
-        if _POOL is None or _POOL_SIZE < n_workers:
-            _POOL_SIZE = max(n_workers, _kernels.num_threads())
-            _POOL = ThreadPoolExecutor(_POOL_SIZE, thread_name_prefix="opis-engine")
-        pool = _POOL
-    with _one_blas_thread():
-        futures = [pool.submit(work, slot) for slot in range(n_workers)]
-        try:
-            for f in futures:
-                f.result()
-        except BaseException:
-            tiles.cancel()  # the other workers finish their tile and stop
-            raise
-
-
-def _one_blas_thread():
-    """Context in which BLAS uses one thread (its idle threads would spin)."""
-    global _BLAS
-    with _POOL_LOCK:
-        if _BLAS is None:
-            _BLAS = ThreadpoolController()
-    return _BLAS.limit(limits=1, user_api="blas")
-
-
-class _Tiles:
-    """The workers' shared queue of tiles (first rows); ``lock`` also guards
-    the outputs they merge. ``cancel`` empties it, so that workers stop after
-    their current tile when the caller gives up (an error, Ctrl-C)."""
-
-    def __init__(self, starts):
-        self._it = iter(starts)
-        self.lock = threading.Lock()
-
-    def __iter__(self):
-        while True:
-            with self.lock:
-                item = next(self._it, None)
-            if item is None:
-                return
-            yield item
-
-    def cancel(self) -> None:
-        with self.lock:
-            self._it = iter(())
 
 
 def _empty_part(C: int, G: int, K: int, nq: int) -> dict:
@@ -760,6 +684,15 @@ def _defer_too_much(ranks, brackets, K: int, m_max: float) -> bool:
 
 
 # -- pilot -------------------------------------------------------------------------
+def pilot_sample(row_eval: np.ndarray, ng: int) -> tuple[np.ndarray, np.ndarray]:
+    """The pilot's query rows (up to PILOT_ROWS evenly spaced evaluated rows,
+    at most an eighth of them, at least 256: a small share of a pass) and
+    gallery columns (evenly spaced, at most PILOT_VALUES pairs)."""
+    rows = np.nonzero(row_eval)[0]
+    pick = pilot_rows(rows, min(PILOT_ROWS, max(256, len(rows) // 8)))
+    return pick, pilot_columns(len(pick), ng, PILOT_VALUES)
+
+
 def _pilot_windows(prep: Prepared, row_eval: np.ndarray, fars: tuple[float, float],
                    l2: bool, everything: tuple[float, float]) -> list[tuple[float, float]]:
     """Key windows that hold the two order statistics with high probability.
@@ -773,29 +706,8 @@ def _pilot_windows(prep: Prepared, row_eval: np.ndarray, fars: tuple[float, floa
     statistics fall inside and runs again over everything when they do not,
     so results never depend on the pilot; only the speed does.
     """
-    rows = np.nonzero(row_eval)[0]
-    ng = len(prep.g_rows)
-    n_pick = min(PILOT_ROWS, len(rows), max(256, len(rows) // 8))  # a small share of a pass
-    pick = rows[np.unique(np.linspace(0, len(rows) - 1, n_pick)
-                          .astype(np.int64))]
-    # evenly spaced gallery columns: at most PILOT_VALUES keys in all
-    step = max(1, math.ceil(len(pick) * ng / PILOT_VALUES))
-    cols = np.arange(0, ng, step)
-    xg_cols = prep.xg[cols]
-    gn2_cols = prep.gn2[cols]
-    vals = []
-    with _one_blas_thread():  # small products: idle BLAS threads would spin into pass 1
-        for s in range(0, len(pick), 256):
-            sub = pick[s:s + 256]
-            keys = pair_keys(prep.xq[sub] @ xg_cols.T, prep.qn2[sub], gn2_cols,
-                             prep.metric == "l2",
-                             None if prep.q_off is None else prep.q_off[sub],
-                             None if prep.q_off is None else prep.g_off[cols])
-            cls = prep.q_class[sub]
-            neg = ~((cols[None, :] >= prep.class_start[cls][:, None])
-                    & (cols[None, :] < prep.class_end[cls][:, None]))
-            vals.append(keys[neg])
-    vals = np.concatenate(vals) if vals else np.zeros(0)
+    pick, cols = pilot_sample(row_eval, len(prep.g_rows))
+    vals = pilot_negative_keys(prep, pick, cols)
     if len(vals) < 1000:
         return [everything]
     bounds = []
@@ -907,14 +819,10 @@ def _select(ranks, brackets, res) -> list[float] | None:
     not among the gathered keys (which the margins rule out).
     """
     gathered = np.concatenate(res["gathered"]) if res["gathered"] else np.zeros(0)
-    keys = []
-    for g, (r, (lo, hi)) in enumerate(zip(ranks, brackets)):
-        cand = np.sort(gathered[(gathered >= lo) & (gathered < hi)])
-        below = int(res["gather_below"][g])
-        if not below < r <= below + len(cand):
-            return None
-        keys.append(float(cand[r - below - 1]))
-    return keys
+    keys = [select_or_none(gathered[(gathered >= lo) & (gathered < hi)], r,
+                           int(res["gather_below"][g]))
+            for g, (r, (lo, hi)) in enumerate(zip(ranks, brackets))]
+    return None if None in keys else keys
 
 
 def _locate(ranks, below, hist):

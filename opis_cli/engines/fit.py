@@ -30,9 +30,9 @@ import threading
 import numpy as np
 
 from ..prepare import Prepared
-from ._tiles import n_workers, run_tiles
-from .base import (DEFAULT_BLOCK_BYTES, Progress, bracket_bins, key_margins, key_span,
-                   key_to_dist, rank_bin, select_in_bracket)
+from .base import DEFAULT_BLOCK_BYTES, Progress, bracket_bins, key_margins, key_span, key_to_dist
+from .select import KeyBins, bracket, gather_rows, padded_span
+from .workers import n_workers, run_tiles
 
 #: bytes of the id histograms per worker (the bins shrink as the ids grow)
 HIST_BYTES = 64 * 2**20
@@ -59,13 +59,9 @@ def order_stats(prep: Prepared, ids: np.ndarray, ranks: np.ndarray,
     ids = np.ascontiguousarray(ids, np.int64)
     ranks = np.asarray(ranks, np.int64)
     n_ids = len(ranks)
-    live = (ids >= 0).any(axis=1)
     l2 = prep.metric == "l2"
-    k_lo, k_hi = key_span(prep)
-    w = k_hi - k_lo
-    lo, hi = k_lo - 1e-3 * w - 1e-9, k_hi + 1e-3 * w + 1e-9
-    F = _bins(n_ids)
-    scale = F / (hi - lo)
+    kb = KeyBins.over(*padded_span(key_span(prep)), _bins(n_ids))
+    lo, scale, F = kb.lo, kb.scale, kb.n
     qs = prep.class_start[prep.q_class]
     qe = prep.class_end[prep.q_class]
     hist = np.zeros((n_workers(prep, block_bytes), n_ids, F), np.int64)
@@ -74,53 +70,40 @@ def order_stats(prep: Prepared, ids: np.ndarray, ranks: np.ndarray,
         kern.id_histograms(S, l2, prep.qn2[s:e], prep.gn2, prep.self_col[s:e], qs[s:e], qe[s:e],
                            ids[s:e], lo, scale, F, hist[slot])
 
-    run_tiles(prep, live, block_bytes, "histograms", progress, hist_body)
+    run_tiles(prep, (ids >= 0).any(axis=1), block_bytes, "histograms", progress, hist_body)
     h = hist.sum(axis=0)
     # the bracket of each rank's bin: its float64 key lies inside (SPEC 2)
     pad = bracket_bins(float(key_margins(prep).max()) if len(prep.q_rows) else 0.0, scale)
     wlo = np.full(n_ids, -1, np.int64)
     whi = np.full(n_ids, -1, np.int64)
-    below = np.zeros(n_ids, np.int64)
+    brackets = {}
     for i in np.nonzero(ranks > 0)[0]:
-        found = rank_bin(h[i], int(ranks[i]))
-        if found is None:
+        br = bracket(h[i], int(ranks[i]), pad)
+        if br is None:
             raise ValueError(f"rank {ranks[i]} outside the negatives of id {i}")
-        wlo[i] = max(found[0] - pad, 0)
-        whi[i] = min(found[0] + pad, F - 1)
-        below[i] = int(h[i, :wlo[i]].sum())
+        brackets[i], wlo[i], whi[i] = br, br.lo, br.hi
     live = ((ids >= 0) & (wlo[np.maximum(ids, 0)] >= 0)).any(axis=1)
-    gathered: list[tuple[np.ndarray, np.ndarray]] = []
+    gathered: list[list[np.ndarray]] = []
     lock = threading.Lock()
     caps = {}
 
     def gather_body(slot, S, s, e):
-        B = e - s
-        cap = caps.get(slot, 64)
-        while True:
-            g_key = np.empty((B, cap), np.float64)
-            g_id = np.empty((B, cap), np.int64)
-            g_n = np.zeros(B, np.int64)
-            kern.id_gather(S, l2, prep.qn2[s:e], prep.gn2, prep.self_col[s:e], qs[s:e], qe[s:e],
-                           ids[s:e], lo, scale, F, wlo, whi, prep.xq[s:e], prep.xg, g_key,
-                           g_id, g_n)
-            need = int(g_n.max()) if B else 0
-            if need <= cap:
-                break
-            cap = 2 * need  # rare: run the tile again with room for its rows
-        caps[slot] = cap
-        if need:
-            mask = np.arange(cap)[None, :] < g_n[:, None]
-            with lock:
-                gathered.append((g_id[mask], g_key[mask]))
+        def call(g_key, g_id, g_n):
+            kern.id_gather(S, l2, prep.qn2[s:e], prep.gn2, prep.self_col[s:e], qs[s:e],
+                           qe[s:e], ids[s:e], lo, scale, F, wlo, whi, prep.xq[s:e], prep.xg,
+                           g_key, g_id, g_n)
+
+        caps[slot], got, _ = gather_rows(e - s, caps.get(slot, 64), (np.float64, np.int64), call)
+        with lock:
+            gathered.append(got)
 
     run_tiles(prep, live, block_bytes, "thresholds", progress, gather_body)
-    gid = np.concatenate([g[0] for g in gathered]) if gathered else np.zeros(0, np.int64)
-    gkey = np.concatenate([g[1] for g in gathered]) if gathered else np.zeros(0)
+    gkey = np.concatenate([g[0] for g in gathered]) if gathered else np.zeros(0)
+    gid = np.concatenate([g[1] for g in gathered]) if gathered else np.zeros(0, np.int64)
     order = np.lexsort((gkey, gid))
     gid, gkey = gid[order], gkey[order]
     start = np.searchsorted(gid, np.arange(n_ids + 1), side="left")
     out = np.full(n_ids, np.nan)
-    for i in np.nonzero(ranks > 0)[0]:
-        key = select_in_bracket(gkey[start[i]:start[i + 1]], int(ranks[i]), int(below[i]))
-        out[i] = key_to_dist(key, l2)
+    for i, br in brackets.items():
+        out[i] = key_to_dist(br.select(gkey[start[i]:start[i + 1]]), l2)
     return out

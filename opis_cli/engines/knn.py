@@ -90,8 +90,10 @@ from ..options import INDEXES
 from ..prepare import Prepared
 from .base import (DEFAULT_BLOCK_BYTES, FAR_BINS, REPORT_BINS, REPORT_ROWS, EngineOutput, GridSpec,
                    Progress, check_block_bytes, check_range, inner_products, key_span, key_to_dist,
-                   order_rank, pair_keys, rank_bin, exact_keys, report_edges, report_scale,
+                   order_rank, pair_keys, exact_keys, report_edges, report_scale,
                    hits_at_r, retrieval_at_r, tile_rows, value_bins)
+from .ranking import rank_order
+from .select import KeyBins, bracket, padded_span
 
 #: relative gap between the upper and the reported global FAR that triggers a warning
 WARN_GAP = 0.01
@@ -321,35 +323,29 @@ class KnnEngine:
         retrieval results (computed on the way) and the notes."""
         m_total = int(ctx.M[ctx.evaluated].sum())
         ranks = (order_rank(a, m_total), order_rank(b, m_total))
-        k_lo, k_hi = ctx.key_span
-        pad = 1e-3 * (k_hi - k_lo) + 1e-9
-        lo_key, hi_key = k_lo - pad, k_hi + pad
-        scale = FAR_BINS / (hi_key - lo_key)
+        kb = KeyBins.over(*padded_span(ctx.key_span), FAR_BINS)
         hist = np.zeros(FAR_BINS, np.int64)
         ret = _Retrieval(ctx.nq)
         for blk in src.blocks(progress, "order statistic"):
             ret.add(ctx, blk)
-            kv = blk.keys[blk.neg & ctx.row_eval[blk.s:blk.e, None]]
-            hist += np.bincount(value_bins(kv, lo_key, scale, FAR_BINS), minlength=FAR_BINS)
+            hist += kb.histogram(blk.keys[blk.neg & ctx.row_eval[blk.s:blk.e, None]])
         seen = int(hist.sum())
         if seen < ranks[1]:
             raise self._unreachable(a, b, seen, m_total, ranks[1], at_most=False)
-        located = [rank_bin(hist, r) for r in ranks]  # 1 <= rank <= seen: never None
-        wanted = {bb for bb, _ in located}
-        gathered: dict[int, list] = {bb: [] for bb in wanted}
+        # FAISS's keys decide as they are: brackets of one bin (1 <= rank <= seen)
+        brackets = [bracket(hist, r) for r in ranks]
+        gathered: list[list] = [[], []]
         for blk in src.blocks(progress, "order statistic 2"):
             kv = blk.keys[blk.neg & ctx.row_eval[blk.s:blk.e, None]]
-            bins = value_bins(kv, lo_key, scale, FAR_BINS)
-            for bb in wanted:
-                sel = kv[bins == bb]
-                if len(sel):
-                    gathered[bb].append(sel)
+            bins = kb.of(kv)
+            for got, br in zip(gathered, brackets):
+                got.append(kv[br.holds(bins)])
         values = []
-        for bb, within in located:
-            cand = np.sort(np.concatenate(gathered[bb]))
-            if len(cand) != int(hist[bb]):  # pragma: no cover - invariant
+        for got, br in zip(gathered, brackets):
+            cand = np.concatenate(got)
+            if len(cand) != int(hist[br.bin]):  # pragma: no cover - invariant
                 raise RuntimeError("knn order-statistic passes disagree; please report this")
-            values.append(key_to_dist(float(cand[within - 1]), ctx.l2))
+            values.append(key_to_dist(br.select(cand), ctx.l2))
         lo, hi = values
         check_range(lo, hi, "--far-range",
                      f"{a:g}:{b:g} (it selects distances {lo:.6g} and {hi:.6g}; "
@@ -804,7 +800,7 @@ class _Retrieval:
     def add(self, ctx: _Context, blk: _Block) -> None:
         s, e = blk.s, blk.e
         rows_orig = ctx.prep.g_rows[np.where(blk.cols >= 0, blk.cols, 0)]
-        order = np.lexsort((rows_orig, blk.keys), axis=1)
+        order = rank_order(blk.keys, rows_orig)
         pm = np.take_along_axis(blk.pos, order, axis=1)
         R = ctx.pos_q[s:e]
         # no positive among the candidates: beyond every reported k

@@ -30,6 +30,7 @@ from ..prepare import Prepared
 from .base import (DEFAULT_BLOCK_BYTES, REPORT_BINS, REPORT_ROWS, EngineOutput, GridSpec,
                    Progress, check_block_bytes, check_range, key_span, order_rank,
                    report_edges, report_scale, value_bins)
+from .ranking import list_length
 
 #: values the order-statistic search holds at once (its last step sorts them)
 _HELD = 2**22
@@ -205,13 +206,13 @@ class ReferenceEngine:
 def _retrieval(d: np.ndarray, rows: np.ndarray, is_pos: np.ndarray) -> tuple[int, float, int, int]:
     """One query's ``(first relevant rank, AP@R, R, positives among the R nearest)``
     (SPEC 6) from the distances ``d`` to its gallery rows (original ``rows``):
-    ranked by (distance, row); the first rank looks at the ``max(R, 8)``
+    ranked by (distance, row); the first rank looks at the ``list_length``
     nearest (one more than that when none of them is relevant; 0 when R = 0)."""
     R = int(is_pos.sum())
     if R == 0:
         return 0, 0.0, 0, 0
     ranked = is_pos[np.lexsort((rows, d))]
-    L = min(max(R, 8), len(ranked))
+    L = int(list_length(R, len(ranked)))
     listed = np.nonzero(ranked[:L])[0]
     first = int(listed[0]) + 1 if len(listed) else L + 1
     total, found = 0.0, 0

@@ -73,10 +73,6 @@ Same input, options and seed: the same bytes.
 from __future__ import annotations
 
 import math
-import os
-import threading
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -102,14 +98,15 @@ from .base import (
     key_span,
     key_to_dist,
     pair_keys,
-    rank_bin,
     report_edges,
     report_scale,
     retrieval_at_r,
-    select_in_bracket,
     tile_rows,
     value_bins,
 )
+from .ranking import list_length, rank_order
+from .select import bracket
+from .workers import one_blas_thread as _one_blas_thread, parallel_map as _parallel
 
 #: random groups of the draws (the jackknife's replicates)
 GROUPS = 10
@@ -212,48 +209,6 @@ def grid_cells(grid: np.ndarray, d: np.ndarray) -> np.ndarray:
     dn[lo] = d[lo] <= grid[c[lo] - 1]
     c[dn] -= 1
     return c
-
-
-_BLAS = None
-_BLAS_LOCK = threading.Lock()
-
-
-def _one_blas_thread():
-    """Context in which BLAS uses one thread (see ``_parallel``)."""
-    global _BLAS
-    with _BLAS_LOCK:
-        if _BLAS is None:
-            from threadpoolctl import ThreadpoolController
-
-            _BLAS = ThreadpoolController()
-    return _BLAS.limit(limits=1, user_api="blas")
-
-
-def _workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def _parallel(fn, items):
-    """``fn`` over ``items`` on one thread per core, results in order (at most
-    two per worker waiting), BLAS on one thread each."""
-    items = list(items)
-    n = _workers()
-    with _one_blas_thread():
-        if n == 1 or len(items) < 2:
-            for it in items:
-                yield fn(it)
-            return
-        with ThreadPoolExecutor(n, thread_name_prefix="opis-sampled") as ex:
-            waiting: deque = deque()
-            for it in items:
-                waiting.append(ex.submit(fn, it))
-                if len(waiting) >= 2 * n:
-                    yield waiting.popleft().result()
-            while waiting:
-                yield waiting.popleft().result()
 
 
 _LIBC = []
@@ -577,18 +532,17 @@ class _Context:
                     if m < 1:
                         raise ConfigError("--far-range: no negative pair was drawn; raise "
                                           "--negatives-per-query")
-                bb = rank_bin(h, m)[0]
-                b0, b1 = max(bb - pad, 0), min(bb + pad, F - 1)
+                br = bracket(h, m, pad)
                 # every pair of the bracket must have been read (keys <= cut)
-                if math.isfinite(cut) and self.span[0] + (b1 + 1) / self.far_scale > cut:
+                if math.isfinite(cut) and self.span[0] + (br.hi + 1) / self.far_scale > cut:
                     short = True
                     break
-                wanted.append((sub, end, b0, b1, m, int(h[:b0].sum())))
+                wanted.append((sub, end, br))
             if not short:
                 break
             cut = math.inf  # the pilot's cut was too low: every pair
-        b_lo = min(w[2] for w in wanted)
-        b_hi = max(w[3] for w in wanted)
+        b_lo = min(w[2].lo for w in wanted)
+        b_hi = max(w[2].hi for w in wanted)
         top = self.span[0] + (b_hi + 1) / self.far_scale
         vals, grps, bins = [], [], []
         for rows, draw, keys, cls, ev, gcol in self.blocks(
@@ -603,9 +557,8 @@ class _Context:
         grps = np.concatenate(grps)
         kb = np.concatenate(bins)
         res = np.zeros((G + 1, 2))
-        for sub, end, b0, b1, m, below in wanted:
-            v = vals[(kb >= b0) & (kb <= b1) & (grps != sub)]
-            res[sub + 1, end] = key_to_dist(select_in_bracket(v, m, below), self.l2)
+        for sub, end, br in wanted:
+            res[sub + 1, end] = key_to_dist(br.select(vals[br.holds(kb) & (grps != sub)]), self.l2)
         self.passes = 2 if math.isfinite(cut) else 3
         return (float(res[0, 0]), float(res[0, 1])), res[1:]
 
@@ -935,7 +888,7 @@ class _Context:
             res = []
             for i, q in enumerate(rr):
                 R = int(self.pos_q[q])
-                L = min(max(R, 8), ng)
+                L = int(list_length(R, ng))
                 # one row of float64 keys at a time (the same arithmetic as
                 # pair_keys over the tile), not T x ng of them
                 row = pair_keys(prods[i:i + 1], prep.qn2[q:q + 1], prep.gn2, self.l2)[0]
@@ -947,7 +900,7 @@ class _Context:
                 cand = np.flatnonzero(row <= kth + 2 * self.margin)
                 k64 = exact_keys(prep, np.full(len(cand), q, np.int64), cand)
                 k64[cand == prep.self_col[q]] = np.inf
-                order = np.lexsort((prep.g_rows[cand], k64))[:L]
+                order = rank_order(k64, prep.g_rows[cand])[:L]
                 top = cand[order]
                 c = prep.q_class[q]
                 hits = ((top >= prep.class_start[c]) & (top < prep.class_end[c])

@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -64,8 +63,10 @@ from .. import counts
 from ..errors import ConfigError
 from ..prepare import Prepared
 from .base import (DEFAULT_BLOCK_BYTES, Progress, bracket_bins, dist_to_key, key_margins,
-                   key_span, key_to_dist, pair_keys, rank_bin, select_in_bracket, value_bins)
-from ._tiles import n_workers, run_tiles
+                   key_span, key_to_dist)
+from .select import (KeyBins, bracket, bracket_at, gather_rows, padded_span, pilot_columns,
+                     pilot_negative_keys, pilot_rows)
+from .workers import n_workers, run_tiles
 
 #: targets per side: the calibration threshold and the test side's own one
 TARGETS = 2
@@ -149,12 +150,13 @@ def _bins_for(K: int) -> int:
 PILOT_ROWS = 1024
 
 
-def _pilot_limit(prep: Prepared, live: np.ndarray, sides, targets, totals, ev_class, l2: bool,
+def _pilot_limit(prep: Prepared, live: np.ndarray, targets, totals, ev_class, l2: bool,
                  lo: float, hi: float) -> float:
     """A key above every target with high probability, from a pilot sample.
 
     Up to PILOT_ROWS evenly spaced live query rows against evenly spaced
-    gallery columns (about 2 million keys) give a sample of negative keys; for rank targets (at most a fraction
+    gallery columns (about 2 million keys, ``select.pilot_negative_keys``)
+    give a sample of negative keys; for rank targets (at most a fraction
     ``f`` of a side's negatives) the limit is that sample's ``3 f + 0.02``
     quantile, for value targets their key and a margin. Pass 1 counts only
     keys below it and runs again over everything when a rank is not covered,
@@ -162,44 +164,67 @@ def _pilot_limit(prep: Prepared, live: np.ndarray, sides, targets, totals, ev_cl
     """
     fracs, values = [], []
     for s, tl in enumerate(targets):
-        P, M = totals[s]
-        m = int(M[ev_class[:, s]].sum())
+        m = int(totals[s][1][ev_class[:, s]].sum())
         for tg in tl:
             if tg.rank is not None:
                 fracs.append(tg.rank / max(m, 1))
             elif tg.value is not None:
                 values.append(float(dist_to_key(float(tg.value), l2)))
-    limit = lo
-    if values:
-        limit = max(values) + 1e-3 * (hi - lo)
+    limit = max(values) + 1e-3 * (hi - lo) if values else lo
     if fracs:
         q = 3 * max(fracs) + 0.02
         rows = np.nonzero(live)[0]
         if q >= 0.5 or len(rows) == 0:
             return hi
-        pick = rows[np.unique(np.linspace(0, len(rows) - 1, min(PILOT_ROWS, len(rows)))
-                              .astype(np.int64))]
-        ng = len(prep.g_rows)
-        # evenly spaced gallery columns: at most about 2 million keys in all
-        cols = np.arange(0, ng, max(1, -(-len(pick) * ng // 2_000_000)))
-        xg_cols, gn2_cols = prep.xg[cols], prep.gn2[cols]
-        vals = []
-        from .exact import _one_blas_thread
-
-        with _one_blas_thread():
-            for a in range(0, len(pick), 256):
-                sub = pick[a:a + 256]
-                k = pair_keys(prep.xq[sub] @ xg_cols.T, prep.qn2[sub], gn2_cols, l2)
-                cls = prep.q_class[sub]
-                neg = ~((cols[None, :] >= prep.class_start[cls][:, None])
-                        & (cols[None, :] < prep.class_end[cls][:, None]))
-                neg &= cols[None, :] != prep.self_col[sub][:, None]
-                vals.append(k[neg])
-        v = np.concatenate(vals)
+        pick = pilot_rows(rows, PILOT_ROWS)
+        v = pilot_negative_keys(prep, pick, pilot_columns(len(pick), len(prep.g_rows), 2_000_000))
         if len(v) < 1000:
             return hi
         limit = max(limit, float(np.quantile(v, q)))
     return min(hi, limit) if limit > lo else hi
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where each side's pairs are: the sides holding each (query fold,
+    gallery fold) cell, each side's totals and evaluated classes, and how each
+    query row is evaluated."""
+
+    K: int
+    cell_sides: np.ndarray  # (K, K, nS): s where side s holds the cell, else -1
+    totals: list            # per side (P, M), SPEC 3
+    ev_class: np.ndarray    # (C, nS) bool
+    ev: np.ndarray          # (nq, nS) bool: the row is evaluated on the side
+    row_mode: np.ndarray    # (nq,) 0 evaluated nowhere, 1 on every side holding it, 2 on some
+    own_side: np.ndarray    # (nq,) the own side evaluating the row, else -1
+
+    @classmethod
+    def of(cls, prep: Prepared, fold_q, fold_g, K: int, sides: list[Side]) -> "_Layout":
+        nS = len(sides)
+        holds = np.zeros((nS, K), bool)
+        for s, side in enumerate(sides):
+            holds[s, list(side.folds)] = True
+            if side.own and len(side.folds) != 1:
+                raise ValueError("a side with per-row counts is one fold")
+        cell_sides = np.full((K, K, nS), -1, np.int64)
+        for s in range(nS):
+            cell_sides[holds[s][:, None] & holds[s][None, :], s] = s
+        totals = [side_pair_counts(prep, fold_q, fold_g, side.folds) for side in sides]
+        ev_class = np.stack([counts.evaluated(P, M) for P, M in totals], axis=1)
+        ev = ev_class[prep.q_class] & holds[:, fold_q].T
+        n_hold = holds[:, fold_q].T.sum(axis=1)
+        n_ev = ev.sum(axis=1)
+        row_mode = np.where(n_ev == 0, 0, np.where(n_ev == n_hold, 1, 2)).astype(np.int64)
+        own_side = np.full(len(prep.q_rows), -1, np.int64)
+        for s, side in enumerate(sides):
+            if side.own:
+                own_side[(fold_q == side.folds[0]) & ev[:, s]] = s
+        return cls(K, cell_sides, totals, ev_class, ev, row_mode, own_side)
+
+    def tile_sides(self, fold_q: np.ndarray, s: int, e: int) -> np.ndarray:
+        """(B, K, nS): the sides holding each (row, gallery fold) where the row is evaluated."""
+        rs = self.cell_sides[fold_q[s:e]]
+        return np.where(self.ev[s:e][:, None, :] & (rs >= 0), rs, -1)
 
 
 def run_transfer(prep: Prepared, fold_q: np.ndarray, fold_g: np.ndarray, K: int,
@@ -213,184 +238,165 @@ def run_transfer(prep: Prepared, fold_q: np.ndarray, fold_g: np.ndarray, K: int,
     ``TARGETS`` targets of side ``s``. A rank target needs the side's
     negatives to hold that rank.
     """
-    from . import _transfer_kernels as kern
-
-    nS = len(sides)
-    nq = len(prep.q_rows)
-    C = prep.n_classes
     fold_q = np.ascontiguousarray(fold_q, np.int64)
     fold_g = np.ascontiguousarray(fold_g, np.int64)
-    # sides holding each cell, and where each row is evaluated
-    holds = np.zeros((nS, K), bool)
-    for s, side in enumerate(sides):
-        holds[s, list(side.folds)] = True
-        if side.own and len(side.folds) != 1:
-            raise ValueError("a side with per-row counts is one fold")
-    cell_sides = np.full((K, K, nS), -1, np.int64)
-    for s in range(nS):
-        both = holds[s][:, None] & holds[s][None, :]
-        cell_sides[both, s] = s
-    totals = [side_pair_counts(prep, fold_q, fold_g, side.folds) for side in sides]
-    ev_class = np.stack([counts.evaluated(P, M) for P, M in totals], axis=1)  # (C, nS)
-    ev = ev_class[prep.q_class] & holds[:, fold_q].T  # (nq, nS)
-    holding = holds[:, fold_q].T
-    n_hold = holding.sum(axis=1)
-    n_ev = ev.sum(axis=1)
-    row_mode = np.where(n_ev == 0, 0, np.where(n_ev == n_hold, 1, 2)).astype(np.int64)
-    own_side = np.full(nq, -1, np.int64)
-    for s, side in enumerate(sides):
-        if side.own:
-            own_side[(fold_q == side.folds[0]) & ev[:, s]] = s
-
+    lay = _Layout.of(prep, fold_q, fold_g, K, sides)
     l2 = prep.metric == "l2"
-    k_lo, k_hi = key_span(prep)
-    w = k_hi - k_lo
-    lo, hi = k_lo - 1e-3 * w - 1e-9, k_hi + 1e-3 * w + 1e-9
-    F = _bins_for(K)
+    lo, hi = padded_span(key_span(prep))
     # the histograms need only the keys below every target: a pilot bounds them
-    limit = _pilot_limit(prep, ev.any(axis=1), sides, targets, totals, ev_class, l2, lo, hi)
+    limit = _pilot_limit(prep, lay.ev.any(axis=1), targets, lay.totals, lay.ev_class, l2, lo, hi)
+    kb, limit, h_pos, h_neg = _histograms(prep, lay, fold_q, fold_g, targets, lo, limit, hi,
+                                          block_bytes, progress)
+    brackets = _brackets(prep, kb, h_neg, targets, l2)
+    # a float32 key above the limit (in the top bin) may belong to a bracket there
+    m_max = float(key_margins(prep).max()) if len(prep.q_rows) else 0.0
+    limit2 = min(hi, limit + 2 * m_max + 1e-12 * (abs(limit) + 1)) if limit < hi else limit
+    g = _gather(prep, lay, fold_q, fold_g, kb, limit2, brackets, block_bytes, progress)
+    return _side_counts(prep, lay, sides, targets, brackets, h_pos, h_neg, g, l2)
+
+
+def _histograms(prep: Prepared, lay: _Layout, fold_q, fold_g, targets, lo: float, limit: float,
+                hi: float, block_bytes: int, progress):
+    """Pass 1: each side's histograms of positive and negative keys below
+    ``limit`` (again over every key when the pilot's limit missed a rank:
+    results never depend on it). Returns the bins, the limit, and (nS, F)
+    positive and negative counts."""
+    from . import _transfer_kernels as kern
+
+    K, nS = lay.K, len(targets)
     workers = n_workers(prep, block_bytes)
-    qs = prep.class_start[prep.q_class]
-    qe = prep.class_end[prep.q_class]
-
-    def tile_sides(s: int, e: int) -> np.ndarray:
-        """(B, K, nS): the sides holding each (row, gallery fold) where the row is evaluated."""
-        rs = cell_sides[fold_q[s:e]]  # (B, K, nS)
-        ok = ev[s:e][:, None, :] & (rs >= 0)
-        return np.where(ok, rs, -1)
-
-    def passes(stage: str, body: Callable[[int, np.ndarray, int, int], None]) -> None:
-        run_tiles(prep, row_mode > 0, block_bytes, stage, progress, body)
-
-    # -- pass 1: histograms of the keys below the limit ------------------------------
+    qs, qe = prep.class_start[prep.q_class], prep.class_end[prep.q_class]
+    l2 = prep.metric == "l2"
     while True:
-        scale = F / (limit - lo)
-        cell_pos = np.zeros((workers, K * K, F), np.int64)
+        kb = KeyBins.over(lo, limit, _bins_for(K))
+        cell_pos = np.zeros((workers, K * K, kb.n), np.int64)
         cell_neg = np.zeros_like(cell_pos)
-        side_pos = np.zeros((workers, nS, F), np.int64)
+        side_pos = np.zeros((workers, nS, kb.n), np.int64)
         side_neg = np.zeros_like(side_pos)
 
         def hist_body(slot, S, s, e):
             kern.cell_histograms(S, l2, prep.qn2[s:e], prep.gn2, prep.self_col[s:e], qs[s:e],
-                                 qe[s:e], fold_q[s:e], fold_g, K, row_mode[s:e],
-                                 tile_sides(s, e), lo, scale, F, limit, cell_pos[slot],
-                                 cell_neg[slot], side_pos[slot], side_neg[slot])
+                                 qe[s:e], fold_q[s:e], fold_g, K, lay.row_mode[s:e],
+                                 lay.tile_sides(fold_q, s, e), kb.lo, kb.scale, kb.n, limit,
+                                 cell_pos[slot], cell_neg[slot], side_pos[slot], side_neg[slot])
 
-        passes("histograms", hist_body)
+        run_tiles(prep, lay.row_mode > 0, block_bytes, "histograms", progress, hist_body)
         cp, cn = cell_pos.sum(axis=0), cell_neg.sum(axis=0)
-        h_pos = side_pos.sum(axis=0)
-        h_neg = side_neg.sum(axis=0)
+        h_pos, h_neg = side_pos.sum(axis=0), side_neg.sum(axis=0)
         for s in range(nS):
-            cells = np.nonzero((cell_sides[:, :, s] >= 0).ravel())[0]
+            cells = np.nonzero((lay.cell_sides[:, :, s] >= 0).ravel())[0]
             h_pos[s] += cp[cells].sum(axis=0)
             h_neg[s] += cn[cells].sum(axis=0)
         del cp, cn, cell_pos, cell_neg
         covered = all(tg.rank is None or tg.rank <= h_neg[s].sum()
                       for s in range(nS) for tg in targets[s])
         if covered or limit >= hi:
-            break
-        limit = hi  # the pilot's limit missed a rank: everything (results never depend on it)
-    # -- target windows ----------------------------------------------------------------
-    T = TARGETS
+            return kb, limit, h_pos, h_neg
+        limit = hi
+
+
+def _brackets(prep: Prepared, kb: KeyBins, h_neg, targets, l2: bool) -> dict:
+    """``(side, target) -> select.Bracket``: the bins that hold each target's
+    float64 key (a rank's bin, a value's bin or the bin of the target it is
+    the same as), widened by ``base.bracket_bins``."""
+    pad = bracket_bins(float(key_margins(prep).max()) if len(prep.q_rows) else 0.0, kb.scale)
+    out = {}
+    for s, tl in enumerate(targets):
+        for m, tg in enumerate(tl):
+            if tg.rank is not None:
+                br = bracket(h_neg[s], int(tg.rank), pad)
+                if br is None:
+                    raise ConfigError(f"internal: rank {tg.rank} outside the side's negatives")
+                out[s, m] = br
+            elif tg.value is not None:
+                centre = int(kb.of(np.array([dist_to_key(float(tg.value), l2)]))[0])
+                out[s, m] = bracket_at(h_neg[s], centre, pad)
+    for s, tl in enumerate(targets):
+        for m, tg in enumerate(tl):
+            if tg.same is not None and tg.same in out:
+                out[s, m] = bracket_at(h_neg[s], out[tg.same].bin, pad)
+    return out
+
+
+@dataclass(frozen=True)
+class _Gathered:
+    """Pass 2: the float64 key of every pair in a target's bracket (sorted by
+    target, key and row, so results never depend on which worker gathered
+    what), and per own row the pairs below each target's bracket."""
+
+    rows: np.ndarray
+    key: np.ndarray
+    pos: np.ndarray
+    tgt: np.ndarray       # side * TARGETS + target
+    own_below: np.ndarray  # (nq, TARGETS, 2): negatives, positives
+
+
+def _gather(prep: Prepared, lay: _Layout, fold_q, fold_g, kb: KeyBins, limit2: float,
+            brackets: dict, block_bytes: int, progress) -> _Gathered:
+    from . import _transfer_kernels as kern
+
+    nS, T = lay.cell_sides.shape[2], TARGETS
     tw0 = np.full((nS, T), -1, np.int64)
     tw1 = np.full((nS, T), -1, np.int64)
-    center = np.full((nS, T), -1, np.int64)
-    for s in range(nS):
-        for m, tg in enumerate(targets[s]):
-            if tg.rank is not None:
-                found = rank_bin(h_neg[s], int(tg.rank))
-                if found is None:
-                    raise ConfigError(f"internal: rank {tg.rank} outside the side's negatives")
-                center[s, m] = found[0]
-            elif tg.value is not None:
-                key = dist_to_key(float(tg.value), l2)
-                center[s, m] = int(value_bins(np.array([key]), lo, scale, F)[0])
-    for s in range(nS):
-        for m, tg in enumerate(targets[s]):
-            if tg.same is not None:
-                center[s, m] = center[tg.same]
-    has = center >= 0
-    # each target's float64 key lies in the bracket of its float32 bin
-    m_max = float(key_margins(prep).max()) if nq else 0.0
-    pad = bracket_bins(m_max, scale)
-    tw0[has] = np.maximum(center[has] - pad, 0)
-    tw1[has] = np.minimum(center[has] + pad, F - 1)
-    # a float32 key above the limit (in the top bin) may belong to a bracket there
-    limit2 = min(hi, limit + 2 * m_max + 1e-12 * (abs(limit) + 1)) if limit < hi else limit
-    flag = np.zeros(F, np.bool_)
-    for s in range(nS):
-        for m in range(T):
-            if has[s, m]:
-                flag[tw0[s, m]:tw1[s, m] + 1] = True
-
-    # -- pass 2: gather --------------------------------------------------------------
-    own_below = np.zeros((nq, T, 2), np.int64)
-    gathered: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    flag = np.zeros(kb.n, np.bool_)
+    for (s, m), br in brackets.items():
+        tw0[s, m], tw1[s, m] = br.lo, br.hi
+        flag[br.lo:br.hi + 1] = True
+    qs, qe = prep.class_start[prep.q_class], prep.class_end[prep.q_class]
+    l2 = prep.metric == "l2"
+    own_below = np.zeros((len(prep.q_rows), T, 2), np.int64)
+    parts: list = []
     lock = threading.Lock()
-    caps = [64] * workers
+    caps = [64] * n_workers(prep, block_bytes)
 
     def gather_body(slot, S, s, e):
-        B = e - s
-        rs = tile_sides(s, e)
-        while True:
-            cap = caps[slot]
-            g_key = np.empty((B, cap), np.float64)
-            g_code = np.empty((B, cap), np.int32)
-            g_n = np.zeros(B, np.int64)
-            below = np.zeros((B, T, 2), np.int64)
+        rs = lay.tile_sides(fold_q, s, e)
+
+        def call(g_key, g_code, g_n):
+            own_below[s:e] = 0  # a rerun counts again
             kern.gather_targets(S, l2, prep.qn2[s:e], prep.gn2, prep.self_col[s:e], qs[s:e],
-                                qe[s:e], fold_q[s:e], fold_g, rs, lo, scale, F, limit2, flag,
-                                tw0, tw1, own_side[s:e], below, prep.xq[s:e], prep.xg, g_key,
-                                g_code, g_n)
-            need = int(g_n.max()) if B else 0
-            if need <= cap:
-                break
-            caps[slot] = 2 * need  # rare: run the tile again with room for its rows
-        own_below[s:e] = below
-        if need:
-            mask = np.arange(cap)[None, :] < g_n[:, None]
-            rows = np.nonzero(mask)[0] + s
-            with lock:
-                gathered.append((rows, g_key[mask], g_code[mask]))
+                                qe[s:e], fold_q[s:e], fold_g, rs, kb.lo, kb.scale, kb.n, limit2,
+                                flag, tw0, tw1, lay.own_side[s:e], own_below[s:e], prep.xq[s:e],
+                                prep.xg, g_key, g_code, g_n)
 
-    passes("thresholds", gather_body)
-    if gathered:
-        g_rows = np.concatenate([g[0] for g in gathered])
-        g_key = np.concatenate([g[1] for g in gathered])
-        g_code = np.concatenate([g[2] for g in gathered])
-    else:
-        g_rows = np.zeros(0, np.int64)
-        g_key = np.zeros(0)
-        g_code = np.zeros(0, np.int32)
-    g_pos = (g_code % 2).astype(bool)
-    g_tgt = g_code // 2
-    # the selections are order-independent: sort once so results never depend
-    # on which worker gathered what
-    order = np.lexsort((g_rows, g_key, g_tgt))
-    g_rows, g_key, g_pos, g_tgt = g_rows[order], g_key[order], g_pos[order], g_tgt[order]
-    g_dist = np.asarray(key_to_dist(g_key, l2), np.float64)
+        caps[slot], (key, code), rows = gather_rows(e - s, caps[slot], (np.float64, np.int32),
+                                                    call)
+        with lock:
+            parts.append((rows + s, key, code))
 
-    # -- resolve ---------------------------------------------------------------------
-    resolved = np.full((nS, T), np.nan)
+    run_tiles(prep, lay.row_mode > 0, block_bytes, "thresholds", progress, gather_body)
+    rows = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
+    key = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0)
+    code = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, np.int32)
+    tgt = code // 2
+    order = np.lexsort((rows, key, tgt))
+    return _Gathered(rows[order], key[order], (code % 2).astype(bool)[order], tgt[order],
+                     own_below)
+
+
+def _side_counts(prep: Prepared, lay: _Layout, sides, targets, brackets: dict, h_pos, h_neg,
+                 g: _Gathered, l2: bool) -> list[SideCounts]:
+    """Resolve every target's threshold (SPEC 2: from the float64 keys of its
+    bracket) and count each side's pairs at it."""
+    T, nq, C = TARGETS, len(prep.q_rows), prep.n_classes
+    g_dist = np.asarray(key_to_dist(g.key, l2), np.float64)
+    resolved: dict = {}
 
     def resolve(s: int, m: int) -> float:
-        if not np.isnan(resolved[s, m]):
-            return float(resolved[s, m])
-        tg = targets[s][m]
-        if tg.same is not None:
-            t = resolve(*tg.same)
-        elif tg.value is not None:
-            t = float(tg.value)
-        else:
-            sel = (g_tgt == s * T + m) & ~g_pos
-            below = int(h_neg[s, :tw0[s, m]].sum())
-            t = float(key_to_dist(select_in_bracket(g_key[sel], int(tg.rank), below), l2))
-        resolved[s, m] = t
-        return t
+        if (s, m) not in resolved:
+            tg = targets[s][m]
+            if tg.same is not None:
+                resolved[s, m] = resolve(*tg.same)
+            elif tg.value is not None:
+                resolved[s, m] = float(tg.value)
+            else:
+                sel = (g.tgt == s * T + m) & ~g.pos
+                resolved[s, m] = float(key_to_dist(brackets[s, m].select(g.key[sel]), l2))
+        return resolved[s, m]
 
     out = []
     for s, side in enumerate(sides):
-        P, M = totals[s]
+        P, M = lay.totals[s]
         th, tps, fps, ctp, cfp, rtp, rfp = [], [], [], [], [], [], []
         for m in range(T):
             if m >= len(targets[s]):
@@ -399,27 +405,25 @@ def run_transfer(prep: Prepared, fold_q: np.ndarray, fold_g: np.ndarray, K: int,
                 fps.append(0)
                 continue
             t = resolve(s, m)
-            sel = g_tgt == s * T + m
-            acc = sel & (g_dist <= t)
-            b0 = tw0[s, m]
-            tp = int(h_pos[s, :b0].sum()) + int((acc & g_pos).sum())
-            fp = int(h_neg[s, :b0].sum()) + int((acc & ~g_pos).sum())
+            acc = (g.tgt == s * T + m) & (g_dist <= t)
+            b0 = brackets[s, m].lo if (s, m) in brackets else -1
             th.append(t)
-            tps.append(tp)
-            fps.append(fp)
+            tps.append(int(h_pos[s, :b0].sum()) + int((acc & g.pos).sum()))
+            fps.append(int(h_neg[s, :b0].sum()) + int((acc & ~g.pos).sum()))
             if side.own:
-                mine = own_side == s
-                row_tp = own_below[:, m, 1] * mine
-                row_fp = own_below[:, m, 0] * mine
-                row_tp = row_tp + np.bincount(g_rows[acc & g_pos], minlength=nq)
-                row_fp = row_fp + np.bincount(g_rows[acc & ~g_pos], minlength=nq)
+                mine = lay.own_side == s
+                row_tp = g.own_below[:, m, 1] * mine + np.bincount(g.rows[acc & g.pos],
+                                                                   minlength=nq)
+                row_fp = g.own_below[:, m, 0] * mine + np.bincount(g.rows[acc & ~g.pos],
+                                                                   minlength=nq)
                 ctp.append(np.bincount(prep.q_class, weights=row_tp, minlength=C).astype(np.int64))
                 cfp.append(np.bincount(prep.q_class, weights=row_fp, minlength=C).astype(np.int64))
                 rtp.append(row_tp)
                 rfp.append(row_fp)
+        own = side.own
         out.append(SideCounts(
-            positives=P, negatives=M, evaluated=ev_class[:, s], thresholds=tuple(th),
-            tp=tuple(tps), fp=tuple(fps),
-            class_tp=tuple(ctp) if side.own else None, class_fp=tuple(cfp) if side.own else None,
-            row_tp=tuple(rtp) if side.own else None, row_fp=tuple(rfp) if side.own else None))
+            positives=P, negatives=M, evaluated=lay.ev_class[:, s], thresholds=tuple(th),
+            tp=tuple(tps), fp=tuple(fps), class_tp=tuple(ctp) if own else None,
+            class_fp=tuple(cfp) if own else None, row_tp=tuple(rtp) if own else None,
+            row_fp=tuple(rfp) if own else None))
     return out
