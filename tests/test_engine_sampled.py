@@ -324,12 +324,12 @@ def test_explicit_range_has_no_range_uncertainty(digits):
 def test_worker_count_changes_nothing(digits, monkeypatch):
     """Blocks run on one thread per core with a one-thread BLAS: the bytes do not
     depend on the machine's core count."""
-    from opis_cli.engines import sampled
+    from opis_cli.engines import workers as pool
 
     x, y = digits
 
     def run(workers):
-        monkeypatch.setattr(sampled, "_workers", lambda: workers)
+        monkeypatch.setattr(pool, "cores", lambda: workers)
         eng = SampledEngine(negatives_per_query=150, retrieval_queries=300, seed=2)
         return opis_cli.evaluate(x, y, engine=eng, timestamp=False).to_json()
 
@@ -373,14 +373,14 @@ def test_retrieval_holds_one_product_tile_per_worker(monkeypatch):
     product tile (T x ng) and a few rows, not T x ng float64 keys (3x more)."""
     import tracemalloc
 
-    from opis_cli.engines import sampled
+    from opis_cli.engines import sampled, workers
 
     rng = np.random.default_rng(0)
     n, classes = 100_000, 5_000
     y = rng.integers(0, classes, n)
     x = (rng.standard_normal((classes, 8))[y] + rng.standard_normal((n, 8))).astype(np.float32)
     prep = prepare(x, y)
-    monkeypatch.setattr(sampled, "_workers", lambda: 1)
+    monkeypatch.setattr(workers, "cores", lambda: 1)
     ctx = sampled._Context(prep, 100, 0)
     T = min(256, sampled.RETRIEVAL_KEYS // n)
     tracemalloc.start()

@@ -101,7 +101,8 @@ import numpy as np
 
 from .base import (DEFAULT_BLOCK_BYTES, EngineOutput, GridSpec, Progress, check_block_bytes,
                    exact_keys, key_margins, pair_keys, tile_rows)
-from .exact import PassConfig, merge, pilot_sample, run_chunk, run_exact
+from .exact import PassConfig, pilot_sample, run_chunk, run_exact
+from .partial import Part, Retrieval, merge
 from .ranking import list_length, rank_lists
 from .. import counts, options
 from ..errors import ConfigError, InputError, OpisError
@@ -123,7 +124,7 @@ _TASK_LOCK = threading.Lock()
 
 
 def _run_chunk_task(prep: Prepared, row_eval, row_sample, cfg: PassConfig, start: int,
-                    stop: int) -> tuple[int, int, dict]:
+                    stop: int) -> tuple[int, int, Part]:
     with _TASK_LOCK:
         return start, stop, run_chunk(prep, row_eval, row_sample, cfg, start, stop)
 
@@ -155,7 +156,7 @@ class _DaskChunks:
         return self.arrays[key]
 
     def __call__(self, prep: Prepared, row_eval, row_sample, cfg: PassConfig,
-                 progress: Progress | None, stage: str) -> dict:
+                 progress: Progress | None, stage: str) -> Part:
         client = self.client
         nq = len(prep.q_rows)
         # whole tiles, as in a local run: BLAS may round a row's products
@@ -185,7 +186,7 @@ class _DaskChunks:
             for fut in futures:
                 fut.release()
         parts.sort(key=lambda p: p[0])
-        return merge(parts, nq)
+        return merge([p[2] for p in parts], nq, prep.n_classes)
 
 
 class DaskEngine:
@@ -570,15 +571,14 @@ def _pair_task(lay: _Layout, qb: _Block, gb: _Block, cfg: PassConfig, ret: bool)
     with _TASK_LOCK:
         sub = _sub_prepared(lay, qb, gb)
         part = run_chunk(sub, qb.row_eval, qb.row_sample, cfg, 0, len(qb.qi))
-        part["class_ids"] = np.unique(qb.q_class)  # the sub-Prepared's classes, globally
-        # deferred elements: global query / gallery indices, and their float64
-        # keys computed here, where the rows are: the client places them by
-        # those keys (exact._resolve_deferred) and needs no rows
-        part["deferred_keys"] = [exact_keys(sub, d[2], d[3]) for d in part["deferred"]]
-        part["deferred"] = [(d[0], d[1], qb.qi[d[2]], gb.gi[d[3]]) for d in part["deferred"]]
-        part["ver_gathered"] = [(v, p, qb.qi[rows]) for v, p, rows in part["ver_gathered"]]
-        for k in ("first_rank", "ap", "n_rel", "hits"):
-            del part[k]
+        # the sub-Prepared's classes, globally; deferred elements: global query /
+        # gallery indices, and their float64 keys computed here, where the rows
+        # are: the client places them by those keys (exact._resolve_deferred)
+        part = replace(
+            part, class_ids=np.unique(qb.q_class), ret=None,
+            deferred_keys=tuple(exact_keys(sub, d[2], d[3]) for d in part.deferred),
+            deferred=tuple((d[0], d[1], qb.qi[d[2]], gb.gi[d[3]]) for d in part.deferred),
+            ver_gathered=tuple((v, p, qb.qi[rows]) for v, p, rows in part.ver_gathered))
         cand = _candidates(sub, qb.hsize, cfg.tile) if ret else None
         return (qb.index, gb.index, part), cand
 
@@ -828,7 +828,7 @@ class _ShardRun:
         self.key = None
 
     def __call__(self, prep: Prepared, row_eval, row_sample, cfg: PassConfig,
-                 progress: Progress | None, stage: str) -> dict:
+                 progress: Progress | None, stage: str) -> Part:
         self._scatter_blocks(row_eval, row_sample)
         ret = cfg.do_ret
         task_cfg = replace(cfg, sym=False, do_ret=False)
@@ -864,15 +864,12 @@ class _ShardRun:
                 done += len(self.blocks[i].qi) * len(self.blocks[j].gi) / ng
                 if progress:
                     progress(stage, min(nq, int(done)), nq)
-            total = _sum_parts([results[p] for p in pairs], nq, prep.n_classes)
+            total = merge([results[p] for p in pairs], nq, prep.n_classes)
             if ret:
                 for fut in ranked:
                     b, first, ap, hits = fut.result()
                     qi = self.blocks[b].qi
-                    total["first_rank"][qi] = first
-                    total["ap"][qi] = ap
-                    total["hits"][qi] = hits
-                total["n_rel"] = self.R.copy()
+                    total.ret.put(qi, Retrieval(first, ap, self.R[qi], hits))
         finally:
             for fut in futures + ranked:
                 fut.release()
@@ -884,37 +881,3 @@ def _split_by(block_of: np.ndarray, n_blocks: int) -> list[np.ndarray]:
     order = np.argsort(block_of, kind="stable")
     cuts = np.searchsorted(block_of[order], np.arange(1, n_blocks))
     return [np.ascontiguousarray(p, dtype=np.int64) for p in np.split(order, cuts)]
-
-
-def _sum_parts(parts: list, nq: int, C: int) -> dict:
-    """Sum the tasks' partial results as ``exact.merge`` does; each task's
-    class histograms hold the rows of its ``class_ids`` only (the retrieval
-    fields are filled by the caller)."""
-    total: dict = {}
-    for p in parts:
-        ids = p.pop("class_ids")
-        if not total:
-            total = {k: v for k, v in p.items() if k not in ("class_all", "class_pos")}
-            K = p["class_all"].shape[1]
-            total["class_all"] = np.zeros((C, K), np.int64)
-            total["class_pos"] = np.zeros((C, K), np.int64)
-            total["deferred"] = list(p["deferred"])
-            total["deferred_keys"] = list(p["deferred_keys"])
-            total["gathered"] = list(p["gathered"])
-            total["ver_gathered"] = list(p.get("ver_gathered", []))
-        else:
-            for k in ("group_all", "group_pos", "win_below", "win_hist", "rep_pos", "rep_neg",
-                      "gather_below", "ver_pos", "ver_neg", "ver_gpos", "ver_gneg"):
-                if k in p:
-                    total[k] = total[k] + p[k]
-            total["deferred"].extend(p["deferred"])
-            total["deferred_keys"].extend(p["deferred_keys"])
-            total["gathered"].extend(p["gathered"])
-            total["ver_gathered"].extend(p.get("ver_gathered", []))
-        total["class_all"][ids] += p["class_all"]
-        total["class_pos"][ids] += p["class_pos"]
-    total["first_rank"] = np.zeros(nq, np.int64)
-    total["ap"] = np.zeros(nq)
-    total["n_rel"] = np.zeros(nq, np.int64)
-    total["hits"] = np.zeros(nq, np.int64)
-    return total

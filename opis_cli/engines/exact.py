@@ -89,7 +89,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Callable, Iterable, Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -102,7 +102,8 @@ from .base import (DEFAULT_BLOCK_BYTES, FAR_BINS, REPORT_BINS, REPORT_ROWS, Engi
                    check_block_bytes, check_range, dist_to_key, inner_products, key_span,
                    key_to_dist, order_rank, rank_bin, report_edges, report_scale,
                    tile_rows, key_margins)
-from .select import pilot_columns, pilot_negative_keys, pilot_rows, select_or_none
+from .partial import Part, Retrieval, merge
+from .select import padded_span, pilot_columns, pilot_negative_keys, pilot_rows, select_or_none
 # the worker pool (workers.py) under the names the diagnosis pass imports
 from .workers import TileQueue as _Tiles, in_workers as _in_workers, workers_for as _workers
 #: query rows of the pilot that bounds the FAR pass, and values it keeps
@@ -169,216 +170,248 @@ def _strip_products(xq, t, u, xgT, S, pad_q) -> None:
     np.matmul(pad_q, xgT[:, t:], out=S)
 
 
-def _empty_part(C: int, G: int, K: int, nq: int) -> dict:
-    """The partial results of a chunk of ``nq`` queries before any tile:
-    ``C`` classes and ``G`` groups on ``K`` thresholds (see ``merge``)."""
-    return {
-        "class_all": np.zeros((C, K), np.int64), "class_pos": np.zeros((C, K), np.int64),
-        "group_all": np.zeros((G, K), np.int64), "group_pos": np.zeros((G, K), np.int64),
-        "deferred": [], "gathered": [], "gather_below": np.zeros(2, np.int64),
-        "first_rank": np.zeros(nq, np.int64), "ap": np.zeros(nq), "n_rel": np.zeros(nq, np.int64),
-        "hits": np.zeros(nq, np.int64), "ver_gathered": [],
-    }
-
-
 def run_chunk(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg: PassConfig,
-              start: int, stop: int, progress: Callable[[int], None] | None = None) -> dict:
+              start: int, stop: int, progress: Callable[[int], None] | None = None) -> Part:
     """One pass over query rows ``[start, stop)``: the map step.
 
-    Returns partial results that ``merge`` sums: per-class (and per-group)
-    count histograms on the grid, histograms, deferred and gathered
-    elements, and the retrieval results of these queries. The rows are
-    processed in tiles of ``tile_rows(ng)`` by ``_workers`` workers at once.
+    Returns the partial results (``partial.Part``) that ``partial.merge``
+    sums: per-class (and per-group) count histograms on the grid, histograms,
+    deferred and gathered elements, and the retrieval results of these
+    queries. The rows are processed in tiles of ``tile_rows(ng)`` by
+    ``_workers`` workers at once; each worker computes its tile's products
+    and runs ``_kernels.process_block`` on them (``_Tile``), then adds the
+    tile's results to the chunk's (``_Chunk.add``).
     """
     if cfg.sym:
         return _run_strips(prep, row_eval, cfg, start, stop, progress)
-    K = cfg.K
-    ng = len(prep.g_rows)
-    tile = cfg.tile
-    tiles = list(range(start, stop, tile))
-    n_workers = _workers(tile, cfg.block_rows, len(tiles))
-    C = prep.n_classes
+    tiles = list(range(start, stop, cfg.tile))
+    n_workers = _workers(cfg.tile, cfg.block_rows, len(tiles))
     G = len(prep.group_labels) if prep.group_labels is not None else 0
-    do_counts = cfg.counts is not None
-    lo_b, hi_b = cfg.counts if do_counts else (np.full(1, -np.inf), np.full(1, -np.inf))
-    # the even grid of distances that guesses a key's cell (_kernels._guess)
-    base = float(lo_b[0]) if np.isfinite(lo_b[0]) else 0.0
-    top = float(hi_b[-1])
-    if cfg.l2:
-        base, top = math.sqrt(max(base, 0.0)), math.sqrt(max(top, 0.0)) if np.isfinite(top) else top
-    inv_step = (K - 1) / (top - base) if do_counts and np.isfinite(top) and top > base else 0.0
-    cert_lo = np.concatenate([[-np.inf], hi_b[:-1]])
-    F = FAR_BINS
-    win_lo, win_hi, win_scale = cfg.window_arrays()
-    W = len(win_lo)
-    win_below = np.zeros((n_workers, W), np.int64)
-    win_hist = np.zeros((n_workers, W, F + _kernels.SPILL), np.int64) if cfg.do_win \
-        else np.zeros((n_workers, W, 1), np.int64)
-    gat_lo = np.array([g[0] for g in cfg.gather], np.float64)
-    gat_hi = np.array([g[1] for g in cfg.gather], np.float64)
-    margins_all = key_margins(prep)
-    margins = margins_all[start:stop]
-    RB = REPORT_BINS if cfg.do_rep else 1
-    rep_pos = np.zeros((n_workers, RB), np.int64)
-    rep_neg = np.zeros((n_workers, RB), np.int64)
-    r_scale = report_scale((cfg.r_lo, cfg.r_hi)) if cfg.do_rep else 0.0
-    xgT = prep.xg.T
-    qs = prep.class_start[prep.q_class]
-    qe = prep.class_end[prep.q_class]
-    raw_l2, off, aq, bg = _offsets(prep)
-    out = _empty_part(C, G, K, stop - start)
+    setup = _PassSetup.of(prep, cfg, n_workers, G)
+    chunk = _Chunk(prep, cfg, start, Part.empty(prep.n_classes, G, cfg.K, stop - start), G)
     queue = _Tiles(tiles)
-    lock = queue.lock
-    v_on = cfg.do_vhist or cfg.do_vgather
-    VB, VGB = (VER_BINS, group_bins(G)) if v_on else (1, 1)
-    v_scale = VB / (cfg.r_hi - cfg.r_lo)
-    v_gscale = VGB / (cfg.r_hi - cfg.r_lo)
-    v_pos = np.zeros((n_workers, VB if cfg.do_vhist else 1), np.int64)
-    v_neg = np.zeros_like(v_pos)
-    v_gpos = np.zeros((n_workers, max(G, 1), VGB if cfg.do_vhist and G else 1), np.int64)
-    v_gneg = np.zeros_like(v_gpos)
-    row_grp = prep.q_group if G else np.full(len(prep.q_rows), -1, np.int64)
-    v_want = cfg.v_want if cfg.do_vgather else np.zeros(VB, bool)
-    v_gwant = cfg.v_gwant if cfg.do_vgather and G else np.zeros((1, VGB), bool)
-    if cfg.do_vgather:
-        brackets = [key_bracket(v_want, cfg.r_lo, v_scale)]
-        brackets += [key_bracket(w, cfg.r_lo, v_gscale) for w in v_gwant] if G else []
-        v_glo = min(b[0] for b in brackets)
-        v_ghi = max(b[1] for b in brackets)
-    else:
-        v_glo, v_ghi = np.inf, -np.inf
+    xgT = prep.xg.T
+    margins = key_margins(prep)
 
     def work(slot: int) -> None:
-        S = np.empty((tile, ng), np.float32)
-        pad_q = np.zeros((tile, prep.xq.shape[1]), np.float32)
-        cnt_all = np.zeros((tile, K if do_counts else 1), np.int64)
-        cnt_pos = np.zeros_like(cnt_all)
-        def_n = np.zeros(tile, np.int64)
-        gath_n = np.zeros(tile, np.int64)
-        gath_below = np.zeros((tile, 2), np.int64)
-        first_rank = np.zeros(tile, np.int64)
-        ap = np.zeros(tile, np.float64)
-        n_rel = np.zeros(tile, np.int64)
-        hits = np.zeros(tile, np.int64)
-        cap_d, cap_g = 128, 4
-        def_val = np.zeros((tile, cap_d), np.float64)
-        def_pos = np.zeros((tile, cap_d), np.bool_)
-        def_col = np.zeros((tile, cap_d), np.int64)
-        gath_val = np.zeros((tile, cap_g), np.float64)
-        ranking = _kernels.Ranking(cfg.do_ret, first_rank, ap, n_rel, hits)
-        cap_v = 64 if cfg.do_vgather else 1
-        v_val = np.zeros((tile, cap_v), np.float64)
-        v_isp = np.zeros((tile, cap_v), np.bool_)
-        v_n = np.zeros(tile, np.int64)
+        tile = _Tile(prep, cfg, setup, slot)
         for s in queue:
-            e = min(stop, s + tile)
-            n = e - s
-            inner_products(prep.xq, s, e, xgT, S, pad_q)
-            rows = _kernels.Rows(raw_l2, prep.qn2[s:e], prep.gn2, prep.self_col[s:e], qs[s:e],
-                                 qe[s:e], row_eval[s:e], row_sample[s:e], prep.g_rows, off,
-                                 aq[s:e], bg)
-            hist_on = True
-            while True:
-                _kernels.process_block(
-                    S[:n], slot, rows,
-                    _kernels.Windows(cfg.do_win and hist_on, win_lo, win_hi, win_scale, F,
-                                     win_below, win_hist),
-                    _kernels.Report(cfg.do_rep and hist_on, cfg.r_lo, r_scale, RB, rep_pos,
-                                    rep_neg),
-                    _kernels.Gather(cfg.do_gather, gat_lo, gat_hi, gath_val, gath_n,
-                                    gath_below),
-                    _kernels.GridCounts(do_counts, lo_b, hi_b, cert_lo, base, inv_step, cnt_all,
-                                        cnt_pos, def_val, def_pos, def_col, def_n),
-                    ranking,
-                    _kernels.Verify(cfg.do_vhist and hist_on, cfg.do_vgather, cfg.r_lo, v_scale,
-                                    VB, v_gscale, VGB, v_pos, v_neg, v_gpos, v_gneg,
-                                    row_grp[s:e], v_want, v_gwant, v_glo, v_ghi, v_val, v_isp,
-                                    v_n),
-                    _kernels.Exact(prep.xq[s:e], prep.xg, margins[s - start:e - start]))
-                need_d = int(def_n[:n].max()) if do_counts else 0
-                need_g = int(gath_n[:n].max()) if cfg.do_gather else 0
-                need_v = int(v_n[:n].max()) if cfg.do_vgather else 0
-                if need_d <= cap_d and need_g <= cap_g and need_v <= cap_v:
-                    break
-                # rare: a row overflowed its buffer; run the tile again with room
-                # for it (histograms are already counted, so not again)
-                cap_d, cap_g = max(cap_d, 2 * need_d), max(cap_g, 2 * need_g)
-                cap_v = max(cap_v, 2 * need_v)
-                def_val = np.zeros((tile, cap_d), np.float64)
-                def_pos = np.zeros((tile, cap_d), np.bool_)
-                def_col = np.zeros((tile, cap_d), np.int64)
-                gath_val = np.zeros((tile, cap_g), np.float64)
-                v_val = np.zeros((tile, cap_v), np.float64)
-                v_isp = np.zeros((tile, cap_v), np.bool_)
-                hist_on = False
-            if cfg.do_ret:  # rows of this tile only: no other worker writes them
-                out["first_rank"][s - start:e - start] = first_rank[:n]
-                out["ap"][s - start:e - start] = ap[:n]
-                out["n_rel"][s - start:e - start] = n_rel[:n]
-                out["hits"][s - start:e - start] = hits[:n]
-            deferred = gathered = None
-            if do_counts:
-                cls = prep.q_class[s:e]
-                grp = prep.q_group[s:e] if G else None
-                dn = def_n[:n]
-                if dn.any():
-                    mask = np.arange(def_val.shape[1])[None, :] < dn[:, None]
-                    rows = np.nonzero(mask)[0]
-                    deferred = (def_val[:n][mask], def_pos[:n][mask],
-                                (rows + s).astype(np.int32), def_col[:n][mask].astype(np.int32))
-                    if cfg.grid is not None:  # the grid is exact: place them now
-                        deferred = (_decide(prep, deferred, cfg.grid, cfg.l2, margins_all),
-                                    deferred[1], deferred[2])
-            if cfg.do_gather:
-                gn = gath_n[:n]
-                if gn.any():
-                    mask = np.arange(gath_val.shape[1])[None, :] < gn[:, None]
-                    gathered = gath_val[:n][mask]
-            v_got = None
-            if cfg.do_vgather:
-                vn = v_n[:n]
-                if vn.any():
-                    mask = np.arange(v_val.shape[1])[None, :] < vn[:, None]
-                    rows_v = np.nonzero(mask)[0] + s
-                    v_got = (v_val[:n][mask], v_isp[:n][mask], rows_v)
-            with lock:  # integer sums: the order of tiles does not matter
-                if do_counts:
-                    _kernels.aggregate_rows(cnt_all[:n], cls, C, out["class_all"])
-                    _kernels.aggregate_rows(cnt_pos[:n], cls, C, out["class_pos"])
-                    if G:
-                        _kernels.aggregate_rows(cnt_all[:n], grp, G, out["group_all"])
-                        _kernels.aggregate_rows(cnt_pos[:n], grp, G, out["group_pos"])
-                    if deferred is not None and cfg.grid is not None:
-                        _add_cells(out, prep, *deferred)
-                    elif deferred is not None:
-                        out["deferred"].append(deferred)
-                if cfg.do_gather:
-                    out["gather_below"] += gath_below[:n].sum(axis=0)
-                    if gathered is not None:
-                        out["gathered"].append(gathered)
-                if v_got is not None:
-                    out["ver_gathered"].append(v_got)
+            e = min(stop, s + cfg.tile)
+            inner_products(prep.xq, s, e, xgT, tile.S, tile.pad_q)
+            tile.process(prep, row_eval, row_sample, s, e, margins)
+            got = tile.outputs(prep, s, e, margins)
+            with queue.lock:  # integer sums: the order of tiles does not matter
+                chunk.add(tile, s, e, got)
                 if progress:
-                    progress(n)
+                    progress(e - s)
 
     _in_workers(n_workers, work, queue)
-    if cfg.do_win:
-        out["win_below"] = win_below.sum(axis=0)
-        out["win_hist"] = win_hist.sum(axis=0)[:, :F]  # without the spill bins
-    if cfg.do_rep:
-        out["rep_pos"] = rep_pos.sum(axis=0)
-        out["rep_neg"] = rep_neg.sum(axis=0)
-    if cfg.do_vhist:
-        out["ver_pos"] = v_pos.sum(axis=0)
-        out["ver_neg"] = v_neg.sum(axis=0)
-        if G:
-            out["ver_gpos"] = v_gpos.sum(axis=0)
-            out["ver_gneg"] = v_gneg.sum(axis=0)
-    return out
+    return chunk.part(setup)
+
+
+@dataclass(frozen=True)
+class _PassSetup:
+    """What every worker of a pass shares, as the kernel's named tuples: the
+    grid's key bounds and the even grid that guesses a key's cell
+    (``_kernels._guess``), the workers' histograms (one slot each: FAR
+    windows, report, verification), the gather brackets and the verification
+    view's wanted bins. The per-tile buffers in them are placeholders that
+    each worker replaces (``_Tile.process``)."""
+
+    grid: _kernels.GridCounts
+    windows: _kernels.Windows
+    report: _kernels.Report
+    gather: _kernels.Gather
+    verify: _kernels.Verify
+    row_grp: np.ndarray
+    offsets: tuple
+
+    @classmethod
+    def of(cls, prep: Prepared, cfg: PassConfig, n_workers: int, G: int) -> "_PassSetup":
+        K, w = cfg.K, n_workers
+        do_counts = cfg.counts is not None
+        lo_b, hi_b = cfg.counts if do_counts else (np.full(1, -np.inf), np.full(1, -np.inf))
+        base = float(lo_b[0]) if np.isfinite(lo_b[0]) else 0.0
+        top = float(hi_b[-1])
+        if cfg.l2:
+            base = math.sqrt(max(base, 0.0))
+            top = math.sqrt(max(top, 0.0)) if np.isfinite(top) else top
+        inv_step = (K - 1) / (top - base) if do_counts and np.isfinite(top) and top > base \
+            else 0.0
+        cert_lo = np.concatenate([[-np.inf], hi_b[:-1]])
+        win_lo, win_hi, win_scale = cfg.window_arrays()
+        W = len(win_lo)
+        win_hist = np.zeros((w, W, FAR_BINS + _kernels.SPILL if cfg.do_win else 1), np.int64)
+        RB = REPORT_BINS if cfg.do_rep else 1
+        r_scale = report_scale((cfg.r_lo, cfg.r_hi)) if cfg.do_rep else 0.0
+        VB, VGB = (VER_BINS, group_bins(G)) if cfg.do_vhist or cfg.do_vgather else (1, 1)
+        span = cfg.r_hi - cfg.r_lo
+        v_pos = np.zeros((w, VB if cfg.do_vhist else 1), np.int64)
+        v_gpos = np.zeros((w, max(G, 1), VGB if cfg.do_vhist and G else 1), np.int64)
+        v_want = cfg.v_want if cfg.do_vgather else np.zeros(VB, bool)
+        v_gwant = cfg.v_gwant if cfg.do_vgather and G else np.zeros((1, VGB), bool)
+        v_range = (np.inf, -np.inf)
+        if cfg.do_vgather:
+            brackets = [key_bracket(v_want, cfg.r_lo, VB / span)]
+            brackets += [key_bracket(g, cfg.r_lo, VGB / span) for g in v_gwant] if G else []
+            v_range = (min(b[0] for b in brackets), max(b[1] for b in brackets))
+        none = np.zeros(0)
+        return cls(
+            _kernels.GridCounts(do_counts, lo_b, hi_b, cert_lo, base, inv_step, *[none] * 6),
+            _kernels.Windows(cfg.do_win, win_lo, win_hi, win_scale, FAR_BINS,
+                             np.zeros((w, W), np.int64), win_hist),
+            _kernels.Report(cfg.do_rep, cfg.r_lo, r_scale, RB, np.zeros((w, RB), np.int64),
+                            np.zeros((w, RB), np.int64)),
+            _kernels.Gather(cfg.do_gather, np.array([g[0] for g in cfg.gather], np.float64),
+                            np.array([g[1] for g in cfg.gather], np.float64), none, none, none),
+            _kernels.Verify(cfg.do_vhist, cfg.do_vgather, cfg.r_lo, VB / span, VB, VGB / span,
+                            VGB, v_pos, np.zeros_like(v_pos), v_gpos, np.zeros_like(v_gpos),
+                            none, v_want, v_gwant, *v_range, none, none, none),
+            prep.q_group if G else np.full(len(prep.q_rows), -1, np.int64), _offsets(prep))
+
+
+class _Tile:
+    """One worker's buffers for its tiles: the products, the per-row counts
+    on the grid, the deferred, gathered and verification elements (which
+    grow when a row overflows them) and the retrieval results."""
+
+    def __init__(self, prep: Prepared, cfg: PassConfig, setup: _PassSetup, slot: int):
+        tile, K = cfg.tile, cfg.K if cfg.counts is not None else 1
+        self.cfg, self.setup, self.slot = cfg, setup, slot
+        self.S = np.empty((tile, len(prep.g_rows)), np.float32)
+        self.pad_q = np.zeros((tile, prep.xq.shape[1]), np.float32)
+        self.cnt_all = np.zeros((tile, K), np.int64)
+        self.cnt_pos = np.zeros_like(self.cnt_all)
+        self.def_n = np.zeros(tile, np.int64)
+        self.gath_n = np.zeros(tile, np.int64)
+        self.gath_below = np.zeros((tile, 2), np.int64)
+        self.ranking = _kernels.Ranking(cfg.do_ret, np.zeros(tile, np.int64), np.zeros(tile),
+                                        np.zeros(tile, np.int64), np.zeros(tile, np.int64))
+        self.v_n = np.zeros(tile, np.int64)
+        self._alloc(128, 4, 64 if cfg.do_vgather else 1)
+
+    def _alloc(self, cap_d: int, cap_g: int, cap_v: int) -> None:
+        tile = self.cfg.tile
+        self.caps = (cap_d, cap_g, cap_v)
+        self.def_val = np.zeros((tile, cap_d), np.float64)
+        self.def_pos = np.zeros((tile, cap_d), np.bool_)
+        self.def_col = np.zeros((tile, cap_d), np.int64)
+        self.gath_val = np.zeros((tile, cap_g), np.float64)
+        self.v_val = np.zeros((tile, cap_v), np.float64)
+        self.v_isp = np.zeros((tile, cap_v), np.bool_)
+
+    def process(self, prep: Prepared, row_eval, row_sample, s: int, e: int, margins) -> None:
+        """``_kernels.process_block`` on rows ``[s, e)``; again with room for
+        them when a row overflowed a buffer (rare; histograms are already
+        counted, so not again)."""
+        cfg, su, n = self.cfg, self.setup, e - s
+        raw_l2, off, aq, bg = su.offsets
+        rows = _kernels.Rows(raw_l2, prep.qn2[s:e], prep.gn2, prep.self_col[s:e],
+                             prep.class_start[prep.q_class[s:e]],
+                             prep.class_end[prep.q_class[s:e]], row_eval[s:e], row_sample[s:e],
+                             prep.g_rows, off, aq[s:e], bg)
+        exact = _kernels.Exact(prep.xq[s:e], prep.xg, margins[s:e])
+        windows, report, hist = su.windows, su.report, cfg.do_vhist
+        while True:
+            _kernels.process_block(
+                self.S[:n], self.slot, rows, windows, report,
+                su.gather._replace(val=self.gath_val, n=self.gath_n, below=self.gath_below),
+                su.grid._replace(all=self.cnt_all, pos=self.cnt_pos, def_val=self.def_val,
+                                 def_pos=self.def_pos, def_col=self.def_col, def_n=self.def_n),
+                self.ranking,
+                su.verify._replace(hist=hist, row_grp=su.row_grp[s:e], val=self.v_val,
+                                   isp=self.v_isp, n=self.v_n),
+                exact)
+            need = (int(self.def_n[:n].max()) if cfg.counts is not None else 0,
+                    int(self.gath_n[:n].max()) if cfg.do_gather else 0,
+                    int(self.v_n[:n].max()) if cfg.do_vgather else 0)
+            if all(nd <= c for nd, c in zip(need, self.caps)):
+                return
+            self._alloc(*(max(c, 2 * nd) for nd, c in zip(need, self.caps)))
+            windows, report = windows._replace(on=False), report._replace(on=False)
+            hist = False
+
+    def outputs(self, prep: Prepared, s: int, e: int, margins):
+        """The tile's deferred elements (placed on the grid when it is exact),
+        gathered keys and verification elements; None where there are none."""
+        cfg, n = self.cfg, e - s
+        deferred = gathered = v_got = None
+        if cfg.counts is not None and self.def_n[:n].any():
+            mask = np.arange(self.def_val.shape[1])[None, :] < self.def_n[:n, None]
+            rows = np.nonzero(mask)[0]
+            deferred = (self.def_val[:n][mask], self.def_pos[:n][mask],
+                        (rows + s).astype(np.int32), self.def_col[:n][mask].astype(np.int32))
+            if cfg.grid is not None:  # the grid is exact: place them now
+                deferred = (_decide(prep, deferred, cfg.grid, cfg.l2, margins), deferred[1],
+                            deferred[2])
+        if cfg.do_gather and self.gath_n[:n].any():
+            mask = np.arange(self.gath_val.shape[1])[None, :] < self.gath_n[:n, None]
+            gathered = self.gath_val[:n][mask]
+        if cfg.do_vgather and self.v_n[:n].any():
+            mask = np.arange(self.v_val.shape[1])[None, :] < self.v_n[:n, None]
+            v_got = (self.v_val[:n][mask], self.v_isp[:n][mask], np.nonzero(mask)[0] + s)
+        return deferred, gathered, v_got
+
+
+class _Chunk:
+    """The results of a chunk's tiles so far (added under the queue's lock)."""
+
+    def __init__(self, prep: Prepared, cfg: PassConfig, start: int, out: Part, G: int):
+        self.prep, self.cfg, self.start, self.out, self.G = prep, cfg, start, out, G
+        self.deferred: list = []
+        self.gathered: list = []
+        self.ver: list = []
+        self.gather_below = np.zeros(2, np.int64)
+
+    def add(self, tile: _Tile, s: int, e: int, got) -> None:
+        cfg, out, prep, G, n = self.cfg, self.out, self.prep, self.G, e - s
+        deferred, gathered, v_got = got
+        if cfg.do_ret:  # rows of this tile only: no other worker writes them
+            r = tile.ranking
+            out.ret.put(slice(s - self.start, e - self.start),
+                        Retrieval(r.first_rank[:n], r.ap[:n], r.n_rel[:n], r.hits[:n]))
+        if cfg.counts is not None:
+            cls = prep.q_class[s:e]
+            _kernels.aggregate_rows(tile.cnt_all[:n], cls, prep.n_classes, out.class_all)
+            _kernels.aggregate_rows(tile.cnt_pos[:n], cls, prep.n_classes, out.class_pos)
+            if G:
+                _kernels.aggregate_rows(tile.cnt_all[:n], prep.q_group[s:e], G, out.group_all)
+                _kernels.aggregate_rows(tile.cnt_pos[:n], prep.q_group[s:e], G, out.group_pos)
+            if deferred is not None and cfg.grid is not None:
+                _add_cells(out, prep, *deferred)
+            elif deferred is not None:
+                self.deferred.append(deferred)
+        if cfg.do_gather:
+            self.gather_below += tile.gath_below[:n].sum(axis=0)
+            if gathered is not None:
+                self.gathered.append(gathered)
+        if v_got is not None:
+            self.ver.append(v_got)
+
+    def part(self, setup: _PassSetup) -> Part:
+        """The chunk's part: its counts and lists, and the workers' histograms summed."""
+        cfg = self.cfg
+        win_below, win_hist = setup.windows.below, setup.windows.hist
+        rep_pos, rep_neg = setup.report.pos, setup.report.neg
+        v = setup.verify
+        v_pos, v_neg, v_gpos, v_gneg = v.pos, v.neg, v.gpos, v.gneg
+        vg = cfg.do_vhist and self.G
+        return replace(
+            self.out, start=self.start, deferred=tuple(self.deferred),
+            gathered=tuple(self.gathered), gather_below=self.gather_below,
+            ver_gathered=tuple(self.ver),
+            win_below=win_below.sum(axis=0) if cfg.do_win else None,
+            win_hist=win_hist.sum(axis=0)[:, :FAR_BINS] if cfg.do_win else None,  # no spill
+            rep_pos=rep_pos.sum(axis=0) if cfg.do_rep else None,
+            rep_neg=rep_neg.sum(axis=0) if cfg.do_rep else None,
+            ver_pos=v_pos.sum(axis=0) if cfg.do_vhist else None,
+            ver_neg=v_neg.sum(axis=0) if cfg.do_vhist else None,
+            ver_gpos=v_gpos.sum(axis=0) if vg else None,
+            ver_gneg=v_gneg.sum(axis=0) if vg else None)
 
 
 def _run_strips(prep: Prepared, row_eval: np.ndarray, cfg: PassConfig, start: int, stop: int,
-                progress: Callable[[int], None] | None = None) -> dict:
+                progress: Callable[[int], None] | None = None) -> Part:
     """The order-statistic pass over the upper triangle (``cfg.sym``).
 
     For every tile of query rows ``[t, t + tile)`` one BLAS product gives the
@@ -425,49 +458,19 @@ def _run_strips(prep: Prepared, row_eval: np.ndarray, cfg: PassConfig, start: in
                     progress(u - t)
 
     _in_workers(n_workers, work, queue)
-    out = _empty_part(prep.n_classes, G, cfg.K, stop - start)
-    out["win_below"] = win_below.sum(axis=0)
-    out["win_hist"] = win_hist.sum(axis=0)[:, :F]  # without the spill bins
-    return out
-
-
-def merge(parts: Iterable[tuple[int, int, dict]], nq: int) -> dict:
-    """Sum the partial results of ``run_chunk`` (the reduce step)."""
-    total: dict = {}
-    for start, stop, p in parts:
-        if not total:
-            total = {k: v for k, v in p.items() if k not in ("first_rank", "ap", "n_rel", "hits")}
-            total["deferred"] = list(p["deferred"])
-            total["gathered"] = list(p["gathered"])
-            total["ver_gathered"] = list(p.get("ver_gathered", []))
-            total["first_rank"] = np.zeros(nq, np.int64)
-            total["ap"] = np.zeros(nq)
-            total["n_rel"] = np.zeros(nq, np.int64)
-            total["hits"] = np.zeros(nq, np.int64)
-        else:
-            for k in ("class_all", "class_pos", "group_all", "group_pos", "win_below", "win_hist",
-                      "rep_pos", "rep_neg", "gather_below", "ver_pos", "ver_neg", "ver_gpos",
-                      "ver_gneg"):
-                if k in p:
-                    total[k] = total[k] + p[k]
-            total["deferred"].extend(p["deferred"])
-            total["gathered"].extend(p["gathered"])
-            total["ver_gathered"].extend(p.get("ver_gathered", []))
-        total["first_rank"][start:stop] = p["first_rank"]
-        total["ap"][start:stop] = p["ap"]
-        total["n_rel"][start:stop] = p["n_rel"]
-        total["hits"][start:stop] = p["hits"]
-    return total
+    return replace(Part.empty(prep.n_classes, G, cfg.K, stop - start), start=start,
+                   win_below=win_below.sum(axis=0),
+                   win_hist=win_hist.sum(axis=0)[:, :F])  # without the spill bins
 
 
 #: a chunk mapper: one pass over every chunk of query rows, merged; called as
-#: ``mapper(prep, row_eval, row_sample, cfg, progress, stage) -> merge(...)``
+#: ``mapper(prep, row_eval, row_sample, cfg, progress, stage) -> partial.merge(...)``
 ChunkMapper = Callable[[Prepared, np.ndarray, np.ndarray, PassConfig, Optional[Progress], str],
-                       dict]
+                       Part]
 
 
 def map_local(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg: PassConfig,
-              progress: Progress | None, stage: str) -> dict:
+              progress: Progress | None, stage: str) -> Part:
     """The local chunk mapper: all query rows as one chunk, in this process
     (``run_chunk`` spreads its tiles over the worker threads)."""
     nq = len(prep.q_rows)
@@ -481,7 +484,7 @@ def map_local(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg:
     if progress:
         progress(stage, 0, nq)
     part = run_chunk(prep, row_eval, row_sample, cfg, 0, nq, tick)
-    return merge([(0, nq, part)], nq)
+    return merge([part], nq, prep.n_classes)
 
 
 class ExactEngine:
@@ -502,6 +505,48 @@ class ExactEngine:
         return run_exact(prep, spec, map_local, self.block_bytes, progress)
 
 
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run fixes once, before any pass: the grid size ``K``, the
+    evaluated classes (SPEC 3) and query rows, the report histogram's rows,
+    the key space, and the configuration every pass starts from; ``run``
+    makes one pass with the run's chunk mapper."""
+
+    prep: Prepared
+    K: int
+    m_total: int                    # negative pairs of the evaluated classes
+    row_eval: np.ndarray
+    row_sample: np.ndarray
+    span: tuple[float, float]       # base.key_span
+    base: PassConfig                # the report histogram's, no other work
+    map_chunks: "ChunkMapper"
+    progress: Progress | None
+
+    @classmethod
+    def of(cls, prep: Prepared, spec: GridSpec, map_chunks: "ChunkMapper", block_bytes: int,
+           progress: Progress | None) -> "RunPlan":
+        K = int(options.check("num_thresholds", spec.num_thresholds))
+        P, M = prep.class_pair_counts()
+        evaluated = counts.evaluated(P, M, prep.class_rows, spec.min_class_rows)
+        nq, ng = len(prep.q_rows), len(prep.g_rows)
+        row_sample = np.zeros(nq, bool)
+        row_sample[:: max(1, -(-nq // REPORT_ROWS))] = True
+        span = key_span(prep)
+        base = PassConfig(K=K, l2=prep.squared_keys, block_rows=max(1, block_bytes // (4 * ng)),
+                          tile=tile_rows(ng), do_rep=True, r_lo=span[0], r_hi=span[1])
+        return cls(prep, K, int(M[evaluated].sum()), evaluated[prep.q_class], row_sample, span,
+                   base, map_chunks, progress)
+
+    @property
+    def l2(self) -> bool:
+        """Keys are squared distances (else the distances themselves)."""
+        return self.base.l2
+
+    def run(self, cfg: PassConfig, stage: str) -> Part:
+        return self.map_chunks(self.prep, self.row_eval, self.row_sample, cfg, self.progress,
+                               stage)
+
+
 def run_exact(prep: Prepared, spec: GridSpec, map_chunks: ChunkMapper, block_bytes: int,
               progress: Progress | None = None) -> EngineOutput:
     """The exact algorithm (module docstring), each pass run by ``map_chunks``.
@@ -510,151 +555,153 @@ def run_exact(prep: Prepared, spec: GridSpec, map_chunks: ChunkMapper, block_byt
     pilot, the order-statistic pass (again on full rows if the pilot's
     windows missed or the strips' products disagreed) and the counts pass.
     """
-    K = int(options.check("num_thresholds", spec.num_thresholds))
-    P, M = prep.class_pair_counts()
-    evaluated = counts.evaluated(P, M, prep.class_rows, spec.min_class_rows)
-    row_eval = evaluated[prep.q_class]
-    nq, ng = len(prep.q_rows), len(prep.g_rows)
-    row_sample = np.zeros(nq, bool)
-    row_sample[:: max(1, -(-nq // REPORT_ROWS))] = True
-    l2 = prep.squared_keys  # keys are squared distances (else the distances themselves)
-    k_lo, k_hi = key_span(prep)
-    block_rows = max(1, block_bytes // (4 * ng))
-    base_cfg = dict(K=K, l2=l2, block_rows=block_rows, tile=tile_rows(ng), do_rep=True,
-                    r_lo=k_lo, r_hi=k_hi)
-
+    plan = RunPlan.of(prep, spec, map_chunks, block_bytes, progress)
+    l2, verify = plan.l2, spec.verification is not None
     if spec.calibration_range is not None:
         lo, hi = (float(v) for v in spec.calibration_range)
         check_range(lo, hi, "--calibration-range", f"{lo:g}:{hi:g}")
-        grid = np.linspace(lo, hi, K)
-        cfg = PassConfig(**base_cfg, counts=_exact_key_bounds(grid, l2), grid=grid,
-                         do_ret=spec.retrieval,
-                         do_vhist=spec.verification is not None)
-        res = map_chunks(prep, row_eval, row_sample, cfg, progress, "distances")
-        ret = res
+        grid = np.linspace(lo, hi, plan.K)
+        res = ret = plan.run(replace(plan.base, counts=_exact_key_bounds(grid, l2), grid=grid,
+                                     do_ret=spec.retrieval, do_vhist=verify), "distances")
         source, passes = "explicit", 1
     else:
-        a, b = (float(v) for v in spec.far_range)
-        if not (0.0 < a < b <= 1.0):
-            raise ConfigError(f"--far-range {a:g}:{b:g} is degenerate: need 0 < A < B <= 1")
-        m_total = int(M[evaluated].sum())
-        ranks = (order_rank(a, m_total), order_rank(b, m_total))
-        everything = (k_lo - 1e-3 * (k_hi - k_lo) - 1e-9, k_hi + 1e-3 * (k_hi - k_lo) + 1e-9)
-        windows = _pilot_windows(prep, row_eval, (a, b), l2, everything)
-        m_max = float(key_margins(prep).max()) if nq else 0.0
-        # pass 1 reads the upper triangle only where the products are symmetric
-        sym = prep.symmetric
-        passes = 0
-        while True:
-            while True:
-                cfg1 = PassConfig(**{**base_cfg, "do_rep": False}, do_win=True,
-                                  win_lo=tuple(w[0] for w in windows),
-                                  win_hi=tuple(w[1] for w in windows), sym=sym)
-                res1 = map_chunks(prep, row_eval, row_sample, cfg1, progress, "order statistic")
-                passes += 1
-                located = _locate(ranks, res1["win_below"], res1["win_hist"])
-                if located is not None or windows == [everything]:
-                    break
-                windows = [everything]  # the pilot's windows missed
-            if located is None:  # pragma: no cover - the full window always holds them
-                raise RuntimeError("order statistic not found; please report this")
-            win_lo, win_hi, win_scale = cfg1.window_arrays()
-            # the float64 key of rank r lies within the largest margin of the
-            # float32 bin that holds rank r (pass 1 counted float32 keys, each
-            # within its margin of its float64 key): that is its bracket
-            brackets = []
-            d_bounds = []
-            for w, bb, _ in located:
-                width = 1.0 / win_scale[w]
-                pad = 1e-9 * (win_hi[w] - win_lo[w]) + 1e-12 + m_max
-                klo = win_lo[w] + bb * width - pad
-                khi = win_lo[w] + (bb + 1) * width + pad
-                brackets.append((float(klo), float(khi)))
-                d_bounds.append([key_to_dist(klo, l2) if klo > k_lo else -np.inf,
-                                 key_to_dist(khi, l2)])
-            bounds = _uncertain_key_bounds(K, d_bounds[0], d_bounds[1], k_lo, k_hi, l2)
-            recount = _defer_too_much(ranks, brackets, K, m_max)
-            if recount:  # pass 2 only gathers: a dummy one-threshold grid above them
-                top = brackets[1][1] + 4 * m_max + 1e-12 * (abs(brackets[1][1]) + 1)
-                bounds = (np.array([top]), np.array([top]))
-            cfg2 = replace(cfg1, do_win=False, do_rep=True, do_ret=spec.retrieval, do_gather=True,
-                           gather=tuple(brackets), counts=bounds, K=len(bounds[0]),
-                           sym=False, do_vhist=spec.verification is not None)
-            res = map_chunks(prep, row_eval, row_sample, cfg2, progress, "counts")
-            passes += 1
-            keys = _select(ranks, brackets, res)
-            if keys is not None:
-                break
-            if not sym:  # pragma: no cover - both passes read the same products
-                raise RuntimeError("order-statistic passes disagree; please report this")
-            # the strips' products rounded differently from the full rows'
-            # and moved an order statistic out of its bin: count on full rows
-            sym = False
-        values = [key_to_dist(k, l2) for k in keys]
-        lo, hi = values
-        check_range(lo, hi, "--far-range",
-                    f"{a:g}:{b:g} (it selects distances {lo:.6g} and {hi:.6g}; "
-                    "many negative pairs share one distance)")
-        grid = np.linspace(lo, hi, K)
-        ret = res
+        grid, res, ret, passes = _far_defined(plan, spec)
         source = "far"
-        if recount:
-            res3 = map_chunks(prep, row_eval, row_sample,
-                              PassConfig(**{**base_cfg, "do_rep": False},
-                                         counts=_exact_key_bounds(grid, l2), grid=grid),
-                              progress, "counts")
-            passes += 1
-            for k in ("class_all", "class_pos", "group_all", "group_pos", "deferred"):
-                res[k] = res3[k]
-            res.pop("deferred_keys", None)
-            if "deferred_keys" in res3:
-                res["deferred_keys"] = res3["deferred_keys"]
     _resolve_deferred(res, grid, l2, prep)
     ver = gver = None
-    if spec.verification is not None:
-        ver, gver = _verification(prep, row_eval, row_sample, res, spec.verification,
-                                  PassConfig(**{**base_cfg, "do_rep": False}), map_chunks,
-                                  progress)
+    if verify:
+        ver, gver = _verification(plan, res, spec.verification)
         passes += 1
     group_tp = group_fp = None
     if prep.q_group is not None:
-        group_tp = np.cumsum(res["group_pos"], axis=1)
-        group_fp = np.cumsum(res["group_all"] - res["group_pos"], axis=1)
+        group_tp = np.cumsum(res.group_pos, axis=1)
+        group_fp = np.cumsum(res.group_all - res.group_pos, axis=1)
     return EngineOutput(
         thresholds=grid, range_source=source,
-        class_tp=np.cumsum(res["class_pos"], axis=1),
-        class_fp=np.cumsum(res["class_all"] - res["class_pos"], axis=1),
-        group_tp=group_tp, group_fp=group_fp, first_rank=ret["first_rank"],
-        ap_at_r=ret["ap"], n_relevant=ret["n_rel"], hits_at_r=ret["hits"],
-        hist_edges=report_edges((k_lo, k_hi), l2),
-        hist_pos=res["rep_pos"], hist_neg=res["rep_neg"], passes=passes,
-        notes={"report_histogram_rows": int((row_sample & row_eval).sum())},
+        class_tp=np.cumsum(res.class_pos, axis=1),
+        class_fp=np.cumsum(res.class_all - res.class_pos, axis=1),
+        group_tp=group_tp, group_fp=group_fp, first_rank=ret.ret.first_rank,
+        ap_at_r=ret.ret.ap, n_relevant=ret.ret.n_rel, hits_at_r=ret.ret.hits,
+        hist_edges=report_edges(plan.span, l2),
+        hist_pos=res.rep_pos, hist_neg=res.rep_neg, passes=passes,
+        notes={"report_histogram_rows": int((plan.row_sample & plan.row_eval).sum())},
         verification=ver, group_verification=gver)
 
 
-def _verification(prep: Prepared, row_eval, row_sample, res, dcf, cfg: PassConfig,
-                  map_chunks: "ChunkMapper", progress):
+def _far_defined(plan: RunPlan, spec: GridSpec) -> tuple[np.ndarray, Part, Part, int]:
+    """The grid of a FAR-defined range (SPEC 5) and the counts on it: the
+    order-statistic passes, then the counts pass (counting on the grid while
+    it gathers the order statistics, or again once they are known when that
+    would defer too much). Returns the grid, the counts, the part holding the
+    retrieval results, and the passes made."""
+    a, b = (float(v) for v in spec.far_range)
+    if not (0.0 < a < b <= 1.0):
+        raise ConfigError(f"--far-range {a:g}:{b:g} is degenerate: need 0 < A < B <= 1")
+    ranks = (order_rank(a, plan.m_total), order_rank(b, plan.m_total))
+    keys, res, recount, passes = _order_statistics(plan, spec, (a, b), ranks)
+    lo, hi = (key_to_dist(k, plan.l2) for k in keys)
+    check_range(lo, hi, "--far-range",
+                f"{a:g}:{b:g} (it selects distances {lo:.6g} and {hi:.6g}; "
+                "many negative pairs share one distance)")
+    grid = np.linspace(lo, hi, plan.K)
+    if not recount:
+        return grid, res, res, passes
+    res3 = plan.run(replace(plan.base, do_rep=False, counts=_exact_key_bounds(grid, plan.l2),
+                            grid=grid), "counts")
+    counted = replace(res, class_all=res3.class_all, class_pos=res3.class_pos,
+                      group_all=res3.group_all, group_pos=res3.group_pos,
+                      deferred=res3.deferred, deferred_keys=res3.deferred_keys)
+    return grid, counted, res, passes + 1
+
+
+def _order_statistics(plan: RunPlan, spec: GridSpec, fars: tuple[float, float],
+                      ranks) -> tuple[list, Part, bool, int]:
+    """The float64 keys of the two order statistics (``ranks``), from pass 1
+    (histograms in the pilot's windows; the upper triangle only where the
+    products are symmetric) and pass 2 (which gathers their brackets and
+    counts on the grid as far as it is known). Returns the keys, pass 2's
+    part, whether the counts must be made again, and the passes made."""
+    prep, l2 = plan.prep, plan.l2
+    everything = padded_span(plan.span)
+    windows = _pilot_windows(prep, plan.row_eval, fars, l2, everything)
+    m_max = float(key_margins(prep).max()) if len(prep.q_rows) else 0.0
+    sym = prep.symmetric
+    passes = 0
+    while True:
+        while True:
+            cfg1 = replace(plan.base, do_rep=False, do_win=True, sym=sym,
+                           win_lo=tuple(w[0] for w in windows),
+                           win_hi=tuple(w[1] for w in windows))
+            res1 = plan.run(cfg1, "order statistic")
+            passes += 1
+            located = _locate(ranks, res1.win_below, res1.win_hist)
+            if located is not None or windows == [everything]:
+                break
+            windows = [everything]  # the pilot's windows missed
+        if located is None:  # pragma: no cover - the full window always holds them
+            raise RuntimeError("order statistic not found; please report this")
+        brackets, bounds = _brackets(cfg1, located, m_max, plan.span, l2)
+        recount = _defer_too_much(ranks, brackets, plan.K, m_max)
+        if recount:  # pass 2 only gathers: a dummy one-threshold grid above them
+            top = brackets[1][1] + 4 * m_max + 1e-12 * (abs(brackets[1][1]) + 1)
+            bounds = (np.array([top]), np.array([top]))
+        cfg2 = replace(cfg1, do_win=False, do_rep=True, do_ret=spec.retrieval, do_gather=True,
+                       gather=tuple(brackets), counts=bounds, K=len(bounds[0]),
+                       sym=False, do_vhist=spec.verification is not None)
+        res = plan.run(cfg2, "counts")
+        passes += 1
+        keys = _select(ranks, brackets, res)
+        if keys is not None:
+            return keys, res, recount, passes
+        if not sym:  # pragma: no cover - both passes read the same products
+            raise RuntimeError("order-statistic passes disagree; please report this")
+        # the strips' products rounded differently from the full rows'
+        # and moved an order statistic out of its bin: count on full rows
+        sym = False
+
+
+def _brackets(cfg1: PassConfig, located, m_max: float, span, l2: bool):
+    """The key brackets of the located ranks, and the key bounds of every
+    grid threshold they imply. The float64 key of rank r lies within the
+    largest margin of the float32 bin that holds rank r (pass 1 counted
+    float32 keys, each within its margin of its float64 key)."""
+    win_lo, win_hi, win_scale = cfg1.window_arrays()
+    brackets, d_bounds = [], []
+    for w, bb, _ in located:
+        width = 1.0 / win_scale[w]
+        pad = 1e-9 * (win_hi[w] - win_lo[w]) + 1e-12 + m_max
+        klo = win_lo[w] + bb * width - pad
+        khi = win_lo[w] + (bb + 1) * width + pad
+        brackets.append((float(klo), float(khi)))
+        d_bounds.append([key_to_dist(klo, l2) if klo > span[0] else -np.inf,
+                         key_to_dist(khi, l2)])
+    return brackets, _uncertain_key_bounds(cfg1.K, d_bounds[0], d_bounds[1], *span, l2)
+
+
+def _verification(plan: RunPlan, res: Part, dcf):
     """The verification view's gather pass and its operating points
     (engines/verify.py), from the histograms of the counts pass ``res``."""
+    prep, row_eval = plan.prep, plan.row_eval
+    cfg = replace(plan.base, do_rep=False)
     G = len(prep.group_labels) if prep.q_group is not None else 0
     span = cfg.r_hi - cfg.r_lo
-    want = wanted_bins(res["ver_pos"], res["ver_neg"], dcf, fmr=True)
-    gwant = np.stack([wanted_bins(res["ver_gpos"][g], res["ver_gneg"][g])
+    want = wanted_bins(res.ver_pos, res.ver_neg, dcf, fmr=True)
+    gwant = np.stack([wanted_bins(res.ver_gpos[g], res.ver_gneg[g])
                       for g in range(G)]) if G else None
     cfg3 = replace(cfg, do_vgather=True, v_want=want, v_gwant=gwant)
-    r3 = map_chunks(prep, row_eval, row_sample, cfg3, progress, "verification")
-    got = r3["ver_gathered"]
+    r3 = plan.run(cfg3, "verification")
+    got = r3.ver_gathered
     vals = np.concatenate([g[0] for g in got]) if got else np.zeros(0)
     isp = np.concatenate([g[1] for g in got]) if got else np.zeros(0, bool)
     rows = np.concatenate([g[2] for g in got]) if got else np.zeros(0, np.int64)
     l2 = cfg.l2
     sel = row_eval[rows]
-    ver = operating_points(res["ver_pos"], res["ver_neg"], want, vals[sel], isp[sel], cfg.r_lo,
+    ver = operating_points(res.ver_pos, res.ver_neg, want, vals[sel], isp[sel], cfg.r_lo,
                            VER_BINS / span, l2)
     gver = None
     if G:
         grp = prep.q_group[rows]
-        gver = tuple(operating_points(res["ver_gpos"][g], res["ver_gneg"][g], gwant[g],
+        gver = tuple(operating_points(res.ver_gpos[g], res.ver_gneg[g], gwant[g],
                                       vals[grp == g], isp[grp == g], cfg.r_lo,
                                       group_bins(G) / span, l2) for g in range(G))
     return ver, gver
@@ -774,29 +821,28 @@ def _decide(prep: Prepared, deferred, grid: np.ndarray, l2: bool,
 def _add_cells(res, prep: Prepared, cells, pos, q) -> None:
     """Count elements at grid ``cells`` (K: above the grid, not counted) for
     their query's class and group (integer sums)."""
-    C, K = res["class_all"].shape
+    C, K = res.class_all.shape
     keep = cells < K
     cells, pos, q = cells[keep], pos[keep], q[keep]
     cls = prep.q_class[q]
-    res["class_all"] += np.bincount(cls * K + cells, minlength=C * K).reshape(C, K)
-    res["class_pos"] += np.bincount(cls[pos] * K + cells[pos], minlength=C * K).reshape(C, K)
-    if prep.q_group is not None and res["group_all"].shape[0]:
-        G = res["group_all"].shape[0]
+    res.class_all[...] += np.bincount(cls * K + cells, minlength=C * K).reshape(C, K)
+    res.class_pos[...] += np.bincount(cls[pos] * K + cells[pos], minlength=C * K).reshape(C, K)
+    if prep.q_group is not None and res.group_all.shape[0]:
+        G = res.group_all.shape[0]
         grp = prep.q_group[q]
         ok = (grp >= 0) & (grp < G)  # rows without a group count for none
         grp, cells, pos = grp[ok], cells[ok], pos[ok]
-        res["group_all"] += np.bincount(grp * K + cells, minlength=G * K).reshape(G, K)
-        res["group_pos"] += np.bincount(grp[pos] * K + cells[pos],
-                                        minlength=G * K).reshape(G, K)
+        res.group_all[...] += np.bincount(grp * K + cells, minlength=G * K).reshape(G, K)
+        res.group_pos[...] += np.bincount(grp[pos] * K + cells[pos],
+                                          minlength=G * K).reshape(G, K)
 
 
-def _resolve_deferred(res, grid: np.ndarray, l2: bool, prep: Prepared) -> None:
-    """Place the elements deferred by a pass whose grid was not yet exact:
-    by their float64 keys where the pass computed them (``deferred_keys``),
-    else by ``_decide`` (which recomputes those near a threshold)."""
-    parts = res["deferred"]
-    keys = res.pop("deferred_keys", None)
-    res["deferred"] = []
+def _resolve_deferred(res: Part, grid: np.ndarray, l2: bool, prep: Prepared) -> None:
+    """Add to ``res``'s counts the elements deferred by a pass whose grid was
+    not yet exact: by their float64 keys where the pass computed them
+    (``deferred_keys``), else by ``_decide`` (which recomputes those near a
+    threshold)."""
+    parts, keys = res.deferred, res.deferred_keys
     if keys is not None and len(keys) == len(parts):
         for part, k64 in zip(parts, keys):
             cells = np.searchsorted(grid, key_to_dist(np.asarray(k64, np.float64), l2),
@@ -818,9 +864,9 @@ def _select(ranks, brackets, res) -> list[float] | None:
     every key within its margin of the bracket. Returns None if a rank is
     not among the gathered keys (which the margins rule out).
     """
-    gathered = np.concatenate(res["gathered"]) if res["gathered"] else np.zeros(0)
+    gathered = np.concatenate(res.gathered) if res.gathered else np.zeros(0)
     keys = [select_or_none(gathered[(gathered >= lo) & (gathered < hi)], r,
-                           int(res["gather_below"][g]))
+                           int(res.gather_below[g]))
             for g, (r, (lo, hi)) in enumerate(zip(ranks, brackets))]
     return None if None in keys else keys
 

@@ -678,34 +678,8 @@ class _Context:
                     lst.clear()
             held[0] = 0
 
-        NG = self.NG
-        q_group = self.prep.q_group
-
         def post(block):
-            # in the worker: the flat cell indices of the block's pairs, by
-            # their float64 keys where a float32 key is near a grid point
-            rows, draw, keys, cls, _, gcol = block
-            keys = self.refine(rows, gcol, keys, self.uncertain(keys, grid, rep_grids, near_w))
-            d = key_to_dist(keys, self.l2)
-            cell = grid_cells(grid, d)
-            inr = cell < K
-            grp = self.group_of_draw[draw]
-            main = cls * K + cell
-            out = {"acc": [main[inr]], "gm": [(grp[inr] * C) * K + main[inr]]}
-            u = (d - grid[0]) / step
-            near = np.abs(u - np.clip(np.rint(u), 0, K - 1)) <= near_w
-            nin = near & inr
-            out["nm"] = [main[nin]]
-            out["x"] = [(grp[nin] * C) * K + main[nin]]
-            dn, cn, gn = d[near], cls[near], grp[near]
-            for g in range(G):
-                cg = grid_cells(rep_grids[g], dn)
-                sel = (cg < K) & (gn != g)
-                out["x"].append((g * C + cn[sel]) * K + cg[sel])
-            out["size"] = 2 * len(d) + len(dn) * (G + 2)
-            out["gacc"] = None if NG == 0 else np.bincount(
-                q_group[rows[inr]] * (K + 1) + cell[inr], minlength=NG * (K + 1))
-            return out
+            return self._negative_cells(block, grid, rep_grids, near_w, step)
 
         for res in self.blocks(progress, "counts", cut, post=post):
             for name in parts:
@@ -714,7 +688,7 @@ class _Context:
             if held[0] >= 2**23:
                 flush()
             if gacc is not None:
-                gacc += res["gacc"].reshape(NG, K + 1)
+                gacc += res["gacc"].reshape(self.NG, K + 1)
         flush()
         far_all = acc - nm
         gm = gm.reshape(G, C, K)
@@ -729,6 +703,34 @@ class _Context:
         return {"fp": fp, "fp_rep": fp_rep, "fp_groups": gm,
                 "group_fp": None if gacc is None else np.cumsum(gacc[:, :K], axis=1),
                 "hist_neg": hist, "hist_rows": hist_rows}
+
+    def _negative_cells(self, block, grid, rep_grids, near_w: float, step: float) -> dict:
+        """In the worker: the flat cell indices of a block's pairs for each
+        counter of ``count_negatives`` (by their float64 keys where a float32
+        key is near a grid point), their size, and the group counts."""
+        K, C, G, NG = len(grid), self.C, GROUPS, self.NG
+        rows, draw, keys, cls, _, gcol = block
+        keys = self.refine(rows, gcol, keys, self.uncertain(keys, grid, rep_grids, near_w))
+        d = key_to_dist(keys, self.l2)
+        cell = grid_cells(grid, d)
+        inr = cell < K
+        grp = self.group_of_draw[draw]
+        main = cls * K + cell
+        out = {"acc": [main[inr]], "gm": [(grp[inr] * C) * K + main[inr]]}
+        u = (d - grid[0]) / step
+        near = np.abs(u - np.clip(np.rint(u), 0, K - 1)) <= near_w
+        nin = near & inr
+        out["nm"] = [main[nin]]
+        out["x"] = [(grp[nin] * C) * K + main[nin]]
+        dn, cn, gn = d[near], cls[near], grp[near]
+        for g in range(G):
+            cg = grid_cells(rep_grids[g], dn)
+            sel = (cg < K) & (gn != g)
+            out["x"].append((g * C + cn[sel]) * K + cg[sel])
+        out["size"] = 2 * len(d) + len(dn) * (G + 2)
+        out["gacc"] = None if NG == 0 else np.bincount(
+            self.prep.q_group[rows[inr]] * (K + 1) + cell[inr], minlength=NG * (K + 1))
+        return out
 
     def _report_negatives(self) -> tuple[np.ndarray, int]:
         """Sampled negatives of the report rows (evaluated), every distance."""
@@ -771,8 +773,6 @@ class _Context:
         scale = np.ones(C)  # nqc / sampled rows, for the classes over budget
         tp_scale: dict = {}
         sampled_labels: list = []
-        q_start = np.searchsorted(prep.q_class, np.arange(C), side="left")
-        q_end = np.searchsorted(prep.q_class, np.arange(C), side="right")
         buf: list = []
         held = [0]
 
@@ -807,6 +807,31 @@ class _Context:
                 hist[:] += np.bincount(value_bins(dist_to_key(d[hs], self.l2), self.span[0],
                                                   rscale, REPORT_BINS), minlength=REPORT_BINS)
 
+        for item in self._positive_pairs(scale, tp_scale, sampled_labels, progress):
+            buf.append(item)
+            held[0] += len(item[0])
+            if held[0] >= 2**21:
+                flush()
+        flush()
+        tp = np.cumsum(tp.reshape(C, K + 1)[:, :K], axis=1)
+        if tp_scale:
+            tp = tp * scale[:, None]
+        tp_rep = rep.reshape(G, C, K)
+        np.cumsum(tp_rep, axis=2, out=tp_rep)
+        return {"tp": tp, "tp_rep": tp_rep, "tp_scale": tp_scale,
+                "group_tp": None if gtp is None else np.cumsum(gtp[:, :K], axis=1),
+                "hist_pos": hist, "sampled_labels": sampled_labels}
+
+    def _positive_pairs(self, scale: np.ndarray, tp_scale: dict, sampled_labels: list,
+                        progress):
+        """The keys of every within-class pair, class by class, as flat
+        ``(keys, class, query row, replicate group, gallery column)`` runs of
+        at most about 2**22 pairs (the self pair's key +inf). A class over
+        budget keeps a seeded sample of its query rows, in replicate groups,
+        and records its scales (``scale``, ``tp_scale``, ``sampled_labels``)."""
+        prep, C = self.prep, self.C
+        q_start = np.searchsorted(prep.q_class, np.arange(C), side="left")
+        q_end = np.searchsorted(prep.q_class, np.arange(C), side="right")
         if progress:
             progress("positives", 0, C)
         for c in range(C):
@@ -836,23 +861,10 @@ class _Context:
                 mine = sc >= 0
                 keys[np.nonzero(mine)[0], sc[mine] - gs] = np.inf
                 n = keys.size
-                buf.append((keys.ravel(), np.full(n, c, np.int64),
-                            np.repeat(rr, ngc), np.repeat(grp_rows[j0:j0 + step], ngc),
-                            np.tile(np.arange(gs, ge), len(rr))))
-                held[0] += n
-                if held[0] >= 2**21:
-                    flush()
+                yield (keys.ravel(), np.full(n, c, np.int64), np.repeat(rr, ngc),
+                       np.repeat(grp_rows[j0:j0 + step], ngc), np.tile(np.arange(gs, ge), len(rr)))
             if progress and (c % 1024 == 0 or c == C - 1):
                 progress("positives", c + 1, C)
-        flush()
-        tp = np.cumsum(tp.reshape(C, K + 1)[:, :K], axis=1)
-        if tp_scale:
-            tp = tp * scale[:, None]
-        tp_rep = rep.reshape(G, C, K)
-        np.cumsum(tp_rep, axis=2, out=tp_rep)
-        return {"tp": tp, "tp_rep": tp_rep, "tp_scale": tp_scale,
-                "group_tp": None if gtp is None else np.cumsum(gtp[:, :K], axis=1),
-                "hist_pos": hist, "sampled_labels": sampled_labels}
 
     # -- retrieval ---------------------------------------------------------------
     def retrieval(self, Q: int, progress) -> dict:
