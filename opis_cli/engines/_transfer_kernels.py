@@ -14,6 +14,8 @@ engine runs one per worker thread, each with its own outputs.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numba as nb
 import numpy as np
 
@@ -22,6 +24,34 @@ from ._kernels import _bin, _key, exact_key
 
 #: gallery columns whose keys are computed and compacted together (in L1)
 COLS = 2048
+
+
+class TileRows(NamedTuple):
+    """A tile's query rows against the whole gallery (every kernel here)."""
+
+    l2: bool                 # keys are squared l2 distances (else cosine)
+    qn2: np.ndarray          # (B,) float64 squared norms of the queries
+    gn2: np.ndarray          # (ng,) float64 squared norms of the gallery
+    self_col: np.ndarray     # (B,) int64 column of the query's own row, or -1
+    ps: np.ndarray           # (B,) int64: the query's positives are the
+    pe: np.ndarray           # (B,) int64  columns [ps, pe)
+    xq: np.ndarray           # (B, D) float32 rows: the float64 keys of gathered pairs
+    xg: np.ndarray           # (ng, D) float32
+
+
+def rows_of(prep, s: int, e: int) -> TileRows:
+    """The ``TileRows`` of prepared (``prepare.Prepared``) query rows ``[s, e)``."""
+    cls = prep.q_class[s:e]
+    return TileRows(prep.metric == "l2", prep.qn2[s:e], prep.gn2, prep.self_col[s:e],
+                    prep.class_start[cls], prep.class_end[cls], prep.xq[s:e], prep.xg)
+
+
+class Bins(NamedTuple):
+    """Even histogram bins over key space (``select.KeyBins``, ``_kernels._bin``)."""
+
+    lo: float
+    scale: float
+    F: int
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -38,8 +68,8 @@ def _below(row, c0, c1, q2, gn2, l2, limit, kb, idx):
 
 
 @nb.njit(cache=True, nogil=True)
-def cell_histograms(S, l2, qn2, gn2, self_col, ps, pe, fold_q, fold_g, K, row_mode, row_sides,
-                    lo, scale, F, limit, cell_pos, cell_neg, side_pos, side_neg):
+def cell_histograms(S, rows, bins, fold_q, fold_g, K, row_mode, row_sides, limit, cell_pos,
+                    cell_neg, side_pos, side_neg):
     """Pass 1: histograms of the keys of every pair, by cell or by side.
 
     ``row_mode[r]``: 0 = the row is evaluated in no side (skipped), 1 = in
@@ -50,6 +80,8 @@ def cell_histograms(S, l2, qn2, gn2, self_col, ps, pe, fold_q, fold_g, K, row_mo
     and where the row is evaluated: ``side_pos``/``side_neg`` (n_sides, F)).
     Only keys below ``limit`` are counted (the histograms span ``[lo, limit)``).
     """
+    l2, qn2, gn2, self_col, ps, pe = rows.l2, rows.qn2, rows.gn2, rows.self_col, rows.ps, rows.pe
+    lo, scale, F = bins
     B = S.shape[0]
     ng = S.shape[1]
     n_s = row_sides.shape[2]
@@ -92,8 +124,8 @@ def cell_histograms(S, l2, qn2, gn2, self_col, ps, pe, fold_q, fold_g, K, row_mo
 
 
 @nb.njit(cache=True, nogil=True)
-def gather_targets(S, l2, qn2, gn2, self_col, ps, pe, fold_q, fold_g, row_sides, lo, scale, F,
-                   limit, flag, tw0, tw1, own_side, own_below, xq, xg, g_key, g_code, g_n):
+def gather_targets(S, rows, bins, fold_q, fold_g, row_sides, limit, flag, tw0, tw1, own_side,
+                   own_below, g_key, g_code, g_n):
     """Pass 2: count each row's pairs below its own side's target windows and
     gather every pair whose bin lies in a target window of a side holding it.
 
@@ -108,6 +140,9 @@ def gather_targets(S, l2, qn2, gn2, self_col, ps, pe, fold_q, fold_g, row_sides,
     number (may exceed the capacity: the caller runs the tile again with
     more room). Keys at or above ``limit`` (above every window) are skipped.
     """
+    l2, qn2, gn2, self_col, ps, pe = rows.l2, rows.qn2, rows.gn2, rows.self_col, rows.ps, rows.pe
+    xq, xg = rows.xq, rows.xg
+    lo, scale, F = bins
     B = S.shape[0]
     ng = S.shape[1]
     n_s = row_sides.shape[2]
@@ -158,12 +193,14 @@ def gather_targets(S, l2, qn2, gn2, self_col, ps, pe, fold_q, fold_g, row_sides,
 
 
 @nb.njit(cache=True, nogil=True)
-def id_histograms(S, l2, qn2, gn2, self_col, ps, pe, ids, lo, scale, F, hist):
+def id_histograms(S, rows, bins, ids, hist):
     """Histograms of the negative keys of each query row's ids (calibration fits).
 
     ``ids[r, l]`` (B, L) names the histograms row ``r``'s negatives count in
     (-1: none); ``hist`` (n_ids, F).
     """
+    l2, qn2, gn2, self_col, ps, pe = rows.l2, rows.qn2, rows.gn2, rows.self_col, rows.ps, rows.pe
+    lo, scale, F = bins
     B = S.shape[0]
     ng = S.shape[1]
     L = ids.shape[1]
@@ -189,11 +226,13 @@ def id_histograms(S, l2, qn2, gn2, self_col, ps, pe, ids, lo, scale, F, hist):
 
 
 @nb.njit(cache=True, nogil=True)
-def id_gather(S, l2, qn2, gn2, self_col, ps, pe, ids, lo, scale, F, wlo, whi, xq, xg,
-              g_key, g_id, g_n):
+def id_gather(S, rows, bins, ids, wlo, whi, g_key, g_id, g_n):
     """Gather the float64 keys (``exact_key``) of the negatives whose float32
     key falls in the bracket of bins ``[wlo[i], whi[i]]`` of each of the row's
     ids ``i`` (``wlo[i] < 0``: none; see ``base.bracket_bins``)."""
+    l2, qn2, gn2, self_col, ps, pe = rows.l2, rows.qn2, rows.gn2, rows.self_col, rows.ps, rows.pe
+    xq, xg = rows.xq, rows.xg
+    lo, scale, F = bins
     B = S.shape[0]
     ng = S.shape[1]
     L = ids.shape[1]

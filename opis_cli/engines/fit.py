@@ -61,19 +61,16 @@ def order_stats(prep: Prepared, ids: np.ndarray, ranks: np.ndarray,
     n_ids = len(ranks)
     l2 = prep.metric == "l2"
     kb = KeyBins.over(*padded_span(key_span(prep)), _bins(n_ids))
-    lo, scale, F = kb.lo, kb.scale, kb.n
-    qs = prep.class_start[prep.q_class]
-    qe = prep.class_end[prep.q_class]
-    hist = np.zeros((n_workers(prep, block_bytes), n_ids, F), np.int64)
+    bins = kern.Bins(kb.lo, kb.scale, kb.n)
+    hist = np.zeros((n_workers(prep, block_bytes), n_ids, kb.n), np.int64)
 
     def hist_body(slot, S, s, e):
-        kern.id_histograms(S, l2, prep.qn2[s:e], prep.gn2, prep.self_col[s:e], qs[s:e], qe[s:e],
-                           ids[s:e], lo, scale, F, hist[slot])
+        kern.id_histograms(S, kern.rows_of(prep, s, e), bins, ids[s:e], hist[slot])
 
     run_tiles(prep, (ids >= 0).any(axis=1), block_bytes, "histograms", progress, hist_body)
     h = hist.sum(axis=0)
     # the bracket of each rank's bin: its float64 key lies inside (SPEC 2)
-    pad = bracket_bins(float(key_margins(prep).max()) if len(prep.q_rows) else 0.0, scale)
+    pad = bracket_bins(float(key_margins(prep).max()) if len(prep.q_rows) else 0.0, kb.scale)
     wlo = np.full(n_ids, -1, np.int64)
     whi = np.full(n_ids, -1, np.int64)
     brackets = {}
@@ -89,9 +86,7 @@ def order_stats(prep: Prepared, ids: np.ndarray, ranks: np.ndarray,
 
     def gather_body(slot, S, s, e):
         def call(g_key, g_id, g_n):
-            kern.id_gather(S, l2, prep.qn2[s:e], prep.gn2, prep.self_col[s:e], qs[s:e],
-                           qe[s:e], ids[s:e], lo, scale, F, wlo, whi, prep.xq[s:e], prep.xg,
-                           g_key, g_id, g_n)
+            kern.id_gather(S, kern.rows_of(prep, s, e), bins, ids[s:e], wlo, whi, g_key, g_id, g_n)
 
         caps[slot], got, _ = gather_rows(e - s, caps.get(slot, 64), (np.float64, np.int64), call)
         with lock:

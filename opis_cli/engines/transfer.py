@@ -265,8 +265,6 @@ def _histograms(prep: Prepared, lay: _Layout, fold_q, fold_g, targets, lo: float
 
     K, nS = lay.K, len(targets)
     workers = n_workers(prep, block_bytes)
-    qs, qe = prep.class_start[prep.q_class], prep.class_end[prep.q_class]
-    l2 = prep.metric == "l2"
     while True:
         kb = KeyBins.over(lo, limit, _bins_for(K))
         cell_pos = np.zeros((workers, K * K, kb.n), np.int64)
@@ -275,10 +273,10 @@ def _histograms(prep: Prepared, lay: _Layout, fold_q, fold_g, targets, lo: float
         side_neg = np.zeros_like(side_pos)
 
         def hist_body(slot, S, s, e):
-            kern.cell_histograms(S, l2, prep.qn2[s:e], prep.gn2, prep.self_col[s:e], qs[s:e],
-                                 qe[s:e], fold_q[s:e], fold_g, K, lay.row_mode[s:e],
-                                 lay.tile_sides(fold_q, s, e), kb.lo, kb.scale, kb.n, limit,
-                                 cell_pos[slot], cell_neg[slot], side_pos[slot], side_neg[slot])
+            kern.cell_histograms(S, kern.rows_of(prep, s, e), kern.Bins(kb.lo, kb.scale, kb.n),
+                                 fold_q[s:e], fold_g, K, lay.row_mode[s:e],
+                                 lay.tile_sides(fold_q, s, e), limit, cell_pos[slot],
+                                 cell_neg[slot], side_pos[slot], side_neg[slot])
 
         run_tiles(prep, lay.row_mode > 0, block_bytes, "histograms", progress, hist_body)
         cp, cn = cell_pos.sum(axis=0), cell_neg.sum(axis=0)
@@ -342,8 +340,7 @@ def _gather(prep: Prepared, lay: _Layout, fold_q, fold_g, kb: KeyBins, limit2: f
     for (s, m), br in brackets.items():
         tw0[s, m], tw1[s, m] = br.lo, br.hi
         flag[br.lo:br.hi + 1] = True
-    qs, qe = prep.class_start[prep.q_class], prep.class_end[prep.q_class]
-    l2 = prep.metric == "l2"
+    bins = kern.Bins(kb.lo, kb.scale, kb.n)
     own_below = np.zeros((len(prep.q_rows), T, 2), np.int64)
     parts: list = []
     lock = threading.Lock()
@@ -354,10 +351,9 @@ def _gather(prep: Prepared, lay: _Layout, fold_q, fold_g, kb: KeyBins, limit2: f
 
         def call(g_key, g_code, g_n):
             own_below[s:e] = 0  # a rerun counts again
-            kern.gather_targets(S, l2, prep.qn2[s:e], prep.gn2, prep.self_col[s:e], qs[s:e],
-                                qe[s:e], fold_q[s:e], fold_g, rs, kb.lo, kb.scale, kb.n, limit2,
-                                flag, tw0, tw1, lay.own_side[s:e], own_below[s:e], prep.xq[s:e],
-                                prep.xg, g_key, g_code, g_n)
+            kern.gather_targets(S, kern.rows_of(prep, s, e), bins, fold_q[s:e], fold_g, rs, limit2,
+                                flag, tw0, tw1, lay.own_side[s:e], own_below[s:e], g_key, g_code,
+                                g_n)
 
         caps[slot], (key, code), rows = gather_rows(e - s, caps[slot], (np.float64, np.int32),
                                                     call)
