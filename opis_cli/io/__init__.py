@@ -44,7 +44,7 @@ checks (NaN or infinite entries, zero vectors) belong to later stages.
 
 Importing this package loads nothing heavy: the public names load their
 modules (numpy and pyarrow, never numba, faiss or the CLI and plotting
-libraries) on first use (the memory model of ``engines.memory`` is imported
+libraries) on first use (the memory model, ``opis_cli.memory``, is imported
 when the first check runs).
 """
 

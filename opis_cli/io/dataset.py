@@ -219,10 +219,10 @@ def read_dataset(
         group (once at the end for NumPy inputs).
     check_memory_fits : bool, default True
         Before the embeddings are read (Parquet, .npy) or right after
-        (.npz), compare :func:`opis_cli.engines.memory.memory_needed` for their shape with
+        (.npz), compare :func:`opis_cli.memory.memory_needed` for their shape with
         ``memory_available`` and raise ``InputError`` if it will not fit.
     memory_available : int, optional
-        Bytes available; default :func:`opis_cli.engines.memory.available_memory` (the check is
+        Bytes available; default :func:`opis_cli.memory.available_memory` (the check is
         skipped when that is unknown).
     format : str, optional
         One of ``opis_cli.options.INPUT_FORMATS``: read ``path`` as this
@@ -353,15 +353,15 @@ def _memory_check(where: str, *, available: int | None, arrow_buffers: bool,
                   groups: bool, owned: bool = False) -> MemoryCheck:
     """The readers' ``memory_check``: the memory model's verdict for the shape read.
 
-    The memory model is imported on first use (it lives with the engines; no
-    numba there). When ``available`` is None the system's available memory
+    The memory model (``opis_cli.memory``, no numba) is imported on first
+    use. When ``available`` is None the system's available memory
     is asked for, and the check is skipped if that is unknown. With
     ``owned``, float32 embeddings as read are handed over and become the
     float32 rows the model counts, so they cost nothing more as stored.
     """
 
     def check(rows: int, dim: int, stored_itemsize: int) -> None:
-        from ..engines.memory import available_memory, check_memory  # no numba
+        from ..memory import available_memory, check_memory  # no numba
 
         if owned and stored_itemsize == 4:
             stored_itemsize = 0
