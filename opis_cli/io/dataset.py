@@ -24,7 +24,7 @@ from opis_cli.errors import InputError
 
 from ._columns import ColumnSpec, MemoryCheck, ProgressCallback
 from ._files import check_suffix
-from .formats import FORMAT_OPTIONS, check_format_options, detect
+from . import formats
 from .labels import LABEL_SUFFIXES, label_files, read_labels
 
 __all__ = ["Dataset", "ReadOptions", "SourceFile", "read_dataset"]
@@ -237,7 +237,7 @@ def read_dataset(
         or mistyped column, nulls, ragged embedding rows, label count
         mismatch, empty dataset, embeddings not 2-D.
     """
-    unknown = sorted(set(format_options) - set(FORMAT_OPTIONS))
+    unknown = sorted(set(format_options) - set(formats.FORMAT_OPTIONS))
     if unknown:
         raise TypeError(f"read_dataset() got an unexpected keyword argument '{unknown[0]}'")
     format_options = {k: v for k, v in format_options.items() if v is not None}
@@ -262,8 +262,8 @@ def _read(path_str: str, o: ReadOptions, *, progress: ProgressCallback | None,
     if label_str is not None:
         check_suffix(label_str, LABEL_SUFFIXES, "labels file", allow_dir=True)
 
-    fmt = detect(path_str, o.format)
-    check_format_options(path_str, fmt, dict(o.format_options))
+    fmt = formats.detect(path_str, o.format)
+    formats.check_format_options(path_str, fmt, dict(o.format_options))
     spec = ColumnSpec(
         embedding_column=o.embedding_column,
         embedding_pattern=o.embedding_columns,
