@@ -167,7 +167,7 @@ def test_every_command_that_reads_embeddings_takes_every_format_option():
         for option in fm.FORMAT_OPTIONS.values():
             p = params[option.name]
             assert p.opts == [option.flag] and p.help == option.help
-            assert p.metavar == option.metavar and p.hidden
+            assert p.metavar == option.metavar and p.rich_help_panel == o.ADVANCED
         assert "format_options" not in params
 
 
