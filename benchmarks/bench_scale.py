@@ -20,7 +20,7 @@ measured in the same run:
 * ``pml``      pytorch-metric-learning's ``AccuracyCalculator`` for
                precision@1 (= R@1) and MAP@R, where it is installed.
 
-``far``'s peak is printed next to ``opis_cli.engines.memory.memory_needed`` for the shape.
+``far``'s peak is printed next to ``opis_cli.memory.memory_needed`` for the shape.
 Read the ratios, not the seconds: a shared machine is noisy.
 
     python benchmarks/bench_scale.py
@@ -178,7 +178,7 @@ def main() -> None:
         print(json.dumps(out))
         return
 
-    from opis_cli.engines.memory import memory_needed
+    from opis_cli.memory import memory_needed
 
     methods = [m for m in args.methods.split(",") if m]
     print(machine())

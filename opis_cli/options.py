@@ -42,9 +42,6 @@ POLICY_FORMS = POLICIES + ("far:F",)
 ENGINES = ("exact", "knn", "dask", "sampled", "reference")
 #: ``--index`` of the knn engine (FAISS).
 INDEXES = ("hnsw", "ivf", "flat")
-#: ``--format`` of an embeddings input (the keys of ``opis_cli.io.dataset._FORMATS``);
-#: without it the format is detected from the path.
-INPUT_FORMATS = ("parquet", "npy", "npz", "hf", "lance", "safetensors", "pt", "hdf5", "faiss")
 
 # ---------------------------------------------------------------- defaults
 

@@ -16,7 +16,7 @@ from packaging.version import Version
 from opis_cli.errors import InputError
 from opis_cli.io import Dataset, SourceFile, read_dataset
 from opis_cli.io._columns import Columns, ColumnSpec
-from opis_cli.io.dataset import _FORMATS
+from opis_cli.io.formats import FORMATS as _FORMATS
 
 EMB = np.arange(12, dtype=np.float32).reshape(4, 3) / 10
 LABELS = ["a", "b", "a", "c"]

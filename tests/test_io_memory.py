@@ -18,8 +18,8 @@ import pytest
 from opis_cli.cli import main
 from opis_cli.engines.base import tile_rows
 from opis_cli.errors import InputError
-from opis_cli.engines import memory
-from opis_cli.engines.memory import available_memory, check_memory, memory_needed
+from opis_cli import memory
+from opis_cli.memory import available_memory, check_memory, memory_needed
 from opis_cli.io import read_dataset
 
 MiB = 2**20

@@ -16,24 +16,17 @@ from .firstrun import with_compile_note
 from .root import app, check_inputs, check_outputs, examples, stdout_taken, wrote
 
 
-def _read(path: Path, reader, labels: Path | None, progress):
-    """One embeddings file as :class:`opis_cli.transfer.Data` and its provenance entries."""
-    from ..io import read_dataset
+def _read(path: Path, read, progress):
+    """One embeddings input (``read``: its ReadOptions) as :class:`opis_cli.transfer.Data`
+    and its provenance entries."""
+    from ..app import load_dataset, sources_of
     from ..transfer import Data
 
-    cb = (lambda done, total: progress("reading", done, total)) if progress else None
-    ds = read_dataset(str(path), labels_path=str(labels) if labels else None,
-                      embedding_column=reader.embedding_column,
-                      embedding_columns=reader.embedding_columns,
-                      label_column=reader.label_column, group_column=reader.group_column,
-                      query_column=reader.query_column, gallery_column=reader.gallery_column,
-                      progress=cb, **reader.format_options())
-    sources = [{"path": s.path, "sha256": s.sha256, "size_bytes": s.size_bytes}
-               for s in ds.sources]
-    return Data(ds.embeddings, ds.labels, ds.groups, ds.is_query, ds.is_gallery), sources
+    ds = load_dataset(path, read, progress=progress)
+    return Data(ds.embeddings, ds.labels, ds.groups, ds.is_query, ds.is_gallery), sources_of(ds)
 
 
-def _fit_and_write(path, reader, labels, method, target, out, options, json_out, quiet, show):
+def _fit_and_write(path, read, method, target, out, options, json_out, quiet, show):
     """``--out``: fit one calibration on all of PATH and write its file."""
     from ..calibration import fit
     from ..io.output import staged
@@ -42,7 +35,7 @@ def _fit_and_write(path, reader, labels, method, target, out, options, json_out,
 
     with progress_bar(show) as bar:
         cb = with_compile_note(bar, not quiet)
-        data, sources = _read(path, reader, labels, cb)
+        data, sources = _read(path, read, cb)
         try:
             cal = fit(data.embeddings, data.labels, method=method, target=target,
                       metric=options["metric"], groups=data.groups, is_query=data.is_query,
@@ -71,6 +64,7 @@ def _fit_and_write(path, reader, labels, method, target, out, options, json_out,
     "opis calibrate sample_data/digits_weak.parquet",
     "opis calibrate sample_data/digits_weak.parquet --method per-class",
     "opis calibrate weak.parquet --method per-class --out cal.json"))
+@o.with_format_options
 def calibrate(
     path: Annotated[Path, typer.Argument(
         help="Embeddings to split into folds, or the calibration side with --test: any input "
@@ -121,11 +115,7 @@ def calibrate(
     query_column: o.QueryColumn = None,
     gallery_column: o.GalleryColumn = None,
     input_format: o.FormatOpt = None,
-    hf_split: o.HfSplit = None,
-    tensor_key: o.TensorKey = None,
-    tensor_labels_key: o.TensorLabelsKey = None,
-    dataset_key: o.DatasetKey = None,
-    dataset_labels_key: o.DatasetLabelsKey = None,
+    format_options: dict = None,  # every format's options (o.with_format_options)
     metric: o.MetricOpt = o.Metric(opt.METRIC),
     far_range: o.FarRange = opt.range_text(opt.FAR_RANGE),
     calibration_range: o.CalRange = None,
@@ -154,7 +144,8 @@ def calibrate(
     have needed. The --far-range, --calibration-range, --num-thresholds, --utility, --beta
     and --epsilon options only matter for a policy --target.
     """
-    from ..gate.sides import Reader
+    from dataclasses import replace
+
     from ..io.output import staged
     from ..render.terminal import progress_bar
     from ..transfer import Target
@@ -191,10 +182,9 @@ def calibrate(
     tracker = mlflow_target(mlflow, mlflow_experiment, mlflow_run_id)
     if tracker is not None and out is not None:
         raise ConfigError("--mlflow logs the transfer numbers; it does not apply to --out")
-    reader = Reader(labels, embedding_column, embedding_columns, label_column, group_column,
-                    query_column, gallery_column,
-                    **o.format_options(input_format, hf_split, tensor_key, tensor_labels_key,
-                                       dataset_key, dataset_labels_key))
+    read = o.read_options(labels, embedding_column, embedding_columns, label_column,
+                          group_column, query_column, gallery_column, input_format,
+                          format_options)
     show = not quiet and sys.stderr.isatty()
     options: dict[str, Any] = dict(
         folds=folds, seed=seed, target=target,
@@ -203,15 +193,15 @@ def calibrate(
         num_thresholds=num_thresholds, utility=utility.value, beta=beta, epsilon=epsilon,
         block_bytes=block_mib * 2**20, group_column=group_column)
     if out is not None:
-        _fit_and_write(path, reader, labels, methods[0], target, out, options, json_out,
+        _fit_and_write(path, read, methods[0], target, out, options, json_out,
                        quiet, show)
         return
     with progress_bar(show) as bar:
         cb = with_compile_note(bar, not quiet)
-        data, sources = _read(path, reader, labels, cb)
+        data, sources = _read(path, read, cb)
         test_data = None
         if test is not None:
-            test_data, more = _read(test, reader, test_labels, cb)
+            test_data, more = _read(test, replace(read, labels=test_labels), cb)
             sources += more
         try:
             result = run(data, test=test_data, progress=cb, sources=sources, **options)

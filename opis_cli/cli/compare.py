@@ -20,6 +20,7 @@ from .root import (app, check_inputs, check_outputs, examples, exit_with, stdout
     "opis compare weak.json sample_data/digits_strong.parquet",
     "opis compare weak.json strong.json --max-increase opis=10%",
     "opis compare weak.json strong.json --gate --json -"))
+@o.with_format_options
 def compare(
     baseline: Annotated[Path, typer.Argument(
         help="Baseline: a result JSON or an embeddings file.", show_default=False)],
@@ -32,11 +33,7 @@ def compare(
     query_column: o.QueryColumn = None,
     gallery_column: o.GalleryColumn = None,
     input_format: o.FormatOpt = None,
-    hf_split: o.HfSplit = None,
-    tensor_key: o.TensorKey = None,
-    tensor_labels_key: o.TensorLabelsKey = None,
-    dataset_key: o.DatasetKey = None,
-    dataset_labels_key: o.DatasetLabelsKey = None,
+    format_options: dict = None,  # every format's options (o.with_format_options)
     metric: o.MetricOrSide = None,
     far_range: o.FarRangeOrDefault = None,
     calibration_range: o.CalRange = None,
@@ -107,8 +104,8 @@ def compare(
     included) are applied to the candidate with the baseline as reference:
     exit 1 when one fails.
     """
-    from ..gate.sides import (Reader, compare_rules, compare_sides, evaluated, measure_file,
-                              run_compare)
+    from ..app import compare_sides, evaluated, measure_file
+    from ..gate.sides import compare_rules, run_compare
     from ..render.terminal import print_comparison, print_gate_outcome, results_on_stderr
 
     # What must fail before the files are read (the evaluation options are
@@ -128,17 +125,15 @@ def compare(
         o.rule_options(max_rules, min_rules, max_increase, max_decrease), config=config,
         discover=gate, junit=junit)
 
-    reader = Reader(labels, embedding_column, embedding_columns, label_column, None,
-                    query_column, gallery_column,
-                    **o.format_options(input_format, hf_split, tensor_key, tensor_labels_key,
-                                       dataset_key, dataset_labels_key))
+    read = o.read_options(labels, embedding_column, embedding_columns, label_column, None,
+                          query_column, gallery_column, input_format, format_options)
     show = not quiet and sys.stderr.isatty()
 
     def evaluate_side(path: Path, options: dict):
-        result = evaluate_path(path, reader, show_progress=show, compile_note=not quiet,
+        result = evaluate_path(path, read, show_progress=show, compile_note=not quiet,
                                block_bytes=block_mib * 2**20, **options)
         return evaluated(str(path), result,
-                         at=lambda t: measure_file(path, t, reader, options=options,
+                         at=lambda t: measure_file(path, t, read, options=options,
                                                    block_bytes=block_mib * 2**20))
 
     given = {"metric": metric.value if metric else None,

@@ -19,63 +19,30 @@ from .root import (app, check_inputs, check_outputs, examples, exit_with, stdout
                    write_gate_outputs, wrote)
 
 
-def evaluate_path(path: Path, reader, *, show_progress: bool, compile_note: bool = True,
+def evaluate_path(path: Path, read, *, show_progress: bool, compile_note: bool = True,
                   **options: Any):
-    """Read and evaluate one embeddings file with a progress bar; show the engine's warnings
-    (and, with ``compile_note``, that the kernels compile on a cold cache)."""
-    from ..gate.sides import evaluate_file
+    """Read and evaluate one embeddings input (``read``: its ReadOptions) with a
+    progress bar; show the engine's warnings (and, with ``compile_note``, that the
+    kernels compile on a cold cache)."""
+    from ..app import evaluate_file
     from ..render.terminal import print_warnings, progress_bar
 
     with progress_bar(show_progress) as cb:
-        result, warnings = evaluate_file(path, reader, progress=with_compile_note(cb, compile_note),
+        result, warnings = evaluate_file(path, read, progress=with_compile_note(cb, compile_note),
                                          **options)
     print_warnings(warnings)
     return result
 
 
-def _worker_shards(path: Path, engine: str, labels, embedding_columns, input_format,
-                   format_options: dict) -> bool:
-    """Whether the Dask workers read this input themselves: ``--engine dask``
-    on Parquet (a file or a folder) with the embeddings in one list column
-    and the labels in the same files (opis_cli.io.shards)."""
-    from ..engines.registry import capabilities
-
-    if not capabilities(engine).shards or labels is not None or embedding_columns is not None:
-        return False
-    if input_format not in (None, "parquet") or any(v is not None for v in format_options.values()):
-        return False
-    from ..io.dataset import _input_kind
-
-    return _input_kind(str(path), input_format) == "parquet"
-
-
-def evaluate_shards(path: Path, *, engine, embedding_column: str, label_column: str,
-                    group_column: str | None, query_column: str | None,
-                    gallery_column: str | None, show_progress: bool, compile_note: bool = True,
+def evaluate_shards(path: Path, read, *, show_progress: bool, compile_note: bool = True,
                     **options: Any):
-    """``evaluate_path`` for a Parquet input that the Dask workers read: the
-    client reads the role columns and the footers only (opis_cli.io.shards)."""
-    from ..api import evaluate as run
-    from ..errors import InputError
-    from ..io.dataset import _source_file
-    from ..io.shards import open_parquet
+    """``evaluate_path`` for a Parquet input that the engine's workers read: the
+    client reads the role columns and the footers only (opis_cli.app.evaluate_shards)."""
+    from ..app import evaluate_shards as run
     from ..render.terminal import progress_bar
 
-    ds = open_parquet(str(path), embedding_column=embedding_column, label_column=label_column,
-                      group_column=group_column, query_column=query_column,
-                      gallery_column=gallery_column)
-    sources = []
-    for f in ds.files:
-        s = _source_file(f)
-        sources.append({"path": s.path, "sha256": s.sha256, "size_bytes": s.size_bytes})
     with progress_bar(show_progress) as bar:
-        cb = with_compile_note(bar, compile_note)
-        try:
-            return run(ds.embeddings, ds.labels, groups=ds.groups, is_query=ds.is_query,
-                       is_gallery=ds.is_gallery, progress=cb, sources=sources,
-                       group_column=group_column, engine=engine, **options)
-        except InputError as e:
-            raise InputError(f"{path}: {e}") from e
+        return run(path, read, progress=with_compile_note(bar, compile_note), **options)
 
 
 def _diagnosis_options(diagnose: bool, threshold, impostors: int, overlap_level: float,
@@ -116,6 +83,7 @@ def _diagnosis_options(diagnose: bool, threshold, impostors: int, overlap_level:
     "opis evaluate sample_data/digits_weak.parquet",
     "opis evaluate sample_data/digits_weak.parquet --report weak-report",
     "opis evaluate sample_data/digits_weak.parquet --max opis=0.02 --json -"))
+@o.with_format_options
 def evaluate(
     path: Annotated[Path, typer.Argument(
         help="Embeddings: Parquet file or folder, .npy, .npz, Hugging Face dataset, Lance, "
@@ -128,11 +96,7 @@ def evaluate(
     query_column: o.QueryColumn = None,
     gallery_column: o.GalleryColumn = None,
     input_format: o.FormatOpt = None,
-    hf_split: o.HfSplit = None,
-    tensor_key: o.TensorKey = None,
-    tensor_labels_key: o.TensorLabelsKey = None,
-    dataset_key: o.DatasetKey = None,
-    dataset_labels_key: o.DatasetLabelsKey = None,
+    format_options: dict = None,  # every format's options (o.with_format_options)
     metric: o.MetricOpt = o.Metric(opt.METRIC),
     far_range: o.FarRange = opt.range_text(opt.FAR_RANGE),
     calibration_range: o.CalRange = None,
@@ -239,7 +203,7 @@ def evaluate(
         check_output_folder(report, "--report")  # writable: before any work
     diag_opts = _diagnosis_options(diagnose, threshold, impostors, overlap_level, pairs, engine,
                                    calibration)
-    from ..gate.sides import EvaluateGate, Reader
+    from ..gate.sides import EvaluateGate
 
     gate = EvaluateGate.plan(o.rule_options(max_rules, min_rules, max_increase, max_decrease),
                              baseline=baseline, config=gate_config, bootstrap=bootstrap,
@@ -269,12 +233,9 @@ def evaluate(
 
     tracker = mlflow_target(mlflow, mlflow_experiment, mlflow_run_id)
     block_bytes = block_mib * 2**20
-    reader = Reader(labels, embedding_column, embedding_columns, label_column, group_column,
-                    query_column, gallery_column,
-                    **o.format_options(input_format, hf_split, tensor_key, tensor_labels_key,
-                                       dataset_key, dataset_labels_key))
-    fmt_opts = o.format_options(input_format, hf_split, tensor_key, tensor_labels_key,
-                                dataset_key, dataset_labels_key)
+    read = o.read_options(labels, embedding_column, embedding_columns, label_column,
+                          group_column, query_column, gallery_column, input_format,
+                          format_options)
     eval_opts = dict(metric=metric.value, far_range=far_range,
                      calibration_range=calibration_range, num_thresholds=num_thresholds,
                      utility=utility.value, beta=beta, epsilon=epsilon,
@@ -288,14 +249,13 @@ def evaluate(
                       retrieval_queries=retrieval_queries, seed=seed)
     show = not quiet and sys.stderr.isatty()
     note = not quiet and engine in COMPILED_ENGINES
-    if _worker_shards(path, engine, labels, embedding_columns, fmt_opts["format"],
-                      {k_: v for k_, v in fmt_opts.items() if k_ != "format"}):
-        result = evaluate_shards(path, engine=eng, embedding_column=embedding_column,
-                                 label_column=label_column, group_column=group_column,
-                                 query_column=query_column, gallery_column=gallery_column,
-                                 show_progress=show, compile_note=note, **eval_opts)
+    from ..app import reads_shards
+
+    if reads_shards(path, read, engine):
+        result = evaluate_shards(path, read, show_progress=show, compile_note=note, engine=eng,
+                                 **eval_opts)
     else:
-        result = evaluate_path(path, reader, show_progress=show, compile_note=note, engine=eng,
+        result = evaluate_path(path, read, show_progress=show, compile_note=note, engine=eng,
                                **eval_opts)
     # the gate outcome sits beside the verdict, in the terminal and on the report page
     outcome = gate.apply(result, str(path))

@@ -8,12 +8,15 @@ by one command only are declared next to it.
 from __future__ import annotations
 
 import enum
+import functools
+import inspect
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 
 from .. import options as opt
+from ..io.formats import FORMAT_OPTIONS, FORMATS, FormatOption, format_help
 
 # Help panels (`rich_help_panel=`), in the order --help shows them. The options of
 # the "Advanced" panel are hidden from --help and shown by --help-all (cli.root).
@@ -66,39 +69,58 @@ QueryColumn = Annotated[Optional[str], typer.Option(
 GalleryColumn = Annotated[Optional[str], typer.Option(
     help="Boolean column: row is in the gallery (default: 'is_gallery' if present, else all).",
     rich_help_panel=INPUT)]
-InputFormat = enum.Enum("InputFormat", {v: v for v in opt.INPUT_FORMATS}, type=str)
+# --format and the format options come from the formats' declarations (opis_cli.io.formats)
+InputFormat = enum.Enum("InputFormat", {v: v for v in FORMATS}, type=str)
 FormatOpt = Annotated[Optional[InputFormat], typer.Option(
-    "--format", metavar="FORMAT",
-    help="Input format (default: from the path): parquet, npy, npz, hf (Hugging Face), lance, "
-         "safetensors, pt, hdf5 or faiss (an index file).",
-    show_default=False, rich_help_panel=INPUT)]
-HfSplit = Annotated[Optional[str], typer.Option(
-    "--hf-split", metavar="NAME",
-    help="Split of a Hugging Face DatasetDict folder (required when it has several).",
-    **ADVANCED_OPTION)]
-TensorKey = Annotated[Optional[str], typer.Option(
-    "--tensor-key", metavar="NAME",
-    help="safetensors/PyTorch: tensor holding the embeddings (default: the only 2-D float "
-         "tensor).", **ADVANCED_OPTION)]
-TensorLabelsKey = Annotated[Optional[str], typer.Option(
-    "--tensor-labels-key", metavar="NAME",
-    help="safetensors/PyTorch: tensor holding the labels (default: 'labels'; or --labels).",
-    **ADVANCED_OPTION)]
-DatasetKey = Annotated[Optional[str], typer.Option(
-    "--dataset-key", metavar="PATH",
-    help="HDF5: dataset holding the embeddings, e.g. val/emb (default: the only 2-D float "
-         "dataset).", **ADVANCED_OPTION)]
-DatasetLabelsKey = Annotated[Optional[str], typer.Option(
-    "--dataset-labels-key", metavar="PATH",
-    help="HDF5: dataset holding the labels (default: 'labels'; or --labels).", **ADVANCED_OPTION)]
+    "--format", metavar="FORMAT", help=format_help(), show_default=False,
+    rich_help_panel=INPUT)]
 
 
-def format_options(input_format, hf_split, tensor_key, tensor_labels_key, dataset_key,
-                   dataset_labels_key) -> dict:
-    """The format options as :class:`opis_cli.gate.sides.Reader` keywords."""
-    return {"format": input_format.value if input_format else None, "hf_split": hf_split,
-            "tensor_key": tensor_key, "tensor_labels_key": tensor_labels_key,
-            "dataset_key": dataset_key, "dataset_labels_key": dataset_labels_key}
+def _format_option(option: FormatOption) -> Any:
+    return Annotated[Optional[str], typer.Option(option.flag, metavar=option.metavar,
+                                                 help=option.help, **ADVANCED_OPTION)]
+
+
+def with_format_options(command: Callable) -> Callable:
+    """A command that takes ``--format`` (its ``input_format`` parameter) and
+    every format option of :data:`opis_cli.io.formats.FORMAT_OPTIONS`, shown
+    right after ``--format``; the command gets them as one ``format_options``
+    dict (option name -> value, None when not given) instead.
+
+    Apply it below ``@app.command``: Typer reads the signature built here.
+    """
+    sig = inspect.signature(command, eval_str=True)
+    params = []
+    for p in sig.parameters.values():
+        if p.name == "format_options":
+            continue
+        params.append(p)
+        if p.name == "input_format":
+            params += [inspect.Parameter(o.name, p.kind, default=None,
+                                         annotation=_format_option(o))
+                       for o in FORMAT_OPTIONS.values()]
+
+    @functools.wraps(command)
+    def run(**kwargs: Any) -> Any:
+        given = {name: kwargs.pop(name, None) for name in FORMAT_OPTIONS}
+        return command(**kwargs, format_options=given)
+
+    run.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    run.__annotations__ = {p.name: p.annotation for p in params}
+    del run.__wrapped__  # Typer and inspect read the signature above
+    return run
+
+
+def read_options(labels: Optional[Path], embedding_column: str, embedding_columns: Optional[str],
+                 label_column: str, group_column: Optional[str], query_column: Optional[str],
+                 gallery_column: Optional[str], input_format: Optional[enum.Enum],
+                 format_options: dict[str, Optional[str]]) -> Any:
+    """The input options of a command as one :class:`opis_cli.io.ReadOptions`."""
+    from ..io.dataset import ReadOptions
+
+    return ReadOptions(labels, embedding_column, embedding_columns, label_column, group_column,
+                       query_column, gallery_column,
+                       input_format.value if input_format else None, format_options)
 
 # ------------------------------------------------------------------ evaluation
 

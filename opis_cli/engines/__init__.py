@@ -4,7 +4,7 @@
 ``GridSpec``, ``EngineOutput`` with tp/fp counts, the key space, the tile
 shape); ``exact.py`` (+ its compiled ``_kernels.py``), ``knn.py``, ``dask.py``
 and ``sampled.py`` (estimates, SPEC 15) are the engines, ``reference.py`` the
-float64 oracle of the tests; ``memory.py`` the exact engine's memory model.
+float64 oracle of the tests (the exact engine's memory model is ``opis_cli/memory.py``).
 ``registry.py`` declares each engine (name, help, options, capabilities):
 :func:`make_engine` builds one from its entry.
 Heavy engines (knn: faiss, dask: distributed) and the compiled kernels are

@@ -19,7 +19,7 @@ and :func:`dist_to_key` convert, :func:`key_span` bounds every key of an
 input, and :func:`value_bins` / :func:`rank_bin` are the histogram
 bookkeeping of the order-statistic passes and of the report histogram.
 
-This module imports no compiled code, so the memory model (``memory.py``)
+This module imports no compiled code, so the memory model (``opis_cli/memory.py``)
 and the readers can use it without loading numba.
 """
 

@@ -1,14 +1,15 @@
-"""The two sides of a gate or a comparison: reading, evaluating and pairing them.
+"""The two sides of a gate or a comparison: rules, bootstraps, pairing.
 
 What ``opis evaluate`` (with rules), ``opis gate`` and ``opis compare`` do
-between parsing their options and showing the outcome:
+with their sides between reading them (:mod:`opis_cli.app`: a result JSON or
+an embeddings input, held as an :class:`opis_cli.app.Loaded`) and showing
+the outcome:
 
-- a side is a result JSON (:func:`load_result`, with its stored bootstrap
-  and optionally its ``--curves`` table) or an embeddings file
-  (:func:`evaluate_file`), held as a :class:`Loaded`;
 - rules come from the options and the config file (:func:`collect_rules`);
 - ``ci`` rules and intervals need bootstraps on both sides, drawn alike so
   that they pair (:func:`pair_bootstraps`);
+- the deployment view measures both sides at one threshold
+  (:func:`deployment_view`);
 - :class:`EvaluateGate` checks the gate options of ``opis evaluate`` before
   the evaluation and applies them to the fresh result;
 - :func:`run_gate` and :func:`run_compare` are ``opis gate`` and ``opis
@@ -21,18 +22,17 @@ No typer, no rich: functions return objects (a ``GateOutcome``, a
 from __future__ import annotations
 
 import json
-import warnings as _warnings
-from dataclasses import KW_ONLY, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from .. import options as opt
-from ..errors import ConfigError, InputError
+from ..app import Loaded, evaluated, load_result
+from ..errors import ConfigError
 from .rules import (DEPLOYMENT_METRICS, GateConfig, GateOutcome, Rule, Side,
                     baseline_needed_error, deployment_unavailable, no_rules_error)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..engines.base import Progress
     from ..metrics.bootstrap import Bootstrap
     from ..results import EvaluationResult
     from .compare import Comparison
@@ -41,148 +41,9 @@ if TYPE_CHECKING:  # pragma: no cover
 RuleOptions = Mapping[str, Sequence[str] | None]
 
 
-# ------------------------------------------------------------------ one side
-
-
-@dataclass(frozen=True)
-class Loaded:
-    """One side: a result (in-process or read from JSON), its curves and bootstrap."""
-
-    name: str
-    result: Any
-    bootstrap: Any | None = None
-    curves: Any | None = None
-    #: ``at(threshold) -> OperatingPoint``: measures this side at any distance
-    #: threshold (embeddings sides; None for a result JSON).
-    at: Callable[[float], Any] | None = None
-
-    @property
-    def side(self) -> Side:
-        """What the rules read: the headline and fairness metrics and the bootstrap."""
-        return Side(self.name, self.result.gate_metrics(), self.bootstrap)
-
-
-def load_result(path: str | Path, curves: str | Path | None = None) -> Loaded:
-    """Read a result JSON (``opis evaluate --json``), its stored bootstrap and,
-    when ``curves`` is given, its per-class curves table (``--curves``)."""
-    from ..io import read_curves, read_result
-    from ..io.curves import curves_from_table
-    from ..metrics.bootstrap import Bootstrap
-
-    result = read_result(path)
-    # read_result validated the document; the optional bootstrap block is ours to read.
-    doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    boot = doc.get("bootstrap")
-    boot = Bootstrap.from_dict(boot, f"{path}: bootstrap") if boot else None
-    cv = None
-    if curves is not None:
-        cv = curves_from_table(read_curves(curves), result, level="class", source=str(curves))
-    return Loaded(str(path), result, boot, cv)
-
-
-def evaluated(name: str, result: "EvaluationResult",
-              bootstrap: "Bootstrap | None" = None,
-              at: Callable[[float], Any] | None = None) -> Loaded:
-    """An in-process result (its curves come with it); ``at`` measures it at any
-    threshold (see :func:`measure_file`)."""
-    return Loaded(name, result, bootstrap, result.curves, at)
-
-
-def is_result_json(path: str | Path) -> bool:
-    """Whether a side names a result JSON (else an embeddings file)."""
-    return Path(path).suffix.lower() == ".json"
-
-
-@dataclass(frozen=True)
-class Reader:
-    """How to read an embeddings file: the reader options of ``opis evaluate``.
-
-    The fields after ``gallery_column`` are keyword-only: the input format
-    (None: detected from the path) and the options of some formats (see
-    :func:`opis_cli.io.read_dataset`).
-    """
-
-    labels: Path | None = None
-    embedding_column: str = opt.EMBEDDING_COLUMN
-    embedding_columns: str | None = None
-    label_column: str = opt.LABEL_COLUMN
-    group_column: str | None = None
-    query_column: str | None = None
-    gallery_column: str | None = None
-    _: KW_ONLY
-    format: str | None = None
-    hf_split: str | None = None
-    tensor_key: str | None = None
-    tensor_labels_key: str | None = None
-    dataset_key: str | None = None
-    dataset_labels_key: str | None = None
-
-    def format_options(self) -> dict[str, str | None]:
-        """The format and format-specific keywords of :func:`opis_cli.io.read_dataset`."""
-        return {"format": self.format, "hf_split": self.hf_split,
-                "tensor_key": self.tensor_key, "tensor_labels_key": self.tensor_labels_key,
-                "dataset_key": self.dataset_key, "dataset_labels_key": self.dataset_labels_key}
-
-
-def evaluate_file(path: str | Path, reader: Reader = Reader(), *,
-                  progress: "Progress | None" = None,
-                  **options: Any) -> tuple["EvaluationResult", list[str]]:
-    """Read one embeddings file and evaluate it with :func:`opis_cli.evaluate`.
-
-    Returns the result and the engine's warnings (e.g. knn truncation), each
-    once, whitespace collapsed, for the caller to show. ``progress`` gets the
-    reader's stage as ``"reading"``. The embeddings are read into an array of
-    their own and handed over (``copy=False``): the rows are held once.
-    """
-    from ..api import evaluate
-    from ..io import read_dataset
-
-    reader_cb = (lambda done, total: progress("reading", done, total)) if progress else None
-    ds = read_dataset(str(path), labels_path=str(reader.labels) if reader.labels else None,
-                      embedding_column=reader.embedding_column,
-                      embedding_columns=reader.embedding_columns,
-                      label_column=reader.label_column, group_column=reader.group_column,
-                      query_column=reader.query_column, gallery_column=reader.gallery_column,
-                      progress=reader_cb, owned=True, **reader.format_options())
-    sources = [{"path": s.path, "sha256": s.sha256, "size_bytes": s.size_bytes}
-               for s in ds.sources]
-    try:
-        with _warnings.catch_warnings(record=True) as caught:
-            _warnings.simplefilter("always")
-            result = evaluate(ds.embeddings, ds.labels, groups=ds.groups, is_query=ds.is_query,
-                              is_gallery=ds.is_gallery, progress=progress, sources=sources,
-                              group_column=reader.group_column, copy=False, **options)
-    except InputError as e:
-        raise InputError(f"{path}: {e}") from e
-    shown: list[str] = []
-    for w in caught:
-        msg = " ".join(str(w.message).split())
-        if msg not in shown and issubclass(w.category, UserWarning):
-            shown.append(msg)
-    return result, shown
-
-
-def measure_file(path: str | Path, threshold: float, reader: Reader = Reader(), *,
-                 options: Mapping[str, Any] | None = None,
-                 block_bytes: int = opt.BLOCK_BYTES) -> Any:
-    """One embeddings file at one distance threshold: :func:`opis_cli.api.operating_point`
-    with the ``metric``, ``utility`` and ``beta`` of ``options`` (how it was evaluated)."""
-    from ..api import operating_point
-    from ..io import read_dataset
-
-    o = dict(options or {})
-    ds = read_dataset(str(path), labels_path=str(reader.labels) if reader.labels else None,
-                      embedding_column=reader.embedding_column,
-                      embedding_columns=reader.embedding_columns,
-                      label_column=reader.label_column, query_column=reader.query_column,
-                      gallery_column=reader.gallery_column, **reader.format_options())
-    try:
-        return operating_point(ds.embeddings, ds.labels, threshold, is_query=ds.is_query,
-                               is_gallery=ds.is_gallery, metric=o.get("metric", opt.METRIC),
-                               utility=o.get("utility", opt.UTILITY),
-                               beta=o.get("beta", opt.BETA), block_bytes=block_bytes)
-    except InputError as e:
-        raise InputError(f"{path}: {e}") from e
+def side(loaded: Loaded) -> Side:
+    """What the rules read of a side: the headline and fairness metrics and the bootstrap."""
+    return Side(loaded.name, loaded.result.gate_metrics(), loaded.bootstrap)
 
 
 def point_on_grid(loaded: Loaded, threshold: float) -> Any | None:
@@ -390,8 +251,8 @@ class EvaluateGate:
         # Each result on its own FAR range is the like-with-like comparison (SPEC 5).
         warnings = (comparability_warnings(self.baseline.result, result, "own-range")
                     if self.baseline else [])
-        base = self.baseline.side if self.baseline else None
-        return evaluate_rules(self.rules, cand.side, base, confidence=self.confidence,
+        base = side(self.baseline) if self.baseline else None
+        return evaluate_rules(self.rules, side(cand), base, confidence=self.confidence,
                               warnings=warnings)
 
 
@@ -423,7 +284,7 @@ def run_gate(result: Path, rule_options: RuleOptions, *, baseline: Path | None =
         base, cand = pair_bootstraps(base, cand, resamples=resamples, seed=seed,
                                      confidence=confidence)
     warnings = comparability_warnings(base.result, cand.result, "own-range") if base else []
-    outcome = evaluate_rules(rules, cand.side, base.side if base else None,
+    outcome = evaluate_rules(rules, side(cand), side(base) if base else None,
                              confidence=_confidence(confidence, cfg), warnings=warnings)
     return outcome, cand
 
@@ -443,73 +304,6 @@ def compare_rules(rule_options: RuleOptions, *, config: Path | None, discover: b
         raise ConfigError("--junit needs gate rules (--max, --min, --max-increase, "
                           "--max-decrease, --config or --gate)")
     return rules, cfg, gating
-
-
-def options_from(result: "EvaluationResult") -> dict[str, Any]:
-    """Evaluation options a result was measured with (to evaluate the other side alike)."""
-    opts = result.options or {}
-    out = {"metric": result.metric, "utility": result.utility, "beta": result.beta,
-           "epsilon": result.epsilon,
-           "threshold_policy": opts.get("threshold_policy",
-                                        result.recommended_threshold.policy)}
-    if opts.get("far_range"):
-        out["far_range"] = tuple(opts["far_range"])
-    return out
-
-
-def evaluation_options(reference: Loaded | None, given: Mapping[str, Any]) -> dict[str, Any]:
-    """Options for the embeddings sides: the defaults, overridden by the reference
-    result's (a result JSON side), overridden by those ``given`` (not None)."""
-    opts: dict[str, Any] = {"metric": opt.METRIC, "utility": opt.UTILITY, "beta": opt.BETA,
-                            "epsilon": opt.EPSILON, "threshold_policy": opt.THRESHOLD_POLICY,
-                            "far_range": opt.range_text(opt.FAR_RANGE)}
-    if reference is not None:
-        opts.update(options_from(reference.result))
-    opts.update({k: v for k, v in given.items() if v is not None})
-    return opts
-
-
-#: ``evaluate(path, options) -> Loaded``: evaluates an embeddings side with
-#: :func:`opis_cli.evaluate` options (the caller adds how to read and show it).
-EvaluateSide = Callable[[Path, dict], Loaded]
-
-
-def compare_sides(baseline: Path, candidate: Path, evaluate: EvaluateSide, *,
-                  given: Mapping[str, Any] | None = None, calibration_range: Any = None,
-                  num_thresholds: int | None = None, same_thresholds: bool = False,
-                  base_curves: Path | None = None,
-                  cand_curves: Path | None = None) -> tuple[Loaded, Loaded]:
-    """Both sides of ``opis compare``: result JSONs are read (with their curves
-    tables when given), embeddings files evaluated with ``evaluate``.
-
-    An embeddings side gets the options ``given`` (not None), else those of
-    the result JSON side (the baseline's first), else the defaults. By
-    default each side is evaluated on its own calibration range from the same
-    ``far_range`` (SPEC 5), so that OPIS compares like with like. With
-    ``same_thresholds`` it is evaluated on the other side's calibration range
-    and number of thresholds instead (the baseline's; the candidate JSON's
-    when only the baseline is an embeddings file): both share the distance
-    thresholds. An explicit ``calibration_range`` applies to both.
-    """
-    base = load_result(baseline, base_curves) if is_result_json(baseline) else None
-    cand = load_result(candidate, cand_curves) if is_result_json(candidate) else None
-    opts = evaluation_options(base or cand, given or {})
-
-    def run(path: Path, other: Loaded | None) -> Loaded:
-        cal, k = calibration_range, num_thresholds
-        if other is not None:
-            k = k or len(other.result.thresholds)
-        if cal is None and same_thresholds and other is not None:
-            cr = other.result.calibration_range
-            cal = (cr.lower, cr.upper)
-        return evaluate(path, dict(opts, calibration_range=cal,
-                                   num_thresholds=k or opt.NUM_THRESHOLDS))
-
-    if base is None:
-        base = run(baseline, cand)
-    if cand is None:
-        cand = run(candidate, base)
-    return base, cand
 
 
 def run_compare(base: Loaded, cand: Loaded, *, rules: Sequence[Rule], gating: bool,
@@ -537,7 +331,7 @@ def run_compare(base: Loaded, cand: Loaded, *, rules: Sequence[Rule], gating: bo
     outcome = None
     if gating:
         # The comparison carries the warnings (printed, in JSON and Markdown once).
-        cside, bside = cand.side, base.side
+        cside, bside = side(cand), side(base)
         cside = replace(cside, headline={**cside.headline, **dep.metrics("candidate")})
         bside = replace(bside, headline={**bside.headline, **dep.metrics("baseline")})
         outcome = evaluate_rules(rules, cside, bside, confidence=conf, missing=dep.missing)

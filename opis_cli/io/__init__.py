@@ -3,9 +3,14 @@
 Modules
 -------
 dataset
-    :func:`read_dataset`, :class:`Dataset`, :class:`SourceFile`: check the
-    paths, detect the input's kind, dispatch to the format reader, attach a
-    separate labels file, record a sha256 of every file read.
+    :func:`read_dataset`, :class:`ReadOptions`, :class:`Dataset`,
+    :class:`SourceFile`: check the paths, detect the input's format, dispatch
+    to the format reader, attach a separate labels file, record a sha256 of
+    every file read.
+formats
+    Every input format declared once (name, suffixes, options, help, reader):
+    what ``read_dataset`` dispatches on and the command line's ``--format``
+    and format options are built from.
 parquet
     The Parquet reader (a file, or a directory of ``*.parquet`` files).
 arrays
@@ -21,7 +26,7 @@ _columns
     The contract of a format reader (:class:`~._columns.ColumnSpec` in,
     :class:`~._columns.Columns` out) and the Arrow/NumPy column conversions
     and checks every reader shares. A new format is one new module with a
-    reader of that shape, registered in ``dataset``.
+    reader of that shape, declared in ``formats``.
 _named
     Columns from a file of named arrays (tensor files, HDF5): which array is
     the embeddings, the labels, the group and the flags.
@@ -44,7 +49,7 @@ checks (NaN or infinite entries, zero vectors) belong to later stages.
 
 Importing this package loads nothing heavy: the public names load their
 modules (numpy and pyarrow, never numba, faiss or the CLI and plotting
-libraries) on first use (the memory model of ``engines.memory`` is imported
+libraries) on first use (the memory model, ``opis_cli.memory``, is imported
 when the first check runs).
 """
 
@@ -53,7 +58,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-__all__ = ["Dataset", "SourceFile", "read_dataset", "read_curves", "read_result",
+__all__ = ["Dataset", "ReadOptions", "SourceFile", "read_dataset", "read_curves", "read_result",
            "curves_table", "curves_from_table", "fairness_from_table", "write_curves",
            "ProgressCallback"]
 
@@ -61,12 +66,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from ._columns import ProgressCallback
     from .curves import (curves_from_table, curves_table, fairness_from_table, read_curves,
                          write_curves)
-    from .dataset import Dataset, SourceFile, read_dataset
+    from .dataset import Dataset, ReadOptions, SourceFile, read_dataset
     from .saved import read_result
 
 #: public name -> its module; loaded on first use, so that ``opis_cli.io.output``
 #: (the CLI's output checks) and ``opis_cli.io._files`` load no numpy or pyarrow
-_LAZY = {"ProgressCallback": "._columns", "Dataset": ".dataset", "SourceFile": ".dataset",
+_LAZY = {"ProgressCallback": "._columns", "Dataset": ".dataset", "ReadOptions": ".dataset",
+         "SourceFile": ".dataset",
          "read_dataset": ".dataset", "read_result": ".saved", "read_curves": ".curves",
          "curves_table": ".curves", "curves_from_table": ".curves",
          "fairness_from_table": ".curves", "write_curves": ".curves"}

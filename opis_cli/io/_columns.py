@@ -75,12 +75,10 @@ class ColumnSpec:
     query_column, gallery_column : str or None
         When None, a column named :data:`AUTO_QUERY` / :data:`AUTO_GALLERY`
         is used if present.
-    hf_split : str or None
-        The split of a Hugging Face ``DatasetDict`` folder (``--hf-split``).
-    tensor_key, tensor_labels_key : str or None
-        The embeddings and labels tensors of a safetensors or PyTorch file.
-    dataset_key, dataset_labels_key : str or None
-        The embeddings and labels datasets of an HDF5 file.
+    options : tuple of (str, str)
+        The format options given (``ReadOptions.format_options``: name,
+        value), which a reader reads with :meth:`option`, e.g.
+        ``spec.option("hf_split")``.
     """
 
     embedding_column: str | None = "embedding"
@@ -89,11 +87,11 @@ class ColumnSpec:
     group_column: str | None = None
     query_column: str | None = None
     gallery_column: str | None = None
-    hf_split: str | None = None
-    tensor_key: str | None = None
-    tensor_labels_key: str | None = None
-    dataset_key: str | None = None
-    dataset_labels_key: str | None = None
+    options: tuple[tuple[str, str], ...] = ()
+
+    def option(self, name: str) -> str | None:
+        """The value of format option ``name`` (see ``opis_cli.io.formats``), or None."""
+        return dict(self.options).get(name)
 
 
 @dataclass(frozen=True)

@@ -1,33 +1,33 @@
 """``read_dataset``: embeddings, labels and per-row flags from any supported input.
 
-Owns :class:`Dataset`, :class:`SourceFile` and the steps around the format
-readers: check the paths, detect the input's kind, dispatch to its reader
-(:data:`_FORMATS`), attach a separate labels file, and record the sha256 of
-every file read for provenance.
+Owns :class:`Dataset`, :class:`SourceFile`, :class:`ReadOptions` and the
+steps around the format readers: check the paths, detect the input's format
+and dispatch to its reader (both declared in :mod:`opis_cli.io.formats`),
+attach a separate labels file, and record the sha256 of every file read for
+provenance.
 
 Adding a format is one module with a reader that returns
-:class:`~opis_cli.io._columns.Columns` (see that module), plus its entry in
-:data:`_FORMATS` (and its name in :func:`_input_kind`'s message).
+:class:`~opis_cli.io._columns.Columns` (see that module), plus its
+declaration in :data:`opis_cli.io.formats.FORMATS`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from opis_cli.errors import InputError
 
-from ..options import INPUT_FORMATS
-from . import arrays, faiss_index, hdf5, hf, lance_dataset, parquet, tensors
-from ._columns import Columns, ColumnSpec, MemoryCheck, ProgressCallback
-from ._files import PARQUET_SUFFIXES, check_exists, check_suffix, suffix
+from ._columns import ColumnSpec, MemoryCheck, ProgressCallback
+from ._files import check_suffix
+from . import formats
 from .labels import LABEL_SUFFIXES, label_files, read_labels
 
-__all__ = ["Dataset", "SourceFile", "read_dataset"]
+__all__ = ["Dataset", "ReadOptions", "SourceFile", "read_dataset"]
 
 _HASH_CHUNK = 1 << 20  # 1 MiB
 
@@ -94,73 +94,49 @@ class Dataset:
 
 
 @dataclass(frozen=True)
-class _Format:
-    """How ``read_dataset`` uses one format reader.
+class ReadOptions:
+    """How to read an embeddings input: every option of :func:`read_dataset` that
+    says which columns and format to read (the command line builds one from its
+    options and hands it down).
 
     Attributes
     ----------
-    suffixes : tuple of str
-        The file suffixes of the format (lower case, with the dot).
-    read : callable
-        ``read(path, spec, *, progress, memory_check) -> Columns``.
-    reports_progress : bool
-        The reader calls ``progress`` itself; otherwise ``read_dataset`` calls
-        it once at the end.
-    arrow_buffers : bool
-        Reading goes through Arrow buffers as large as the matrix (the
-        memory model's ``parquet`` term).
-    options : tuple of str
-        The format's own options (:data:`_FORMAT_OPTIONS` keys) it reads;
-        giving another format's option is an error.
-    maps : bool
-        The reader memory-maps the embeddings unless called with
-        ``owned=True`` (``read_dataset(..., owned=True)``).
+    labels : str or os.PathLike, optional
+        A separate labels file (``--labels``); see ``labels_path`` of
+        :func:`read_dataset`.
+    embedding_column, embedding_columns, label_column, group_column, query_column, gallery_column
+        As the keywords of :func:`read_dataset`.
+    format : str, optional
+        One of :data:`opis_cli.io.formats.FORMATS` (default: from the path).
+    format_options : tuple of (str, str)
+        The options of some formats (``hf_split``, ``tensor_key``, ...: the
+        :class:`~opis_cli.io.formats.FormatOption` names), those given only,
+        sorted by name. A mapping may be given; None values are dropped.
     """
 
-    suffixes: tuple[str, ...]
-    read: Callable[..., Columns]
-    reports_progress: bool
-    arrow_buffers: bool
-    options: tuple[str, ...] = ()
-    maps: bool = False
+    labels: str | os.PathLike[str] | None = None
+    embedding_column: str = "embedding"
+    embedding_columns: str | None = None
+    label_column: str = "label"
+    group_column: str | None = None
+    query_column: str | None = None
+    gallery_column: str | None = None
+    format: str | None = None
+    format_options: tuple[tuple[str, str], ...] | Mapping[str, str | None] = ()
 
+    def __post_init__(self) -> None:
+        given = dict(self.format_options)
+        object.__setattr__(self, "format_options",
+                           tuple(sorted((k, v) for k, v in given.items() if v is not None)))
 
-#: The input formats (their names are ``opis_cli.options.INPUT_FORMATS``, the
-#: choices of ``--format``); a directory is a Hugging Face dataset, a Lance
-#: dataset or a folder of Parquet files (see :func:`_input_kind`).
-_FORMATS: dict[str, _Format] = {
-    "parquet": _Format(PARQUET_SUFFIXES, parquet.read, reports_progress=True,
-                       arrow_buffers=True),
-    "npy": _Format((".npy",), arrays.read_npy, reports_progress=False, arrow_buffers=False,
-                   maps=True),
-    "npz": _Format((".npz",), arrays.read_npz, reports_progress=False, arrow_buffers=False),
-    "hf": _Format((".arrow",), hf.read, reports_progress=True, arrow_buffers=False,
-                  options=("hf_split",)),
-    "lance": _Format((".lance",), lance_dataset.read, reports_progress=True,
-                     arrow_buffers=False),
-    "safetensors": _Format((".safetensors",), tensors.read_safetensors, reports_progress=False,
-                           arrow_buffers=False, options=("tensor_key", "tensor_labels_key")),
-    "pt": _Format((".pt", ".pth"), tensors.read_pt, reports_progress=False,
-                  arrow_buffers=False, options=("tensor_key", "tensor_labels_key")),
-    "hdf5": _Format((".h5", ".hdf5"), hdf5.read, reports_progress=False, arrow_buffers=False,
-                    options=("dataset_key", "dataset_labels_key")),
-    "faiss": _Format((".faiss", ".index"), faiss_index.read, reports_progress=False,
-                     arrow_buffers=False),
-}
-assert tuple(_FORMATS) == INPUT_FORMATS
-
-#: The format-specific options: ``read_dataset`` keyword -> command-line option.
-_FORMAT_OPTIONS = {
-    "hf_split": "--hf-split",
-    "tensor_key": "--tensor-key",
-    "tensor_labels_key": "--tensor-labels-key",
-    "dataset_key": "--dataset-key",
-    "dataset_labels_key": "--dataset-labels-key",
-}
+    def option(self, name: str) -> str | None:
+        """The value of format option ``name``, or None when not given."""
+        return dict(self.format_options).get(name)
 
 
 def read_dataset(
     path: str | os.PathLike[str],
+    options: ReadOptions | None = None,
     *,
     labels_path: str | os.PathLike[str] | None = None,
     embedding_column: str = "embedding",
@@ -173,12 +149,8 @@ def read_dataset(
     check_memory_fits: bool = True,
     memory_available: int | None = None,
     format: str | None = None,
-    hf_split: str | None = None,
-    tensor_key: str | None = None,
-    tensor_labels_key: str | None = None,
-    dataset_key: str | None = None,
-    dataset_labels_key: str | None = None,
     owned: bool = False,
+    **format_options: str | None,
 ) -> Dataset:
     """Read a dataset of embeddings and labels.
 
@@ -192,7 +164,11 @@ def read_dataset(
         folder), a ``.safetensors`` or PyTorch ``.pt``/``.pth`` tensor file,
         an HDF5 file (``.h5``/``.hdf5``) or a FAISS index (``.faiss``/
         ``.index``). The formats after ``.npz`` need optional libraries
-        (docs/how-to/input-formats.md).
+        (docs/how-to/input-formats.md); they are declared in
+        :data:`opis_cli.io.formats.FORMATS`.
+    options : ReadOptions, optional
+        Every option below that says what to read (``labels_path`` is its
+        ``labels``), as one object; then none of those keywords may be given.
     labels_path : str or os.PathLike, optional
         Labels in a separate file: ``.npy`` (1-D array), ``.txt`` (one label
         per line), ``.csv`` or Parquet (column ``label_column``). Required for
@@ -219,22 +195,26 @@ def read_dataset(
         group (once at the end for NumPy inputs).
     check_memory_fits : bool, default True
         Before the embeddings are read (Parquet, .npy) or right after
-        (.npz), compare :func:`opis_cli.engines.memory.memory_needed` for their shape with
+        (.npz), compare :func:`opis_cli.memory.memory_needed` for their shape with
         ``memory_available`` and raise ``InputError`` if it will not fit.
     memory_available : int, optional
-        Bytes available; default :func:`opis_cli.engines.memory.available_memory` (the check is
+        Bytes available; default :func:`opis_cli.memory.available_memory` (the check is
         skipped when that is unknown).
     format : str, optional
-        One of ``opis_cli.options.INPUT_FORMATS``: read ``path`` as this
+        One of :data:`opis_cli.io.formats.FORMATS`: read ``path`` as this
         format whatever its name (default: detected from the path).
-    hf_split : str, optional
-        The split of a Hugging Face ``DatasetDict`` folder (required when it
-        has several).
-    tensor_key, tensor_labels_key : str, optional
-        The embeddings tensor (default: the only 2-D float tensor) and the
-        labels tensor (default: ``labels``) of a safetensors or PyTorch file.
-    dataset_key, dataset_labels_key : str, optional
-        The same for the datasets of an HDF5 file (paths such as ``val/emb``).
+    **format_options : str, optional
+        The options of some formats (declared with them in
+        :data:`opis_cli.io.formats.FORMATS`); giving one to another format
+        is an error:
+
+        - ``hf_split``: the split of a Hugging Face ``DatasetDict`` folder
+          (required when it has several);
+        - ``tensor_key``, ``tensor_labels_key``: the embeddings tensor
+          (default: the only 2-D float tensor) and the labels tensor
+          (default: ``labels``) of a safetensors or PyTorch file;
+        - ``dataset_key``, ``dataset_labels_key``: the same for the datasets
+          of an HDF5 file (paths such as ``val/emb``).
     owned : bool, default False
         Read a float32 ``.npy`` file into one writeable array of its own
         instead of memory-mapping it. The embeddings are then, for ``.npy``,
@@ -257,33 +237,45 @@ def read_dataset(
         or mistyped column, nulls, ragged embedding rows, label count
         mismatch, empty dataset, embeddings not 2-D.
     """
-    path_str = os.fspath(path)
-    label_str = os.fspath(labels_path) if labels_path is not None else None
+    unknown = sorted(set(format_options) - set(formats.FORMAT_OPTIONS))
+    if unknown:
+        raise TypeError(f"read_dataset() got an unexpected keyword argument '{unknown[0]}'")
+    format_options = {k: v for k, v in format_options.items() if v is not None}
+    if options is None:
+        options = ReadOptions(labels_path, embedding_column, embedding_columns, label_column,
+                              group_column, query_column, gallery_column, format,
+                              format_options)
+    elif (labels_path, embedding_column, embedding_columns, label_column, group_column,
+          query_column, gallery_column, format, format_options) != (
+            None, "embedding", None, "label", None, None, None, None, {}):
+        raise TypeError("read_dataset: give the read options as ReadOptions or as keywords, "
+                        "not both")
+    return _read(os.fspath(path), options, progress=progress,
+                 check_memory_fits=check_memory_fits, memory_available=memory_available,
+                 owned=owned)
+
+
+def _read(path_str: str, o: ReadOptions, *, progress: ProgressCallback | None,
+          check_memory_fits: bool, memory_available: int | None, owned: bool) -> Dataset:
+    """:func:`read_dataset` with its options as one object."""
+    label_str = os.fspath(o.labels) if o.labels is not None else None
     if label_str is not None:
         check_suffix(label_str, LABEL_SUFFIXES, "labels file", allow_dir=True)
 
-    kind = _input_kind(path_str, format)
-    fmt = _FORMATS[kind]
-    own = {"hf_split": hf_split, "tensor_key": tensor_key,
-           "tensor_labels_key": tensor_labels_key, "dataset_key": dataset_key,
-           "dataset_labels_key": dataset_labels_key}
-    for name, value in own.items():
-        if value is not None and name not in fmt.options:
-            takers = [k for k, f in _FORMATS.items() if name in f.options]
-            raise InputError(f"{path_str}: {_FORMAT_OPTIONS[name]} applies to "
-                             f"{' and '.join(takers)} input; this input is {kind}")
+    fmt = formats.detect(path_str, o.format)
+    formats.check_format_options(path_str, fmt, dict(o.format_options))
     spec = ColumnSpec(
-        embedding_column=embedding_column,
-        embedding_pattern=embedding_columns,
-        label_column=None if label_str is not None else label_column,
-        group_column=group_column,
-        query_column=query_column,
-        gallery_column=gallery_column,
-        **own,
+        embedding_column=o.embedding_column,
+        embedding_pattern=o.embedding_columns,
+        label_column=None if label_str is not None else o.label_column,
+        group_column=o.group_column,
+        query_column=o.query_column,
+        gallery_column=o.gallery_column,
+        options=o.format_options,
     )
     memory_check = _memory_check(path_str, available=memory_available,
                                  arrow_buffers=fmt.arrow_buffers,
-                                 groups=group_column is not None,
+                                 groups=o.group_column is not None,
                                  owned=owned) if check_memory_fits else None
     extra = {"owned": True} if owned and fmt.maps else {}
     cols = fmt.read(path_str, spec, progress=progress, memory_check=memory_check, **extra)
@@ -291,7 +283,7 @@ def read_dataset(
     n = cols.embeddings.shape[0]
     labels = cols.labels
     if label_str is not None:
-        labels = read_labels(label_str, label_column)
+        labels = read_labels(label_str, o.label_column)
         if labels.shape[0] != n:
             raise InputError(f"{label_str}: {labels.shape[0]} labels for {n} embeddings")
     elif labels is None:
@@ -317,51 +309,19 @@ def read_dataset(
     )
 
 
-def _input_kind(path: str, forced: str | None = None) -> str:
-    """The key of ``path``'s reader in :data:`_FORMATS`: ``forced``, else from the path.
-
-    A directory is a Hugging Face dataset when it holds ``dataset_dict.json``
-    or ``dataset_info.json`` and ``state.json``, a Lance dataset when it is
-    named ``*.lance`` or holds ``_versions``, else a folder of Parquet files;
-    a file is known by its suffix.
-    """
-    check_exists(path)
-    if forced is not None:
-        if forced not in _FORMATS:
-            raise InputError(f"{path}: unknown format '{forced}'; expected one of "
-                             + ", ".join(_FORMATS))
-        return forced
-    if os.path.isdir(path):
-        if hf.is_dataset_folder(path):
-            return "hf"
-        if lance_dataset.is_lance_folder(path):
-            return "lance"
-        return "parquet"
-    ext = suffix(path)
-    for kind, fmt in _FORMATS.items():
-        if ext in fmt.suffixes and kind != "lance":
-            return kind
-    shown = ext or "(none)"
-    raise InputError(
-        f"{path}: unknown input file type '{shown}'; expected .parquet (or a folder of them), "
-        ".npy, .npz, a Hugging Face dataset folder or .arrow, a .lance folder, .safetensors, "
-        ".pt/.pth, .h5/.hdf5 or .faiss/.index (or name the format with --format)"
-    )
-
-
 def _memory_check(where: str, *, available: int | None, arrow_buffers: bool,
                   groups: bool, owned: bool = False) -> MemoryCheck:
     """The readers' ``memory_check``: the memory model's verdict for the shape read.
 
-    The memory model is imported on first use (it lives with the engines; no
-    numba there). When ``available`` is None the system's available memory
+    The memory model (``opis_cli.memory``, no numba) is imported on first
+    use. When ``available`` is None the system's available memory
     is asked for, and the check is skipped if that is unknown. With
     ``owned``, float32 embeddings as read are handed over and become the
     float32 rows the model counts, so they cost nothing more as stored.
     """
 
     def check(rows: int, dim: int, stored_itemsize: int) -> None:
-        from ..engines.memory import available_memory, check_memory  # no numba
+        from ..memory import available_memory, check_memory  # no numba
 
         if owned and stored_itemsize == 4:
             stored_itemsize = 0

@@ -79,6 +79,6 @@ def read(
                                  f"({one_line(exc)})") from exc
 
         naming = Naming("dataset", "datasets", "--dataset-key", "--dataset-labels-key",
-                        spec.dataset_key, spec.dataset_labels_key)
+                        spec.option("dataset_key"), spec.option("dataset_labels_key"))
         return columns_from_named(path, arrays, load, spec, naming, mapped=mappable,
                                   memory_check=memory_check)

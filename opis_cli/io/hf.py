@@ -55,11 +55,11 @@ def read(
     ------
     InputError
         ``datasets`` not installed; not a dataset; a ``DatasetDict`` with
-        several splits and no ``spec.hf_split``, or an unknown split; the
+        several splits and no ``hf_split`` option, or an unknown split; the
         column errors of the Parquet reader.
     """
     datasets = require("datasets", path, "a Hugging Face dataset", _EXTRA)
-    ds, folder, marker = _open(datasets, path, spec.hf_split)
+    ds, folder, marker = _open(datasets, path, spec.option("hf_split"))
     files = [marker] if marker else []
     files += _folder_files(folder) if folder else [path]
     names = _class_names(datasets, ds, spec)

@@ -47,7 +47,7 @@ PT_SINGLE = "tensor"
 def _naming(spec: ColumnSpec) -> Naming:
     """The words and options of tensor files, for :func:`columns_from_named`."""
     return Naming("tensor", "tensors", "--tensor-key", "--tensor-labels-key",
-                  spec.tensor_key, spec.tensor_labels_key)
+                  spec.option("tensor_key"), spec.option("tensor_labels_key"))
 
 
 def read_safetensors(

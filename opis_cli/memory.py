@@ -2,15 +2,16 @@
 
 Pure arithmetic (no numba, no BLAS), so that a reader can check an input
 before loading it (``opis_cli.io.read_dataset``) without importing the
-engine. The formula is in :func:`memory_needed`; the README quotes it.
+engines: only the tile shape (``engines.base.tile_rows``, numpy only) is
+asked of them, when an estimate is computed. The formula is in
+:func:`memory_needed`; the README quotes it.
 """
 
 from __future__ import annotations
 
 import os
 
-from ..errors import InputError
-from .base import DEFAULT_BLOCK_BYTES, tile_rows
+from .errors import InputError
 
 #: bytes per label held as a Python ``str`` in an object array (pointer + object)
 LABEL_BYTES = 72
@@ -60,6 +61,9 @@ def memory_needed(
     the same on the client, and every worker ``(queries + gallery)*dim*4``
     plus one block.
     """
+    # the engines' tile shape (a numpy-only module; loaded when an estimate is made)
+    from .engines.base import DEFAULT_BLOCK_BYTES, tile_rows
+
     nq = rows if queries is None else int(queries)
     ng = max(1, rows if gallery is None else int(gallery))
     t = threads if threads is not None else (os.cpu_count() or 1)
