@@ -183,6 +183,10 @@ def evaluate(
             raise ConfigError("this input is read by the Dask workers: it needs "
                               "engine=DaskEngine(...) (--engine "
                               f"{either(with_capability('shards'))})")
+        if diagnose:
+            raise ConfigError("--diagnose needs the rows in this process: the Dask workers "
+                              "reading Parquet shards do not diagnose yet; read the input "
+                              "into memory (another --engine, or evaluate() on the arrays)")
         prep = embeddings.arrange(labels, metric=metric, groups=groups, is_query=is_query,
                                   is_gallery=is_gallery)
     else:
@@ -219,7 +223,7 @@ def evaluate(
                           fairness_alpha=fairness_alpha, calibration_info=cal_info)
     if diagnose:
         result = _with_diagnosis(result, prep, threshold, impostors, overlap_level, evaluated,
-                                 block_bytes, progress)
+                                 block_bytes, progress, engine)
     return result
 
 
@@ -258,13 +262,18 @@ def _check_diagnosis(diagnose, threshold, impostors, overlap_level, metric, engi
 
 
 def _with_diagnosis(result: EvaluationResult, prep: Prepared, threshold, k, level,
-                    evaluated, block_bytes, progress) -> EvaluationResult:
-    """``result`` with its SPEC 16 diagnosis at ``threshold`` (default: recommended)."""
+                    evaluated, block_bytes, progress, engine=None) -> EvaluationResult:
+    """``result`` with its SPEC 16 diagnosis at ``threshold`` (default: recommended).
+
+    An engine may run the pass itself (``engine.diagnosis_pass``, the
+    signature of ``engines.diagnose.PassRunner``: the Dask engine maps it
+    over its workers); by default it runs in this process."""
     from .engines.diagnose import diagnose as run_diagnosis
 
     t = result.recommended_threshold.value if threshold is None else float(threshold)
     diag = run_diagnosis(prep, t, k=int(k), level=float(level), evaluated=evaluated,
-                         block_bytes=block_bytes, progress=progress)
+                         block_bytes=block_bytes, progress=progress,
+                         run_pass=getattr(engine, "diagnosis_pass", None))
     options = {**result.options, "diagnose": True,
                "threshold": None if threshold is None else float(threshold),
                "impostors": int(k), "overlap_level": float(level)}

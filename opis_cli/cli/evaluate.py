@@ -288,8 +288,11 @@ def evaluate(
                       retrieval_queries=retrieval_queries, seed=seed)
     show = not quiet and sys.stderr.isatty()
     note = not quiet and engine in COMPILED_ENGINES
-    if _worker_shards(path, engine, labels, embedding_columns, fmt_opts["format"],
-                      {k_: v for k_, v in fmt_opts.items() if k_ != "format"}):
+    # the diagnosis needs the rows in this process: with it, Parquet is read
+    # here and scattered to the workers (their shards path does not diagnose)
+    if not diagnose and _worker_shards(path, engine, labels, embedding_columns,
+                                       fmt_opts["format"],
+                                       {k_: v for k_, v in fmt_opts.items() if k_ != "format"}):
         result = evaluate_shards(path, engine=eng, embedding_column=embedding_column,
                                  label_column=label_column, group_column=group_column,
                                  query_column=query_column, gallery_column=gallery_column,

@@ -43,6 +43,7 @@ of (query class, gallery class) pairs that accept one.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -62,18 +63,89 @@ TOP_SHOWN = 20
 
 
 # -- the pass --------------------------------------------------------------------------
-def _pass(prep: Prepared, t: float, block_bytes: int, progress) -> dict:
-    """Run the kernel over every tile; per-query arrays and the sparse entries."""
+@dataclass(frozen=True)
+class PassPart:
+    """What the diagnosis pass finds for the query rows ``[start, stop)`` (of
+    ``Prepared``, class order): per row ``rej``, ``accpos`` (int64), ``top``
+    ((n, 3) gallery columns, -1 where fewer), ``npos`` (float64, NaN where
+    not needed); and the sparse accepted-negative entries ``(c, c2, a)``
+    (int64), sorted by ``(c, c2)`` with no key twice. A range may split a
+    query class: :func:`merge_parts` sums equal keys, so the merged result
+    does not depend on where the ranges are cut."""
+
+    start: int
+    stop: int
+    rej: np.ndarray
+    accpos: np.ndarray
+    top: np.ndarray
+    npos: np.ndarray
+    c: np.ndarray
+    c2: np.ndarray
+    a: np.ndarray
+
+
+def _sum_entries(c: np.ndarray, c2: np.ndarray, a: np.ndarray, C: int):
+    """Sparse entries sorted by ``(c, c2)`` with equal keys summed (integer sums)."""
+    c = c.astype(np.int64, copy=False)
+    c2 = c2.astype(np.int64, copy=False)
+    key = c * C + c2
+    # nearly sorted (a class spanning two tiles or ranges is flushed twice,
+    # both runs sorted): a stable sort, then sum the duplicates
+    if len(key) > 1 and not bool((key[1:] > key[:-1]).all()):
+        order = np.argsort(key, kind="stable")
+        c, c2, a = c[order], c2[order], a[order]
+    if len(c):
+        first = np.concatenate([[True], (c[1:] != c[:-1]) | (c2[1:] != c2[:-1])])
+        idx = np.nonzero(first)[0]
+        a = np.add.reduceat(a, idx)
+        c, c2 = c[idx], c2[idx]
+    return c, c2, a.astype(np.int64, copy=False)
+
+
+def merge_parts(parts: list[PassPart], nq: int, C: int) -> dict:
+    """The whole pass from parts covering ``[0, nq)`` once (any order, any cut)."""
+    rej = np.zeros(nq, np.int64)
+    accpos = np.zeros(nq, np.int64)
+    top = np.full((nq, 3), -1, np.int64)
+    npos = np.full(nq, np.nan)
+    parts = sorted(parts, key=lambda p: p.start)
+    covered = 0
+    for p in parts:
+        if p.start != covered:
+            raise RuntimeError(f"diagnosis parts leave rows {covered}..{p.start} uncovered; "
+                               "please report this")
+        covered = p.stop
+        rej[p.start:p.stop] = p.rej
+        accpos[p.start:p.stop] = p.accpos
+        top[p.start:p.stop] = p.top
+        npos[p.start:p.stop] = p.npos
+    if covered != nq:
+        raise RuntimeError("diagnosis parts do not cover every query row; please report this")
+    if parts:
+        c, c2, a = _sum_entries(np.concatenate([p.c for p in parts]),
+                                np.concatenate([p.c2 for p in parts]),
+                                np.concatenate([p.a for p in parts]), C)
+    else:
+        c = c2 = a = np.zeros(0, np.int64)
+    return {"rej": rej, "accpos": accpos, "top": top, "npos": npos, "c": c, "c2": c2, "a": a}
+
+
+def pass_range(prep: Prepared, t: float, start: int, stop: int, block_bytes: int,
+               progress=None, n_threads: int | None = None) -> PassPart:
+    """Run the kernel over the query rows ``[start, stop)`` in tiles of
+    ``base.tile_rows(ng)`` rows (cut from ``start``) against the whole gallery."""
     from .exact import _in_workers, _Tiles, _workers
 
-    nq, ng = len(prep.q_rows), len(prep.g_rows)
+    nq, ng = stop - start, len(prep.g_rows)
     C = prep.n_classes
     l2 = prep.metric == "l2"
     tk = float(dist_to_key(t, l2))
     tk_lo, tk_hi = (tk * (1 - 4e-16), tk * (1 + 4e-16) + 1e-300) if l2 else (tk, tk)
     tile = tile_rows(ng)
-    starts = list(range(0, nq, tile))
+    starts = list(range(start, stop, tile))
     n_workers = _workers(tile, max(1, block_bytes // (4 * max(ng, 1))), len(starts))
+    if n_threads is not None:
+        n_workers = max(1, min(n_workers, int(n_threads)))
     margins = key_margins(prep)
     pos_start = prep.class_start[prep.q_class]
     pos_end = prep.class_end[prep.q_class]
@@ -95,15 +167,16 @@ def _pass(prep: Prepared, t: float, block_bytes: int, progress) -> dict:
         ckey = np.zeros(max(ng, 1), np.float64)
         kb = np.zeros(max(ng, 1), np.float64)
         for s in queue:
-            e = min(nq, s + tile)
+            e = min(stop, s + tile)
             n = e - s
+            o, oe = s - start, e - start
             inner_products(prep.xq, s, e, xgT, S, pad_q)
             oc, oc2, oa, no = _dk.diag_tile(
                 S, n, prep.xq[s:e], prep.xg, prep.qn2[s:e], prep.gn2, l2, t, tk_lo, tk_hi,
                 margins[s:e], prep.self_col[s:e], prep.q_class[s:e], prep.g_class, prep.g_rows,
-                pos_start[s:e], pos_end[s:e], acc, touched, cand, ckey, kb, rej[s:e], accpos[s:e],
-                top[s:e], npos[s:e], np.empty(1024, np.int32), np.empty(1024, np.int32),
-                np.empty(1024, np.int64))
+                pos_start[s:e], pos_end[s:e], acc, touched, cand, ckey, kb, rej[o:oe],
+                accpos[o:oe], top[o:oe], npos[o:oe], np.empty(1024, np.int32),
+                np.empty(1024, np.int32), np.empty(1024, np.int64))
             with queue.lock:
                 parts.append((s, oc[:no].copy(), oc2[:no].copy(), oa[:no].copy()))
                 done[0] += n
@@ -115,24 +188,23 @@ def _pass(prep: Prepared, t: float, block_bytes: int, progress) -> dict:
     _in_workers(n_workers, work, queue)
     parts.sort(key=lambda p: p[0])  # tiles in row order: entries nearly sorted by (c, c')
     if parts:
-        c = np.concatenate([p[1] for p in parts]).astype(np.int64)
-        c2 = np.concatenate([p[2] for p in parts]).astype(np.int64)
-        a = np.concatenate([p[3] for p in parts])
+        c, c2, a = _sum_entries(np.concatenate([p[1] for p in parts]),
+                                np.concatenate([p[2] for p in parts]),
+                                np.concatenate([p[3] for p in parts]), C)
     else:
         c = c2 = a = np.zeros(0, np.int64)
-    del parts
-    # sorted by (c, c') but where a class spans two tiles (flushed twice, both
-    # runs sorted): a stable sort of the nearly sorted keys, then sum duplicates
-    key = c * C + c2
-    if len(key) > 1 and not bool((key[1:] > key[:-1]).all()):
-        order = np.argsort(key, kind="stable")
-        c, c2, a, key = c[order], c2[order], a[order], key[order]
-    if len(c):
-        first = np.concatenate([[True], (c[1:] != c[:-1]) | (c2[1:] != c2[:-1])])
-        idx = np.nonzero(first)[0]
-        a = np.add.reduceat(a, idx)
-        c, c2 = c[idx], c2[idx]
-    return {"rej": rej, "accpos": accpos, "top": top, "npos": npos, "c": c, "c2": c2, "a": a}
+    return PassPart(start, stop, rej, accpos, top, npos, c, c2, a)
+
+
+def _pass(prep: Prepared, t: float, block_bytes: int, progress) -> dict:
+    """The pass over every query row, in this process."""
+    nq = len(prep.q_rows)
+    return merge_parts([pass_range(prep, t, 0, nq, block_bytes, progress)], nq,
+                       prep.n_classes)
+
+
+#: ``run_pass(prep, t, block_bytes, progress) -> merge_parts(...)``: who runs the pass
+PassRunner = Callable[[Prepared, float, int, "Callable | None"], dict]
 
 
 def duplicate_groups(prep: Prepared) -> tuple[int, int, list[tuple[int, int, int]]]:
@@ -194,7 +266,8 @@ def duplicate_groups(prep: Prepared) -> tuple[int, int, list[tuple[int, int, int
 
 def diagnose(prep: Prepared, threshold: float, *, k: int = 5, level: float = 0.5,
              evaluated: np.ndarray | None = None, block_bytes: int = DEFAULT_BLOCK_BYTES,
-             progress: Callable[[str, int, int], None] | None = None) -> Diagnosis:
+             progress: Callable[[str, int, int], None] | None = None,
+             run_pass: PassRunner | None = None) -> Diagnosis:
     """SPEC 16 at ``threshold`` (a distance), exactly, in one pass over every pair.
 
     Parameters
@@ -205,6 +278,8 @@ def diagnose(prep: Prepared, threshold: float, *, k: int = 5, level: float = 0.5
     level : the overlap level ``L`` in (0, 1]
     evaluated : (C,) bool, the evaluated classes (SPEC 3); default P > 0 and M > 0
     block_bytes : memory of the tiles held at once (results do not depend on it)
+    run_pass : who runs the pass (default: this process's threads; the Dask
+        engine passes one that maps :func:`pass_range` over its workers)
 
     Returns
     -------
@@ -226,7 +301,7 @@ def diagnose(prep: Prepared, threshold: float, *, k: int = 5, level: float = 0.5
     P, M = prep.class_pair_counts()
     if evaluated is None:
         evaluated = (P > 0) & (M > 0)
-    res = _pass(prep, t, block_bytes, progress)
+    res = (run_pass or _pass)(prep, t, block_bytes, progress)
     c, c2, a = res["c"], res["c2"], res["a"]
     nq_c = np.bincount(prep.q_class, minlength=C).astype(np.int64)
     ng_c = (prep.class_end - prep.class_start).astype(np.int64)

@@ -105,7 +105,7 @@ ENGINES: tuple[EngineEntry, ...] = (
                               "Memory budget of one Dask worker when the workers read a "
                               "Parquet input themselves.", "--worker-mib")),
         capabilities=Capabilities(offsets=True, shards=True, verification=True, exact=True,
-                                  machine_independent=True)),
+                                  machine_independent=True, diagnosis=True)),
     EngineEntry(
         "sampled", "sampled negatives, estimates with intervals",
         f"{_PKG}.sampled", "SampledEngine",
