@@ -215,6 +215,8 @@ def evaluate(
     spec = GridSpec(num_thresholds=int(num_thresholds), far_range=far, calibration_range=cal,
                     verification=dcf if verification else None,
                     min_class_rows=int(min_class_rows), retrieval=want_retrieval)
+    if diagnose and hasattr(engine, "keep_candidates"):
+        engine.keep_candidates = True  # the knn engine diagnoses from its search's candidates
     out = engine.run(prep, spec, progress)
     result = build_result(prep, out, spec=spec, metric=metric, utility=utility, beta=beta,
                           epsilon=epsilon, policy=policy,

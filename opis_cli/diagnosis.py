@@ -149,6 +149,55 @@ class PairTable:
 
 
 @dataclass(frozen=True)
+class Coverage:
+    """What a diagnosis from candidates (the knn engine) could see.
+
+    ``queries`` query rows; ``complete`` of them had every pair with
+    ``d <= t`` among their K candidates (their accepted negatives are all
+    counted); ``nearest_known`` of them had their 3 nearest decided (only
+    those can be suspects). Elsewhere the counts of accepted negatives are
+    lower bounds (``engines/diagnose_knn.py``). ``exact_search``: the index
+    searched exhaustively (``flat``, or K covering the gallery); otherwise
+    "complete" assumes the search found the true K nearest.
+    ``complete_rows`` (input rows of the complete queries) is in memory only.
+    """
+
+    method: str
+    k: int
+    index: str
+    exact_search: bool
+    queries: int
+    complete: int
+    nearest_known: int
+    complete_rows: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def incomplete(self) -> int:
+        return self.queries - self.complete
+
+    def note(self) -> str:
+        """One line for every output: where the numbers come from and what they miss."""
+        if self.incomplete == 0 and self.nearest_known == self.queries:
+            return (f"from the {self.k} nearest candidates: every accepted pair was seen "
+                    "(the counts are exact)")
+        assume = "" if self.exact_search else " (assuming the approximate search found them)"
+        return (f"from the {self.k} nearest candidates: counts are lower bounds for "
+                f"{self.incomplete:,} of {self.queries:,} queries{assume}; suspects only "
+                f"among the {self.nearest_known:,} whose 3 nearest are known")
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "k": self.k, "index": self.index,
+                "exact_search": self.exact_search, "queries": self.queries,
+                "complete_queries": self.complete, "incomplete_queries": self.incomplete,
+                "nearest_known": self.nearest_known, "note": self.note()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Coverage":
+        return cls(str(d["method"]), int(d["k"]), str(d["index"]), bool(d["exact_search"]),
+                   int(d["queries"]), int(d["complete_queries"]), int(d["nearest_known"]))
+
+
+@dataclass(frozen=True)
 class Diagnosis:
     """SPEC 16 at one threshold: impostors, overlap, duplicates, rejected rows, suspects.
 
@@ -157,6 +206,9 @@ class Diagnosis:
     the number of query rows with ``P_q > 0`` (the denominator of
     ``suspect_fraction``). ``pairs`` (not part of the JSON) is the whole
     sparse class-pair table; None for a diagnosis read from JSON.
+    ``coverage``: None for an exact diagnosis; for one from candidates (the
+    knn engine) what they could see: its counts of accepted negatives are
+    lower bounds (:class:`Coverage`).
     """
 
     threshold: float
@@ -173,6 +225,8 @@ class Diagnosis:
     suspects: tuple[Suspect, ...]
     queries_with_positives: int
     pairs: PairTable | None = field(default=None, repr=False, compare=False)
+    #: None: exact (every pair counted); else what the candidates could see
+    coverage: Coverage | None = None
 
     # -- flat numbers ------------------------------------------------------
     @property
@@ -203,6 +257,7 @@ class Diagnosis:
                          "queries_with_positives": self.queries_with_positives,
                          "fraction": _f(self.suspect_fraction),
                          "rows": [s.to_dict() for s in self.suspects]},
+            **({"coverage": self.coverage.to_dict()} if self.coverage is not None else {}),
         }
 
     @classmethod
@@ -219,7 +274,8 @@ class Diagnosis:
             rejected_rows={str(c): tuple(RejectedRow.from_dict(r) for r in v)
                            for c, v in d["rejected_rows"].items()},
             suspects=tuple(Suspect.from_dict(s) for s in su["rows"]),
-            queries_with_positives=int(su.get("queries_with_positives", 0)))
+            queries_with_positives=int(su.get("queries_with_positives", 0)),
+            coverage=Coverage.from_dict(d["coverage"]) if d.get("coverage") else None)
 
     # -- data frames -----------------------------------------------------------
     def impostors_frame(self):

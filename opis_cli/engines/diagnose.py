@@ -49,7 +49,7 @@ from typing import Callable
 import numpy as np
 
 from . import _diagnose_kernels as _dk
-from ..diagnosis import (Diagnosis, Impostor, OverlapPair, PairTable, RejectedRow,
+from ..diagnosis import (Coverage, Diagnosis, Impostor, OverlapPair, PairTable, RejectedRow,
                          SharedDuplicates, Suspect)
 from ..errors import ConfigError, InputError
 from ..prepare import Prepared
@@ -380,7 +380,15 @@ def diagnose(prep: Prepared, threshold: float, *, k: int = 5, level: float = 0.5
     suspects = tuple(Suspect(int(prep.q_rows[i]), labels[int(prep.q_class[i])],
                              labels[int(tl[i, 0])], float(res["npos"][i])) for i in si)
 
+    coverage = None
+    if "complete" in res:  # from candidates (the knn engine): what they could see
+        info = res["coverage"]
+        coverage = Coverage("candidates", int(info["k"]), str(info["index"]),
+                            bool(info["exact_search"]), len(prep.q_rows),
+                            int(res["complete"].sum()), int(res["nearest_known"].sum()),
+                            complete_rows=np.sort(prep.q_rows[res["complete"]]))
     return Diagnosis(
+        coverage=coverage,
         threshold=t, k=k, level=level, impostors=impostors, overlap_count=count,
         overlap_tied=tied, overlap_top=overlap_top, duplicate_groups=groups,
         duplicate_rows=dup_rows, duplicate_top=dup_top, rejected_rows=rejected_rows,

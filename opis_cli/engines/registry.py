@@ -94,7 +94,8 @@ ENGINES: tuple[EngineEntry, ...] = (
         options=(EngineOption("k", opt.K, "Neighbours per query for --engine knn.", "--k"),
                  EngineOption("index", opt.INDEX,
                               f"FAISS index for --engine knn: {', '.join(opt.INDEXES[:-1])} or "
-                              f"{opt.INDEXES[-1]}.", "--index"))),
+                              f"{opt.INDEXES[-1]}.", "--index")),
+        capabilities=Capabilities(diagnosis=True)),
     EngineEntry(
         "dask", "exact, distributed", f"{_PKG}.dask", "DaskEngine",
         options=(EngineOption("scheduler", None, "Dask scheduler address for --engine dask "
