@@ -198,6 +198,50 @@ class Coverage:
 
 
 @dataclass(frozen=True)
+class Estimate:
+    """A diagnosis estimated from the sampled engine's draws (``engines/diagnose_sampled.py``).
+
+    ``A(c, c')`` (impostors, overlap, the class-pair table) is the
+    Horvitz-Thompson estimate ``scale * (drawn accepted negatives)``,
+    ``scale = ng / S``, rounded to whole pairs; rejected rows, suspects and
+    duplicates are exact. ``every_pair``: ``S >= ng``, so nothing is estimated.
+    """
+
+    method: str
+    seed: int
+    negatives_per_query: int
+    every_pair: bool
+    pairs_drawn: int
+    accepted_pairs_drawn: int
+    scale: float
+
+    def note(self) -> str:
+        """One line for every output: an estimate, how, and what is exact."""
+        if self.every_pair:
+            return (f"from sampled negatives with every pair drawn (all "
+                    f"{self.negatives_per_query:,} gallery rows per query): every count is exact")
+        return (f"estimated from sampled negatives ({self.negatives_per_query} per query, seed "
+                f"{self.seed}, {self.accepted_pairs_drawn:,} accepted of {self.pairs_drawn:,} "
+                f"pairs drawn, each counting {self.scale:.4g}): impostor accepts, overlap and "
+                "the class-pair table are estimates; rejected rows, suspects and duplicates "
+                "are exact")
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "seed": self.seed,
+                "negatives_per_query": self.negatives_per_query, "every_pair": self.every_pair,
+                "pairs_drawn": self.pairs_drawn,
+                "accepted_pairs_drawn": self.accepted_pairs_drawn, "scale": _f(self.scale),
+                "estimated": [] if self.every_pair else ["impostors", "overlap", "pairs"],
+                "note": self.note()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Estimate":
+        return cls(str(d["method"]), int(d["seed"]), int(d["negatives_per_query"]),
+                   bool(d["every_pair"]), int(d["pairs_drawn"]), int(d["accepted_pairs_drawn"]),
+                   float(d["scale"]))
+
+
+@dataclass(frozen=True)
 class Diagnosis:
     """SPEC 16 at one threshold: impostors, overlap, duplicates, rejected rows, suspects.
 
@@ -208,7 +252,8 @@ class Diagnosis:
     sparse class-pair table; None for a diagnosis read from JSON.
     ``coverage``: None for an exact diagnosis; for one from candidates (the
     knn engine) what they could see: its counts of accepted negatives are
-    lower bounds (:class:`Coverage`).
+    lower bounds (:class:`Coverage`). ``estimate``: for one from the sampled
+    engine's draws, how it is estimated (:class:`Estimate`).
     """
 
     threshold: float
@@ -227,6 +272,17 @@ class Diagnosis:
     pairs: PairTable | None = field(default=None, repr=False, compare=False)
     #: None: exact (every pair counted); else what the candidates could see
     coverage: Coverage | None = None
+    #: None: counted; else how the sampled draws estimate it
+    estimate: Estimate | None = None
+
+    @property
+    def source_note(self) -> str | None:
+        """The line every output shows when the diagnosis is not counted over
+        every pair (knn candidates, sampled estimate); None when it is."""
+        for part in (self.coverage, self.estimate):
+            if part is not None:
+                return part.note()
+        return None
 
     # -- flat numbers ------------------------------------------------------
     @property
@@ -258,6 +314,7 @@ class Diagnosis:
                          "fraction": _f(self.suspect_fraction),
                          "rows": [s.to_dict() for s in self.suspects]},
             **({"coverage": self.coverage.to_dict()} if self.coverage is not None else {}),
+            **({"estimate": self.estimate.to_dict()} if self.estimate is not None else {}),
         }
 
     @classmethod
@@ -275,7 +332,8 @@ class Diagnosis:
                            for c, v in d["rejected_rows"].items()},
             suspects=tuple(Suspect.from_dict(s) for s in su["rows"]),
             queries_with_positives=int(su.get("queries_with_positives", 0)),
-            coverage=Coverage.from_dict(d["coverage"]) if d.get("coverage") else None)
+            coverage=Coverage.from_dict(d["coverage"]) if d.get("coverage") else None,
+            estimate=Estimate.from_dict(d["estimate"]) if d.get("estimate") else None)
 
     # -- data frames -----------------------------------------------------------
     def impostors_frame(self):

@@ -384,7 +384,7 @@ def test_cli_pairs_file_and_json(tmp_path, capsys, suffix):
     (("--diagnose", "--overlap-level", "0"), "--overlap-level"),
     (("--diagnose", "--overlap-level", "2"), "--overlap-level"),
     (("--diagnose", "--pairs", "p.txt"), "--pairs"),
-    (("--diagnose", "--engine", "sampled"), "--engine exact"),
+    (("--diagnose", "--engine", "reference"), "--engine exact"),
 ])
 def test_cli_bad_options(tmp_path, capsys, args, needle):
     emb, labels = _files(tmp_path, CLEAN_X, CLEAN_LAB)

@@ -49,7 +49,7 @@ from typing import Callable
 import numpy as np
 
 from . import _diagnose_kernels as _dk
-from ..diagnosis import (Coverage, Diagnosis, Impostor, OverlapPair, PairTable, RejectedRow,
+from ..diagnosis import (Coverage, Diagnosis, Estimate, Impostor, OverlapPair, PairTable, RejectedRow,
                          SharedDuplicates, Suspect)
 from ..errors import ConfigError, InputError
 from ..prepare import Prepared
@@ -387,8 +387,16 @@ def diagnose(prep: Prepared, threshold: float, *, k: int = 5, level: float = 0.5
                             bool(info["exact_search"]), len(prep.q_rows),
                             int(res["complete"].sum()), int(res["nearest_known"].sum()),
                             complete_rows=np.sort(prep.q_rows[res["complete"]]))
+    estimate = None
+    if "estimate" in res:  # from the sampled engine's draws
+        e = res["estimate"]
+        estimate = Estimate(
+            "sampled negatives (the sampled engine's draws), Horvitz-Thompson: drawn accepted "
+            "negatives x ng / S, rounded; exact positives and suspects", int(e["seed"]),
+            int(e["negatives_per_query"]), bool(e["every_pair"]), int(e["pairs_drawn"]),
+            int(e["accepted_pairs_drawn"]), float(e["scale"]))
     return Diagnosis(
-        coverage=coverage,
+        coverage=coverage, estimate=estimate,
         threshold=t, k=k, level=level, impostors=impostors, overlap_count=count,
         overlap_tied=tied, overlap_top=overlap_top, duplicate_groups=groups,
         duplicate_rows=dup_rows, duplicate_top=dup_top, rejected_rows=rejected_rows,

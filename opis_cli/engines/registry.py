@@ -117,7 +117,7 @@ ENGINES: tuple[EngineEntry, ...] = (
                               "Queries whose R@k and MAP@R --engine sampled computes exactly "
                               "against the whole gallery.", "--retrieval-queries"),
                  EngineOption("seed", opt.SEED, "Seed of --engine sampled.", "--seed")),
-        capabilities=Capabilities(estimates=True)),
+        capabilities=Capabilities(estimates=True, diagnosis=True)),
     EngineEntry(
         "reference", "plain float64, slow (the tests' oracle)",
         f"{_PKG}.reference", "ReferenceEngine",

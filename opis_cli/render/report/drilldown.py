@@ -77,9 +77,13 @@ def _diagnosis_dict(result: EvaluationResult) -> Mapping | None:
 
 
 def _diagnosis_note(result: EvaluationResult) -> str | None:
-    """The coverage note of a diagnosis from candidates (knn); None when exact."""
-    cov = (_diagnosis_dict(result) or {}).get("coverage")
-    return str(cov["note"]) if cov else None
+    """The note of a diagnosis not counted over every pair (knn candidates,
+    sampled estimate); None when it is."""
+    d = _diagnosis_dict(result) or {}
+    for key in ("coverage", "estimate"):
+        if d.get(key):
+            return str(d[key]["note"])
+    return None
 
 
 def _diagnosis_by_class(result: EvaluationResult) -> tuple[dict, dict, dict]:
