@@ -150,7 +150,10 @@ def evaluate(
         ``calibration``, are copied as with True. Results are identical.
     diagnose : also diagnose where the threshold fails (SPEC 16: impostor
         classes, overlapping classes, duplicate rows, rejected rows, suspect
-        labels; ``result.diagnosis``), in one more exact pass (exact engine)
+        labels; ``result.diagnosis``), in one more pass: exact with the exact
+        and Dask engines, from the candidates with the knn engine (lower
+        bounds, ``diagnosis.coverage``), estimated from the draws with the
+        sampled engine (``diagnosis.estimate``)
     threshold : the distance of the diagnosis (default: the recommended threshold)
     impostors : impostor classes listed per class (``k``, default 5)
     overlap_level : the overlap level ``L`` in (0, 1] (default 0.5)
