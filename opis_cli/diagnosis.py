@@ -127,25 +127,41 @@ class PairTable:
     """The sparse class-pair table at ``t``: one entry per ``(c, c')``,
     ``c != c'``, with ``A(c, c') > 0``, sorted by ``(c, c')`` (label order).
 
-    ``query`` / ``gallery`` (E,) int64 index ``labels``; ``accepts`` (E,)
-    int64 ``A``; ``pairs`` (E,) int64 ``N``.
+    Held as ``key = c * C + c'`` (E,) int64 and ``accepts`` (E,) int64 ``A``,
+    with the per-class numbers of query and gallery rows (C,): 16 bytes an
+    entry. ``query`` / ``gallery`` (label indices) and ``pairs`` (``N(c,
+    c')``) are computed when asked.
     """
 
     labels: tuple[str, ...]
-    query: np.ndarray
-    gallery: np.ndarray
+    key: np.ndarray
     accepts: np.ndarray
-    pairs: np.ndarray
+    class_queries: np.ndarray
+    class_gallery: np.ndarray
 
     def __len__(self) -> int:
-        return int(len(self.query))
+        return int(len(self.key))
+
+    @property
+    def query(self) -> np.ndarray:
+        return self.key // max(len(self.labels), 1)
+
+    @property
+    def gallery(self) -> np.ndarray:
+        return self.key % max(len(self.labels), 1)
+
+    @property
+    def pairs(self) -> np.ndarray:
+        return self.class_queries[self.query] * self.class_gallery[self.gallery]
 
     def columns(self) -> dict[str, np.ndarray]:
         """The table as columns :data:`PAIRS_COLUMNS` (labels as object arrays)."""
         lab = np.asarray(self.labels, dtype=object)
-        return {"label": lab[self.query], "impostor": lab[self.gallery],
-                "accepts": self.accepts.astype(np.int64), "pairs": self.pairs.astype(np.int64),
-                "far": self.accepts / np.maximum(self.pairs, 1)}
+        q, g = self.query, self.gallery
+        n = self.class_queries[q] * self.class_gallery[g]
+        return {"label": lab[q], "impostor": lab[g],
+                "accepts": self.accepts.astype(np.int64), "pairs": n.astype(np.int64),
+                "far": self.accepts / np.maximum(n, 1)}
 
 
 @dataclass(frozen=True)

@@ -68,10 +68,10 @@ class PassPart:
     """What the diagnosis pass finds for the query rows ``[start, stop)`` (of
     ``Prepared``, class order): per row ``rej``, ``accpos`` (int64), ``top``
     ((n, 3) gallery columns, -1 where fewer), ``npos`` (float64, NaN where
-    not needed); and the sparse accepted-negative entries ``(c, c2, a)``
-    (int64), sorted by ``(c, c2)`` with no key twice. A range may split a
-    query class: :func:`merge_parts` sums equal keys, so the merged result
-    does not depend on where the ranges are cut."""
+    not needed); and the sparse accepted-negative entries: ``key = c * C +
+    c'`` and ``a = A`` (int64), sorted by key with no key twice. A range may
+    split a query class: :func:`merge_parts` sums equal keys, so the merged
+    result does not depend on where the ranges are cut."""
 
     start: int
     stop: int
@@ -79,35 +79,67 @@ class PassPart:
     accpos: np.ndarray
     top: np.ndarray
     npos: np.ndarray
-    c: np.ndarray
-    c2: np.ndarray
+    key: np.ndarray
     a: np.ndarray
 
 
-def _sum_entries(c: np.ndarray, c2: np.ndarray, a: np.ndarray, C: int):
-    """Sparse entries sorted by ``(c, c2)`` with equal keys summed (integer sums)."""
-    c = c.astype(np.int64, copy=False)
-    c2 = c2.astype(np.int64, copy=False)
-    key = c * C + c2
-    # nearly sorted (a class spanning two tiles or ranges is flushed twice,
-    # both runs sorted): a stable sort, then sum the duplicates
-    if len(key) > 1 and not bool((key[1:] > key[:-1]).all()):
-        order = np.argsort(key, kind="stable")
-        c, c2, a = c[order], c2[order], a[order]
-    if len(c):
-        first = np.concatenate([[True], (c[1:] != c[:-1]) | (c2[1:] != c2[:-1])])
-        idx = np.nonzero(first)[0]
-        a = np.add.reduceat(a, idx)
-        c, c2 = c[idx], c2[idx]
-    return c, c2, a.astype(np.int64, copy=False)
+#: entries handled at once by the chunked steps (compaction, overlap)
+CHUNK = 1 << 20
+
+
+def _merge_runs(runs: list, C: int) -> tuple[np.ndarray, np.ndarray]:
+    """One sorted, duplicate-free ``(key, a)`` from runs that are each sorted and
+    duplicate-free, in class order (the last class of a run at most the first
+    of the next; a class cut between runs has entries in both).
+
+    Consumes ``runs`` (emptied, so each run is freed once copied): the peak is
+    the result (16 bytes an entry) plus one run. The result is sorted except
+    inside the classes cut between runs (their entries stay contiguous); those
+    classes alone are sorted and summed (integer sums), and the freed
+    entries compacted in place, chunk by chunk.
+    """
+    total = sum(len(r[0]) for r in runs)
+    key = np.empty(total, np.int64)
+    acc = np.empty(total, np.int64)
+    at = 0
+    runs.reverse()
+    while runs:
+        k, v = runs.pop()
+        key[at:at + len(k)] = k
+        acc[at:at + len(k)] = v
+        at += len(k)
+        del k, v
+    if total < 2:
+        return key, acc
+    bad = np.nonzero(key[1:] <= key[:-1])[0]
+    if not len(bad):
+        return key, acc
+    # the class of an entry never decreases along the array: a binary search
+    # for a class's first key is valid though its entries are unsorted
+    for c in np.unique(key[bad] // C):
+        s = int(np.searchsorted(key, c * C, side="left"))
+        e = int(np.searchsorted(key, (c + 1) * C, side="left"))
+        order = np.argsort(key[s:e], kind="stable")
+        ks, vs = key[s:e][order], acc[s:e][order]
+        first = np.nonzero(np.concatenate([[True], ks[1:] != ks[:-1]]))[0]
+        m = len(first)
+        key[s:s + m] = ks[first]
+        acc[s:s + m] = np.add.reduceat(vs, first)
+        key[s + m:e] = -1  # freed
+    w = 0
+    for r in range(0, total, CHUNK):
+        kc = key[r:r + CHUNK].copy()
+        keep = kc >= 0
+        n = int(keep.sum())
+        vc = acc[r:r + CHUNK][keep]
+        key[w:w + n] = kc[keep]
+        acc[w:w + n] = vc
+        w += n
+    return key[:w], acc[:w]
 
 
 def merge_parts(parts: list[PassPart], nq: int, C: int) -> dict:
     """The whole pass from parts covering ``[0, nq)`` once (any order, any cut)."""
-    rej = np.zeros(nq, np.int64)
-    accpos = np.zeros(nq, np.int64)
-    top = np.full((nq, 3), -1, np.int64)
-    npos = np.full(nq, np.nan)
     parts = sorted(parts, key=lambda p: p.start)
     covered = 0
     for p in parts:
@@ -115,19 +147,33 @@ def merge_parts(parts: list[PassPart], nq: int, C: int) -> dict:
             raise RuntimeError(f"diagnosis parts leave rows {covered}..{p.start} uncovered; "
                                "please report this")
         covered = p.stop
+    if covered != nq:
+        raise RuntimeError("diagnosis parts do not cover every query row; please report this")
+    if len(parts) == 1:  # one pass over every row: its arrays as they are
+        p = parts[0]
+        return {"rej": p.rej, "accpos": p.accpos, "top": p.top, "npos": p.npos,
+                "key": p.key, "a": p.a}
+    rej = np.zeros(nq, np.int64)
+    accpos = np.zeros(nq, np.int64)
+    top = np.full((nq, 3), -1, np.int64)
+    npos = np.full(nq, np.nan)
+    for p in parts:
         rej[p.start:p.stop] = p.rej
         accpos[p.start:p.stop] = p.accpos
         top[p.start:p.stop] = p.top
         npos[p.start:p.stop] = p.npos
-    if covered != nq:
-        raise RuntimeError("diagnosis parts do not cover every query row; please report this")
-    if parts:
-        c, c2, a = _sum_entries(np.concatenate([p.c for p in parts]),
-                                np.concatenate([p.c2 for p in parts]),
-                                np.concatenate([p.a for p in parts]), C)
-    else:
-        c = c2 = a = np.zeros(0, np.int64)
-    return {"rej": rej, "accpos": accpos, "top": top, "npos": npos, "c": c, "c2": c2, "a": a}
+    key, a = _merge_runs([(p.key, p.a) for p in parts], C)
+    return {"rej": rej, "accpos": accpos, "top": top, "npos": npos, "key": key, "a": a}
+
+
+def sparse_entries(key: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unsorted entries ``(key, n)`` sorted by key, equal keys summed (int64)."""
+    order = np.argsort(key, kind="stable")
+    key, n = np.asarray(key, np.int64)[order], np.asarray(n, np.int64)[order]
+    if not len(key):
+        return key, n
+    first = np.nonzero(np.concatenate([[True], key[1:] != key[:-1]]))[0]
+    return key[first], np.add.reduceat(n, first)
 
 
 def pass_range(prep: Prepared, t: float, start: int, stop: int, block_bytes: int,
@@ -177,8 +223,11 @@ def pass_range(prep: Prepared, t: float, start: int, stop: int, block_bytes: int
                 pos_start[s:e], pos_end[s:e], acc, touched, cand, ckey, kb, rej[o:oe],
                 accpos[o:oe], top[o:oe], npos[o:oe], np.empty(1024, np.int32),
                 np.empty(1024, np.int32), np.empty(1024, np.int64))
+            k = oc[:no].astype(np.int64)
+            k *= C
+            k += oc2[:no]  # a tile's entries: sorted by (c, c'), no pair twice
             with queue.lock:
-                parts.append((s, oc[:no].copy(), oc2[:no].copy(), oa[:no].copy()))
+                parts.append((s, k, oa[:no].copy()))
                 done[0] += n
                 if progress:
                     progress("diagnosis", done[0], nq)
@@ -186,14 +235,9 @@ def pass_range(prep: Prepared, t: float, start: int, stop: int, block_bytes: int
     if progress:
         progress("diagnosis", 0, nq)
     _in_workers(n_workers, work, queue)
-    parts.sort(key=lambda p: p[0])  # tiles in row order: entries nearly sorted by (c, c')
-    if parts:
-        c, c2, a = _sum_entries(np.concatenate([p[1] for p in parts]),
-                                np.concatenate([p[2] for p in parts]),
-                                np.concatenate([p[3] for p in parts]), C)
-    else:
-        c = c2 = a = np.zeros(0, np.int64)
-    return PassPart(start, stop, rej, accpos, top, npos, c, c2, a)
+    parts.sort(key=lambda p: p[0])  # tiles in row order: runs in class order
+    key, a = _merge_runs([(p[1], p[2]) for p in parts], C)
+    return PassPart(start, stop, rej, accpos, top, npos, key, a)
 
 
 def _pass(prep: Prepared, t: float, block_bytes: int, progress) -> dict:
@@ -302,53 +346,74 @@ def diagnose(prep: Prepared, threshold: float, *, k: int = 5, level: float = 0.5
     if evaluated is None:
         evaluated = (P > 0) & (M > 0)
     res = (run_pass or _pass)(prep, t, block_bytes, progress)
-    c, c2, a = res["c"], res["c2"], res["a"]
+    key, a = res["key"], res["a"]
+    del res["key"], res["a"]
     nq_c = np.bincount(prep.q_class, minlength=C).astype(np.int64)
     ng_c = (prep.class_end - prep.class_start).astype(np.int64)
-    N = nq_c[c] * ng_c[c2]
-    FP = np.bincount(c, weights=a, minlength=C).astype(np.int64)
+    # the entries of class c: cb[c]..cb[c+1] (keys sorted by (c, c'))
+    cb = np.searchsorted(key, np.arange(C + 1, dtype=np.int64) * C, side="left")
+    FP = np.zeros(C, np.int64)
+    nonempty = cb[1:] > cb[:-1]
+    if nonempty.any():
+        FP[nonempty] = np.add.reduceat(a, cb[:-1][nonempty])
     TP = np.bincount(prep.q_class, weights=res["accpos"], minlength=C).astype(np.int64)
 
-    # impostors: entries sorted by (c, -A, c') -- labels are sorted, so ids order them
-    # by (c, -A, c'): entries are sorted by (c, c'), so a stable sort on (c, -A)
-    amax = int(a.max()) + 1 if len(a) else 1
-    order = np.argsort(c * amax + (amax - 1 - a), kind="stable")
+    # impostors: per class by (-A, c') (labels are sorted, so ids order them)
     impostors: dict[str, tuple[Impostor, ...]] = {}
-    bounds = np.searchsorted(c[order], np.arange(C + 1), side="left")
     for ci in np.nonzero(evaluated)[0]:
-        sel = order[bounds[ci]:bounds[ci + 1]][:k]
+        s, e = int(cb[ci]), int(cb[ci + 1])
+        sa = a[s:e]
+        sc2 = key[s:e] - ci * C
+        sel = np.lexsort((sc2, -sa))[:k]
         impostors[labels[ci]] = tuple(
-            Impostor(labels[int(c2[e])], int(a[e]), int(a[e]) / int(N[e]),
-                     int(a[e]) / int(FP[ci])) for e in sel)
+            Impostor(labels[int(sc2[j])], int(sa[j]),
+                     int(sa[j]) / int(nq_c[ci] * ng_c[sc2[j]]), int(sa[j]) / int(FP[ci]))
+            for j in sel)
 
-    # overlap of unordered pairs {x < y}
-    x, y = np.minimum(c, c2), np.maximum(c, c2)
-    fwd = c < c2
-    o = np.argsort(x * C + y, kind="stable")
-    x, y, a_o, fwd_o = x[o], y[o], a[o], fwd[o]
-    if len(x):
-        first = np.concatenate([[True], (x[1:] != x[:-1]) | (y[1:] != y[:-1])])
-        idx = np.nonzero(first)[0]
-        a_xy = np.add.reduceat(np.where(fwd_o, a_o, 0), idx)
-        a_yx = np.add.reduceat(np.where(fwd_o, 0, a_o), idx)
-        x, y = x[idx], y[idx]
-    else:
-        a_xy = a_yx = np.zeros(0, np.int64)
-    n_xy = nq_c[x] * ng_c[y]
-    n_yx = nq_c[y] * ng_c[x]
-    den = n_xy + n_yx
+    # overlap of unordered pairs {x < y}, chunk by chunk: an entry (c, c') with
+    # c < c' meets its mirror (c', c) by a binary search; an entry with c > c'
+    # stands for its pair only when the mirror is absent
     with np.errstate(invalid="ignore", divide="ignore"):
-        ov = (a_xy + a_yx) / den
         tpr = np.where(P > 0, TP / np.maximum(P, 1), -np.inf)
-    need = np.maximum(level, np.maximum(tpr[x], tpr[y]))
-    hit = (den > 0) & (ov >= need)
-    hx, hy, hov, hden = x[hit], y[hit], ov[hit], den[hit]
+    E = len(key)
+    hits: list = []
+    for r in range(0, E, CHUNK):
+        kc = key[r:r + CHUNK]
+        ac = a[r:r + CHUNK]
+        c = kc // C
+        c2 = kc - c * C
+        mirror = c2 * C + c
+        j = np.searchsorted(key, mirror)
+        jj = np.minimum(j, max(E - 1, 0))
+        found = (j < E) & (key[jj] == mirror)
+        am = np.where(found, a[jj], 0)
+        fwd = c < c2
+        use = fwd | ~found
+        x = np.where(fwd, c, c2)[use]
+        y = np.where(fwd, c2, c)[use]
+        a_xy = np.where(fwd, ac, 0)[use]
+        a_yx = np.where(fwd, am, ac)[use]
+        n_xy = nq_c[x] * ng_c[y]
+        n_yx = nq_c[y] * ng_c[x]
+        den = n_xy + n_yx
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ov = (a_xy + a_yx) / den
+        need = np.maximum(level, np.maximum(tpr[x], tpr[y]))
+        hit = (den > 0) & (ov >= need)
+        hits.append((x[hit], y[hit], ov[hit], den[hit], a_xy[hit], a_yx[hit], n_xy[hit],
+                     n_yx[hit]))
+    if hits:
+        hx, hy, hov, hden, h_ab, h_ba, hn_ab, hn_ba = (np.concatenate(v) for v in zip(*hits))
+    else:
+        hx = hy = hden = h_ab = h_ba = hn_ab = hn_ba = np.zeros(0, np.int64)
+        hov = np.zeros(0)
+    del hits
     ho = np.lexsort((hy, hx, -hden, -hov))
     shown = ho[:TOP_SHOWN]
     overlap_top = tuple(OverlapPair(labels[int(hx[e])], labels[int(hy[e])], float(hov[e]),
-                                    int(a_xy[hit][e]), int(a_yx[hit][e]), int(n_xy[hit][e]),
-                                    int(n_yx[hit][e])) for e in shown)
-    count = int(hit.sum())
+                                    int(h_ab[e]), int(h_ba[e]), int(hn_ab[e]), int(hn_ba[e]))
+                        for e in shown)
+    count = int(len(hx))
     tied = int((hov == hov[shown[-1]]).sum()) if count > TOP_SHOWN else 0
 
     # duplicates
@@ -401,4 +466,4 @@ def diagnose(prep: Prepared, threshold: float, *, k: int = 5, level: float = 0.5
         overlap_tied=tied, overlap_top=overlap_top, duplicate_groups=groups,
         duplicate_rows=dup_rows, duplicate_top=dup_top, rejected_rows=rejected_rows,
         suspects=suspects, queries_with_positives=int((Pq > 0).sum()),
-        pairs=PairTable(labels, c, c2, a, N))
+        pairs=PairTable(labels, key, a, nq_c, ng_c))

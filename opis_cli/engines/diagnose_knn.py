@@ -44,6 +44,7 @@ import numpy as np
 
 from ..prepare import Prepared
 from .base import exact_keys, key_to_dist
+from .diagnose import sparse_entries
 
 #: candidate pairs per block
 PAIRS_PER_BLOCK = 2**21
@@ -172,16 +173,8 @@ def candidate_pass(prep: Prepared, t: float, ids: np.ndarray, vals, delta: float
         if progress:
             progress("diagnosis", e, nq)
     if ent_key:
-        key = np.concatenate(ent_key)
-        a = np.concatenate(ent_a)
-        order = np.argsort(key, kind="stable")
-        key, a = key[order], a[order]
-        first = np.concatenate([[True], key[1:] != key[:-1]])
-        idx = np.nonzero(first)[0]
-        a = np.add.reduceat(a, idx)
-        key = key[idx]
-        c, c2 = key // C, key % C
+        key, a = sparse_entries(np.concatenate(ent_key), np.concatenate(ent_a))
     else:
-        c = c2 = a = np.zeros(0, np.int64)
-    return {"rej": rej, "accpos": accpos, "top": top, "npos": npos, "c": c, "c2": c2, "a": a,
+        key = a = np.zeros(0, np.int64)
+    return {"rej": rej, "accpos": accpos, "top": top, "npos": npos, "key": key, "a": a,
             "complete": complete, "nearest_known": known}

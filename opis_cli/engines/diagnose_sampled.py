@@ -34,6 +34,7 @@ import numpy as np
 
 from ..prepare import Prepared
 from .base import dist_to_key, exact_keys, key_margins, key_to_dist, pair_keys
+from .diagnose import sparse_entries
 from .diagnose_knn import _positives
 
 
@@ -100,26 +101,19 @@ def sampled_pass(prep: Prepared, t: float, S: int, seed: int, block_bytes: int,
         if progress:
             progress("diagnosis", min(nq, (b + 1) * ctx.B), nq)
     if ent_key:
-        key = np.concatenate(ent_key)
-        n = np.concatenate(ent_n)
-        order = np.argsort(key, kind="stable")
-        key, n = key[order], n[order]
-        idx = np.nonzero(np.concatenate([[True], key[1:] != key[:-1]]))[0]
-        n = np.add.reduceat(n, idx)
-        key = key[idx]
+        key, n = sparse_entries(np.concatenate(ent_key), np.concatenate(ent_n))
     else:
         key = n = np.zeros(0, np.int64)
     scale = 1.0 if ctx.exhaustive else ng / ctx.S
     # Horvitz-Thompson estimates, rounded half to even to whole pairs (at least 1:
     # a drawn accept means the pair accepts)
     a = np.maximum(np.rint(n * scale), 1).astype(np.int64) if len(n) else n
-    c, c2 = key // C, key % C
     # suspects are exact: the 3 nearest of every row that can be one
     pos = (prep.class_end - prep.class_start)[prep.q_class] - (prep.self_col >= 0)
     maybe = np.nonzero((pos > 0) & (accpos == 0))[0]
     top = np.full((nq, 3), -1, np.int64)
     top[maybe] = _nearest3(prep, maybe, block_bytes)
-    return {"rej": rej, "accpos": accpos, "top": top, "npos": npos, "c": c, "c2": c2, "a": a,
+    return {"rej": rej, "accpos": accpos, "top": top, "npos": npos, "key": key, "a": a,
             "estimate": {"negatives_per_query": ctx.S, "every_pair": bool(ctx.exhaustive),
                          "pairs_drawn": int(nq) * ctx.S, "accepted_pairs_drawn": used,
                          "scale": scale, "suspect_candidates": int(len(maybe))}}
