@@ -68,14 +68,12 @@ def _nearest3(prep: Prepared, rows: np.ndarray, block_bytes: int) -> np.ndarray:
     return out
 
 
-def sampled_pass(prep: Prepared, t: float, S: int, seed: int, block_bytes: int,
-                 progress=None) -> dict:
-    """The diagnosis pass from the sampled engine's draws (``S`` per block,
-    ``seed``): the fields of ``diagnose.merge_parts`` (``a`` the rounded
-    estimates) plus ``estimate`` (the numbers of the draws)."""
-    from .sampled import _Context
-
-    ctx = _Context(prep, int(S), int(seed))
+def sampled_pass(prep: Prepared, t: float, ctx, block_bytes: int, progress=None) -> dict:
+    """The diagnosis pass from the sampled engine's draws (``ctx``: its
+    ``sampled._Context`` of ``prep``, ``S`` and seed, whose ``_block`` and
+    ``refine`` give the drawn negative pairs): the fields of
+    ``diagnose.merge_parts`` (``a`` the rounded estimates) plus ``estimate``
+    (the numbers of the draws)."""
     nq, ng = ctx.nq, ctx.ng
     C = prep.n_classes
     l2 = prep.metric == "l2"

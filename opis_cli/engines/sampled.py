@@ -379,7 +379,7 @@ class SampledEngine:
         ``engines/diagnose_sampled.py``."""
         from .diagnose_sampled import sampled_pass
 
-        res = sampled_pass(prep, t, self.S, self.seed, block_bytes, progress)
+        res = sampled_pass(prep, t, _Context(prep, self.S, self.seed), block_bytes, progress)
         res["estimate"]["seed"] = self.seed
         return res
 
