@@ -197,8 +197,7 @@ def evaluate(
     diagnose: Annotated[bool, typer.Option(
         "--diagnose", rich_help_panel="Diagnosis",
         help="Also say why classes fail: impostor classes, overlapping pairs, duplicates, "
-             "rejected rows, suspect labels (one more pass: exact with --engine exact or "
-             "dask, from the candidates with knn, estimated with sampled).")
+             "rejected rows, suspect labels (one more pass).")
     ] = False,
     threshold: Annotated[Optional[float], typer.Option(
         "--threshold", rich_help_panel="Diagnosis",
