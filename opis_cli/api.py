@@ -150,7 +150,10 @@ def evaluate(
         ``calibration``, are copied as with True. Results are identical.
     diagnose : also diagnose where the threshold fails (SPEC 16: impostor
         classes, overlapping classes, duplicate rows, rejected rows, suspect
-        labels; ``result.diagnosis``), in one more exact pass (exact engine)
+        labels; ``result.diagnosis``), in one more pass: exact with the exact
+        and Dask engines, from the candidates with the knn engine (lower
+        bounds, ``diagnosis.coverage``), estimated from the draws with the
+        sampled engine (``diagnosis.estimate``)
     threshold : the distance of the diagnosis (default: the recommended threshold)
     impostors : impostor classes listed per class (``k``, default 5)
     overlap_level : the overlap level ``L`` in (0, 1] (default 0.5)
@@ -183,6 +186,10 @@ def evaluate(
             raise ConfigError("this input is read by the Dask workers: it needs "
                               "engine=DaskEngine(...) (--engine "
                               f"{either(with_capability('shards'))})")
+        if diagnose:
+            raise ConfigError("--diagnose needs the rows in this process: the Dask workers "
+                              "reading Parquet shards do not diagnose yet; read the input "
+                              "into memory (another --engine, or evaluate() on the arrays)")
         prep = embeddings.arrange(labels, metric=metric, groups=groups, is_query=is_query,
                                   is_gallery=is_gallery)
     else:
@@ -211,6 +218,8 @@ def evaluate(
     spec = GridSpec(num_thresholds=int(num_thresholds), far_range=far, calibration_range=cal,
                     verification=dcf if verification else None,
                     min_class_rows=int(min_class_rows), retrieval=want_retrieval)
+    if diagnose and hasattr(engine, "keep_candidates"):
+        engine.keep_candidates = True  # the knn engine diagnoses from its search's candidates
     out = engine.run(prep, spec, progress)
     result = build_result(prep, out, spec=spec, metric=metric, utility=utility, beta=beta,
                           epsilon=epsilon, policy=policy,
@@ -219,7 +228,7 @@ def evaluate(
                           fairness_alpha=fairness_alpha, calibration_info=cal_info)
     if diagnose:
         result = _with_diagnosis(result, prep, threshold, impostors, overlap_level, evaluated,
-                                 block_bytes, progress)
+                                 block_bytes, progress, engine)
     return result
 
 
@@ -258,13 +267,18 @@ def _check_diagnosis(diagnose, threshold, impostors, overlap_level, metric, engi
 
 
 def _with_diagnosis(result: EvaluationResult, prep: Prepared, threshold, k, level,
-                    evaluated, block_bytes, progress) -> EvaluationResult:
-    """``result`` with its SPEC 16 diagnosis at ``threshold`` (default: recommended)."""
+                    evaluated, block_bytes, progress, engine=None) -> EvaluationResult:
+    """``result`` with its SPEC 16 diagnosis at ``threshold`` (default: recommended).
+
+    An engine may run the pass itself (``engine.diagnosis_pass``, the
+    signature of ``engines.diagnose.PassRunner``: the Dask engine maps it
+    over its workers); by default it runs in this process."""
     from .engines.diagnose import diagnose as run_diagnosis
 
     t = result.recommended_threshold.value if threshold is None else float(threshold)
     diag = run_diagnosis(prep, t, k=int(k), level=float(level), evaluated=evaluated,
-                         block_bytes=block_bytes, progress=progress)
+                         block_bytes=block_bytes, progress=progress,
+                         run_pass=getattr(engine, "diagnosis_pass", None))
     options = {**result.options, "diagnose": True,
                "threshold": None if threshold is None else float(threshold),
                "impostors": int(k), "overlap_level": float(level)}

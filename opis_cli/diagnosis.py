@@ -127,25 +127,134 @@ class PairTable:
     """The sparse class-pair table at ``t``: one entry per ``(c, c')``,
     ``c != c'``, with ``A(c, c') > 0``, sorted by ``(c, c')`` (label order).
 
-    ``query`` / ``gallery`` (E,) int64 index ``labels``; ``accepts`` (E,)
-    int64 ``A``; ``pairs`` (E,) int64 ``N``.
+    Held as ``key = c * C + c'`` (E,) int64 and ``accepts`` (E,) int64 ``A``,
+    with the per-class numbers of query and gallery rows (C,): 16 bytes an
+    entry. ``query`` / ``gallery`` (label indices) and ``pairs`` (``N(c,
+    c')``) are computed when asked.
     """
 
     labels: tuple[str, ...]
-    query: np.ndarray
-    gallery: np.ndarray
+    key: np.ndarray
     accepts: np.ndarray
-    pairs: np.ndarray
+    class_queries: np.ndarray
+    class_gallery: np.ndarray
 
     def __len__(self) -> int:
-        return int(len(self.query))
+        return int(len(self.key))
+
+    @property
+    def query(self) -> np.ndarray:
+        return self.key // max(len(self.labels), 1)
+
+    @property
+    def gallery(self) -> np.ndarray:
+        return self.key % max(len(self.labels), 1)
+
+    @property
+    def pairs(self) -> np.ndarray:
+        return self.class_queries[self.query] * self.class_gallery[self.gallery]
 
     def columns(self) -> dict[str, np.ndarray]:
         """The table as columns :data:`PAIRS_COLUMNS` (labels as object arrays)."""
         lab = np.asarray(self.labels, dtype=object)
-        return {"label": lab[self.query], "impostor": lab[self.gallery],
-                "accepts": self.accepts.astype(np.int64), "pairs": self.pairs.astype(np.int64),
-                "far": self.accepts / np.maximum(self.pairs, 1)}
+        q, g = self.query, self.gallery
+        n = self.class_queries[q] * self.class_gallery[g]
+        return {"label": lab[q], "impostor": lab[g],
+                "accepts": self.accepts.astype(np.int64), "pairs": n.astype(np.int64),
+                "far": self.accepts / np.maximum(n, 1)}
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """What a diagnosis from candidates (the knn engine) could see.
+
+    ``queries`` query rows; ``complete`` of them had every pair with
+    ``d <= t`` among their K candidates (their accepted negatives are all
+    counted); ``nearest_known`` of them had their 3 nearest decided (only
+    those can be suspects). Elsewhere the counts of accepted negatives are
+    lower bounds (``engines/diagnose_knn.py``). ``exact_search``: the index
+    searched exhaustively (``flat``, or K covering the gallery); otherwise
+    "complete" assumes the search found the true K nearest.
+    ``complete_rows`` (input rows of the complete queries) is in memory only.
+    """
+
+    method: str
+    k: int
+    index: str
+    exact_search: bool
+    queries: int
+    complete: int
+    nearest_known: int
+    complete_rows: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def incomplete(self) -> int:
+        return self.queries - self.complete
+
+    def note(self) -> str:
+        """One line for every output: where the numbers come from and what they miss."""
+        if self.incomplete == 0 and self.nearest_known == self.queries:
+            return (f"from the {self.k} nearest candidates: every accepted pair was seen "
+                    "(the counts are exact)")
+        assume = "" if self.exact_search else " (assuming the approximate search found them)"
+        return (f"from the {self.k} nearest candidates: counts are lower bounds for "
+                f"{self.incomplete:,} of {self.queries:,} queries{assume}; suspects only "
+                f"among the {self.nearest_known:,} whose 3 nearest are known")
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "k": self.k, "index": self.index,
+                "exact_search": self.exact_search, "queries": self.queries,
+                "complete_queries": self.complete, "incomplete_queries": self.incomplete,
+                "nearest_known": self.nearest_known, "note": self.note()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Coverage":
+        return cls(str(d["method"]), int(d["k"]), str(d["index"]), bool(d["exact_search"]),
+                   int(d["queries"]), int(d["complete_queries"]), int(d["nearest_known"]))
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A diagnosis estimated from the sampled engine's draws (``engines/diagnose_sampled.py``).
+
+    ``A(c, c')`` (impostors, overlap, the class-pair table) is the
+    Horvitz-Thompson estimate ``scale * (drawn accepted negatives)``,
+    ``scale = ng / S``, rounded to whole pairs; rejected rows, suspects and
+    duplicates are exact. ``every_pair``: ``S >= ng``, so nothing is estimated.
+    """
+
+    method: str
+    seed: int
+    negatives_per_query: int
+    every_pair: bool
+    pairs_drawn: int
+    accepted_pairs_drawn: int
+    scale: float
+
+    def note(self) -> str:
+        """One line for every output: an estimate, how, and what is exact."""
+        if self.every_pair:
+            return (f"from sampled negatives with every pair drawn (all "
+                    f"{self.negatives_per_query:,} gallery rows per query): every count is exact")
+        return (f"estimated from sampled negatives ({self.negatives_per_query} per query, seed "
+                f"{self.seed}, {self.accepted_pairs_drawn:,} accepted of {self.pairs_drawn:,} "
+                f"pairs drawn, each counting {self.scale:.4g}): impostor accepts, overlap and "
+                "the class-pair table are estimates; rejected rows, suspects and duplicates "
+                "are exact")
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "seed": self.seed,
+                "negatives_per_query": self.negatives_per_query, "every_pair": self.every_pair,
+                "pairs_drawn": self.pairs_drawn,
+                "accepted_pairs_drawn": self.accepted_pairs_drawn, "scale": _f(self.scale),
+                "estimated": [] if self.every_pair else ["impostors", "overlap", "pairs"],
+                "note": self.note()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Estimate":
+        return cls(str(d["method"]), int(d["seed"]), int(d["negatives_per_query"]),
+                   bool(d["every_pair"]), int(d["pairs_drawn"]), int(d["accepted_pairs_drawn"]),
+                   float(d["scale"]))
 
 
 @dataclass(frozen=True)
@@ -157,6 +266,10 @@ class Diagnosis:
     the number of query rows with ``P_q > 0`` (the denominator of
     ``suspect_fraction``). ``pairs`` (not part of the JSON) is the whole
     sparse class-pair table; None for a diagnosis read from JSON.
+    ``coverage``: None for an exact diagnosis; for one from candidates (the
+    knn engine) what they could see: its counts of accepted negatives are
+    lower bounds (:class:`Coverage`). ``estimate``: for one from the sampled
+    engine's draws, how it is estimated (:class:`Estimate`).
     """
 
     threshold: float
@@ -173,6 +286,19 @@ class Diagnosis:
     suspects: tuple[Suspect, ...]
     queries_with_positives: int
     pairs: PairTable | None = field(default=None, repr=False, compare=False)
+    #: None: exact (every pair counted); else what the candidates could see
+    coverage: Coverage | None = None
+    #: None: counted; else how the sampled draws estimate it
+    estimate: Estimate | None = None
+
+    @property
+    def source_note(self) -> str | None:
+        """The line every output shows when the diagnosis is not counted over
+        every pair (knn candidates, sampled estimate); None when it is."""
+        for part in (self.coverage, self.estimate):
+            if part is not None:
+                return part.note()
+        return None
 
     # -- flat numbers ------------------------------------------------------
     @property
@@ -203,6 +329,8 @@ class Diagnosis:
                          "queries_with_positives": self.queries_with_positives,
                          "fraction": _f(self.suspect_fraction),
                          "rows": [s.to_dict() for s in self.suspects]},
+            **({"coverage": self.coverage.to_dict()} if self.coverage is not None else {}),
+            **({"estimate": self.estimate.to_dict()} if self.estimate is not None else {}),
         }
 
     @classmethod
@@ -219,7 +347,9 @@ class Diagnosis:
             rejected_rows={str(c): tuple(RejectedRow.from_dict(r) for r in v)
                            for c, v in d["rejected_rows"].items()},
             suspects=tuple(Suspect.from_dict(s) for s in su["rows"]),
-            queries_with_positives=int(su.get("queries_with_positives", 0)))
+            queries_with_positives=int(su.get("queries_with_positives", 0)),
+            coverage=Coverage.from_dict(d["coverage"]) if d.get("coverage") else None,
+            estimate=Estimate.from_dict(d["estimate"]) if d.get("estimate") else None)
 
     # -- data frames -----------------------------------------------------------
     def impostors_frame(self):

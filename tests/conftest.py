@@ -49,6 +49,7 @@ SLOW: dict[str, frozenset[str] | None] = {
         "test_the_10k_class_report"}),
     "test_engine_dask.py": None,  # the dask extra; a local cluster per module
     "test_dask_shards.py": None,  # the dask extra; workers reading Parquet shards
+    "test_diagnosis_dask.py": None,  # the dask extra; SPEC 16 on a local cluster
     "test_pml_agreement.py": None,  # the train extra (pytorch-metric-learning)
     "test_mlflow.py": None,  # the mlflow extra; a local SQLite tracking store
     "test_lightning.py": None,  # the lightning extra; real (tiny) fits
@@ -93,6 +94,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
 NEEDS: dict[str, dict[str | None, tuple[str, ...]]] = {
     "test_engine_dask.py": {None: ("dask",)},
     "test_dask_shards.py": {None: ("dask",)},
+    "test_diagnosis_dask.py": {None: ("dask",)},
     "test_pml_agreement.py": {None: ("train",)},
     "test_mlflow.py": {None: ("mlflow",)},
     "test_lightning.py": {None: ("lightning",)},

@@ -384,7 +384,7 @@ def test_cli_pairs_file_and_json(tmp_path, capsys, suffix):
     (("--diagnose", "--overlap-level", "0"), "--overlap-level"),
     (("--diagnose", "--overlap-level", "2"), "--overlap-level"),
     (("--diagnose", "--pairs", "p.txt"), "--pairs"),
-    (("--diagnose", "--engine", "knn"), "--engine exact"),
+    (("--diagnose", "--engine", "reference"), "--engine exact"),
 ])
 def test_cli_bad_options(tmp_path, capsys, args, needle):
     emb, labels = _files(tmp_path, CLEAN_X, CLEAN_LAB)
@@ -489,3 +489,52 @@ def test_real_data_matches_float64_reference():
                             diagnose=True, threshold=t)
     compare(res.diagnosis, want)
     assert res.diagnosis.overlap_count > 20 and len(res.diagnosis.suspects) > 10
+
+
+# ----------------------------------------------------------------- merging the sparse table
+def test_merge_runs_sums_classes_cut_between_runs():
+    """Runs each sorted and duplicate-free, in class order, a class cut between
+    several runs: one sorted table with equal (c, c') summed (a naive dict sum)."""
+    from opis_cli.engines.diagnose import CHUNK, _merge_runs
+
+    rng = np.random.default_rng(3)
+    C = 9
+    want: dict = {}
+    runs = []
+    c = 0
+    for _ in range(40):
+        c = min(C - 1, c + int(rng.integers(0, 2)))  # the same class often spans runs
+        keys = np.unique(c * C + rng.choice([x for x in range(C) if x != c],
+                                            int(rng.integers(0, 6))))
+        vals = rng.integers(1, 50, len(keys))
+        for k_, v in zip(keys.tolist(), vals.tolist()):
+            want[k_] = want.get(k_, 0) + v
+        runs.append((keys.astype(np.int64), vals.astype(np.int64)))
+    key, a = _merge_runs(runs, C)
+    assert runs == []  # consumed
+    assert key.tolist() == sorted(want) and a.tolist() == [want[k_] for k_ in sorted(want)]
+    assert CHUNK >= 1
+
+
+def test_classes_cut_between_tiles_same_result(monkeypatch):
+    """64-row tiles (classes cut between them, flushed twice and summed) give the
+    one-tile result, and both equal the float64 reference."""
+    from opis_cli.engines import base
+
+    rng = np.random.default_rng(5)
+    n = 600
+    y = rng.integers(0, 12, n)
+    x = (rng.integers(-3, 4, size=(12, 5))[y] + rng.integers(-2, 3, size=(n, 5))).astype(
+        np.float32)
+    lab = np.array([f"k{v:02d}" for v in y], dtype=object)
+    prep = prepare(x, lab, metric="l2")
+    one = diagnose(prep, 3.0, level=0.1)
+    monkeypatch.setattr(base, "TILE_BYTES", 1)
+    assert base.tile_rows(n) == 64
+    cut = diagnose(prep, 3.0, level=0.1)
+    assert json.dumps(cut.to_dict()) == json.dumps(one.to_dict())
+    assert {k_: v.tolist() for k_, v in cut.pairs.columns().items()} == \
+        {k_: v.tolist() for k_, v in one.pairs.columns().items()}
+    want = ref.diagnose_blocked(x, lab, 3.0, metric="l2", level=0.1)
+    compare(cut, want)
+    assert len(cut.pairs) > 30 and any(cut.rejected_rows.values())

@@ -161,7 +161,7 @@ def evaluate(
     diagnose: Annotated[bool, typer.Option(
         "--diagnose", rich_help_panel="Diagnosis",
         help="Also say why classes fail: impostor classes, overlapping pairs, duplicates, "
-             "rejected rows, suspect labels (one more exact pass).")
+             "rejected rows, suspect labels (one more pass).")
     ] = False,
     threshold: Annotated[Optional[float], typer.Option(
         "--threshold", rich_help_panel="Diagnosis",
@@ -251,7 +251,9 @@ def evaluate(
     note = not quiet and engine in COMPILED_ENGINES
     from ..app import reads_shards
 
-    if reads_shards(path, read, engine):
+    # the diagnosis needs the rows in this process: with it, Parquet is read
+    # here and scattered to the workers (their shards path does not diagnose)
+    if not diagnose and reads_shards(path, read, engine):
         result = evaluate_shards(path, read, show_progress=show, compile_note=note, engine=eng,
                                  **eval_opts)
     else:

@@ -129,6 +129,14 @@ def _run_chunk_task(prep: Prepared, row_eval, row_sample, cfg: PassConfig, start
         return start, stop, run_chunk(prep, row_eval, row_sample, cfg, start, stop)
 
 
+def _diagnosis_task(prep: Prepared, t: float, start: int, stop: int, block_bytes: int):
+    """The diagnosis pass over query rows ``[start, stop)`` (``diagnose.PassPart``)."""
+    from .diagnose import pass_range
+
+    with _TASK_LOCK:
+        return pass_range(prep, t, start, stop, block_bytes)
+
+
 def _worker_version() -> str:
     from .._version import __version__
 
@@ -315,6 +323,60 @@ class DaskEngine:
             tasks = chunks.tasks
             del chunks  # releases the scattered arrays before the session closes
         return replace(out, notes={**out.notes, "workers": n_workers, "tasks": tasks})
+
+    # -- the diagnosis pass (SPEC 16) -----------------------------------------------
+    def diagnosis_pass(self, prep: Prepared, t: float, block_bytes: int,
+                       progress: Progress | None = None) -> dict:
+        """The diagnosis pass (``engines.diagnose.pass_range``) on the workers:
+        the query rows cut into ranges of whole tiles (not aligned to the
+        classes: a class cut in two is flushed by both ranges and its
+        entries summed), one task per range against the whole gallery;
+        the client merges the typed parts (``diagnose.merge_parts``: rows
+        placed by index, integer sums of equal ``(c, c')`` keys), so the
+        result is that of one local pass, whatever the split and the
+        number of workers. The rows are scattered to every worker once."""
+        if hasattr(prep.xq, "shards"):  # refused before any work (api.evaluate)
+            raise ConfigError("--diagnose: the Dask workers reading Parquet shards do not "
+                              "diagnose yet")
+        try:
+            return self._diagnosis_pass(prep, t, block_bytes, progress)
+        except (distributed.client.FutureCancelledError, distributed.KilledWorker) as e:
+            raise OpisError(
+                "--engine dask: the cluster lost its workers during the diagnosis, and with "
+                f"them data the remaining tasks need ({type(e).__name__}); run again once the "
+                "workers are back") from e
+
+    def _diagnosis_pass(self, prep: Prepared, t: float, block_bytes: int,
+                        progress: Progress | None) -> dict:
+        from .diagnose import merge_parts
+
+        nq = len(prep.q_rows)
+        tile = tile_rows(len(prep.g_rows))
+        with self._session() as client:
+            self._check_workers(client)
+            n_workers = max(1, len(client.scheduler_info().get("workers", {})))
+            rows = self.chunk_rows or -(-nq // (CHUNKS_PER_WORKER * n_workers))
+            rows = -(-max(1, rows) // tile) * tile
+            bounds = [(s, min(nq, s + rows)) for s in range(0, nq, rows)]
+            scattered = client.scatter(prep, broadcast=True, hash=False)
+            futures = [client.submit(_diagnosis_task, scattered, float(t), s, e,
+                                     int(block_bytes), pure=False) for s, e in bounds]
+            if progress:
+                progress("diagnosis", 0, nq)
+            parts = []
+            done = 0
+            try:
+                for fut in distributed.as_completed(futures):
+                    part = fut.result()
+                    parts.append(part)
+                    done += part.stop - part.start
+                    if progress:
+                        progress("diagnosis", done, nq)
+            finally:
+                for fut in futures:
+                    fut.release()
+                del scattered
+        return merge_parts(parts, nq, prep.n_classes)
 
     def _rows_per_block(self, prep: Prepared, K: int) -> int:
         if self.block_rows is not None:

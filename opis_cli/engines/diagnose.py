@@ -33,22 +33,28 @@ rows, C classes, w workers, E entries of the sparse table::
     w*tile*ng*4      one tile of float32 inner products per worker
     + w*(ng*24 + C*16)  a row's keys and candidates, the class counter and its touched list
     + nq*48          per-query results (rejected, accepted, top 3, nearest positive)
-    + E*24*3         the sparse (c, c', A) entries as flushed, sorted and merged
+    + E*16           the sparse table: key c*C + c' and A, int64; the tiles'
+                     runs are copied into it one by one and freed (only the
+                     classes cut between tiles are re-sorted, in place)
+    + CHUNK*150      the overlap step, one chunk of entries at a time
     + N*12           duplicate hashing (a 64-bit hash and an index per row)
 
 E is at most the number of accepted negative pairs, and at most the number
-of (query class, gallery class) pairs that accept one.
+of (query class, gallery class) pairs that accept one; the table stays in
+the result (``Diagnosis.pairs``, E*16 bytes). At 75,000 rows x 384 in
+20,000 classes at the recommended threshold, E = 37 million (594 MB).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
 from . import _diagnose_kernels as _dk
-from ..diagnosis import (Diagnosis, Impostor, OverlapPair, PairTable, RejectedRow,
+from ..diagnosis import (Coverage, Diagnosis, Estimate, Impostor, OverlapPair, PairTable, RejectedRow,
                          SharedDuplicates, Suspect)
 from ..errors import ConfigError, InputError
 from ..prepare import Prepared
@@ -62,18 +68,135 @@ TOP_SHOWN = 20
 
 
 # -- the pass --------------------------------------------------------------------------
-def _pass(prep: Prepared, t: float, block_bytes: int, progress) -> dict:
-    """Run the kernel over every tile; per-query arrays and the sparse entries."""
+@dataclass(frozen=True)
+class PassPart:
+    """What the diagnosis pass finds for the query rows ``[start, stop)`` (of
+    ``Prepared``, class order): per row ``rej``, ``accpos`` (int64), ``top``
+    ((n, 3) gallery columns, -1 where fewer), ``npos`` (float64, NaN where
+    not needed); and the sparse accepted-negative entries: ``key = c * C +
+    c'`` and ``a = A`` (int64), sorted by key with no key twice. A range may
+    split a query class: :func:`merge_parts` sums equal keys, so the merged
+    result does not depend on where the ranges are cut."""
+
+    start: int
+    stop: int
+    rej: np.ndarray
+    accpos: np.ndarray
+    top: np.ndarray
+    npos: np.ndarray
+    key: np.ndarray
+    a: np.ndarray
+
+
+#: entries handled at once by the chunked steps (compaction, overlap)
+CHUNK = 1 << 20
+
+
+def _merge_runs(runs: list, C: int) -> tuple[np.ndarray, np.ndarray]:
+    """One sorted, duplicate-free ``(key, a)`` from runs that are each sorted and
+    duplicate-free, in class order (the last class of a run at most the first
+    of the next; a class cut between runs has entries in both).
+
+    Consumes ``runs`` (emptied, so each run is freed once copied): the peak is
+    the result (16 bytes an entry) plus one run. The result is sorted except
+    inside the classes cut between runs (their entries stay contiguous); those
+    classes alone are sorted and summed (integer sums), and the freed
+    entries compacted in place, chunk by chunk.
+    """
+    total = sum(len(r[0]) for r in runs)
+    key = np.empty(total, np.int64)
+    acc = np.empty(total, np.int64)
+    at = 0
+    runs.reverse()
+    while runs:
+        k, v = runs.pop()
+        key[at:at + len(k)] = k
+        acc[at:at + len(k)] = v
+        at += len(k)
+        del k, v
+    if total < 2:
+        return key, acc
+    bad = np.nonzero(key[1:] <= key[:-1])[0]
+    if not len(bad):
+        return key, acc
+    # the class of an entry never decreases along the array: a binary search
+    # for a class's first key is valid though its entries are unsorted
+    for c in np.unique(key[bad] // C):
+        s = int(np.searchsorted(key, c * C, side="left"))
+        e = int(np.searchsorted(key, (c + 1) * C, side="left"))
+        order = np.argsort(key[s:e], kind="stable")
+        ks, vs = key[s:e][order], acc[s:e][order]
+        first = np.nonzero(np.concatenate([[True], ks[1:] != ks[:-1]]))[0]
+        m = len(first)
+        key[s:s + m] = ks[first]
+        acc[s:s + m] = np.add.reduceat(vs, first)
+        key[s + m:e] = -1  # freed
+    w = 0
+    for r in range(0, total, CHUNK):
+        kc = key[r:r + CHUNK].copy()
+        keep = kc >= 0
+        n = int(keep.sum())
+        vc = acc[r:r + CHUNK][keep]
+        key[w:w + n] = kc[keep]
+        acc[w:w + n] = vc
+        w += n
+    return key[:w], acc[:w]
+
+
+def merge_parts(parts: list[PassPart], nq: int, C: int) -> dict:
+    """The whole pass from parts covering ``[0, nq)`` once (any order, any cut)."""
+    parts = sorted(parts, key=lambda p: p.start)
+    covered = 0
+    for p in parts:
+        if p.start != covered:
+            raise RuntimeError(f"diagnosis parts leave rows {covered}..{p.start} uncovered; "
+                               "please report this")
+        covered = p.stop
+    if covered != nq:
+        raise RuntimeError("diagnosis parts do not cover every query row; please report this")
+    if len(parts) == 1:  # one pass over every row: its arrays as they are
+        p = parts[0]
+        return {"rej": p.rej, "accpos": p.accpos, "top": p.top, "npos": p.npos,
+                "key": p.key, "a": p.a}
+    rej = np.zeros(nq, np.int64)
+    accpos = np.zeros(nq, np.int64)
+    top = np.full((nq, 3), -1, np.int64)
+    npos = np.full(nq, np.nan)
+    for p in parts:
+        rej[p.start:p.stop] = p.rej
+        accpos[p.start:p.stop] = p.accpos
+        top[p.start:p.stop] = p.top
+        npos[p.start:p.stop] = p.npos
+    key, a = _merge_runs([(p.key, p.a) for p in parts], C)
+    return {"rej": rej, "accpos": accpos, "top": top, "npos": npos, "key": key, "a": a}
+
+
+def sparse_entries(key: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unsorted entries ``(key, n)`` sorted by key, equal keys summed (int64)."""
+    order = np.argsort(key, kind="stable")
+    key, n = np.asarray(key, np.int64)[order], np.asarray(n, np.int64)[order]
+    if not len(key):
+        return key, n
+    first = np.nonzero(np.concatenate([[True], key[1:] != key[:-1]]))[0]
+    return key[first], np.add.reduceat(n, first)
+
+
+def pass_range(prep: Prepared, t: float, start: int, stop: int, block_bytes: int,
+               progress=None, n_threads: int | None = None) -> PassPart:
+    """Run the kernel over the query rows ``[start, stop)`` in tiles of
+    ``base.tile_rows(ng)`` rows (cut from ``start``) against the whole gallery."""
     from .exact import _in_workers, _Tiles, _workers
 
-    nq, ng = len(prep.q_rows), len(prep.g_rows)
+    nq, ng = stop - start, len(prep.g_rows)
     C = prep.n_classes
     l2 = prep.metric == "l2"
     tk = float(dist_to_key(t, l2))
     tk_lo, tk_hi = (tk * (1 - 4e-16), tk * (1 + 4e-16) + 1e-300) if l2 else (tk, tk)
     tile = tile_rows(ng)
-    starts = list(range(0, nq, tile))
+    starts = list(range(start, stop, tile))
     n_workers = _workers(tile, max(1, block_bytes // (4 * max(ng, 1))), len(starts))
+    if n_threads is not None:
+        n_workers = max(1, min(n_workers, int(n_threads)))
     margins = key_margins(prep)
     pos_start = prep.class_start[prep.q_class]
     pos_end = prep.class_end[prep.q_class]
@@ -95,17 +218,21 @@ def _pass(prep: Prepared, t: float, block_bytes: int, progress) -> dict:
         ckey = np.zeros(max(ng, 1), np.float64)
         kb = np.zeros(max(ng, 1), np.float64)
         for s in queue:
-            e = min(nq, s + tile)
+            e = min(stop, s + tile)
             n = e - s
+            o, oe = s - start, e - start
             inner_products(prep.xq, s, e, xgT, S, pad_q)
             oc, oc2, oa, no = _dk.diag_tile(
                 S, n, prep.xq[s:e], prep.xg, prep.qn2[s:e], prep.gn2, l2, t, tk_lo, tk_hi,
                 margins[s:e], prep.self_col[s:e], prep.q_class[s:e], prep.g_class, prep.g_rows,
-                pos_start[s:e], pos_end[s:e], acc, touched, cand, ckey, kb, rej[s:e], accpos[s:e],
-                top[s:e], npos[s:e], np.empty(1024, np.int32), np.empty(1024, np.int32),
-                np.empty(1024, np.int64))
+                pos_start[s:e], pos_end[s:e], acc, touched, cand, ckey, kb, rej[o:oe],
+                accpos[o:oe], top[o:oe], npos[o:oe], np.empty(1024, np.int32),
+                np.empty(1024, np.int32), np.empty(1024, np.int64))
+            k = oc[:no].astype(np.int64)
+            k *= C
+            k += oc2[:no]  # a tile's entries: sorted by (c, c'), no pair twice
             with queue.lock:
-                parts.append((s, oc[:no].copy(), oc2[:no].copy(), oa[:no].copy()))
+                parts.append((s, k, oa[:no].copy()))
                 done[0] += n
                 if progress:
                     progress("diagnosis", done[0], nq)
@@ -113,26 +240,22 @@ def _pass(prep: Prepared, t: float, block_bytes: int, progress) -> dict:
     if progress:
         progress("diagnosis", 0, nq)
     _in_workers(n_workers, work, queue)
-    parts.sort(key=lambda p: p[0])  # tiles in row order: entries nearly sorted by (c, c')
-    if parts:
-        c = np.concatenate([p[1] for p in parts]).astype(np.int64)
-        c2 = np.concatenate([p[2] for p in parts]).astype(np.int64)
-        a = np.concatenate([p[3] for p in parts])
-    else:
-        c = c2 = a = np.zeros(0, np.int64)
-    del parts
-    # sorted by (c, c') but where a class spans two tiles (flushed twice, both
-    # runs sorted): a stable sort of the nearly sorted keys, then sum duplicates
-    key = c * C + c2
-    if len(key) > 1 and not bool((key[1:] > key[:-1]).all()):
-        order = np.argsort(key, kind="stable")
-        c, c2, a, key = c[order], c2[order], a[order], key[order]
-    if len(c):
-        first = np.concatenate([[True], (c[1:] != c[:-1]) | (c2[1:] != c2[:-1])])
-        idx = np.nonzero(first)[0]
-        a = np.add.reduceat(a, idx)
-        c, c2 = c[idx], c2[idx]
-    return {"rej": rej, "accpos": accpos, "top": top, "npos": npos, "c": c, "c2": c2, "a": a}
+    parts.sort(key=lambda p: p[0])  # tiles in row order: runs in class order
+    runs = [(p[1], p[2]) for p in parts]
+    parts.clear()  # the runs hold the only references: each is freed once merged
+    key, a = _merge_runs(runs, C)
+    return PassPart(start, stop, rej, accpos, top, npos, key, a)
+
+
+def _pass(prep: Prepared, t: float, block_bytes: int, progress) -> dict:
+    """The pass over every query row, in this process."""
+    nq = len(prep.q_rows)
+    return merge_parts([pass_range(prep, t, 0, nq, block_bytes, progress)], nq,
+                       prep.n_classes)
+
+
+#: ``run_pass(prep, t, block_bytes, progress) -> merge_parts(...)``: who runs the pass
+PassRunner = Callable[[Prepared, float, int, "Callable | None"], dict]
 
 
 def duplicate_groups(prep: Prepared) -> tuple[int, int, list[tuple[int, int, int]]]:
@@ -194,7 +317,8 @@ def duplicate_groups(prep: Prepared) -> tuple[int, int, list[tuple[int, int, int
 
 def diagnose(prep: Prepared, threshold: float, *, k: int = 5, level: float = 0.5,
              evaluated: np.ndarray | None = None, block_bytes: int = DEFAULT_BLOCK_BYTES,
-             progress: Callable[[str, int, int], None] | None = None) -> Diagnosis:
+             progress: Callable[[str, int, int], None] | None = None,
+             run_pass: PassRunner | None = None) -> Diagnosis:
     """SPEC 16 at ``threshold`` (a distance), exactly, in one pass over every pair.
 
     Parameters
@@ -205,6 +329,8 @@ def diagnose(prep: Prepared, threshold: float, *, k: int = 5, level: float = 0.5
     level : the overlap level ``L`` in (0, 1]
     evaluated : (C,) bool, the evaluated classes (SPEC 3); default P > 0 and M > 0
     block_bytes : memory of the tiles held at once (results do not depend on it)
+    run_pass : who runs the pass (default: this process's threads; the Dask
+        engine passes one that maps :func:`pass_range` over its workers)
 
     Returns
     -------
@@ -226,54 +352,75 @@ def diagnose(prep: Prepared, threshold: float, *, k: int = 5, level: float = 0.5
     P, M = prep.class_pair_counts()
     if evaluated is None:
         evaluated = (P > 0) & (M > 0)
-    res = _pass(prep, t, block_bytes, progress)
-    c, c2, a = res["c"], res["c2"], res["a"]
+    res = (run_pass or _pass)(prep, t, block_bytes, progress)
+    key, a = res["key"], res["a"]
+    del res["key"], res["a"]
     nq_c = np.bincount(prep.q_class, minlength=C).astype(np.int64)
     ng_c = (prep.class_end - prep.class_start).astype(np.int64)
-    N = nq_c[c] * ng_c[c2]
-    FP = np.bincount(c, weights=a, minlength=C).astype(np.int64)
+    # the entries of class c: cb[c]..cb[c+1] (keys sorted by (c, c'))
+    cb = np.searchsorted(key, np.arange(C + 1, dtype=np.int64) * C, side="left")
+    FP = np.zeros(C, np.int64)
+    nonempty = cb[1:] > cb[:-1]
+    if nonempty.any():
+        FP[nonempty] = np.add.reduceat(a, cb[:-1][nonempty])
     TP = np.bincount(prep.q_class, weights=res["accpos"], minlength=C).astype(np.int64)
 
-    # impostors: entries sorted by (c, -A, c') -- labels are sorted, so ids order them
-    # by (c, -A, c'): entries are sorted by (c, c'), so a stable sort on (c, -A)
-    amax = int(a.max()) + 1 if len(a) else 1
-    order = np.argsort(c * amax + (amax - 1 - a), kind="stable")
+    # impostors: per class by (-A, c') (labels are sorted, so ids order them)
     impostors: dict[str, tuple[Impostor, ...]] = {}
-    bounds = np.searchsorted(c[order], np.arange(C + 1), side="left")
     for ci in np.nonzero(evaluated)[0]:
-        sel = order[bounds[ci]:bounds[ci + 1]][:k]
+        s, e = int(cb[ci]), int(cb[ci + 1])
+        sa = a[s:e]
+        sc2 = key[s:e] - ci * C
+        sel = np.lexsort((sc2, -sa))[:k]
         impostors[labels[ci]] = tuple(
-            Impostor(labels[int(c2[e])], int(a[e]), int(a[e]) / int(N[e]),
-                     int(a[e]) / int(FP[ci])) for e in sel)
+            Impostor(labels[int(sc2[j])], int(sa[j]),
+                     int(sa[j]) / int(nq_c[ci] * ng_c[sc2[j]]), int(sa[j]) / int(FP[ci]))
+            for j in sel)
 
-    # overlap of unordered pairs {x < y}
-    x, y = np.minimum(c, c2), np.maximum(c, c2)
-    fwd = c < c2
-    o = np.argsort(x * C + y, kind="stable")
-    x, y, a_o, fwd_o = x[o], y[o], a[o], fwd[o]
-    if len(x):
-        first = np.concatenate([[True], (x[1:] != x[:-1]) | (y[1:] != y[:-1])])
-        idx = np.nonzero(first)[0]
-        a_xy = np.add.reduceat(np.where(fwd_o, a_o, 0), idx)
-        a_yx = np.add.reduceat(np.where(fwd_o, 0, a_o), idx)
-        x, y = x[idx], y[idx]
-    else:
-        a_xy = a_yx = np.zeros(0, np.int64)
-    n_xy = nq_c[x] * ng_c[y]
-    n_yx = nq_c[y] * ng_c[x]
-    den = n_xy + n_yx
+    # overlap of unordered pairs {x < y}, chunk by chunk: an entry (c, c') with
+    # c < c' meets its mirror (c', c) by a binary search; an entry with c > c'
+    # stands for its pair only when the mirror is absent
     with np.errstate(invalid="ignore", divide="ignore"):
-        ov = (a_xy + a_yx) / den
         tpr = np.where(P > 0, TP / np.maximum(P, 1), -np.inf)
-    need = np.maximum(level, np.maximum(tpr[x], tpr[y]))
-    hit = (den > 0) & (ov >= need)
-    hx, hy, hov, hden = x[hit], y[hit], ov[hit], den[hit]
+    E = len(key)
+    hits: list = []
+    for r in range(0, E, CHUNK):
+        kc = key[r:r + CHUNK]
+        ac = a[r:r + CHUNK]
+        c = kc // C
+        c2 = kc - c * C
+        mirror = c2 * C + c
+        j = np.searchsorted(key, mirror)
+        jj = np.minimum(j, max(E - 1, 0))
+        found = (j < E) & (key[jj] == mirror)
+        am = np.where(found, a[jj], 0)
+        fwd = c < c2
+        use = fwd | ~found
+        x = np.where(fwd, c, c2)[use]
+        y = np.where(fwd, c2, c)[use]
+        a_xy = np.where(fwd, ac, 0)[use]
+        a_yx = np.where(fwd, am, ac)[use]
+        n_xy = nq_c[x] * ng_c[y]
+        n_yx = nq_c[y] * ng_c[x]
+        den = n_xy + n_yx
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ov = (a_xy + a_yx) / den
+        need = np.maximum(level, np.maximum(tpr[x], tpr[y]))
+        hit = (den > 0) & (ov >= need)
+        hits.append((x[hit], y[hit], ov[hit], den[hit], a_xy[hit], a_yx[hit], n_xy[hit],
+                     n_yx[hit]))
+    if hits:
+        hx, hy, hov, hden, h_ab, h_ba, hn_ab, hn_ba = (np.concatenate(v) for v in zip(*hits))
+    else:
+        hx = hy = hden = h_ab = h_ba = hn_ab = hn_ba = np.zeros(0, np.int64)
+        hov = np.zeros(0)
+    del hits
     ho = np.lexsort((hy, hx, -hden, -hov))
     shown = ho[:TOP_SHOWN]
     overlap_top = tuple(OverlapPair(labels[int(hx[e])], labels[int(hy[e])], float(hov[e]),
-                                    int(a_xy[hit][e]), int(a_yx[hit][e]), int(n_xy[hit][e]),
-                                    int(n_yx[hit][e])) for e in shown)
-    count = int(hit.sum())
+                                    int(h_ab[e]), int(h_ba[e]), int(hn_ab[e]), int(hn_ba[e]))
+                        for e in shown)
+    count = int(len(hx))
     tied = int((hov == hov[shown[-1]]).sum()) if count > TOP_SHOWN else 0
 
     # duplicates
@@ -305,9 +452,25 @@ def diagnose(prep: Prepared, threshold: float, *, k: int = 5, level: float = 0.5
     suspects = tuple(Suspect(int(prep.q_rows[i]), labels[int(prep.q_class[i])],
                              labels[int(tl[i, 0])], float(res["npos"][i])) for i in si)
 
+    coverage = None
+    if "complete" in res:  # from candidates (the knn engine): what they could see
+        info = res["coverage"]
+        coverage = Coverage("candidates", int(info["k"]), str(info["index"]),
+                            bool(info["exact_search"]), len(prep.q_rows),
+                            int(res["complete"].sum()), int(res["nearest_known"].sum()),
+                            complete_rows=np.sort(prep.q_rows[res["complete"]]))
+    estimate = None
+    if "estimate" in res:  # from the sampled engine's draws
+        e = res["estimate"]
+        estimate = Estimate(
+            "sampled negatives (the sampled engine's draws), Horvitz-Thompson: drawn accepted "
+            "negatives x ng / S, rounded; exact positives and suspects", int(e["seed"]),
+            int(e["negatives_per_query"]), bool(e["every_pair"]), int(e["pairs_drawn"]),
+            int(e["accepted_pairs_drawn"]), float(e["scale"]))
     return Diagnosis(
+        coverage=coverage, estimate=estimate,
         threshold=t, k=k, level=level, impostors=impostors, overlap_count=count,
         overlap_tied=tied, overlap_top=overlap_top, duplicate_groups=groups,
         duplicate_rows=dup_rows, duplicate_top=dup_top, rejected_rows=rejected_rows,
         suspects=suspects, queries_with_positives=int((Pq > 0).sum()),
-        pairs=PairTable(labels, c, c2, a, N))
+        pairs=PairTable(labels, key, a, nq_c, ng_c))

@@ -177,6 +177,10 @@ class KnnEngine:
         self.nprobe = nprobe
         self.sample_rows = int(sample_rows)
         self.last_output: KnnOutput | None = None
+        #: keep the search's candidates after ``run`` for ``diagnosis_pass``
+        #: (``evaluate(diagnose=True)`` sets it; ``nq*K*8`` bytes held until then)
+        self.keep_candidates = False
+        self._diag = None
 
     # ------------------------------------------------------------------ public
     def run(self, prep: Prepared, spec: GridSpec, progress: Progress | None = None) -> KnnOutput:
@@ -194,6 +198,7 @@ class KnnEngine:
             ids, vals = self._search(index, prep, progress)
             del index
         src = _Candidates(ctx, ids, vals)
+        self._diag = (ids, ctx.delta, notes["index"], dense) if self.keep_candidates else None
 
         # -- the calibration range
         if spec.calibration_range is not None:
@@ -228,6 +233,30 @@ class KnnEngine:
         self.last_output = out
         self._maybe_warn(out, notes, ctx, grid)
         return out
+
+    # ------------------------------------------------------------- diagnosis
+    def diagnosis_pass(self, prep: Prepared, t: float, block_bytes: int,
+                       progress: Progress | None = None) -> dict:
+        """SPEC 16's pass from the candidates of the last ``run`` (kept when
+        ``keep_candidates``): ``engines/diagnose_knn.py`` (lower bounds, and
+        which queries are complete); the exact pass when K covers the gallery."""
+        from .diagnose import _pass
+        from .diagnose_knn import candidate_pass
+
+        if self._diag is None:
+            raise ConfigError("the knn engine diagnoses from the candidates of its last run: "
+                              "set keep_candidates (evaluate(..., diagnose=True) does)")
+        ids, delta, desc, dense = self._diag
+        self._diag = None  # the candidates go once used
+        nq = len(prep.q_rows)
+        if dense:
+            res = _pass(prep, t, block_bytes, progress)
+            res["complete"] = res["nearest_known"] = np.ones(nq, bool)
+        else:
+            res = candidate_pass(prep, t, ids, None, delta, block_bytes, progress)
+        res["coverage"] = {"k": self.k, "index": desc, "exact_search": dense or
+                           self.index == "flat"}
+        return res
 
     # ------------------------------------------------------------- the search
     def _build_index(self, prep: Prepared, progress):

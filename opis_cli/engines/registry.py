@@ -94,7 +94,8 @@ ENGINES: tuple[EngineEntry, ...] = (
         options=(EngineOption("k", opt.K, "Neighbours per query for --engine knn.", "--k"),
                  EngineOption("index", opt.INDEX,
                               f"FAISS index for --engine knn: {', '.join(opt.INDEXES[:-1])} or "
-                              f"{opt.INDEXES[-1]}.", "--index"))),
+                              f"{opt.INDEXES[-1]}.", "--index")),
+        capabilities=Capabilities(diagnosis=True)),
     EngineEntry(
         "dask", "exact, distributed", f"{_PKG}.dask", "DaskEngine",
         options=(EngineOption("scheduler", None, "Dask scheduler address for --engine dask "
@@ -105,7 +106,7 @@ ENGINES: tuple[EngineEntry, ...] = (
                               "Memory budget of one Dask worker when the workers read a "
                               "Parquet input themselves.", "--worker-mib")),
         capabilities=Capabilities(offsets=True, shards=True, verification=True, exact=True,
-                                  machine_independent=True)),
+                                  machine_independent=True, diagnosis=True)),
     EngineEntry(
         "sampled", "sampled negatives, estimates with intervals",
         f"{_PKG}.sampled", "SampledEngine",
@@ -116,7 +117,7 @@ ENGINES: tuple[EngineEntry, ...] = (
                               "Queries whose R@k and MAP@R --engine sampled computes exactly "
                               "against the whole gallery.", "--retrieval-queries"),
                  EngineOption("seed", opt.SEED, "Seed of --engine sampled.", "--seed")),
-        capabilities=Capabilities(estimates=True)),
+        capabilities=Capabilities(estimates=True, diagnosis=True)),
     EngineEntry(
         "reference", "plain float64, slow (the tests' oracle)",
         f"{_PKG}.reference", "ReferenceEngine",

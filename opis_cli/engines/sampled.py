@@ -328,6 +328,17 @@ class SampledEngine:
         return out
 
 
+    def diagnosis_pass(self, prep: Prepared, t: float, block_bytes: int,
+                       progress: Progress | None = None) -> dict:
+        """SPEC 16 estimated from this engine's draws (same ``S`` and seed):
+        ``engines/diagnose_sampled.py``."""
+        from .diagnose_sampled import sampled_pass
+
+        res = sampled_pass(prep, t, _Context(prep, self.S, self.seed), block_bytes, progress)
+        res["estimate"]["seed"] = self.seed
+        return res
+
+
 class _Context:
     """Per-run constants and the three passes over the sampled pairs."""
 

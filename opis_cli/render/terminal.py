@@ -479,6 +479,8 @@ def print_diagnosis(result: EvaluationResult) -> None:
         f"pairs (level {d.level:g}), {len(d.suspects)} suspect rows of "
         f"{d.queries_with_positives} queries with a positive, {d.duplicate_groups} duplicate "
         f"groups across labels ({d.duplicate_rows} rows)"))
+    if d.source_note:  # not counted over every pair (knn candidates, sampled estimate)
+        console.print(Text(d.source_note, style="yellow"))
     worst = [c.label for c in result.classes.per_class[:DIAGNOSIS_CLASSES]]
     t = Table(title=f"Worst {len(worst)} classes: impostors and rejected rows",
               title_justify="left")

@@ -76,6 +76,16 @@ def _diagnosis_dict(result: EvaluationResult) -> Mapping | None:
     return d.to_dict() if hasattr(d, "to_dict") else d
 
 
+def _diagnosis_note(result: EvaluationResult) -> str | None:
+    """The note of a diagnosis not counted over every pair (knn candidates,
+    sampled estimate); None when it is."""
+    d = _diagnosis_dict(result) or {}
+    for key in ("coverage", "estimate"):
+        if d.get(key):
+            return str(d[key]["note"])
+    return None
+
+
 def _diagnosis_by_class(result: EvaluationResult) -> tuple[dict, dict, dict]:
     """Impostors, rejected rows and suspects of each class label (SPEC 16 keys)."""
     d = _diagnosis_dict(result)
@@ -123,6 +133,8 @@ def drilldown_data(result: EvaluationResult, curves: Curves | None) -> dict:
         "threshold": _rounded(rt.value, 8), "global_far": _rounded(rt.far),
         "global_frr": _rounded(rt.frr),
         "evaluated": block.evaluated, "has_diagnosis": bool(imp or rej or sus),
+        # a diagnosis from candidates says so beside every class's impostors
+        "diagnosis_note": _diagnosis_note(result),
         "worst_label": f"{100 * result.epsilon:g}%",
         "curves": None,
     }
@@ -441,6 +453,9 @@ JS = r"""
       frag.appendChild(el("h4", "Where its false accepts come from"));
       frag.appendChild(table(["impostor class", "accepts", "FAR", "share"], c.impostors.map(
         function (r) { return [visible(r.label), r.accepts.toLocaleString("en-US"), pct(r.far), pct(r.share)]; })));
+    }
+    if (D.diagnosis_note && (c.impostors || c.rejected_rows || c.suspects)) {
+      frag.appendChild(el("p", "Diagnosis " + D.diagnosis_note + ".", "status"));
     }
     if (c.rejected_rows && c.rejected_rows.length) {
       frag.appendChild(el("h4", "Rows that take its false rejects"));

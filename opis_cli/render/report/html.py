@@ -782,6 +782,8 @@ def _where_it_fails(result: EvaluationResult) -> str:
              f"suspect rows of {d.queries_with_positives:,} queries with a positive, "
              f"{d.duplicate_groups:,} duplicate groups across labels ({d.duplicate_rows:,} "
              "rows).</p>"]
+    if d.source_note:  # not counted over every pair (knn candidates, sampled estimate)
+        parts.append(f'<p class="status diagnosis-source">{esc(d.source_note)}.</p>')
     if d.overlap_top:
         tied = f"; {d.overlap_tied:,} tied with the last shown" if d.overlap_tied else ""
         parts.append(f"<h3>Overlapping class pairs ({d.overlap_count:,} in all{tied})</h3>")
