@@ -23,7 +23,8 @@ import numpy as np
 
 from ...gate.rules import DIRECTION
 from ..escape import visible
-from ..format import deployment_rows, deployment_title, interval, mode_text, num, pct
+from ..format import (change_word, deployment_rows, deployment_title, interval, mode_text,
+                      num, pct)
 from .html import card, gate_html, page, verdict_html
 from .plots import (C_CLASS, C_GOOD, C_MEAN, C_THRESHOLD, C_WORST, DPI, UTILITY_NAMES,
                     distance_unit, short_label, to_png)
@@ -394,7 +395,8 @@ def render_page(cmp: "Comparison", images: dict[str, bytes],
         parts.append(f"<tr><td title=\"{e(m.name)}\">{e(metric_name(m.name))}</td>"
                      f"<td>{num(m.baseline)}</td>"
                      f"<td>{num(m.candidate)}</td><td>{num(m.change, '+.4g')}</td><td>{rel}</td>"
-                     f"<td>{e(ivs)}</td><td class=\"{e(m.verdict)}\">{e(m.verdict)}</td></tr>")
+                     f"<td>{e(ivs)}</td><td class=\"{e(m.verdict)}\">{e(change_word(cmp, m))}"
+                     "</td></tr>")
     parts.append("</table></div></section>")
     parts += ['<section id="classes"><h2>Classes</h2>',
               '<p class="muted">Mean utility over the calibration range; FAR and FRR at each '

@@ -1,0 +1,109 @@
+"""What the evaluate, compare and calibrate pages say, read from their HTML.
+
+* a rate read at two different thresholds (FAR, FRR, TPR) is not called
+  "better" (terminal, Markdown, HTML): the row names the operating point's change;
+* numbers and short codes never wrap inside a token (the page CSS);
+* the verification table (EER, minDCF with its parameters, FNMR at each FMR);
+* the issue's defect list: no SPEC numbers or internal fields in user text,
+  options listed once, ``100%`` not ``1e+02%``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from html.parser import HTMLParser
+
+import pytest
+
+from gating_samples import run
+from opis_cli.gate.compare import compare_results
+from opis_cli.io import read_result
+from opis_cli.render.format import POINT_WORDS, change_word
+
+
+def _cmp(b, c, **kw):
+    return compare_results(b, c, baseline_name="base.json", candidate_name="cand.json", **kw)
+
+
+class _Rows(HTMLParser):
+    """Table rows of a page as lists of cell texts."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows, self._row, self._cell = [], None, None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "tr":
+            self._row = []
+        elif tag in ("td", "th") and self._row is not None:
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self._row.append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "tr" and self._row is not None:
+            self.rows.append(self._row)
+            self._row = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def rows_of(page: str) -> list[list[str]]:
+    p = _Rows()
+    p.feed(page)
+    return p.rows
+
+
+# ------------------------------------------------- FAR is not "better" across thresholds
+
+
+def _naive_word(name, verdict, bt, ct):
+    """From the brief: FAR/FRR/TPR at two different thresholds is a change of
+    operating point, named by what the (FAR, FRR) point did; else the verdict."""
+    if name in ("far", "frr", "tpr") and bt != ct:
+        return {"better": "lower FAR and FRR", "worse": "higher FAR and FRR",
+                "": "trade-off", "same": "same"}[verdict]
+    return verdict
+
+
+def test_change_words_against_the_rule(samples):
+    w, s = read_result(samples.weak_json), read_result(samples.strong_json)
+    seen = set()
+    for b, c, mode in ((w, s, "own-range"), (s, w, "own-range"), (w, w, "same-thresholds")):
+        cmp = _cmp(b, c, mode=mode)
+        th = cmp.metric("threshold")
+        for m in cmp.metrics:
+            word = change_word(cmp, m)
+            assert word == _naive_word(m.name, m.verdict, th.baseline, th.candidate), m.name
+            seen.add(word)
+            if m.name == "far" and th.baseline != th.candidate:
+                assert word not in ("better", "worse")
+    # a trade-off (one rate up, the other down) has its own word
+    cmp = _cmp(w, s)
+    far = cmp.metric("far")
+    traded = replace(cmp, metrics=tuple(replace(m, verdict="") if m.name == "far" else m
+                                        for m in cmp.metrics))
+    assert far.verdict == "better" and change_word(traded, traded.metric("far")) == "trade-off"
+    assert {"lower FAR and FRR", "higher FAR and FRR", "better"} <= seen
+    assert set(POINT_WORDS) == {"better", "worse", "", "same"}
+
+
+def test_compare_outputs_do_not_call_far_better(samples, capsys, isolated):
+    code, out, err = run(capsys, "compare", samples.weak_json, samples.strong_json,
+                         "--report", "rep", "--markdown", "cmp.md")
+    assert code == 0, err
+    term = {ln.split("│")[1].strip(): ln for ln in out.splitlines() if ln.count("│") > 3}
+    assert "lower FAR and FRR" in term["far"] and "better" not in term["far"]
+    assert "better" in term["opis"]
+    md = {ln.split("|")[1].strip(): ln for ln in (isolated / "cmp.md").read_text().splitlines()
+          if ln.startswith("| ")}
+    assert md["far"].endswith("| lower FAR and FRR |")
+    page = (isolated / "rep" / "compare.html").read_text()
+    rows = {r[0]: r for r in rows_of(page) if r}
+    far = next(r for k, r in rows.items() if k.startswith("global FAR"))
+    assert far[-1] == "lower FAR and FRR"
+    assert next(r for k, r in rows.items() if k.startswith("OPIS"))[-1] == "better"
