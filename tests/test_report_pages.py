@@ -107,3 +107,63 @@ def test_compare_outputs_do_not_call_far_better(samples, capsys, isolated):
     far = next(r for k, r in rows.items() if k.startswith("global FAR"))
     assert far[-1] == "lower FAR and FRR"
     assert next(r for k, r in rows.items() if k.startswith("OPIS"))[-1] == "better"
+
+
+# ------------------------------------------------- the verification table
+
+
+def _verification_rows(page: str) -> list[list[str]]:
+    i = page.index('<section id="verification">')
+    j = page.index("</section>", i)
+    return rows_of(page[i:j])
+
+
+def test_verification_table_shows_what_the_terminal_shows():
+    """EER, minDCF with its parameters and FNMR at every FMR level, each read from
+    the result (formatted as a person reads it: 10%, 0.1%), with a direction and
+    a meaning; group labels escaped."""
+    from opis_cli import evaluate
+    from opis_cli.render.report.html import render_report
+    from report_helpers import NASTY, clustered
+
+    X, y = clustered([f"c{i}" for i in range(8)], rows=12, seed=3)
+    groups = [NASTY[i % 3] for i in range(len(y))]            # hostile group labels
+    res = evaluate(X, y, groups=groups, verification=True, dcf=(0.05, 2.0, 1.0),
+                   num_thresholds=21, timestamp=False)
+    v = res.verification
+    page = render_report(res, {})
+    rows = _verification_rows(page)
+    head, body = rows[0], rows[1:]
+    assert head == ["measure", "value", "at distance", "direction", "what it means"]
+    by = {r[0]: r for r in body}
+    assert by["Equal error rate (EER)"][1] == f"{100 * v.eer:.2f}%"
+    assert by["Equal error rate (EER)"][2] == f"{v.eer_threshold:.6g}"
+    dcf = by["Minimum detection cost (minDCF; p_target 0.05, c_miss 2, c_fa 1)"]
+    assert dcf[1] == f"{v.min_dcf:.4f}" and dcf[3] == "lower is better"
+    fnmr = [r for r in body if r[0].startswith("False non-match rate at FMR")]
+    assert len(fnmr) == len(v.fnmr_at_fmr) >= 1
+    for r, (k, x) in zip(fnmr, v.fnmr_at_fmr.items()):
+        level = 100 * float(k)                          # "1e-01" -> 10 (%)
+        assert r[0] == f"False non-match rate at FMR {level:g}% (FNMR@FMR)"
+        assert r[1] == f"{100 * x:.2f}%" and "e+" not in r[0] and "e-" not in r[0]
+    assert all(r[3] and r[4] for r in body)             # every row: direction and meaning
+    g = [r for r in body if r[0].startswith("EER of the groups")]
+    assert len(g) == 1
+    section = page[page.index('id="verification"'):].split("</section>")[0]
+    assert "&lt;/script&gt;&lt;img" in section and "</script><img" not in page
+    assert "<script>alert(1)" not in page
+    assert 'href="#verification"' in page
+
+
+def test_no_verification_table_unless_asked():
+    from opis_cli.render.report.html import render_report
+    from report_helpers import nasty_result
+
+    assert 'id="verification"' not in render_report(nasty_result(), {})
+
+
+def test_fmr_level_names():
+    from opis_cli.render.report.html import fmr_level
+
+    assert [fmr_level(k) for k in ("1e-01", "1e-02", "1e-03", "1e-06")] == \
+        ["10%", "1%", "0.1%", "0.0001%"]

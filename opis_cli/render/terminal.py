@@ -477,7 +477,7 @@ def print_diagnosis(result: EvaluationResult) -> None:
         return
     console.print(Text.assemble(
         "\n", ("Where it fails", "bold"),
-        f" at distance {d.threshold:.6g} (SPEC 16): {d.overlap_count} overlapping class "
+        f" at distance {d.threshold:.6g}: {d.overlap_count} overlapping class "
         f"pairs (level {d.level:g}), {len(d.suspects)} suspect rows of "
         f"{d.queries_with_positives} queries with a positive, {d.duplicate_groups} duplicate "
         f"groups across labels ({d.duplicate_rows} rows)"))

@@ -406,7 +406,7 @@ def render_page(cmp: "Comparison", images: dict[str, bytes],
     for c in cmp.classes:
         cls = "worse" if c.change < 0 else ("better" if c.change > 0 else "")
         parts.append(
-            f"<tr><td>{e(c.label)}</td><td>{num(c.baseline_mean_utility)} &rarr; "
+            f"<tr><td class=\"label\">{e(c.label)}</td><td>{num(c.baseline_mean_utility)} &rarr; "
             f"{num(c.candidate_mean_utility)}</td><td class=\"{cls}\">{num(c.change, '+.4f')}</td>"
             f"<td>{pct(c.baseline_far)} &rarr; {pct(c.candidate_far)}</td>"
             f"<td>{pct(c.baseline_frr)} &rarr; {pct(c.candidate_frr)}</td></tr>")

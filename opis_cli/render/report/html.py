@@ -102,7 +102,7 @@ font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,s
 color:var(--fg);background:var(--bg)}
 main{max-width:1180px;margin:0 auto;padding:24px 20px 48px}
 header h1{margin:0;font-size:26px}
-header .sub{margin:4px 0 0;color:var(--muted);font-size:14px;overflow-wrap:anywhere}
+header .sub{margin:4px 0 0;color:var(--muted);font-size:14px;overflow-wrap:break-word}
 nav{margin:14px 0 6px;font-size:14px}
 nav a{color:var(--accent);margin-right:14px;text-decoration:none}
 nav a:hover{text-decoration:underline}
@@ -126,7 +126,7 @@ figcaption{color:var(--muted);font-size:14px}
 table{border-collapse:collapse;font-size:13.5px;font-variant-numeric:tabular-nums}
 th,td{padding:5px 8px;border-bottom:1px solid var(--line);text-align:right;white-space:nowrap}
 th:first-child,td:first-child{text-align:left}
-table.kv td,table.kv th{text-align:left;white-space:normal;overflow-wrap:anywhere}
+table.kv td,table.kv th{text-align:left;white-space:normal;overflow-wrap:break-word}
 th.text{text-align:left}
 table.kv td:first-child{color:var(--muted);white-space:nowrap}
 .box{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:12px 14px}
@@ -147,12 +147,13 @@ thead th button{font:inherit;font-weight:600;border:0;background:none;cursor:poi
 color:var(--fg)}
 thead th[aria-sort=ascending] button::after{content:" \\25B2";font-size:10px}
 thead th[aria-sort=descending] button::after{content:" \\25BC";font-size:10px}
-td.label{text-align:left;white-space:normal;overflow-wrap:anywhere;min-width:9em;max-width:340px}
+td.label{text-align:left;white-space:normal;overflow-wrap:break-word;min-width:9em;max-width:340px}
 tr.worst td.label{color:var(--bad);font-weight:600}
 td.hot{background:var(--badbg);color:var(--bad)}
+td.text{text-align:left}
 .labels{max-height:220px;overflow:auto;background:#fff;border:1px solid var(--line);
 border-radius:6px;
-padding:8px;font-size:13px;overflow-wrap:anywhere}
+padding:8px;font-size:13px;overflow-wrap:break-word}
 details summary{cursor:pointer;color:var(--accent)}
 footer{margin-top:40px;color:var(--muted);font-size:13px}
 """
@@ -352,7 +353,7 @@ border-radius:10px;padding:12px 16px}
 .gate.failed h3{color:var(--bad)}
 .gate.passed h3{color:var(--accent)}
 .gate td.fail{color:var(--bad);font-weight:700}
-.gate td.rule{text-align:left;white-space:normal;overflow-wrap:anywhere}
+.gate td.rule{text-align:left;white-space:normal;overflow-wrap:break-word}
 .better{color:#1d4ed8}.worse{color:var(--bad);font-weight:600}.pass{color:var(--accent)}
 .fail{color:var(--bad);font-weight:700}
 .warn{background:#fffbeb;color:#92400e;padding:.4rem .7rem;border-left:4px solid #f59e0b;
@@ -538,6 +539,60 @@ def _spread_table(block: ConsistencyBlock, noun: str) -> str:
         body += f"<tr><td>{name} per {esc(noun)}</td>{cells}<td>{pct(glob)}</td></tr>"
     return (f'<div class="box"><table><thead><tr><th>at threshold {esc(num(rt.value, ".4g"))}</th>'
             f"{head}<th>global</th></tr></thead><tbody>{body}</tbody></table></div>")
+
+
+def fmr_level(key: str) -> str:
+    """An FMR level of ``fnmr_at_fmr`` (``"1e-03"``) as people read it: ``0.1%``."""
+    try:
+        return f"{100 * float(key):g}%"
+    except ValueError:
+        return key
+
+
+def _verification(result: EvaluationResult) -> str:
+    """The verification view over all pairs as a table (what the terminal shows):
+    EER, minDCF with its parameters, FNMR at each FMR level, the groups' EER range;
+    each with its human name, direction and a one-line meaning. "" when not asked."""
+    v = result.verification
+    if v is None:
+        if not result.verification_asked:
+            return ""
+        return ('<section id="verification"><h3 style="margin-top:16px">Verification view'
+                f"</h3><p>Not measured by the {esc(result.provenance.get('engine', ''))} engine "
+                "(it does not see every pair).</p></section>")
+
+    def at(t) -> str:
+        return "rejecting every pair" if t is None else num(t, ".6g")
+
+    low = "lower is better"
+    rows = [("Equal error rate (EER)", pct(v.eer), at(v.eer_threshold), low,
+             "Where the false accept rate equals the false reject rate, over all pairs."),
+            (f"Minimum detection cost (minDCF; p_target {num(v.p_target, 'g')}, c_miss "
+             f"{num(v.c_miss, 'g')}, c_fa {num(v.c_fa, 'g')})", num(v.min_dcf, ".4f"),
+             at(v.min_dcf_threshold), low,
+             "The lowest cost of misses and false accepts over all thresholds, weighted by "
+             "the prior p_target and the two costs; 1 is no better than rejecting (or "
+             "accepting) every pair.")]
+    for k, x in v.fnmr_at_fmr.items():
+        rows.append((f"False non-match rate at FMR {fmr_level(k)} (FNMR@FMR)", pct(x), "", low,
+                     f"Genuine pairs rejected at the threshold that accepts {fmr_level(k)} of "
+                     "impostor pairs."))
+    g = result.groups
+    eers = [(c.eer, c.label) for c in g.per_class if c.eer is not None] if g is not None else []
+    if eers:
+        lo, hi = min(eers), max(eers)
+        rows.append(("EER of the groups, lowest to highest",
+                     f"{pct(lo[0])} .. {pct(hi[0])}", "", "closer is fairer",
+                     f"Lowest: {lo[1]}; highest: {hi[1]}."))
+    body = "".join(f'<tr><td class="label">{esc(n)}</td><td>{esc(val)}</td><td>{esc(d)}</td>'
+                   f'<td class="text">{esc(way)}</td><td class="label">{esc(m)}</td></tr>'
+                   for n, val, d, way, m in rows)
+    return ('<section id="verification"><h3 style="margin-top:16px">Verification view '
+            "(all pairs)</h3>"
+            '<div class="box"><table class="verification"><thead><tr><th>measure</th>'
+            "<th>value</th><th>at distance</th><th class=\"text\">direction</th>"
+            '<th class="text">what it means</th></tr></thead>'
+            f"<tbody>{body}</tbody></table></div></section>")
 
 
 def _fairness(result: EvaluationResult) -> str:
@@ -777,7 +832,7 @@ def _where_it_fails(result: EvaluationResult) -> str:
                 f"<tbody>{body}</tbody></table></div>")
 
     parts = [f'<section id="where-it-fails"><h2>Where it fails</h2>'
-             f"<p>At distance {esc(num(d.threshold, '.6g'))} (SPEC 16): {d.overlap_count:,} "
+             f"<p>At distance {esc(num(d.threshold, '.6g'))}: {d.overlap_count:,} "
              f"overlapping class pairs (level {esc(num(d.level, 'g'))}), {len(d.suspects):,} "
              f"suspect rows of {d.queries_with_positives:,} queries with a positive, "
              f"{d.duplicate_groups:,} duplicate groups across labels ({d.duplicate_rows:,} "
@@ -834,8 +889,10 @@ def render_report(result: EvaluationResult, images: Mapping[str, bytes], *,
                  "(written by opis evaluate --curves) to draw them.")
     figs = "".join(_figure(name, png, "" if class_curves or name != "utility" else no_curves)
                    for name, png in images.items() if not name.startswith("group_"))
-    nav = [("summary", "Summary"), ("figures", "Figures"), ("find", "Find a class"),
-           ("classes", "Per-class table")]
+    nav = [("summary", "Summary")]
+    if result.verification is not None or result.verification_asked:
+        nav.append(("verification", "Verification"))
+    nav += [("figures", "Figures"), ("find", "Find a class"), ("classes", "Per-class table")]
     groups_html = ""
     g = result.groups
     if g is not None:
@@ -880,6 +937,7 @@ def render_report(result: EvaluationResult, images: Mapping[str, bytes], *,
 <h3 style="margin-top:16px">Per-class spread at the recommended threshold</h3>
 {_spread_table(result.classes, "class")}
 {_fairness(result)}
+{_verification(result)}
 <section id="figures"><h2>Figures</h2>
 {figs}
 </section>
