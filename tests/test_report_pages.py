@@ -90,6 +90,10 @@ def test_change_words_against_the_rule(samples):
     assert far.verdict == "better" and change_word(traded, traded.metric("far")) == "trade-off"
     assert {"lower FAR and FRR", "higher FAR and FRR", "better"} <= seen
     assert set(POINT_WORDS) == {"better", "worse", "", "same"}
+    from opis_cli.gate import compare as gate_compare
+    from opis_cli.render import format as render_format
+
+    assert render_format.AT_OWN_THRESHOLD == gate_compare.AT_OWN_THRESHOLD
 
 
 def test_compare_outputs_do_not_call_far_better(samples, capsys, isolated):
@@ -167,3 +171,36 @@ def test_fmr_level_names():
 
     assert [fmr_level(k) for k in ("1e-01", "1e-02", "1e-03", "1e-06")] == \
         ["10%", "1%", "0.1%", "0.0001%"]
+
+
+# ------------------------------------------------- the docs' images
+
+
+def test_every_image_the_docs_show_exists():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    pages = [root / "README.md", *sorted((root / "docs").rglob("*.md"))]
+    image = re.compile(r"!\[[^\]]*\]\(([^)\s]+)\)")
+    shown = []
+    for md in pages:
+        for ref in image.findall(md.read_text(encoding="utf-8")):
+            if ref.startswith(("http://", "https://", "data:")):
+                continue
+            path = (md.parent / ref).resolve()
+            assert path.is_file(), f"{md.relative_to(root)}: {ref} does not exist"
+            assert path.stat().st_size > 1000, ref
+            shown.append(path.name)
+    # the three pages, each shown where its command is explained, made by docs/screenshots.py
+    shots = {"report-screenshot.png", "compare-screenshot.png", "calibrate-screenshot.png"}
+    assert shots <= set(shown)
+    script = (root / "docs" / "screenshots.py").read_text(encoding="utf-8")
+    assert all(f'"{s}"' in script for s in shots)
+
+
+def test_the_image_check_sees_a_missing_file(tmp_path):
+    image = re.compile(r"!\[[^\]]*\]\(([^)\s]+)\)")
+    md = tmp_path / "x.md"
+    md.write_text("text ![a figure](img/none.png) and `fig.savefig(\"x.png\")`\n")
+    refs = image.findall(md.read_text())
+    assert refs == ["img/none.png"] and not (tmp_path / refs[0]).exists()

@@ -78,6 +78,9 @@ def deployment_title(dep) -> str:
 #: improvement of the rate
 POINT_WORDS = {"better": "lower FAR and FRR", "worse": "higher FAR and FRR",
                "": "trade-off", "same": "same"}
+#: those rates (the same names as ``opis_cli.gate.compare.AT_OWN_THRESHOLD``,
+#: which judges them; not imported, so render never imports gate.compare)
+AT_OWN_THRESHOLD = ("tpr", "far", "frr")
 
 
 def change_word(cmp, m) -> str:
@@ -88,8 +91,6 @@ def change_word(cmp, m) -> str:
     names the operating point's change (``lower FAR and FRR``, ``trade-off``)
     rather than calling a lower FAR "better".
     """
-    from ..gate.compare import AT_OWN_THRESHOLD
-
     if m.name not in AT_OWN_THRESHOLD:
         return m.verdict
     th = next((x for x in cmp.metrics if x.name == "threshold"), None)

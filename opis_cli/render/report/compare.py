@@ -324,7 +324,7 @@ def _verdict(cmp: "Comparison", outcome: "GateOutcome | None") -> str:
     """Which model is more consistent, first; the gate outcome beside it."""
     if cmp.verdict is None:
         return gate_html(outcome) if outcome is not None else ""
-    return verdict_html(cmp.verdict, outcome, question=cmp.verdict.question)
+    return verdict_html(cmp.verdict, outcome)  # the page's heading asks the question
 
 
 #: the headline metrics by name, with their direction, as people read them
@@ -364,7 +364,7 @@ def _cards(cmp: "Comparison") -> str:
             continue
         out.append(card(METRIC_NAMES.get(key, key).split(" (")[0],
                         f"{num(m.baseline, fmt)} \u2192 {num(m.candidate, fmt)}", hint))
-    return '<section id="summary" class="cards">' + "".join(out) + "</section>"
+    return '<section id="summary" class="cards pairs">' + "".join(out) + "</section>"
 
 
 def render_page(cmp: "Comparison", images: dict[str, bytes],

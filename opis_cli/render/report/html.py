@@ -125,11 +125,15 @@ figure img{display:block;max-width:100%;height:auto;margin:6px auto 0}
 figcaption{color:var(--muted);font-size:14px}
 table{border-collapse:collapse;font-size:13.5px;font-variant-numeric:tabular-nums}
 th,td{padding:5px 8px;border-bottom:1px solid var(--line);text-align:right;white-space:nowrap}
+th{white-space:normal}
+.nb{white-space:nowrap}
 th:first-child,td:first-child{text-align:left}
 table.kv td,table.kv th{text-align:left;white-space:normal;overflow-wrap:break-word}
 th.text{text-align:left}
 table.kv td:first-child{color:var(--muted);white-space:nowrap}
-.box{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:12px 14px}
+.box{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:12px 14px;
+overflow-x:auto}
+.cards.pairs .v{font-size:21px}
 .controls{display:flex;flex-wrap:wrap;gap:10px 18px;align-items:center;margin-bottom:8px;
 font-size:14px}
 .controls input[type=search]{font:inherit;padding:4px 8px;border:1px solid #d1d5db;
@@ -308,6 +312,19 @@ def esc(value: Any) -> str:
     return html.escape(visible(value), quote=True)
 
 
+#: tokens of user-facing prose kept on one line: an option with its value
+#: (``--far-range 0.01:0.3``) and hyphenated codes, policies and dates
+#: (``max-mean-utility``, ``2026-12-07T01:42:57+00:00``); browsers would break after
+#: their hyphens otherwise
+_TOKEN = re.compile(r"--[A-Za-z][\w-]*(?: [\w.:%]+)?|\w+(?:[:.]\w+)*(?:-[\w.:+]+)+")
+
+
+def prose(value: Any) -> str:
+    """:func:`esc`, with every option, hyphenated code and date kept whole
+    (``<span class="nb">``); for text between tags, never attributes."""
+    return _TOKEN.sub(lambda m: f'<span class="nb">{m.group(0)}</span>', esc(value))
+
+
 def json_for_script(obj: Any) -> str:
     """JSON safe inside ``<script type="application/json">``.
 
@@ -446,11 +463,11 @@ def verdict_html(verdict: "Verdict", outcome: "GateOutcome | None" = None, *,
     word = ANSWER_WORD.get(verdict.answer, verdict.answer)
     rest = verdict.sentence[len(word):] if verdict.sentence.startswith(word) else \
         ": " + verdict.sentence
-    notes = "".join(f"<li>{esc(n)}</li>" for n in verdict.notes)
+    notes = "".join(f"<li>{prose(n)}</li>" for n in verdict.notes)
     q = f'<p class="status">{esc(question)}</p>' if question else ""
     box = (f'<section id="verdict" class="verdict answer-{esc(verdict.answer)}" '
            f'data-answer="{esc(verdict.answer)}">{q}'
-           f'<p class="answer"><b>{esc(word)}</b>{esc(rest)}</p>'
+           f'<p class="answer"><b>{esc(word)}</b>{prose(rest)}</p>'
            + (f"<ul>{notes}</ul>" if notes else "") + extra + "</section>")
     side = gate_html(outcome) if outcome is not None else ""
     return f'<div class="verdict-row">{box}{side}</div>' if side else box
@@ -460,7 +477,7 @@ def verdict_html(verdict: "Verdict", outcome: "GateOutcome | None" = None, *,
 def _card(key: str, value: str, hint: str, unit: str = "") -> str:
     unit_html = f" <small>{esc(unit)}</small>" if unit else ""
     return (f'<div class="card"><div class="k">{esc(key)}</div>'
-            f'<div class="v">{esc(value)}{unit_html}</div><div class="h">{esc(hint)}</div></div>')
+            f'<div class="v">{esc(value)}{unit_html}</div><div class="h">{prose(hint)}</div></div>')
 
 
 def _cards(result: EvaluationResult) -> str:
@@ -807,7 +824,10 @@ def _source_line(result: EvaluationResult) -> str:
     t = result.provenance.get("time")
     if t:
         bits.append(f"evaluated {t}")
-    return esc(" \u00b7 ".join(bits))
+    # each part kept whole (a date or a count never breaks at its hyphen); the
+    # line breaks between parts, and inside the input paths only
+    return " \u00b7 ".join(esc(b) if i == 0 and paths else f'<span class="nb">{esc(b)}</span>'
+                           for i, b in enumerate(bits))
 
 
 # -- the page ---------------------------------------------------------------------
