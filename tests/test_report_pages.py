@@ -204,3 +204,97 @@ def test_the_image_check_sees_a_missing_file(tmp_path):
     md.write_text("text ![a figure](img/none.png) and `fig.savefig(\"x.png\")`\n")
     refs = image.findall(md.read_text())
     assert refs == ["img/none.png"] and not (tmp_path / refs[0]).exists()
+
+
+# ------------------------------------------------- the issue's defect list, on all three pages
+
+#: raw result keys and internal fields that must not reach a reader (tooltips may hold them)
+RAW = ("epsilon_opis", "fdr_mean", "garbe_mean", "far_range", "calibration_range",
+       "recall_at_1", "map_at_r", "engine_notes", "report_histogram_rows", "num_thresholds",
+       "threshold_policy", "fraction_far_above_2x")
+
+
+def visible_text(page: str) -> str:
+    """What a reader sees: no scripts, styles, tags or attribute values."""
+    import html as _html
+
+    body = re.sub(r"<script.*?</script>|<style.*?</style>|<title>.*?</title>", " ", page,
+                  flags=re.S)
+    return _html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", body)))
+
+
+@pytest.fixture(scope="module")
+def three_pages(samples, tmp_path_factory):
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from gating_samples import STRONG, WEAK
+    from opis_cli import evaluate
+    from opis_cli.gate.sides import load_result
+    from opis_cli.render.report import write_report
+    from opis_cli.render.report.compare import write_comparison_report
+    from opis_cli.render.report.transfer import write_transfer_report
+    from opis_cli.transfer import Data, calibrate
+
+    d = tmp_path_factory.mktemp("three_pages")
+    t = pq.read_table(WEAK).to_pydict()
+    X = np.asarray(t["embedding"], np.float32)
+    res = evaluate(X, t["label"], groups=t["group"], group_column="group", verification=True,
+                   diagnose=True, timestamp=False)
+    b = load_result(samples.weak_json, samples.weak_curves)
+    c = load_result(samples.strong_json, samples.strong_curves)
+    cmp = _cmp(b.result, c.result)
+    s = pq.read_table(STRONG).to_pydict()
+    tr = calibrate(Data(np.asarray(s["embedding"], np.float32), s["label"]), folds=3,
+                   timestamp=False)
+    return {"evaluate": (write_report(res, d / "e", curves=res.curves).read_text(), res),
+            "compare": (write_comparison_report(cmp, b.result, c.result, d / "c",
+                                                base_curves=b.curves,
+                                                cand_curves=c.curves).read_text(), None),
+            "calibrate": (write_transfer_report(tr, d / "t", source="strong").read_text(), None)}
+
+
+def test_no_spec_numbers_internal_fields_or_exponents_in_user_text(three_pages):
+    for name, (page, _) in three_pages.items():
+        text = visible_text(page)
+        assert len(text) > 1000, name
+        assert not re.search(r"SPEC \d", text), (name, re.findall(r".{40}SPEC \d.{20}", text))
+        for key in RAW:
+            assert key not in text, (name, key)
+        # shares as 100%, never 1e+02%; no positive exponent anywhere (a tiny OPIS may
+        # read 8.494e-06)
+        assert not re.search(r"\d(\.\d+)?e[+-]\d+ ?%", text), name
+        assert not re.search(r"\d(\.\d+)?e\+\d", text), (name, re.findall(
+            r".{30}\d(?:\.\d+)?e\+\d.{10}", text))
+        assert "(column )" not in text
+
+
+def test_options_are_listed_once(three_pages):
+    page, res = three_pages["evaluate"]
+    i, j = page.index('<section id="options">'), page.index('<section id="provenance">')
+    opts = visible_text(page[i:j])
+    prov = visible_text(page[j:])
+    assert "option " not in opts
+    # every option set: once under Options (by its meaning or its command-line name),
+    # never again under Provenance
+    assert opts.count("--far-range 0.01:0.1") == 1 and "--group-column group" in opts
+    assert opts.count("--verification yes") == 1 and opts.count("--dcf 0.01:1:1") == 1
+    for flag in ("--far-range", "--group-column", "--verification", "--dcf", "--metric"):
+        assert flag not in prov
+    for word in ("metric", "utility", "epsilon", "calibration range",
+                 "recommended threshold policy"):
+        assert len(re.findall(rf"(?<![\w-]){word} ", opts)) == 1, word
+
+
+def test_prose_keeps_options_codes_and_dates_whole():
+    from opis_cli.render.report.html import prose
+
+    out = prose("widen it with --far-range 0.01:0.3 to see (max-mean-utility) at "
+                "2026-12-07T01:42:57+00:00; <b>a-b</b>")
+    assert '<span class="nb">--far-range 0.01:0.3</span>' in out
+    assert '<span class="nb">max-mean-utility</span>' in out
+    assert '<span class="nb">2026-12-07T01:42:57+00:00</span>' in out
+    assert "<b>" not in out and "&lt;b&gt;" in out
+    assert re.sub(r"<[^>]+>", "", out) == ("widen it with --far-range 0.01:0.3 to see "
+                                           "(max-mean-utility) at 2026-12-07T01:42:57+00:00; "
+                                           "&lt;b&gt;a-b&lt;/b&gt;")

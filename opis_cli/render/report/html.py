@@ -764,15 +764,30 @@ def _options(result: EvaluationResult) -> str:
         ("metric", f"{result.metric} ({distance_unit(result.metric)}; smaller = more similar)"),
         ("utility", f"{result.utility} (beta {result.beta:g})"),
         ("epsilon", f"{result.epsilon:g} (worst {100 * result.epsilon:g}% of classes)"),
-        ("calibration range", f"{cr.lower:.6g} to {cr.upper:.6g} ({cr.source}; global FAR "
-                              f"{pct(cr.far_lower)} to {pct(cr.far_upper)})"),
+        ("calibration range", f"{cr.lower:.6g} to {cr.upper:.6g} (global FAR "
+                              f"{pct(cr.far_lower)} to {pct(cr.far_upper)}; "
+                              + (f"--far-range {_option_value(cr.far_requested)}"
+                                 if cr.source == "far" and cr.far_requested else
+                                 "--far-range" if cr.source == "far" else
+                                 f"--calibration-range, {cr.source}") + ")"),
         ("thresholds in the grid", len(result.thresholds)),
         ("recommended threshold policy", result.recommended_threshold.policy),
         ("rows", f"{result.n_samples:,} x {result.dim} dimensions"),
     ]
-    shown = {"metric", "utility", "beta", "epsilon", "num_thresholds", "threshold_policy"}
-    rows += [(f"option {k}", v) for k, v in _flatten(result.options) if k not in shown]
+    # each option once: those above are shown with their meaning; the others by
+    # their command-line name, unset ones left off
+    shown = {"metric", "utility", "beta", "epsilon", "num_thresholds", "threshold_policy",
+             "far_range", "calibration_range"}
+    rows += [("--" + k.replace("_", "-"), _option_value(v)) for k, v in _flatten(result.options)
+             if k not in shown and v is not None]
     return _kv(rows)
+
+
+def _option_value(v: Any) -> str:
+    """An option's value as it is typed: ``0.01:0.1``, ``0.01:1:1``, ``yes``."""
+    if isinstance(v, (list, tuple)) and all(isinstance(x, (int, float)) for x in v):
+        return ":".join(f"{x:g}" for x in v)
+    return _show(v)
 
 
 #: provenance fields for the tool itself, not for readers (left off the page; in the JSON)
@@ -920,7 +935,9 @@ def render_report(result: EvaluationResult, images: Mapping[str, bytes], *,
         gfig = "".join(_figure(n, p, "" if group_curves else no_curves.replace("class", "group"))
                        for n, p in images.items() if n.startswith("group_"))
         groups_html = (
-            f'<section id="groups"><h2>Groups (column {esc(result.group_column or "")})</h2>'
+            '<section id="groups"><h2>Groups'
+            + (f" (column {esc(result.group_column)})" if result.group_column else "")
+            + "</h2>"
             '<div class="cards">'
             + _card("group OPIS", num(g.opis, ".4g"), "OPIS with groups in place of classes.")
             + _card(f"group {100 * result.epsilon:g}%-OPIS", num(g.epsilon_opis, ".4g"),
