@@ -64,6 +64,9 @@ SLOW: dict[str, frozenset[str] | None] = {
         "test_the_documented_command_runs_from_the_repository_root",
     }),
     "test_report.py": frozenset({"test_ten_thousand_classes_report_stays_small"}),
+    "test_report_layout.py": frozenset({  # Playwright + Chromium (the browser extra)
+        "test_numbers_and_labels_do_not_wrap_inside_a_token",
+        "test_the_line_count_sees_a_wrapped_cell"}),
     "test_engine_tiles.py": frozenset({"test_portable_kernels_give_the_same_json"}),  # 2 compiles
     # SPEC 16 on the 8,047-row WordNet sample against a float64 reference (about a minute)
     "test_diagnosis.py": frozenset({"test_real_data_matches_float64_reference"}),

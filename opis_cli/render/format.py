@@ -70,3 +70,30 @@ def deployment_title(dep) -> str:
     """``Deployment view: both models at threshold 0.6053 (baseline recommended)``."""
     return (f"Deployment view: both models at threshold {num(dep.threshold, '.4g')} "
             f"({dep.source})")
+
+
+#: the words shown for a rate read at two different thresholds (FAR, FRR, TPR at
+#: each model's own recommended threshold), by the comparison's verdict of the
+#: (FAR, FRR) point: a difference there is a change of operating point, not an
+#: improvement of the rate
+POINT_WORDS = {"better": "lower FAR and FRR", "worse": "higher FAR and FRR",
+               "": "trade-off", "same": "same"}
+#: those rates (the same names as ``opis_cli.gate.compare.AT_OWN_THRESHOLD``,
+#: which judges them; not imported, so render never imports gate.compare)
+AT_OWN_THRESHOLD = ("tpr", "far", "frr")
+
+
+def change_word(cmp, m) -> str:
+    """How a headline metric's change is shown (terminal, Markdown, HTML).
+
+    ``m.verdict`` except for FAR, FRR and TPR when the two recommended
+    thresholds differ: those rates trade off along the threshold, so the row
+    names the operating point's change (``lower FAR and FRR``, ``trade-off``)
+    rather than calling a lower FAR "better".
+    """
+    if m.name not in AT_OWN_THRESHOLD:
+        return m.verdict
+    th = next((x for x in cmp.metrics if x.name == "threshold"), None)
+    if th is None or th.baseline == th.candidate:
+        return m.verdict
+    return POINT_WORDS.get(m.verdict, m.verdict)

@@ -30,7 +30,8 @@ from rich.text import Text
 from ..options import LOW_EVIDENCE_POSITIVES, LOW_EVIDENCE_QUERIES
 from ..results import ConsistencyBlock, EvaluationResult
 from .escape import one_line, terminal_message, terminal_text, visible
-from .format import deployment_rows, deployment_title, interval, mode_text, num, pct
+from .format import (change_word, deployment_rows, deployment_title, interval, mode_text, num,
+                     pct)
 from .verdict_text import gate_headline, gate_rows
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -410,7 +411,8 @@ def print_comparison(cmp: "Comparison", top: int) -> None:
     style = {"better": "green", "worse": "red", "same": "dim", "": ""}
     for m in cmp.metrics:
         t.add_row(m.name, num(m.baseline), num(m.candidate), num(m.change, "+.3g"),
-                  pct(m.relative, "+.1f"), Text(m.verdict, style=style.get(m.verdict, "")))
+                  pct(m.relative, "+.1f"), Text(change_word(cmp, m),
+                                                     style=style.get(m.verdict, "")))
     console.print(t)
     for iv in cmp.intervals:
         console.print(f"{iv.metric}: change {num(iv.estimate, '+.4g')}, "
@@ -475,7 +477,7 @@ def print_diagnosis(result: EvaluationResult) -> None:
         return
     console.print(Text.assemble(
         "\n", ("Where it fails", "bold"),
-        f" at distance {d.threshold:.6g} (SPEC 16): {d.overlap_count} overlapping class "
+        f" at distance {d.threshold:.6g}: {d.overlap_count} overlapping class "
         f"pairs (level {d.level:g}), {len(d.suspects)} suspect rows of "
         f"{d.queries_with_positives} queries with a positive, {d.duplicate_groups} duplicate "
         f"groups across labels ({d.duplicate_rows} rows)"))

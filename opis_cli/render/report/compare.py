@@ -23,7 +23,8 @@ import numpy as np
 
 from ...gate.rules import DIRECTION
 from ..escape import visible
-from ..format import deployment_rows, deployment_title, interval, mode_text, num, pct
+from ..format import (change_word, deployment_rows, deployment_title, interval, mode_text,
+                      num, pct)
 from .html import card, gate_html, page, verdict_html
 from .plots import (C_CLASS, C_GOOD, C_MEAN, C_THRESHOLD, C_WORST, DPI, UTILITY_NAMES,
                     distance_unit, short_label, to_png)
@@ -33,7 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from ...gate.compare import Comparison
     from ...gate.rules import GateOutcome
-    from ...results import EvaluationResult
+    from ...results import Curves, EvaluationResult
 
 COMPARE_FILE = "compare.html"
 #: figure names, in the order the page shows them
@@ -64,6 +65,14 @@ def _figure(width: float, height: float, ncols: int = 1, sharey: bool = False):
     return fig, axes
 
 
+def _legend(ax, ncol: int = 2) -> None:
+    """The legend under the axes (as in the evaluate report), so it never hides a point."""
+    leg = ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=ncol, fontsize=7.5,
+                    frameon=False)
+    for t in leg.get_texts():
+        t.set_parse_math(False)  # file names and labels are drawn literally
+
+
 def _titles(fig, ax, title: str, subtitle: str = "") -> None:
     fig.suptitle(title, x=0.01, ha="left", fontsize=13, fontweight="bold")
     if subtitle:
@@ -80,80 +89,133 @@ def _unit(base: "EvaluationResult", cand: "EvaluationResult") -> str:
     return u if base.metric == cand.metric else f"{distance_unit(base.metric)} / {u}"
 
 
-# -- 1. mean and worst-class utility, overlaid -----------------------------------
+# -- 1. mean and worst-class utility ----------------------------------------------
 def mean_utility_figure(cmp: "Comparison", base: "EvaluationResult",
                         cand: "EvaluationResult") -> "Figure":
-    """Mean utility ``Ubar(t)`` and the worst-epsilon mean of both models on one axis."""
-    fig, (ax,) = _figure(9.0, 5.2)
+    """Mean utility ``Ubar(t)`` and the worst-epsilon mean of both models.
+
+    On the same thresholds (``--same-thresholds``) the two models share one
+    axis; otherwise each model has its own panel with its own threshold axis
+    (two models' distances live on different scales: one shared axis would
+    squeeze the model with the narrower range), the utility axis shared.
+    """
     nb, nc = _names(cmp)
-    for res, name, color, ls, key in ((base, nb, C_BASE, "--", "baseline"),
-                                      (cand, nc, C_CAND, "-", "candidate")):
-        th = np.asarray(res.thresholds, dtype=np.float64)
-        ax.plot(th, res.classes.mean_utility, color=color, lw=2.2, ls=ls, zorder=4,
-                gid=f"{key}-mean-curve", label=f"{name}: mean over classes")
-        if res.classes.worst_mean_utility:
-            ax.plot(th, res.classes.worst_mean_utility, color=color, lw=1.4, ls=ls, alpha=0.7,
-                    marker="v", markevery=max(1, len(th) // 10), ms=4, zorder=3,
-                    gid=f"{key}-worst-curve",
-                    label=f"{name}: worst {100 * res.epsilon:g}% of classes")
-        rt = res.recommended_threshold
-        ax.axvline(rt.value, color=color, lw=1.2, ls=":", zorder=2, gid=f"{key}-threshold",
-                   label=f"{name}: recommended threshold {rt.value:.4g}")
-    ax.set_ylim(-0.01, 1.03)
-    ax.set_xlabel(f"threshold ({_unit(base, cand)}; pairs at or below it are accepted)")
-    ax.set_ylabel(f"utility ({UTILITY_NAMES.get(cand.utility, cand.utility)}, "
-                  f"beta {cand.beta:g})")
-    ax.legend(loc="lower right", fontsize=7.5, framealpha=0.92)
-    o = cmp.metric("opis")
-    e = cmp.metric("epsilon_opis")
-    grid = ("both on the same thresholds" if cmp.same_thresholds
-            else "on different thresholds: compare the shapes, not the positions")
-    _titles(fig, ax, "Mean utility before and after",
-            f"OPIS {o.baseline:.4g} -> {o.candidate:.4g},  {100 * cand.epsilon:g}%-OPIS "
-            f"{e.baseline:.4g} -> {e.candidate:.4g}  ({grid}).\nThe closer the worst-class "
-            "curve to the mean, the better one threshold serves every class.")
+    sides = ((base, nb, C_BASE, "--", "baseline"), (cand, nc, C_CAND, "-", "candidate"))
+    together = cmp.same_thresholds
+    if together:
+        fig, axes = _figure(9.0, 5.6)
+        panels = [(axes[0], sides)]
+    else:
+        fig, axes = _figure(11.0, 5.6, ncols=2, sharey=True)
+        panels = [(axes[0], sides[:1]), (axes[1], sides[1:])]
+    for ax, group in panels:
+        for res, name, color, ls, key in group:
+            th = np.asarray(res.thresholds, dtype=np.float64)
+            who = f"{name}: " if together else ""
+            ax.plot(th, res.classes.mean_utility, color=color, lw=2.2, ls=ls, zorder=4,
+                    gid=f"{key}-mean-curve", label=f"{who}mean over classes")
+            if res.classes.worst_mean_utility:
+                ax.plot(th, res.classes.worst_mean_utility, color=color, lw=1.4, ls=ls,
+                        alpha=0.7, marker="v", markevery=max(1, len(th) // 10), ms=4, zorder=3,
+                        gid=f"{key}-worst-curve",
+                        label=f"{who}worst {100 * res.epsilon:g}% of classes")
+            rt = res.recommended_threshold
+            ax.axvline(rt.value, color=color, lw=1.2, ls=":", zorder=2,
+                       gid=f"{key}-threshold",
+                       label=f"{who}recommended threshold {rt.value:.4g}")
+            if not together:
+                ax.set_xlim(*_own_range(res))
+                t = ax.set_title(f"{name}: OPIS {res.opis:.4g}, {100 * res.epsilon:g}%-OPIS "
+                                 f"{res.epsilon_opis:.4g}", loc="left", fontsize=9,
+                                 color=color if key == "candidate" else "#374151")
+                t.set_parse_math(False)
+                ax.set_xlabel(f"threshold ({distance_unit(res.metric)})")
+        ax.set_ylim(-0.01, 1.03)
+        _legend(ax, ncol=1 if together else 2)
+    axes[0].set_ylabel(f"utility ({UTILITY_NAMES.get(cand.utility, cand.utility)}, "
+                       f"beta {cand.beta:g})")
+    if together:
+        o = cmp.metric("opis")
+        e = cmp.metric("epsilon_opis")
+        axes[0].set_xlabel(f"threshold ({_unit(base, cand)}; pairs at or below it are "
+                           "accepted)")
+        _titles(fig, axes[0], "Mean utility before and after, on the same thresholds",
+                f"OPIS {o.baseline:.4g} -> {o.candidate:.4g},  {100 * cand.epsilon:g}%-OPIS "
+                f"{e.baseline:.4g} -> {e.candidate:.4g}.  The closer the worst-class curve "
+                "to the mean, the better one threshold serves every class.")
+    else:
+        fig.suptitle("Mean utility before (left) and after (right), each model on its own "
+                     "thresholds", x=0.01, ha="left", fontsize=13, fontweight="bold")
     return fig
 
 
+def _own_range(res: "EvaluationResult") -> tuple[float, float]:
+    """The x limits of one model's panel: its own grid, a little padded."""
+    lo, hi = float(res.thresholds[0]), float(res.thresholds[-1])
+    pad = 0.02 * ((hi - lo) or abs(hi) or 1.0)
+    return lo - pad, hi + pad
+
+
 # -- 2. per-class curves, side by side ---------------------------------------------
+def curves_note(missing: list[str]) -> str:
+    """Why a side's per-class curves are not drawn, and how to get them (one line)."""
+    if not missing:
+        return ""
+    who = " and ".join(missing)
+    opts = " / ".join(f"--{m}-curves" for m in missing)
+    return (f"No {who} per-class curves (a result JSON holds none): pass {opts} FILE, "
+            "written by opis evaluate --curves FILE.")
+
+
 def class_curves_figure(cmp: "Comparison", base: "EvaluationResult",
-                        cand: "EvaluationResult") -> "Figure":
-    """Per-class utility curves of each model in its own panel, shared axes."""
-    fig, axes = _figure(11.0, 4.8, ncols=2, sharey=True)
-    lo = min(base.thresholds[0], cand.thresholds[0])
-    hi = max(base.thresholds[-1], cand.thresholds[-1])
-    pad = 0.02 * ((hi - lo) or 1.0)
-    for ax, res, name, color, key in ((axes[0], base, _names(cmp)[0], C_BASE, "baseline"),
-                                      (axes[1], cand, _names(cmp)[1], C_CAND, "candidate")):
+                        cand: "EvaluationResult", base_curves: "Curves | None" = None,
+                        cand_curves: "Curves | None" = None) -> "Figure | None":
+    """Per-class utility curves of each model in its own panel (own threshold axis,
+    shared utility axis).
+
+    A side's curves are its in-process ones or the ``--curves`` table given for it
+    (``base_curves`` / ``cand_curves``). A side without curves gets no panel (the
+    title says why and how to get them); with neither side's curves there is no
+    figure (``None``).
+    """
+    sides = [(res, cv if cv is not None else res.curves, name, color, key)
+             for res, cv, name, color, key in (
+                 (base, base_curves, _names(cmp)[0], C_BASE, "baseline"),
+                 (cand, cand_curves, _names(cmp)[1], C_CAND, "candidate"))]
+    drawn = [s for s in sides if s[1] is not None]
+    missing = [s[4] for s in sides if s[1] is None]
+    if not drawn:
+        return None
+    fig, axes = _figure(11.0 if len(drawn) == 2 else 9.0, 5.2, ncols=len(drawn), sharey=True)
+    for ax, (res, cv, name, color, key) in zip(axes, drawn):
         th = np.asarray(res.thresholds, dtype=np.float64)
-        cv = res.curves
-        if cv is not None:
-            worst = {c.label for c in res.classes.per_class if c.worst}
-            rows = np.unique(np.round(np.linspace(0, len(cv.labels) - 1,
-                                                  min(MAX_LINES, len(cv.labels)))).astype(int))
-            for i in rows:
-                w = cv.labels[i] in worst
-                ax.plot(th, cv.utility[i], color=C_WORST if w else C_CLASS, lw=0.9,
-                        alpha=0.7 if w else 0.45, zorder=2, gid=f"{key}-class-curve")
-        else:
-            ax.text(0.5, 0.12, "per-class curves are not in a result JSON;\ncompare the "
-                    "embeddings files to see them", ha="center", fontsize=8, color="#92400e",
-                    transform=ax.transAxes, gid=f"{key}-no-curves-note")
+        worst = {c.label for c in res.classes.per_class if c.worst}
+        rows = np.unique(np.round(np.linspace(0, len(cv.labels) - 1,
+                                              min(MAX_LINES, len(cv.labels)))).astype(int))
+        for i in rows:
+            w = cv.labels[i] in worst
+            ax.plot(th, cv.utility[i], color=C_WORST if w else C_CLASS, lw=0.9,
+                    alpha=0.7 if w else 0.45, zorder=2, gid=f"{key}-class-curve")
         ax.plot(th, res.classes.mean_utility, color=C_MEAN, lw=2.2, zorder=4,
                 gid=f"{key}-mean-curve", label="mean over classes")
         ax.axvline(res.recommended_threshold.value, color=C_THRESHOLD, lw=1.6, ls="-.",
                    zorder=5, gid=f"{key}-threshold",
                    label=f"recommended threshold {res.recommended_threshold.value:.4g}")
-        ax.set_xlim(lo - pad, hi + pad)
+        ax.set_xlim(*_own_range(res))
         ax.set_ylim(-0.01, 1.03)
         ax.set_xlabel(f"threshold ({distance_unit(res.metric)})")
-        t = ax.set_title(f"{name}: OPIS {res.opis:.4g}", loc="left", fontsize=9,
+        title = f"{name}: OPIS {res.opis:.4g}"
+        if missing:
+            title += "\n" + curves_note(missing)
+        t = ax.set_title(title, loc="left", fontsize=9, wrap=False,
                          color=color if key == "candidate" else "#374151")
         t.set_parse_math(False)
-        ax.legend(loc="lower right", fontsize=7.5, framealpha=0.92)
+        _legend(ax)
     axes[0].set_ylabel(f"utility ({UTILITY_NAMES.get(cand.utility, cand.utility)})")
-    fig.suptitle("Per-class utility curves before (left) and after (right); red: worst "
-                 f"{100 * cand.epsilon:g}%", x=0.01, ha="left", fontsize=13, fontweight="bold")
+    what = ("before (left) and after (right)" if len(drawn) == 2 else
+            "after" if drawn[0][4] == "candidate" else "before")
+    fig.suptitle(f"Per-class utility curves {what}; red: worst {100 * cand.epsilon:g}%",
+                 x=0.01, ha="left", fontsize=13, fontweight="bold")
     return fig
 
 
@@ -185,7 +247,7 @@ def class_changes_figure(cmp: "Comparison") -> "Figure":
     ax.set_ylim(-0.7, n - 0.3)
     ax.set_xlim(-0.02, 1.02)
     ax.set_xlabel("mean utility of the class (range average over the calibration range)")
-    ax.legend(loc="lower right", fontsize=8, framealpha=0.92)
+    _legend(ax, ncol=3)
     nw = int(sum(c.change < 0 for c in cmp.classes))
     nb = int(sum(c.change > 0 for c in cmp.classes))
     shown = f"the {n} most changed of {len(cmp.classes)}" if n < len(cmp.classes) else \
@@ -235,7 +297,7 @@ def far_frr_figure(cmp: "Comparison", base: "EvaluationResult",
     ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
     ax.set_xlabel("false accept rate of the class (FAR) at the model's recommended threshold")
     ax.set_ylabel("false reject rate of the class (FRR)")
-    ax.legend(loc="upper right", fontsize=7.5, framealpha=0.92)
+    _legend(ax)
     _titles(fig, ax, "Per-class FAR and FRR, before -> after",
             "Each arrow goes from a class's operating point under the baseline to the "
             "candidate's (each at its own recommended threshold).\nA tighter cloud means one "
@@ -243,13 +305,16 @@ def far_frr_figure(cmp: "Comparison", base: "EvaluationResult",
     return fig
 
 
-def all_figures(cmp: "Comparison", base: "EvaluationResult",
-                cand: "EvaluationResult") -> dict[str, "Figure"]:
-    """Every figure of the comparison page, by file stem, in display order."""
-    return {"mean_utility": mean_utility_figure(cmp, base, cand),
-            "class_curves": class_curves_figure(cmp, base, cand),
+def all_figures(cmp: "Comparison", base: "EvaluationResult", cand: "EvaluationResult",
+                base_curves: "Curves | None" = None,
+                cand_curves: "Curves | None" = None) -> dict[str, "Figure"]:
+    """Every figure of the comparison page, by file stem, in display order (the
+    per-class curves only when at least one side has them)."""
+    figs = {"mean_utility": mean_utility_figure(cmp, base, cand),
+            "class_curves": class_curves_figure(cmp, base, cand, base_curves, cand_curves),
             "class_changes": class_changes_figure(cmp),
             "far_frr_changes": far_frr_figure(cmp, base, cand)}
+    return {k: v for k, v in figs.items() if v is not None}
 
 
 # -- the page ---------------------------------------------------------------------------
@@ -259,7 +324,7 @@ def _verdict(cmp: "Comparison", outcome: "GateOutcome | None") -> str:
     """Which model is more consistent, first; the gate outcome beside it."""
     if cmp.verdict is None:
         return gate_html(outcome) if outcome is not None else ""
-    return verdict_html(cmp.verdict, outcome, question=cmp.verdict.question)
+    return verdict_html(cmp.verdict, outcome)  # the page's heading asks the question
 
 
 #: the headline metrics by name, with their direction, as people read them
@@ -299,11 +364,11 @@ def _cards(cmp: "Comparison") -> str:
             continue
         out.append(card(METRIC_NAMES.get(key, key).split(" (")[0],
                         f"{num(m.baseline, fmt)} \u2192 {num(m.candidate, fmt)}", hint))
-    return '<section id="summary" class="cards">' + "".join(out) + "</section>"
+    return '<section id="summary" class="cards pairs">' + "".join(out) + "</section>"
 
 
 def render_page(cmp: "Comparison", images: dict[str, bytes],
-                outcome: "GateOutcome | None" = None) -> str:
+                outcome: "GateOutcome | None" = None, curves_missing: tuple[str, ...] = ()) -> str:
     """The comparison page in the evaluate report's look: the verdict (which model is
     more consistent) with the gate beside it, cards, headline deltas, class changes,
     the deployment view and the figures."""
@@ -330,7 +395,8 @@ def render_page(cmp: "Comparison", images: dict[str, bytes],
         parts.append(f"<tr><td title=\"{e(m.name)}\">{e(metric_name(m.name))}</td>"
                      f"<td>{num(m.baseline)}</td>"
                      f"<td>{num(m.candidate)}</td><td>{num(m.change, '+.4g')}</td><td>{rel}</td>"
-                     f"<td>{e(ivs)}</td><td class=\"{e(m.verdict)}\">{e(m.verdict)}</td></tr>")
+                     f"<td>{e(ivs)}</td><td class=\"{e(m.verdict)}\">{e(change_word(cmp, m))}"
+                     "</td></tr>")
     parts.append("</table></div></section>")
     parts += ['<section id="classes"><h2>Classes</h2>',
               '<p class="muted">Mean utility over the calibration range; FAR and FRR at each '
@@ -340,7 +406,7 @@ def render_page(cmp: "Comparison", images: dict[str, bytes],
     for c in cmp.classes:
         cls = "worse" if c.change < 0 else ("better" if c.change > 0 else "")
         parts.append(
-            f"<tr><td>{e(c.label)}</td><td>{num(c.baseline_mean_utility)} &rarr; "
+            f"<tr><td class=\"label\">{e(c.label)}</td><td>{num(c.baseline_mean_utility)} &rarr; "
             f"{num(c.candidate_mean_utility)}</td><td class=\"{cls}\">{num(c.change, '+.4f')}</td>"
             f"<td>{pct(c.baseline_far)} &rarr; {pct(c.candidate_far)}</td>"
             f"<td>{pct(c.baseline_frr)} &rarr; {pct(c.candidate_frr)}</td></tr>")
@@ -369,6 +435,9 @@ def render_page(cmp: "Comparison", images: dict[str, bytes],
         parts.append("</section>")
     nav.append(("figures", "Figures"))
     parts.append('<section id="figures"><h2>Figures</h2>')
+    if curves_missing:  # the per-class curves figure says it too, or is not drawn at all
+        parts.append(f'<p class="muted" id="curves-note">{e(curves_note(list(curves_missing)))}'
+                     "</p>")
     for name in FIGURES:
         if name in images:
             b64 = base64.b64encode(images[name]).decode("ascii")
@@ -383,8 +452,15 @@ def render_page(cmp: "Comparison", images: dict[str, bytes],
 
 def write_comparison_report(cmp: "Comparison", base: "EvaluationResult",
                             cand: "EvaluationResult", out_dir: str | os.PathLike, *,
-                            outcome: "GateOutcome | None" = None) -> Path:
-    """Write ``compare.html`` and one PNG per figure into ``out_dir`` (created if missing)."""
+                            outcome: "GateOutcome | None" = None,
+                            base_curves: "Curves | None" = None,
+                            cand_curves: "Curves | None" = None) -> Path:
+    """Write ``compare.html`` and one PNG per figure into ``out_dir`` (created if missing).
+
+    ``base_curves`` / ``cand_curves``: the per-class curves of a side read from a
+    result JSON (its ``--curves`` table, :func:`opis_cli.gate.sides.load_result`);
+    an in-process result carries its own.
+    """
     from ...errors import InputError
     from ...io.output import staged
     from ...options import check_report_folder
@@ -395,10 +471,14 @@ def write_comparison_report(cmp: "Comparison", base: "EvaluationResult",
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise InputError(f"{out}: cannot create the report folder ({e.strerror or e})") from None
-    images = {name: to_png(fig) for name, fig in all_figures(cmp, base, cand).items()}
+    images = {name: to_png(fig) for name, fig in
+              all_figures(cmp, base, cand, base_curves, cand_curves).items()}
+    missing = tuple(key for key, res, cv in (("baseline", base, base_curves),
+                                             ("candidate", cand, cand_curves))
+                    if cv is None and res.curves is None)
     target = out / COMPARE_FILE
     with staged() as stage:  # the page and its figures appear together, or none
         for name, png in images.items():
             stage.temp_for(out / f"{name}.png").write_bytes(png)
-        stage.text(target, render_page(cmp, images, outcome))
+        stage.text(target, render_page(cmp, images, outcome, missing))
     return target

@@ -181,10 +181,10 @@ CSS = """
 border-radius:6px;width:100%}
 .matches{list-style:none;margin:8px 0 0;padding:0;max-height:320px;overflow:auto}
 .matches li button{font:inherit;text-align:left;width:100%;border:0;background:none;
-padding:4px 6px;cursor:pointer;border-radius:4px;overflow-wrap:anywhere}
+padding:4px 6px;cursor:pointer;border-radius:4px;overflow-wrap:break-word}
 .matches li button:hover,.matches li button:focus{background:#ecfdf5}
 .matches .r{color:var(--muted);font-size:12px;margin-left:6px}
-#drill-view h3{font-size:18px;overflow-wrap:anywhere}
+#drill-view h3{font-size:18px;overflow-wrap:break-word}
 .badge{display:inline-block;font-size:12px;font-weight:600;padding:1px 7px;border-radius:9px;
 margin-left:6px;vertical-align:middle}
 .badge.low{background:var(--warnbg);color:var(--warn)}

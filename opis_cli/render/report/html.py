@@ -102,7 +102,7 @@ font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,s
 color:var(--fg);background:var(--bg)}
 main{max-width:1180px;margin:0 auto;padding:24px 20px 48px}
 header h1{margin:0;font-size:26px}
-header .sub{margin:4px 0 0;color:var(--muted);font-size:14px;overflow-wrap:anywhere}
+header .sub{margin:4px 0 0;color:var(--muted);font-size:14px;overflow-wrap:break-word}
 nav{margin:14px 0 6px;font-size:14px}
 nav a{color:var(--accent);margin-right:14px;text-decoration:none}
 nav a:hover{text-decoration:underline}
@@ -125,11 +125,15 @@ figure img{display:block;max-width:100%;height:auto;margin:6px auto 0}
 figcaption{color:var(--muted);font-size:14px}
 table{border-collapse:collapse;font-size:13.5px;font-variant-numeric:tabular-nums}
 th,td{padding:5px 8px;border-bottom:1px solid var(--line);text-align:right;white-space:nowrap}
+th{white-space:normal}
+.nb{white-space:nowrap}
 th:first-child,td:first-child{text-align:left}
-table.kv td,table.kv th{text-align:left;white-space:normal;overflow-wrap:anywhere}
+table.kv td,table.kv th{text-align:left;white-space:normal;overflow-wrap:break-word}
 th.text{text-align:left}
 table.kv td:first-child{color:var(--muted);white-space:nowrap}
-.box{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:12px 14px}
+.box{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:12px 14px;
+overflow-x:auto}
+.cards.pairs .v{font-size:21px}
 .controls{display:flex;flex-wrap:wrap;gap:10px 18px;align-items:center;margin-bottom:8px;
 font-size:14px}
 .controls input[type=search]{font:inherit;padding:4px 8px;border:1px solid #d1d5db;
@@ -147,12 +151,13 @@ thead th button{font:inherit;font-weight:600;border:0;background:none;cursor:poi
 color:var(--fg)}
 thead th[aria-sort=ascending] button::after{content:" \\25B2";font-size:10px}
 thead th[aria-sort=descending] button::after{content:" \\25BC";font-size:10px}
-td.label{text-align:left;white-space:normal;overflow-wrap:anywhere;min-width:9em;max-width:340px}
+td.label{text-align:left;white-space:normal;overflow-wrap:break-word;min-width:9em;max-width:340px}
 tr.worst td.label{color:var(--bad);font-weight:600}
 td.hot{background:var(--badbg);color:var(--bad)}
+td.text{text-align:left}
 .labels{max-height:220px;overflow:auto;background:#fff;border:1px solid var(--line);
 border-radius:6px;
-padding:8px;font-size:13px;overflow-wrap:anywhere}
+padding:8px;font-size:13px;overflow-wrap:break-word}
 details summary{cursor:pointer;color:var(--accent)}
 footer{margin-top:40px;color:var(--muted);font-size:13px}
 """
@@ -307,6 +312,19 @@ def esc(value: Any) -> str:
     return html.escape(visible(value), quote=True)
 
 
+#: tokens of user-facing prose kept on one line: an option with its value
+#: (``--far-range 0.01:0.3``) and hyphenated codes, policies and dates
+#: (``max-mean-utility``, ``2026-12-07T01:42:57+00:00``); browsers would break after
+#: their hyphens otherwise
+_TOKEN = re.compile(r"--[A-Za-z][\w-]*(?: [\w.:%]+)?|\w+(?:[:.]\w+)*(?:-[\w.:+]+)+")
+
+
+def prose(value: Any) -> str:
+    """:func:`esc`, with every option, hyphenated code and date kept whole
+    (``<span class="nb">``); for text between tags, never attributes."""
+    return _TOKEN.sub(lambda m: f'<span class="nb">{m.group(0)}</span>', esc(value))
+
+
 def json_for_script(obj: Any) -> str:
     """JSON safe inside ``<script type="application/json">``.
 
@@ -352,7 +370,7 @@ border-radius:10px;padding:12px 16px}
 .gate.failed h3{color:var(--bad)}
 .gate.passed h3{color:var(--accent)}
 .gate td.fail{color:var(--bad);font-weight:700}
-.gate td.rule{text-align:left;white-space:normal;overflow-wrap:anywhere}
+.gate td.rule{text-align:left;white-space:normal;overflow-wrap:break-word}
 .better{color:#1d4ed8}.worse{color:var(--bad);font-weight:600}.pass{color:var(--accent)}
 .fail{color:var(--bad);font-weight:700}
 .warn{background:#fffbeb;color:#92400e;padding:.4rem .7rem;border-left:4px solid #f59e0b;
@@ -445,11 +463,11 @@ def verdict_html(verdict: "Verdict", outcome: "GateOutcome | None" = None, *,
     word = ANSWER_WORD.get(verdict.answer, verdict.answer)
     rest = verdict.sentence[len(word):] if verdict.sentence.startswith(word) else \
         ": " + verdict.sentence
-    notes = "".join(f"<li>{esc(n)}</li>" for n in verdict.notes)
+    notes = "".join(f"<li>{prose(n)}</li>" for n in verdict.notes)
     q = f'<p class="status">{esc(question)}</p>' if question else ""
     box = (f'<section id="verdict" class="verdict answer-{esc(verdict.answer)}" '
            f'data-answer="{esc(verdict.answer)}">{q}'
-           f'<p class="answer"><b>{esc(word)}</b>{esc(rest)}</p>'
+           f'<p class="answer"><b>{esc(word)}</b>{prose(rest)}</p>'
            + (f"<ul>{notes}</ul>" if notes else "") + extra + "</section>")
     side = gate_html(outcome) if outcome is not None else ""
     return f'<div class="verdict-row">{box}{side}</div>' if side else box
@@ -459,7 +477,7 @@ def verdict_html(verdict: "Verdict", outcome: "GateOutcome | None" = None, *,
 def _card(key: str, value: str, hint: str, unit: str = "") -> str:
     unit_html = f" <small>{esc(unit)}</small>" if unit else ""
     return (f'<div class="card"><div class="k">{esc(key)}</div>'
-            f'<div class="v">{esc(value)}{unit_html}</div><div class="h">{esc(hint)}</div></div>')
+            f'<div class="v">{esc(value)}{unit_html}</div><div class="h">{prose(hint)}</div></div>')
 
 
 def _cards(result: EvaluationResult) -> str:
@@ -538,6 +556,60 @@ def _spread_table(block: ConsistencyBlock, noun: str) -> str:
         body += f"<tr><td>{name} per {esc(noun)}</td>{cells}<td>{pct(glob)}</td></tr>"
     return (f'<div class="box"><table><thead><tr><th>at threshold {esc(num(rt.value, ".4g"))}</th>'
             f"{head}<th>global</th></tr></thead><tbody>{body}</tbody></table></div>")
+
+
+def fmr_level(key: str) -> str:
+    """An FMR level of ``fnmr_at_fmr`` (``"1e-03"``) as people read it: ``0.1%``."""
+    try:
+        return f"{100 * float(key):g}%"
+    except ValueError:
+        return key
+
+
+def _verification(result: EvaluationResult) -> str:
+    """The verification view over all pairs as a table (what the terminal shows):
+    EER, minDCF with its parameters, FNMR at each FMR level, the groups' EER range;
+    each with its human name, direction and a one-line meaning. "" when not asked."""
+    v = result.verification
+    if v is None:
+        if not result.verification_asked:
+            return ""
+        return ('<section id="verification"><h3 style="margin-top:16px">Verification view'
+                f"</h3><p>Not measured by the {esc(result.provenance.get('engine', ''))} engine "
+                "(it does not see every pair).</p></section>")
+
+    def at(t) -> str:
+        return "rejecting every pair" if t is None else num(t, ".6g")
+
+    low = "lower is better"
+    rows = [("Equal error rate (EER)", pct(v.eer), at(v.eer_threshold), low,
+             "Where the false accept rate equals the false reject rate, over all pairs."),
+            (f"Minimum detection cost (minDCF; p_target {num(v.p_target, 'g')}, c_miss "
+             f"{num(v.c_miss, 'g')}, c_fa {num(v.c_fa, 'g')})", num(v.min_dcf, ".4f"),
+             at(v.min_dcf_threshold), low,
+             "The lowest cost of misses and false accepts over all thresholds, weighted by "
+             "the prior p_target and the two costs; 1 is no better than rejecting (or "
+             "accepting) every pair.")]
+    for k, x in v.fnmr_at_fmr.items():
+        rows.append((f"False non-match rate at FMR {fmr_level(k)} (FNMR@FMR)", pct(x), "", low,
+                     f"Genuine pairs rejected at the threshold that accepts {fmr_level(k)} of "
+                     "impostor pairs."))
+    g = result.groups
+    eers = [(c.eer, c.label) for c in g.per_class if c.eer is not None] if g is not None else []
+    if eers:
+        lo, hi = min(eers), max(eers)
+        rows.append(("EER of the groups, lowest to highest",
+                     f"{pct(lo[0])} .. {pct(hi[0])}", "", "closer is fairer",
+                     f"Lowest: {lo[1]}; highest: {hi[1]}."))
+    body = "".join(f'<tr><td class="label">{esc(n)}</td><td>{esc(val)}</td><td>{esc(d)}</td>'
+                   f'<td class="text">{esc(way)}</td><td class="label">{esc(m)}</td></tr>'
+                   for n, val, d, way, m in rows)
+    return ('<section id="verification"><h3 style="margin-top:16px">Verification view '
+            "(all pairs)</h3>"
+            '<div class="box"><table class="verification"><thead><tr><th>measure</th>'
+            "<th>value</th><th>at distance</th><th class=\"text\">direction</th>"
+            '<th class="text">what it means</th></tr></thead>'
+            f"<tbody>{body}</tbody></table></div></section>")
 
 
 def _fairness(result: EvaluationResult) -> str:
@@ -692,15 +764,30 @@ def _options(result: EvaluationResult) -> str:
         ("metric", f"{result.metric} ({distance_unit(result.metric)}; smaller = more similar)"),
         ("utility", f"{result.utility} (beta {result.beta:g})"),
         ("epsilon", f"{result.epsilon:g} (worst {100 * result.epsilon:g}% of classes)"),
-        ("calibration range", f"{cr.lower:.6g} to {cr.upper:.6g} ({cr.source}; global FAR "
-                              f"{pct(cr.far_lower)} to {pct(cr.far_upper)})"),
+        ("calibration range", f"{cr.lower:.6g} to {cr.upper:.6g} (global FAR "
+                              f"{pct(cr.far_lower)} to {pct(cr.far_upper)}; "
+                              + (f"--far-range {_option_value(cr.far_requested)}"
+                                 if cr.source == "far" and cr.far_requested else
+                                 "--far-range" if cr.source == "far" else
+                                 f"--calibration-range, {cr.source}") + ")"),
         ("thresholds in the grid", len(result.thresholds)),
         ("recommended threshold policy", result.recommended_threshold.policy),
         ("rows", f"{result.n_samples:,} x {result.dim} dimensions"),
     ]
-    shown = {"metric", "utility", "beta", "epsilon", "num_thresholds", "threshold_policy"}
-    rows += [(f"option {k}", v) for k, v in _flatten(result.options) if k not in shown]
+    # each option once: those above are shown with their meaning; the others by
+    # their command-line name, unset ones left off
+    shown = {"metric", "utility", "beta", "epsilon", "num_thresholds", "threshold_policy",
+             "far_range", "calibration_range"}
+    rows += [("--" + k.replace("_", "-"), _option_value(v)) for k, v in _flatten(result.options)
+             if k not in shown and v is not None]
     return _kv(rows)
+
+
+def _option_value(v: Any) -> str:
+    """An option's value as it is typed: ``0.01:0.1``, ``0.01:1:1``, ``yes``."""
+    if isinstance(v, (list, tuple)) and all(isinstance(x, (int, float)) for x in v):
+        return ":".join(f"{x:g}" for x in v)
+    return _show(v)
 
 
 #: provenance fields for the tool itself, not for readers (left off the page; in the JSON)
@@ -752,7 +839,10 @@ def _source_line(result: EvaluationResult) -> str:
     t = result.provenance.get("time")
     if t:
         bits.append(f"evaluated {t}")
-    return esc(" \u00b7 ".join(bits))
+    # each part kept whole (a date or a count never breaks at its hyphen); the
+    # line breaks between parts, and inside the input paths only
+    return " \u00b7 ".join(esc(b) if i == 0 and paths else f'<span class="nb">{esc(b)}</span>'
+                           for i, b in enumerate(bits))
 
 
 # -- the page ---------------------------------------------------------------------
@@ -777,7 +867,7 @@ def _where_it_fails(result: EvaluationResult) -> str:
                 f"<tbody>{body}</tbody></table></div>")
 
     parts = [f'<section id="where-it-fails"><h2>Where it fails</h2>'
-             f"<p>At distance {esc(num(d.threshold, '.6g'))} (SPEC 16): {d.overlap_count:,} "
+             f"<p>At distance {esc(num(d.threshold, '.6g'))}: {d.overlap_count:,} "
              f"overlapping class pairs (level {esc(num(d.level, 'g'))}), {len(d.suspects):,} "
              f"suspect rows of {d.queries_with_positives:,} queries with a positive, "
              f"{d.duplicate_groups:,} duplicate groups across labels ({d.duplicate_rows:,} "
@@ -836,8 +926,10 @@ def render_report(result: EvaluationResult, images: Mapping[str, bytes], *,
                  "(written by opis evaluate --curves) to draw them.")
     figs = "".join(_figure(name, png, "" if class_curves or name != "utility" else no_curves)
                    for name, png in images.items() if not name.startswith("group_"))
-    nav = [("summary", "Summary"), ("figures", "Figures"), ("find", "Find a class"),
-           ("classes", "Per-class table")]
+    nav = [("summary", "Summary")]
+    if result.verification is not None or result.verification_asked:
+        nav.append(("verification", "Verification"))
+    nav += [("figures", "Figures"), ("find", "Find a class"), ("classes", "Per-class table")]
     groups_html = ""
     g = result.groups
     if g is not None:
@@ -845,7 +937,9 @@ def render_report(result: EvaluationResult, images: Mapping[str, bytes], *,
         gfig = "".join(_figure(n, p, "" if group_curves else no_curves.replace("class", "group"))
                        for n, p in images.items() if n.startswith("group_"))
         groups_html = (
-            f'<section id="groups"><h2>Groups (column {esc(result.group_column or "")})</h2>'
+            '<section id="groups"><h2>Groups'
+            + (f" (column {esc(result.group_column)})" if result.group_column else "")
+            + "</h2>"
             '<div class="cards">'
             + _card("group OPIS", num(g.opis, ".4g"), "OPIS with groups in place of classes.")
             + _card(f"group {100 * result.epsilon:g}%-OPIS", num(g.epsilon_opis, ".4g"),
@@ -882,6 +976,7 @@ def render_report(result: EvaluationResult, images: Mapping[str, bytes], *,
 <h3 style="margin-top:16px">Per-class spread at the recommended threshold</h3>
 {_spread_table(result.classes, "class")}
 {_fairness(result)}
+{_verification(result)}
 <section id="figures"><h2>Figures</h2>
 {figs}
 </section>

@@ -182,7 +182,7 @@ def render_page(res: TransferResult, images: dict[str, bytes], source: str = "")
               "<p class=\"muted\">At the threshold chosen without them.</p>",
               '<div class="box"><table><tr><th>class</th><th>fold</th><th>FAR</th><th>FRR</th>'
               "<th>negatives</th></tr>"]
-    parts += [f"<tr><td>{e(c.label)}</td><td>{fold}</td><td>{pct(c.far)}</td>"
+    parts += [f"<tr><td class=\"label\">{e(c.label)}</td><td>{fold}</td><td>{pct(c.far)}</td>"
               f"<td>{pct(c.frr)}</td><td>{c.negatives}</td></tr>" for _, fold, c in worst]
     parts.append('</table></div></section><section id="figures"><h2>Figures</h2>')
     for name in FIGURES:
