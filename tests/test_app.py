@@ -243,3 +243,18 @@ def test_reads_shards_asks_the_engines_capabilities():
         assert not app.reads_shards(WEAK, read, engine)
     assert not app.reads_shards(WEAK_NPY, plain, engine)
     assert app.reads_shards(WEAK, ReadOptions(format="parquet", group_column="group"), engine)
+
+
+def test_the_formats_page_lists_every_declared_format_and_option():
+    page = (Path(__file__).resolve().parents[1] / "docs" / "how-to" / "input-formats.md")
+    text = page.read_text(encoding="utf-8")
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 5 and cells[2].startswith("`") and cells[2] != "`--format`":
+            rows[cells[2].strip("`")] = cells[1]
+    assert list(rows) == list(fm.FORMATS)
+    for name, fmt in fm.FORMATS.items():
+        assert all(f"`{s}`" in rows[name] or f"`*{s}`" in rows[name] for s in fmt.suffixes)
+    for option in fm.FORMAT_OPTIONS.values():
+        assert option.flag in text

@@ -201,3 +201,36 @@ def test_engine_names_are_compared_only_in_the_registry():
         if lines:
             found[m] = lines
     assert found == {}
+
+
+def test_inputs_are_read_and_evaluated_by_the_application_layer():
+    """``opis_cli/app.py`` owns "read an input and evaluate it": no other module
+    outside ``io`` reads a dataset, the gate reads no input format, and the
+    application layer sits below the command line, the gate and the renderers."""
+    callers = sorted(m for m, (path, _) in MODULES.items()
+                     if not (m == "opis_cli.io" or m.startswith("opis_cli.io."))
+                     and _calls(path.read_text(encoding="utf-8"), "read_dataset"))
+    assert callers == ["opis_cli.app"]
+    readers = {"opis_cli.io.dataset", "opis_cli.io.formats", "opis_cli.io.saved",
+               "opis_cli.io.curves", "opis_cli.io.shards"}
+    assert not {t for m in MODULES if m.startswith("opis_cli.gate")
+                for t in imports(m)[0]} & readers
+    above = ("opis_cli.cli", "opis_cli.gate", "opis_cli.render")
+    assert not [t for t in imports("opis_cli.app")[0] if t.startswith(above)]
+
+
+def _calls(source: str, name: str) -> bool:
+    """Whether ``source`` calls a function named ``name`` (``f(...)`` or ``m.f(...)``)."""
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call):
+            f = node.func
+            if (isinstance(f, ast.Name) and f.id == name) or (
+                    isinstance(f, ast.Attribute) and f.attr == name):
+                return True
+    return False
+
+
+def test_the_call_finder_sees_plain_and_dotted_calls():
+    assert _calls("read_dataset(p)", "read_dataset")
+    assert _calls("io.read_dataset(p, x=1)", "read_dataset")
+    assert not _calls("x = read_dataset", "read_dataset")
