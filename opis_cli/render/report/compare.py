@@ -26,6 +26,7 @@ from ..escape import visible
 from ..format import (change_word, deployment_rows, deployment_title, interval, mode_text,
                       num, pct)
 from .html import card, gate_html, page, verdict_html
+from .plots import _legend as below
 from .plots import (C_CLASS, C_GOOD, C_MEAN, C_THRESHOLD, C_WORST, DPI, UTILITY_NAMES,
                     distance_unit, short_label, to_png)
 
@@ -67,8 +68,7 @@ def _figure(width: float, height: float, ncols: int = 1, sharey: bool = False):
 
 def _legend(ax, ncol: int = 2) -> None:
     """The legend under the axes (as in the evaluate report), so it never hides a point."""
-    leg = ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=ncol, fontsize=7.5,
-                    frameon=False)
+    leg = below(ax, ncol=ncol, fontsize=7.5)
     for t in leg.get_texts():
         t.set_parse_math(False)  # file names and labels are drawn literally
 
@@ -131,14 +131,15 @@ def mean_utility_figure(cmp: "Comparison", base: "EvaluationResult",
                 t.set_parse_math(False)
                 ax.set_xlabel(f"threshold ({distance_unit(res.metric)})")
         ax.set_ylim(-0.01, 1.03)
+        if together:
+            ax.set_xlabel(f"threshold ({_unit(base, cand)}; pairs at or below it are "
+                          "accepted)")
         _legend(ax, ncol=1 if together else 2)
     axes[0].set_ylabel(f"utility ({UTILITY_NAMES.get(cand.utility, cand.utility)}, "
                        f"beta {cand.beta:g})")
     if together:
         o = cmp.metric("opis")
         e = cmp.metric("epsilon_opis")
-        axes[0].set_xlabel(f"threshold ({_unit(base, cand)}; pairs at or below it are "
-                           "accepted)")
         _titles(fig, axes[0], "Mean utility before and after, on the same thresholds",
                 f"OPIS {o.baseline:.4g} -> {o.candidate:.4g},  {100 * cand.epsilon:g}%-OPIS "
                 f"{e.baseline:.4g} -> {e.candidate:.4g}.  The closer the worst-class curve "
