@@ -78,7 +78,8 @@ def test_json_baseline_without_curves_has_no_empty_panel(sides):
     assert not [ln for ln in ax.get_lines() if "baseline" in (ln.get_gid() or "")]
     title = ax.get_title(loc="left")
     note = curves_note(["baseline"])
-    assert note in title and "--baseline-curves" in note and "opis evaluate --curves" in note
+    assert note.replace(": ", ":\n", 1) in title and "--baseline-curves" in note and "opis evaluate --curves" in note
+    assert "embeddings file" in note
     assert "\n" not in note
     # neither side has curves: no figure at all (the page says why)
     assert class_curves_figure(cmp, b.result, c.result) is None

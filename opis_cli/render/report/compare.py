@@ -164,8 +164,9 @@ def curves_note(missing: list[str]) -> str:
         return ""
     who = " and ".join(missing)
     opts = " / ".join(f"--{m}-curves" for m in missing)
-    return (f"No {who} per-class curves (a result JSON holds none): pass {opts} FILE, "
-            "written by opis evaluate --curves FILE.")
+    files = "file" if len(missing) == 1 else "files"
+    return (f"No {who} per-class curves (a result JSON holds none): compare the embeddings "
+            f"{files}, or pass {opts} FILE written by opis evaluate --curves.")
 
 
 def class_curves_figure(cmp: "Comparison", base: "EvaluationResult",
@@ -206,8 +207,8 @@ def class_curves_figure(cmp: "Comparison", base: "EvaluationResult",
         ax.set_ylim(-0.01, 1.03)
         ax.set_xlabel(f"threshold ({distance_unit(res.metric)})")
         title = f"{name}: OPIS {res.opis:.4g}"
-        if missing:
-            title += "\n" + curves_note(missing)
+        if missing:  # the note on two lines: the panel is narrower than the sentence
+            title += "\n" + curves_note(missing).replace(": ", ":\n", 1)
         t = ax.set_title(title, loc="left", fontsize=9, wrap=False,
                          color=color if key == "candidate" else "#374151")
         t.set_parse_math(False)
