@@ -333,7 +333,7 @@ def _verdict(cmp: "Comparison", outcome: "GateOutcome | None") -> str:
 METRIC_NAMES = {
     "opis": "OPIS", "epsilon_opis": "epsilon-OPIS (worst classes vs the rest)",
     "recall_at_1": "R@1", "recall_at_2": "R@2", "recall_at_4": "R@4", "recall_at_8": "R@8",
-    "map_at_r": "MAP@R", "threshold": "recommended threshold",
+    "map_at_r": "MAP@R", "r_precision": "R-precision", "threshold": "recommended threshold",
     "mean_utility": "mean utility at the threshold",
     "worst_mean_utility": "mean utility of the worst classes at the threshold",
     "tpr": "global TPR at the threshold", "far": "global FAR at the threshold",
