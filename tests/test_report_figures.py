@@ -227,6 +227,21 @@ def test_no_title_subtitle_or_label_is_cut(page_figures):
     assert {k: v for k, v in bad.items() if v} == {}
 
 
+def test_no_tick_reads_in_exponents(page_figures):
+    """Shares are ticked 100%, 10%, 0.1% (never 1e+02%), the colorbars included."""
+    import re
+
+    seen = 0
+    for k, f in page_figures.items():
+        f.canvas.draw()
+        for ax in f.axes:
+            for t in ax.get_xticklabels() + ax.get_yticklabels():
+                text = t.get_text()
+                seen += bool(text)
+                assert not re.search(r"\de[+\u2212-]?\d|10\^", text), (k, text)
+    assert seen > 200
+
+
 def test_the_cut_check_sees_a_cut_subtitle():
     from opis_cli.render.report.plots import _new_figure
 
