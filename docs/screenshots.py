@@ -4,7 +4,8 @@ Runs the real commands on the shipped samples (``opis evaluate``, ``opis
 compare``, ``opis calibrate``, each with ``--report``), opens each page in
 headless Chromium (Debian's, driven by Playwright: the ``browser`` extra, no
 browser download) and saves the first screen (1200 x 900) as a small
-palette PNG where the docs reference it::
+palette PNG where the docs reference it, with the evaluate report's own
+utility and distance figures shown in the concept pages::
 
     python docs/screenshots.py            # from the repository root
     python docs/screenshots.py --out /tmp/shots   # somewhere else
@@ -25,6 +26,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_data"
 VIEWPORT = {"width": 1200, "height": 900}
+
+#: figures of the evaluate run shown in the concept pages: docs/img name -> report PNG
+FIGURES = {"utility-weak.png": "utility.png", "distances-weak.png": "distances.png"}
 
 #: file in docs/img -> (the command after ``opis``, the page it writes in DIR)
 SHOTS = {
@@ -94,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
             page.close()
             (opts.out / name).write_bytes(png)
             print(f"wrote {opts.out / name} ({len(png):,} bytes)", file=sys.stderr)
+            if page_name == "report.html":  # the figures of the same run, as the report drew them
+                for doc_name, fig in FIGURES.items():
+                    shutil.copyfile(folder / fig, opts.out / doc_name)
+                    print(f"wrote {opts.out / doc_name}", file=sys.stderr)
         browser.close()
     return 0
 

@@ -78,7 +78,8 @@ def test_json_baseline_without_curves_has_no_empty_panel(sides):
     assert not [ln for ln in ax.get_lines() if "baseline" in (ln.get_gid() or "")]
     title = ax.get_title(loc="left")
     note = curves_note(["baseline"])
-    assert note in title and "--baseline-curves" in note and "opis evaluate --curves" in note
+    assert note.replace(": ", ":\n", 1) in title and "--baseline-curves" in note and "opis evaluate --curves" in note
+    assert "embeddings file" in note
     assert "\n" not in note
     # neither side has curves: no figure at all (the page says why)
     assert class_curves_figure(cmp, b.result, c.result) is None
@@ -143,11 +144,21 @@ def _legend_overlaps(fig) -> list[str]:
         leg = ax.get_legend()
         if leg is None:
             continue
-        lb, ab = leg.get_window_extent(r), ax.get_window_extent(r)
-        # strictly inside each other's interior (a shared edge pixel is not covering data)
-        if lb.x0 < ab.x1 - 1 and lb.x1 > ab.x0 + 1 and lb.y0 < ab.y1 - 1 and lb.y1 > ab.y0 + 1:
-            bad.append(f"{fig._suptitle.get_text() if fig._suptitle else ''} / "
-                       f"{ax.get_title(loc='left')[:40]}")
+        lb = leg.get_window_extent(r)
+        # the data area, the x label and the visible tick labels: none under the legend
+        # (strictly inside each other's interior: a shared edge pixel covers nothing)
+        lo, hi = ax.get_xlim()
+        others = [("data", ax.get_window_extent(r))]
+        if ax.xaxis.label.get_text().strip():
+            others.append(("x label", ax.xaxis.label.get_window_extent(r)))
+        others += [("tick " + t.get_text(), t.get_window_extent(r))
+                   for t in ax.get_xticklabels()
+                   if t.get_text() and min(lo, hi) <= t.get_position()[0] <= max(lo, hi)]
+        for what, ob in others:
+            if lb.x0 < ob.x1 - 1 and lb.x1 > ob.x0 + 1 and lb.y0 < ob.y1 - 1 and \
+                    lb.y1 > ob.y0 + 1:
+                bad.append(f"{fig._suptitle.get_text() if fig._suptitle else ''} / "
+                           f"{ax.get_title(loc='left')[:40]}: {what}")
     return bad
 
 
@@ -174,7 +185,9 @@ def _calibrate_figures():
     return all_figures(res)
 
 
-def test_every_legend_is_outside_the_plotting_area(sides):
+@pytest.fixture(scope="module")
+def page_figures(sides):
+    """Every figure of the three pages, on the samples (and small hostile inputs)."""
     b, c = sides["weak"], sides["strong"]
     from opis_cli.render.report.compare import all_figures as compare_figures
 
@@ -184,6 +197,63 @@ def test_every_legend_is_outside_the_plotting_area(sides):
                                     bc, cc).items():
             figs[f"compare {tag} {k}"] = f
     figs.update({f"calibrate {k}": f for k, f in _calibrate_figures().items()})
+    return figs
+
+
+def _cut_texts(fig) -> list[str]:
+    """Texts (titles, subtitles, labels, notes) that reach past the figure's edges."""
+    from matplotlib.text import Text
+
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    box = fig.bbox
+    out = []
+    texts = [fig._suptitle, *fig.texts]
+    for ax in fig.axes:
+        texts += [ax.title, ax._left_title, ax._right_title, ax.xaxis.label, ax.yaxis.label,
+                  *ax.texts]
+    for t in texts:
+        if t is None or not isinstance(t, Text) or not t.get_visible() or \
+                not t.get_text().strip():
+            continue
+        e = t.get_window_extent(r)
+        if e.x0 < box.x0 - 1 or e.x1 > box.x1 + 1 or e.y0 < box.y0 - 1 or e.y1 > box.y1 + 1:
+            out.append(t.get_text()[:60])
+    return out
+
+
+def test_no_title_subtitle_or_label_is_cut(page_figures):
+    bad = {k: _cut_texts(f) for k, f in page_figures.items()}
+    assert {k: v for k, v in bad.items() if v} == {}
+
+
+def test_no_tick_reads_in_exponents(page_figures):
+    """Shares are ticked 100%, 10%, 0.1% (never 1e+02%), the colorbars included."""
+    import re
+
+    seen = 0
+    for k, f in page_figures.items():
+        f.canvas.draw()
+        for ax in f.axes:
+            for t in ax.get_xticklabels() + ax.get_yticklabels():
+                text = t.get_text()
+                seen += bool(text)
+                assert not re.search(r"\de[+\u2212-]?\d|10\^", text), (k, text)
+    assert seen > 200
+
+
+def test_the_cut_check_sees_a_cut_subtitle():
+    from opis_cli.render.report.plots import _new_figure
+
+    fig = _new_figure(4, 3)
+    ax = fig.add_subplot()
+    ax.set_title("a subtitle far too long for a figure four inches wide, so it runs off "
+                 "the right edge", loc="left")
+    assert _cut_texts(fig)
+
+
+def test_every_legend_is_outside_the_plotting_area(page_figures):
+    figs = page_figures
     with_legend = [k for k, f in figs.items() if any(a.get_legend() for a in f.axes)]
     assert len(with_legend) >= 15                     # the test looks at real legends
     bad = {k: _legend_overlaps(f) for k, f in figs.items()}

@@ -103,7 +103,7 @@ def browser():
 
 @pytest.mark.parametrize("width", [1200, 760])
 def test_numbers_and_labels_do_not_wrap_inside_a_token(browser, pages, width):
-    checked = {"number": 0, "label": 0}
+    checked = {"number": 0, "label": 0, "code": 0}
     for name, path in pages.items():
         page = browser.new_page(viewport={"width": width, "height": 900})
         page.goto(path.as_uri())
@@ -125,8 +125,13 @@ def test_numbers_and_labels_do_not_wrap_inside_a_token(browser, pages, width):
             elif "label" not in cls and "text" not in cls and "rule" not in cls \
                     and cell.evaluate("el => getComputedStyle(el).whiteSpace") == "nowrap":
                 assert lines == 1, (name, width, text)
+        # options, hyphenated codes and dates in prose and in the header: one line each
+        for span in page.locator(".nb").all():
+            if span.is_visible():
+                checked["code"] += 1
+                assert span.evaluate(_LINES) == 1, (name, width, span.inner_text())
         page.close()
-    assert checked["number"] > 100 and checked["label"] >= 3, checked
+    assert checked["number"] > 100 and checked["label"] >= 3 and checked["code"] >= 5, checked
 
 
 def test_the_line_count_sees_a_wrapped_cell(browser, tmp_path):

@@ -269,6 +269,19 @@ def test_no_spec_numbers_internal_fields_or_exponents_in_user_text(three_pages):
         assert "(column )" not in text
 
 
+def test_compare_names_every_headline_metric(samples):
+    """No raw key as a row name of the compare page's headline table."""
+    from opis_cli.render.report.compare import render_page
+
+    w, s = read_result(samples.weak_json), read_result(samples.strong_json)
+    cmp = _cmp(w, s)
+    rows = rows_of(render_page(cmp, {}))
+    names = [r[0] for r in rows if len(r) == 7][1:]
+    assert len(names) == len(cmp.metrics) >= 20
+    for m, shown in zip(cmp.metrics, names):
+        assert "_" not in shown, (m.name, shown)
+
+
 def test_options_are_listed_once(three_pages):
     page, res = three_pages["evaluate"]
     i, j = page.index('<section id="options">'), page.index('<section id="provenance">')

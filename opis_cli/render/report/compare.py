@@ -26,6 +26,7 @@ from ..escape import visible
 from ..format import (change_word, deployment_rows, deployment_title, interval, mode_text,
                       num, pct)
 from .html import card, gate_html, page, verdict_html
+from .plots import _legend as below
 from .plots import (C_CLASS, C_GOOD, C_MEAN, C_THRESHOLD, C_WORST, DPI, UTILITY_NAMES,
                     distance_unit, short_label, to_png)
 
@@ -67,8 +68,7 @@ def _figure(width: float, height: float, ncols: int = 1, sharey: bool = False):
 
 def _legend(ax, ncol: int = 2) -> None:
     """The legend under the axes (as in the evaluate report), so it never hides a point."""
-    leg = ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=ncol, fontsize=7.5,
-                    frameon=False)
+    leg = below(ax, ncol=ncol, fontsize=7.5)
     for t in leg.get_texts():
         t.set_parse_math(False)  # file names and labels are drawn literally
 
@@ -131,14 +131,15 @@ def mean_utility_figure(cmp: "Comparison", base: "EvaluationResult",
                 t.set_parse_math(False)
                 ax.set_xlabel(f"threshold ({distance_unit(res.metric)})")
         ax.set_ylim(-0.01, 1.03)
+        if together:
+            ax.set_xlabel(f"threshold ({_unit(base, cand)}; pairs at or below it are "
+                          "accepted)")
         _legend(ax, ncol=1 if together else 2)
     axes[0].set_ylabel(f"utility ({UTILITY_NAMES.get(cand.utility, cand.utility)}, "
                        f"beta {cand.beta:g})")
     if together:
         o = cmp.metric("opis")
         e = cmp.metric("epsilon_opis")
-        axes[0].set_xlabel(f"threshold ({_unit(base, cand)}; pairs at or below it are "
-                           "accepted)")
         _titles(fig, axes[0], "Mean utility before and after, on the same thresholds",
                 f"OPIS {o.baseline:.4g} -> {o.candidate:.4g},  {100 * cand.epsilon:g}%-OPIS "
                 f"{e.baseline:.4g} -> {e.candidate:.4g}.  The closer the worst-class curve "
@@ -163,8 +164,9 @@ def curves_note(missing: list[str]) -> str:
         return ""
     who = " and ".join(missing)
     opts = " / ".join(f"--{m}-curves" for m in missing)
-    return (f"No {who} per-class curves (a result JSON holds none): pass {opts} FILE, "
-            "written by opis evaluate --curves FILE.")
+    files = "file" if len(missing) == 1 else "files"
+    return (f"No {who} per-class curves (a result JSON holds none): compare the embeddings "
+            f"{files}, or pass {opts} FILE written by opis evaluate --curves.")
 
 
 def class_curves_figure(cmp: "Comparison", base: "EvaluationResult",
@@ -205,8 +207,8 @@ def class_curves_figure(cmp: "Comparison", base: "EvaluationResult",
         ax.set_ylim(-0.01, 1.03)
         ax.set_xlabel(f"threshold ({distance_unit(res.metric)})")
         title = f"{name}: OPIS {res.opis:.4g}"
-        if missing:
-            title += "\n" + curves_note(missing)
+        if missing:  # the note on two lines: the panel is narrower than the sentence
+            title += "\n" + curves_note(missing).replace(": ", ":\n", 1)
         t = ax.set_title(title, loc="left", fontsize=9, wrap=False,
                          color=color if key == "candidate" else "#374151")
         t.set_parse_math(False)
@@ -331,7 +333,7 @@ def _verdict(cmp: "Comparison", outcome: "GateOutcome | None") -> str:
 METRIC_NAMES = {
     "opis": "OPIS", "epsilon_opis": "epsilon-OPIS (worst classes vs the rest)",
     "recall_at_1": "R@1", "recall_at_2": "R@2", "recall_at_4": "R@4", "recall_at_8": "R@8",
-    "map_at_r": "MAP@R", "threshold": "recommended threshold",
+    "map_at_r": "MAP@R", "r_precision": "R-precision", "threshold": "recommended threshold",
     "mean_utility": "mean utility at the threshold",
     "worst_mean_utility": "mean utility of the worst classes at the threshold",
     "tpr": "global TPR at the threshold", "far": "global FAR at the threshold",

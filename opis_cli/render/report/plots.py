@@ -138,11 +138,26 @@ def _padded(lo: float, hi: float, frac: float = 0.02) -> tuple[float, float]:
     return lo - pad, hi + pad
 
 
-def _legend(ax, handles=None) -> None:
-    """The legend under the axes, so it never hides data."""
+def _legend(ax, handles=None, ncol: int = 2, fontsize: float = 8):
+    """The legend under the axes and their x label, so it never hides data.
+
+    Call it after ``set_xlabel``: the legend is dropped below the tick labels and
+    every line of the x label by a fixed distance in points (not a fraction of
+    the axes, which a short figure would make too small); constrained layout
+    then makes room for it.
+    """
+    from matplotlib.transforms import ScaledTranslation
+
     kw = {} if handles is None else {"handles": handles}
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=8,
-              frameon=False, **kw)
+    ticks = ax.xaxis.get_ticklabels()
+    tick_pt = ticks[0].get_size() if ticks else 10.0
+    label = ax.xaxis.label
+    lines = label.get_text().count("\n") + 1 if label.get_text().strip() else 0
+    drop_pt = tick_pt + 9 + lines * 1.25 * label.get_size() + 6
+    shift = ScaledTranslation(0, -drop_pt / 72, ax.figure.dpi_scale_trans)
+    return ax.legend(loc="upper center", bbox_to_anchor=(0.5, 0),
+                     bbox_transform=ax.transAxes + shift, ncol=ncol, fontsize=fontsize,
+                     frameon=False, **kw)
 
 
 def _style(ax) -> None:
@@ -449,7 +464,7 @@ def best_threshold_figure(result: "EvaluationResult", *, level: str = "class") -
     at_hi = float(np.mean(best >= th[-1] - tol)) if C else float("nan")
     ax.set_xlim(*_padded(th[0] - step / 2, th[-1] + step / 2))
     ax.set_xlabel(f"threshold that maximises the {one}'s own utility "
-                  f"({distance_unit(result.metric)}; dotted: ends of the calibration range)")
+                  f"({distance_unit(result.metric)})\ndotted: ends of the calibration range")
     _legend(ax)
     _titles(fig, ax, f"Each {one}'s own best threshold vs. the global one",
             f"{pct(below, '.0f')} of {noun} would want a lower threshold, "

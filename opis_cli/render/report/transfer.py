@@ -25,8 +25,8 @@ from ..escape import visible
 from ..format import num, pct
 from ..transfer_text import headline
 from .html import card, page, verdict_html
-from .plots import C_CLASS, C_GOOD, C_NEG, C_THRESHOLD, C_WORST, _new_figure, _percent_axis, \
-    _style, _titles, to_png
+from .plots import C_CLASS, C_GOOD, C_NEG, C_THRESHOLD, C_WORST, _legend, _new_figure, \
+    _percent_axis, _style, _titles, to_png
 
 CALIBRATE_FILE = "calibrate.html"
 #: figure names, in the order the page shows them
@@ -54,7 +54,7 @@ def far_per_fold_figure(res: TransferResult):
     ax.set_xlabel("fold")
     ax.set_ylabel("global FAR at the calibration threshold")
     _percent_axis(ax.yaxis)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize=8, frameon=False)
+    _legend(ax, ncol=3)
     _titles(fig, ax, "Target and achieved false accept rate",
             f"target {res.target}; bars: FAR of the threshold chosen on the calibration side")
     return fig
@@ -77,7 +77,7 @@ def class_far_figure(res: TransferResult):
     ax.set_xlabel("per-class FAR on the unseen side")
     ax.set_ylabel("classes")
     _percent_axis(ax.xaxis)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=4, fontsize=8, frameon=False)
+    _legend(ax, ncol=4)
     above = np.mean([f.test.fraction_far_above_2x for f in res.folds])
     _titles(fig, ax, "False accept rate of each unseen class",
             f"mean share of classes above twice the target: {pct(above, '.1f')}")
@@ -98,11 +98,11 @@ def tpr_lost_figure(res: TransferResult):
     ax.set_xlabel("fold")
     ax.set_ylabel("TPR on the unseen side")
     _percent_axis(ax.yaxis)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=8, frameon=False)
+    _legend(ax, ncol=2)
     lost = res.summary()["tpr_lost"]["mean"]
     _titles(fig, ax, "True accept rate: transferred against own threshold",
-            f"mean difference (own - transferred): {pct(lost, '+.2f')}; a negative difference "
-            "means the transferred threshold accepts more, at a higher FAR")
+            f"mean difference (own - transferred): {pct(lost, '+.2f')}.\nA negative difference "
+            "means the transferred threshold accepts more, at a higher FAR.")
     return fig
 
 
