@@ -13,10 +13,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gating_samples import STRONG, WEAK
+from gating_samples import STRONG, WEAK, run
 from opis_cli import evaluate
 from opis_cli.gate.compare import compare_results
-from opis_cli.gate.sides import load_result
+from opis_cli.app import load_result
 from opis_cli.io import read_result
 from report_helpers import many_result, nasty_result
 
@@ -104,6 +104,21 @@ def test_compare_page_says_why_the_curves_are_missing(sides, tmp_path):
     page = write_comparison_report(cmp, b.result, c.result, tmp_path / "c",
                                    cand_curves=c.curves).read_text()
     assert curves_note(["baseline"]).split(":")[0] in page and "fig-class_curves" in page
+
+
+def test_compare_command_draws_the_baseline_curves_it_is_given(samples, capsys, tmp_path):
+    """The how-to's command from the CLI: a baseline JSON gets its panel when
+    --baseline-curves is given, and the page says why it is missing otherwise."""
+    code, _, _ = run(capsys, "compare", samples.weak_json, STRONG, "-q",
+                     "--baseline-curves", samples.weak_curves, "--report", tmp_path / "with")
+    assert code == 0
+    page = (tmp_path / "with" / "compare.html").read_text()
+    assert 'id="curves-note"' not in page and "fig-class_curves" in page
+    code, _, _ = run(capsys, "compare", samples.weak_json, STRONG, "-q",
+                     "--report", tmp_path / "without")
+    assert code == 0
+    page = (tmp_path / "without" / "compare.html").read_text()
+    assert 'id="curves-note"' in page and "--baseline-curves" in page
 
 
 # ------------------------------------------------- 3. no axis squeezing one model

@@ -151,7 +151,8 @@ def compare(
     if report is not None:
         from ..render.report.compare import write_comparison_report
 
-        wrote(write_comparison_report(cmp, base.result, cand.result, report, outcome=outcome),
+        wrote(write_comparison_report(cmp, base.result, cand.result, report, outcome=outcome,
+                                      base_curves=base.curves, cand_curves=cand.curves),
               quiet=quiet)
     write_gate_outputs(outcome, json_out=json_out, junit=junit, markdown=markdown,
                        comparison=cmp, top=top, json_doc={"comparison": cmp.to_dict()},
@@ -164,5 +165,5 @@ def compare(
     if tracker is not None:
         log_comparison(tracker, cmp, base.result, cand.result, baseline=baseline,
                        candidate=candidate, json_out=json_out, report=report, outcome=outcome,
-                       quiet=quiet)
+                       quiet=quiet, curves=(base.curves, cand.curves))
     raise exit_with(outcome)

@@ -79,7 +79,8 @@ def log_evaluation(target, result, *, path: Path, json_text: str, json_out: str 
 
 
 def log_comparison(target, cmp, base_result, cand_result, *, baseline: Path, candidate: Path,
-                   json_out: str | None, report: Path | None, outcome, quiet: bool) -> str:
+                   json_out: str | None, report: Path | None, outcome, quiet: bool,
+                   curves: tuple = (None, None)) -> str:
     """Log one ``opis compare``: candidate, baseline and change of each headline metric,
     the deployment view, the options, the comparison JSON (as ``--json`` writes it) and
     the report."""
@@ -105,7 +106,8 @@ def log_comparison(target, cmp, base_result, cand_result, *, baseline: Path, can
             from ..render.report.compare import write_comparison_report
 
             report = Path(tmp) / "report"
-            write_comparison_report(cmp, base_result, cand_result, report, outcome=outcome)
+            write_comparison_report(cmp, base_result, cand_result, report, outcome=outcome,
+                                    base_curves=curves[0], cand_curves=curves[1])
         artifacts["opis/report"] = report
         return _log(target, comparison_metrics(cmp), params, artifacts,
                     _gate_tags("compare", outcome), quiet)
