@@ -18,6 +18,8 @@ Peak memory (bytes), with N rows, D dimensions, K thresholds, w workers::
                       at least one)
     + w*ng*24         three rows of float64 keys per worker
     + w*tile*K*16     per-row counts of a tile
+    + w*tile*512*17   per-row room for deferred elements (grown where a row
+                      defers more)
     + 2*w*F*8         order-statistic histograms (F = 2**16 bins)
     + nq*24           retrieval results per query
     + n_deferred*17   elements whose grid cell is decided after the counts pass
@@ -336,7 +338,9 @@ def run_chunk(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg:
         ap = np.zeros(tile, np.float64)
         n_rel = np.zeros(tile, np.int64)
         hits = np.zeros(tile, np.int64)
-        cap_d, cap_g = 128, 4
+        # room for the usual number of deferred keys of a row (those within its
+        # margin of a threshold): a row with more makes the tile run again
+        cap_d, cap_g = 512, 4
         def_val = np.zeros((tile, cap_d), np.float64)
         def_pos = np.zeros((tile, cap_d), np.bool_)
         def_col = np.zeros((tile, cap_d), np.int64)
