@@ -16,8 +16,17 @@ in timers, and prints each piece's wall-clock time divided by the time of one
 Workers run tiles in parallel, so a piece's share of a pass is its share of
 the workers' summed time; the wall time of the pass is split in that ratio.
 
+With ``--decisions LO:HI`` it prints instead what the float64 decisions
+cost at that explicit range: the process CPU time of ``opis_cli.evaluate``
+with float32 decisions (every margin 0, the private switch of
+``base.key_margins``) and with float64 decisions, alternating, twice each,
+with the kernel's and ``decide_deferred``'s thread CPU time, the number of
+kernel calls (a tile whose deferred keys overflow their buffer runs again)
+and of deferred elements.
+
     python benchmarks/profile_passes.py                    # 50000 x 128
     python benchmarks/profile_passes.py --shape 20000x512
+    python benchmarks/profile_passes.py --shape 25000x384 --decisions 0.88:0.93
 """
 
 from __future__ import annotations
@@ -31,7 +40,49 @@ import faiss
 
 import opis_cli
 from _common import synthetic  # benchmarks/_common.py
-from opis_cli.engines import _kernels, exact as engine
+from opis_cli.engines import _kernels, base as engine_base, exact as engine
+
+
+def decisions(x, y, rng: tuple[float, float]) -> None:
+    """CPU time of float32 against float64 decisions (``--decisions``)."""
+    sec = collections.defaultdict(float)
+    cnt = collections.defaultdict(int)
+    lock = threading.Lock()
+
+    def wrap(name):
+        real = getattr(_kernels, name)
+
+        def timed(*args, **kwargs):
+            t = time.thread_time()
+            try:
+                return real(*args, **kwargs)
+            finally:
+                with lock:
+                    sec[name] += time.thread_time() - t
+                    cnt[name] += 1
+                    if name == "decide_deferred":
+                        cnt["deferred"] += len(args[0])
+
+        setattr(_kernels, name, timed)
+
+    for name in ("process_block", "decide_deferred"):
+        wrap(name)
+    print(f"explicit range {rng[0]:g}:{rng[1]:g}, process CPU seconds (all threads); "
+          f"kernel and decide: thread CPU seconds")
+    rows = {True: [], False: []}
+    for f32 in (True, False, True, False):
+        engine_base._FLOAT32_DECISIONS = f32
+        sec.clear()
+        cnt.clear()
+        c = time.process_time()
+        opis_cli.evaluate(x, y, calibration_range=rng)
+        c = time.process_time() - c
+        rows[f32].append(c)
+        print(f"  {'float32' if f32 else 'float64'} decisions: CPU {c:6.2f}  kernel "
+              f"{sec['process_block']:5.2f} ({cnt['process_block']} calls)  decide "
+              f"{sec['decide_deferred']:5.2f} ({cnt['deferred']} deferred elements)",
+              flush=True)
+    print(f"  ratio of the best CPU times: {min(rows[False]) / min(rows[True]):.3f}")
 
 
 class Timers:
@@ -82,10 +133,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", default="50000x128")
+    ap.add_argument("--decisions", default=None, metavar="LO:HI",
+                    help="time float32 against float64 decisions at this explicit range")
     args = ap.parse_args()
     n, d = (int(v) for v in args.shape.lower().split("x"))
     x, y = synthetic(n, d)
     opis_cli.evaluate(x[:300], y[:300])  # compile / load the kernels first
+    if args.decisions:
+        decisions(x, y, tuple(float(v) for v in args.decisions.split(":")))
+        return
     timers = Timers()
     timers.wrap(engine, "inner_products", "products")
     timers.wrap(engine, "_strip_products", "products")

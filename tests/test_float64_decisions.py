@@ -302,3 +302,43 @@ def test_sampled_engine_counts_its_draws_as_float64(metric, path, monkeypatch):
     k32 = (prep.qn2[rows] + prep.gn2[cols]) - 2.0 * s32 if metric == "l2" else 1.0 - s32
     d32 = key_to_dist(k32, metric == "l2")
     assert (np.searchsorted(grid, d32) != np.searchsorted(grid, d)).any()
+
+
+# -- the deferred elements of the counts pass (engines/_kernels.decide_deferred) -------
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_deferred_elements_are_placed_by_their_float64_keys(metric, seed):
+    """``decide_deferred`` (which recomputes, in gallery-row order, the keys
+    within their margin of a threshold) places every element where
+    ``np.searchsorted`` places its float64 key, on a grid whose thresholds
+    sit among the near-tied keys; elements in any order, duplicated pairs,
+    a lone gallery row, pairs of every query."""
+    from opis_cli.engines import _kernels
+    from opis_cli.engines.base import key_margins
+
+    x, _ = near_ties(seed)
+    prep = prepare(x, np.zeros(len(x), np.int64), metric=metric)
+    l2 = metric == "l2"
+    rng = np.random.default_rng(seed)
+    n = 6000
+    q = rng.integers(0, len(prep.q_rows), n)
+    g = rng.integers(0, len(prep.g_rows), n)
+    q[:50], g[:50] = q[50:100], g[50:100]  # duplicated pairs
+    g[100] = len(prep.g_rows) - 1  # the last gallery row, once at least
+    k32 = pair_keys(prep.xq @ prep.xg.T, prep.qn2, prep.gn2, l2)[q, g]
+    k64 = exact_keys(prep, q, g)
+    # thresholds at float64 distances of some pairs, and a hair off others
+    d64 = np.sort(key_to_dist(k64, l2))
+    grid = np.unique(np.concatenate([d64[::97], np.nextafter(d64[5::89], np.inf)]))
+    grid = np.linspace(grid[0], grid[-1], 101)
+    grid[::3] = d64[np.linspace(0, n - 1, len(grid[::3])).astype(int)]
+    grid = np.sort(grid)
+    margin = key_margins(prep)
+    cells = _kernels.decide_deferred(k32, q.astype(np.int32), g.astype(np.int32), margin, grid,
+                                     l2, prep.xq, prep.xg, l2, False, np.zeros(1), np.zeros(1))
+    want = np.searchsorted(grid, key_to_dist(k64, l2), side="left")
+    assert np.array_equal(cells, want)
+    # the float32 keys alone would misplace some of them: the test can fail
+    assert not np.array_equal(np.searchsorted(grid, key_to_dist(k32, l2), side="left"), want)

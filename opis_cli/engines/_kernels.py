@@ -1315,8 +1315,14 @@ def decide_deferred(vals, q, g, margin, grid, sq, xq, xg, l2, off, aq, bg):
     above every threshold) of deferred elements (key, query row, gallery
     column) on the exact ``grid`` of distances (keys are squared when
     ``sq``): the cell of every key within the query's ``margin`` when that
-    is one cell, else the cell of the float64 key (``exact_key``, computed
-    in gallery-row order so that each row is read once, prefetched ahead).
+    is one cell, else the cell of the float64 key (``exact_key``).
+
+    The float64 keys are computed in gallery-row order, so that each
+    gallery row is read from memory once however many of its pairs are
+    recomputed (the next row prefetched while the current one is used); the
+    order is a counting sort by gallery row (linear, stable), not a
+    comparison sort. The order changes no result: each key is a function of
+    its pair alone.
     """
     n = vals.shape[0]
     K = grid.shape[0]
@@ -1324,6 +1330,8 @@ def decide_deferred(vals, q, g, margin, grid, sq, xq, xg, l2, off, aq, bg):
     cells = np.empty(n, np.int64)
     unsure = np.empty(n, np.int64)
     nu = 0
+    g_min = xg.shape[0]
+    g_max = -1
     for i in range(n):
         m = margin[q[i]]
         c = _grid_cell(_key_dist(vals[i] - m, sq), grid, inv)
@@ -1332,15 +1340,37 @@ def decide_deferred(vals, q, g, margin, grid, sq, xq, xg, l2, off, aq, bg):
         else:
             unsure[nu] = i
             nu += 1
-    order = unsure[:nu][np.argsort(g[unsure[:nu]], kind="mergesort")]
+            g_min = min(g_min, g[i])
+            g_max = max(g_max, g[i])
+    if nu == 0:
+        return cells
+    span = g_max - g_min + 1
+    start = np.zeros(span + 1, np.int64)
     for u in range(nu):
-        if u + 4 < nu:
-            _prefetch_row(xg, g[order[u + 4]])
-            _prefetch_row(xq, q[order[u + 4]])
+        start[g[unsure[u]] - g_min + 1] += 1
+    for j in range(span):
+        start[j + 1] += start[j]
+    order = np.empty(nu, np.int64)
+    for u in range(nu):
+        i = unsure[u]
+        j = g[i] - g_min
+        order[start[j]] = i
+        start[j] += 1
+    prev = -1
+    for u in range(nu):
         i = order[u]
+        gi = g[i]
+        if gi != prev:  # a new gallery row: prefetch the one after it
+            for v in range(u + 1, min(nu, u + 64)):
+                if g[order[v]] != gi:
+                    _prefetch_row(xg, g[order[v]])
+                    break
+            prev = gi
+        if u + 4 < nu:
+            _prefetch_row(xq, q[order[u + 4]])
         a = aq[q[i]] if off else 0.0
-        b = bg[g[i]] if off else 0.0
-        key = exact_key(xq[q[i]], xg, g[i], l2, off, a, b)
+        b = bg[gi] if off else 0.0
+        key = exact_key(xq[q[i]], xg, gi, l2, off, a, b)
         cells[i] = _grid_cell(_key_dist(key, sq), grid, inv)
     return cells
 

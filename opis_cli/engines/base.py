@@ -26,6 +26,7 @@ and the readers can use it without loading numba.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, runtime_checkable
 
@@ -321,6 +322,9 @@ from .ranking import hits_at_r, retrieval_at_r  # noqa: E402,F401
 # exact products of float32 numbers (48 significant bits) in a fixed order:
 # within gamma64(D) |x| |y|. The key formulas add a few float64 roundings.
 
+#: benchmarks only (see key_margins): decide with float32 keys
+_FLOAT32_DECISIONS = os.environ.get("_OPIS_BENCH_FLOAT32_DECISIONS") == "1"
+
 U32 = 2.0 ** -24
 U64 = 2.0 ** -53
 
@@ -346,8 +350,16 @@ def key_margins(prep: Prepared, q: np.ndarray | None = None) -> np.ndarray:
       subtractions.
 
     ``|y|`` is the largest gallery norm, so the bound holds for every column.
+
+    The private environment variable ``_OPIS_BENCH_FLOAT32_DECISIONS=1``
+    (read by ``benchmarks/bench_redecide.py`` only, never documented for
+    users) makes every margin 0: float32 keys then decide, and the results
+    are no longer machine-independent. It exists so that the cost of the
+    float64 decisions can be measured against the same tree.
     """
     q = np.arange(len(prep.q_rows)) if q is None else np.asarray(q, np.int64)
+    if _FLOAT32_DECISIONS:
+        return np.zeros(len(q))
     D = int(prep.xq.shape[1])
     g32 = _gamma(D, U32)
     g64 = _gamma(D + 4, U64)

@@ -18,6 +18,8 @@ Peak memory (bytes), with N rows, D dimensions, K thresholds, w workers::
                       at least one)
     + w*ng*24         three rows of float64 keys per worker
     + w*tile*K*16     per-row counts of a tile
+    + w*tile*512*17   per-row room for deferred elements (grown where a row
+                      defers more)
     + 2*w*F*8         order-statistic histograms (F = 2**16 bins)
     + nq*24           retrieval results per query
     + n_deferred*17   elements whose grid cell is decided after the counts pass
@@ -288,7 +290,9 @@ class _Tile:
         self.ranking = _kernels.Ranking(cfg.do_ret, np.zeros(tile, np.int64), np.zeros(tile),
                                         np.zeros(tile, np.int64), np.zeros(tile, np.int64))
         self.v_n = np.zeros(tile, np.int64)
-        self._alloc(128, 4, 64 if cfg.do_vgather else 1)
+        # room for the usual number of deferred keys of a row (those within its
+        # margin of a threshold): a row with more makes the tile run again
+        self._alloc(512, 4, 64 if cfg.do_vgather else 1)
 
     def _alloc(self, cap_d: int, cap_g: int, cap_v: int) -> None:
         tile = self.cfg.tile
