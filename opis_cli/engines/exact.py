@@ -422,22 +422,17 @@ def _run_strips(prep: Prepared, row_eval: np.ndarray, cfg: PassConfig, start: in
     selected from the full-row products, and ``run_exact`` checks their
     ranks there (see ``_select``), so results never depend on this pass.
     """
-    ng = len(prep.g_rows)
-    tile = cfg.tile
+    ng, tile = len(prep.g_rows), cfg.tile
     tiles = list(range(start, stop, tile))
     n_workers = _workers(tile, cfg.block_rows, len(tiles))
     G = len(prep.group_labels) if prep.group_labels is not None else 0
-    F = FAR_BINS
-    win_lo, win_hi, win_scale = cfg.window_arrays()
-    W = len(win_lo)
-    win_below = np.zeros((n_workers, W), np.int64)
-    win_hist = np.zeros((n_workers, W, F + _kernels.SPILL), np.int64)
+    setup = _PassSetup.of(prep, cfg, n_workers, G)
+    windows = setup.windows
     qs = prep.class_start[prep.q_class]
     qe = prep.class_end[prep.q_class]
     # symmetric: gallery column j is query row j
-    col_lim = np.where(row_eval, float(win_hi.max()), -np.inf)
+    col_lim = np.where(row_eval, float(windows.hi.max()), -np.inf)
     all_eval = bool(row_eval.all())
-    windows = _kernels.Windows(True, win_lo, win_hi, win_scale, F, win_below, win_hist)
     raw_l2, off, aq, bg = _offsets(prep)
     xgT = prep.xg.T
     queue = _Tiles(tiles)
@@ -458,9 +453,8 @@ def _run_strips(prep: Prepared, row_eval: np.ndarray, cfg: PassConfig, start: in
                     progress(u - t)
 
     _in_workers(n_workers, work, queue)
-    return replace(Part.empty(prep.n_classes, G, cfg.K, stop - start), start=start,
-                   win_below=win_below.sum(axis=0),
-                   win_hist=win_hist.sum(axis=0)[:, :F])  # without the spill bins
+    return _Chunk(prep, cfg, start, Part.empty(prep.n_classes, G, cfg.K, stop - start),
+                  G).part(setup)
 
 
 #: a chunk mapper: one pass over every chunk of query rows, merged; called as
