@@ -78,7 +78,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import faiss
@@ -94,6 +93,7 @@ from .base import (DEFAULT_BLOCK_BYTES, FAR_BINS, REPORT_BINS, REPORT_ROWS, Engi
                    hits_at_r, retrieval_at_r, tile_rows, value_bins)
 from .ranking import rank_order
 from .select import KeyBins, bracket, padded_span
+from .workers import faiss_threads
 
 #: relative gap between the upper and the reported global FAR that triggers a warning
 WARN_GAP = 0.01
@@ -125,16 +125,6 @@ class KnnOutput(EngineOutput):
     far_lower: np.ndarray | None = None
     far_upper: np.ndarray | None = None
     truncated: np.ndarray | None = None
-
-
-@contextmanager
-def _faiss_threads(n: int):
-    old = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(n)
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(old)
 
 
 class KnnEngine:
@@ -244,7 +234,7 @@ class KnnEngine:
         elif self.index == "hnsw":
             index = faiss.IndexHNSWFlat(d, self.hnsw_m, metric)
             index.hnsw.efConstruction = self.ef_construction
-            with _faiss_threads(1):  # the parallel build depends on thread timing
+            with faiss_threads(1):  # the parallel build depends on thread timing
                 index.add(xg)
             ef = self.ef_search or max(64, 2 * self.k)
             index.hnsw.efSearch = max(ef, self.k + 1)
