@@ -94,12 +94,12 @@ from typing import Callable, Optional
 import numpy as np
 
 from . import _kernels
-from .. import counts, options
+from .. import options
 from ..errors import ConfigError
 from ..prepare import Prepared
 from .verify import VER_BINS, group_bins, key_bracket, operating_points, wanted_bins
-from .base import (DEFAULT_BLOCK_BYTES, FAR_BINS, REPORT_BINS, REPORT_ROWS, EngineOutput, GridSpec, Progress,
-                   check_block_bytes, check_range, dist_to_key, inner_products, key_span,
+from .base import (DEFAULT_BLOCK_BYTES, FAR_BINS, REPORT_BINS, EngineOutput, GridSpec, Progress,
+                   RunRows, check_block_bytes, check_range, dist_to_key, inner_products, key_span,
                    key_to_dist, order_rank, rank_bin, report_edges, report_scale,
                    tile_rows, key_margins)
 from .partial import Part, Retrieval, merge
@@ -520,15 +520,12 @@ class RunPlan:
     def of(cls, prep: Prepared, spec: GridSpec, map_chunks: "ChunkMapper", block_bytes: int,
            progress: Progress | None) -> "RunPlan":
         K = int(options.check("num_thresholds", spec.num_thresholds))
-        P, M = prep.class_pair_counts()
-        evaluated = counts.evaluated(P, M, prep.class_rows, spec.min_class_rows)
-        nq, ng = len(prep.q_rows), len(prep.g_rows)
-        row_sample = np.zeros(nq, bool)
-        row_sample[:: max(1, -(-nq // REPORT_ROWS))] = True
+        rr = RunRows.of(prep, spec.min_class_rows)
+        ng = len(prep.g_rows)
         span = key_span(prep)
         base = PassConfig(K=K, l2=prep.squared_keys, block_rows=max(1, block_bytes // (4 * ng)),
                           tile=tile_rows(ng), do_rep=True, r_lo=span[0], r_hi=span[1])
-        return cls(prep, K, int(M[evaluated].sum()), evaluated[prep.q_class], row_sample, span,
+        return cls(prep, K, int(rr.M[rr.evaluated].sum()), rr.row_eval, rr.row_sample, span,
                    base, map_chunks, progress)
 
     @property

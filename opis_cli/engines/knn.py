@@ -83,11 +83,11 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-from .. import counts, options
+from .. import options
 from ..errors import ConfigError
 from ..options import INDEXES
 from ..prepare import Prepared
-from .base import (DEFAULT_BLOCK_BYTES, FAR_BINS, REPORT_BINS, REPORT_ROWS, EngineOutput, GridSpec,
+from .base import (DEFAULT_BLOCK_BYTES, FAR_BINS, REPORT_BINS, EngineOutput, GridSpec, RunRows,
                    Progress, check_block_bytes, check_range, inner_products, key_span, key_to_dist,
                    order_rank, pair_keys, exact_keys, report_edges, report_scale,
                    hits_at_r, retrieval_at_r, tile_rows, value_bins)
@@ -606,11 +606,9 @@ class _Context:
         self.nq, self.ng = len(prep.q_rows), len(prep.g_rows)
         self.C = prep.n_classes
         self.G = len(prep.group_labels) if prep.group_labels is not None else 0
-        self.P, self.M = prep.class_pair_counts()
-        self.evaluated = counts.evaluated(self.P, self.M, prep.class_rows, min_class_rows)
-        self.row_eval = self.evaluated[prep.q_class]
-        self.row_sample = np.zeros(self.nq, bool)
-        self.row_sample[:: max(1, -(-self.nq // REPORT_ROWS))] = True  # as the exact engine
+        rr = RunRows.of(prep, min_class_rows)
+        self.P, self.M, self.evaluated = rr.P, rr.M, rr.evaluated
+        self.row_eval, self.row_sample = rr.row_eval, rr.row_sample
         gal = (prep.class_end - prep.class_start)[prep.q_class]
         self.pos_q = gal - (prep.self_col >= 0)
         self.neg_q = self.ng - gal

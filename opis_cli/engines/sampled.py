@@ -85,10 +85,10 @@ from .base import (
     DEFAULT_BLOCK_BYTES,
     FAR_BINS,
     REPORT_BINS,
-    REPORT_ROWS,
     EngineOutput,
     GridSpec,
     Progress,
+    RunRows,
     check_block_bytes,
     check_range,
     bracket_bins,
@@ -338,9 +338,9 @@ class _Context:
         self.nq, self.ng = len(prep.q_rows), len(prep.g_rows)
         self.C = prep.n_classes
         self.NG = len(prep.group_labels) if prep.group_labels is not None else 0
-        self.P, self.M = prep.class_pair_counts()
-        self.evaluated = counts.evaluated(self.P, self.M, prep.class_rows, min_class_rows)
-        self.row_eval = self.evaluated[prep.q_class]
+        rr = RunRows.of(prep, min_class_rows)
+        self.P, self.M, self.evaluated = rr.P, rr.M, rr.evaluated
+        self.row_eval, self.row_sample = rr.row_eval, rr.row_sample
         self.exhaustive = S >= self.ng
         self.S = min(S, self.ng)
         # rows per block: a power of two with B * S keys near BLOCK_KEYS, in [16, 1024],
@@ -364,8 +364,6 @@ class _Context:
         #: a decision within it of a boundary is made by the float64 key (SPEC 2)
         self.margin = float(key_margins(prep).max()) if self.nq else 0.0
         self.group_of_draw = np.arange(self.S) % GROUPS
-        self.row_sample = np.zeros(self.nq, bool)
-        self.row_sample[:: max(1, -(-self.nq // REPORT_ROWS))] = True  # as the exact engine
 
     # -- the sampled pairs -----------------------------------------------------
     def draws(self, b: int) -> np.ndarray:
