@@ -143,8 +143,8 @@ class KnnEngine:
         and draw the report histogram (taken from the exact engine's report
         sample of about REPORT_ROWS rows; 0 turns the check off).
 
-    After ``run``, ``last_output`` holds its :class:`KnnOutput` (bounds and
-    notes), for callers that go through ``evaluate()``.
+    ``run`` returns a :class:`KnnOutput` (the bounds too); through
+    ``evaluate()`` its notes are the result's ``provenance["engine_notes"]``.
     """
 
     name = "knn"
@@ -166,7 +166,6 @@ class KnnEngine:
         self.nlist = nlist
         self.nprobe = nprobe
         self.sample_rows = int(sample_rows)
-        self.last_output: KnnOutput | None = None
 
     # ------------------------------------------------------------------ public
     def run(self, prep: Prepared, spec: GridSpec, progress: Progress | None = None) -> KnnOutput:
@@ -215,7 +214,6 @@ class KnnEngine:
                                                    if rep_s > 0 else None)
         notes["report_histogram_rows"] = int(sample["rows"] if sample else res["hist_rows"])
         out = self._output(ctx, res, ret, grid, source, passes, sample, notes)
-        self.last_output = out
         self._maybe_warn(out, notes, ctx, grid)
         return out
 

@@ -261,7 +261,6 @@ class SampledEngine:
         self.Q = int(retrieval_queries)
         self.seed = int(seed)
         self.block_bytes = check_block_bytes(block_bytes)
-        self.last_output: EngineOutput | None = None
 
     # ------------------------------------------------------------------ public
     def run(self, prep: Prepared, spec: GridSpec, progress: Progress | None = None) -> EngineOutput:
@@ -324,7 +323,6 @@ class SampledEngine:
             ap_at_r=ret["ap"], n_relevant=ret["n_rel"], hits_at_r=ret["hits"], hist_edges=edges,
             hist_pos=pos["hist_pos"], hist_neg=hist_neg, passes=passes, notes=notes,
             replicates=reps)
-        self.last_output = out
         return out
 
 
