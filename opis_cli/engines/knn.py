@@ -91,6 +91,7 @@ from .base import (DEFAULT_BLOCK_BYTES, FAR_BINS, REPORT_BINS, EngineOutput, Gri
                    Progress, check_block_bytes, check_range, inner_products, key_span, key_to_dist,
                    order_rank, pair_keys, exact_keys, report_edges, report_scale,
                    hits_at_r, retrieval_at_r, tile_rows, value_bins)
+from .partial import Retrieval
 from .ranking import rank_order
 from .select import KeyBins, bracket, padded_span
 from .workers import faiss_threads
@@ -196,12 +197,12 @@ class KnnEngine:
                 raise ConfigError(f"--far-range {a:g}:{b:g} is degenerate: need 0 < A < B <= 1")
             (lo, hi), ret, far_notes = self._far_range(ctx, src, a, b, progress)
             notes["far_range"] = far_notes
-            ret = ret.arrays()
+            ret = ret.typed()
             source, passes = "far", 3
         grid = np.linspace(lo, hi, K)
         res = self._count(ctx, src, grid, want_ret=ret is None, progress=progress)
         if ret is None:
-            ret = res
+            ret = res["ret"]
         sample = self._sample_pass(ctx, ids, grid, progress)
         notes.update(self._summary(ctx, res, grid, dense))
         if sample is not None:
@@ -410,8 +411,7 @@ class KnnEngine:
         out["truncated"] = np.cumsum(trunc[:K])
         out["hist_pos"], out["hist_neg"], out["hist_rows"] = hist_pos, hist_neg, hist_rows
         out["tau_q"], out["unseen_q"] = tau_all, unseen_all
-        if ret is not None:
-            out.update(ret.arrays())
+        out["ret"] = None if ret is None else ret.typed()
         return out
 
     # ------------------------------------------------------ sampled check
@@ -539,8 +539,8 @@ class KnnEngine:
             sample.pop("hist_neg")
         return KnnOutput(
             thresholds=grid, range_source=source, class_tp=tp, class_fp=fp,
-            group_tp=gtp, group_fp=gfp, first_rank=ret["first_rank"], ap_at_r=ret["ap"],
-            n_relevant=ret["n_rel"], hits_at_r=ret.get("hits"), hist_edges=edges, hist_pos=hp, hist_neg=hn,
+            group_tp=gtp, group_fp=gfp, first_rank=ret.first_rank, ap_at_r=ret.ap,
+            n_relevant=ret.n_rel, hits_at_r=ret.hits, hist_edges=edges, hist_pos=hp, hist_neg=hn,
             passes=passes, notes=notes,
             class_fp_lower=fp_lo, class_fp_upper=fp_hi,
             far_lower=fp_lo[ev].sum(axis=0) / m_total, far_upper=fp_hi[ev].sum(axis=0) / m_total,
@@ -797,6 +797,5 @@ class _Retrieval:
         self.ap[s:e] = ap
         self.hits[s:e] = np.where(has, hits_at_r(pm, R), 0)
 
-    def arrays(self) -> dict:
-        return {"first_rank": self.first_rank, "ap": self.ap, "n_rel": self.n_rel,
-                "hits": self.hits}
+    def typed(self) -> Retrieval:
+        return Retrieval(self.first_rank, self.ap, self.n_rel, self.hits)

@@ -104,6 +104,7 @@ from .base import (
     tile_rows,
     value_bins,
 )
+from .partial import Retrieval
 from .ranking import list_length, rank_order
 from .select import bracket
 from .workers import one_blas_thread as _one_blas_thread, parallel_map as _parallel
@@ -319,8 +320,8 @@ class SampledEngine:
         hist_neg = np.rint(neg["hist_neg"] * (w if not ctx.exhaustive else 1.0)).astype(np.int64)
         out = EngineOutput(
             thresholds=grid, range_source=source, class_tp=pos["tp"], class_fp=class_fp,
-            group_tp=pos["group_tp"], group_fp=group_fp, first_rank=ret["first_rank"],
-            ap_at_r=ret["ap"], n_relevant=ret["n_rel"], hits_at_r=ret["hits"], hist_edges=edges,
+            group_tp=pos["group_tp"], group_fp=group_fp, first_rank=ret["ret"].first_rank,
+            ap_at_r=ret["ret"].ap, n_relevant=ret["ret"].n_rel, hits_at_r=ret["ret"].hits, hist_edges=edges,
             hist_pos=pos["hist_pos"], hist_neg=hist_neg, passes=passes, notes=notes,
             replicates=reps)
         return out
@@ -923,5 +924,4 @@ class _Context:
                 first[q], ap[q], n_rel[q], hits_r[q] = f, a, R, h
             if progress:
                 progress("retrieval", min(s + T, len(picked)), len(picked))
-        return {"first_rank": first, "ap": ap, "n_rel": n_rel, "hits": hits_r,
-                "sampled": len(picked)}
+        return {"ret": Retrieval(first, ap, n_rel, hits_r), "sampled": len(picked)}
