@@ -90,9 +90,9 @@ from ..prepare import Prepared
 from .base import (DEFAULT_BLOCK_BYTES, FAR_BINS, REPORT_BINS, EngineOutput, GridSpec, RunRows,
                    Progress, check_block_bytes, check_range, inner_products, key_span, key_to_dist,
                    order_rank, pair_keys, exact_keys, report_edges, report_scale,
-                   hits_at_r, retrieval_at_r, tile_rows, value_bins)
+                   tile_rows, value_bins)
 from .partial import Retrieval
-from .ranking import rank_order
+from .ranking import hits_at_r, rank_order, retrieval_at_r
 from .select import KeyBins, bracket, padded_span
 from .workers import faiss_threads
 

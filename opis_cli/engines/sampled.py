@@ -100,12 +100,11 @@ from .base import (
     pair_keys,
     report_edges,
     report_scale,
-    retrieval_at_r,
     tile_rows,
     value_bins,
 )
 from .partial import Retrieval
-from .ranking import list_length, rank_order
+from .ranking import list_length, rank_order, retrieval_at_r
 from .select import bracket
 from .workers import one_blas_thread as _one_blas_thread, parallel_map as _parallel
 
