@@ -69,9 +69,8 @@ def compare(name: str, x, y, far_range, indexes, ks) -> None:
                 warnings.simplefilter("ignore", ApproximationWarning)
                 res, t = _timed(lambda: opis_cli.evaluate(
                     x, y, engine=eng, calibration_range=(cr.lower, cr.upper)))
-            # the engine's own output, for the bounds (same run as res)
-            out = eng.last_output
-            n = out.notes
+            # the engine's notes, for the bounds (the result's provenance)
+            n = res.provenance["engine_notes"]
             fp_rep = int(res.classes.curves.fp[:, -1].sum())
             smp = n.get("sample", {})
             print(f"{index:>5} {k:>5} {res.opis:8.5f} {res.opis - exact.opis:+8.5f} "
@@ -117,7 +116,7 @@ def child_large(args) -> None:
         warnings.simplefilter("always", ApproximationWarning)
         res, t = _timed(lambda: opis_cli.evaluate(x, y, engine=eng, far_range=args.large_far,
                                                   progress=progress))
-    n = eng.last_output.notes
+    n = res.provenance["engine_notes"]
     print(json.dumps({
         "seconds": t, "peak_mib": peak_mib(), "data_peak_mib": base,
         "stages": {k: v[1] - v[0] for k, v in stages.items()},

@@ -277,16 +277,14 @@ def _kmeans(x: np.ndarray, k: int, metric: str, seed: int) -> np.ndarray:
     """FAISS k-means on float32 rows (normalised for cosine), one thread: deterministic."""
     import faiss
 
+    from .engines.workers import faiss_threads
+
     if k > len(x):
         raise ConfigError(f"--method cluster:{k}: more centroids than the {len(x)} rows")
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    try:
+    with faiss_threads(1):
         km = faiss.Kmeans(x.shape[1], k, niter=25, seed=int(seed), spherical=metric == "cosine",
                           verbose=False, min_points_per_centroid=1, max_points_per_centroid=10**9)
         km.train(np.ascontiguousarray(x, np.float32))
-    finally:
-        faiss.omp_set_num_threads(before)
     return np.asarray(km.centroids, np.float64)
 
 

@@ -140,6 +140,31 @@ class EngineOutput:
     hits_at_r: np.ndarray | None = None
 
 
+@dataclass(frozen=True)
+class RunRows:
+    """Which pairs a run counts, fixed once per run by every engine: SPEC 3's
+    per-class pair totals ``P``, ``M`` (C,) and evaluated classes, the
+    evaluated query rows ``row_eval`` (nq,), and the rows of the report
+    histogram ``row_sample`` (nq,): every k-th query, about REPORT_ROWS."""
+
+    P: np.ndarray
+    M: np.ndarray
+    evaluated: np.ndarray
+    row_eval: np.ndarray
+    row_sample: np.ndarray
+
+    @classmethod
+    def of(cls, prep: Prepared, min_class_rows: int = 2) -> "RunRows":
+        from .. import counts
+
+        P, M = prep.class_pair_counts()
+        evaluated = counts.evaluated(P, M, prep.class_rows, min_class_rows)
+        nq = len(prep.q_rows)
+        row_sample = np.zeros(nq, bool)
+        row_sample[:: max(1, -(-nq // REPORT_ROWS))] = True
+        return cls(P, M, evaluated, evaluated[prep.q_class], row_sample)
+
+
 @runtime_checkable
 class Engine(Protocol):
     """What ``opis_cli.evaluate`` needs of an engine (exact, knn, dask, ...)."""

@@ -1,7 +1,7 @@
 """Distributed exact engine on Dask (the only module that imports dask).
 
 The exact engine's passes are maps over pieces of the pairs (``exact.run_chunk``)
-followed by a sum (``exact.merge``), and its algorithm (``exact.run_exact``)
+followed by a sum (``partial.merge``), and its algorithm (``exact.run_exact``)
 takes the mapper that runs them. This engine composes that algorithm with a
 mapper that submits the pieces to Dask workers; everything else, including
 the order-statistic bookkeeping between passes, stays in the client process,
@@ -118,7 +118,7 @@ INSTALL_HINT = "pip install 'opis-cli[dask]'"
 CHUNKS_PER_WORKER = 4
 
 # One chunk at a time per worker process: a chunk already keeps one engine
-# worker per numba thread busy (``exact._workers``), and BLAS's thread limit
+# worker per numba thread busy (``workers.workers_for``), and BLAS's thread limit
 # is set per process while a chunk runs.
 _TASK_LOCK = threading.Lock()
 

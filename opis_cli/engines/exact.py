@@ -96,12 +96,12 @@ from typing import Callable, Optional
 import numpy as np
 
 from . import _kernels
-from .. import counts, options
+from .. import options
 from ..errors import ConfigError
 from ..prepare import Prepared
 from .verify import VER_BINS, group_bins, key_bracket, operating_points, wanted_bins
-from .base import (DEFAULT_BLOCK_BYTES, FAR_BINS, REPORT_BINS, REPORT_ROWS, EngineOutput, GridSpec, Progress,
-                   check_block_bytes, check_range, dist_to_key, inner_products, key_span,
+from .base import (DEFAULT_BLOCK_BYTES, FAR_BINS, REPORT_BINS, EngineOutput, GridSpec, Progress,
+                   RunRows, check_block_bytes, check_range, dist_to_key, inner_products, key_span,
                    key_to_dist, order_rank, rank_bin, report_edges, report_scale,
                    tile_rows, key_margins)
 from .partial import Part, Retrieval, merge
@@ -426,22 +426,17 @@ def _run_strips(prep: Prepared, row_eval: np.ndarray, cfg: PassConfig, start: in
     selected from the full-row products, and ``run_exact`` checks their
     ranks there (see ``_select``), so results never depend on this pass.
     """
-    ng = len(prep.g_rows)
-    tile = cfg.tile
+    ng, tile = len(prep.g_rows), cfg.tile
     tiles = list(range(start, stop, tile))
     n_workers = _workers(tile, cfg.block_rows, len(tiles))
     G = len(prep.group_labels) if prep.group_labels is not None else 0
-    F = FAR_BINS
-    win_lo, win_hi, win_scale = cfg.window_arrays()
-    W = len(win_lo)
-    win_below = np.zeros((n_workers, W), np.int64)
-    win_hist = np.zeros((n_workers, W, F + _kernels.SPILL), np.int64)
+    setup = _PassSetup.of(prep, cfg, n_workers, G)
+    windows = setup.windows
     qs = prep.class_start[prep.q_class]
     qe = prep.class_end[prep.q_class]
     # symmetric: gallery column j is query row j
-    col_lim = np.where(row_eval, float(win_hi.max()), -np.inf)
+    col_lim = np.where(row_eval, float(windows.hi.max()), -np.inf)
     all_eval = bool(row_eval.all())
-    windows = _kernels.Windows(True, win_lo, win_hi, win_scale, F, win_below, win_hist)
     raw_l2, off, aq, bg = _offsets(prep)
     xgT = prep.xg.T
     queue = _Tiles(tiles)
@@ -462,9 +457,8 @@ def _run_strips(prep: Prepared, row_eval: np.ndarray, cfg: PassConfig, start: in
                     progress(u - t)
 
     _in_workers(n_workers, work, queue)
-    return replace(Part.empty(prep.n_classes, G, cfg.K, stop - start), start=start,
-                   win_below=win_below.sum(axis=0),
-                   win_hist=win_hist.sum(axis=0)[:, :F])  # without the spill bins
+    return _Chunk(prep, cfg, start, Part.empty(prep.n_classes, G, cfg.K, stop - start),
+                  G).part(setup)
 
 
 #: a chunk mapper: one pass over every chunk of query rows, merged; called as
@@ -530,15 +524,12 @@ class RunPlan:
     def of(cls, prep: Prepared, spec: GridSpec, map_chunks: "ChunkMapper", block_bytes: int,
            progress: Progress | None) -> "RunPlan":
         K = int(options.check("num_thresholds", spec.num_thresholds))
-        P, M = prep.class_pair_counts()
-        evaluated = counts.evaluated(P, M, prep.class_rows, spec.min_class_rows)
-        nq, ng = len(prep.q_rows), len(prep.g_rows)
-        row_sample = np.zeros(nq, bool)
-        row_sample[:: max(1, -(-nq // REPORT_ROWS))] = True
+        rr = RunRows.of(prep, spec.min_class_rows)
+        ng = len(prep.g_rows)
         span = key_span(prep)
         base = PassConfig(K=K, l2=prep.squared_keys, block_rows=max(1, block_bytes // (4 * ng)),
                           tile=tile_rows(ng), do_rep=True, r_lo=span[0], r_hi=span[1])
-        return cls(prep, K, int(M[evaluated].sum()), evaluated[prep.q_class], row_sample, span,
+        return cls(prep, K, int(rr.M[rr.evaluated].sum()), rr.row_eval, rr.row_sample, span,
                    base, map_chunks, progress)
 
     @property

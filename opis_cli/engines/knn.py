@@ -78,22 +78,23 @@ from __future__ import annotations
 
 import math
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import faiss
 import numpy as np
 
-from .. import counts, options
+from .. import options
 from ..errors import ConfigError
 from ..options import INDEXES
 from ..prepare import Prepared
-from .base import (DEFAULT_BLOCK_BYTES, FAR_BINS, REPORT_BINS, REPORT_ROWS, EngineOutput, GridSpec,
+from .base import (DEFAULT_BLOCK_BYTES, FAR_BINS, REPORT_BINS, EngineOutput, GridSpec, RunRows,
                    Progress, check_block_bytes, check_range, inner_products, key_span, key_to_dist,
                    order_rank, pair_keys, exact_keys, report_edges, report_scale,
-                   hits_at_r, retrieval_at_r, tile_rows, value_bins)
-from .ranking import rank_order
+                   tile_rows, value_bins)
+from .partial import Retrieval
+from .ranking import hits_at_r, rank_order, retrieval_at_r
 from .select import KeyBins, bracket, padded_span
+from .workers import faiss_threads
 
 #: relative gap between the upper and the reported global FAR that triggers a warning
 WARN_GAP = 0.01
@@ -127,16 +128,6 @@ class KnnOutput(EngineOutput):
     truncated: np.ndarray | None = None
 
 
-@contextmanager
-def _faiss_threads(n: int):
-    old = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(n)
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(old)
-
-
 class KnnEngine:
     """Approximate counts from a K-nearest-neighbour search (module docstring).
 
@@ -153,8 +144,8 @@ class KnnEngine:
         and draw the report histogram (taken from the exact engine's report
         sample of about REPORT_ROWS rows; 0 turns the check off).
 
-    After ``run``, ``last_output`` holds its :class:`KnnOutput` (bounds and
-    notes), for callers that go through ``evaluate()``.
+    ``run`` returns a :class:`KnnOutput` (the bounds too); through
+    ``evaluate()`` its notes are the result's ``provenance["engine_notes"]``.
     """
 
     name = "knn"
@@ -176,7 +167,6 @@ class KnnEngine:
         self.nlist = nlist
         self.nprobe = nprobe
         self.sample_rows = int(sample_rows)
-        self.last_output: KnnOutput | None = None
         #: keep the search's candidates after ``run`` for ``diagnosis_pass``
         #: (``evaluate(diagnose=True)`` sets it; ``nq*K*8`` bytes held until then)
         self.keep_candidates = False
@@ -212,12 +202,12 @@ class KnnEngine:
                 raise ConfigError(f"--far-range {a:g}:{b:g} is degenerate: need 0 < A < B <= 1")
             (lo, hi), ret, far_notes = self._far_range(ctx, src, a, b, progress)
             notes["far_range"] = far_notes
-            ret = ret.arrays()
+            ret = ret.typed()
             source, passes = "far", 3
         grid = np.linspace(lo, hi, K)
         res = self._count(ctx, src, grid, want_ret=ret is None, progress=progress)
         if ret is None:
-            ret = res
+            ret = res["ret"]
         sample = self._sample_pass(ctx, ids, grid, progress)
         notes.update(self._summary(ctx, res, grid, dense))
         if sample is not None:
@@ -230,7 +220,6 @@ class KnnEngine:
                                                    if rep_s > 0 else None)
         notes["report_histogram_rows"] = int(sample["rows"] if sample else res["hist_rows"])
         out = self._output(ctx, res, ret, grid, source, passes, sample, notes)
-        self.last_output = out
         self._maybe_warn(out, notes, ctx, grid)
         return out
 
@@ -273,7 +262,7 @@ class KnnEngine:
         elif self.index == "hnsw":
             index = faiss.IndexHNSWFlat(d, self.hnsw_m, metric)
             index.hnsw.efConstruction = self.ef_construction
-            with _faiss_threads(1):  # the parallel build depends on thread timing
+            with faiss_threads(1):  # the parallel build depends on thread timing
                 index.add(xg)
             ef = self.ef_search or max(64, 2 * self.k)
             index.hnsw.efSearch = max(ef, self.k + 1)
@@ -451,8 +440,7 @@ class KnnEngine:
         out["truncated"] = np.cumsum(trunc[:K])
         out["hist_pos"], out["hist_neg"], out["hist_rows"] = hist_pos, hist_neg, hist_rows
         out["tau_q"], out["unseen_q"] = tau_all, unseen_all
-        if ret is not None:
-            out.update(ret.arrays())
+        out["ret"] = None if ret is None else ret.typed()
         return out
 
     # ------------------------------------------------------ sampled check
@@ -580,8 +568,8 @@ class KnnEngine:
             sample.pop("hist_neg")
         return KnnOutput(
             thresholds=grid, range_source=source, class_tp=tp, class_fp=fp,
-            group_tp=gtp, group_fp=gfp, first_rank=ret["first_rank"], ap_at_r=ret["ap"],
-            n_relevant=ret["n_rel"], hits_at_r=ret.get("hits"), hist_edges=edges, hist_pos=hp, hist_neg=hn,
+            group_tp=gtp, group_fp=gfp, first_rank=ret.first_rank, ap_at_r=ret.ap,
+            n_relevant=ret.n_rel, hits_at_r=ret.hits, hist_edges=edges, hist_pos=hp, hist_neg=hn,
             passes=passes, notes=notes,
             class_fp_lower=fp_lo, class_fp_upper=fp_hi,
             far_lower=fp_lo[ev].sum(axis=0) / m_total, far_upper=fp_hi[ev].sum(axis=0) / m_total,
@@ -645,11 +633,9 @@ class _Context:
         self.nq, self.ng = len(prep.q_rows), len(prep.g_rows)
         self.C = prep.n_classes
         self.G = len(prep.group_labels) if prep.group_labels is not None else 0
-        self.P, self.M = prep.class_pair_counts()
-        self.evaluated = counts.evaluated(self.P, self.M, prep.class_rows, min_class_rows)
-        self.row_eval = self.evaluated[prep.q_class]
-        self.row_sample = np.zeros(self.nq, bool)
-        self.row_sample[:: max(1, -(-self.nq // REPORT_ROWS))] = True  # as the exact engine
+        rr = RunRows.of(prep, min_class_rows)
+        self.P, self.M, self.evaluated = rr.P, rr.M, rr.evaluated
+        self.row_eval, self.row_sample = rr.row_eval, rr.row_sample
         gal = (prep.class_end - prep.class_start)[prep.q_class]
         self.pos_q = gal - (prep.self_col >= 0)
         self.neg_q = self.ng - gal
@@ -840,6 +826,5 @@ class _Retrieval:
         self.ap[s:e] = ap
         self.hits[s:e] = np.where(has, hits_at_r(pm, R), 0)
 
-    def arrays(self) -> dict:
-        return {"first_rank": self.first_rank, "ap": self.ap, "n_rel": self.n_rel,
-                "hits": self.hits}
+    def typed(self) -> Retrieval:
+        return Retrieval(self.first_rank, self.ap, self.n_rel, self.hits)

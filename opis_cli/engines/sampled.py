@@ -85,10 +85,10 @@ from .base import (
     DEFAULT_BLOCK_BYTES,
     FAR_BINS,
     REPORT_BINS,
-    REPORT_ROWS,
     EngineOutput,
     GridSpec,
     Progress,
+    RunRows,
     check_block_bytes,
     check_range,
     bracket_bins,
@@ -100,11 +100,11 @@ from .base import (
     pair_keys,
     report_edges,
     report_scale,
-    retrieval_at_r,
     tile_rows,
     value_bins,
 )
-from .ranking import list_length, rank_order
+from .partial import Retrieval
+from .ranking import list_length, rank_order, retrieval_at_r
 from .select import bracket
 from .workers import one_blas_thread as _one_blas_thread, parallel_map as _parallel
 
@@ -261,7 +261,6 @@ class SampledEngine:
         self.Q = int(retrieval_queries)
         self.seed = int(seed)
         self.block_bytes = check_block_bytes(block_bytes)
-        self.last_output: EngineOutput | None = None
 
     # ------------------------------------------------------------------ public
     def run(self, prep: Prepared, spec: GridSpec, progress: Progress | None = None) -> EngineOutput:
@@ -320,11 +319,10 @@ class SampledEngine:
         hist_neg = np.rint(neg["hist_neg"] * (w if not ctx.exhaustive else 1.0)).astype(np.int64)
         out = EngineOutput(
             thresholds=grid, range_source=source, class_tp=pos["tp"], class_fp=class_fp,
-            group_tp=pos["group_tp"], group_fp=group_fp, first_rank=ret["first_rank"],
-            ap_at_r=ret["ap"], n_relevant=ret["n_rel"], hits_at_r=ret["hits"], hist_edges=edges,
+            group_tp=pos["group_tp"], group_fp=group_fp, first_rank=ret["ret"].first_rank,
+            ap_at_r=ret["ret"].ap, n_relevant=ret["ret"].n_rel, hits_at_r=ret["ret"].hits, hist_edges=edges,
             hist_pos=pos["hist_pos"], hist_neg=hist_neg, passes=passes, notes=notes,
             replicates=reps)
-        self.last_output = out
         return out
 
 
@@ -349,9 +347,9 @@ class _Context:
         self.nq, self.ng = len(prep.q_rows), len(prep.g_rows)
         self.C = prep.n_classes
         self.NG = len(prep.group_labels) if prep.group_labels is not None else 0
-        self.P, self.M = prep.class_pair_counts()
-        self.evaluated = counts.evaluated(self.P, self.M, prep.class_rows, min_class_rows)
-        self.row_eval = self.evaluated[prep.q_class]
+        rr = RunRows.of(prep, min_class_rows)
+        self.P, self.M, self.evaluated = rr.P, rr.M, rr.evaluated
+        self.row_eval, self.row_sample = rr.row_eval, rr.row_sample
         self.exhaustive = S >= self.ng
         self.S = min(S, self.ng)
         # rows per block: a power of two with B * S keys near BLOCK_KEYS, in [16, 1024],
@@ -375,8 +373,6 @@ class _Context:
         #: a decision within it of a boundary is made by the float64 key (SPEC 2)
         self.margin = float(key_margins(prep).max()) if self.nq else 0.0
         self.group_of_draw = np.arange(self.S) % GROUPS
-        self.row_sample = np.zeros(self.nq, bool)
-        self.row_sample[:: max(1, -(-self.nq // REPORT_ROWS))] = True  # as the exact engine
 
     # -- the sampled pairs -----------------------------------------------------
     def draws(self, b: int) -> np.ndarray:
@@ -938,5 +934,4 @@ class _Context:
                 first[q], ap[q], n_rel[q], hits_r[q] = f, a, R, h
             if progress:
                 progress("retrieval", min(s + T, len(picked)), len(picked))
-        return {"first_rank": first, "ap": ap, "n_rel": n_rel, "hits": hits_r,
-                "sampled": len(picked)}
+        return {"ret": Retrieval(first, ap, n_rel, hits_r), "sampled": len(picked)}

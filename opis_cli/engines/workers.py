@@ -20,6 +20,7 @@ import os
 import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Callable
 
 import numpy as np
@@ -57,6 +58,20 @@ def one_blas_thread():
 
             _BLAS = ThreadpoolController()
     return _BLAS.limit(limits=1, user_api="blas")
+
+
+@contextmanager
+def faiss_threads(n: int):
+    """Context in which FAISS uses ``n`` OpenMP threads (one: its result does
+    not depend on thread timing)."""
+    import faiss
+
+    old = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(n)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(old)
 
 
 def workers_for(tile: int, block_rows: int, n_tiles: int) -> int:
