@@ -14,17 +14,17 @@ engine runs one per worker thread, each with its own outputs.
 
 from __future__ import annotations
 
-import numba as nb
 import numpy as np
 
 from ._kernels import _bin, _key, exact_key
+from ._jit import kernel
 
 
 #: gallery columns whose keys are computed and compacted together (in L1)
 COLS = 2048
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@kernel
 def _below(row, c0, c1, q2, gn2, l2, limit, kb, idx):
     """Keys of columns [c0, c1) of a row, compacted: those below ``limit`` go to
     ``kb[:m]`` with their columns in ``idx[:m]`` (branch-free); returns m."""
@@ -37,7 +37,7 @@ def _below(row, c0, c1, q2, gn2, l2, limit, kb, idx):
     return m
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def cell_histograms(S, l2, qn2, gn2, self_col, ps, pe, fold_q, fold_g, K, row_mode, row_sides,
                     lo, scale, F, limit, cell_pos, cell_neg, side_pos, side_neg):
     """Pass 1: histograms of the keys of every pair, by cell or by side.
@@ -91,7 +91,7 @@ def cell_histograms(S, l2, qn2, gn2, self_col, ps, pe, fold_q, fold_g, K, row_mo
                         side_neg[si, b] += 1
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def gather_targets(S, l2, qn2, gn2, self_col, ps, pe, fold_q, fold_g, row_sides, lo, scale, F,
                    limit, flag, tw0, tw1, own_side, own_below, xq, xg, g_key, g_code, g_n):
     """Pass 2: count each row's pairs below its own side's target windows and
@@ -157,7 +157,7 @@ def gather_targets(S, l2, qn2, gn2, self_col, ps, pe, fold_q, fold_g, row_sides,
         g_n[r] = n
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def id_histograms(S, l2, qn2, gn2, self_col, ps, pe, ids, lo, scale, F, hist):
     """Histograms of the negative keys of each query row's ids (calibration fits).
 
@@ -188,7 +188,7 @@ def id_histograms(S, l2, qn2, gn2, self_col, ps, pe, ids, lo, scale, F, hist):
                     hist[i, b] += 1
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def id_gather(S, l2, qn2, gn2, self_col, ps, pe, ids, lo, scale, F, wlo, whi, xq, xg,
               g_key, g_id, g_n):
     """Gather the float64 keys (``exact_key``) of the negatives whose float32
