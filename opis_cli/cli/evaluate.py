@@ -239,12 +239,12 @@ def evaluate(
         check_output_folder(report, "--report")  # writable: before any work
     diag_opts = _diagnosis_options(diagnose, threshold, impostors, overlap_level, pairs, engine,
                                    calibration)
-    check_inputs(path)  # before the gate's imports (numpy): a missing file fails at once
     from ..gate.sides import EvaluateGate, Reader
 
     gate = EvaluateGate.plan(o.rule_options(max_rules, min_rules, max_increase, max_decrease),
                              baseline=baseline, config=gate_config, bootstrap=bootstrap,
                              seed=seed, junit=junit)
+    check_inputs(path)  # after the rules (tests/test_gate.py): they load numpy (gate.rules)
     # the heavy imports (numba, faiss, pyarrow, rich) only now
     from ..engines import make_engine
     from ..render.terminal import (console, print_bootstrap, print_gate_outcome, print_result,
