@@ -145,3 +145,37 @@ def test_a_bad_column_loads_no_plotting_or_faiss():
     heavy = _imports("evaluate", "sample_data/digits_weak.parquet", "--label-column", "nope")
     assert "pyarrow" in heavy  # the harness sees the reader's import
     assert not heavy & {"faiss", "pandas", "matplotlib"}, heavy
+
+
+def test_a_kernel_compiles_once_for_constant_and_variable_arguments():
+    """engines._jit.kernel: a helper called by another kernel with a constant (numba
+    types it ``Literal[int](0)``), with a variable, and with an int32 scalar has one
+    compiled version (int64), and each call gives what plain Python gives."""
+    import numpy as np
+    from numba import njit, types
+
+    from opis_cli.engines._jit import kernel
+
+    def add_scaled(x, k, w):
+        s = 0.0
+        for i in range(k, x.shape[0]):
+            s += w * x[i]
+        return s
+
+    helper = kernel(add_scaled)
+    plain_helper = njit(add_scaled)  # numba's default: one version per literal
+
+    def caller(h):
+        @njit
+        def call(x, k, k32):
+            return h(x, 0, 2) + h(x, k, 1) + h(x, k32, 2)
+        return call
+
+    x = np.arange(5.0)
+    expected = add_scaled(x, 0, 2) + add_scaled(x, 3, 1) + add_scaled(x, 1, 2)
+    assert caller(helper)(x, 3, np.int32(1)) == expected
+    assert len(helper.signatures) == 1, helper.signatures
+    assert helper.signatures[0] == (types.float64[::1], types.int64, types.int64)
+    # the premise: without the decorator, the same calls compile several versions
+    assert caller(plain_helper)(x, 3, np.int32(1)) == expected
+    assert len(plain_helper.signatures) > 1, plain_helper.signatures
