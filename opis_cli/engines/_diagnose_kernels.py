@@ -11,6 +11,7 @@ its memory.
 
 from __future__ import annotations
 
+import numba as nb
 import numpy as np
 
 from . import _kernels

@@ -14,6 +14,7 @@ engine runs one per worker thread, each with its own outputs.
 
 from __future__ import annotations
 
+import numba as nb
 import numpy as np
 
 from ._kernels import _bin, _key, exact_key
