@@ -281,10 +281,10 @@ def evaluate(
                      threshold_policy=threshold_policy, fairness_alpha=fairness_alpha,
                      verification=verification, dcf=dcf_costs, block_bytes=block_bytes,
                      min_class_rows=min_class_rows, **cal_opts, **diag_opts)
-    # each engine takes the options its registry entry declares; the exact engine (the
-    # default, no options) is built by opis_cli.evaluate with block_bytes once the input
-    # is read and checked: a bad column fails before numba and the kernels load
-    eng = None if engine == "exact" else make_engine(
+    # each engine takes the options its registry entry declares; the default engine (the
+    # exact one, no options: opis_cli.evaluate's engine=None) is built by opis_cli.evaluate
+    # once the input is read and checked: a bad column fails before numba and the kernels load
+    eng = None if engine == opt.ENGINE else make_engine(
         engine, block_bytes=block_bytes, k=k, index=index, scheduler=scheduler,
         workers=workers, worker_bytes=worker_mib * 2**20,
         negatives_per_query=negatives_per_query, retrieval_queries=retrieval_queries, seed=seed)
