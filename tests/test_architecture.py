@@ -119,8 +119,8 @@ def test_the_core_imports_no_cli_terminal_plot_or_file_format(name):
 
 def test_only_the_kernel_modules_import_numba():
     users = sorted(m for m in MODULES if {"numba", "llvmlite"} & imports(m)[1])
-    assert users == ["opis_cli.engines._diagnose_kernels", "opis_cli.engines._kernels",
-                     "opis_cli.engines._transfer_kernels"]
+    assert users == ["opis_cli.engines._diagnose_kernels", "opis_cli.engines._jit",
+                     "opis_cli.engines._kernels", "opis_cli.engines._transfer_kernels"]
 
 
 def test_only_the_integrations_import_trackers_and_training_frameworks():

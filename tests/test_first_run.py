@@ -132,5 +132,51 @@ def _imports(*args: str) -> set[str]:
 def test_version_help_and_missing_files_load_no_heavy_library(args):
     heavy = _imports(*args)
     assert not heavy & {"pyarrow", "numba", "faiss", "pandas", "matplotlib"}, heavy
-    if args[0] in ("--version", "evaluate") and args[-1] != "no-such.parquet":
+    if args[0] != "evaluate" or args[-1] != "no-such.parquet":
+        # numpy too: the path is checked before the gate's modules, and the error line
+        # is printed without render.terminal (which imports the result types); evaluate
+        # checks its rules first (tests/test_gate.py), and gate.rules imports numpy
         assert "numpy" not in heavy, heavy
+
+
+def test_a_bad_column_loads_no_kernels_plotting_or_faiss():
+    """An input error found while reading (a column that is not there) loads the
+    reader (pyarrow) but neither numba (the exact engine is built once the input is
+    read) nor matplotlib, pandas or faiss."""
+    heavy = _imports("evaluate", "sample_data/digits_weak.parquet", "--label-column", "nope")
+    assert "pyarrow" in heavy  # the harness sees the reader's import
+    assert not heavy & {"numba", "faiss", "pandas", "matplotlib"}, heavy
+
+
+def test_a_kernel_compiles_once_for_constant_and_variable_arguments():
+    """engines._jit.kernel: a helper called by another kernel with a constant (numba
+    types it ``Literal[int](0)``), with a variable, and with an int32 scalar has one
+    compiled version (int64), and each call gives what plain Python gives."""
+    import numpy as np
+    from numba import njit, types
+
+    from opis_cli.engines._jit import kernel
+
+    def add_scaled(x, k, w):
+        s = 0.0
+        for i in range(k, x.shape[0]):
+            s += w * x[i]
+        return s
+
+    helper = kernel(add_scaled)
+    plain_helper = njit(add_scaled)  # numba's default: one version per literal
+
+    def caller(h):
+        @njit
+        def call(x, k, k32):
+            return h(x, 0, 2) + h(x, k, 1) + h(x, k32, 2)
+        return call
+
+    x = np.arange(5.0)
+    expected = add_scaled(x, 0, 2) + add_scaled(x, 3, 1) + add_scaled(x, 1, 2)
+    assert caller(helper)(x, 3, np.int32(1)) == expected
+    assert len(helper.signatures) == 1, helper.signatures
+    assert helper.signatures[0] == (types.float64[::1], types.int64, types.int64)
+    # the premise: without the decorator, the same calls compile several versions
+    assert caller(plain_helper)(x, 3, np.int32(1)) == expected
+    assert len(plain_helper.signatures) > 1, plain_helper.signatures

@@ -146,12 +146,65 @@ def _json_without_time(text: str) -> str:
     return json.dumps(d, sort_keys=True)
 
 
-def _under(coretype: str, args: list[str], command: str = "evaluate") -> str:
-    env = {**os.environ, "OPENBLAS_CORETYPE": coretype}
-    cli = "import sys; from opis_cli.cli import main; sys.argv[0] = 'opis'; main()"
-    out = subprocess.run([sys.executable, "-c", cli, command, str(SAMPLE), "--json", "-",
-                          "--quiet", *args], env=env, capture_output=True, text=True, check=True)
-    return _json_without_time(out.stdout)
+#: every CLI run of the tests below, by id: (command, its arguments after the sample);
+#: OUT is a file of the run's own (the calibration that ``--out`` writes)
+RUNS: dict[str, tuple[str, list[str]]] = {
+    "far-range": ("evaluate", []),
+    "explicit": ("evaluate", ["--calibration-range", "0.6:0.9"]),
+    "l2-groups": ("evaluate", ["--metric", "l2", "--group-column", "group"]),
+    "verification": ("evaluate", ["--verification"]),
+    "verification-l2-groups": ("evaluate", ["--verification", "--metric", "l2", "--group-column",
+                                            "group", "--calibration-range", "0.6:1.2"]),
+    "sampled": ("evaluate", ["--engine", "sampled", "--negatives-per-query", "500",
+                             "--retrieval-queries", "500"]),
+    "sampled-l2-groups": ("evaluate", ["--engine", "sampled", "--negatives-per-query", "300",
+                                       "--metric", "l2", "--group-column", "group"]),
+    "class-folds": ("calibrate", []),
+    "group-folds": ("calibrate", ["--group-column", "group"]),
+    "cluster-16": ("calibrate", ["--method", "cluster:16", "--folds", "3"]),
+    "fit-cluster-16": ("calibrate", ["--method", "cluster:16", "--out", "OUT"]),
+    "fit-per-class-l2": ("calibrate", ["--method", "per-class", "--metric", "l2", "--out", "OUT"]),
+}
+
+#: one interpreter per kernel runs every case of RUNS in turn (``opis_cli.cli.main``, as
+#: the ``opis`` command does) and prints {id: JSON}: 3 processes instead of 36
+_RUN_ALL = """
+import json, sys
+from opis_cli.cli import main
+folder, sample, runs = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+out = {}
+for name, (command, args) in runs.items():
+    args = [f"{folder}/{name}.cal.json" if a == "OUT" else a for a in args]
+    target = f"{folder}/{name}.json"
+    rc = main([command, sample, "--json", target, "--quiet", *args])
+    assert rc == 0, (name, rc)
+    out[name] = open(target, encoding="utf-8").read()
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def under(tmp_path_factory) -> dict[str, dict[str, str]]:
+    """coretype -> run id -> its JSON (without the time), every run of RUNS under
+    ``OPENBLAS_CORETYPE=coretype`` (set before numpy loads: one process each)."""
+    outs = {}
+    for coretype in CORETYPES:
+        folder = tmp_path_factory.mktemp(coretype)
+        env = {**os.environ, "OPENBLAS_CORETYPE": coretype}
+        proc = subprocess.run([sys.executable, "-c", _RUN_ALL, str(folder), str(SAMPLE),
+                               json.dumps(RUNS)], env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        outs[coretype] = {k: _json_without_time(v) for k, v in json.loads(proc.stdout).items()}
+    return outs
+
+
+def _same_under_every_kernel(under, name: str) -> dict:
+    """The JSON of run ``name``, asserted byte-identical (apart from the time) under
+    every kernel of CORETYPES."""
+    first = under[CORETYPES[0]][name]
+    for c in CORETYPES:
+        assert under[c][name] == first, f"OPENBLAS_CORETYPE={c} gives different JSON"
+    return json.loads(first)
 
 
 def _products_digest(coretype: str) -> str:
@@ -171,60 +224,35 @@ def test_blas_kernels_round_differently_here():
     assert len({_products_digest(c) for c in CORETYPES}) > 1
 
 
-@pytest.mark.parametrize("args", [[], ["--calibration-range", "0.6:0.9"],
-                                  ["--metric", "l2", "--group-column", "group"]],
-                         ids=["far-range", "explicit", "l2-groups"])
-def test_the_same_json_under_every_blas_kernel(args):
-    outs = {c: _under(c, args) for c in CORETYPES}
-    first = outs[CORETYPES[0]]
-    for c, text in outs.items():
-        assert text == first, f"OPENBLAS_CORETYPE={c} gives different JSON"
+@pytest.mark.parametrize("name", ["far-range", "explicit", "l2-groups"])
+def test_the_same_json_under_every_blas_kernel(under, name):
+    assert "opis" in _same_under_every_kernel(under, name)
 
 
-@pytest.mark.parametrize("args", [["--verification"],
-                                  ["--verification", "--metric", "l2", "--group-column", "group",
-                                   "--calibration-range", "0.6:1.2"]],
-                         ids=["verification", "verification-l2-groups"])
-def test_the_same_verification_under_every_blas_kernel(args):
+@pytest.mark.parametrize("name", ["verification", "verification-l2-groups"])
+def test_the_same_verification_under_every_blas_kernel(under, name):
     """SPEC 14's EER, minDCF, FNMR at FMR and DET points are those of the
     float64 keys (issue 23): the same bytes under every kernel."""
-    outs = {c: _under(c, args) for c in CORETYPES}
-    assert "verification" in json.loads(outs[CORETYPES[0]])
-    for c, text in outs.items():
-        assert text == outs[CORETYPES[0]], f"OPENBLAS_CORETYPE={c} gives different JSON"
+    assert "verification" in _same_under_every_kernel(under, name)
 
 
-@pytest.mark.parametrize("args", [["--engine", "sampled", "--negatives-per-query", "500",
-                                   "--retrieval-queries", "500"],
-                                  ["--engine", "sampled", "--negatives-per-query", "300",
-                                   "--metric", "l2", "--group-column", "group"]],
-                         ids=["sampled", "sampled-l2-groups"])
-def test_the_same_sampled_estimate_under_every_blas_kernel(args):
+@pytest.mark.parametrize("name", ["sampled", "sampled-l2-groups"])
+def test_the_same_sampled_estimate_under_every_blas_kernel(under, name):
     """``--engine sampled``: for the pairs it draws (given the seed), every
     decision is that of the float64 keys: the same bytes under every kernel."""
-    outs = {c: _under(c, args) for c in CORETYPES}
-    assert "estimate" in json.loads(outs[CORETYPES[0]])
-    for c, text in outs.items():
-        assert text == outs[CORETYPES[0]], f"OPENBLAS_CORETYPE={c} gives different JSON"
+    assert "estimate" in _same_under_every_kernel(under, name)
 
 
-@pytest.mark.parametrize("args", [[], ["--group-column", "group"],
-                                  ["--method", "cluster:16", "--folds", "3"],
-                                  ["--method", "cluster:16", "--out", "OUT"],
-                                  ["--method", "per-class", "--metric", "l2", "--out", "OUT"]],
-                         ids=["class-folds", "group-folds", "cluster-16", "fit-cluster-16",
-                              "fit-per-class-l2"])
-def test_the_same_calibrate_json_under_every_blas_kernel(args, tmp_path):
+@pytest.mark.parametrize("name", ["class-folds", "group-folds", "cluster-16", "fit-cluster-16",
+                                  "fit-per-class-l2"])
+def test_the_same_calibrate_json_under_every_blas_kernel(under, name):
     """``opis calibrate``: every fold's order statistics and counts, the
     calibrations fitted on each calibration side and compared on the unseen
     side, and the one fitted on all rows (``--out``, whose JSON is the
     calibration file), are decided by float64 keys: the same bytes under
     every kernel."""
-    outs = {c: _under(c, [str(tmp_path / f"{c}.json") if a == "OUT" else a for a in args],
-                      "calibrate") for c in CORETYPES}
-    assert ("thresholds" if "--out" in args else "transfer") in json.loads(outs[CORETYPES[0]])
-    for c in CORETYPES:
-        assert outs[c] == outs[CORETYPES[0]], f"OPENBLAS_CORETYPE={c} gives different JSON"
+    doc = _same_under_every_kernel(under, name)
+    assert ("thresholds" if "--out" in RUNS[name][1] else "transfer") in doc
 
 
 @nb.njit

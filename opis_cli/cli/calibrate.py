@@ -144,6 +144,8 @@ def calibrate(
     have needed. The --far-range, --calibration-range, --num-thresholds, --utility, --beta
     and --epsilon options only matter for a policy --target.
     """
+    opt.check("block_mib", block_mib)
+    check_inputs(path, test)  # before the imports of numpy: a missing file fails at once
     from dataclasses import replace
 
     from ..io.output import staged
@@ -151,7 +153,6 @@ def calibrate(
     from ..transfer import Target
     from ..transfer import calibrate as run
 
-    opt.check("block_mib", block_mib)
     Target.parse(target)
     from ..calibration import parse_method
 
@@ -171,7 +172,6 @@ def calibrate(
     if test is None:
         opt.check("folds", folds)
     check_outputs((json_out, "--json"))
-    check_inputs(path, test)
     if report:
         opt.check_report_folder(report, "--report")
         from ..io.output import check_output_folder

@@ -104,15 +104,16 @@ def compare(
     included) are applied to the candidate with the baseline as reference:
     exit 1 when one fails.
     """
-    from ..app import compare_sides, evaluated, measure_file
-    from ..gate.sides import compare_rules, run_compare
-    from ..render.terminal import print_comparison, print_gate_outcome, results_on_stderr
-
     # What must fail before the files are read (the evaluation options are
     # checked by opis_cli.evaluate).
     opt.validate(confidence=confidence, bootstrap=bootstrap, top=top, block_mib=block_mib)
     check_outputs((json_out, "--json"), (junit, "--junit"), (markdown, "--markdown"))
     check_inputs(baseline, candidate)
+    # the heavy imports (numpy, rich) only once the files are known to exist
+    from ..app import compare_sides, evaluated, measure_file
+    from ..gate.sides import compare_rules, run_compare
+    from ..render.terminal import print_comparison, print_gate_outcome, results_on_stderr
+
     if report is not None:
         opt.check_report_folder(report, "--report")
         from ..io.output import check_output_folder

@@ -51,12 +51,12 @@ def gate(
     Rules come from options and from the config file (a tool.opis.gate table
     in pyproject.toml, or opis.toml) found by walking up from the current folder.
     """
-    from ..gate.sides import run_gate
-    from ..render.terminal import print_gate_outcome, results_on_stderr
-
     opt.check("confidence", confidence)
     check_outputs((json_out, "--json"), (junit, "--junit"), (markdown, "--markdown"))
     check_inputs(result)
+    from ..gate.sides import run_gate  # numpy: only once the file is known to exist
+    from ..render.terminal import print_gate_outcome, results_on_stderr
+
     outcome, cand = run_gate(result, o.rule_options(max_rules, min_rules, max_increase,
                                                     max_decrease),
                              baseline=baseline, config=config, discover=not no_config,

@@ -217,9 +217,20 @@ def usage_message(message: str) -> str:
 
 
 def _print_error(message: str) -> None:
-    from ..render.terminal import print_error
+    """``render.terminal.print_error``; before that module is loaded (an input error
+    found before any work: it imports numpy) the same line from a console of its own."""
+    term = sys.modules.get("opis_cli.render.terminal")
+    if term is not None:
+        term.print_error(message)
+        return
+    from rich.console import Console
+    from rich.text import Text
 
-    print_error(message)
+    from ..render.escape import one_line
+
+    Console(stderr=True, highlight=False).print(
+        Text.assemble(("Error:", "bold red"), " ", one_line(message)), highlight=False,
+        soft_wrap=True)
 
 
 #: Exit code after SIGTERM (128 + 15, as a shell reports a process it ended).

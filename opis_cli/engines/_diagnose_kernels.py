@@ -15,10 +15,11 @@ import numba as nb
 import numpy as np
 
 from . import _kernels
+from ._jit import kernel
 
 
 # -- the kernel ----------------------------------------------------------------------
-@nb.njit(cache=True, nogil=True, inline="always")
+@kernel
 def _accepts(key, m, tk_lo, tk_hi, t, xr, xg, j, l2):
     """``d <= t`` for a pair whose float32 key is ``key`` (within ``m`` of its
     float64 key): decided by the float32 key when it is farther than the
@@ -32,7 +33,7 @@ def _accepts(key, m, tk_lo, tk_hi, t, xr, xg, j, l2):
     return d <= t
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def _flush(cur, acc, touched, nt, oc, oc2, oa, no):
     """Move the touched entries of ``acc`` (query class ``cur``) to the output
     lists, growing them when full; returns the lists and their length."""
@@ -56,7 +57,7 @@ def _flush(cur, acc, touched, nt, oc, oc2, oa, no):
     return oc, oc2, oa, no
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def _negatives(kb, j0, j1, m, tk_lo, tk_hi, t, xr, xg, l2, g_class, acc, touched, nt):
     """Count the accepted negatives of columns ``[j0, j1)`` by gallery class into
     ``acc`` (``touched[:nt]`` lists the classes counted so far); returns ``nt``."""
@@ -73,7 +74,7 @@ def _negatives(kb, j0, j1, m, tk_lo, tk_hi, t, xr, xg, l2, g_class, acc, touched
     return nt
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def diag_tile(S, n, xq, xg, qn2, gn2, l2, t, tk_lo, tk_hi, margins, self_col, q_class,
               g_class, g_orig, pos_start, pos_end, acc, touched, cand, ckey, kb,
               rej, accpos, top, npos, oc, oc2, oa):
@@ -186,7 +187,7 @@ def diag_tile(S, n, xq, xg, qn2, gn2, l2, t, tk_lo, tk_hi, margins, self_col, q_
     return oc, oc2, oa, no
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def row_hashes(x):
     """A 64-bit FNV-1a hash of every float32 row's bits (``-0.0`` as ``0.0``)."""
     n, d = x.shape

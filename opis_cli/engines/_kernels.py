@@ -47,6 +47,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from ._jit import kernel  # numba.njit(cache=True, nogil=True), one compile per argument types
+
 
 #: interleaved copies of a histogram (a power of two), see _order_stat_row
 SPILL = 16
@@ -207,7 +209,7 @@ def num_threads() -> int:
     return nb.get_num_threads()
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@kernel
 def _key(s, qn2, gn2, l2):
     """The key of one inner product ``s`` (float32), exactly as _keys_row."""
     if l2:
@@ -215,7 +217,7 @@ def _key(s, qn2, gn2, l2):
     return 1.0 - np.float64(s)
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@kernel
 def _bin(key, lo, scale, nbins):
     b = int((key - lo) * scale)
     if b < 0:
@@ -225,13 +227,13 @@ def _bin(key, lo, scale, nbins):
     return b
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@kernel
 def _before(k1, o1, k2, o2):
     """(k1, o1) ranks before (k2, o2): by key, ties by original row."""
     return k1 < k2 or (k1 == k2 and o1 < o2)
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def _sift_down(hk, ho, hp, hc, n, i):
     """Restore the max-heap (by key, then row) below position ``i``."""
     while True:
@@ -252,7 +254,7 @@ def _sift_down(hk, ho, hp, hc, n, i):
             return
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def _sift_up(hk, ho, hp, hc, i):
     while i > 0:
         parent = (i - 1) // 2
@@ -266,7 +268,7 @@ def _sift_up(hk, ho, hp, hc, i):
             return
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@kernel
 def _guess(key, l2, K, base, inv_step):
     """Cell of ``key`` on the even grid ``base + k / inv_step`` of distances
     (keys of l2 are squared distances), clipped to [0, K-1]; usually exact."""
@@ -274,7 +276,7 @@ def _guess(key, l2, K, base, inv_step):
     return int(np.ceil(min(max((d - base) * inv_step, 0.0), K - 1.0)))
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def _cell(key, K, lo_b, hi_b, l2, base, inv_step):
     """Grid cell of ``key`` (first k with t_k >= key), or -1 if undecided.
 
@@ -382,7 +384,7 @@ def _prefetch(typingctx, arr, index):
     return sig, codegen
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@kernel
 def _prefetch_row(xg, j):
     """Prefetch gallery row ``j`` (every cache line of it)."""
     D = xg.shape[1]
@@ -395,7 +397,7 @@ _dot16 = _make_sum16(False)
 _sqdiff16 = _make_sum16(True)
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def _sum16_ref(x, y, squares):
     """The arithmetic of ``_make_sum16`` in plain numba (for tests)."""
     n16 = x.shape[0] - x.shape[0] % SUMS
@@ -414,7 +416,7 @@ def _sum16_ref(x, y, squares):
     return acc[0]
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def exact_key(xr, xg, j, l2, off, a, b):
     """The float64 key of query row ``xr`` (float32) and gallery row ``xg[j]``
     (``base.exact_keys``): products (cosine) or squared differences (l2) of
@@ -441,7 +443,7 @@ def exact_key(xr, xg, j, l2, off, a, b):
     return key
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def exact_keys(xq, xg, q, g, l2, off, aq, bg):
     """``exact_key`` of the pairs ``(q[i], g[i])`` (offsets ``aq[q]``, ``bg[g]``);
     fastest with the pairs sorted by gallery row."""
@@ -457,7 +459,7 @@ def exact_keys(xq, xg, q, g, l2, off, aq, bg):
     return out
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def _keys_row(row, l2, qn, gn2, kb):
     if l2:
         for j in range(row.shape[0]):
@@ -467,7 +469,7 @@ def _keys_row(row, l2, qn, gn2, kb):
             kb[j] = _key(row[j], qn, 0.0, False)
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def _offset_row(kb, l2, aq, bg):
     """Raw keys -> adjusted distances ``d - aq - bg[j]`` (a calibration,
     SPEC 11; ``d = sqrt(max(key, 0))`` for l2), in place, in the order of
@@ -563,7 +565,7 @@ def _compress8v(typingctx, src, si, lims, li, dst, di):
 
 
 if AVX512:
-    @nb.njit(cache=True, nogil=True)
+    @kernel
     def _compact_each(kb, j0, j1, lims, vals, n):
         """As _compact with one limit per key: ``kb[j] <= lims[j]``."""
         j8 = j0 + (j1 - j0) // 8 * 8
@@ -575,7 +577,7 @@ if AVX512:
             n += v <= lims[j]
         return n
 else:
-    @nb.njit(cache=True, nogil=True)
+    @kernel
     def _compact_each(kb, j0, j1, lims, vals, n):
         """As _compact with one limit per key: ``kb[j] <= lims[j]``."""
         for j in range(j0, j1):
@@ -586,7 +588,7 @@ else:
 
 
 if AVX512:
-    @nb.njit(cache=True, nogil=True)
+    @kernel
     def _compact(kb, j0, j1, limit, vals, n):
         """Append the keys ``kb[j] <= limit`` of ``j`` in [j0, j1) to
         ``vals[n:]`` (which has 8 spare slots); returns the new length.
@@ -603,7 +605,7 @@ if AVX512:
             n += v <= limit
         return n
 else:
-    @nb.njit(cache=True, nogil=True)
+    @kernel
     def _compact(kb, j0, j1, limit, vals, n):
         """Append the keys ``kb[j] <= limit`` of ``j`` in [j0, j1) to
         ``vals[n:]``; returns the new length.
@@ -618,7 +620,7 @@ else:
         return n
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def _compact_idx(kb, j0, j1, limit, vals, idx, n, c0):
     """As the portable _compact, also writing each kept key's column
     ``c0 + j`` to ``idx`` (the float64 re-decision needs it)."""
@@ -630,7 +632,7 @@ def _compact_idx(kb, j0, j1, limit, vals, idx, n, c0):
     return n
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def _order_stat_row(vals, n, weight, win_lo, win_hi, win_scale, F, below, hist):
     """Per window w: count keys < win_lo[w], histogram keys in [win_lo, win_hi),
     each key counted ``weight`` times.
@@ -658,7 +660,7 @@ def _order_stat_row(vals, n, weight, win_lo, win_hi, win_scale, F, below, hist):
         below[w] += weight * nb_
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def _report_hist(kb, sc, ps, pe, lo, scale, RB, hpos, hneg, xr, xg, c0, l2, off, a, bg, M):
     """The report histogram of one chunk (columns ``c0 + j``); a key within
     ``M`` of a bin edge is replaced by its float64 key (in ``kb``, so that
@@ -681,7 +683,7 @@ def _report_hist(kb, sc, ps, pe, lo, scale, RB, hpos, hneg, xr, xg, c0, l2, off,
             hneg[b] += 1
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@kernel
 def _near_edge(key, lo, scale, ms):
     """Whether a key lies within ``ms / scale`` (its margin) of a bin edge of
     an even histogram: its float64 key may then lie in another bin."""
@@ -690,7 +692,7 @@ def _near_edge(key, lo, scale, ms):
     return fr < ms or fr > 1.0 - ms
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def _verify_hist(kb, sc, a, b, ev, grp, lo, scale, nbins, gscale, gbins, hpos, hneg, gpos,
                  gneg, xr, xg, c0, l2, off, a_r, bg, M):
     """Histogram every key of a chunk (columns ``c0 + j``; [a, b) are
@@ -723,7 +725,7 @@ def _verify_hist(kb, sc, a, b, ev, grp, lo, scale, nbins, gscale, gbins, hpos, h
                 gneg[grp, _bin(key, lo, gscale, gbins)] += 1
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@kernel
 def _wanted(key, lo, scale, nbins, ms, want):
     """Whether a key's float64 key may lie in a wanted bin: its own bin is
     wanted, or it lies within its margin of an edge of a wanted neighbour."""
@@ -737,7 +739,7 @@ def _wanted(key, lo, scale, nbins, ms, want):
     return fr > 1.0 - ms and b < nbins - 1 and want[b + 1]
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def _verify_gather(kb, sc, a, b, ev, grp, lo, scale, nbins, want, gscale, gbins, gwant,
                    g_lo, g_hi, val, isp, n, xr, xg, c0, l2, off, a_r, bg, M):
     """Append the float64 keys (``exact_key``) of a chunk whose float64 key
@@ -775,7 +777,7 @@ def _verify_gather(kb, sc, a, b, ev, grp, lo, scale, nbins, want, gscale, gbins,
     return n
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def _fast_counts(vals, idx, n, K, lo_b, cert_lo, l2, base, inv_step, acc, M):
     """Count the keys whose guessed cell is certain, by more than the margin
     ``M``, into ``acc`` (interleaved copies); the others are moved, with
@@ -795,7 +797,7 @@ def _fast_counts(vals, idx, n, K, lo_b, cert_lo, l2, base, inv_step, acc, M):
     return ns
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def _gather_row(vals, idx, n, b_lo, b_hi, gval, gbelow, xr, xg, l2, off, a, bg, M):
     """The two order statistics' brackets ``[b_lo[g], b_hi[g])``, decided in
     float64: ``gbelow[g]`` is set to the number of keys whose float64 key
@@ -845,7 +847,7 @@ def _gather_row(vals, idx, n, b_lo, b_hi, gval, gbelow, xr, xg, l2, off, a, bg, 
     return ng
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def _sure_cell(key, M, K, lo_b, hi_b, l2, base, inv_step):
     """The grid cell (K: above every threshold) that every key within ``M``
     of ``key`` falls in, or -1 when that is not certain."""
@@ -855,7 +857,7 @@ def _sure_cell(key, M, K, lo_b, hi_b, l2, base, inv_step):
     return -1
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def _counts_row(pkeys, ps, vals, idx, n, key_skip, K, lo_b, hi_b, cert_lo, sq, base, inv_step,
                 acc, call, cpos, dval, dpos, dcol, gather, b_lo, b_hi, gval, gbelow, xr, xg, l2,
                 off, a, bg, M):
@@ -925,7 +927,7 @@ def _counts_row(pkeys, ps, vals, idx, n, key_skip, K, lo_b, hi_b, cert_lo, sq, b
     return nd, ng
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def _side_push(sk, scol, ns, key, col, top):
     """Append (key, col) to the side list of near misses; when it is full,
     drop the entries above ``top`` (they can no longer matter) and grow it
@@ -950,7 +952,7 @@ def _side_push(sk, scol, ns, key, col, top):
     return sk, scol, ns + 1
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def _heap_scan(kc, off, j0, j1, sc, ps, pe, g_orig, hk, ho, hp, hc, hn, limit, sk, scol, ns,
                M2):
     """Offer ``kc[j0:j1]`` (float32 keys of columns ``off + j``) to the
@@ -986,7 +988,7 @@ def _heap_scan(kc, off, j0, j1, sc, ps, pe, g_orig, hk, ho, hp, hc, hn, limit, s
     return hn, sk, scol, ns
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def _heap_offer(kc, off, sc, ps, pe, g_orig, hk, ho, hp, hc, hn, limit, sk, scol, ns, M2):
     """Offer the float32 keys ``kc`` of columns ``off + j`` to the max-heap
     of the ``len(hk)`` nearest gallery items (see _heap_scan). ``limit`` is
@@ -1014,7 +1016,7 @@ def _heap_offer(kc, off, sc, ps, pe, g_orig, hk, ho, hp, hc, hn, limit, sk, scol
                       limit, sk, scol, ns, M2)
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def _exact_topk(hk, hc, hn, sk, scol, ns, M2, ps, pe, g_orig, R, xr, xg, l2, off, a, bg):
     """(rank of the first positive, AP@R, positives among the R nearest) of
     the ``len(hk)`` nearest gallery items by (float64 key, original row).
@@ -1066,7 +1068,7 @@ def _exact_topk(hk, hc, hn, sk, scol, ns, M2, ps, pe, g_orig, R, xr, xg, l2, off
     return first, total / R, hits
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def process_block(S, t, rows, win, rep, gat, grid, ret, ver, ex):
     """Process one block of queries; see the module docstring for conventions.
 
@@ -1242,7 +1244,7 @@ def process_block(S, t, rows, win, rep, gat, grid, ret, ver, ex):
                 hits_r[r] = 0
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def process_strip(S, t, row0, c0, rows, win):
     """The order-statistic histograms from one strip of the upper triangle.
 
@@ -1304,12 +1306,12 @@ def process_strip(S, t, row0, c0, rows, win):
                             win_hist[t])
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def _key_dist(key, sq):
     return np.sqrt(max(key, 0.0)) if sq else key
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def decide_deferred(vals, q, g, margin, grid, sq, xq, xg, l2, off, aq, bg):
     """The grid cells (``np.searchsorted(grid, d, 'left')``; ``len(grid)``:
     above every threshold) of deferred elements (key, query row, gallery
@@ -1375,7 +1377,7 @@ def decide_deferred(vals, q, g, margin, grid, sq, xq, xg, l2, off, aq, bg):
     return cells
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@kernel
 def _grid_cell(d, grid, inv):
     """``np.searchsorted(grid, d, 'left')`` on an even grid (``inv`` cells
     per unit), from a guess: a step or two, not a binary search."""

@@ -20,6 +20,7 @@ import numba as nb
 import numpy as np
 
 from ._kernels import _bin, _key, exact_key
+from ._jit import kernel
 
 
 #: gallery columns whose keys are computed and compacted together (in L1)
@@ -54,7 +55,7 @@ class Bins(NamedTuple):
     F: int
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@kernel
 def _below(row, c0, c1, q2, gn2, l2, limit, kb, idx):
     """Keys of columns [c0, c1) of a row, compacted: those below ``limit`` go to
     ``kb[:m]`` with their columns in ``idx[:m]`` (branch-free); returns m."""
@@ -67,7 +68,7 @@ def _below(row, c0, c1, q2, gn2, l2, limit, kb, idx):
     return m
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def cell_histograms(S, rows, bins, fold_q, fold_g, K, row_mode, row_sides, limit, cell_pos,
                     cell_neg, side_pos, side_neg):
     """Pass 1: histograms of the keys of every pair, by cell or by side.
@@ -123,7 +124,7 @@ def cell_histograms(S, rows, bins, fold_q, fold_g, K, row_mode, row_sides, limit
                         side_neg[si, b] += 1
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def gather_targets(S, rows, bins, fold_q, fold_g, row_sides, limit, flag, tw0, tw1, own_side,
                    own_below, g_key, g_code, g_n):
     """Pass 2: count each row's pairs below its own side's target windows and
@@ -192,7 +193,7 @@ def gather_targets(S, rows, bins, fold_q, fold_g, row_sides, limit, flag, tw0, t
         g_n[r] = n
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def id_histograms(S, rows, bins, ids, hist):
     """Histograms of the negative keys of each query row's ids (calibration fits).
 
@@ -225,7 +226,7 @@ def id_histograms(S, rows, bins, ids, hist):
                     hist[i, b] += 1
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def id_gather(S, rows, bins, ids, wlo, whi, g_key, g_id, g_n):
     """Gather the float64 keys (``exact_key``) of the negatives whose float32
     key falls in the bracket of bins ``[wlo[i], whi[i]]`` of each of the row's
