@@ -18,6 +18,7 @@ from opis_cli import evaluate
 from opis_cli.gate.compare import compare_results, comparability_warnings
 from opis_cli.render.markdown import compare_markdown as markdown
 from opis_cli.io import read_result
+from opis_cli.render.format import metric_row_label as label
 
 
 
@@ -257,9 +258,9 @@ def test_fairness_metrics_in_the_comparison_with_their_direction(samples):
                                           else "better")
     md = markdown(cmp)
     for k in FAIR_KEYS:
-        row = next(ln for ln in md.splitlines() if ln.startswith(f"| {k} |"))
+        row = next(ln for ln in md.splitlines() if ln.startswith(f"| {label(k)} |"))
         assert row.endswith(f"| {cmp.metric(k).verdict} |")
-    assert f"| fdr | {bf['fdr']:.4g} | {cf['fdr']:.4g} |" in md
+    assert f"| {label('fdr')} | {bf['fdr']:.4g} | {cf['fdr']:.4g} |" in md
 
 
 def test_fairness_metrics_left_out_for_results_without_them(samples):
@@ -284,8 +285,8 @@ def test_fairness_nulls_have_no_verdict(samples):
     cmp = compare_results(old, w)
     assert cmp.metric("inequity_rate").verdict == "" and cmp.metric("far_ratio").verdict == ""
     assert cmp.metric("fdr").verdict == "same"
-    row = next(ln for ln in markdown(cmp).splitlines() if ln.startswith("| inequity_rate |"))
-    assert row.startswith("| inequity_rate | n/a |")
+    row = next(ln for ln in markdown(cmp).splitlines() if ln.startswith(f"| {label('inequity_rate')} |"))
+    assert row.startswith(f"| {label('inequity_rate')} | n/a |")
     assert cmp.to_dict()["metrics"][[m.name for m in cmp.metrics].index("far_ratio")][
         "baseline"] is None
 
@@ -298,8 +299,8 @@ def test_compare_and_gate_markdown_list_the_fairness_metrics(samples, capsys, is
     got = {m["metric"] for m in doc["comparison"]["metrics"]}
     assert set(FAIR_KEYS) <= got
     md = (isolated / "cmp.md").read_text()
-    assert "| garbe |" in md and "| fdr_mean |" in md
-    assert "garbe" in err  # the terminal's headline table
+    assert "| GARBE |" in md and "| FDR over the range (fdr_mean) |" in md
+    assert "GARBE over the range" in err  # the terminal's headline table, by name
     code, _, err = run(capsys, "gate", samples.weak_json, "--max", "opis=1", "--markdown",
                        "gate.md", "--no-config")
     assert code == 0, err

@@ -101,11 +101,11 @@ def test_compare_outputs_do_not_call_far_better(samples, capsys, isolated):
                          "--report", "rep", "--markdown", "cmp.md")
     assert code == 0, err
     term = {ln.split("│")[1].strip(): ln for ln in out.splitlines() if ln.count("│") > 3}
-    assert "lower FAR and FRR" in term["far"] and "better" not in term["far"]
-    assert "better" in term["opis"]
+    assert "lower FAR and FRR" in term["FAR"] and "better" not in term["FAR"]
+    assert "better" in term["OPIS"]  # the metrics registry's names
     md = {ln.split("|")[1].strip(): ln for ln in (isolated / "cmp.md").read_text().splitlines()
           if ln.startswith("| ")}
-    assert md["far"].endswith("| lower FAR and FRR |")
+    assert md["FAR"].endswith("| lower FAR and FRR |")
     page = (isolated / "rep" / "compare.html").read_text()
     rows = {r[0]: r for r in rows_of(page) if r}
     far = next(r for k, r in rows.items() if k.startswith("global FAR"))

@@ -42,6 +42,22 @@ def rounded(v: Any, digits: int = 6) -> float | None:
     return float(f"{float(v):.{digits}g}") if finite(v) else None
 
 
+def metric_label(key: str) -> str:
+    """A metric as people read it (the metrics registry's name: ``10%-OPIS`` for
+    ``epsilon_opis``); the key itself where the registry has no name for it."""
+    from ..metrics.registry import BY_KEY
+
+    entry = BY_KEY.get(key)
+    return entry.name if entry is not None and entry.name else key
+
+
+def metric_row_label(key: str) -> str:
+    """The name, then the key that ``--max`` / ``--min`` take when it differs:
+    ``10%-OPIS (epsilon_opis)``, ``OPIS``."""
+    name = metric_label(key)
+    return name if name.lower() == key.lower() else f"{name} ({key})"
+
+
 def mode_text(cmp) -> str:
     """How a :class:`~opis_cli.gate.compare.Comparison` measured its sides, in words."""
     if cmp.mode == "own-range":

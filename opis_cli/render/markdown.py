@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Mapping
 from ..gate.compare import Comparison
 from ..gate.rules import GateOutcome
 from .escape import md_code, md_message, md_text
-from .format import (change_word, deployment_rows, deployment_title, interval, mode_text, num,
-                     pct)
+from .format import (change_word, deployment_rows, deployment_title, interval, metric_row_label,
+                     mode_text, num, pct)
 from .verdict_text import ANSWER_WORD
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -83,7 +83,8 @@ def compare_markdown(cmp: Comparison, top: int = 5) -> str:
     for m in cmp.metrics:
         iv = cmp.interval(m.name)
         ci = f" {interval(iv.lower, iv.upper, '+.3g')}" if iv is not None else ""
-        lines.append(f"| {m.name} | {num(m.baseline)} | {num(m.candidate)} | "
+        lines.append(f"| {md_text(metric_row_label(m.name))} | {num(m.baseline)} | "
+                     f"{num(m.candidate)} | "
                      f"{num(m.change, '+.4g')}{ci} | {pct(m.relative, '+.1f')} | "
                      f"{change_word(cmp, m)} |")
     for title, rows in (("Classes that got most worse", cmp.most_worse(top)),

@@ -30,8 +30,8 @@ from rich.text import Text
 from ..options import LOW_EVIDENCE_POSITIVES, LOW_EVIDENCE_QUERIES
 from ..results import ConsistencyBlock, EvaluationResult
 from .escape import one_line, terminal_message, terminal_text, visible
-from .format import (change_word, deployment_rows, deployment_title, interval, mode_text, num,
-                     pct)
+from .format import (change_word, deployment_rows, deployment_title, interval, metric_label,
+                     mode_text, num, pct)
 from .verdict_text import gate_headline, gate_rows
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -410,12 +410,12 @@ def print_comparison(cmp: "Comparison", top: int) -> None:
     t.add_column("")
     style = {"better": "green", "worse": "red", "same": "dim", "": ""}
     for m in cmp.metrics:
-        t.add_row(m.name, num(m.baseline), num(m.candidate), num(m.change, "+.3g"),
+        t.add_row(metric_label(m.name), num(m.baseline), num(m.candidate), num(m.change, "+.3g"),
                   pct(m.relative, "+.1f"), Text(change_word(cmp, m),
                                                      style=style.get(m.verdict, "")))
     console.print(t)
     for iv in cmp.intervals:
-        console.print(f"{iv.metric}: change {num(iv.estimate, '+.4g')}, "
+        console.print(f"{metric_label(iv.metric)}: change {num(iv.estimate, '+.4g')}, "
                       f"{100 * iv.confidence:g}% {iv.method} bootstrap interval "
                       f"{interval(iv.lower, iv.upper)}")
     for title, rows in (("Classes that got most worse", cmp.most_worse(top)),
