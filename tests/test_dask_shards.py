@@ -222,7 +222,7 @@ def test_a_task_loads_only_its_blocks(tmp_path, monkeypatch):
     # the candidates name only gallery rows of block 0; the counts only the
     # classes of block 2's queries
     assert len(cand[2]) and set(np.unique(cand[2]) // 100) == {0}
-    assert np.array_equal(part["class_ids"], np.unique(prep.q_class[qb.qi]))
+    assert np.array_equal(part.class_ids, np.unique(prep.q_class[qb.qi]))
 
 
 def test_read_rows_reads_only_the_row_groups_that_hold_them(tmp_path, monkeypatch):
