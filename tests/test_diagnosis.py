@@ -108,6 +108,22 @@ def pick_threshold(r_dists: dict, metric: str, rng) -> float:
     return float((vals[i] + vals[i + 1]) / 2)
 
 
+def engine_case(seed: int):
+    """A seeded case of :func:`make_case` at a threshold among its distances: the
+    embeddings, labels, the ``opis_cli.evaluate`` keywords of a diagnosis and the
+    naive reference's diagnosis (``tests/diagnosis_reference.py``)."""
+    metric, x, lab, isq, isg, groups = make_case(seed)
+    rng = np.random.default_rng(1000 + seed)
+    dists = ref.diagnose(x, lab, 0.0, metric=metric, is_query=isq, is_gallery=isg)["_distances"]
+    t = pick_threshold(dists, metric, rng)
+    kw = dict(metric=metric, is_query=isq, is_gallery=isg, groups=groups,
+              calibration_range=(0.1, 0.9), num_thresholds=5, diagnose=True, threshold=t,
+              impostors=3, overlap_level=(0.5, 0.2, 1.0, 0.05)[seed % 4])
+    want = ref.diagnose(x, lab, t, metric=metric, is_query=isq, is_gallery=isg, k=3,
+                        level=kw["overlap_level"])
+    return x, lab, kw, want
+
+
 # ----------------------------------------------------------------- engine vs reference
 @pytest.mark.parametrize("seed", range(12))
 def test_engine_matches_reference(seed):

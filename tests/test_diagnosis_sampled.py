@@ -14,24 +14,15 @@ import json
 import numpy as np
 import pytest
 
-import diagnosis_reference as ref
 import opis_cli
 from opis_cli.cli import main
 from opis_cli.diagnosis import Diagnosis
 from opis_cli.engines.sampled import SampledEngine
-from test_diagnosis import assert_same, make_case, pick_threshold
+from test_diagnosis import assert_same, engine_case
 
 
 def _case(seed: int):
-    metric, x, lab, isq, isg, groups = make_case(seed)
-    rng = np.random.default_rng(1000 + seed)
-    dists = ref.diagnose(x, lab, 0.0, metric=metric, is_query=isq, is_gallery=isg)["_distances"]
-    t = pick_threshold(dists, metric, rng)
-    kw = dict(metric=metric, is_query=isq, is_gallery=isg, groups=groups,
-              calibration_range=(0.1, 0.9), num_thresholds=5, diagnose=True, threshold=t,
-              impostors=3, overlap_level=(0.5, 0.2, 1.0, 0.05)[seed % 4])
-    want = ref.diagnose(x, lab, t, metric=metric, is_query=isq, is_gallery=isg, k=3,
-                        level=kw["overlap_level"])
+    x, lab, kw, want = engine_case(seed)
     return x, [str(v) for v in lab], kw, want
 
 

@@ -12,28 +12,19 @@ slow (conftest.SLOW).
 from __future__ import annotations
 
 import re
-import shutil
 
 import numpy as np
 import pytest
 
 from gating_samples import STRONG
 from report_helpers import NASTY, clustered
+from test_report_drilldown import browser  # noqa: F401  (headless Chromium, per module)
 
 #: a label with no space: may break only when it cannot fit (never below the cell)
 LONG = "n02084071_dog_domestic_dog_Canis_familiaris_" * 3
 #: labels that fit a cell: never broken
 SHORT = ("digit_8_with_suffix", "n01234567.dog.n.01", "customer-0042")
 NUMBER = re.compile(r"^[-+]?(\d[\d,]*(\.\d+)?|\.\d+)(e[-+]?\d+)?(%|x)?$")
-
-
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser"):
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.fail("Chromium is required for the browser tests of the report; install it with: "
-                "apt-get update && apt-get install -y chromium")
 
 
 @pytest.fixture(scope="module")
@@ -86,19 +77,6 @@ _LINES = """el => {
   for (const q of r.getClientRects()) { if (q.width > 0.5) tops.add(Math.round(q.top)); }
   return tops.size;
 }"""
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="the browser extra: pip install '.[browser]'")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=_chromium(), args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--disable-dev-shm-usage"])
-        yield b
-        b.close()
 
 
 @pytest.mark.parametrize("width", [1200, 760])
