@@ -165,6 +165,25 @@ class RunRows:
         return cls(P, M, evaluated, evaluated[prep.q_class], row_sample)
 
 
+class RunContext:
+    """The per-run constants that the numpy engines (knn, sampled) share:
+    ``prep``, ``l2``, ``nq``, ``ng``, ``C`` classes, ``G`` groups, the
+    :class:`RunRows` fields, ``pos_q`` (:func:`query_positives`) and the
+    key ``span`` (:func:`key_span`)."""
+
+    def __init__(self, prep: Prepared, min_class_rows: int = 2):
+        self.prep = prep
+        self.l2 = prep.metric == "l2"
+        self.nq, self.ng = len(prep.q_rows), len(prep.g_rows)
+        self.C = prep.n_classes
+        self.G = len(prep.group_labels) if prep.group_labels is not None else 0
+        rr = RunRows.of(prep, min_class_rows)
+        self.P, self.M, self.evaluated = rr.P, rr.M, rr.evaluated
+        self.row_eval, self.row_sample = rr.row_eval, rr.row_sample
+        self.pos_q = query_positives(prep)
+        self.span = key_span(prep)
+
+
 @runtime_checkable
 class Engine(Protocol):
     """What ``opis_cli.evaluate`` needs of an engine (exact, knn, dask, ...)."""
@@ -214,6 +233,38 @@ def inner_products(xq, s, e, xgT, S, pad_q) -> None:
             pad_q[:u - t] = xq[t:u]
             pad_q[u - t:] = 0
             np.matmul(pad_q, xgT, out=S[t - s:t - s + tile])
+
+
+def explicit_range(spec: GridSpec) -> tuple[float, float] | None:
+    """``--calibration-range LO:HI``, checked; None for a FAR-defined range."""
+    if spec.calibration_range is None:
+        return None
+    lo, hi = (float(v) for v in spec.calibration_range)
+    check_range(lo, hi, "--calibration-range", f"{lo:g}:{hi:g}")
+    return lo, hi
+
+
+def far_fractions(spec: GridSpec) -> tuple[float, float]:
+    """``--far-range A:B``, checked: ``0 < A < B <= 1``."""
+    a, b = (float(v) for v in spec.far_range)
+    if not (0.0 < a < b <= 1.0):
+        raise ConfigError(f"--far-range {a:g}:{b:g} is degenerate: need 0 < A < B <= 1")
+    return a, b
+
+
+def query_positives(prep: Prepared) -> np.ndarray:
+    """(nq,) int64: the positives of each query, ``R`` (its class's gallery
+    rows less its own row)."""
+    return ((prep.class_end - prep.class_start)[prep.q_class]
+            - (prep.self_col >= 0)).astype(np.int64)
+
+
+def drop_self(keys: np.ndarray, self_col: np.ndarray, first: int = 0) -> np.ndarray:
+    """``keys`` (B, m) of B queries and gallery columns ``first...first+m-1``
+    with each query's own column (``self_col``, -1: none) set to +inf."""
+    mine = (self_col >= first) & (self_col < first + keys.shape[1])
+    keys[np.nonzero(mine)[0], self_col[mine] - first] = np.inf
+    return keys
 
 
 def check_range(lo: float, hi: float, option: str, what: str) -> None:

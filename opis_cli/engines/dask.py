@@ -100,7 +100,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .base import (DEFAULT_BLOCK_BYTES, EngineOutput, GridSpec, Progress, check_block_bytes,
-                   exact_keys, key_margins, pair_keys, tile_rows)
+                   exact_keys, key_margins, pair_keys, query_positives, tile_rows)
 from .exact import PassConfig, pilot_sample, run_chunk, run_exact
 from .partial import Part, Retrieval, merge
 from .ranking import list_length, rank_lists
@@ -764,13 +764,9 @@ class _ShardRun:
         self.layout = _Layout(shards=shards, metric=prep.metric, centre=None, n_groups=G,
                               n_samples=prep.n_samples, dim=prep.dim)
         # R and the retrieval list length of every query (as _kernels.process_block)
-        ps = prep.class_start[prep.q_class]
-        pe = prep.class_end[prep.q_class]
-        sc = prep.self_col
-        R = (pe - ps - ((sc >= ps) & (sc < pe))).astype(np.int64)
-        ng = len(prep.g_rows)
-        self.R = R
-        self.hsize = np.where(R > 0, list_length(R, np.where(sc >= 0, ng - 1, ng)), 0)
+        self.R = R = query_positives(prep)
+        listable = len(prep.g_rows) - (prep.self_col >= 0)
+        self.hsize = np.where(R > 0, list_length(R, listable), 0)
         self.q_parts = _split_by(prep.q_rows // self.rows, self.n_blocks)
         self.g_parts = _split_by(prep.g_rows // self.rows, self.n_blocks)
         self.prep = prep

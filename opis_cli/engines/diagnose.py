@@ -58,7 +58,8 @@ from ..diagnosis import (Coverage, Diagnosis, Estimate, Impostor, OverlapPair, P
                          SharedDuplicates, Suspect)
 from ..errors import ConfigError, InputError
 from ..prepare import Prepared
-from .base import DEFAULT_BLOCK_BYTES, dist_to_key, inner_products, key_margins, tile_rows
+from .base import (DEFAULT_BLOCK_BYTES, dist_to_key, inner_products, key_margins,
+                   query_positives, tile_rows)
 
 #: nearest gallery rows that decide a suspect (SPEC 16)
 NEAREST = 3
@@ -429,7 +430,7 @@ def diagnose(prep: Prepared, threshold: float, *, k: int = 5, level: float = 0.5
     dup_top = tuple(SharedDuplicates(labels[p], labels[q], v) for p, q, v in shared[:TOP_SHOWN])
 
     # rejected rows: per evaluated class, by (-rejected, input row)
-    Pq = ng_c[prep.q_class] - (prep.self_col >= 0)
+    Pq = query_positives(prep)
     rej = res["rej"]
     rejected_rows: dict[str, tuple[RejectedRow, ...]] = {}
     qb = np.searchsorted(prep.q_class, np.arange(C + 1), side="left")

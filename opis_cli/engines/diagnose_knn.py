@@ -43,7 +43,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..prepare import Prepared
-from .base import exact_keys, key_to_dist
+from .base import drop_self, exact_keys, key_to_dist
 from .diagnose import sparse_entries
 
 #: candidate pairs per block
@@ -93,10 +93,7 @@ def _positives(prep: Prepared, t: float, block_bytes: int):
             e = min(qe, s + step)
             q = np.repeat(np.arange(s, e), pe - ps)
             g = np.tile(cols, e - s)
-            k = exact_keys(prep, q, g).reshape(e - s, pe - ps)
-            sc = prep.self_col[s:e]
-            mine = (sc >= ps) & (sc < pe)
-            k[np.nonzero(mine)[0], sc[mine] - ps] = np.inf
+            k = drop_self(exact_keys(prep, q, g).reshape(e - s, pe - ps), prep.self_col[s:e], ps)
             d = key_to_dist(k, l2)
             valid = np.isfinite(k)
             acc = valid & (d <= t)

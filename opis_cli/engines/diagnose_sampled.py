@@ -33,7 +33,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..prepare import Prepared
-from .base import dist_to_key, exact_keys, key_margins, key_to_dist, pair_keys
+from .base import (dist_to_key, drop_self, exact_keys, key_margins, key_to_dist, pair_keys,
+                   query_positives)
 from .diagnose import sparse_entries
 from .diagnose_knn import _positives
 
@@ -51,10 +52,7 @@ def _nearest3(prep: Prepared, rows: np.ndarray, block_bytes: int) -> np.ndarray:
     xgT = prep.xg.T
     for s in range(0, len(rows), step):
         r = rows[s:s + step]
-        keys = pair_keys(prep.xq[r] @ xgT, prep.qn2[r], prep.gn2, l2)
-        sc = prep.self_col[r]
-        has = sc >= 0
-        keys[np.nonzero(has)[0], sc[has]] = np.inf
+        keys = drop_self(pair_keys(prep.xq[r] @ xgT, prep.qn2[r], prep.gn2, l2), prep.self_col[r])
         kk = min(3, keys.shape[1])
         k3 = np.partition(keys, kk - 1, axis=1)[:, kk - 1]
         lim = k3 + 2.0 * margins[s:s + step]
@@ -107,8 +105,7 @@ def sampled_pass(prep: Prepared, t: float, ctx, block_bytes: int, progress=None)
     # a drawn accept means the pair accepts)
     a = np.maximum(np.rint(n * scale), 1).astype(np.int64) if len(n) else n
     # suspects are exact: the 3 nearest of every row that can be one
-    pos = (prep.class_end - prep.class_start)[prep.q_class] - (prep.self_col >= 0)
-    maybe = np.nonzero((pos > 0) & (accpos == 0))[0]
+    maybe = np.nonzero((query_positives(prep) > 0) & (accpos == 0))[0]
     top = np.full((nq, 3), -1, np.int64)
     top[maybe] = _nearest3(prep, maybe, block_bytes)
     return {"rej": rej, "accpos": accpos, "top": top, "npos": npos, "key": key, "a": a,

@@ -87,10 +87,10 @@ from .. import options
 from ..errors import ConfigError
 from ..options import INDEXES
 from ..prepare import Prepared
-from .base import (DEFAULT_BLOCK_BYTES, FAR_BINS, REPORT_BINS, EngineOutput, GridSpec, RunRows,
-                   Progress, check_block_bytes, check_range, inner_products, key_span, key_to_dist,
-                   order_rank, pair_keys, exact_keys, report_edges, report_scale,
-                   tile_rows, value_bins)
+from .base import (DEFAULT_BLOCK_BYTES, FAR_BINS, REPORT_BINS, EngineOutput, GridSpec, Progress,
+                   RunContext, check_block_bytes, check_range, drop_self, exact_keys,
+                   explicit_range, far_fractions, inner_products, key_to_dist, order_rank,
+                   pair_keys, report_edges, report_scale, tile_rows, value_bins)
 from .partial import Retrieval
 from .ranking import hits_at_r, rank_order, retrieval_at_r
 from .select import KeyBins, bracket, padded_span
@@ -191,19 +191,13 @@ class KnnEngine:
         self._diag = (ids, ctx.delta, notes["index"], dense) if self.keep_candidates else None
 
         # -- the calibration range
-        if spec.calibration_range is not None:
-            lo, hi = (float(v) for v in spec.calibration_range)
-            check_range(lo, hi, "--calibration-range", f"{lo:g}:{hi:g}")
-            source, passes = "explicit", 1
-            ret = None
+        explicit = explicit_range(spec)
+        if explicit is not None:
+            (lo, hi), source, passes, ret = explicit, "explicit", 1, None
         else:
-            a, b = (float(v) for v in spec.far_range)
-            if not (0.0 < a < b <= 1.0):
-                raise ConfigError(f"--far-range {a:g}:{b:g} is degenerate: need 0 < A < B <= 1")
-            (lo, hi), ret, far_notes = self._far_range(ctx, src, a, b, progress)
-            notes["far_range"] = far_notes
-            ret = ret.typed()
-            source, passes = "far", 3
+            (lo, hi), ret, notes["far_range"] = self._far_range(ctx, src, *far_fractions(spec),
+                                                                progress)
+            ret, source, passes = ret.typed(), "far", 3
         grid = np.linspace(lo, hi, K)
         res = self._count(ctx, src, grid, want_ret=ret is None, progress=progress)
         if ret is None:
@@ -341,7 +335,7 @@ class KnnEngine:
         retrieval results (computed on the way) and the notes."""
         m_total = int(ctx.M[ctx.evaluated].sum())
         ranks = (order_rank(a, m_total), order_rank(b, m_total))
-        kb = KeyBins.over(*padded_span(ctx.key_span), FAR_BINS)
+        kb = KeyBins.over(*padded_span(ctx.span), FAR_BINS)
         hist = np.zeros(FAR_BINS, np.int64)
         ret = _Retrieval(ctx.nq)
         for blk in src.blocks(progress, "order statistic"):
@@ -560,7 +554,7 @@ class KnnEngine:
         if ctx.G:
             gtp = res["group_pos"]
             gfp = res["group_neg"]
-        edges = report_edges(ctx.key_span, ctx.l2)
+        edges = report_edges(ctx.span, ctx.l2)
         hp, hn = (sample["hist_pos"], sample["hist_neg"]) if sample else (res["hist_pos"],
                                                                           res["hist_neg"])
         if sample:
@@ -623,26 +617,16 @@ def _add(acc: np.ndarray, ids: np.ndarray, cells: np.ndarray, K: int, weights=No
     acc[lo:hi + 1] += counts.reshape(hi - lo + 1, K + 1).astype(np.int64, copy=False)
 
 
-class _Context:
+class _Context(RunContext):
     """Per-run constants: keys, cells, pair counts per query."""
 
     def __init__(self, prep: Prepared, block_bytes: int, min_class_rows: int = 2):
-        self.prep = prep
+        super().__init__(prep, min_class_rows)
         self.block_bytes = block_bytes
-        self.l2 = prep.metric == "l2"
-        self.nq, self.ng = len(prep.q_rows), len(prep.g_rows)
-        self.C = prep.n_classes
-        self.G = len(prep.group_labels) if prep.group_labels is not None else 0
-        rr = RunRows.of(prep, min_class_rows)
-        self.P, self.M, self.evaluated = rr.P, rr.M, rr.evaluated
-        self.row_eval, self.row_sample = rr.row_eval, rr.row_sample
-        gal = (prep.class_end - prep.class_start)[prep.q_class]
-        self.pos_q = gal - (prep.self_col >= 0)
-        self.neg_q = self.ng - gal
+        self.neg_q = self.ng - (prep.class_end - prep.class_start)[prep.q_class]
         self.avail = self.ng - (prep.self_col >= 0).astype(np.int64)
         self.block_rows = max(1, block_bytes // (4 * self.ng))  # as the exact engine
         D = prep.dim
-        self.key_span = key_span(prep)
         if self.l2:
             # the largest squared distance, without key_span's floor
             top = math.sqrt(float(prep.qn2.max())) + math.sqrt(float(prep.gn2.max()))
@@ -653,7 +637,7 @@ class _Context:
         # true value; two such computations (ours, the exact engine's, FAISS's)
         # differ by at most twice that: 8x covers both, with room to spare
         self.delta = float(8 * (D + 8) * 2.0 ** -24 * scale)
-        self.r_scale = report_scale(self.key_span)
+        self.r_scale = report_scale(self.span)
 
     def keys(self, S: np.ndarray, rows) -> np.ndarray:
         """float64 keys of float32 products ``S`` of query ``rows`` (as the kernels)."""
@@ -677,7 +661,7 @@ class _Context:
         return np.searchsorted(grid, key_to_dist(keys, self.l2), side="left")
 
     def report_bins(self, keys: np.ndarray) -> np.ndarray:
-        return value_bins(keys, self.key_span[0], self.r_scale, REPORT_BINS)
+        return value_bins(keys, self.span[0], self.r_scale, REPORT_BINS)
 
 
 @dataclass
@@ -727,10 +711,7 @@ class _Candidates:
                 e = min(nq, s + b)
                 inner_products(prep.xq, s, e, xgT, buf, pad_q)
                 Sb = buf[:e - s]
-                keys = ctx.keys(Sb, slice(s, e))
-                sc = prep.self_col[s:e]
-                hs = sc >= 0
-                keys[np.nonzero(hs)[0], sc[hs]] = np.inf
+                keys = drop_self(ctx.keys(Sb, slice(s, e)), prep.self_col[s:e])
                 ps = prep.class_start[prep.q_class[s:e]]
                 pe = prep.class_end[prep.q_class[s:e]]
                 inside = (cols[None, :] >= ps[:, None]) & (cols[None, :] < pe[:, None])
@@ -788,11 +769,8 @@ class _Candidates:
             step = max(1, ctx.block_bytes // (4 * (r1 - r0)))
             for j0 in range(ps, pe, step):
                 j1 = min(pe, j0 + step)
-                keys = pair_keys(prep.xq[qrows] @ prep.xg[j0:j1].T, prep.qn2[qrows],
-                                 prep.gn2[j0:j1], ctx.l2)
-                sc = prep.self_col[qrows]
-                mine = (sc >= j0) & (sc < j1)
-                keys[np.nonzero(mine)[0], sc[mine] - j0] = np.inf
+                keys = drop_self(pair_keys(prep.xq[qrows] @ prep.xg[j0:j1].T, prep.qn2[qrows],
+                                           prep.gn2[j0:j1], ctx.l2), prep.self_col[qrows], j0)
                 keys = ctx.exact(keys, np.broadcast_to(np.arange(blk.s + r0, blk.s + r1)[:, None],
                                                        keys.shape),
                                  np.broadcast_to(np.arange(j0, j1)[None, :], keys.shape))

@@ -170,14 +170,6 @@ def engine_help() -> str:
     return "; ".join(f"{e.name}: {e.help}" for e in ENGINES) + "."
 
 
-def option_help(engine: str, option: str) -> str:
-    """The help of one engine option (for the command line)."""
-    for o in entry(engine).options:
-        if o.name == option:
-            return o.help
-    raise KeyError(f"{engine} has no option {option!r}")
-
-
 def make_engine(name: str, *, block_bytes: int, **options: Any):
     """Build the engine called ``name``: ``block_bytes`` and, of ``options``,
     those its entry declares (the others are ignored, so that a caller may

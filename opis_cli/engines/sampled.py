@@ -88,14 +88,16 @@ from .base import (
     EngineOutput,
     GridSpec,
     Progress,
-    RunRows,
+    RunContext,
     check_block_bytes,
     check_range,
     bracket_bins,
     dist_to_key,
+    drop_self,
     exact_keys,
+    explicit_range,
+    far_fractions,
     key_margins,
-    key_span,
     key_to_dist,
     pair_keys,
     report_edges,
@@ -273,15 +275,12 @@ class SampledEngine:
                        "seed": self.seed, "groups": GROUPS, "block_rows": ctx.B,
                        "draws_per_block": ctx.S, "pairs_drawn": int(ctx.nq) * ctx.S,
                        "every_pair": ctx.exhaustive}
-        if spec.calibration_range is not None:
-            lo, hi = (float(v) for v in spec.calibration_range)
-            check_range(lo, hi, "--calibration-range", f"{lo:g}:{hi:g}")
-            source, passes = "explicit", 1
+        explicit = explicit_range(spec)
+        if explicit is not None:
+            (lo, hi), source, passes = explicit, "explicit", 1
             rep_ranges = np.tile([lo, hi], (GROUPS, 1))
         else:
-            a, b = (float(v) for v in spec.far_range)
-            if not (0.0 < a < b <= 1.0):
-                raise ConfigError(f"--far-range {a:g}:{b:g} is degenerate: need 0 < A < B <= 1")
+            a, b = far_fractions(spec)
             (lo, hi), rep_ranges = ctx.far_range(a, b, progress)
             check_range(lo, hi, "--far-range", f"{a:g}:{b:g} (estimated distances from the "
                         "sampled negatives)")
@@ -337,19 +336,13 @@ class SampledEngine:
         return res
 
 
-class _Context:
-    """Per-run constants and the three passes over the sampled pairs."""
+class _Context(RunContext):
+    """Per-run constants and the three passes over the sampled pairs (``G``:
+    the groups of rows; ``GROUPS``: those of the draws)."""
 
     def __init__(self, prep: Prepared, S: int, seed: int, min_class_rows: int = 2):
-        self.prep = prep
+        super().__init__(prep, min_class_rows)
         self.seed = seed
-        self.l2 = prep.metric == "l2"
-        self.nq, self.ng = len(prep.q_rows), len(prep.g_rows)
-        self.C = prep.n_classes
-        self.NG = len(prep.group_labels) if prep.group_labels is not None else 0
-        rr = RunRows.of(prep, min_class_rows)
-        self.P, self.M, self.evaluated = rr.P, rr.M, rr.evaluated
-        self.row_eval, self.row_sample = rr.row_eval, rr.row_sample
         self.exhaustive = S >= self.ng
         self.S = min(S, self.ng)
         # rows per block: a power of two with B * S keys near BLOCK_KEYS, in [16, 1024],
@@ -365,9 +358,6 @@ class _Context:
             self.B = tile_rows(self.ng)
         self.order = np.random.default_rng([seed, 0]).permutation(self.nq)
         self.n_blocks = -(-self.nq // self.B)
-        gal = (prep.class_end - prep.class_start)[prep.q_class]
-        self.pos_q = gal - (prep.self_col >= 0)
-        self.span = key_span(prep)
         self.far_scale = FAR_BINS / (self.span[1] - self.span[0])
         #: bound on |float32 key - float64 key| of every pair (base.key_margins):
         #: a decision within it of a boundary is made by the float64 key (SPEC 2)
@@ -669,7 +659,7 @@ class _Context:
         nm = np.zeros(C * K, np.int64)
         gm = np.zeros(G * C * K, dt)
         x = np.zeros(G * C * K, dt)
-        gacc = np.zeros((self.NG, K + 1), np.int64) if self.NG else None
+        gacc = np.zeros((self.G, K + 1), np.int64) if self.G else None
         top = max(float(grid[-1]), float(rep_grids[:, -1].max()))
         cut = float(dist_to_key(top, self.l2))
         cut = cut * (1 + 1e-9) + 1e-12
@@ -695,7 +685,7 @@ class _Context:
             if held[0] >= 2**23:
                 flush()
             if gacc is not None:
-                gacc += res["gacc"].reshape(self.NG, K + 1)
+                gacc += res["gacc"].reshape(self.G, K + 1)
         flush()
         far_all = acc - nm
         gm = gm.reshape(G, C, K)
@@ -715,7 +705,7 @@ class _Context:
         """In the worker: the flat cell indices of a block's pairs for each
         counter of ``count_negatives`` (by their float64 keys where a float32
         key is near a grid point), their size, and the group counts."""
-        K, C, G, NG = len(grid), self.C, GROUPS, self.NG
+        K, C, G, NG = len(grid), self.C, GROUPS, self.G
         rows, draw, keys, cls, _, gcol = block
         keys = self.refine(rows, gcol, keys, self.uncertain(keys, grid, rep_grids, near_w))
         d = key_to_dist(keys, self.l2)
@@ -774,7 +764,7 @@ class _Context:
         most = int(self.P.max(initial=0))
         rep = np.zeros(G * C * K, np.uint16 if most < 2**16 else np.int32 if most < 2**31
                        else np.int64)
-        gtp = np.zeros((self.NG, K + 1)) if self.NG else None
+        gtp = np.zeros((self.G, K + 1)) if self.G else None
         hist = np.zeros(REPORT_BINS, np.int64)
         rscale = report_scale(self.span)
         scale = np.ones(C)  # nqc / sampled rows, for the classes over budget
@@ -808,7 +798,7 @@ class _Context:
                 _accumulate(rep[g * C * K:(g + 1) * C * K], cls[sel] * K + cg[sel])
             if gtp is not None:
                 gtp[:] += np.bincount(prep.q_group[qrow] * (K + 1) + cell, weights=scale[cls],
-                                      minlength=self.NG * (K + 1)).reshape(self.NG, K + 1)
+                                      minlength=self.G * (K + 1)).reshape(self.G, K + 1)
             hs = self.row_sample[qrow] & self.row_eval[qrow] & np.isfinite(d)
             if hs.any():
                 hist[:] += np.bincount(value_bins(dist_to_key(d[hs], self.l2), self.span[0],
@@ -862,11 +852,8 @@ class _Context:
             step = max(1, 2**22 // ngc)
             for j0 in range(0, len(qrows), step):
                 rr = qrows[j0:j0 + step]
-                keys = pair_keys(prep.xq[rr] @ prep.xg[gs:ge].T, prep.qn2[rr], prep.gn2[gs:ge],
-                                 self.l2)
-                sc = prep.self_col[rr]
-                mine = sc >= 0
-                keys[np.nonzero(mine)[0], sc[mine] - gs] = np.inf
+                keys = drop_self(pair_keys(prep.xq[rr] @ prep.xg[gs:ge].T, prep.qn2[rr],
+                                           prep.gn2[gs:ge], self.l2), prep.self_col[rr], gs)
                 n = keys.size
                 yield (keys.ravel(), np.full(n, c, np.int64), np.repeat(rr, ngc),
                        np.repeat(grp_rows[j0:j0 + step], ngc), np.tile(np.arange(gs, ge), len(rr)))
