@@ -94,7 +94,7 @@ import math
 import os
 import threading
 from collections import OrderedDict
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -165,36 +165,50 @@ class _DaskChunks:
 
     def __call__(self, prep: Prepared, row_eval, row_sample, cfg: PassConfig,
                  progress: Progress | None, stage: str) -> Part:
-        client = self.client
-        nq = len(prep.q_rows)
         # whole tiles, as in a local run: BLAS may round a row's products
         # differently at another position in its tile (OpenBLAS 0.3.31 does)
-        b = cfg.tile
-        n_workers = max(1, len(client.scheduler_info().get("workers", {})))
-        rows = self.chunk_rows or -(-nq // (CHUNKS_PER_WORKER * n_workers))
-        rows = -(-max(1, rows) // b) * b
-        bounds = [(s, min(nq, s + rows)) for s in range(0, nq, rows)]
+        nq = len(prep.q_rows)
         ef = self._scattered("row_eval", row_eval)
         sf = self._scattered("row_sample", row_sample)
-        futures = [client.submit(_run_chunk_task, self.prep, ef, sf, cfg, s, e, pure=False)
-                   for s, e in bounds]
+        futures = [self.client.submit(_run_chunk_task, self.prep, ef, sf, cfg, s, e, pure=False)
+                   for s, e in _row_ranges(self.client, nq, cfg.tile, self.chunk_rows)]
         self.tasks += len(futures)
-        if progress:
-            progress(stage, 0, nq)
-        parts = []
-        done = 0
-        try:
-            for fut in distributed.as_completed(futures):
-                s, e, part = fut.result()
-                parts.append((s, e, part))
-                done += e - s
-                if progress:
-                    progress(stage, done, nq)
-        finally:
-            for fut in futures:
-                fut.release()
+        parts = _gather(futures, progress, stage, nq, lambda p: p[1] - p[0])
         parts.sort(key=lambda p: p[0])
         return merge([p[2] for p in parts], nq, prep.n_classes)
+
+
+def _n_workers(client) -> int:
+    return len(client.scheduler_info().get("workers", {}))
+
+
+def _row_ranges(client, nq: int, tile: int, chunk_rows: int | None) -> list[tuple[int, int]]:
+    """Query rows ``[s, e)`` of each task: ``chunk_rows`` (default: about
+    ``CHUNKS_PER_WORKER`` tasks per worker), rounded up to whole tiles."""
+    rows = chunk_rows or -(-nq // (CHUNKS_PER_WORKER * max(1, _n_workers(client))))
+    rows = -(-max(1, rows) // tile) * tile
+    return [(s, min(nq, s + rows)) for s in range(0, nq, rows)]
+
+
+def _gather(futures: list, progress: Progress | None, stage: str, nq: int, rows_of) -> list:
+    """The results of ``futures`` as they complete (each future released once
+    read, every one on the way out), with progress: ``rows_of(result)`` query
+    rows done (a float for a share of them)."""
+    if progress:
+        progress(stage, 0, nq)
+    out = []
+    done = 0.0
+    try:
+        for fut in distributed.as_completed(futures):
+            out.append(fut.result())
+            fut.release()
+            done += rows_of(out[-1])
+            if progress:
+                progress(stage, min(nq, int(done)), nq)
+    finally:
+        for fut in futures:
+            fut.release()
+    return out
 
 
 class DaskEngine:
@@ -243,31 +257,39 @@ class DaskEngine:
 
     # -- cluster --------------------------------------------------------------
     @contextmanager
-    def _session(self):
-        if self.client is not None:
-            yield self.client
-            return
-        if self.scheduler is not None:
-            try:
-                client = distributed.Client(self.scheduler, timeout="30s")
-            except (OSError, TimeoutError, ValueError) as e:
-                raise ConfigError(f"--scheduler {self.scheduler}: cannot connect ({e})") from None
+    def _session(self, during: str):
+        """A client of the cluster (this engine's, a running scheduler's, or a
+        local cluster's), its workers checked (``_check_workers``). Workers
+        lost ``during`` the work with data the remaining tasks need (every
+        worker lost) end it with one ``OpisError``; a worker whose data is
+        still held by another (the rows given to ``evaluate()`` are on every
+        worker) is survived by Dask: its tasks are computed again elsewhere,
+        with the same result."""
+        with ExitStack() as stack:
+            client = self.client
+            if client is None and self.scheduler is not None:
+                try:
+                    client = distributed.Client(self.scheduler, timeout="30s")
+                except (OSError, TimeoutError, ValueError) as e:
+                    raise ConfigError(f"--scheduler {self.scheduler}: cannot connect ({e})"
+                                      ) from None
+                stack.callback(client.close)
+            elif client is None:
+                one = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+                       "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+                cluster = distributed.LocalCluster(
+                    n_workers=self.workers or os.cpu_count() or 1, threads_per_worker=1,
+                    processes=True, dashboard_address=":0", env=one, silence_logs=logging.ERROR)
+                stack.callback(cluster.close)
+                client = stack.enter_context(distributed.Client(cluster))
+            self._check_workers(client)
             try:
                 yield client
-            finally:
-                client.close()
-            return
-        n = self.workers or os.cpu_count() or 1
-        one = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-               "MKL_NUM_THREADS": "1"}
-        cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                           dashboard_address=":0", env=one,
-                                           silence_logs=logging.ERROR)
-        try:
-            with distributed.Client(cluster) as client:
-                yield client
-        finally:
-            cluster.close()
+            except (distributed.client.FutureCancelledError, distributed.KilledWorker) as e:
+                raise OpisError(
+                    f"--engine dask: the cluster lost its workers during {during}, and with them "
+                    f"data the remaining tasks need ({type(e).__name__}: "
+                    f"{' '.join(str(e).split())}); run again once the workers are back") from e
 
     def _check_workers(self, client) -> None:
         from .._version import __version__
@@ -288,41 +310,23 @@ class DaskEngine:
     # -- the engine -------------------------------------------------------------
     def run(self, prep: Prepared, spec: GridSpec,
             progress: Progress | None = None) -> EngineOutput:
-        """The exact counts on the cluster. A worker lost in the middle of a
-        pass is survived when the data its tasks need is still held by
-        another (the rows given to ``evaluate()`` are on every worker: the
-        tasks are computed again there, the result is the same); when it is
-        not (every worker lost), one ``OpisError`` says so."""
-        try:
-            return self._run(prep, spec, progress)
-        except (distributed.client.FutureCancelledError, distributed.KilledWorker) as e:
-            raise OpisError(
-                "--engine dask: the cluster lost its workers during the run, and with them "
-                f"data the remaining tasks need ({type(e).__name__}: {' '.join(str(e).split())})"
-                "; run again once the workers are back") from e
-
-    def _run(self, prep: Prepared, spec: GridSpec,
-             progress: Progress | None = None) -> EngineOutput:
-        if hasattr(prep.xq, "shards"):  # workers read their own shards
-            with self._session() as client:
-                self._check_workers(client)
-                n_workers = len(client.scheduler_info().get("workers", {}))
+        """The exact counts on the cluster (a lost worker: ``_session``)."""
+        with self._session("the run") as client:
+            notes = {"workers": _n_workers(client)}
+            if hasattr(prep.xq, "shards"):  # workers read their own shards
                 run = _ShardRun(client, prep, self._rows_per_block(prep, spec.num_thresholds),
                                 spec.min_class_rows)
                 try:
                     out = run_exact(run.prepared(), spec, run, self.block_bytes, progress)
                 finally:
                     run.release()
-            return replace(out, notes={**out.notes, "workers": n_workers, "tasks": run.tasks,
-                                       "blocks": run.n_blocks, "block_rows": run.rows})
-        with self._session() as client:
-            self._check_workers(client)
-            n_workers = len(client.scheduler_info().get("workers", {}))
-            chunks = _DaskChunks(client, prep, self.chunk_rows)
-            out = run_exact(prep, spec, chunks, self.block_bytes, progress)
-            tasks = chunks.tasks
-            del chunks  # releases the scattered arrays before the session closes
-        return replace(out, notes={**out.notes, "workers": n_workers, "tasks": tasks})
+                notes.update(tasks=run.tasks, blocks=run.n_blocks, block_rows=run.rows)
+            else:
+                chunks = _DaskChunks(client, prep, self.chunk_rows)
+                out = run_exact(prep, spec, chunks, self.block_bytes, progress)
+                notes["tasks"] = chunks.tasks
+                del chunks  # releases the scattered arrays before the session closes
+        return replace(out, notes={**out.notes, **notes})
 
     # -- the diagnosis pass (SPEC 16) -----------------------------------------------
     def diagnosis_pass(self, prep: Prepared, t: float, block_bytes: int,
@@ -335,47 +339,20 @@ class DaskEngine:
         placed by index, integer sums of equal ``(c, c')`` keys), so the
         result is that of one local pass, whatever the split and the
         number of workers. The rows are scattered to every worker once."""
+        from .diagnose import merge_parts
+
         if hasattr(prep.xq, "shards"):  # refused before any work (api.evaluate)
             raise ConfigError("--diagnose: the Dask workers reading Parquet shards do not "
                               "diagnose yet")
-        try:
-            return self._diagnosis_pass(prep, t, block_bytes, progress)
-        except (distributed.client.FutureCancelledError, distributed.KilledWorker) as e:
-            raise OpisError(
-                "--engine dask: the cluster lost its workers during the diagnosis, and with "
-                f"them data the remaining tasks need ({type(e).__name__}); run again once the "
-                "workers are back") from e
-
-    def _diagnosis_pass(self, prep: Prepared, t: float, block_bytes: int,
-                        progress: Progress | None) -> dict:
-        from .diagnose import merge_parts
-
         nq = len(prep.q_rows)
-        tile = tile_rows(len(prep.g_rows))
-        with self._session() as client:
-            self._check_workers(client)
-            n_workers = max(1, len(client.scheduler_info().get("workers", {})))
-            rows = self.chunk_rows or -(-nq // (CHUNKS_PER_WORKER * n_workers))
-            rows = -(-max(1, rows) // tile) * tile
-            bounds = [(s, min(nq, s + rows)) for s in range(0, nq, rows)]
+        with self._session("the diagnosis") as client:
             scattered = client.scatter(prep, broadcast=True, hash=False)
             futures = [client.submit(_diagnosis_task, scattered, float(t), s, e,
-                                     int(block_bytes), pure=False) for s, e in bounds]
-            if progress:
-                progress("diagnosis", 0, nq)
-            parts = []
-            done = 0
-            try:
-                for fut in distributed.as_completed(futures):
-                    part = fut.result()
-                    parts.append(part)
-                    done += part.stop - part.start
-                    if progress:
-                        progress("diagnosis", done, nq)
-            finally:
-                for fut in futures:
-                    fut.release()
-                del scattered
+                                     int(block_bytes), pure=False)
+                       for s, e in _row_ranges(client, nq, tile_rows(len(prep.g_rows)),
+                                               self.chunk_rows)]
+            parts = _gather(futures, progress, "diagnosis", nq, lambda p: p.stop - p.start)
+            del scattered
         return merge_parts(parts, nq, prep.n_classes)
 
     def _rows_per_block(self, prep: Prepared, K: int) -> int:
@@ -909,27 +886,16 @@ class _ShardRun:
                 ranked.append(submit(_ranking_task, self.futures[i], state, pure=False))
         del tasks  # the pair tasks' results go once merged and gathered
         self.tasks += len(pairs) * (2 if ret else 1) + len(ranked)
-        if progress:
-            progress(stage, 0, nq)
-        results = {}
-        done = 0.0
-        futures = list(parts.values())
         try:
-            for fut in distributed.as_completed(futures):
-                i, j, part = fut.result()
-                fut.release()
-                results[(i, j)] = part
-                done += len(self.blocks[i].qi) * len(self.blocks[j].gi) / ng
-                if progress:
-                    progress(stage, min(nq, int(done)), nq)
+            got = _gather(list(parts.values()), progress, stage, nq, lambda r: len(
+                self.blocks[r[0]].qi) * len(self.blocks[r[1]].gi) / ng)
+            results = {(i, j): part for i, j, part in got}
             total = merge([results[p] for p in pairs], nq, prep.n_classes)
-            if ret:
-                for fut in ranked:
-                    b, first, ap, hits = fut.result()
-                    qi = self.blocks[b].qi
-                    total.ret.put(qi, Retrieval(first, ap, self.R[qi], hits))
+            for b, first, ap, hits in (fut.result() for fut in ranked):
+                qi = self.blocks[b].qi
+                total.ret.put(qi, Retrieval(first, ap, self.R[qi], hits))
         finally:
-            for fut in futures + ranked:
+            for fut in ranked:
                 fut.release()
         return total
 
