@@ -48,6 +48,7 @@ the result (``Diagnosis.pairs``, E*16 bytes). At 75,000 rows x 384 in
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from typing import Callable
 
@@ -58,8 +59,8 @@ from ..diagnosis import (Coverage, Diagnosis, Estimate, Impostor, OverlapPair, P
                          SharedDuplicates, Suspect)
 from ..errors import ConfigError, InputError
 from ..prepare import Prepared
-from .base import (DEFAULT_BLOCK_BYTES, dist_to_key, inner_products, key_margins,
-                   query_positives, tile_rows)
+from .base import DEFAULT_BLOCK_BYTES, dist_to_key, key_margins, query_positives
+from .workers import run_tiles
 
 #: nearest gallery rows that decide a suspect (SPEC 16)
 NEAREST = 3
@@ -182,65 +183,52 @@ def sparse_entries(key: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return key[first], np.add.reduceat(n, first)
 
 
+def threshold_keys(t: float, l2: bool) -> tuple[float, float]:
+    """Keys just below and above ``t``'s key (``base.dist_to_key``: for l2
+    ``t * t`` rounds, so a few ulps each side)."""
+    tk = float(dist_to_key(t, l2))
+    return (tk * (1 - 4e-16), tk * (1 + 4e-16) + 1e-300) if l2 else (tk, tk)
+
+
 def pass_range(prep: Prepared, t: float, start: int, stop: int, block_bytes: int,
                progress=None, n_threads: int | None = None) -> PassPart:
     """Run the kernel over the query rows ``[start, stop)`` in tiles of
-    ``base.tile_rows(ng)`` rows (cut from ``start``) against the whole gallery."""
-    from .exact import _in_workers, _Tiles, _workers
-
+    ``base.tile_rows(ng)`` rows (cut from ``start``) against the whole gallery,
+    on the engines' workers (``workers.run_tiles``)."""
     nq, ng = stop - start, len(prep.g_rows)
     C = prep.n_classes
     l2 = prep.metric == "l2"
-    tk = float(dist_to_key(t, l2))
-    tk_lo, tk_hi = (tk * (1 - 4e-16), tk * (1 + 4e-16) + 1e-300) if l2 else (tk, tk)
-    tile = tile_rows(ng)
-    starts = list(range(start, stop, tile))
-    n_workers = _workers(tile, max(1, block_bytes // (4 * max(ng, 1))), len(starts))
-    if n_threads is not None:
-        n_workers = max(1, min(n_workers, int(n_threads)))
+    tk_lo, tk_hi = threshold_keys(t, l2)
     margins = key_margins(prep)
     pos_start = prep.class_start[prep.q_class]
     pos_end = prep.class_end[prep.q_class]
-    xgT = prep.xg.T
     rej = np.zeros(nq, np.int64)
     accpos = np.zeros(nq, np.int64)
     top = np.full((nq, 3), -1, np.int64)
     npos = np.full(nq, np.nan)
     parts: list = []
-    queue = _Tiles(starts)
-    done = [0]
+    scratch: dict = {}
+    lock = threading.Lock()
 
-    def work(slot: int) -> None:
-        S = np.empty((tile, ng), np.float32)
-        pad_q = np.zeros((tile, prep.xq.shape[1]), np.float32)
-        acc = np.zeros(C, np.int64)
-        touched = np.zeros(C, np.int64)
-        cand = np.zeros(max(ng, 1), np.int64)
-        ckey = np.zeros(max(ng, 1), np.float64)
-        kb = np.zeros(max(ng, 1), np.float64)
-        for s in queue:
-            e = min(stop, s + tile)
-            n = e - s
-            o, oe = s - start, e - start
-            inner_products(prep.xq, s, e, xgT, S, pad_q)
-            oc, oc2, oa, no = _dk.diag_tile(
-                S, n, prep.xq[s:e], prep.xg, prep.qn2[s:e], prep.gn2, l2, t, tk_lo, tk_hi,
-                margins[s:e], prep.self_col[s:e], prep.q_class[s:e], prep.g_class, prep.g_rows,
-                pos_start[s:e], pos_end[s:e], acc, touched, cand, ckey, kb, rej[o:oe],
-                accpos[o:oe], top[o:oe], npos[o:oe], np.empty(1024, np.int32),
-                np.empty(1024, np.int32), np.empty(1024, np.int64))
-            k = oc[:no].astype(np.int64)
-            k *= C
-            k += oc2[:no]  # a tile's entries: sorted by (c, c'), no pair twice
-            with queue.lock:
-                parts.append((s, k, oa[:no].copy()))
-                done[0] += n
-                if progress:
-                    progress("diagnosis", done[0], nq)
+    def body(slot: int, S: np.ndarray, s: int, e: int) -> None:
+        if slot not in scratch:  # the class counter, its touched list, a row's candidates
+            m = max(ng, 1)
+            scratch[slot] = (np.zeros(C, np.int64), np.zeros(C, np.int64), np.zeros(m, np.int64),
+                             np.zeros(m), np.zeros(m))
+        o, oe = s - start, e - start
+        oc, oc2, oa, no = _dk.diag_tile(
+            S, e - s, prep.xq[s:e], prep.xg, prep.qn2[s:e], prep.gn2, l2, t, tk_lo, tk_hi,
+            margins[s:e], prep.self_col[s:e], prep.q_class[s:e], prep.g_class, prep.g_rows,
+            pos_start[s:e], pos_end[s:e], *scratch[slot], rej[o:oe], accpos[o:oe], top[o:oe],
+            npos[o:oe], np.empty(1024, np.int32), np.empty(1024, np.int32),
+            np.empty(1024, np.int64))
+        k = oc[:no].astype(np.int64)
+        k *= C
+        k += oc2[:no]  # a tile's entries: sorted by (c, c'), no pair twice
+        with lock:
+            parts.append((s, k, oa[:no].copy()))
 
-    if progress:
-        progress("diagnosis", 0, nq)
-    _in_workers(n_workers, work, queue)
+    run_tiles(prep, None, block_bytes, "diagnosis", progress, body, (start, stop), n_threads)
     parts.sort(key=lambda p: p[0])  # tiles in row order: runs in class order
     runs = [(p[1], p[2]) for p in parts]
     parts.clear()  # the runs hold the only references: each is freed once merged
@@ -354,19 +342,38 @@ def diagnose(prep: Prepared, threshold: float, *, k: int = 5, level: float = 0.5
     if evaluated is None:
         evaluated = (P > 0) & (M > 0)
     res = (run_pass or _pass)(prep, t, block_bytes, progress)
-    key, a = res["key"], res["a"]
-    del res["key"], res["a"]
+    key, a = res.pop("key"), res.pop("a")
     nq_c = np.bincount(prep.q_class, minlength=C).astype(np.int64)
     ng_c = (prep.class_end - prep.class_start).astype(np.int64)
+    TP = np.bincount(prep.q_class, weights=res["accpos"], minlength=C).astype(np.int64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpr = np.where(P > 0, TP / np.maximum(P, 1), -np.inf)
+    count, tied, overlap_top = _overlap(key, a, C, nq_c, ng_c, tpr, level, labels)
+    groups, dup_rows, shared = duplicate_groups(prep)
+    shared.sort(key=lambda e: (-e[2], e[0], e[1]))
+    Pq = query_positives(prep)
+    return Diagnosis(
+        coverage=_coverage(prep, res), estimate=_estimate(res),
+        threshold=t, k=k, level=level, impostors=_impostors(key, a, C, nq_c, ng_c, evaluated,
+                                                            k, labels),
+        overlap_count=count, overlap_tied=tied, overlap_top=overlap_top,
+        duplicate_groups=groups, duplicate_rows=dup_rows,
+        duplicate_top=tuple(SharedDuplicates(labels[p], labels[q], v)
+                            for p, q, v in shared[:TOP_SHOWN]),
+        rejected_rows=_rejected_rows(prep, res["rej"], Pq, evaluated),
+        suspects=_suspects(prep, res, Pq), queries_with_positives=int((Pq > 0).sum()),
+        pairs=PairTable(labels, key, a, nq_c, ng_c))
+
+
+def _impostors(key, a, C, nq_c, ng_c, evaluated, k, labels) -> dict:
+    """Per evaluated class, its ``k`` impostor classes by (-A, c') (labels are
+    sorted, so ids order them), from the sparse ``(c, c', A)`` entries."""
     # the entries of class c: cb[c]..cb[c+1] (keys sorted by (c, c'))
     cb = np.searchsorted(key, np.arange(C + 1, dtype=np.int64) * C, side="left")
     FP = np.zeros(C, np.int64)
     nonempty = cb[1:] > cb[:-1]
     if nonempty.any():
         FP[nonempty] = np.add.reduceat(a, cb[:-1][nonempty])
-    TP = np.bincount(prep.q_class, weights=res["accpos"], minlength=C).astype(np.int64)
-
-    # impostors: per class by (-A, c') (labels are sorted, so ids order them)
     impostors: dict[str, tuple[Impostor, ...]] = {}
     for ci in np.nonzero(evaluated)[0]:
         s, e = int(cb[ci]), int(cb[ci + 1])
@@ -377,12 +384,16 @@ def diagnose(prep: Prepared, threshold: float, *, k: int = 5, level: float = 0.5
             Impostor(labels[int(sc2[j])], int(sa[j]),
                      int(sa[j]) / int(nq_c[ci] * ng_c[sc2[j]]), int(sa[j]) / int(FP[ci]))
             for j in sel)
+    return impostors
 
-    # overlap of unordered pairs {x < y}, chunk by chunk: an entry (c, c') with
-    # c < c' meets its mirror (c', c) by a binary search; an entry with c > c'
-    # stands for its pair only when the mirror is absent
-    with np.errstate(invalid="ignore", divide="ignore"):
-        tpr = np.where(P > 0, TP / np.maximum(P, 1), -np.inf)
+
+def _overlap(key, a, C, nq_c, ng_c, tpr, level, labels):
+    """SPEC 16's overlapping class pairs: their count, the ties at the last
+    one shown, and the TOP_SHOWN first.
+
+    Unordered pairs {x < y}, chunk by chunk: an entry (c, c') with c < c'
+    meets its mirror (c', c) by a binary search; an entry with c > c' stands
+    for its pair only when the mirror is absent."""
     E = len(key)
     hits: list = []
     for r in range(0, E, CHUNK):
@@ -423,26 +434,25 @@ def diagnose(prep: Prepared, threshold: float, *, k: int = 5, level: float = 0.5
                         for e in shown)
     count = int(len(hx))
     tied = int((hov == hov[shown[-1]]).sum()) if count > TOP_SHOWN else 0
+    return count, tied, overlap_top
 
-    # duplicates
-    groups, dup_rows, shared = duplicate_groups(prep)
-    shared.sort(key=lambda e: (-e[2], e[0], e[1]))
-    dup_top = tuple(SharedDuplicates(labels[p], labels[q], v) for p, q, v in shared[:TOP_SHOWN])
 
-    # rejected rows: per evaluated class, by (-rejected, input row)
-    Pq = query_positives(prep)
-    rej = res["rej"]
-    rejected_rows: dict[str, tuple[RejectedRow, ...]] = {}
+def _rejected_rows(prep: Prepared, rej, Pq, evaluated) -> dict:
+    """Per evaluated class, its REJECTED_SHOWN rows by (-rejected, input row)."""
+    C = prep.n_classes
+    out: dict[str, tuple[RejectedRow, ...]] = {}
     qb = np.searchsorted(prep.q_class, np.arange(C + 1), side="left")
     for ci in np.nonzero(evaluated)[0]:
-        s, e = qb[ci], qb[ci + 1]
-        rr = np.arange(s, e)
+        rr = np.arange(qb[ci], qb[ci + 1])
         rr = rr[(Pq[rr] > 0) & (rej[rr] > 0)]
         rr = rr[np.lexsort((prep.q_rows[rr], -rej[rr]))][:REJECTED_SHOWN]
-        rejected_rows[labels[ci]] = tuple(
+        out[prep.class_labels[ci]] = tuple(
             RejectedRow(int(prep.q_rows[i]), int(rej[i]), int(rej[i]) / int(Pq[i])) for i in rr)
+    return out
 
-    # suspects: rows with P_q > 0, no accepted positive, 3 nearest of one other label
+
+def _suspects(prep: Prepared, res: dict, Pq) -> tuple:
+    """Rows with P_q > 0, no accepted positive, 3 nearest of one other label."""
     top = res["top"]
     ok3 = (top >= 0).all(axis=1)
     tl = np.where(top >= 0, prep.g_class[np.maximum(top, 0)], -1)
@@ -450,28 +460,29 @@ def diagnose(prep: Prepared, threshold: float, *, k: int = 5, level: float = 0.5
         & (tl[:, 0] == tl[:, 2]) & (tl[:, 0] != prep.q_class)
     si = np.nonzero(sus)[0]
     si = si[np.argsort(prep.q_rows[si], kind="stable")]
-    suspects = tuple(Suspect(int(prep.q_rows[i]), labels[int(prep.q_class[i])],
-                             labels[int(tl[i, 0])], float(res["npos"][i])) for i in si)
+    labels = prep.class_labels
+    return tuple(Suspect(int(prep.q_rows[i]), labels[int(prep.q_class[i])],
+                         labels[int(tl[i, 0])], float(res["npos"][i])) for i in si)
 
-    coverage = None
-    if "complete" in res:  # from candidates (the knn engine): what they could see
-        info = res["coverage"]
-        coverage = Coverage("candidates", int(info["k"]), str(info["index"]),
-                            bool(info["exact_search"]), len(prep.q_rows),
-                            int(res["complete"].sum()), int(res["nearest_known"].sum()),
-                            complete_rows=np.sort(prep.q_rows[res["complete"]]))
-    estimate = None
-    if "estimate" in res:  # from the sampled engine's draws
-        e = res["estimate"]
-        estimate = Estimate(
-            "sampled negatives (the sampled engine's draws), Horvitz-Thompson: drawn accepted "
-            "negatives x ng / S, rounded; exact positives and suspects", int(e["seed"]),
-            int(e["negatives_per_query"]), bool(e["every_pair"]), int(e["pairs_drawn"]),
-            int(e["accepted_pairs_drawn"]), float(e["scale"]))
-    return Diagnosis(
-        coverage=coverage, estimate=estimate,
-        threshold=t, k=k, level=level, impostors=impostors, overlap_count=count,
-        overlap_tied=tied, overlap_top=overlap_top, duplicate_groups=groups,
-        duplicate_rows=dup_rows, duplicate_top=dup_top, rejected_rows=rejected_rows,
-        suspects=suspects, queries_with_positives=int((Pq > 0).sum()),
-        pairs=PairTable(labels, key, a, nq_c, ng_c))
+
+def _coverage(prep: Prepared, res: dict) -> Coverage | None:
+    """What the knn engine's candidates could see (None for an exact pass)."""
+    if "complete" not in res:
+        return None
+    info = res["coverage"]
+    return Coverage("candidates", int(info["k"]), str(info["index"]),
+                    bool(info["exact_search"]), len(prep.q_rows),
+                    int(res["complete"].sum()), int(res["nearest_known"].sum()),
+                    complete_rows=np.sort(prep.q_rows[res["complete"]]))
+
+
+def _estimate(res: dict) -> Estimate | None:
+    """How the sampled engine's draws estimate (None for an exact pass)."""
+    if "estimate" not in res:
+        return None
+    e = res["estimate"]
+    return Estimate(
+        "sampled negatives (the sampled engine's draws), Horvitz-Thompson: drawn accepted "
+        "negatives x ng / S, rounded; exact positives and suspects", int(e["seed"]),
+        int(e["negatives_per_query"]), bool(e["every_pair"]), int(e["pairs_drawn"]),
+        int(e["accepted_pairs_drawn"]), float(e["scale"]))

@@ -33,9 +33,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..prepare import Prepared
-from .base import (dist_to_key, drop_self, exact_keys, key_margins, key_to_dist, pair_keys,
+from .base import (drop_self, exact_keys, key_margins, key_to_dist, pair_keys,
                    query_positives)
-from .diagnose import sparse_entries
+from .diagnose import sparse_entries, threshold_keys
 from .diagnose_knn import _positives
 
 
@@ -76,8 +76,7 @@ def sampled_pass(prep: Prepared, t: float, ctx, block_bytes: int, progress=None)
     C = prep.n_classes
     l2 = prep.metric == "l2"
     M = ctx.margin
-    tk = float(dist_to_key(t, l2))
-    tk_lo, tk_hi = (tk * (1 - 4e-16), tk * (1 + 4e-16) + 1e-300) if l2 else (tk, tk)
+    tk_lo, tk_hi = threshold_keys(t, l2)
     rej, accpos, npos, _, _, _ = _positives(prep, t, block_bytes)
     ent_key: list = []
     ent_n: list = []

@@ -146,36 +146,45 @@ def parallel_map(fn, items):
                 yield waiting.popleft().result()
 
 
-def n_workers(prep: Prepared, block_bytes: int) -> int:
-    """Worker threads (and output slots) of a :func:`run_tiles` pass."""
-    nq, ng = len(prep.q_rows), len(prep.g_rows)
+def n_workers(prep: Prepared, block_bytes: int, rows: int | None = None) -> int:
+    """Worker threads (and output slots) of a :func:`run_tiles` pass over
+    ``rows`` query rows (default: all)."""
+    ng = len(prep.g_rows)
     tile = tile_rows(ng)
-    return workers_for(tile, max(1, block_bytes // (4 * ng)), len(range(0, nq, tile)))
+    nq = len(prep.q_rows) if rows is None else rows
+    return workers_for(tile, max(1, block_bytes // (4 * max(ng, 1))), len(range(0, nq, tile)))
 
 
-def run_tiles(prep: Prepared, live: np.ndarray, block_bytes: int, stage: str,
-              progress: Progress | None, body: Callable[[int, np.ndarray, int, int], None]) -> None:
+def run_tiles(prep: Prepared, live: np.ndarray | None, block_bytes: int, stage: str,
+              progress: Progress | None, body: Callable[[int, np.ndarray, int, int], None],
+              rows: tuple[int, int] | None = None, max_workers: int | None = None) -> None:
     """Run ``body(slot, S, start, stop)`` on the product tile of every tile of
-    query rows that holds a live row, spread over :func:`n_workers` workers."""
-    nq, ng = len(prep.q_rows), len(prep.g_rows)
+    query rows that holds a live row (``live`` (nq,) bool; None: every row),
+    tiles cut from ``rows[0]`` to ``rows[1]`` (default: all rows), spread
+    over :func:`n_workers` workers (at most ``max_workers``)."""
+    ng = len(prep.g_rows)
+    start, stop = (0, len(prep.q_rows)) if rows is None else rows
     tile = tile_rows(ng)
-    queue = TileQueue(range(0, nq, tile))
+    queue = TileQueue(range(start, stop, tile))
     done = [0]
     xgT = prep.xg.T
+    workers = n_workers(prep, block_bytes, stop - start)
+    if max_workers is not None:
+        workers = max(1, min(workers, int(max_workers)))
 
     def work(slot: int) -> None:
         S = np.empty((tile, ng), np.float32)
         pad_q = np.zeros((tile, prep.xq.shape[1]), np.float32)
         for s in queue:
-            e = min(nq, s + tile)
-            if live[s:e].any():
+            e = min(stop, s + tile)
+            if live is None or live[s:e].any():
                 inner_products(prep.xq, s, e, xgT, S, pad_q)
                 body(slot, S[:e - s], s, e)
             if progress:
                 with queue.lock:
                     done[0] += e - s
-                    progress(stage, done[0], nq)
+                    progress(stage, done[0], stop - start)
 
     if progress:
-        progress(stage, 0, nq)
-    in_workers(n_workers(prep, block_bytes), work, queue)
+        progress(stage, 0, stop - start)
+    in_workers(workers, work, queue)
