@@ -197,7 +197,7 @@ class KnnEngine:
         else:
             (lo, hi), ret, notes["far_range"] = self._far_range(ctx, src, *far_fractions(spec),
                                                                 progress)
-            ret, source, passes = ret.typed(), "far", 3
+            source, passes = "far", 3
         grid = np.linspace(lo, hi, K)
         res = self._count(ctx, src, grid, want_ret=ret is None, progress=progress)
         if ret is None:
@@ -337,9 +337,9 @@ class KnnEngine:
         ranks = (order_rank(a, m_total), order_rank(b, m_total))
         kb = KeyBins.over(*padded_span(ctx.span), FAR_BINS)
         hist = np.zeros(FAR_BINS, np.int64)
-        ret = _Retrieval(ctx.nq)
+        ret = Retrieval.zeros(ctx.nq)
         for blk in src.blocks(progress, "order statistic"):
-            ret.add(ctx, blk)
+            _rank(ret, ctx, blk)
             hist += kb.histogram(blk.keys[blk.neg & ctx.row_eval[blk.s:blk.e, None]])
         seen = int(hist.sum())
         if seen < ranks[1]:
@@ -376,7 +376,7 @@ class KnnEngine:
                progress) -> dict:
         K = len(grid)
         C, G = ctx.C, ctx.G
-        ret = _Retrieval(ctx.nq) if want_ret else None
+        ret = Retrieval.zeros(ctx.nq) if want_ret else None
         acc = {n: np.zeros((C, K + 1), np.int64) for n in ("pos", "neg", "neg_lo", "neg_hi",
                                                             "unseen")}
         gacc = {n: np.zeros((max(G, 1), K + 1), np.int64) for n in ("pos", "neg")}
@@ -391,7 +391,7 @@ class KnnEngine:
             cls = ctx.prep.q_class[s:e]
             grp = ctx.prep.q_group[s:e] if G else None
             if ret is not None:
-                ret.add(ctx, blk)
+                _rank(ret, ctx, blk)
             # negatives: seen ones, and the rounding-safe bounds
             ok = blk.neg
             rows = np.broadcast_to(np.arange(e - s)[:, None], ok.shape)[ok]
@@ -434,7 +434,7 @@ class KnnEngine:
         out["truncated"] = np.cumsum(trunc[:K])
         out["hist_pos"], out["hist_neg"], out["hist_rows"] = hist_pos, hist_neg, hist_rows
         out["tau_q"], out["unseen_q"] = tau_all, unseen_all
-        out["ret"] = None if ret is None else ret.typed()
+        out["ret"] = ret
         return out
 
     # ------------------------------------------------------ sampled check
@@ -781,28 +781,14 @@ class _Candidates:
             yield np.concatenate(rows_out), np.concatenate(keys_out)
 
 
-class _Retrieval:
-    """R@k and AP@R from the candidates, ranked by (distance, gallery row)."""
-
-    def __init__(self, nq: int):
-        self.first_rank = np.zeros(nq, np.int64)
-        self.ap = np.zeros(nq)
-        self.n_rel = np.zeros(nq, np.int64)
-        self.hits = np.zeros(nq, np.int64)
-
-    def add(self, ctx: _Context, blk: _Block) -> None:
-        s, e = blk.s, blk.e
-        rows_orig = ctx.prep.g_rows[np.where(blk.cols >= 0, blk.cols, 0)]
-        order = rank_order(blk.keys, rows_orig)
-        pm = np.take_along_axis(blk.pos, order, axis=1)
-        R = ctx.pos_q[s:e]
-        # no positive among the candidates: beyond every reported k
-        first, ap = retrieval_at_r(pm, R, beyond=ctx.ng + 1)
-        has = R > 0
-        self.n_rel[s:e] = np.where(has, R, 0)
-        self.first_rank[s:e] = np.where(has, first, 0)
-        self.ap[s:e] = ap
-        self.hits[s:e] = np.where(has, hits_at_r(pm, R), 0)
-
-    def typed(self) -> Retrieval:
-        return Retrieval(self.first_rank, self.ap, self.n_rel, self.hits)
+def _rank(ret: Retrieval, ctx: _Context, blk: _Block) -> None:
+    """R@k and AP@R of the block's queries from their candidates, ranked by
+    (distance, gallery row), into ``ret``."""
+    rows_orig = ctx.prep.g_rows[np.where(blk.cols >= 0, blk.cols, 0)]
+    pm = np.take_along_axis(blk.pos, rank_order(blk.keys, rows_orig), axis=1)
+    R = ctx.pos_q[blk.s:blk.e]
+    # no positive among the candidates: beyond every reported k
+    first, ap = retrieval_at_r(pm, R, beyond=ctx.ng + 1)
+    has = R > 0
+    ret.put(slice(blk.s, blk.e), Retrieval(np.where(has, first, 0), ap, np.where(has, R, 0),
+                                           np.where(has, hits_at_r(pm, R), 0)))

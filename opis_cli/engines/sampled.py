@@ -298,10 +298,8 @@ class SampledEngine:
         notes["positives_sampled"] = pos["sampled_labels"]
         notes["retrieval_sample"] = int(ret["sampled"])
         notes["report_histogram_rows"] = int(neg["hist_rows"])
-        w = ctx.ng / ctx.S
-        class_fp = neg["fp"] * w if not ctx.exhaustive else neg["fp"].astype(np.float64)
-        group_fp = None if neg["group_fp"] is None else neg["group_fp"] * (
-            w if not ctx.exhaustive else 1.0)
+        w = 1.0 if ctx.exhaustive else ctx.ng / ctx.S  # Horvitz-Thompson
+        group_fp = None if neg["group_fp"] is None else neg["group_fp"] * w
         sizes = np.bincount(ctx.group_of_draw, minlength=GROUPS)
         method = ("sampled negatives (uniform per query block, without replacement), exact "
                   "positives, delete-a-group jackknife over the draws")
@@ -314,15 +312,13 @@ class SampledEngine:
             parameters={"negatives_per_query": self.S, "retrieval_queries": self.Q,
                         "groups": GROUPS, "block_rows": ctx.B},
             seed=self.seed, retrieval_population=int(((ctx.pos_q > 0) & ctx.row_eval).sum()))
-        edges = report_edges(ctx.span, ctx.l2)
-        hist_neg = np.rint(neg["hist_neg"] * (w if not ctx.exhaustive else 1.0)).astype(np.int64)
-        out = EngineOutput(
-            thresholds=grid, range_source=source, class_tp=pos["tp"], class_fp=class_fp,
+        return EngineOutput(
+            thresholds=grid, range_source=source, class_tp=pos["tp"], class_fp=neg["fp"] * w,
             group_tp=pos["group_tp"], group_fp=group_fp, first_rank=ret["ret"].first_rank,
-            ap_at_r=ret["ret"].ap, n_relevant=ret["ret"].n_rel, hits_at_r=ret["ret"].hits, hist_edges=edges,
-            hist_pos=pos["hist_pos"], hist_neg=hist_neg, passes=passes, notes=notes,
+            ap_at_r=ret["ret"].ap, n_relevant=ret["ret"].n_rel, hits_at_r=ret["ret"].hits,
+            hist_edges=report_edges(ctx.span, ctx.l2), hist_pos=pos["hist_pos"],
+            hist_neg=np.rint(neg["hist_neg"] * w).astype(np.int64), passes=passes, notes=notes,
             replicates=reps)
-        return out
 
 
     def diagnosis_pass(self, prep: Prepared, t: float, block_bytes: int,
@@ -865,10 +861,7 @@ class _Context(RunContext):
         """R@k and AP@R of a seeded sample of queries, exact against the gallery."""
         prep = self.prep
         nq, ng = self.nq, self.ng
-        first = np.zeros(nq, np.int64)
-        ap = np.zeros(nq)
-        n_rel = np.zeros(nq, np.int64)
-        hits_r = np.zeros(nq, np.int64)
+        ret = Retrieval.zeros(nq)
         if Q >= nq:
             picked = np.arange(nq)
         else:
@@ -917,8 +910,8 @@ class _Context(RunContext):
 
         starts = range(0, len(picked), T)
         for s, res in zip(starts, _parallel(tile, starts)):
-            for q, f, a, R, h in res:
-                first[q], ap[q], n_rel[q], hits_r[q] = f, a, R, h
+            for q, *values in res:
+                ret.put(q, Retrieval(*values))
             if progress:
                 progress("retrieval", min(s + T, len(picked)), len(picked))
-        return {"ret": Retrieval(first, ap, n_rel, hits_r), "sampled": len(picked)}
+        return {"ret": ret, "sampled": len(picked)}
