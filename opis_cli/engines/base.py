@@ -196,6 +196,10 @@ class Engine(Protocol):
         ...
 
 
+def quiet(stage: str, done: int, total: int) -> None:
+    """The ``Progress`` of a caller that wants none: ``progress or quiet``."""
+
+
 def check_block_bytes(block_bytes: int) -> int:
     """The block size in bytes, checked (every engine takes one)."""
     if block_bytes < 1:
@@ -487,6 +491,28 @@ def select_in_bracket(keys64: np.ndarray, rank: int, below: int) -> float:
     if not 0 < r <= len(keys64):  # pragma: no cover - the bracket holds it (bracket_bins)
         raise RuntimeError("order statistic not among the gathered keys; please report this")
     return float(np.partition(np.asarray(keys64, np.float64), r - 1)[r - 1])
+
+
+def class_pair_keys(prep: Prepared, s: int, e: int, block_bytes: int):
+    """The float64 keys (:func:`exact_keys`) of every within-class pair of
+    the query rows ``[s, e)``, in pieces of about ``block_bytes / 40`` pairs:
+    yields ``(a, b, ps, pe, keys)``, ``keys`` (b - a, pe - ps) of the query
+    rows ``[a, b)`` (one class) and the gallery columns ``[ps, pe)`` of
+    their class, a query's own pair +inf (:func:`drop_self`)."""
+    if e <= s:
+        return
+    cls = prep.q_class[s:e]
+    starts = s + np.flatnonzero(np.r_[True, cls[1:] != cls[:-1]])
+    for q0, q1 in zip(starts.tolist(), [*starts[1:].tolist(), e]):
+        ps, pe = int(prep.class_start[cls[q0 - s]]), int(prep.class_end[cls[q0 - s]])
+        if pe <= ps:
+            continue
+        step = max(1, block_bytes // (40 * (pe - ps)))
+        for a in range(q0, q1, step):
+            b = min(q1, a + step)
+            k = exact_keys(prep, np.repeat(np.arange(a, b), pe - ps),
+                           np.tile(np.arange(ps, pe), b - a)).reshape(b - a, pe - ps)
+            yield a, b, ps, pe, drop_self(k, prep.self_col[a:b], ps)
 
 
 def exact_keys(prep: Prepared, q: np.ndarray, g: np.ndarray) -> np.ndarray:

@@ -43,7 +43,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..prepare import Prepared
-from .base import drop_self, exact_keys, key_to_dist
+from .base import class_pair_keys, exact_keys, key_to_dist, quiet
 from .diagnose import sparse_entries
 
 #: candidate pairs per block
@@ -81,30 +81,18 @@ def _positives(prep: Prepared, t: float, block_bytes: int):
     pk = np.full((nq, 3), np.inf)
     po = np.full((nq, 3), np.iinfo(np.int64).max, np.int64)
     pc = np.full((nq, 3), -1, np.int64)
-    qb = np.searchsorted(prep.q_class, np.arange(prep.n_classes + 1), side="left")
-    for c in np.nonzero(np.diff(qb))[0]:
-        qs, qe = int(qb[c]), int(qb[c + 1])
-        ps, pe = int(prep.class_start[c]), int(prep.class_end[c])
-        if pe <= ps:
-            continue
-        step = max(1, block_bytes // (40 * (pe - ps)))
+    for s, e, ps, pe, k in class_pair_keys(prep, 0, nq, block_bytes):
+        d = key_to_dist(k, l2)
+        valid = np.isfinite(k)
+        acc = valid & (d <= t)
+        accpos[s:e] = acc.sum(axis=1)
+        rej[s:e] = (valid & ~acc).sum(axis=1)
+        with np.errstate(invalid="ignore"):
+            mn = np.where(valid, d, np.inf).min(axis=1)
+        npos[s:e] = np.where(np.isfinite(mn), mn, np.nan)
         cols = np.arange(ps, pe)
-        for s in range(qs, qe, step):
-            e = min(qe, s + step)
-            q = np.repeat(np.arange(s, e), pe - ps)
-            g = np.tile(cols, e - s)
-            k = drop_self(exact_keys(prep, q, g).reshape(e - s, pe - ps), prep.self_col[s:e], ps)
-            d = key_to_dist(k, l2)
-            valid = np.isfinite(k)
-            acc = valid & (d <= t)
-            accpos[s:e] = acc.sum(axis=1)
-            rej[s:e] = (valid & ~acc).sum(axis=1)
-            with np.errstate(invalid="ignore"):
-                mn = np.where(valid, d, np.inf).min(axis=1)
-            npos[s:e] = np.where(np.isfinite(mn), mn, np.nan)
-            orig = np.broadcast_to(prep.g_rows[cols], k.shape)
-            pk[s:e], po[s:e], pc[s:e] = _three_smallest(
-                k, orig, np.broadcast_to(cols, k.shape).astype(np.int64))
+        pk[s:e], po[s:e], pc[s:e] = _three_smallest(
+            k, np.broadcast_to(prep.g_rows[cols], k.shape), np.broadcast_to(cols, k.shape))
     return rej, accpos, npos, pk, po, pc
 
 
@@ -116,6 +104,7 @@ def candidate_pass(prep: Prepared, t: float, ids: np.ndarray, vals, delta: float
     fields of ``diagnose.merge_parts`` plus ``complete`` and ``nearest_known``
     (nq,) bool (module docstring)."""
     nq, K = ids.shape
+    progress = progress or quiet
     ng = len(prep.g_rows)
     C = prep.n_classes
     l2 = prep.metric == "l2"
@@ -127,8 +116,7 @@ def candidate_pass(prep: Prepared, t: float, ids: np.ndarray, vals, delta: float
     ent_key: list = []
     ent_a: list = []
     b = max(1, PAIRS_PER_BLOCK // max(K, 1))
-    if progress:
-        progress("diagnosis", 0, nq)
+    progress("diagnosis", 0, nq)
     for s in range(0, nq, b):
         e = min(nq, s + b)
         got = ids[s:e].astype(np.int64)
@@ -167,8 +155,7 @@ def candidate_pass(prep: Prepared, t: float, ids: np.ndarray, vals, delta: float
         kt, _, ct = _three_smallest(kk, oo, cc)
         known[s:e] = all_seen | (full & (kt[:, 2] < bound))
         top[s:e] = np.where(known[s:e, None], ct, -1)
-        if progress:
-            progress("diagnosis", e, nq)
+        progress("diagnosis", e, nq)
     if ent_key:
         key, a = sparse_entries(np.concatenate(ent_key), np.concatenate(ent_a))
     else:

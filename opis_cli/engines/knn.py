@@ -88,7 +88,7 @@ from ..errors import ConfigError
 from ..options import INDEXES
 from ..prepare import Prepared
 from .base import (DEFAULT_BLOCK_BYTES, FAR_BINS, REPORT_BINS, EngineOutput, GridSpec, Progress,
-                   RunContext, check_block_bytes, check_range, drop_self, exact_keys,
+                   RunContext, check_block_bytes, class_pair_keys, quiet, check_range, drop_self, exact_keys,
                    explicit_range, far_fractions, inner_products, key_to_dist, order_rank,
                    pair_keys, report_edges, report_scale, tile_rows, value_bins)
 from .partial import Retrieval
@@ -175,6 +175,7 @@ class KnnEngine:
     # ------------------------------------------------------------------ public
     def run(self, prep: Prepared, spec: GridSpec, progress: Progress | None = None) -> KnnOutput:
         K = int(options.check("num_thresholds", spec.num_thresholds))
+        progress = progress or quiet
         ctx = _Context(prep, self.block_bytes, spec.min_class_rows)
         dense = self.k >= int(ctx.avail.max())
         notes: dict = {"k": self.k, "index": self.index if not dense else "none (K covers the "
@@ -203,7 +204,11 @@ class KnnEngine:
         if ret is None:
             ret = res["ret"]
         sample = self._sample_pass(ctx, ids, grid, progress)
-        notes.update(self._summary(ctx, res, grid, dense))
+        # the global FAR over the evaluated classes: seen, and its bounds
+        ev, m_total = ctx.evaluated, int(ctx.M[ctx.evaluated].sum())
+        fp_hi = res["neg_hi"] + res["unseen"]
+        fars = [v[ev].sum(axis=0) / m_total for v in (res["neg"], res["neg_lo"], fp_hi)]
+        notes.update(self._summary(ctx, res, *fars, dense))
         if sample is not None:
             notes["sample"] = sample
             # a statistical estimate (not a bound): the sampled queries' exact /
@@ -213,8 +218,19 @@ class KnnEngine:
                 notes[f"far_estimate_at_{end}"] = (notes[f"far_at_{end}"] * ex_s / rep_s
                                                    if rep_s > 0 else None)
         notes["report_histogram_rows"] = int(sample["rows"] if sample else res["hist_rows"])
-        out = self._output(ctx, res, ret, grid, source, passes, sample, notes)
-        self._maybe_warn(out, notes, ctx, grid)
+        if "far_range" in notes:
+            notes["far_range"]["exact_lower"] = bool(res["truncated"][0] == 0)
+            notes["far_range"]["exact_upper"] = bool(res["truncated"][-1] == 0)
+        hist = res if sample is None else {h: sample.pop(h) for h in ("hist_pos", "hist_neg")}
+        out = KnnOutput(
+            thresholds=grid, range_source=source, class_tp=res["pos"], class_fp=res["neg"],
+            group_tp=res["group_pos"], group_fp=res["group_neg"], first_rank=ret.first_rank,
+            ap_at_r=ret.ap, n_relevant=ret.n_rel, hits_at_r=ret.hits,
+            hist_edges=report_edges(ctx.span, ctx.l2), hist_pos=hist["hist_pos"],
+            hist_neg=hist["hist_neg"], passes=passes, notes=notes, class_fp_lower=res["neg_lo"],
+            class_fp_upper=fp_hi, far_lower=fars[1], far_upper=fars[2],
+            truncated=res["truncated"])
+        self._maybe_warn(out, notes, fars[0], grid)
         return out
 
     # ------------------------------------------------------------- diagnosis
@@ -247,8 +263,7 @@ class KnnEngine:
         ng, d = xg.shape
         l2 = prep.metric == "l2"
         metric = faiss.METRIC_L2 if l2 else faiss.METRIC_INNER_PRODUCT
-        if progress:
-            progress("index", 0, ng)
+        progress("index", 0, ng)
         if self.index == "flat":
             index = faiss.IndexFlatL2(d) if l2 else faiss.IndexFlatIP(d)
             index.add(xg)
@@ -273,8 +288,7 @@ class KnnEngine:
             index.add(xg)
             index.nprobe = nprobe
             desc = f"faiss IndexIVFFlat (nlist={nlist}, nprobe={nprobe}; approximate)"
-        if progress:
-            progress("index", ng, ng)
+        progress("index", ng, ng)
         return index, desc
 
     def _search(self, index, prep: Prepared, progress) -> tuple[np.ndarray, np.ndarray]:
@@ -285,8 +299,7 @@ class KnnEngine:
         k = self.k
         ids = np.empty((nq, k), np.int32 if ng < 2**31 else np.int64)
         vals = np.empty((nq, k), np.float32)
-        if progress:
-            progress("search", 0, nq)
+        progress("search", 0, nq)
         for s in range(0, nq, SEARCH_ROWS):
             e = min(nq, s + SEARCH_ROWS)
             sc = prep.self_col[s:e]
@@ -304,8 +317,7 @@ class KnnEngine:
             if pad > 0:
                 ids[s:e, got.shape[1]:] = -1
                 vals[s:e, got.shape[1]:] = 0
-            if progress:
-                progress("search", e, nq)
+            progress("search", e, nq)
         return ids, vals
 
     # ------------------------------------------------------ the FAR range
@@ -465,8 +477,7 @@ class KnnEngine:
         top_key = top_key + 1e-9 * abs(top_key) + 1e-300  # cells() decides exactly below it
         # a float64 row of keys and its temporaries take ~32 bytes per gallery item
         step = max(1, min(len(rows), min(self.block_bytes, CHECK_BYTES) // (32 * ng)))
-        if progress:
-            progress("check", 0, len(rows))
+        progress("check", 0, len(rows))
         for s in range(0, len(rows), step):
             r = rows[s:s + step]
             n = len(r)
@@ -503,8 +514,7 @@ class KnnEngine:
             seen_below += int((gv & (gk < tau[:, None])).sum())
             pos_near = sum(int((keys[i, ps[i]:pe[i]] < tau[i]).sum()) for i in range(n))
             missed += (near - pos_near) - int((gneg & (gk < tau[:, None])).sum())
-            if progress:
-                progress("check", min(len(rows), s + step), len(rows))
+            progress("check", min(len(rows), s + step), len(rows))
         fe = np.cumsum(fp_exact[:K])
         fs = np.cumsum(fp_seen[:K])
         m = max(neg_total, 1)
@@ -517,62 +527,26 @@ class KnnEngine:
         }
 
     # ------------------------------------------------------------- output
-    def _summary(self, ctx: "_Context", res: dict, grid: np.ndarray, dense: bool) -> dict:
+    def _summary(self, ctx: "_Context", res: dict, far, far_lo, far_hi, dense: bool) -> dict:
         ev = ctx.evaluated
-        m_total = int(ctx.M[ev].sum())
-        fp = res["neg"][ev].sum(axis=0)
-        lo = res["neg_lo"][ev].sum(axis=0)
-        hi = (res["neg_hi"] + res["unseen"])[ev].sum(axis=0)
-        nq_ev = int(ctx.row_eval.sum())
         tr = res["truncated"]
         return {
             "search": "none" if dense else ("exact" if self.index == "flat" else "approximate"),
-            "queries": nq_ev,
+            "queries": int(ctx.row_eval.sum()),
             "queries_truncated_at_lower": int(tr[0]),
             "queries_truncated_at_upper": int(tr[-1]),
             "unseen_negatives_at_upper": int(res["unseen"][ev, -1].sum()),
-            "far_at_lower": float(fp[0] / m_total), "far_at_upper": float(fp[-1] / m_total),
-            "far_lower_bound_at_lower": float(lo[0] / m_total),
-            "far_upper_bound_at_lower": float(hi[0] / m_total),
-            "far_lower_bound_at_upper": float(lo[-1] / m_total),
-            "far_upper_bound_at_upper": float(hi[-1] / m_total),
+            "far_at_lower": float(far[0]), "far_at_upper": float(far[-1]),
+            "far_lower_bound_at_lower": float(far_lo[0]),
+            "far_upper_bound_at_lower": float(far_hi[0]),
+            "far_lower_bound_at_upper": float(far_lo[-1]),
+            "far_upper_bound_at_upper": float(far_hi[-1]),
             "map_at_r_lower_bound_queries": int(((ctx.pos_q > self.k) & ctx.row_eval).sum()),
         }
 
-    def _output(self, ctx, res, ret, grid, source, passes, sample, notes) -> KnnOutput:
-        ev = ctx.evaluated
-        m_total = int(ctx.M[ev].sum())
-        tp = res["pos"]
-        fp = res["neg"]
-        fp_lo = res["neg_lo"]
-        fp_hi = res["neg_hi"] + res["unseen"]
-        if "far_range" in notes:
-            tr = res["truncated"]
-            notes["far_range"]["exact_lower"] = bool(tr[0] == 0)
-            notes["far_range"]["exact_upper"] = bool(tr[-1] == 0)
-        gtp = gfp = None
-        if ctx.G:
-            gtp = res["group_pos"]
-            gfp = res["group_neg"]
-        edges = report_edges(ctx.span, ctx.l2)
-        hp, hn = (sample["hist_pos"], sample["hist_neg"]) if sample else (res["hist_pos"],
-                                                                          res["hist_neg"])
-        if sample:
-            sample.pop("hist_pos")
-            sample.pop("hist_neg")
-        return KnnOutput(
-            thresholds=grid, range_source=source, class_tp=tp, class_fp=fp,
-            group_tp=gtp, group_fp=gfp, first_rank=ret.first_rank, ap_at_r=ret.ap,
-            n_relevant=ret.n_rel, hits_at_r=ret.hits, hist_edges=edges, hist_pos=hp, hist_neg=hn,
-            passes=passes, notes=notes,
-            class_fp_lower=fp_lo, class_fp_upper=fp_hi,
-            far_lower=fp_lo[ev].sum(axis=0) / m_total, far_upper=fp_hi[ev].sum(axis=0) / m_total,
-            truncated=res["truncated"])
-
-    def _maybe_warn(self, out: KnnOutput, notes: dict, ctx, grid) -> None:
-        ev = ctx.evaluated
-        m_total = int(ctx.M[ev].sum())
-        far = out.class_fp[ev].sum(axis=0) / m_total
+    def _maybe_warn(self, out: KnnOutput, notes: dict, far: np.ndarray, grid) -> None:
+        """An ``ApproximationWarning`` where the reported global FAR ``far``
+        may be far off (module docstring)."""
         gap = out.far_upper - far
         rel = np.where(far > 0, gap / np.maximum(far, 1e-300), np.where(gap > 0, np.inf, 0.0))
         j = int(np.argmax(rel))
@@ -697,8 +671,7 @@ class _Candidates:
         ctx = self.ctx
         prep = ctx.prep
         nq, ng = ctx.nq, ctx.ng
-        if progress:
-            progress(stage, 0, nq)
+        progress(stage, 0, nq)
         if self.ids is None:
             # the exact engine's products: same tiles, so the same rounding
             tile = tile_rows(ng)
@@ -721,8 +694,7 @@ class _Candidates:
                 valid = np.isfinite(keys)
                 yield _Block(s, e, keys, cb, ~inside & valid, inside & valid,
                              np.full(e - s, np.inf), True)
-                if progress:
-                    progress(stage, e, nq)
+                progress(stage, e, nq)
             return
         k = self.ids.shape[1]
         b = max(1, min(nq, PAIRS_PER_BLOCK // k))
@@ -743,8 +715,7 @@ class _Candidates:
             # (e.g. IVF probed too few lists): its unseen pairs could be anywhere
             tau = np.where(gv.all(axis=1), np.where(gv, keys, -np.inf).max(axis=1), -np.inf)
             yield _Block(s, e, keys, got, ~inside & gv, inside & gv, tau, False)
-            if progress:
-                progress(stage, e, nq)
+            progress(stage, e, nq)
 
     def positives(self, blk: _Block):
         """(rows within the block, keys) of every positive pair of the block's queries."""
@@ -753,30 +724,13 @@ class _Candidates:
             rows = np.broadcast_to(np.arange(blk.e - blk.s)[:, None], blk.pos.shape)[blk.pos]
             yield rows, blk.keys[blk.pos]
             return
-        prep = ctx.prep
-        cls = prep.q_class[blk.s:blk.e]
         rows_out: list = []
         keys_out: list = []
-        # queries are sorted by class: one run of rows per class
-        starts = np.flatnonzero(np.r_[True, cls[1:] != cls[:-1]])
-        ends = np.r_[starts[1:], len(cls)]
-        for r0, r1 in zip(starts, ends):
-            c = cls[r0]
-            ps, pe = int(prep.class_start[c]), int(prep.class_end[c])
-            if pe <= ps:
-                continue
-            qrows = slice(blk.s + r0, blk.s + r1)
-            step = max(1, ctx.block_bytes // (4 * (r1 - r0)))
-            for j0 in range(ps, pe, step):
-                j1 = min(pe, j0 + step)
-                keys = drop_self(pair_keys(prep.xq[qrows] @ prep.xg[j0:j1].T, prep.qn2[qrows],
-                                           prep.gn2[j0:j1], ctx.l2), prep.self_col[qrows], j0)
-                keys = ctx.exact(keys, np.broadcast_to(np.arange(blk.s + r0, blk.s + r1)[:, None],
-                                                       keys.shape),
-                                 np.broadcast_to(np.arange(j0, j1)[None, :], keys.shape))
-                ok = np.isfinite(keys)
-                rows_out.append(np.broadcast_to(np.arange(r0, r1)[:, None], keys.shape)[ok])
-                keys_out.append(keys[ok])
+        for a, b, _, _, keys in class_pair_keys(ctx.prep, blk.s, blk.e, ctx.block_bytes):
+            ok = np.isfinite(keys)
+            rows_out.append(np.broadcast_to(np.arange(a - blk.s, b - blk.s)[:, None],
+                                            keys.shape)[ok])
+            keys_out.append(keys[ok])
         if rows_out:
             yield np.concatenate(rows_out), np.concatenate(keys_out)
 
