@@ -100,7 +100,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .base import (DEFAULT_BLOCK_BYTES, EngineOutput, GridSpec, Progress, check_block_bytes,
-                   exact_keys, key_margins, pair_keys, query_positives, tile_rows)
+                   exact_keys, key_margins, pair_keys, query_positives, quiet, tile_rows)
 from .exact import PassConfig, pilot_sample, run_chunk, run_exact
 from .partial import Part, Retrieval, merge
 from .ranking import list_length, rank_lists
@@ -194,8 +194,8 @@ def _gather(futures: list, progress: Progress | None, stage: str, nq: int, rows_
     """The results of ``futures`` as they complete (each future released once
     read, every one on the way out), with progress: ``rows_of(result)`` query
     rows done (a float for a share of them)."""
-    if progress:
-        progress(stage, 0, nq)
+    progress = progress or quiet
+    progress(stage, 0, nq)
     out = []
     done = 0.0
     try:
@@ -203,8 +203,7 @@ def _gather(futures: list, progress: Progress | None, stage: str, nq: int, rows_
             out.append(fut.result())
             fut.release()
             done += rows_of(out[-1])
-            if progress:
-                progress(stage, min(nq, int(done)), nq)
+            progress(stage, min(nq, int(done)), nq)
     finally:
         for fut in futures:
             fut.release()

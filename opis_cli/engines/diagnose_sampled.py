@@ -34,7 +34,7 @@ import numpy as np
 
 from ..prepare import Prepared
 from .base import (drop_self, exact_keys, key_margins, key_to_dist, pair_keys,
-                   query_positives)
+                   query_positives, quiet)
 from .diagnose import sparse_entries, threshold_keys
 from .diagnose_knn import _positives
 
@@ -73,6 +73,7 @@ def sampled_pass(prep: Prepared, t: float, ctx, block_bytes: int, progress=None)
     ``diagnose.merge_parts`` (``a`` the rounded estimates) plus ``estimate``
     (the numbers of the draws)."""
     nq, ng = ctx.nq, ctx.ng
+    progress = progress or quiet
     C = prep.n_classes
     l2 = prep.metric == "l2"
     M = ctx.margin
@@ -81,8 +82,7 @@ def sampled_pass(prep: Prepared, t: float, ctx, block_bytes: int, progress=None)
     ent_key: list = []
     ent_n: list = []
     used = 0
-    if progress:
-        progress("diagnosis", 0, nq)
+    progress("diagnosis", 0, nq)
     for b in range(ctx.n_blocks):
         rows, _, keys, qc, _, gc = ctx._block(b, tk_hi)
         near = keys > tk_lo - M  # within the margin: decided by the float64 key
@@ -93,8 +93,7 @@ def sampled_pass(prep: Prepared, t: float, ctx, block_bytes: int, progress=None)
             ent_key.append(u)
             ent_n.append(n.astype(np.int64))
             used += int(acc.sum())
-        if progress:
-            progress("diagnosis", min(nq, (b + 1) * ctx.B), nq)
+        progress("diagnosis", min(nq, (b + 1) * ctx.B), nq)
     if ent_key:
         key, n = sparse_entries(np.concatenate(ent_key), np.concatenate(ent_n))
     else:

@@ -100,6 +100,7 @@ from .base import (
     key_margins,
     key_to_dist,
     pair_keys,
+    quiet,
     report_edges,
     report_scale,
     tile_rows,
@@ -211,6 +212,14 @@ def grid_cells(grid: np.ndarray, d: np.ndarray) -> np.ndarray:
     dn[lo] = d[lo] <= grid[c[lo] - 1]
     c[dn] -= 1
     return c
+
+
+def _near_width(grid: np.ndarray, rep_grids: np.ndarray) -> tuple[float, float]:
+    """The step of the even ``grid`` and, in steps, the largest shift of a
+    replicate grid's point from the main one's (with room): a key farther
+    from every grid point has the same cell on every grid."""
+    step = (grid[-1] - grid[0]) / (len(grid) - 1)
+    return step, float(np.max(np.abs(rep_grids - grid[None, :]))) / step + 1e-6
 
 
 _LIBC = []
@@ -378,6 +387,13 @@ class _Context(RunContext):
         pad[:len(rows)] = prep.xq[rows]
         return (pad @ prep.xg.T)[:len(rows)]
 
+    def keys_of(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The keys (``pair_keys`` of :meth:`products`) of query ``rows`` and
+        gallery ``cols``, and which of these pairs are negatives."""
+        prep = self.prep
+        keys = pair_keys(self.products(rows, cols), prep.qn2[rows], prep.gn2[cols], self.l2)
+        return keys, prep.g_class[cols][None, :] != prep.q_class[rows][:, None]
+
     def _block(self, b: int, cut: float):
         """The sampled negative pairs of block ``b`` whose float64 key may be
         ``<= cut`` (float32 key ``<= cut`` + the margin): ``(rows, draw, keys,
@@ -460,25 +476,19 @@ class _Context(RunContext):
         that only the pairs near or below the cut are turned into keys. Every
         decision of the callers is that of the float64 keys: a key within its
         margin of a boundary is recomputed (:meth:`refine`). Blocks run on
-        one worker thread per core,
-        each with a one-thread BLAS: OpenBLAS rounds some products
-        differently with more threads, and the bytes must not depend on the
-        machine.
+        ``workers.parallel_map`` (one-thread BLAS: the same bytes on every machine).
         """
         stop = self.n_blocks if stop is None else stop
-        if progress:
-            progress(stage, 0, self.nq)
+        progress = progress or quiet
+        progress(stage, 0, self.nq)
 
         def one(b):
             out = self._block(b, cut)
             return out if post is None else post(out)
 
-        done = 0
         for b, res in zip(range(first, stop), _parallel(one, range(first, stop))):
             yield res
-            done = min(self.nq, (b + 1) * self.B)
-            if progress:
-                progress(stage, done, self.nq)
+            progress(stage, min(self.nq, (b + 1) * self.B), self.nq)
 
     def _far_bins(self, keys):
         return value_bins(keys, self.span[0], self.far_scale, FAR_BINS)
@@ -561,15 +571,12 @@ class _Context(RunContext):
         n = min(self.n_blocks, max(4, -(-self.n_blocks // 20)))
         # every key of a block is not needed: about 2**21 in all, evenly spread
         step = max(1, (n * self.B * self.S) >> 21)
-        prep = self.prep
         keys = []
         for b in range(n):
             rows = self.order[b * self.B:(b + 1) * self.B]
             rows = rows[self.row_eval[rows]]
             cols = self.draws(b)
-            k = pair_keys(self.products(rows, cols), prep.qn2[rows], prep.gn2[cols],
-                          self.l2)
-            neg = prep.g_class[cols][None, :] != prep.q_class[rows][:, None]
+            k, neg = self.keys_of(rows, cols)
             # a copy: a strided view would keep the block's every key alive
             keys.append(k[neg][::step].copy())
             del k, neg
@@ -646,9 +653,7 @@ class _Context(RunContext):
         # Replicate g on its grid is then acc - nm - gm[g] + x[g] (the far
         # pairs of the other groups, and their near pairs placed on its grid),
         # and on the main grid acc - gm[g].
-        step = (grid[-1] - grid[0]) / (K - 1)
-        shift = float(np.max(np.abs(rep_grids - grid[None, :]))) / step
-        near_w = shift + 1e-6
+        step, near_w = _near_width(grid, rep_grids)
         per_class = int(np.bincount(self.prep.q_class, minlength=C).max()) * self.S
         dt = np.uint16 if per_class < 2**16 else np.int32 if per_class < 2**31 else np.int64
         acc = np.zeros(C * K, np.int64)
@@ -732,14 +737,11 @@ class _Context(RunContext):
         pos_in_order = np.empty(self.nq, np.int64)
         pos_in_order[self.order] = np.arange(self.nq)
         picked = np.flatnonzero(self.row_sample & self.row_eval)
-        prep = self.prep
         blk = pos_in_order[picked] // self.B
         for b in np.unique(blk):
             rows = picked[blk == b]
             cols = self.draws(int(b))
-            keys = pair_keys(self.products(rows, cols), prep.qn2[rows], prep.gn2[cols],
-                             self.l2)
-            neg = prep.g_class[cols][None, :] != prep.q_class[rows][:, None]
+            keys, neg = self.keys_of(rows, cols)
             ri, ci = np.nonzero(neg)
             k = self.refine(rows[ri], cols[ci], keys[ri, ci],
                             self.uncertain_bins(keys[ri, ci], self.span[0], rscale))
@@ -754,8 +756,7 @@ class _Context(RunContext):
         (G, C, K); group TP; the positives of the report histogram."""
         prep = self.prep
         K, C, G = len(grid), self.C, GROUPS
-        step_g = (grid[-1] - grid[0]) / (K - 1)
-        near_w = float(np.max(np.abs(rep_grids - grid[None, :]))) / step_g + 1e-6
+        _, near_w = _near_width(grid, rep_grids)
         tp = np.zeros(C * (K + 1), np.int64)
         most = int(self.P.max(initial=0))
         rep = np.zeros(G * C * K, np.uint16 if most < 2**16 else np.int32 if most < 2**31
@@ -823,10 +824,10 @@ class _Context(RunContext):
         budget keeps a seeded sample of its query rows, in replicate groups,
         and records its scales (``scale``, ``tp_scale``, ``sampled_labels``)."""
         prep, C = self.prep, self.C
+        progress = progress or quiet
         q_start = np.searchsorted(prep.q_class, np.arange(C), side="left")
         q_end = np.searchsorted(prep.q_class, np.arange(C), side="right")
-        if progress:
-            progress("positives", 0, C)
+        progress("positives", 0, C)
         for c in range(C):
             qs, qe = int(q_start[c]), int(q_end[c])
             gs, ge = int(prep.class_start[c]), int(prep.class_end[c])
@@ -853,7 +854,7 @@ class _Context(RunContext):
                 n = keys.size
                 yield (keys.ravel(), np.full(n, c, np.int64), np.repeat(rr, ngc),
                        np.repeat(grp_rows[j0:j0 + step], ngc), np.tile(np.arange(gs, ge), len(rr)))
-            if progress and (c % 1024 == 0 or c == C - 1):
+            if c % 1024 == 0 or c == C - 1:
                 progress("positives", c + 1, C)
 
     # -- retrieval ---------------------------------------------------------------
@@ -861,6 +862,7 @@ class _Context(RunContext):
         """R@k and AP@R of a seeded sample of queries, exact against the gallery."""
         prep = self.prep
         nq, ng = self.nq, self.ng
+        progress = progress or quiet
         ret = Retrieval.zeros(nq)
         if Q >= nq:
             picked = np.arange(nq)
@@ -874,8 +876,7 @@ class _Context(RunContext):
         T = tile_rows(ng)
         if T * ng > RETRIEVAL_KEYS:
             T = int(max(1, min(256, RETRIEVAL_KEYS // max(ng, 1))))
-        if progress:
-            progress("retrieval", 0, len(picked))
+        progress("retrieval", 0, len(picked))
         xgT = prep.xg.T
 
         def tile(s):
@@ -912,6 +913,5 @@ class _Context(RunContext):
         for s, res in zip(starts, _parallel(tile, starts)):
             for q, *values in res:
                 ret.put(q, Retrieval(*values))
-            if progress:
-                progress("retrieval", min(s + T, len(picked)), len(picked))
+            progress("retrieval", min(s + T, len(picked)), len(picked))
         return {"ret": ret, "sampled": len(picked)}

@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 
 from ..prepare import Prepared
-from .base import Progress, inner_products, tile_rows
+from .base import Progress, inner_products, quiet, tile_rows
 
 #: the engines' worker threads and BLAS controller, made once per process
 _POOL: ThreadPoolExecutor | None = None
@@ -163,6 +163,7 @@ def run_tiles(prep: Prepared, live: np.ndarray | None, block_bytes: int, stage: 
     tiles cut from ``rows[0]`` to ``rows[1]`` (default: all rows), spread
     over :func:`n_workers` workers (at most ``max_workers``)."""
     ng = len(prep.g_rows)
+    progress = progress or quiet
     start, stop = (0, len(prep.q_rows)) if rows is None else rows
     tile = tile_rows(ng)
     queue = TileQueue(range(start, stop, tile))
@@ -180,11 +181,9 @@ def run_tiles(prep: Prepared, live: np.ndarray | None, block_bytes: int, stage: 
             if live is None or live[s:e].any():
                 inner_products(prep.xq, s, e, xgT, S, pad_q)
                 body(slot, S[:e - s], s, e)
-            if progress:
-                with queue.lock:
-                    done[0] += e - s
-                    progress(stage, done[0], stop - start)
+            with queue.lock:
+                done[0] += e - s
+                progress(stage, done[0], stop - start)
 
-    if progress:
-        progress(stage, 0, stop - start)
+    progress(stage, 0, stop - start)
     in_workers(workers, work, queue)
