@@ -241,16 +241,14 @@ class DaskEngine:
         if scheduler is not None and workers is not None:
             raise ConfigError("--scheduler and --workers exclude each other: --workers starts a "
                               "local cluster, --scheduler uses a running one")
-        options.check("workers", workers)
-        if chunk_rows is not None and int(chunk_rows) < 1:
-            raise ConfigError(f"chunk_rows must be at least 1, got {chunk_rows}")
+        options.validate(workers=workers, worker_mib=int(worker_bytes) // 2**20)
+        for name, rows in (("chunk_rows", chunk_rows), ("block_rows", block_rows)):
+            if rows is not None and int(rows) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {rows}")
         self.scheduler = scheduler
         self.workers = int(workers) if workers is not None else None
         self.client = client
         self.chunk_rows = chunk_rows
-        options.check("worker_mib", int(worker_bytes) // 2**20)
-        if block_rows is not None and int(block_rows) < 1:
-            raise ConfigError(f"block_rows must be at least 1, got {block_rows}")
         self.worker_bytes = int(worker_bytes)
         self.block_rows = int(block_rows) if block_rows is not None else None
 

@@ -85,7 +85,6 @@ import numpy as np
 
 from .. import options
 from ..errors import ConfigError
-from ..options import INDEXES
 from ..prepare import Prepared
 from .base import (DEFAULT_BLOCK_BYTES, FAR_BINS, REPORT_BINS, EngineOutput, GridSpec, Progress,
                    RunContext, check_block_bytes, class_pair_keys, quiet, check_range, drop_self, exact_keys,
@@ -155,9 +154,7 @@ class KnnEngine:
                  ef_construction: int = 80, ef_search: int | None = None,
                  nlist: int | None = None, nprobe: int | None = None,
                  sample_rows: int = 256):
-        options.check("k", k)
-        if index not in INDEXES:
-            raise ConfigError(f"--index {index!r}: expected one of {', '.join(INDEXES)}")
+        options.validate(k=k, index=index)
         self.k = int(k)
         self.index = index
         self.block_bytes = check_block_bytes(block_bytes)
