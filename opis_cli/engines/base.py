@@ -379,7 +379,7 @@ def rank_bin(hist: np.ndarray, rank: int, below: int = 0) -> tuple[int, int] | N
 
 
 # -- retrieval: one definition, in ranking.py (re-exported here) -------------------
-from .ranking import hits_at_r, retrieval_at_r  # noqa: E402,F401
+from .ranking import hits_at_r, rank_order, retrieval_at_r  # noqa: E402,F401
 
 
 # -- float64 re-decision (machine-independent results) ---------------------------
@@ -533,3 +533,17 @@ def exact_keys(prep: Prepared, q: np.ndarray, g: np.ndarray) -> np.ndarray:
     aq = prep.q_off if off else np.zeros(1)
     bg = prep.g_off if off else np.zeros(1)
     return _kernels.exact_keys(prep.xq, prep.xg, q, g, prep.metric == "l2", off, aq, bg)
+
+
+def nearest_exact(prep: Prepared, q: int, row: np.ndarray, L: int, margin: float) -> np.ndarray:
+    """The ``L`` nearest gallery columns of query row ``q`` by (float64 key,
+    original row) (``ranking.rank_order``; SPEC 2), from ``row``: its keys of
+    float32 products (own column +inf), each within ``margin`` of its
+    float64 key (:func:`key_margins`). A column of the float64 top L has a
+    float32 key within two margins of the float32 L-th smallest: those
+    columns are ranked by their float64 keys (:func:`exact_keys`)."""
+    kth = np.partition(row, L - 1)[L - 1]
+    cand = np.flatnonzero(row <= kth + 2 * margin)
+    k64 = exact_keys(prep, np.full(len(cand), q, np.int64), cand)
+    k64[cand == prep.self_col[q]] = np.inf
+    return cand[rank_order(k64, prep.g_rows[cand])[:L]]

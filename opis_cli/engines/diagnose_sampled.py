@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..prepare import Prepared
-from .base import (drop_self, exact_keys, key_margins, key_to_dist, pair_keys,
+from .base import (drop_self, key_margins, key_to_dist, nearest_exact, pair_keys,
                    query_positives, quiet)
 from .diagnose import sparse_entries, threshold_keys
 from .diagnose_knn import _positives
@@ -55,14 +55,9 @@ def _nearest3(prep: Prepared, rows: np.ndarray, block_bytes: int) -> np.ndarray:
         keys = drop_self(pair_keys(prep.xq[r] @ xgT, prep.qn2[r], prep.gn2, l2), prep.self_col[r])
         kk = min(3, keys.shape[1])
         k3 = np.partition(keys, kk - 1, axis=1)[:, kk - 1]
-        lim = k3 + 2.0 * margins[s:s + step]
-        for i in range(len(r)):
-            if not np.isfinite(k3[i]):
-                continue
-            cand = np.nonzero(keys[i] <= lim[i])[0]
-            k64 = exact_keys(prep, np.full(len(cand), r[i]), cand)
-            order = np.lexsort((prep.g_rows[cand], k64))[:3]
-            out[s + i, :len(order)] = cand[order]
+        for i in np.flatnonzero(np.isfinite(k3)):  # fewer than 3 other columns: none
+            top = nearest_exact(prep, r[i], keys[i], kk, margins[s + i])
+            out[s + i, :len(top)] = top
     return out
 
 

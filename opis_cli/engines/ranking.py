@@ -7,7 +7,8 @@ is never listed. The list holds the :func:`list_length` nearest: ``max(R,
 LIST_MIN)`` (``R`` the query's relevant rows), never more than the gallery
 rows it may list. On a ranked list of relevance flags :func:`retrieval_at_r`
 gives the first relevant rank and AP@R, and :func:`hits_at_r` the relevant
-rows among the ``R`` nearest.
+rows among the ``R`` nearest (``base.nearest_exact`` picks a query's
+nearest from float32 keys as their float64 keys rank them, SPEC 2).
 
 Every engine ranks through these: the knn and sampled engines call them on
 their lists, the Dask engine on the merged candidates of its blocks

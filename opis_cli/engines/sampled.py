@@ -98,6 +98,7 @@ from .base import (
     explicit_range,
     far_fractions,
     key_margins,
+    nearest_exact,
     key_to_dist,
     pair_keys,
     quiet,
@@ -107,7 +108,7 @@ from .base import (
     value_bins,
 )
 from .partial import Retrieval
-from .ranking import list_length, rank_order, retrieval_at_r
+from .ranking import list_length, retrieval_at_r
 from .select import bracket
 from .workers import one_blas_thread as _one_blas_thread, parallel_map as _parallel
 
@@ -894,14 +895,7 @@ class _Context(RunContext):
                 row = pair_keys(prods[i:i + 1], prep.qn2[q:q + 1], prep.gn2, self.l2)[0]
                 if prep.self_col[q] >= 0:
                     row[prep.self_col[q]] = np.inf
-                kth = np.partition(row, L - 1)[L - 1]
-                # every item of the float64 top L has a float32 key within two
-                # margins of the float32 L-th: rank those by float64 key
-                cand = np.flatnonzero(row <= kth + 2 * self.margin)
-                k64 = exact_keys(prep, np.full(len(cand), q, np.int64), cand)
-                k64[cand == prep.self_col[q]] = np.inf
-                order = rank_order(k64, prep.g_rows[cand])[:L]
-                top = cand[order]
+                top = nearest_exact(prep, q, row, L, self.margin)
                 c = prep.q_class[q]
                 hits = ((top >= prep.class_start[c]) & (top < prep.class_end[c])
                         & (top != prep.self_col[q]))
