@@ -238,3 +238,32 @@ def test_small_route_imports_no_numba():
     first, second = done.stdout.splitlines()
     assert first == f"{2**27} {exact.SMALL_INDEX} []"
     assert second == "True"
+
+
+def test_cli_sample_on_the_route_imports_no_numba_and_matches_the_reference(tmp_path):
+    """Quickstart 1 as a user runs it (the default bound): no numba import in
+    the whole command (``-X importtime`` lists every module loaded), and its
+    JSON differs from ``--engine reference``'s only in provenance."""
+    env = {k: v for k, v in os.environ.items() if k != "_OPIS_SMALL_TERMS"}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    docs = {}
+    for engine in ("exact", "reference"):
+        out = tmp_path / f"{engine}.json"
+        done = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "opis_cli.cli", "evaluate",
+             str(REPO / "sample_data" / "digits_weak.parquet"), "--engine", engine,
+             "--json", str(out), "-q"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        if engine == "exact":
+            loaded = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()
+                      if line.startswith("import time:")}
+            assert "opis_cli.engines.reference" in loaded  # the probe sees the imports
+            assert not {m for m in loaded if m == "numba" or m.startswith("numba.")
+                        or m.startswith("opis_cli.engines._")}
+        docs[engine] = json.loads(out.read_text())
+    prov = {e: d.pop("provenance") for e, d in docs.items()}
+    assert json.dumps(docs["exact"], sort_keys=True) == json.dumps(docs["reference"],
+                                                                   sort_keys=True)
+    assert prov["exact"]["index"] == exact.SMALL_INDEX
+    assert prov["exact"]["engine"] == "exact" and prov["reference"]["engine"] == "reference"
