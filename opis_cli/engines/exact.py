@@ -85,6 +85,11 @@ per-query results make the outcome independent of the split.
 Key space, report histogram and the bin/rank bookkeeping shared with the knn
 engine live in ``base.py``; the compiled kernels and their argument
 structures in ``_kernels.py``.
+
+**Small inputs** (:func:`small_route`, by size alone) skip all of the above:
+``ExactEngine.run`` hands them to the reference engine's plain float64 numpy
+(``reference.py``, the same bytes), so that they never import or compile
+numba; ``_kernels`` is imported on first use.
 """
 
 from __future__ import annotations
@@ -499,12 +504,13 @@ def map_local(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg:
 
 
 #: the small-input route: an input with at most SMALL_TERMS products or
-#: squared differences (``nq * ng * D``) and SMALL_PAIRS pairs (``nq * ng``) is
-#: computed by the reference engine's float64 numpy (about a second at the
-#: bound on one core) instead of the compiled kernels (whose first compile
-#: takes half a minute). The private variable ``_OPIS_SMALL_TERMS`` (read once)
-#: sets the bound on terms; 0 turns the route off (the test suite does, so
-#: that its small cases exercise the kernels)
+#: squared differences (``nq * ng * D``) and SMALL_PAIRS pairs (``nq * ng``)
+#: is computed by the reference engine's float64 numpy (0.5-2 s at the
+#: bound on one core, docs/performance.md) instead of the compiled kernels
+#: (whose first compile takes half a minute). The private variable
+#: ``_OPIS_SMALL_TERMS`` (read once) sets the bound on terms; 0 turns the
+#: route off (the test suite does, so that its small cases exercise the
+#: kernels)
 SMALL_TERMS = int(os.environ.get("_OPIS_SMALL_TERMS", 2**27))
 SMALL_PAIRS = 2**22
 #: the working arrays of one block of the route, in bytes
