@@ -177,6 +177,15 @@ def test_route_at_the_bounds(monkeypatch):
     assert not small_route(prep, spec)
 
 
+def test_the_session_runs_the_kernels():
+    """conftest.py's ``_OPIS_SMALL_TERMS=0`` reached the engine: every other
+    test of the exact engine runs the compiled kernels."""
+    assert os.environ["_OPIS_SMALL_TERMS"] == "0" and exact.SMALL_TERMS == 0
+    case = CASES["cosine-far"]
+    out = ExactEngine().run(_prep(case), case["spec"])
+    assert "index" not in out.notes
+
+
 def test_default_bounds_take_the_sample_and_not_much_larger():
     """The defaults: the sample (1,797 x 8, every row both) is small; an
     input past either bound takes the kernels (the default read from the
