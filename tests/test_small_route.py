@@ -186,16 +186,6 @@ def test_the_session_runs_the_kernels():
     assert "index" not in out.notes
 
 
-def test_default_bounds_take_the_sample_and_not_much_larger():
-    """The defaults: the sample (1,797 x 8, every row both) is small; an
-    input past either bound takes the kernels (the default read from the
-    environment is checked in the subprocess test)."""
-    assert 1797 * 1797 <= exact.SMALL_PAIRS == 2**22
-    assert 1797 * 1797 * 8 <= 2**27
-    assert 2049 * 2049 > exact.SMALL_PAIRS
-    assert 1024 * 1024 * 129 > 2**27
-
-
 def _api_case(name):
     case = CASES[name]
     return dict(embeddings=case["x"], labels=list(case["y"]), metric=case["metric"],
