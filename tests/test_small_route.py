@@ -266,3 +266,19 @@ def test_cli_sample_on_the_route_imports_no_numba_and_matches_the_reference(tmp_
                                                                    sort_keys=True)
     assert prov["exact"]["index"] == exact.SMALL_INDEX
     assert prov["exact"]["engine"] == "exact" and prov["reference"]["engine"] == "reference"
+
+
+def test_evaluate_either_side_of_the_bound(monkeypatch):
+    """The same input with the bound at its size (the route) and one term below
+    (the kernels): the same JSON but for provenance.index."""
+    kw = _api_case("cosine-far-ties")
+    n_q, n_g = int(np.sum(kw["is_query"])), int(np.sum(kw["is_gallery"]))
+    terms = n_q * n_g * kw["embeddings"].shape[1]
+    docs = {}
+    for bound in (terms, terms - 1):
+        monkeypatch.setattr(exact, "SMALL_TERMS", bound)
+        docs[bound] = evaluate(**kw).to_dict()
+    prov = {b: d.pop("provenance") for b, d in docs.items()}
+    assert prov[terms]["index"] == exact.SMALL_INDEX
+    assert prov[terms - 1]["index"] == KERNEL_INDEX
+    assert json.dumps(docs[terms], sort_keys=True) == json.dumps(docs[terms - 1], sort_keys=True)
