@@ -22,11 +22,17 @@ from __future__ import annotations
 
 import os
 
-import pytest
-from hypothesis import HealthCheck, settings
+# the exact engine's small-input route (engines/exact.py, small_route) off for
+# the whole session, CLI subprocesses included: every test of the exact engine
+# exercises the compiled kernels; tests/test_small_route.py turns it on.
+# Set before anything imports the engine (the variable is read once)
+os.environ["_OPIS_SMALL_TERMS"] = "0"
 
-from gating_samples import Samples, evaluate_samples
-from report_helpers import render_big_report
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+from gating_samples import Samples, evaluate_samples  # noqa: E402
+from report_helpers import render_big_report  # noqa: E402
 
 # Hypothesis (tests/test_fuzz_*.py): "ci" (the default) is a fixed, derandomized
 # budget so that CI runs are quick and reproducible; HYPOTHESIS_PROFILE=long

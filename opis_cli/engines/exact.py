@@ -85,17 +85,22 @@ per-query results make the outcome independent of the split.
 Key space, report histogram and the bin/rank bookkeeping shared with the knn
 engine live in ``base.py``; the compiled kernels and their argument
 structures in ``_kernels.py``.
+
+**Small inputs** (:func:`small_route`, by size alone) skip all of the above:
+``ExactEngine.run`` hands them to the reference engine's plain float64 numpy
+(``reference.py``, the same bytes), so that they never import or compile
+numba; ``_kernels`` is imported on first use.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
 import numpy as np
 
-from . import _kernels
 from .. import options
 from ..errors import ConfigError
 from ..prepare import Prepared
@@ -108,6 +113,19 @@ from .partial import Part, Retrieval, merge
 from .select import padded_span, pilot_columns, pilot_negative_keys, pilot_rows, select_or_none
 # the worker pool (workers.py) under the names the diagnosis pass imports
 from .workers import TileQueue as _Tiles, in_workers as _in_workers, workers_for as _workers
+
+
+class _LazyKernels:
+    """``engines._kernels`` (numba), imported on first use: a run on the
+    small-input route (:func:`small_route`) never loads numba."""
+
+    def __getattr__(self, name: str):
+        from . import _kernels
+
+        return getattr(_kernels, name)
+
+
+_kernels = _LazyKernels()
 #: query rows of the pilot that bounds the FAR pass, and values it keeps
 PILOT_ROWS = 2048
 PILOT_VALUES = 1_000_000
@@ -485,8 +503,44 @@ def map_local(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg:
     return merge([part], nq, prep.n_classes)
 
 
+#: the small-input route: an input with at most SMALL_TERMS products or
+#: squared differences (``nq * ng * D``) and SMALL_PAIRS pairs (``nq * ng``)
+#: is computed by the reference engine's float64 numpy (0.5-2 s at the
+#: bound on one core, docs/performance.md) instead of the compiled kernels
+#: (whose first compile takes half a minute). The private variable
+#: ``_OPIS_SMALL_TERMS`` (read once) sets the bound on terms; 0 turns the
+#: route off (the test suite does, so that its small cases exercise the
+#: kernels)
+SMALL_TERMS = int(os.environ.get("_OPIS_SMALL_TERMS", 2**27))
+SMALL_PAIRS = 2**22
+#: the working arrays of one block of the route, in bytes
+SMALL_BLOCK_BYTES = 64 * 2**20
+#: ``provenance.index`` of a run on the small-input route
+SMALL_INDEX = "exact (small input: all pairs, float64 numpy)"
+
+
+def small_route(prep: Prepared, spec: GridSpec) -> bool:
+    """Whether :class:`ExactEngine` computes this input on the small-input route.
+
+    By the input's size only (never the cache, threads or block size): at
+    most ``SMALL_PAIRS`` pairs and ``SMALL_TERMS`` terms, and no verification
+    view (SPEC 14, which the reference engine does not measure). Same bytes
+    either way (the conformance suite holds the kernels to the reference's).
+    Peak memory of the route (bytes): ``16 * nq * ng`` (every pair's distance
+    and histogram key, held; at most 64 MiB) ``+ SMALL_BLOCK_BYTES`` (one
+    block's working arrays) ``+ 8 * (nq + ng) * D`` (the rows in float64).
+    """
+    nq, ng = len(prep.q_rows), len(prep.g_rows)
+    return (spec.verification is None and nq * ng <= SMALL_PAIRS
+            and nq * ng * max(prep.dim, 1) <= SMALL_TERMS)
+
+
 class ExactEngine:
     """Block-streamed exact counts (SPEC 3) on one machine.
+
+    A small input (:func:`small_route`) is computed by the reference
+    engine's plain float64 numpy, without importing numba; its result says
+    so in ``provenance.index`` (SMALL_INDEX), its numbers are the same bytes.
 
     Parameters
     ----------
@@ -500,6 +554,14 @@ class ExactEngine:
         self.block_bytes = check_block_bytes(block_bytes)
 
     def run(self, prep: Prepared, spec: GridSpec, progress: Progress | None = None) -> EngineOutput:
+        if small_route(prep, spec):
+            from .reference import ReferenceEngine
+
+            # no progress: it takes about a second, and the CLI's first
+            # progress stage asks whether the kernels are compiled (numba)
+            out = ReferenceEngine(min(self.block_bytes, SMALL_BLOCK_BYTES),
+                                  hold_pairs=SMALL_PAIRS).run(prep, spec)
+            return replace(out, notes={**out.notes, "index": SMALL_INDEX})
         return run_exact(prep, spec, map_local, self.block_bytes, progress)
 
 

@@ -1,8 +1,9 @@
 """Reference engine: SPEC 2-6 and 11 in plain float64 numpy, written to be read.
 
 The oracle of the conformance suite (``tests/test_conformance.py``): every
-engine that counts every pair must give its bytes. Nothing here is fast;
-everything is the SPEC's sentence:
+engine that counts every pair must give its bytes. It is also the exact
+engine's route for small inputs (``exact.small_route``): numpy arithmetic
+with nothing to compile. Everything is the SPEC's sentence:
 
 * distances (SPEC 2): the float32 rows of ``Prepared`` (cosine: normalised
   in float64, rounded to float32 once), products or squared differences in
@@ -16,8 +17,12 @@ everything is the SPEC's sentence:
   (:func:`_order_statistic`); the grid ``linspace(t_lo, t_hi, K)``;
 * retrieval (SPEC 6): gallery rows sorted by (distance, original row).
 
-Memory: one block of queries at a time (``block_bytes`` of float64 terms);
-never a matrix of all pairs.
+Memory: blocks of query rows, each at most ``block_bytes`` of float64
+working arrays (:meth:`ReferenceEngine._rows`); never a matrix of all pairs,
+except that the distances of at most ``hold_pairs`` pairs are computed once
+and held (``16 * nq * ng`` bytes: the distance and the histogram's key)
+instead of once per pass. Peak: ``16 * nq * ng`` (held, when
+``nq * ng <= hold_pairs``) ``+ block_bytes + 8 * (nq + ng) * D``.
 """
 
 from __future__ import annotations
@@ -34,37 +39,49 @@ from .ranking import list_length
 
 #: values the order-statistic search holds at once (its last step sorts them)
 _HELD = 2**22
+#: pairs whose distances a run computes once and holds (16 bytes each)
+HOLD_PAIRS = 2**22
+#: bytes of working arrays per pair of a block: counting and ranking use about
+#: eight float64/int64 arrays of the block's shape
+_PAIR_BYTES = 64
+
+
+def _fixed_order_sum(term, D: int, shape: tuple[int, ...]) -> np.ndarray:
+    """The sum of ``term(0), ..., term(D - 1)`` (float64 arrays of ``shape``) in
+    the project's fixed order: 16 running sums (sum ``j`` takes the terms
+    ``k = j mod 16`` in increasing ``k``) over the first ``D - D % 16`` terms,
+    added pairwise ``((s0 + s1) + (s2 + s3)) + ...``, then the last ``D % 16``
+    terms one by one (``_kernels._make_sum16``). Each term is made when it is
+    added: no array of all ``D`` terms."""
+    n16 = D - D % 16
+    lanes = [np.zeros(shape) for _ in range(16)] if n16 else [np.zeros(shape)]
+    for k in range(n16):
+        lanes[k % 16] += term(k)
+    while len(lanes) > 1:
+        lanes = [lanes[i] + lanes[i + 1] for i in range(0, len(lanes), 2)]
+    s = lanes[0]
+    for k in range(n16, D):
+        s = s + term(k)
+    return s
 
 
 def _sum16(terms: np.ndarray) -> np.ndarray:
-    """Sum over the last axis in float64, in the project's fixed order: 16 running
-    sums (sum ``j`` takes the terms ``k = j mod 16`` in increasing ``k``) over the
-    first ``D - D % 16`` terms, added pairwise ``((s0 + s1) + (s2 + s3)) + ...``,
-    then the last ``D % 16`` terms one by one (``_kernels._make_sum16``)."""
-    D = terms.shape[-1]
-    n16 = D - D % 16
-    acc = np.zeros(terms.shape[:-1] + (16,))
-    for k in range(0, n16, 16):
-        acc += terms[..., k:k + 16]
-    while acc.shape[-1] > 1:
-        acc = acc[..., 0::2] + acc[..., 1::2]
-    s = acc[..., 0]
-    for k in range(n16, D):
-        s = s + terms[..., k]
-    return s
+    """:func:`_fixed_order_sum` over the last axis of ``terms``."""
+    return _fixed_order_sum(lambda k: terms[..., k], terms.shape[-1], terms.shape[:-1])
 
 
 def distances(prep: Prepared, q0: int, q1: int) -> tuple[np.ndarray, np.ndarray]:
     """``(d, key)`` (q1 - q0, ng) of query rows ``[q0, q1)`` against the gallery:
     the (adjusted) distance, and the key the report histogram bins (the squared
     distance for l2 without offsets, else ``d``)."""
-    xq = prep.xq[q0:q1, None, :].astype(np.float64)
-    xg = prep.xg[None, :, :].astype(np.float64)
+    xq = prep.xq[q0:q1].astype(np.float64)
+    xg = prep.xg.astype(np.float64)
+    shape = (q1 - q0, len(xg))
     if prep.metric == "cosine":
-        d = 1.0 - _sum16(xq * xg)
+        d = 1.0 - _fixed_order_sum(lambda k: xq[:, k, None] * xg[None, :, k], prep.dim, shape)
         key = d
     else:
-        key = _sum16((xq - xg) ** 2)
+        key = _fixed_order_sum(lambda k: (xq[:, k, None] - xg[None, :, k]) ** 2, prep.dim, shape)
         d = np.sqrt(np.maximum(key, 0.0))
     if prep.q_off is not None:
         d = (d - prep.q_off[q0:q1, None]) - prep.g_off[None, :]
@@ -81,23 +98,45 @@ def _negatives(prep: Prepared, row_eval: np.ndarray, q0: int, q1: int,
 
 
 class ReferenceEngine:
-    """All pairs in float64 numpy; registered as ``reference`` (the oracle)."""
+    """All pairs in float64 numpy; registered as ``reference`` (the oracle).
+
+    ``hold_pairs``: when ``nq * ng`` is at most this, the distances are
+    computed once and held for every pass (16 bytes a pair), else once per
+    pass, block by block. Results depend on neither it nor ``block_bytes``.
+    """
 
     name = "reference"
 
-    def __init__(self, block_bytes: int = DEFAULT_BLOCK_BYTES):
+    def __init__(self, block_bytes: int = DEFAULT_BLOCK_BYTES, hold_pairs: int = HOLD_PAIRS):
         self.block_bytes = check_block_bytes(block_bytes)
+        self.hold_pairs = int(hold_pairs)
 
-    def _blocks(self, prep: Prepared):
-        """``(q0, q1, d, key)`` for every block of query rows."""
+    def _rows(self, prep: Prepared) -> int:
+        """Query rows of a block: its working arrays within ``block_bytes``
+        (the 16 running sums of the distances when D >= 16, else the
+        counting and ranking arrays)."""
+        lanes = 16 if prep.dim >= 16 else 1
+        per_pair = max(8 * (lanes + 2), _PAIR_BYTES)
+        return max(1, self.block_bytes // (per_pair * max(len(prep.g_rows), 1)))
+
+    def _pairs(self, prep: Prepared):
+        """``blocks``: ``blocks()`` yields ``(q0, q1, d, key)`` for every block
+        of query rows, computed once and held when ``nq * ng <= hold_pairs``."""
         nq, ng = len(prep.q_rows), len(prep.g_rows)
-        rows = max(1, self.block_bytes // (16 * max(ng, 1) * max(prep.dim, 1)))
-        for q0 in range(0, nq, rows):
-            q1 = min(nq, q0 + rows)
-            yield (q0, q1, *distances(prep, q0, q1))
+        rows = self._rows(prep)
 
-    def _order_statistic(self, prep: Prepared, row_eval: np.ndarray,
-                         rank: int) -> tuple[float, int]:
+        def stream():
+            for q0 in range(0, nq, rows):
+                q1 = min(nq, q0 + rows)
+                yield (q0, q1, *distances(prep, q0, q1))
+
+        if nq * ng > self.hold_pairs:
+            return stream
+        held = list(stream())
+        return lambda: iter(held)
+
+    def _order_statistic(self, prep: Prepared, row_eval: np.ndarray, rank: int,
+                         blocks) -> tuple[float, int]:
         """The ``rank``-th smallest negative distance of the query rows in
         ``row_eval``, and the passes it took: count the negatives ``<= lo``,
         hold those in ``(lo, hi]`` when few enough to sort, else halve
@@ -105,7 +144,7 @@ class ReferenceEngine:
         lo, hi, passes = -np.inf, np.inf, 0
         while True:
             below, held, n_in, vmin, vmax = 0, [], 0, np.inf, -np.inf
-            for q0, q1, d, _ in self._blocks(prep):
+            for q0, q1, d, _ in blocks():
                 v = _negatives(prep, row_eval, q0, q1, d)
                 below += int((v <= lo).sum())
                 v = v[(v > lo) & (v <= hi)]
@@ -116,14 +155,15 @@ class ReferenceEngine:
                     held.append(v)
             passes += 1
             if n_in <= _HELD:
-                return float(np.sort(np.concatenate(held))[rank - below - 1]), passes
+                at = rank - below - 1
+                return float(np.partition(np.concatenate(held), at)[at]), passes
             if vmin == vmax:
                 return vmin, passes
             mid = vmin + (vmax - vmin) / 2
             if mid == vmax:  # two neighbouring floats: split between them
                 mid = vmin
             n_mid = sum(int((_negatives(prep, row_eval, q0, q1, d) <= mid).sum())
-                        for q0, q1, d, _ in self._blocks(prep))
+                        for q0, q1, d, _ in blocks())
             passes += 1
             lo, hi = (lo, mid) if n_mid >= rank else (mid, hi)
 
@@ -132,8 +172,9 @@ class ReferenceEngine:
         P, M = prep.class_pair_counts()
         evaluated = counts.evaluated(P, M, prep.class_rows, spec.min_class_rows)
         row_eval = evaluated[prep.q_class]
-        nq = len(prep.q_rows)
-        passes = 1  # the counts pass; the order statistics add theirs
+        nq, ng = len(prep.q_rows), len(prep.g_rows)
+        blocks = self._pairs(prep)
+        passes = 1  # the counts pass; the order statistics add theirs (held or not)
         if spec.calibration_range is not None:
             lo, hi = (float(v) for v in spec.calibration_range)
             check_range(lo, hi, "--calibration-range", f"{lo:g}:{hi:g}")
@@ -143,8 +184,9 @@ class ReferenceEngine:
             if not (0.0 < a < b <= 1.0):
                 raise ConfigError(f"--far-range {a:g}:{b:g} is degenerate: need 0 < A < B <= 1")
             m_total = int(M[evaluated].sum())
-            (lo, p_lo), (hi, p_hi) = (self._order_statistic(prep, row_eval, order_rank(f, m_total))
-                                      for f in (a, b))
+            (lo, p_lo), (hi, p_hi) = (
+                self._order_statistic(prep, row_eval, order_rank(f, m_total), blocks)
+                for f in (a, b))
             passes += p_lo + p_hi
             check_range(lo, hi, "--far-range",
                         f"{a:g}:{b:g} (it selects distances {lo:.6g} and {hi:.6g}; "
@@ -154,9 +196,11 @@ class ReferenceEngine:
 
         C = prep.n_classes
         G = len(prep.group_labels) if prep.q_group is not None else 0
-        # cells[q, g]: the first grid threshold t_k with d <= t_k (K: none)
-        cls_all, cls_pos = np.zeros((C, K + 1), np.int64), np.zeros((C, K + 1), np.int64)
-        grp_all, grp_pos = np.zeros((G, K + 1), np.int64), np.zeros((G, K + 1), np.int64)
+        q_group = prep.q_group if G else np.full(nq, -1, np.int64)
+        # cells: the first grid threshold t_k with d <= t_k (K: none), counted
+        # at class * (K + 1) + cell (and group * (K + 1) + cell) by one bincount
+        cls_all, cls_pos = np.zeros(C * (K + 1), np.int64), np.zeros(C * (K + 1), np.int64)
+        grp_all, grp_pos = np.zeros(G * (K + 1), np.int64), np.zeros(G * (K + 1), np.int64)
         first = np.zeros(nq, np.int64)
         ap = np.zeros(nq)
         n_rel = np.zeros(nq, np.int64)
@@ -166,34 +210,40 @@ class ReferenceEngine:
         sample[::max(1, -(-nq // REPORT_ROWS))] = True  # the exact engine's report rows
         sample &= row_eval
         h_pos, h_neg = np.zeros(REPORT_BINS, np.int64), np.zeros(REPORT_BINS, np.int64)
-        for q0, q1, d, key in self._blocks(prep):
-            for i in range(q1 - q0):
-                q = q0 + i
-                real = np.ones(d.shape[1], bool)  # the pairs: never a row with itself
-                if prep.self_col[q] >= 0:
-                    real[prep.self_col[q]] = False
-                pos = (prep.g_class == prep.q_class[q]) & real
-                cells = np.searchsorted(grid, d[i][real], side="left")
-                is_pos = pos[real]
-                cls_all[prep.q_class[q]] += np.bincount(cells, minlength=K + 1)
-                cls_pos[prep.q_class[q]] += np.bincount(cells[is_pos], minlength=K + 1)
-                if G and prep.q_group[q] >= 0:
-                    grp_all[prep.q_group[q]] += np.bincount(cells, minlength=K + 1)
-                    grp_pos[prep.q_group[q]] += np.bincount(cells[is_pos], minlength=K + 1)
-                if sample[q]:
-                    b = value_bins(key[i][real], span[0], report_scale(span), REPORT_BINS)
-                    h_pos += np.bincount(b[is_pos], minlength=REPORT_BINS)
-                    h_neg += np.bincount(b[~is_pos], minlength=REPORT_BINS)
-                first[q], ap[q], n_rel[q], hits[q] = _retrieval(
-                    d[i][real], prep.g_rows[real], is_pos)
+        for q0, q1, d, key in blocks():
+            n = q1 - q0
+            real = np.ones((n, ng), bool)  # the pairs: never a row with itself
+            own = prep.self_col[q0:q1]
+            real[np.nonzero(own >= 0)[0], own[own >= 0]] = False
+            cls = prep.q_class[q0:q1]
+            is_pos = (prep.g_class[None, :] == cls[:, None]) & real
+            cells = np.searchsorted(grid, d, side="left")
+            at = cls[:, None] * (K + 1) + cells
+            cls_all += np.bincount(at[real], minlength=C * (K + 1))
+            cls_pos += np.bincount(at[is_pos], minlength=C * (K + 1))
+            grp = q_group[q0:q1]
+            if G and (grp >= 0).any():
+                in_grp = (grp >= 0)[:, None]
+                at = grp[:, None] * (K + 1) + cells
+                grp_all += np.bincount(at[real & in_grp], minlength=G * (K + 1))
+                grp_pos += np.bincount(at[is_pos & in_grp], minlength=G * (K + 1))
+            s = sample[q0:q1]
+            if s.any():
+                b = value_bins(key[s], span[0], report_scale(span), REPORT_BINS)
+                h_pos += np.bincount(b[is_pos[s]], minlength=REPORT_BINS)
+                h_neg += np.bincount(b[real[s] & ~is_pos[s]], minlength=REPORT_BINS)
+            if spec.retrieval:  # else zeros, as the exact engine leaves them
+                first[q0:q1], ap[q0:q1], n_rel[q0:q1], hits[q0:q1] = _retrieval(
+                    d, prep.g_rows, is_pos, real)
             if progress is not None:
                 progress("distances", q1, nq)
 
-        def cumulative(all_, pos_):
+        def cumulative(all_, pos_, n):
+            all_, pos_ = all_.reshape(n, K + 1), pos_.reshape(n, K + 1)
             return np.cumsum(pos_[:, :K], axis=1), np.cumsum((all_ - pos_)[:, :K], axis=1)
 
-        class_tp, class_fp = cumulative(cls_all, cls_pos)
-        group_tp, group_fp = cumulative(grp_all, grp_pos) if G else (None, None)
+        class_tp, class_fp = cumulative(cls_all, cls_pos, C)
+        group_tp, group_fp = cumulative(grp_all, grp_pos, G) if G else (None, None)
         return EngineOutput(
             thresholds=grid, range_source=source, class_tp=class_tp, class_fp=class_fp,
             group_tp=group_tp, group_fp=group_fp, first_rank=first, ap_at_r=ap,
@@ -203,21 +253,33 @@ class ReferenceEngine:
             notes={"report_histogram_rows": int(sample.sum())})
 
 
-def _retrieval(d: np.ndarray, rows: np.ndarray, is_pos: np.ndarray) -> tuple[int, float, int, int]:
-    """One query's ``(first relevant rank, AP@R, R, positives among the R nearest)``
-    (SPEC 6) from the distances ``d`` to its gallery rows (original ``rows``):
-    ranked by (distance, row); the first rank looks at the ``list_length``
-    nearest (one more than that when none of them is relevant; 0 when R = 0)."""
-    R = int(is_pos.sum())
-    if R == 0:
-        return 0, 0.0, 0, 0
-    ranked = is_pos[np.lexsort((rows, d))]
-    L = int(list_length(R, len(ranked)))
-    listed = np.nonzero(ranked[:L])[0]
-    first = int(listed[0]) + 1 if len(listed) else L + 1
-    total, found = 0.0, 0
-    for i in range(R):  # in rank order, as a running float64 sum
-        if ranked[i]:
-            found += 1
-            total += found / (i + 1)
-    return first, total / R, R, int(ranked[:R].sum())
+def _retrieval(d: np.ndarray, rows: np.ndarray, is_pos: np.ndarray,
+               real: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each query's ``(first relevant rank, AP@R, R, positives among the R
+    nearest)`` (SPEC 6) from the distances ``d`` (n, ng) to the gallery rows
+    (original ``rows``), of which ``real`` (n, ng) are listed (not the query's
+    own row): ranked by (distance, row); the first rank looks at the
+    ``list_length`` nearest (one more than that when none of them is
+    relevant; 0 when R = 0); AP@R sums ``found_i / i`` in rank order (a
+    running float64 sum: ``cumsum``, which adds one term at a time)."""
+    n, ng = d.shape
+    # the query's own row last (distances are finite), and never relevant
+    dd = np.where(real, d, np.inf)
+    order = np.argsort(dd, axis=1)  # by distance: the order where no two are equal
+    by_d = np.take_along_axis(dd, order, axis=1)
+    tied = (by_d[:, 1:] == by_d[:, :-1]).any(axis=1)
+    if tied.any():  # rows with equal distances: by (distance, row)
+        order[tied] = np.lexsort((np.broadcast_to(rows, dd[tied].shape), dd[tied]), axis=-1)
+    ranked = np.take_along_axis(is_pos, order, axis=1)
+    R = ranked.sum(axis=1)
+    L = list_length(R, real.sum(axis=1))
+    i = np.arange(1, ng + 1)  # 1-based ranks
+    first_hit = np.where(ranked.any(axis=1), np.argmax(ranked, axis=1) + 1, ng + 1)
+    first = np.where(R == 0, 0, np.where(first_hit <= L, first_hit, L + 1))
+    in_r = ranked & (i[None, :] <= R[:, None])
+    found = np.cumsum(ranked, axis=1)
+    total = np.cumsum(np.where(in_r, found / i[None, :], 0.0), axis=1)[:, -1] if ng \
+        else np.zeros(n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ap = np.where(R > 0, total / np.maximum(R, 1), 0.0)
+    return first.astype(np.int64), ap, R.astype(np.int64), in_r.sum(axis=1).astype(np.int64)
