@@ -13,12 +13,19 @@ ratio of wall and of CPU time (user + system of the child, from ``wait4``):
     opis evaluate sample_data/wordnet_hyponyms.parquet --verification --json OUT -q
     opis calibrate sample_data/wordnet_hyponyms.parquet --folds 5 --json OUT -q
 
+With ``--in-process`` the same two computations run through the Python API
+in this one process (the sample read once, the switch flipped between calls:
+``key_margins`` reads it at each call), alternating, best of ``--repeat`` of
+the process CPU time: no start-up in either side, so the ratio is that of
+the computations alone, and steadier on a busy machine.
+
 With ``--baseline TREE`` the baseline is another source tree with float64
 decisions (e.g. ``git archive af90d71 opis_cli | tar -x -C /tmp/base``), each
 tree with its own numba cache. The machine may be shared: read the ratios,
 the CPU ratio is the steadier one.
 
     python benchmarks/bench_verify_f64.py --repeat 3
+    python benchmarks/bench_verify_f64.py --in-process --repeat 5
     python benchmarks/bench_verify_f64.py --cases verification --baseline /tmp/base
 """
 
@@ -65,6 +72,36 @@ def _env(src: Path, float32: bool, cache: str | None) -> dict:
     return env
 
 
+def in_process(cases: list[str], repeat: int) -> None:
+    """Both decisions in this process, through the API (``--in-process``)."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    import opis_cli
+    from opis_cli.engines import base
+    from opis_cli.transfer import Data, calibrate
+
+    t = pq.read_table(SAMPLE, columns=["embedding", "label"])
+    x = np.asarray(t.column("embedding").to_pylist(), np.float32)
+    y = t.column("label").to_pylist()
+    run = {"verification": lambda: opis_cli.evaluate(x, y, verification=True),
+           "calibrate": lambda: calibrate(Data(x, y), folds=5)}
+    print(f"in process, best of {repeat} after a warm-up, alternating")
+    print(f"{'case':>13} {'float32 cpu':>11} {'float64 cpu':>11} {'cpu ratio':>9}")
+    for case in cases:
+        best = {True: float("inf"), False: float("inf")}
+        for i in range(repeat + 1):
+            for f32 in (True, False):
+                base._FLOAT32_DECISIONS = f32
+                c = time.process_time()
+                run[case]()
+                if i:  # the first round warms the kernels and caches
+                    best[f32] = min(best[f32], time.process_time() - c)
+        base._FLOAT32_DECISIONS = False
+        print(f"{case:>13} {best[True]:11.2f} {best[False]:11.2f} {best[False] / best[True]:9.3f}",
+              flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -75,7 +112,13 @@ def main() -> None:
                     help="source tree of the baseline (default: this tree, float32 decisions)")
     ap.add_argument("--baseline-cache", default=None,
                     help="NUMBA_CACHE_DIR of the baseline tree (default: as this process)")
+    ap.add_argument("--in-process", action="store_true",
+                    help="time the API calls in this process instead (no start-up)")
     args = ap.parse_args()
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    if args.in_process:
+        in_process(cases, args.repeat)
+        return
     print("baseline: " + ("this tree, float32 decisions" if args.baseline is None
                           else f"{args.baseline}, float64 decisions"))
     print(f"best of {args.repeat} after a warm-up, fresh processes, alternating")
@@ -88,7 +131,7 @@ def main() -> None:
     new_env = _env(HERE, False, None)
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "out.json")
-        for case in [c.strip() for c in args.cases.split(",") if c.strip()]:
+        for case in cases:
             cmd = [sys.executable, "-m", "opis_cli.cli", *CASES[case], "--json", out, "-q"]
             _child(cmd, base_env)
             _child(cmd, new_env)
