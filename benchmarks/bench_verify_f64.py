@@ -43,6 +43,7 @@ HERE = Path(__file__).resolve().parent.parent
 SAMPLE = HERE / "sample_data" / "wordnet_hyponyms.parquet"
 
 CASES = {
+    "evaluate": ["evaluate", str(SAMPLE)],  # the same without the view: its share
     "verification": ["evaluate", str(SAMPLE), "--verification"],
     "calibrate": ["calibrate", str(SAMPLE), "--folds", "5"],
 }
@@ -84,7 +85,8 @@ def in_process(cases: list[str], repeat: int) -> None:
     t = pq.read_table(SAMPLE, columns=["embedding", "label"])
     x = np.asarray(t.column("embedding").to_pylist(), np.float32)
     y = t.column("label").to_pylist()
-    run = {"verification": lambda: opis_cli.evaluate(x, y, verification=True),
+    run = {"evaluate": lambda: opis_cli.evaluate(x, y),
+           "verification": lambda: opis_cli.evaluate(x, y, verification=True),
            "calibrate": lambda: calibrate(Data(x, y), folds=5)}
     print(f"in process, best of {repeat} after a warm-up, alternating")
     print(f"{'case':>13} {'float32 cpu':>11} {'float64 cpu':>11} {'cpu ratio':>9}")
@@ -105,7 +107,7 @@ def in_process(cases: list[str], repeat: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cases", default="verification,calibrate",
+    ap.add_argument("--cases", default="evaluate,verification,calibrate",
                     help="comma-separated: " + ", ".join(CASES))
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--baseline", type=Path, default=None,
