@@ -687,9 +687,9 @@ def _report_hist(kb, sc, ps, pe, lo, scale, RB, hpos, hneg, xr, xg, c0, l2, off,
 def _near_edges(kb, lo, scale, ms, idx):
     """The columns ``j`` whose key lies within ``ms / scale`` (its margin) of a
     bin edge of an even histogram (its float64 key may then lie in another
-    bin), written to ``idx``; returns their number. Branch-free (every column is written, the length advances by the
-    test), so the floors vectorise; the query's own key (+inf) gives NaN and
-    is never near."""
+    bin), written to ``idx``; returns their number. Branch-free (every
+    column is written, the length advances by the test), so the floors
+    vectorise; the query's own key (+inf) gives NaN and is never near."""
     n = 0
     hi = 1.0 - ms
     for j in range(kb.shape[0]):
