@@ -53,15 +53,15 @@ def _loaded(*args: str, cwd: Path = REPO) -> tuple[int, str, set[str]]:
 def test_a_missing_file_loads_no_numpy():
     code, err, loaded = _loaded("evaluate", "no-such.parquet", "--max", "opis=0.02")
     assert code == 2 and err == "Error: no-such.parquet: no such file or directory"
-    assert not loaded & {*HEAVY, "numpy", "pyarrow"}, loaded
+    assert not loaded & {*HEAVY, "numpy", "pyarrow", "pydantic"}, loaded
 
 
 def test_a_missing_column_is_found_before_pyarrow_and_numpy():
-    code, err, loaded = _loaded("evaluate", SAMPLE, "--label-column", "nope")
+    code, err, loaded = _loaded("evaluate", SAMPLE, "--label-column", "nope", "--json", "-")
     assert code == 2
     assert err == (f"Error: {SAMPLE}: no column 'nope'; columns are: embedding, label, group, "
                    "is_query, is_gallery (use --label-column)")
-    assert not loaded & {*HEAVY, "numpy", "pyarrow"}, loaded
+    assert not loaded & {*HEAVY, "numpy", "pyarrow", "pydantic"}, loaded
 
 
 def test_a_column_of_the_wrong_type_is_the_reader_s_and_loads_no_engine(tmp_path):
@@ -291,3 +291,67 @@ def test_a_null_is_named_by_its_row_in_a_sliced_chunk():
     col = pa.chunked_array([arr.slice(0, 1), arr.slice(1, 4)])
     with pytest.raises(InputError, match=r"column 'c' row 12 is null"):
         strings_from_arrow(col, "f", "c", 10)
+
+
+# ---------------------------------------------------------------- the option parser
+
+
+def _values(param) -> list:
+    """Values a parameter can be given: None, its default, strings from a command line."""
+    import enum
+
+    ann = param.type_descriptor.annotation
+    out = [None, param.default]
+    if param.multiple or param.nargs == -1:
+        return out + [(), ("opis=0.02",), ["a", "b"], ("",)]
+    if ann is Path:
+        return out + ["no-such.parquet", SAMPLE, "sample_data", "-", "", ".", "a/../b"]
+    if isinstance(ann, type) and issubclass(ann, enum.Enum):
+        return out + [next(iter(ann)), next(iter(ann)).value, "nope", ""]
+    if ann in (int, float):
+        return out + [3, 0.5, True, "3", "0.5", "x", ""]
+    if ann is bool:
+        return out + [True, False, "true", "0", 1]
+    return out + ["x", "", "-", "0.1:0.5", 3]
+
+
+def _outcome(coerce, value, param, ctx):
+    import typer
+
+    try:
+        out = coerce(value, param=param, ctx=ctx)
+    except typer.BadParameter as e:
+        return ("error", e.format_message())
+    return (type(out), out)
+
+
+def test_the_fast_coercion_is_typer_s_for_every_parameter(monkeypatch):
+    import importlib.util
+
+    import typer
+
+    from opis_cli.cli import app  # noqa: F401  (registers the commands)
+    from opis_cli.cli.root import _UNSET, _Coercion, build_command
+
+    monkeypatch.chdir(REPO)
+    root = build_command()
+    if importlib.util.find_spec("typer._coercion") is None:  # typer 0.28: click's types
+        params = [p for c in [root, *root.commands.values()] for p in c.params]
+        assert not any(isinstance(getattr(p, "_runtime_param", None), _Coercion)
+                       for p in params)
+        return
+    import typer._coercion as typer_coercion  # typer >= 0.29: pydantic adapters
+
+    checked = fast = 0
+    for name, cmd in [("opis", root), *root.commands.items()]:
+        ctx = typer.Context(cmd, info_name=name)
+        for param in cmd.params:
+            runtime = param.get_runtime_param()
+            assert isinstance(runtime, _Coercion), (name, param.name)
+            full = typer_coercion.build_runtime_param(param.type_descriptor)
+            for value in _values(param):
+                got = _outcome(runtime.coerce, value, param, ctx)
+                assert got == _outcome(full.coerce, value, param, ctx), (name, param.name, value)
+                checked += 1
+                fast += runtime._fast(value) is not _UNSET
+    assert checked > 500 and fast > checked // 3  # the fast path does serve
