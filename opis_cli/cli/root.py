@@ -239,9 +239,26 @@ def _fast_coercion(param) -> None:
         param._runtime_param = _Coercion(param)
 
 
+#: The commands built, by (show_all, commands registered): one build per process.
+_BUILT: dict[tuple, object] = {}
+
+
 def build_command(show_all: bool = False):
     """The click command behind :data:`app`, tidied for help: flags without a metavar,
-    one metavar style, and (``show_all``) the options of the "Advanced" panel shown."""
+    one metavar style, and (``show_all``) the options of the "Advanced" panel shown.
+
+    Built once per process and reused (35 ms a build on 2 cores: in-process runs,
+    the tests' hundreds of them, pay it once); a command registered later builds anew.
+    """
+    key = (show_all, len(app.registered_commands), len(app.registered_groups))
+    command = _BUILT.get(key)
+    if command is None:
+        command = _BUILT[key] = _build_command(show_all)
+    return command
+
+
+def _build_command(show_all: bool):
+    """:func:`build_command`, built."""
     from typer.core import TyperArgument
 
     command = typer.main.get_command(app)
