@@ -99,6 +99,13 @@ SLOW: dict[str, frozenset[str] | None] = {
         "test_pt_malicious_pickle_is_refused_and_never_runs",
         "test_hdf5_matches_parquet_mapped_or_not", "test_hdf5_wrong_dtype",
     }),
+    # statistics over many seeded runs of the sampled engine (300 and 20 evaluations);
+    # the quick suite keeps its seeded-estimate and same-seed-same-bytes tests
+    "test_engine_sampled.py": frozenset({"test_scaled_fp_counts_are_unbiased",
+                                         "test_coverage_smoke_on_small_data"}),
+    # SPEC 14 on 1,500 rows against the naive pair-by-pair reference; the quick suite
+    # keeps the Hypothesis comparison on small inputs and the other hand-made cases
+    "test_verification.py": frozenset({"test_many_keys_per_bin_and_long_gather_rows"}),
 }
 
 #: extra -> the modules it installs that tests import (the ``chromium`` binary is no extra)

@@ -208,12 +208,7 @@ def evaluate(
     gate = EvaluateGate.plan(o.rule_options(max_rules, min_rules, max_increase, max_decrease),
                              baseline=baseline, config=gate_config, bootstrap=bootstrap,
                              seed=seed, junit=junit)
-    check_inputs(path)  # after the rules (tests/test_gate.py): they load numpy (gate.rules)
-    # the heavy imports (numba, faiss, pyarrow, rich) only now
-    from ..engines import make_engine
-    from ..render.terminal import (console, print_bootstrap, print_gate_outcome, print_result,
-                                   results_on_stderr)
-
+    check_inputs(path)  # after the rules (tests/test_gate.py)
     cal_opts = {}
     if calibration is not None:
         from ..calibration import load_calibration
@@ -245,10 +240,24 @@ def evaluate(
     # each engine takes the options its registry entry declares; the default engine (the
     # exact one, no options: opis_cli.evaluate's engine=None) is built by opis_cli.evaluate
     # once the input is read and checked: a bad column fails before numba and the kernels load
-    eng = None if engine == opt.ENGINE else make_engine(
-        engine, block_bytes=block_bytes, k=k, index=index, scheduler=scheduler,
-        workers=workers, worker_bytes=worker_mib * 2**20,
-        negatives_per_query=negatives_per_query, retrieval_queries=retrieval_queries, seed=seed)
+    if engine == opt.ENGINE:
+        eng = None
+    else:
+        from ..engines import make_engine
+
+        eng = make_engine(
+            engine, block_bytes=block_bytes, k=k, index=index, scheduler=scheduler,
+            workers=workers, worker_bytes=worker_mib * 2**20,
+            negatives_per_query=negatives_per_query, retrieval_queries=retrieval_queries,
+            seed=seed)
+    # a missing column fails here, from the Parquet footer: before pyarrow, numpy, the
+    # engine's kernels and the terminal's tables load (tests/test_startup.py)
+    from ..io.dataset import check_columns
+
+    check_columns(path, read)
+    from ..render.terminal import (console, print_bootstrap, print_gate_outcome, print_result,
+                                   results_on_stderr)
+
     show = not quiet and sys.stderr.isatty()
     note = not quiet and engine in COMPILED_ENGINES
     from ..app import reads_shards

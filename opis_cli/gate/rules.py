@@ -32,13 +32,23 @@ import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
-from ..metrics.bootstrap import BOOTSTRAP_METRICS, Bootstrap, DifferenceInterval, difference_interval
 from ..errors import ConfigError, ExitCode, InputError
 from ..metrics.registry import DIRECTION as METRIC_DIRECTION, keys as metric_keys
 from ..options import check_confidence
 from ..render.format import num
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..metrics.bootstrap import Bootstrap, DifferenceInterval
+
+# No numpy at import: ``opis evaluate`` parses its rules before it checks its input
+# path, and an input error must come before the heavy imports (tests/test_startup.py).
+# The bootstrap (numpy) loads where a 'ci' rule is checked.
+
+#: The metrics with a bootstrap interval (``opis_cli.metrics.bootstrap.BOOTSTRAP_METRICS``,
+#: repeated here without its numpy; tests/test_startup.py ties the two).
+BOOTSTRAP_METRICS = ("opis", "epsilon_opis")
 
 #: The metric lists and directions below come from the metrics registry
 #: (``opis_cli.metrics.registry``: key, direction, JSON path, name, doc).
@@ -410,6 +420,8 @@ def _check(rule: Rule, cand: Side, base: Side | None, confidence: float | None) 
             missing = cand.name if cand.bootstrap is None else base.name
             raise InputError(f"{missing}: rule {rule.text} needs bootstrap replicates; evaluate "
                              "the embeddings with --bootstrap N (or compare embeddings files)")
+        from ..metrics.bootstrap import difference_interval
+
         iv = difference_interval(base.bootstrap, cand.bootstrap, rule.metric, confidence)
         change = value - bval
         ok = not (iv.lower > 0) if up else not (iv.upper < 0)

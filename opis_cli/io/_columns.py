@@ -22,76 +22,22 @@ expected):
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from opis_cli.errors import InputError
 
-#: ``progress(rows_done, rows_total)``
-ProgressCallback = Callable[[int, int], None]
-
-#: ``memory_check(rows, dim, stored_itemsize)``: raise ``InputError`` when
-#: ``rows x dim`` embeddings will not fit; ``stored_itemsize`` is the bytes per
-#: value held in memory as read (0 for a memory-mapped file).
-MemoryCheck = Callable[[int, int, int], None]
-
-#: Columns (or ``.npz`` arrays) used as query / gallery flags when present and
-#: no other column was named.
-AUTO_QUERY = "is_query"
-AUTO_GALLERY = "is_gallery"
-
-#: The option to point at when a column of that role is missing.
-HINTS = {
-    "label": "use --label-column",
-    "group": "check --group-column",
-    "query": "check --query-column",
-    "gallery": "check --gallery-column",
-    "embedding": (
-        "use --embedding-column, or --embedding-columns 'PATTERN' for one column per dimension"
-    ),
-}
-
-
-@dataclass(frozen=True)
-class ColumnSpec:
-    """Which columns to read: the ``read_dataset`` options, as a reader sees them.
-
-    Attributes
-    ----------
-    embedding_column : str or None
-        Column holding one list of numbers per row.
-    embedding_pattern : str or None
-        ``fnmatch`` pattern selecting one numeric column per dimension;
-        overrides ``embedding_column``.
-    label_column : str or None
-        None when the labels come from a separate labels file (the reader
-        then does not read them).
-    group_column : str or None
-        Read only when given.
-    query_column, gallery_column : str or None
-        When None, a column named :data:`AUTO_QUERY` / :data:`AUTO_GALLERY`
-        is used if present.
-    options : tuple of (str, str)
-        The format options given (``ReadOptions.format_options``: name,
-        value), which a reader reads with :meth:`option`, e.g.
-        ``spec.option("hf_split")``.
-    """
-
-    embedding_column: str | None = "embedding"
-    embedding_pattern: str | None = None
-    label_column: str | None = "label"
-    group_column: str | None = None
-    query_column: str | None = None
-    gallery_column: str | None = None
-    options: tuple[tuple[str, str], ...] = ()
-
-    def option(self, name: str) -> str | None:
-        """The value of format option ``name`` (see ``opis_cli.io.formats``), or None."""
-        return dict(self.options).get(name)
+# the column spec and the names check need neither numpy nor pyarrow (opis_cli.io._spec)
+from ._spec import (  # noqa: F401  (re-exported: the readers import them from here)
+    AUTO_GALLERY,
+    AUTO_QUERY,
+    HINTS,
+    ColumnSpec,
+    MemoryCheck,
+    ProgressCallback,
+)
 
 
 @dataclass(frozen=True)
@@ -160,9 +106,67 @@ def is_flag_type(t: pa.DataType) -> bool:
 # Arrow columns -> NumPy
 
 
+# Arrow's own conversion (``Array.to_numpy``) imports pandas, about 1 s of a 2 s run,
+# and ``pyarrow.compute`` another 0.3 s: the columns are read from their buffers instead.
+
+
+def _validity(chunk: pa.Array) -> np.ndarray:
+    """One bool per element of ``chunk``: False where it is null."""
+    n, off = len(chunk), chunk.offset
+    bitmap = chunk.buffers()[0]
+    if bitmap is None:
+        return np.full(n, chunk.null_count == 0, dtype=bool)  # a null-type array: all null
+    bits = np.frombuffer(bitmap, dtype=np.uint8)
+    return np.unpackbits(bits, count=off + n, bitorder="little")[off:].astype(bool)
+
+
+def values_to_numpy(chunk: pa.Array) -> np.ndarray:
+    """A numeric or boolean Arrow array without nulls as a NumPy array: numbers as
+    stored (a read-only view of Arrow's buffer), booleans unpacked (a new array).
+    What ``chunk.to_numpy(zero_copy_only=False)`` gives, without pandas."""
+    t, n, off = chunk.type, len(chunk), chunk.offset
+    assert not chunk.null_count, "callers check for nulls first"
+    data = chunk.buffers()[1]
+    if pa.types.is_boolean(t):
+        if data is None or n == 0:
+            return np.zeros(n, dtype=bool)
+        bits = np.frombuffer(data, dtype=np.uint8)
+        return np.unpackbits(bits, count=off + n, bitorder="little")[off:].astype(bool)
+    if not (pa.types.is_integer(t) or pa.types.is_floating(t)):
+        raise TypeError(f"values_to_numpy: {t} is not a number type")
+    dtype = np.dtype(t.to_pandas_dtype())  # numpy's type of the same width (no pandas)
+    if data is None or n == 0:
+        return np.empty(n, dtype=dtype)
+    return np.frombuffer(data, dtype=dtype, count=n, offset=off * dtype.itemsize)
+
+
+def _text(chunk: pa.Array, path: str, name: str) -> np.ndarray:
+    """A string or large_string array without nulls -> object array of ``str``."""
+    n, off = len(chunk), chunk.offset
+    out = np.empty(n, dtype=object)
+    if n == 0:
+        return out
+    width = np.int64 if pa.types.is_large_string(chunk.type) else np.int32
+    _, offsets_buf, data = chunk.buffers()
+    offsets = np.frombuffer(offsets_buf, dtype=width, count=n + 1,
+                            offset=off * np.dtype(width).itemsize)
+    start, end = int(offsets[0]), int(offsets[-1])
+    raw = b"" if data is None else memoryview(data)[start:end].tobytes()
+    bounds = (offsets - start).tolist()
+    if raw.isascii():  # one decode; character offsets are byte offsets
+        text = raw.decode("ascii")
+        out[:] = [text[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        return out
+    try:
+        out[:] = [raw[a:b].decode("utf-8") for a, b in zip(bounds[:-1], bounds[1:])]
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: column '{name}' holds text that is not UTF-8") from exc
+    return out
+
+
 def first_null(chunk: pa.Array) -> int:
     """Index of the first null of ``chunk`` (which has one)."""
-    return int(np.flatnonzero(chunk.is_null().to_numpy(zero_copy_only=False))[0])
+    return int(np.flatnonzero(~_validity(chunk))[0])
 
 
 def _filled_chunks(col: pa.ChunkedArray, path: str, name: str, row_base: int, expected: str):
@@ -205,10 +209,9 @@ def strings_from_arrow(col: pa.ChunkedArray, path: str, name: str, row_base: int
             chunk = chunk.dictionary_decode()
         t = chunk.type
         if pa.types.is_string(t) or pa.types.is_large_string(t):
-            arr = chunk.to_numpy(zero_copy_only=False)
+            arr = _text(chunk, path, name)
         elif pa.types.is_integer(t):
-            # Arrow's integer -> string cast equals Python's str(int) and is much faster.
-            arr = pc.cast(chunk, pa.string()).to_numpy(zero_copy_only=False)
+            arr = np.array([str(v) for v in values_to_numpy(chunk).tolist()], dtype=object)
         elif (
             pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t)
         ):
@@ -238,7 +241,7 @@ def flags_from_arrow(col: pa.ChunkedArray, path: str, name: str, row_base: int) 
 
     ``path``, ``name`` and ``row_base`` as in :func:`strings_from_arrow`.
     """
-    parts = [flags_from_numpy(chunk.to_numpy(zero_copy_only=False), path, f"column '{name}'", row)
+    parts = [flags_from_numpy(values_to_numpy(chunk), path, f"column '{name}'", row)
              for chunk, row in _filled_chunks(col, path, name, row_base, "true/false")]
     if not parts:
         return np.empty(0, dtype=bool)
@@ -282,9 +285,10 @@ def list_column_to_numpy(
                     f"{path}: column '{name}' row {row} has {size} values, expected {dim} "
                     "(rows must all have the same length)"
                 )
-            values = chunk.flatten()
+            # the rows' values (flatten() would load pyarrow.compute; no row is null)
+            values = chunk.values.slice(chunk.offset * size, n * size)
         else:
-            offsets = chunk.offsets.to_numpy()
+            offsets = values_to_numpy(chunk.offsets)
             lengths = np.diff(offsets)
             if dim is None:
                 dim = int(lengths[0])
@@ -295,14 +299,15 @@ def list_column_to_numpy(
                     f"{path}: column '{name}' row {row + bad} has {int(lengths[bad])} values, "
                     f"expected {dim} (rows must all have the same length)"
                 )
-            values = chunk.flatten()
+            start = int(offsets[0])
+            values = chunk.values.slice(start, int(offsets[-1]) - start)
         if values.null_count:
             idx = first_null(values)
             bad = idx // dim if dim else 0
             raise InputError(
                 f"{path}: column '{name}' row {row + bad} contains a null value; expected numbers"
             )
-        flat = values.to_numpy(zero_copy_only=False)
+        flat = values_to_numpy(values)
         blocks.append(flat.reshape(n, dim))
     assert dim is not None
     if len(blocks) == 1:
@@ -319,7 +324,7 @@ def fill_scalar_column(
     """
     for chunk, row in _filled_chunks(col, path, name, row_base, "a number"):
         pos = row - row_base
-        dest[pos : pos + len(chunk)] = chunk.to_numpy(zero_copy_only=False)
+        dest[pos : pos + len(chunk)] = values_to_numpy(chunk)
 
 
 # --------------------------------------------------------------------------

@@ -21,6 +21,9 @@ from opis_cli.errors import InputError
 #: Suffixes read as Parquet (a directory of ``*.parquet`` files is Parquet too).
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
+#: Suffixes of a labels file (a directory of ``*.parquet`` files is accepted too).
+LABEL_SUFFIXES = (".npy", ".txt", ".csv") + PARQUET_SUFFIXES
+
 #: At most this many names are quoted in a message; the rest are counted.
 MAX_LISTED_NAMES = 20
 
@@ -71,6 +74,33 @@ def check_suffix(path: str, allowed: Sequence[str], what: str, *, allow_dir: boo
             + ", ".join(allowed)
             + (" or a directory of .parquet files" if allow_dir else "")
         )
+
+
+def parquet_files(path: str) -> list[str]:
+    """The Parquet files behind ``path``: itself, or a directory's ``*.parquet`` by name.
+
+    Raises
+    ------
+    InputError
+        The directory cannot be listed, holds no ``*.parquet`` file, or one
+        of them is not readable.
+    """
+    if not os.path.isdir(path):
+        return [path]
+    try:
+        names = sorted(
+            name
+            for name in os.listdir(path)
+            if name.lower().endswith(".parquet") and os.path.isfile(os.path.join(path, name))
+        )
+    except OSError as exc:
+        raise InputError(f"{path}: cannot list directory ({exc.strerror or exc})") from exc
+    if not names:
+        raise InputError(f"{path}: directory contains no *.parquet files")
+    files = [os.path.join(path, name) for name in names]
+    for f in files:
+        check_exists(f)
+    return files
 
 
 def one_line(exc: BaseException) -> str:

@@ -17,17 +17,22 @@ import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from opis_cli.errors import InputError
 
-from ._columns import ColumnSpec, MemoryCheck, ProgressCallback
-from ._files import check_suffix
+# No numpy or pyarrow at import (the readers load them): the command line builds its
+# ReadOptions and checks the columns (check_columns) before they load.
+from ._files import LABEL_SUFFIXES, check_suffix, parquet_files
+from ._spec import ColumnSpec, MemoryCheck, ProgressCallback
 from . import formats
-from .labels import LABEL_SUFFIXES, label_files, read_labels
 
-__all__ = ["Dataset", "ReadOptions", "SourceFile", "read_dataset"]
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+    from .formats import InputFormat
+
+__all__ = ["Dataset", "ReadOptions", "SourceFile", "check_columns", "read_dataset"]
 
 _HASH_CHUNK = 1 << 20  # 1 MiB
 
@@ -255,9 +260,10 @@ def read_dataset(
                  owned=owned)
 
 
-def _read(path_str: str, o: ReadOptions, *, progress: ProgressCallback | None,
-          check_memory_fits: bool, memory_available: int | None, owned: bool) -> Dataset:
-    """:func:`read_dataset` with its options as one object."""
+def _plan(path_str: str, o: ReadOptions) -> tuple[InputFormat, ColumnSpec, str | None]:
+    """The checks made before a reader opens ``path_str`` (the labels file's type, the
+    format and its options), and what the reader is asked for: (format, spec, labels
+    file). Neither numpy nor pyarrow."""
     label_str = os.fspath(o.labels) if o.labels is not None else None
     if label_str is not None:
         check_suffix(label_str, LABEL_SUFFIXES, "labels file", allow_dir=True)
@@ -273,6 +279,41 @@ def _read(path_str: str, o: ReadOptions, *, progress: ProgressCallback | None,
         gallery_column=o.gallery_column,
         options=o.format_options,
     )
+    return fmt, spec, label_str
+
+
+def check_columns(path: str | os.PathLike[str], options: ReadOptions | None = None) -> None:
+    """Fail fast, before numpy and pyarrow load, on what :func:`read_dataset` would
+    reject first without reading data: a labels file of an unknown type, an unknown
+    format or format option, and, for Parquet, a named column that the (first) file
+    does not have (its names read from the footer: ``opis_cli.io.parquet_footer``).
+
+    Raises the reader's own ``InputError`` (the same message), or returns; whatever
+    it cannot tell here (a column's type, a file it cannot parse) is left to the reader.
+    """
+    from ._spec import check_names, embedding_columns, roles
+    from .parquet_footer import column_names
+
+    path_str = os.fspath(path)
+    o = options or ReadOptions()
+    fmt, spec, _ = _plan(path_str, o)
+    if fmt.name != "parquet":
+        return
+    first = parquet_files(path_str)[0]
+    names = column_names(first)
+    if names is None:
+        return
+    role_columns = roles(spec, names)
+    emb = embedding_columns(first, names, spec, role_columns)
+    check_names(first, names, role_columns, emb[0] if spec.embedding_pattern is None else None)
+
+
+def _read(path_str: str, o: ReadOptions, *, progress: ProgressCallback | None,
+          check_memory_fits: bool, memory_available: int | None, owned: bool) -> Dataset:
+    """:func:`read_dataset` with its options as one object."""
+    from .labels import label_files, read_labels
+
+    fmt, spec, label_str = _plan(path_str, o)
     memory_check = _memory_check(path_str, available=memory_available,
                                  arrow_buffers=fmt.arrow_buffers,
                                  groups=o.group_column is not None,

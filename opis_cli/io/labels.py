@@ -15,13 +15,17 @@ import pyarrow as pa
 from opis_cli.errors import InputError
 
 from . import parquet
-from ._columns import HINTS, ColumnSpec, strings_from_arrow, strings_from_numpy
-from ._files import PARQUET_SUFFIXES, arrow_errors, list_names, one_line, suffix
+from ._columns import HINTS, ColumnSpec, first_null, strings_from_arrow, strings_from_numpy
+from ._files import (  # noqa: F401  (LABEL_SUFFIXES: declared without numpy, in _files)
+    LABEL_SUFFIXES,
+    PARQUET_SUFFIXES,
+    arrow_errors,
+    list_names,
+    one_line,
+    suffix,
+)
 
 __all__ = ["LABEL_SUFFIXES", "read_labels", "label_files"]
-
-#: Suffixes of a labels file (a directory of ``*.parquet`` files is accepted too).
-LABEL_SUFFIXES = (".npy", ".txt", ".csv") + PARQUET_SUFFIXES
 
 
 def label_files(path: str) -> list[str]:
@@ -123,9 +127,10 @@ def _read_csv(path: str, label_column: str) -> np.ndarray:
             ),
         )
     col = table.column(label_column)
-    if col.null_count:
-        bad = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
-        raise InputError(
-            f"{path}: column '{label_column}' row {bad} is empty; expected a label in every row"
-        )
+    row = 0
+    for chunk in col.chunks:  # the first empty cell, without pyarrow.compute
+        if chunk.null_count:
+            raise InputError(f"{path}: column '{label_column}' row {row + first_null(chunk)} "
+                             "is empty; expected a label in every row")
+        row += len(chunk)
     return strings_from_arrow(col, path, label_column, 0)

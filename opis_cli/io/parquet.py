@@ -24,8 +24,6 @@ is not decoded whole).
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
-import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -36,9 +34,6 @@ import pyarrow.parquet as pq
 from opis_cli.errors import InputError
 
 from ._columns import (
-    AUTO_GALLERY,
-    AUTO_QUERY,
-    HINTS,
     Columns,
     ColumnSpec,
     MemoryCheck,
@@ -52,7 +47,8 @@ from ._columns import (
     numeric_dtype,
     strings_from_arrow,
 )
-from ._files import arrow_errors, check_exists, list_names
+from ._files import arrow_errors, list_names, parquet_files
+from ._spec import check_names, embedding_columns, matching, roles as _roles
 
 __all__ = ["read", "read_files", "read_arrow", "parquet_files"]
 
@@ -66,33 +62,6 @@ _BATCH_ROWS_UNKNOWN_DIM = 16_384
 #: before its first batch is decoded: 1.4 GiB for a million rows of 384
 #: float32 written as one row group (measured: peak 3.2x the embeddings).
 _READ_BUFFER = 8 * 2**20
-
-
-def parquet_files(path: str) -> list[str]:
-    """The Parquet files behind ``path``: itself, or a directory's ``*.parquet`` by name.
-
-    Raises
-    ------
-    InputError
-        The directory cannot be listed, holds no ``*.parquet`` file, or one
-        of them is not readable.
-    """
-    if not os.path.isdir(path):
-        return [path]
-    try:
-        names = sorted(
-            name
-            for name in os.listdir(path)
-            if name.lower().endswith(".parquet") and os.path.isfile(os.path.join(path, name))
-        )
-    except OSError as exc:
-        raise InputError(f"{path}: cannot list directory ({exc.strerror or exc})") from exc
-    if not names:
-        raise InputError(f"{path}: directory contains no *.parquet files")
-    files = [os.path.join(path, name) for name in names]
-    for f in files:
-        check_exists(f)
-    return files
 
 
 def read(
@@ -278,22 +247,16 @@ def _resolve_columns(
     first_names = list(schemas[0].names)
     roles = _roles(spec, first_names)
     pattern = spec.embedding_pattern if want_embeddings else None
-    emb_cols: list[str] = []
-    if want_embeddings:
-        if pattern is not None:
-            emb_cols = _matching(first_names, pattern, roles)
-            if not emb_cols:
-                raise InputError(
-                    f"{files[0]}: no columns match '{pattern}'; columns are: "
-                    f"{list_names(first_names)} (use --embedding-columns)"
-                )
-        else:
-            assert spec.embedding_column is not None
-            emb_cols = [spec.embedding_column]
+    emb_cols = (embedding_columns(files[0], first_names, spec, roles) if want_embeddings
+                else [])
+    list_column = emb_cols[0] if want_embeddings and pattern is None else None
 
     emb_dtypes: list[np.dtype] = []
     fixed_dim: int | None = None
     for f, schema in zip(files, schemas, strict=True):
+        # every named column first (opis_cli.io._spec, which opis evaluate also runs on
+        # the footer before loading pyarrow), then their types
+        check_names(f, list(schema.names), roles, list_column)
         _check_roles(f, schema, roles)
         if not want_embeddings:
             continue
@@ -324,38 +287,10 @@ def _resolve_columns(
     )
 
 
-def _roles(spec: ColumnSpec, names: list[str]) -> dict[str, str]:
-    """Role -> column: the named ones, and ``is_query``/``is_gallery`` when present."""
-    roles: dict[str, str] = {}
-    if spec.label_column is not None:
-        roles["label"] = spec.label_column
-    if spec.group_column is not None:
-        roles["group"] = spec.group_column
-    if spec.query_column is not None:
-        roles["query"] = spec.query_column
-    elif AUTO_QUERY in names:
-        roles["query"] = AUTO_QUERY
-    if spec.gallery_column is not None:
-        roles["gallery"] = spec.gallery_column
-    elif AUTO_GALLERY in names:
-        roles["gallery"] = AUTO_GALLERY
-    return roles
-
-
-def _matching(names: list[str], pattern: str, roles: dict[str, str]) -> list[str]:
-    """The columns matching ``pattern`` in file order, role columns excluded."""
-    role_names = set(roles.values())
-    return [c for c in names if fnmatch.fnmatchcase(c, pattern) and c not in role_names]
-
-
 def _check_roles(path: str, schema: pa.Schema, roles: dict[str, str]) -> None:
-    """Every role column is present; flags are boolean/integer, the others scalar."""
-    names = list(schema.names)
+    """The role columns' types (present: :func:`check_names`): flags boolean/integer,
+    the others scalar."""
     for role, col in roles.items():
-        if col not in names:
-            raise InputError(
-                f"{path}: no column '{col}'; columns are: {list_names(names)} ({HINTS[role]})"
-            )
         t = schema.field(col).type
         if role in ("query", "gallery"):
             if not is_flag_type(t):
@@ -372,7 +307,7 @@ def _check_roles(path: str, schema: pa.Schema, roles: dict[str, str]) -> None:
 def _per_dimension_dtypes(path: str, schema: pa.Schema, pattern: str, roles: dict[str, str],
                           expected: list[str], first: str) -> list[np.dtype]:
     """dtypes of the one-column-per-dimension embeddings; the same columns as ``first``."""
-    matched = _matching(list(schema.names), pattern, roles)
+    matched = matching(list(schema.names), pattern, roles)
     if matched != expected:
         raise InputError(
             f"{path}: columns matching '{pattern}' are {list_names(matched) or 'none'}; "
@@ -391,12 +326,8 @@ def _per_dimension_dtypes(path: str, schema: pa.Schema, pattern: str, roles: dic
 
 
 def _list_dtype(path: str, schema: pa.Schema, col: str) -> tuple[np.dtype, int | None]:
-    """dtype of a list-of-numbers embedding column, and its size if fixed."""
-    names = list(schema.names)
-    if col not in names:
-        raise InputError(
-            f"{path}: no column '{col}'; columns are: {list_names(names)} ({HINTS['embedding']})"
-        )
+    """dtype of a list-of-numbers embedding column (present: :func:`check_names`), and
+    its size if fixed."""
     t = schema.field(col).type
     if not is_list(t):
         raise InputError(
