@@ -447,7 +447,7 @@ class _Block:
 
 @dataclass(frozen=True)
 class _Layout:
-    """What every task of a run shares (small; sent to every worker once)."""
+    """What every task of a run shares (small; a task's result, ``_held``)."""
 
     shards: object          # opis_cli.io.shards.ParquetShards: read_rows(rows)
     metric: str
