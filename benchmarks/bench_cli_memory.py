@@ -23,6 +23,7 @@ same bytes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -78,6 +79,9 @@ def main() -> None:
     ap.add_argument("--copy", action="store_true",
                     help="also run with copy=True forced (the rows copied once more)")
     ap.add_argument("--tmp", default=None, help="folder for the generated files")
+    ap.add_argument("--keep", metavar="DIR", default=None,
+                    help="write the inputs into DIR and keep them; reuse them when there "
+                         "(several runs on one generated input; delete DIR afterwards)")
     ap.add_argument("extra", nargs="*", help="more options for opis evaluate")
     args = ap.parse_args()
     n, d = args.rows, args.dim
@@ -85,26 +89,33 @@ def main() -> None:
     print(machine())
     print(f"opis evaluate --engine {args.engine}, {n} x {d} float32 "
           f"(embeddings {emb_gib:.2f} GiB)")
-    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
-        x, y = synthetic(n, d, spread=(0.8, 2.5))
+    if args.keep:
+        os.makedirs(args.keep, exist_ok=True)
+    with (contextlib.nullcontext(args.keep) if args.keep else
+          tempfile.TemporaryDirectory(dir=args.tmp)) as tmp:
         files: dict[str, list[str]] = {}
         formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+        stem = os.path.join(tmp, f"{n}x{d}")
+        np_path, lab, pq_path = stem + "-emb.npy", stem + "-labels.npy", stem + ".parquet"
+        missing = (("npy" in formats and not (os.path.exists(np_path) and os.path.exists(lab)))
+                   or ("parquet" in formats and not os.path.exists(pq_path)))
+        x, y = synthetic(n, d, spread=(0.8, 2.5)) if missing else (None, None)
         if "npy" in formats:
-            np_path, lab = os.path.join(tmp, "emb.npy"), os.path.join(tmp, "labels.npy")
-            import numpy as np
+            if not (os.path.exists(np_path) and os.path.exists(lab)):
+                import numpy as np
 
-            np.save(np_path, x)
-            np.save(lab, y)
+                np.save(np_path, x)
+                np.save(lab, y)
             files["npy"] = [np_path, "--labels", lab]
         if "parquet" in formats:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
+            if not os.path.exists(pq_path):
+                import pyarrow as pa
+                import pyarrow.parquet as pq
 
-            pq_path = os.path.join(tmp, "emb.parquet")
-            table = pa.table({"embedding": pa.FixedSizeListArray.from_arrays(
-                pa.array(x.reshape(-1)), d), "label": pa.array(y)})
-            pq.write_table(table, pq_path, row_group_size=max(n, 1))
-            del table
+                table = pa.table({"embedding": pa.FixedSizeListArray.from_arrays(
+                    pa.array(x.reshape(-1)), d), "label": pa.array(y)})
+                pq.write_table(table, pq_path, row_group_size=max(n, 1))
+                del table
             files["parquet"] = [pq_path]
         del x, y
         for fmt, inputs in files.items():

@@ -49,7 +49,9 @@ SLOW: dict[str, frozenset[str] | None] = {
     "test_report_browser.py": None,  # headless Chromium
     "test_faults.py": frozenset({  # the dask extra; a local cluster
         "test_dask_worker_killed_mid_pass_same_json",
-        "test_dask_every_worker_killed_is_one_line_and_no_file"}),
+        "test_dask_every_worker_killed_is_one_line_and_no_file",
+        "test_dask_shards_worker_killed_mid_pass_same_json",
+        "test_dask_shards_no_worker_left_is_one_line_and_no_file"}),
     "test_report_drilldown.py": frozenset({  # Playwright + Chromium (the browser extra)
         "test_search_open_sort_click_hover_on_hostile_labels", "test_deep_link_opens_a_class",
         "test_the_10k_class_report"}),

@@ -13,11 +13,16 @@
 - Dask (``--engine dask`` on a ``.npy`` input, the LocalCluster of
   conftest.py): a worker killed as the counting pass starts costs nothing
   (the same JSON bytes); every worker killed is one line, exit 2, no file.
+- Dask on a Parquet input (the workers read their own shards): one worker
+  or every worker killed as the first pass starts (the nannies restart
+  them) costs nothing, the same JSON bytes; workers that never come back
+  (no-workers-timeout) are one line, exit 2, no file.
 """
 
 from __future__ import annotations
 
 import builtins
+import contextlib
 import errno
 import io
 import json
@@ -493,9 +498,9 @@ def test_probe_leaves_nothing_behind(tmp_path):
 # every worker killed the scattered rows are gone: one line, exit 2, no file.
 
 
-def _killing_progress(monkeypatch, client, how_many: int, killed: list):
+def _killing_progress(monkeypatch, client, how_many: int, killed: list, when: str = "counts"):
     """Progress callbacks (as the CLI's bar) that SIGKILL ``how_many`` worker
-    processes when the counting pass starts."""
+    processes when the pass ``when`` starts."""
     import contextlib
 
     import opis_cli.render.terminal as terminal
@@ -505,7 +510,7 @@ def _killing_progress(monkeypatch, client, how_many: int, killed: list):
     @contextlib.contextmanager
     def progress_bar(enabled):
         def callback(stage, done, total):
-            if stage == "counts" and not killed:
+            if stage == when and not killed:
                 for addr, pid in list(pids.items())[:how_many]:
                     os.kill(pid, signal.SIGKILL)
                     killed.append(addr)
@@ -567,3 +572,108 @@ def test_dask_every_worker_killed_is_one_line_and_no_file(client, tmp_path, monk
                                "the run"), err
     assert (tmp_path / "out.json").read_text() == "earlier\n"
     assert sorted(os.listdir(tmp_path)) == ["e.npy", "l.npy", "out.json"]
+
+
+# ---------------------------------------------------------------- Dask: the workers read shards
+# On a Parquet input every task's data can be computed again from the files
+# (the blocks and the layout are tasks whose arguments the scheduler keeps,
+# the rows are read from the Parquet row groups): a worker killed as the
+# first pass starts (its blocks just placed, each on one worker), or every
+# worker killed and restarted by its nanny, costs nothing; the JSON is the
+# same bytes. Workers that never come back: one line, exit 2, no file.
+
+
+def _shard_input(tmp_path):
+    rng = np.random.default_rng(9)
+    n, d, classes = 1200, 12, 40
+    y = rng.integers(0, classes, n)
+    x = (rng.integers(-6, 7, (classes, d))[y] + rng.integers(-3, 4, (n, d))).astype(np.float32)
+    x[7] = x[8]
+    y = y.astype(str)
+    y[3] = "lonely"
+    emb = pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), d)
+    pq.write_table(pa.table({"embedding": emb, "label": pa.array(y)}), tmp_path / "a.parquet",
+                   row_group_size=100)
+    # --worker-mib 256 is below the formula's fixed part: blocks of 256 rows,
+    # 5 blocks, 25 pair tasks a pass
+    return ["evaluate", str(tmp_path / "a.parquet"), "--metric", "l2", "--engine", "dask",
+            "--worker-mib", "256", "-q"]
+
+
+def _same_json_but_time(a: Path, b: Path):
+    u, v = a.read_text().splitlines(), b.read_text().splitlines()
+    assert len(u) == len(v)
+    assert all(p.strip().startswith('"time": ') for p, q in zip(u, v) if p != q)
+
+
+@contextlib.contextmanager
+def _own_cluster(**config):
+    """A local cluster of two worker processes for one test (the conftest
+    one's workers were killed by the tests before), under Dask ``config``."""
+    import dask
+    import distributed
+
+    with dask.config.set(config):
+        cluster = distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+            env={"NUMBA_NUM_THREADS": "1"})
+    try:
+        with distributed.Client(cluster) as client:
+            client.wait_for_workers(2, timeout=120)
+            yield cluster, client
+    finally:
+        cluster.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how_many", [1, 2], ids=["one-worker", "every-worker"])
+def test_dask_shards_worker_killed_mid_pass_same_json(tmp_path, monkeypatch, capsys, how_many):
+    args = _shard_input(tmp_path)
+    with _own_cluster() as (cluster, client):
+        args += ["--scheduler", cluster.scheduler_address]
+        assert main([*args, "--json", str(tmp_path / "calm.json")]) == 0, \
+            capsys.readouterr().err
+        assert json.loads((tmp_path / "calm.json").read_text())["provenance"][
+            "engine_notes"]["blocks"] == 5
+        killed: list = []
+        # the first pass: its blocks were just placed, each on one worker
+        _killing_progress(monkeypatch, client, how_many, killed, "order statistic")
+        code = main([*args, "--json", str(tmp_path / "killed.json")])
+        err = capsys.readouterr().err
+    assert len(killed) == how_many
+    assert code == 0, err
+    _same_json_but_time(tmp_path / "calm.json", tmp_path / "killed.json")
+
+
+@pytest.mark.slow
+def test_dask_shards_no_worker_left_is_one_line_and_no_file(tmp_path, monkeypatch, capsys):
+    import opis_cli.render.terminal as terminal
+
+    args = _shard_input(tmp_path)
+    (tmp_path / "out.json").write_text("earlier\n")
+    with _own_cluster(**{"distributed.scheduler.no-workers-timeout": "1s"}) as (cluster, _):
+        args += ["--scheduler", cluster.scheduler_address]
+        nannies = list(cluster.workers.values())
+        killed: list = []
+
+        @contextlib.contextmanager
+        def progress_bar(enabled):
+            def callback(stage, done, total):
+                if stage == "order statistic" and not killed:
+                    for nanny in nannies:  # lost for good: no nanny restarts it
+                        nanny.close_gracefully()
+                        os.kill(nanny.pid, signal.SIGKILL)
+                        killed.append(nanny.pid)
+            yield callback
+
+        monkeypatch.setattr(terminal, "progress_bar", progress_bar)
+        code = main([*args, "--json", str(tmp_path / "out.json")])
+        err = capsys.readouterr().err
+    assert len(killed) == 2
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("Error: --engine dask: the cluster lost its workers during "
+                               "the run, and none came back"), err
+    assert (tmp_path / "out.json").read_text() == "earlier\n"
+    assert sorted(os.listdir(tmp_path)) == ["a.parquet", "out.json"]

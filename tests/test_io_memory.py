@@ -234,6 +234,35 @@ def test_parquet_one_big_row_group_is_read_in_batches(tmp_path, monkeypatch, fix
     assert list(ds.labels) == [str(v) for v in labels]
 
 
+@pytest.mark.parametrize("kind", ["int", "str", "dict"])
+def test_parquet_labels_share_one_object_per_value(tmp_path, monkeypatch, kind):
+    """The labels and groups read from Parquet are the values a naive read
+    gives (``str`` of each, row by row), and equal values are one ``str``
+    object across row groups and batches (a label is stored once, not once
+    per row; docs/performance.md)."""
+    from opis_cli.io import parquet as parquet_reader
+
+    rng = np.random.default_rng(5)
+    n, d = 3000, 4
+    y = rng.integers(0, 40, n)
+    g = rng.integers(0, 3, n)
+    lab = {"int": pa.array(y), "str": pa.array([f"c{v}é" for v in y]),
+           "dict": pa.array([f"c{v}" for v in y]).dictionary_encode()}[kind]
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    table = pa.table({"embedding": pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), d),
+                      "label": lab, "group": pa.array(["ab"[v] + "x" for v in g % 2])})
+    pq.write_table(table, tmp_path / "e.parquet", row_group_size=700)
+    monkeypatch.setattr(parquet_reader, "BATCH_BYTES", 1024 * d * 4)  # 1,024 rows
+    ds = read_dataset(tmp_path / "e.parquet", group_column="group")
+    naive = pq.read_table(tmp_path / "e.parquet")
+    want = [str(v) for v in naive.column("label").to_pylist()]
+    assert ds.labels.dtype == object and list(ds.labels) == want
+    assert all(type(v) is str for v in ds.labels)
+    assert len({id(v) for v in ds.labels}) == len(set(want)) == 40
+    assert list(ds.groups) == naive.column("group").to_pylist()
+    assert len({id(v) for v in ds.groups}) == 2
+
+
 def test_parquet_batches_keep_the_file_row_in_messages(tmp_path, monkeypatch):
     """A null in the third batch of the second row group names its row in the file."""
     from opis_cli.io import parquet as parquet_reader

@@ -282,6 +282,11 @@ class DaskEngine:
             self._check_workers(client)
             try:
                 yield client
+            except distributed.scheduler.NoWorkerError as e:
+                raise OpisError(
+                    f"--engine dask: the cluster lost its workers during {during}, and none "
+                    "came back within distributed.scheduler.no-workers-timeout "
+                    f"({e.timeout:g} s); run again once the workers are back") from e
             except (distributed.client.FutureCancelledError, distributed.KilledWorker) as e:
                 raise OpisError(
                     f"--engine dask: the cluster lost its workers during {during}, and with them "
@@ -307,7 +312,16 @@ class DaskEngine:
     # -- the engine -------------------------------------------------------------
     def run(self, prep: Prepared, spec: GridSpec,
             progress: Progress | None = None) -> EngineOutput:
-        """The exact counts on the cluster (a lost worker: ``_session``)."""
+        """The exact counts on the cluster. A worker lost in the middle of a
+        pass is survived when the data its tasks need is still held by
+        another (the rows given to ``evaluate()`` are on every worker: the
+        tasks are computed again there, the result is the same); when it is
+        not (every worker lost), one ``OpisError`` says so (``_session``). On
+        a Parquet input every task can be computed again from the files, so
+        workers that come back (a nanny restarts them) are enough; a run
+        whose workers are gone for good waits for them, or, with Dask's
+        ``distributed.scheduler.no-workers-timeout`` set, stops with one
+        ``OpisError``."""
         with self._session("the run") as client:
             notes = {"workers": _n_workers(client)}
             if hasattr(prep.xq, "shards"):  # workers read their own shards
@@ -411,7 +425,7 @@ class _Block:
 
 @dataclass(frozen=True)
 class _Layout:
-    """What every task of a run shares (small; sent to every worker once)."""
+    """What every task of a run shares (small; a task's result, ``_held``)."""
 
     shards: object          # opis_cli.io.shards.ParquetShards: read_rows(rows)
     metric: str
@@ -718,6 +732,25 @@ def _sparse_rows(n: int, d: int) -> np.ndarray:
     return np.zeros((n, d), np.float32)  # pragma: no cover - calloc: lazily zeroed too
 
 
+def _value(x):
+    """A task that returns its argument (``_held``)."""
+    return x
+
+
+def _held(client, value):
+    """A future of ``value`` that survives the loss of any worker: a task
+    returning ``value``, whose argument the scheduler keeps in the task's
+    spec and computes again on another worker when the one holding the
+    result is lost. Scattered data (``Client.scatter``) has no spec: it is
+    gone with the last worker holding it. The scheduler holds one copy of
+    ``value`` for as long as the future lives."""
+    import warnings
+
+    with warnings.catch_warnings():  # a block is one large argument, by design
+        warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
+        return client.submit(_value, value, pure=False)
+
+
 class _ShardRun:
     """The chunk mapper of one shard run (see ``exact.ChunkMapper``): blocks
     of storage rows, one task per (query block, gallery block) and pass."""
@@ -770,7 +803,7 @@ class _ShardRun:
         norm, computed by the workers."""
         ev = np.zeros(len(self.prep.q_rows), bool)
         blocks = [self._block(b, ev, ev) for b in range(self.n_blocks)]
-        lay = self.client.scatter(self.layout, broadcast=True, hash=False)
+        lay = _held(self.client, self.layout)
         futs = [self.client.submit(_sums_task, lay, blk, pure=False) for blk in blocks
                 if len(blk.gi)]
         total = np.zeros(self.prep.dim)
@@ -782,7 +815,7 @@ class _ShardRun:
         self.tasks += len(futs)
         centre = _l2_centre_from_sums(total, sq, len(self.prep.g_rows))
         self.layout = replace(self.layout, centre=centre)
-        lay = self.client.scatter(self.layout, broadcast=True, hash=False)
+        lay = _held(self.client, self.layout)
         futs = [self.client.submit(_norms_task, lay, blk, pure=False) for blk in blocks]
         qn2 = np.zeros(len(self.prep.q_rows))
         gn2 = np.zeros(len(self.prep.g_rows))
@@ -826,7 +859,7 @@ class _ShardRun:
         rows = np.unique(np.concatenate([p.q_rows[q], p.g_rows[g]]))
         if not len(rows):
             return
-        lay = self.client.scatter(self.layout, hash=False)
+        lay = _held(self.client, self.layout)
         blk = rows // self.rows
         ids = np.unique(blk)
         futs = [self.client.submit(_rows_task, lay, rows[blk == b], pure=False) for b in ids]
@@ -850,8 +883,9 @@ class _ShardRun:
         self.blocks = [self._block(b, row_eval, row_sample) for b in range(self.n_blocks)]
         self.key = key
         self._keep = (row_eval, row_sample)  # their ids stay valid while held
-        self.futures = self.client.scatter(self.blocks, hash=False)
-        self.lay_future = self.client.scatter(self.layout, broadcast=True, hash=False)
+        # tasks, not scattered data: a lost worker's blocks are computed again
+        self.futures = [_held(self.client, blk) for blk in self.blocks]
+        self.lay_future = _held(self.client, self.layout)
 
     def release(self) -> None:
         for f in self.futures:
