@@ -722,7 +722,7 @@ def test_help_all_lists_every_option_and_help_all_but_advanced(capsys, monkeypat
             advanced = getattr(p, "rich_help_panel", None) == "Advanced"
             shown = opt in _option_rows(short)
             assert shown != advanced, f"opis {name} --help: {opt} (advanced: {advanced})"
-    assert "--help-all" in short  # the epilog says where the rest is
+    assert "--help-all" in short  # the examples block says where the rest is
 
 
 @pytest.mark.parametrize("name", COMMANDS)
@@ -746,6 +746,8 @@ def test_help_at_80_columns_fits(capsys, monkeypatch, name):
         named = [t for t in titles if t in PANELS]
         assert named == sorted(named, key=PANELS.index), titles
         examples = out.split("Examples:")[1].split("More options")[0]
+        # the examples at the top: under the summary, above the first panel
+        assert out.index("Examples:") < out.index("\u256d"), f"opis {name} {flag}"
         commands_shown = re.findall(r"\$ (opis .+)", examples)
         assert 2 <= len(commands_shown) <= 3 and all(c.split()[1] == name
                                                      for c in commands_shown)

@@ -130,7 +130,8 @@ def exit_with(outcome) -> "typer.Exit":
 
 
 def examples(*commands: str) -> str:
-    """The epilog of a command's help: real example commands, one a line."""
+    """A command's examples (its epilog, moved to the top of its help by
+    :func:`build_command`): real example commands, one a line."""
     return "Examples:\n\n" + "\n".join(f"  $ {c}" for c in commands) + (
         "\n\nMore options (input formats, engine tuning): --help-all")
 
@@ -267,6 +268,11 @@ def _build_command(show_all: bool):
     for cmd in [command, *subs]:
         # panels in the order of PANELS, whatever the order of the parameters
         cmd.params.sort(key=lambda p: order.get(getattr(p, "rich_help_panel", None), -1))
+        if cmd.epilog and cmd.epilog.startswith("Examples:"):
+            # the examples at the top, under the command's summary (the epilog
+            # would print them below every panel)
+            cmd.help = f"{(cmd.help or '').rstrip()}\n\n{cmd.epilog}"
+            cmd.epilog = None
         ctx = typer.Context(cmd, info_name=cmd.name)
         help_option = cmd.get_help_option(ctx)
         for param in [*cmd.params, *([help_option] if help_option is not None else [])]:
