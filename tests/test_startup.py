@@ -56,8 +56,13 @@ def test_a_missing_file_loads_no_numpy():
     assert not loaded & {*HEAVY, "numpy", "pyarrow", "pydantic"}, loaded
 
 
-def test_a_missing_column_is_found_before_pyarrow_and_numpy():
-    code, err, loaded = _loaded("evaluate", SAMPLE, "--label-column", "nope", "--json", "-")
+@pytest.mark.parametrize("args", [
+    ("evaluate", SAMPLE, "--label-column", "nope", "--json", "-"),
+    ("calibrate", SAMPLE, "--label-column", "nope"),
+    ("calibrate", SAMPLE, "--test", SAMPLE, "--label-column", "nope"),
+], ids=["evaluate", "calibrate", "calibrate-test"])
+def test_a_missing_column_is_found_before_pyarrow_and_numpy(args):
+    code, err, loaded = _loaded(*args)
     assert code == 2
     assert err == (f"Error: {SAMPLE}: no column 'nope'; columns are: embedding, label, group, "
                    "is_query, is_gallery (use --label-column)")

@@ -148,6 +148,16 @@ def calibrate(
     check_inputs(path, test)  # before the imports of numpy: a missing file fails at once
     from dataclasses import replace
 
+    from ..io.dataset import check_columns
+
+    read = o.read_options(labels, embedding_column, embedding_columns, label_column,
+                          group_column, query_column, gallery_column, input_format,
+                          format_options)
+    # a missing column, from the Parquet footer: before pyarrow and numpy load
+    check_columns(path, read)
+    if test is not None:
+        check_columns(test, replace(read, labels=test_labels))
+
     from ..io.output import staged
     from ..render.terminal import progress_bar
     from ..transfer import Target
@@ -182,9 +192,6 @@ def calibrate(
     tracker = mlflow_target(mlflow, mlflow_experiment, mlflow_run_id)
     if tracker is not None and out is not None:
         raise ConfigError("--mlflow logs the transfer numbers; it does not apply to --out")
-    read = o.read_options(labels, embedding_column, embedding_columns, label_column,
-                          group_column, query_column, gallery_column, input_format,
-                          format_options)
     show = not quiet and sys.stderr.isatty()
     options: dict[str, Any] = dict(
         folds=folds, seed=seed, target=target,
