@@ -43,6 +43,8 @@ REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 NOT_RUN = "# not run:"
 UPDATE = os.environ.get("OPIS_DOCS_UPDATE") == "1"
+#: the first line of a run whose kernels are not compiled yet (cli/firstrun.py)
+COMPILE_NOTE = "compiling kernels (first run only"
 EXIT_LINE = re.compile(r"^\[exit code (\d+)\]$")
 FENCE = re.compile(r"^(\s*)```(\w*)[^\n]*$")
 
@@ -83,6 +85,9 @@ def _env(tmp: Path) -> dict:
     env.update(COLUMNS="120", NO_COLOR="1", TERM="dumb", PYTHONHASHSEED="0")
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     env.pop("FORCE_COLOR", None)
+    # the commands run as a user's do: the exact engine's small-input route on
+    # (conftest turns it off for the rest of the session)
+    env.pop("_OPIS_SMALL_TERMS", None)
     return env
 
 
@@ -142,6 +147,9 @@ def _console(block: Block, cwd: Path, where: str) -> list[str] | None:
             want_rc = int(EXIT_LINE.match(expected[-1].strip()).group(1))
             expected = expected[:-1]
         rc, out = _run_shell(cmd, cwd)
+        # the compile note depends on the machine's numba cache, not on the
+        # command: never part of a page's shown output
+        out = [ln for ln in out if not ln.startswith(COMPILE_NOTE)]
         shown = out + ([f"[exit code {rc}]"] if rc else [])
         if UPDATE:
             if expected or rc:
