@@ -15,7 +15,8 @@ import pyarrow as pa
 from opis_cli.errors import InputError
 
 from . import parquet
-from ._columns import HINTS, ColumnSpec, first_null, strings_from_arrow, strings_from_numpy
+from ._columns import (HINTS, ColumnSpec, first_null, shared_strings, strings_from_arrow,
+                       strings_from_numpy)
 from ._files import (  # noqa: F401  (LABEL_SUFFIXES: declared without numpy, in _files)
     LABEL_SUFFIXES,
     PARQUET_SUFFIXES,
@@ -96,7 +97,7 @@ def _read_txt(path: str) -> np.ndarray:
     empty = [i for i, line in enumerate(lines) if line == ""]
     if empty:
         raise InputError(f"{path}: line {empty[0] + 1} is empty; expected one label per line")
-    return np.array(lines, dtype=object)
+    return shared_strings(lines)
 
 
 def _read_csv(path: str, label_column: str) -> np.ndarray:
