@@ -3,9 +3,9 @@
 1M rows of 50,000 classes (``class-<k>``, or the integer k) written as
 ``.npy`` (int64 and str), ``.txt`` and ``.csv``; each read with
 ``opis_cli.io.labels.read_labels`` in a fresh child process that has already
-imported the reader, and the child's resident memory after the read minus
-before (the labels held), and its peak minus the resident memory before (the
-read's transient). No embeddings.
+imported the reader: the child's resident memory after the read minus
+before (the labels held), and, in another child, the peak of the read's Python and NumPy
+allocations (tracemalloc: not Arrow's buffers). No embeddings.
 
 ``--before DIR`` runs the same children on another copy of ``opis_cli``
 (e.g. ``git archive <commit> opis_cli | tar -x -C DIR``) and prints the
@@ -26,7 +26,7 @@ import tempfile
 import numpy as np
 
 CHILD = r"""
-import gc, json, resource, sys
+import gc, json, sys, tracemalloc
 import numpy as np
 from opis_cli.io.labels import read_labels
 
@@ -34,14 +34,18 @@ def rss():
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * 4096
 
+trace = sys.argv[2] == "peak"  # tracemalloc's own records would count in the RSS
 gc.collect()
-before, peak0 = rss(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+before = rss()
+if trace:
+    tracemalloc.start()
 labels = read_labels(sys.argv[1], "label")
 gc.collect()
-held = rss() - before
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps({"held": held, "peak_over_start": max(peak, peak0) - before,
-                  "distinct_objects": len({id(v) for v in labels}), "rows": len(labels)}))
+out = {"held": rss() - before, "distinct_objects": len({id(v) for v in labels}),
+       "rows": len(labels)}
+if trace:
+    out = {"peak": tracemalloc.get_traced_memory()[1]}
+print(json.dumps(out))
 """
 
 
@@ -60,11 +64,15 @@ def _write(folder: str, rows: int, classes: int) -> dict[str, str]:
 
 
 def _child(path: str, code_dir: str) -> dict:
+    """Two fresh children: the memory held (no tracing), then the traced peak."""
     env = {**os.environ, "PYTHONPATH": code_dir}
-    # cwd: ``python -c`` puts the working folder first on sys.path
-    out = subprocess.run([sys.executable, "-c", CHILD, path], env=env, check=True,
-                         cwd=code_dir, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    got: dict = {}
+    for mode in ("held", "peak"):
+        # cwd: ``python -c`` puts the working folder first on sys.path
+        out = subprocess.run([sys.executable, "-c", CHILD, path, mode], env=env, check=True,
+                             cwd=code_dir, capture_output=True, text=True).stdout
+        got.update(json.loads(out.strip().splitlines()[-1]))
+    return got
 
 
 def main() -> None:
@@ -78,14 +86,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         paths = _write(folder, args.rows, args.classes)
         print(f"{args.rows} labels of {args.classes} classes, read by read_labels "
-              "(MiB held after the read; peak over the start in brackets)")
+              "(MiB held after the read; tracemalloc peak of the read in brackets)")
         for name, path in paths.items():
             now = _child(path, here)
             line = (f"{name:11} this tree {now['held'] / mib:7.1f} "
-                    f"({now['peak_over_start'] / mib:6.1f}) {now['distinct_objects']:>8} objects")
+                    f"({now['peak'] / mib:6.1f}) {now['distinct_objects']:>8} objects")
             if args.before:
                 old = _child(path, args.before)
-                line += (f" | before {old['held'] / mib:7.1f} ({old['peak_over_start'] / mib:6.1f})"
+                line += (f" | before {old['held'] / mib:7.1f} ({old['peak'] / mib:6.1f})"
                          f" {old['distinct_objects']:>8} objects | held ratio "
                          f"{now['held'] / old['held']:.3f}")
             print(line, flush=True)

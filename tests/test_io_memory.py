@@ -355,6 +355,42 @@ def test_label_files_share_one_object_per_value(tmp_path, fmt):
         assert list(ds.groups) == groups and _one_object_per_value(list(ds.groups))
 
 
+def _naive_txt_labels(text: str):
+    """A .txt labels file as documented: lines split on \\n, one \\r ending
+    stripped, trailing empty lines dropped; another empty line: its 1-based number."""
+    lines = [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+    while lines and lines[-1] == "":
+        lines.pop()
+    empty = [i for i, line in enumerate(lines) if line == ""]
+    return ("empty", empty[0] + 1) if empty else ("labels", lines)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_txt_labels_read_in_blocks_equal_a_naive_split(tmp_path, monkeypatch, seed):
+    """Blocks of a few characters cut the file anywhere: the labels (one object
+    per value) or the empty line reported are those of a naive whole-file split."""
+    from opis_cli.errors import InputError
+    from opis_cli.io import labels as labels_reader
+
+    rng = np.random.default_rng(seed)
+    monkeypatch.setattr(labels_reader, "TXT_BLOCK_CHARS", int(rng.integers(1, 9)))
+    words = ["ab", "ab", "c\u00e9d", "x y", "\r", "q\rr", ""]
+    n = int(rng.integers(0, 60))
+    ends = rng.choice(["\n", "\r\n"], n)
+    picks = rng.choice(len(words), n, p=[.3, .2, .2, .1, .04, .04, .12] if seed % 2 else
+                       [.35, .25, .2, .1, .05, .05, 0])
+    text = "".join(words[k] + e for k, e in zip(picks, ends)) + ("\n\r\n" if seed % 3 else "")
+    path = tmp_path / "l.txt"
+    path.write_bytes(text.encode("utf-8"))
+    kind, want = _naive_txt_labels(text)
+    if kind == "empty":
+        with pytest.raises(InputError, match=f"line {want} is empty; expected one label"):
+            labels_reader.read_labels(str(path), "label")
+        return
+    got = labels_reader.read_labels(str(path), "label")
+    assert got.dtype == object and list(got) == want and _one_object_per_value(list(got))
+
+
 def test_parquet_batches_keep_the_file_row_in_messages(tmp_path, monkeypatch):
     """A null in the third batch of the second row group names its row in the file."""
     from opis_cli.io import parquet as parquet_reader
