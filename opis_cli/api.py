@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import importlib.metadata as _metadata
 import platform
+from contextlib import nullcontext
 from dataclasses import replace
 from typing import TYPE_CHECKING, Sequence
 
@@ -235,15 +236,19 @@ def evaluate(
                     min_class_rows=int(min_class_rows), retrieval=want_retrieval)
     if diagnose and hasattr(engine, "keep_candidates"):
         engine.keep_candidates = True  # the knn engine diagnoses from its search's candidates
-    out = engine.run(prep, spec, progress)
-    result = build_result(prep, out, spec=spec, metric=metric, utility=utility, beta=beta,
-                          epsilon=epsilon, policy=policy,
-                          engine_name=getattr(engine, "name", "custom"),
-                          sources=sources, group_column=group_column, timestamp=timestamp,
-                          fairness_alpha=fairness_alpha, calibration_info=cal_info)
-    if diagnose:
-        result = _with_diagnosis(result, prep, threshold, impostors, overlap_level, evaluated,
-                                 block_bytes, progress, engine)
+    # an engine with a ``session`` (the Dask engine's cluster) keeps it open for
+    # the run and the diagnosis pass, and closes it here, on return or raise
+    session = getattr(engine, "session", None)
+    with session() if session is not None else nullcontext():
+        out = engine.run(prep, spec, progress)
+        result = build_result(prep, out, spec=spec, metric=metric, utility=utility, beta=beta,
+                              epsilon=epsilon, policy=policy,
+                              engine_name=getattr(engine, "name", "custom"),
+                              sources=sources, group_column=group_column, timestamp=timestamp,
+                              fairness_alpha=fairness_alpha, calibration_info=cal_info)
+        if diagnose:
+            result = _with_diagnosis(result, prep, threshold, impostors, overlap_level,
+                                     evaluated, block_bytes, progress, engine)
     return result
 
 

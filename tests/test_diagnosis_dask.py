@@ -175,3 +175,80 @@ def test_api_shards_refuse_diagnose_before_any_work(client, tmp_path):
     with pytest.raises(ConfigError, match="^--diagnose needs the rows in this process"):
         opis_cli.evaluate(ds.embeddings, ds.labels, engine=DaskEngine(client=client),
                           diagnose=True)
+
+
+@pytest.fixture
+def counted_clusters(monkeypatch):
+    """``distributed.LocalCluster``, counted: every local cluster started, in order."""
+    started = []
+    real = distributed.LocalCluster
+
+    def counting(*args, **kwargs):
+        cluster = real(*args, **kwargs)
+        started.append(cluster)
+        return cluster
+
+    monkeypatch.setattr(distributed, "LocalCluster", counting)
+    return started
+
+
+def _closed(cluster) -> bool:
+    return cluster.status == distributed.core.Status.closed
+
+
+def test_cli_dask_diagnose_starts_one_local_cluster_and_closes_it(counted_clusters, tmp_path):
+    """--engine dask --workers 1 --diagnose: the run and the diagnosis pass share
+    one local cluster, closed when the evaluate ends; the JSON equals the exact
+    engine's (diagnosis block and pair table byte for byte)."""
+    x, lab, _, _ = _split_case("l2", n=300)
+    emb = tmp_path / "e.npy"
+    np.save(emb, x)
+    labels = tmp_path / "e.txt"
+    labels.write_text("".join(f"{v}\n" for v in lab))
+    common = [str(emb), "--labels", str(labels), "--metric", "l2", "--diagnose",
+              "--threshold", "4", "--overlap-level", "0.1", "-q"]
+    assert main(["evaluate", *common, "--json", str(tmp_path / "a.json"),
+                 "--pairs", str(tmp_path / "a.csv")]) == 0
+    assert counted_clusters == []
+    assert main(["evaluate", *common, "--engine", "dask", "--workers", "1",
+                 "--json", str(tmp_path / "b.json"), "--pairs", str(tmp_path / "b.csv")]) == 0
+    assert len(counted_clusters) == 1, "the diagnosis started a second local cluster"
+    assert _closed(counted_clusters[0])
+    a = json.loads((tmp_path / "a.json").read_text())
+    b = json.loads((tmp_path / "b.json").read_text())
+    assert b["provenance"]["engine"] == "dask" and b["diagnosis"]["overlap"]["count"] > 0
+    assert json.dumps(b["diagnosis"]) == json.dumps(a["diagnosis"])
+    assert (tmp_path / "b.csv").read_bytes() == (tmp_path / "a.csv").read_bytes()
+
+
+def test_api_dask_diagnose_closes_its_cluster_when_the_evaluate_raises(counted_clusters,
+                                                                        monkeypatch):
+    from opis_cli.engines import diagnose
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("merge failed")
+
+    monkeypatch.setattr(diagnose, "merge_parts", boom)
+    x, lab, _, _ = _split_case("cosine", n=200)
+    engine = DaskEngine(workers=1)
+    with pytest.raises(RuntimeError, match="merge failed"):
+        opis_cli.evaluate(x, lab, engine=engine, diagnose=True, threshold=0.25,
+                          calibration_range=(0.05, 0.9), num_thresholds=5)
+    assert len(counted_clusters) == 1  # the run's cluster served the diagnosis
+    assert _closed(counted_clusters[0])
+    # the engine holds nothing after the evaluate: the next one starts afresh
+    res = opis_cli.evaluate(x, lab, engine=engine, calibration_range=(0.05, 0.9),
+                            num_thresholds=5)
+    assert res.provenance["engine"] == "dask"
+    assert len(counted_clusters) == 2 and _closed(counted_clusters[1])
+
+
+def test_dask_diagnose_leaves_a_given_cluster_open(client, counted_clusters):
+    """client= and scheduler=: no local cluster started, the caller's left running."""
+    x, lab, _, _ = _split_case("cosine", n=200)
+    kw = dict(diagnose=True, threshold=0.25, calibration_range=(0.05, 0.9), num_thresholds=5)
+    for engine in (DaskEngine(client=client), DaskEngine(scheduler=client.scheduler.address)):
+        opis_cli.evaluate(x, lab, engine=engine, **kw)
+        assert client.status == "running"
+        assert len(client.scheduler_info()["workers"]) == 2
+    assert counted_clusters == []

@@ -263,6 +263,134 @@ def test_parquet_labels_share_one_object_per_value(tmp_path, monkeypatch, kind):
     assert len({id(v) for v in ds.groups}) == 2
 
 
+def _one_object_per_value(values) -> bool:
+    return len({id(v) for v in values}) == len(set(values))
+
+
+def _label_inputs(rng, n: int):
+    """Labels of ``n`` rows over 40 classes (multi-character strings: CPython
+    shares one-character strings by itself), as each label array kind."""
+    y = rng.integers(10, 50, n)
+    words = np.array([f"cl\u00e9ss-{v}" for v in y])
+    return {"int": y.astype(np.int64), "uint8": y.astype(np.uint8), "str": words,
+            "bytes": np.char.encode(words, "utf-8"), "float": y.astype(np.float64) + 0.5,
+            "bool": y % 2 == 0}
+
+
+def _naive_strings(arr: np.ndarray) -> list:
+    """SPEC 1: labels are compared as strings; ``str`` of each value, bytes decoded."""
+    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in arr.tolist()]
+
+
+@pytest.mark.parametrize("kind", ["int", "uint8", "str", "bytes", "float", "bool"])
+def test_strings_from_numpy_one_object_per_value(monkeypatch, kind):
+    """The values are ``str`` of each input row (a naive conversion), and equal
+    values are one object across the conversion's chunks of rows."""
+    from opis_cli.io import _columns
+
+    monkeypatch.setattr(_columns, "STRING_CHUNK_ROWS", 100)  # 30 chunks
+    arr = _label_inputs(np.random.default_rng(11), 3000)[kind]
+    got = _columns.strings_from_numpy(arr, "x.npy", "labels")
+    want = _naive_strings(arr)
+    assert got.dtype == object and got.shape == (3000,) and list(got) == want
+    assert all(type(v) is str for v in got)
+    assert _one_object_per_value(list(got))
+    assert len(set(want)) == (2 if kind == "bool" else 40)
+
+
+def test_shared_strings_by_hand_and_over_object_arrays():
+    from opis_cli.io._columns import shared_strings
+
+    a1, a2 = "".join(["ab", "c"]), "".join(["a", "bc"])  # equal, two objects
+    assert a1 == a2 and a1 is not a2
+    out = shared_strings(np.array([a1, "zz", a2, "zz", "y"], dtype=object))
+    assert out.dtype == object and list(out) == ["abc", "zz", "abc", "zz", "y"]
+    assert out[0] is a1 and out[2] is a1 and out[1] is out[3]
+    memo: dict = {}
+    first = shared_strings([a2], memo)
+    assert shared_strings([a1, a1], memo)[1] is first[0] is a2  # the memo spans calls
+    assert shared_strings([]).shape == (0,)
+    rng = np.random.default_rng(3)
+    objs = np.array([str(v) + "-x" for v in rng.integers(0, 30, 500)], dtype=object)
+    got = shared_strings(objs)
+    assert list(got) == [str(v) for v in objs] and _one_object_per_value(list(got))
+
+
+@pytest.mark.parametrize("fmt", ["npy-int", "npy-str", "txt", "csv", "parquet", "npz"])
+def test_label_files_share_one_object_per_value(tmp_path, fmt):
+    """Labels (and .npz groups) from every label source: the values a naive read
+    gives, equal values one ``str`` object (as for Parquet input)."""
+    rng = np.random.default_rng(7)
+    n = 2500
+    lab = _label_inputs(rng, n)
+    x = rng.standard_normal((n, 3)).astype(np.float32)
+    np.save(tmp_path / "e.npy", x)
+    groups = None
+    if fmt == "npz":
+        g = np.array(["north", "south", "east"])[rng.integers(0, 3, n)]
+        np.savez(tmp_path / "e.npz", embeddings=x, labels=lab["int"], region=g)
+        ds = read_dataset(tmp_path / "e.npz", group_column="region")
+        want, groups = _naive_strings(lab["int"]), list(g)
+    else:
+        if fmt == "npy-int":
+            np.save(tmp_path / "l.npy", lab["int"])
+            want, path = _naive_strings(lab["int"]), tmp_path / "l.npy"
+        elif fmt == "npy-str":
+            np.save(tmp_path / "l.npy", lab["str"])
+            want, path = list(lab["str"]), tmp_path / "l.npy"
+        elif fmt == "txt":
+            want, path = list(lab["str"]), tmp_path / "l.txt"
+            path.write_text("".join(f"{v}\r\n" if i % 2 else f"{v}\n"
+                                    for i, v in enumerate(want)), encoding="utf-8")
+        elif fmt == "csv":
+            want, path = list(lab["str"]), tmp_path / "l.csv"
+            path.write_text("label\n" + "".join(f"{v}\n" for v in want), encoding="utf-8")
+        else:
+            want, path = _naive_strings(lab["int"]), tmp_path / "l.parquet"
+            pq.write_table(pa.table({"label": lab["int"]}), path, row_group_size=600)
+        ds = read_dataset(tmp_path / "e.npy", labels_path=path)
+    assert list(ds.labels) == want and all(type(v) is str for v in ds.labels)
+    assert _one_object_per_value(list(ds.labels)) and len(set(want)) == 40
+    if groups is not None:
+        assert list(ds.groups) == groups and _one_object_per_value(list(ds.groups))
+
+
+def _naive_txt_labels(text: str):
+    """A .txt labels file as documented: lines split on \\n, one \\r ending
+    stripped, trailing empty lines dropped; another empty line: its 1-based number."""
+    lines = [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+    while lines and lines[-1] == "":
+        lines.pop()
+    empty = [i for i, line in enumerate(lines) if line == ""]
+    return ("empty", empty[0] + 1) if empty else ("labels", lines)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_txt_labels_read_in_blocks_equal_a_naive_split(tmp_path, monkeypatch, seed):
+    """Blocks of a few characters cut the file anywhere: the labels (one object
+    per value) or the empty line reported are those of a naive whole-file split."""
+    from opis_cli.errors import InputError
+    from opis_cli.io import labels as labels_reader
+
+    rng = np.random.default_rng(seed)
+    monkeypatch.setattr(labels_reader, "TXT_BLOCK_CHARS", int(rng.integers(1, 9)))
+    words = ["ab", "ab", "c\u00e9d", "x y", "\r", "q\rr", ""]
+    n = int(rng.integers(0, 60))
+    ends = rng.choice(["\n", "\r\n"], n)
+    picks = rng.choice(len(words), n, p=[.3, .2, .2, .1, .04, .04, .12] if seed % 2 else
+                       [.35, .25, .2, .1, .05, .05, 0])
+    text = "".join(words[k] + e for k, e in zip(picks, ends)) + ("\n\r\n" if seed % 3 else "")
+    path = tmp_path / "l.txt"
+    path.write_bytes(text.encode("utf-8"))
+    kind, want = _naive_txt_labels(text)
+    if kind == "empty":
+        with pytest.raises(InputError, match=f"line {want} is empty; expected one label"):
+            labels_reader.read_labels(str(path), "label")
+        return
+    got = labels_reader.read_labels(str(path), "label")
+    assert got.dtype == object and list(got) == want and _one_object_per_value(list(got))
+
+
 def test_parquet_batches_keep_the_file_row_in_messages(tmp_path, monkeypatch):
     """A null in the third batch of the second row group names its row in the file."""
     from opis_cli.io import parquet as parquet_reader

@@ -186,7 +186,13 @@ class RunContext:
 
 @runtime_checkable
 class Engine(Protocol):
-    """What ``opis_cli.evaluate`` needs of an engine (exact, knn, dask, ...)."""
+    """What ``opis_cli.evaluate`` needs of an engine (exact, knn, dask, ...).
+
+    Optional: ``diagnosis_pass`` (the signature of ``diagnose.PassRunner``)
+    runs SPEC 16's pass itself; ``session()``, a context manager, holds what
+    the passes of one ``evaluate()`` share (the Dask engine's local cluster),
+    entered before ``run`` and exited after the diagnosis, on return or raise.
+    """
 
     name: str
 

@@ -251,34 +251,62 @@ class DaskEngine:
         self.chunk_rows = chunk_rows
         self.worker_bytes = int(worker_bytes)
         self.block_rows = int(block_rows) if block_rows is not None else None
+        #: the client of the open ``session`` (None outside one)
+        self._session_client = None
 
     # -- cluster --------------------------------------------------------------
     @contextmanager
-    def _session(self, during: str):
-        """A client of the cluster (this engine's, a running scheduler's, or a
-        local cluster's), its workers checked (``_check_workers``). Workers
-        lost ``during`` the work with data the remaining tasks need (every
-        worker lost) end it with one ``OpisError``; a worker whose data is
-        still held by another (the rows given to ``evaluate()`` are on every
-        worker) is survived by Dask: its tasks are computed again elsewhere,
-        with the same result."""
+    def session(self):
+        """One client for every pass inside the ``with`` (``evaluate()``'s run
+        and its diagnosis pass): the local cluster this engine starts (no
+        ``scheduler`` or ``client`` given) is started once, on entry, and
+        closed on exit, whether the block returns or raises; a ``scheduler``
+        is connected to once, and only that connection is closed. A
+        ``client`` given to the engine is used as it is and never closed.
+        Re-entering an open session uses it. Without a session, ``run`` and
+        ``diagnosis_pass`` each start (and close) their own cluster."""
+        if self.client is not None or self._session_client is not None:
+            yield
+            return
         with ExitStack() as stack:
-            client = self.client
-            if client is None and self.scheduler is not None:
-                try:
-                    client = distributed.Client(self.scheduler, timeout="30s")
-                except (OSError, TimeoutError, ValueError) as e:
-                    raise ConfigError(f"--scheduler {self.scheduler}: cannot connect ({e})"
-                                      ) from None
-                stack.callback(client.close)
-            elif client is None:
-                one = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
-                       "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-                cluster = distributed.LocalCluster(
-                    n_workers=self.workers or os.cpu_count() or 1, threads_per_worker=1,
-                    processes=True, dashboard_address=":0", env=one, silence_logs=logging.ERROR)
-                stack.callback(cluster.close)
-                client = stack.enter_context(distributed.Client(cluster))
+            self._session_client = self._connect(stack)
+            try:
+                yield
+            finally:
+                self._session_client = None
+
+    def _connect(self, stack: ExitStack):
+        """A new client of a running scheduler, or of a new local cluster,
+        closed (with the cluster) by ``stack``."""
+        if self.scheduler is not None:
+            try:
+                client = distributed.Client(self.scheduler, timeout="30s")
+            except (OSError, TimeoutError, ValueError) as e:
+                raise ConfigError(f"--scheduler {self.scheduler}: cannot connect ({e})"
+                                  ) from None
+            stack.callback(client.close)
+            return client
+        one = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+               "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        cluster = distributed.LocalCluster(
+            n_workers=self.workers or os.cpu_count() or 1, threads_per_worker=1,
+            processes=True, dashboard_address=":0", env=one, silence_logs=logging.ERROR)
+        stack.callback(cluster.close)
+        return stack.enter_context(distributed.Client(cluster))
+
+    @contextmanager
+    def _session(self, during: str):
+        """A client of the cluster (this engine's, the open ``session``'s, a
+        running scheduler's, or a new local cluster's), its workers checked
+        (``_check_workers``). Workers lost ``during`` the work with data the
+        remaining tasks need (every worker lost) end it with one
+        ``OpisError``; a worker whose data is still held by another (the rows
+        given to ``evaluate()`` are on every worker) is survived by Dask: its
+        tasks are computed again elsewhere, with the same result."""
+        with ExitStack() as stack:
+            client = self.client if self.client is not None else self._session_client
+            if client is None:
+                client = self._connect(stack)
             self._check_workers(client)
             try:
                 yield client

@@ -15,7 +15,8 @@ import pyarrow as pa
 from opis_cli.errors import InputError
 
 from . import parquet
-from ._columns import HINTS, ColumnSpec, first_null, strings_from_arrow, strings_from_numpy
+from ._columns import (HINTS, ColumnSpec, first_null, shared_strings, strings_from_arrow,
+                       strings_from_numpy)
 from ._files import (  # noqa: F401  (LABEL_SUFFIXES: declared without numpy, in _files)
     LABEL_SUFFIXES,
     PARQUET_SUFFIXES,
@@ -77,6 +78,11 @@ def read_labels(path: str, label_column: str) -> np.ndarray:
     return _read_csv(path, label_column)
 
 
+#: characters of a ``.txt`` labels file split into lines at a time (the lines
+#: of one block are the only per-line strings alive beside the labels kept)
+TXT_BLOCK_CHARS = 1 << 20
+
+
 def _read_txt(path: str) -> np.ndarray:
     """One label per line. Only the line ending is stripped; trailing blank lines are ignored."""
     try:
@@ -88,15 +94,35 @@ def _read_txt(path: str) -> np.ndarray:
         ) from exc
     except OSError as exc:
         raise InputError(f"{path}: not readable ({exc.strerror or exc})") from exc
-    lines = text.split("\n")
-    # Keep "\r" handling explicit: a CRLF file's labels must not end in "\r".
-    lines = [line[:-1] if line.endswith("\r") else line for line in lines]
-    while lines and lines[-1] == "":
-        lines.pop()
-    empty = [i for i, line in enumerate(lines) if line == ""]
-    if empty:
-        raise InputError(f"{path}: line {empty[0] + 1} is empty; expected one label per line")
-    return np.array(lines, dtype=object)
+    return shared_strings(_labels_of_lines(path, _lines(text)))
+
+
+def _lines(text: str):
+    """``text.split("\\n")``, a block of about ``TXT_BLOCK_CHARS`` at a time (cut
+    at a newline), so that the lines are not all alive at once."""
+    start, n = 0, len(text)
+    while True:
+        end = text.find("\n", min(start + TXT_BLOCK_CHARS, n))
+        if end < 0:
+            yield from text[start:].split("\n")
+            return
+        yield from text[start:end].split("\n")
+        start = end + 1
+
+
+def _labels_of_lines(path: str, lines):
+    """The labels of ``lines``: a line's ``\\r`` ending stripped (CRLF files),
+    trailing empty lines ignored, any other empty line an error."""
+    empty = None  # 0-based number of the first empty line not yet followed by a label
+    for i, line in enumerate(lines):
+        if line.endswith("\r"):
+            line = line[:-1]
+        if line == "":
+            empty = i if empty is None else empty
+            continue
+        if empty is not None:
+            raise InputError(f"{path}: line {empty + 1} is empty; expected one label per line")
+        yield line
 
 
 def _read_csv(path: str, label_column: str) -> np.ndarray:

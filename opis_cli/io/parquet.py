@@ -374,7 +374,7 @@ class _Sink:
     done: int = 0
     parts: dict[str, list[np.ndarray]] = field(
         default_factory=lambda: {"label": [], "group": [], "query": [], "gallery": []})
-    #: one ``str`` object per distinct label or group value (:meth:`_shared`)
+    #: one ``str`` object per distinct label or group value (``_columns.shared_strings``)
     strings: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -418,21 +418,12 @@ class _Sink:
             if role in layout.roles:
                 col = layout.roles[role]
                 self.parts[role].append(
-                    self._shared(strings_from_arrow(tbl.column(col), path, col, file_row)))
+                    strings_from_arrow(tbl.column(col), path, col, file_row, self.strings))
         for role in ("query", "gallery"):
             if role in layout.roles:
                 col = layout.roles[role]
                 self.parts[role].append(flags_from_arrow(tbl.column(col), path, col, file_row))
         self.done += n
-
-    def _shared(self, values: np.ndarray) -> np.ndarray:
-        """``values`` (an object array of ``str``) with every value replaced by
-        the first equal ``str`` seen in this read: a label repeated over its
-        class's rows is one object, not one per row (at 1M rows of 50,000
-        classes, 8 MB of pointers instead of 62 MiB of strings, held for the
-        whole run). Equal strings, so nothing downstream can tell."""
-        memo = self.strings
-        return np.array([memo.setdefault(v, v) for v in values.tolist()], dtype=object)
 
     def finish(self, display: str, files: list[str]) -> Columns:
         """The columns read, concatenated (the matrix cut to the rows actually read)."""
