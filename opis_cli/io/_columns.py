@@ -135,7 +135,11 @@ def values_to_numpy(chunk: pa.Array) -> np.ndarray:
         return np.unpackbits(bits, count=off + n, bitorder="little")[off:].astype(bool)
     if not (pa.types.is_integer(t) or pa.types.is_floating(t)):
         raise TypeError(f"values_to_numpy: {t} is not a number type")
-    dtype = np.dtype(t.to_pandas_dtype())  # numpy's type of the same width (no pandas)
+    # numpy's type of the same kind and width, from Arrow's (its buffers are
+    # little-endian); not ``t.to_pandas_dtype()``, which imports pandas on some
+    # pyarrow releases (15)
+    kind = "f" if pa.types.is_floating(t) else "i" if pa.types.is_signed_integer(t) else "u"
+    dtype = np.dtype(f"<{kind}{t.bit_width // 8}")
     if data is None or n == 0:
         return np.empty(n, dtype=dtype)
     return np.frombuffer(data, dtype=dtype, count=n, offset=off * dtype.itemsize)
