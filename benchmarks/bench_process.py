@@ -60,7 +60,10 @@ index.search(q, 10)
 
 
 #: the fixed start-up of opis: imports, and the cached kernels loaded by a tiny run
-STARTUP = ("import numpy as np, opis_cli\n"
+#: (on the kernels' route, as the large runs above are: a run this small would
+#: otherwise take the small-input route, which loads no numba)
+STARTUP = ("import os; os.environ['_OPIS_SMALL_TERMS'] = '0'\n"
+           "import numpy as np, opis_cli\n"
            "x = np.random.default_rng(0).standard_normal((300, 32)).astype(np.float32)\n"
            "opis_cli.evaluate(x, np.arange(300) % 10)\n")
 
