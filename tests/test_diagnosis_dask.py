@@ -118,14 +118,20 @@ def test_dask_diagnosis_independent_of_split_and_equal_to_reference(client, smal
     assert d.overlap_count > 0 and len(d.pairs) > 50 and any(d.rejected_rows.values())
 
 
-def test_cli_dask_diagnosis_json_and_pairs_equal_exact(client, tmp_path, capsys):
-    x, lab, _, _ = _split_case("l2", n=600)
+def _cli_diagnosis_args(tmp_path, n: int) -> list[str]:
+    """``opis evaluate`` arguments diagnosing ``_split_case("l2", n)``, written to
+    tmp_path as e.npy and e.txt (labels)."""
+    x, lab, _, _ = _split_case("l2", n=n)
     emb = tmp_path / "e.npy"
     np.save(emb, x)
     labels = tmp_path / "e.txt"
     labels.write_text("".join(f"{v}\n" for v in lab))
-    common = [str(emb), "--labels", str(labels), "--metric", "l2", "--diagnose",
-              "--threshold", "4", "--overlap-level", "0.1", "-q"]
+    return [str(emb), "--labels", str(labels), "--metric", "l2", "--diagnose",
+            "--threshold", "4", "--overlap-level", "0.1", "-q"]
+
+
+def test_cli_dask_diagnosis_json_and_pairs_equal_exact(client, tmp_path, capsys):
+    common = _cli_diagnosis_args(tmp_path, 600)
     assert main(["evaluate", *common, "--json", str(tmp_path / "a.json"),
                  "--pairs", str(tmp_path / "a.csv")]) == 0
     assert main(["evaluate", *common, "--engine", "dask", "--scheduler",
@@ -200,13 +206,7 @@ def test_cli_dask_diagnose_starts_one_local_cluster_and_closes_it(counted_cluste
     """--engine dask --workers 1 --diagnose: the run and the diagnosis pass share
     one local cluster, closed when the evaluate ends; the JSON equals the exact
     engine's (diagnosis block and pair table byte for byte)."""
-    x, lab, _, _ = _split_case("l2", n=300)
-    emb = tmp_path / "e.npy"
-    np.save(emb, x)
-    labels = tmp_path / "e.txt"
-    labels.write_text("".join(f"{v}\n" for v in lab))
-    common = [str(emb), "--labels", str(labels), "--metric", "l2", "--diagnose",
-              "--threshold", "4", "--overlap-level", "0.1", "-q"]
+    common = _cli_diagnosis_args(tmp_path, 300)
     assert main(["evaluate", *common, "--json", str(tmp_path / "a.json"),
                  "--pairs", str(tmp_path / "a.csv")]) == 0
     assert counted_clusters == []

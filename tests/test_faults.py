@@ -30,7 +30,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -554,6 +553,20 @@ def test_dask_worker_killed_mid_pass_same_json(client, tmp_path, monkeypatch, ca
     assert all(u.strip().startswith('"time": ') for u, v in zip(a, b) if u != v)
 
 
+def _assert_lost_workers_line(code: int, err: str, tmp_path, files: list[str],
+                              more: str = "") -> None:
+    """Exit 2 with one line, ``Error: --engine dask: the cluster lost its workers
+    during the run`` (then ``more``); the earlier out.json intact and no other
+    file than ``files`` in ``tmp_path``."""
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("Error: --engine dask: the cluster lost its workers during "
+                               "the run" + more), err
+    assert (tmp_path / "out.json").read_text() == "earlier\n"
+    assert sorted(os.listdir(tmp_path)) == files
+
+
 @pytest.mark.slow
 def test_dask_every_worker_killed_is_one_line_and_no_file(client, tmp_path, monkeypatch,
                                                            capsys):
@@ -565,13 +578,7 @@ def test_dask_every_worker_killed_is_one_line_and_no_file(client, tmp_path, monk
     code = main([*args, "--json", str(tmp_path / "out.json")])
     err = capsys.readouterr().err
     assert len(killed) == 2
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("Error: --engine dask: the cluster lost its workers during "
-                               "the run"), err
-    assert (tmp_path / "out.json").read_text() == "earlier\n"
-    assert sorted(os.listdir(tmp_path)) == ["e.npy", "l.npy", "out.json"]
+    _assert_lost_workers_line(code, err, tmp_path, ["e.npy", "l.npy", "out.json"])
 
 
 # ---------------------------------------------------------------- Dask: the workers read shards
@@ -670,10 +677,5 @@ def test_dask_shards_no_worker_left_is_one_line_and_no_file(tmp_path, monkeypatc
         code = main([*args, "--json", str(tmp_path / "out.json")])
         err = capsys.readouterr().err
     assert len(killed) == 2
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("Error: --engine dask: the cluster lost its workers during "
-                               "the run, and none came back"), err
-    assert (tmp_path / "out.json").read_text() == "earlier\n"
-    assert sorted(os.listdir(tmp_path)) == ["a.parquet", "out.json"]
+    _assert_lost_workers_line(code, err, tmp_path, ["a.parquet", "out.json"],
+                              ", and none came back")
