@@ -110,3 +110,19 @@ def best_of(fn, repeat: int) -> tuple[float, float]:
         wall = min(wall, time.perf_counter() - t)
         cpu = min(cpu, time.process_time() - c)
     return wall, cpu
+
+
+def timed_child(cmd: list[str], env: dict | None = None,
+                cwd: str | None = None) -> tuple[float, float]:
+    """(wall seconds, CPU seconds: user + system from ``wait4``) of one child
+    process, which must succeed (else its stderr's tail ends the benchmark)."""
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+                            cwd=cwd)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t
+    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    proc.stderr.close()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{err[-3000:]}")
+    return wall, usage.ru_utime + usage.ru_stime

@@ -34,13 +34,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import machine, synthetic  # noqa: E402
+from _common import machine, synthetic, timed_child  # noqa: E402
 
 #: the bare FAISS process: read the Parquet file, add every row, search the queries
 FAISS_CHILD = r"""
@@ -70,15 +68,7 @@ STARTUP = ("import os; os.environ['_OPIS_SMALL_TERMS'] = '0'\n"
 
 def _child(cmd: list[str]) -> tuple[float, float]:
     """(wall seconds, CPU seconds) of one child process, which must succeed."""
-    t = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t
-    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    proc.stderr.close()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{err[-3000:]}")
-    return wall, usage.ru_utime + usage.ru_stime
+    return timed_child(cmd)
 
 
 def _best(cmds: dict[str, list[str]], repeat: int) -> dict[str, tuple[float, float]]:

@@ -33,11 +33,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import timed_child  # noqa: E402
 
 HERE = Path(__file__).resolve().parent.parent
 SAMPLE = HERE / "sample_data" / "wordnet_hyponyms.parquet"
@@ -51,16 +53,7 @@ CASES = {
 
 def _child(cmd: list[str], env: dict) -> tuple[float, float]:
     """(wall seconds, CPU seconds) of one child process, which must succeed."""
-    t = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
-                            cwd=tempfile.gettempdir())
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t
-    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    proc.stderr.close()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{err[-3000:]}")
-    return wall, usage.ru_utime + usage.ru_stime
+    return timed_child(cmd, env, cwd=tempfile.gettempdir())
 
 
 def _env(src: Path, float32: bool, cache: str | None) -> dict:
