@@ -8,8 +8,8 @@ vs reference), ``data_gen.py`` (seeded inputs), ``gating_samples.py``,
 
 Two suites (README, docs/development.md):
 
-* ``python -m pytest -q`` (the README's Quickstart 2, after ``pip install
-  '.[test]'``): the core suite. The tests listed in ``SLOW`` (a browser, the
+* ``python -m pytest -q -n auto`` (the README's Quickstart 2, after ``pip
+  install '.[test]'``; ``-n auto``: pytest-xdist, a worker per core): the core suite. The tests listed in ``SLOW`` (a browser, the
   ``dask``/``train``/``mlflow``/``lightning`` extras, many seconds of CPU) are
   deselected; a test whose optional extra (``NEEDS``) is not installed is
   skipped with a reason naming the extra.
@@ -115,7 +115,12 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "dask": ("distributed",), "train": ("torch", "pytorch_metric_learning"),
     "mlflow": ("mlflow",), "lightning": ("lightning", "torch"), "hf": ("datasets",),
     "lance": ("lance",), "safetensors": ("safetensors",), "hdf5": ("h5py",),
+    "peers": ("sklearn",),
 }
+#: the tests of examples/tcm_digits/data.py (scikit-learn's digits) outside SLOW
+_DIGITS_TESTS = ("test_digits_are_the_bundled_sklearn_set",
+                 "test_open_world_split_has_disjoint_classes_and_keeps_every_image",
+                 "test_open_world_split_is_seeded", "test_open_world_split_custom_classes")
 #: test module -> {test name (None: all of them, or a docs page id): extras it needs}
 NEEDS: dict[str, dict[str | None, tuple[str, ...]]] = {
     "test_engine_dask.py": {None: ("dask",)},
@@ -124,7 +129,10 @@ NEEDS: dict[str, dict[str | None, tuple[str, ...]]] = {
     "test_pml_agreement.py": {None: ("train",)},
     "test_mlflow.py": {None: ("mlflow",)},
     "test_lightning.py": {None: ("lightning",)},
-    "test_examples.py": dict.fromkeys(SLOW["test_examples.py"], ("train",)),
+    "test_examples.py": {**dict.fromkeys(SLOW["test_examples.py"], ("train",)),
+                         # the example's data: scikit-learn's bundled digits
+                         **dict.fromkeys(_DIGITS_TESTS, ("peers",))},
+    "test_verification.py": {"test_sklearn_det_curve_brackets_the_eer": ("peers",)},
     "test_open_world_example.py": dict.fromkeys(SLOW["test_open_world_example.py"], ("train",)),
     "test_formats.py": {
         **dict.fromkeys(["test_hf_saved_dataset_and_its_arrow_file_match_parquet",

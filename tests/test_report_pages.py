@@ -96,7 +96,12 @@ def test_change_words_against_the_rule(samples):
     assert render_format.AT_OWN_THRESHOLD == gate_compare.AT_OWN_THRESHOLD
 
 
-def test_compare_outputs_do_not_call_far_better(samples, capsys, isolated):
+def test_compare_outputs_do_not_call_far_better(samples, capsys, isolated, monkeypatch):
+    from opis_cli.render.terminal import PIPE_WIDTH, console
+
+    # the table as a pipe lays it out (COLUMNS unset): an 80-column one wraps the
+    # last column's phrase onto a second line
+    monkeypatch.setattr(console, "width", PIPE_WIDTH)
     code, out, err = run(capsys, "compare", samples.weak_json, samples.strong_json,
                          "--report", "rep", "--markdown", "cmp.md")
     assert code == 0, err
