@@ -117,10 +117,6 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "lance": ("lance",), "safetensors": ("safetensors",), "hdf5": ("h5py",),
     "peers": ("sklearn",),
 }
-#: the tests of examples/tcm_digits/data.py (scikit-learn's digits) outside SLOW
-_DIGITS_TESTS = ("test_digits_are_the_bundled_sklearn_set",
-                 "test_open_world_split_has_disjoint_classes_and_keeps_every_image",
-                 "test_open_world_split_is_seeded", "test_open_world_split_custom_classes")
 #: test module -> {test name (None: all of them, or a docs page id): extras it needs}
 NEEDS: dict[str, dict[str | None, tuple[str, ...]]] = {
     "test_engine_dask.py": {None: ("dask",)},
@@ -129,9 +125,8 @@ NEEDS: dict[str, dict[str | None, tuple[str, ...]]] = {
     "test_pml_agreement.py": {None: ("train",)},
     "test_mlflow.py": {None: ("mlflow",)},
     "test_lightning.py": {None: ("lightning",)},
-    "test_examples.py": {**dict.fromkeys(SLOW["test_examples.py"], ("train",)),
-                         # the example's data: scikit-learn's bundled digits
-                         **dict.fromkeys(_DIGITS_TESTS, ("peers",))},
+    # (and test_examples.py's ``digits`` fixture skips its tests without the peers extra)
+    "test_examples.py": dict.fromkeys(SLOW["test_examples.py"], ("train",)),
     "test_verification.py": {"test_sklearn_det_curve_brackets_the_eer": ("peers",)},
     "test_open_world_example.py": dict.fromkeys(SLOW["test_open_world_example.py"], ("train",)),
     "test_formats.py": {
