@@ -112,6 +112,7 @@ from .base import (DEFAULT_BLOCK_BYTES, FAR_BINS, REPORT_BINS, EngineOutput, Gri
 from .partial import Part, Retrieval, merge
 from .select import padded_span, pilot_columns, pilot_negative_keys, pilot_rows, select_or_none
 # the worker pool (workers.py) under the names the diagnosis pass imports
+from .workers import parallel_map
 from .workers import TileQueue as _Tiles, in_workers as _in_workers, workers_for as _workers
 
 
@@ -906,9 +907,14 @@ def _resolve_deferred(res: Part, grid: np.ndarray, l2: bool, prep: Prepared) -> 
                                     side="left")
             _add_cells(res, prep, cells, part[1], part[2])
         return
-    margin = key_margins(prep) if parts else None
-    for part in parts:
-        _add_cells(res, prep, _decide(prep, part, grid, l2, margin), part[1], part[2])
+    if not parts:
+        return
+    margin = key_margins(prep)
+    # each part decided on a core of its own (the kernel releases the GIL),
+    # counted here in order: integer sums, the same whatever the threads
+    cells = parallel_map(lambda part: _decide(prep, part, grid, l2, margin), parts)
+    for part, c in zip(parts, cells):
+        _add_cells(res, prep, c, part[1], part[2])
 
 
 # -- the order statistics ---------------------------------------------------------
