@@ -9,7 +9,8 @@ vs reference), ``data_gen.py`` (seeded inputs), ``gating_samples.py``,
 Two suites (README, docs/development.md):
 
 * ``python -m pytest -q -n auto`` (the README's Quickstart 2, after ``pip
-  install '.[test]'``; ``-n auto``: pytest-xdist, a worker per core): the core suite. The tests listed in ``SLOW`` (a browser, the
+  install '.[test]'``; ``-n auto``: pytest-xdist, a worker per core): the
+  core suite. The tests listed in ``SLOW`` (a browser, the
   ``dask``/``train``/``mlflow``/``lightning`` extras, many seconds of CPU) are
   deselected; a test whose optional extra (``NEEDS``) is not installed is
   skipped with a reason naming the extra.

@@ -111,8 +111,8 @@ from .base import (DEFAULT_BLOCK_BYTES, FAR_BINS, REPORT_BINS, EngineOutput, Gri
                    tile_rows, key_margins)
 from .partial import Part, Retrieval, merge
 from .select import padded_span, pilot_columns, pilot_negative_keys, pilot_rows, select_or_none
-# the worker pool (workers.py) under the names the diagnosis pass imports
 from .workers import parallel_map
+# the worker pool (workers.py) under the names the diagnosis pass imports
 from .workers import TileQueue as _Tiles, in_workers as _in_workers, workers_for as _workers
 
 
