@@ -30,7 +30,8 @@ from tcm_digits.results import RunScore
 @pytest.fixture(scope="module")
 def digits():
     """scikit-learn's bundled digits (the peers extra; the train extra has it too)."""
-    pytest.importorskip("sklearn", reason="needs the optional extra(s) peers: pip install '.[peers]'")
+    pytest.importorskip("sklearn",
+                        reason="needs the optional extra(s) peers: pip install '.[peers]'")
     return data.load_digits_arrays()
 
 
