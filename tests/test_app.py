@@ -136,6 +136,7 @@ def test_a_new_format_is_its_reader_and_one_declaration(tmp_path, toy_format):
     with pytest.raises(InputError, match="expected one of parquet, .*, faiss, toy$"):
         read_dataset(path, format="nope")
     assert fm.format_help().endswith("faiss (an index file) or toy (a test).")
+    assert fm.path_formats().endswith("HDF5, FAISS index or .toy")  # its `expected`
 
 
 def test_the_command_line_options_come_from_the_declarations(toy_format, monkeypatch):
@@ -164,6 +165,8 @@ def test_every_command_that_reads_embeddings_takes_every_format_option():
     for name in ("evaluate", "compare", "calibrate"):
         params = {p.name: p for p in root.commands[name].params}
         assert params["input_format"].help == fm.format_help()
+        if name != "compare":  # (compare reads result files, or embeddings with --embeddings)
+            assert f"{fm.path_formats()} (see --format)." in params["path"].help
         for option in fm.FORMAT_OPTIONS.values():
             p = params[option.name]
             assert p.opts == [option.flag] and p.help == option.help

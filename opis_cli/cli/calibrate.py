@@ -12,6 +12,7 @@ from .. import options as opt
 from . import options as o
 from .options import ADVANCED_OPTION, ENGINE, GATE, INPUT, OUTPUTS, RANGE, TRACKERS  # noqa: F401
 from ..errors import ConfigError, InputError
+from ..io.formats import path_formats
 from .firstrun import with_compile_note
 from .root import app, check_inputs, check_outputs, examples, stdout_taken, wrote
 
@@ -67,9 +68,8 @@ def _fit_and_write(path, read, method, target, out, options, json_out, quiet, sh
 @o.with_format_options
 def calibrate(
     path: Annotated[Path, typer.Argument(
-        help="Embeddings to split into folds, or the calibration side with --test: any input "
-             "format of opis evaluate (Parquet, .npy/.npz, Hugging Face, Lance, safetensors, "
-             ".pt, HDF5, FAISS index).", show_default=False)],
+        help="Embeddings to split into folds, or the calibration side with --test: "
+             f"{path_formats()} (see --format).", show_default=False)],
     test: Annotated[Optional[Path], typer.Option(
         "--test", help="Test side of an explicit split (then PATH is the calibration side and "
                        "--folds/--seed are unused).", rich_help_panel=INPUT)] = None,

@@ -13,6 +13,7 @@ from .. import options as opt
 from ..engines.registry import engine_help
 from .firstrun import COMPILED_ENGINES, with_compile_note
 from ..errors import ConfigError
+from ..io.formats import path_formats
 from . import options as o
 from .options import ADVANCED_OPTION, ENGINE, GATE, INPUT, OUTPUTS, RANGE, TRACKERS  # noqa: F401
 from .root import (app, check_inputs, check_outputs, examples, exit_with, stdout_taken,
@@ -86,8 +87,7 @@ def _diagnosis_options(diagnose: bool, threshold, impostors: int, overlap_level:
 @o.with_format_options
 def evaluate(
     path: Annotated[Path, typer.Argument(
-        help="Embeddings: Parquet file or folder, .npy, .npz, Hugging Face dataset, Lance, "
-             "safetensors, .pt, HDF5 or FAISS index (see --format).", show_default=False)],
+        help=f"Embeddings: {path_formats()} (see --format).", show_default=False)],
     labels: o.LabelsFile = None,
     embedding_column: o.EmbeddingColumn = opt.EMBEDDING_COLUMN,
     embedding_columns: o.EmbeddingColumns = None,

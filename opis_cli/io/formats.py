@@ -94,6 +94,9 @@ class InputFormat:
         directory no format claims is read as a folder of Parquet files).
     folder_suffixes : bool
         The suffixes name folders (``.lance``), never files.
+    noun : str
+        How the help of the commands' PATH names it (``Hugging Face
+        dataset``; default: ``expected``).
     """
 
     name: str
@@ -107,6 +110,7 @@ class InputFormat:
     maps: bool = False
     folder: str | None = None
     folder_suffixes: bool = False
+    noun: str = ""
 
     @property
     def read(self) -> Callable[..., "Columns"]:
@@ -148,23 +152,25 @@ _DATASET_LABELS_KEY = FormatOption(
 #: their suffixes.
 FORMATS: dict[str, InputFormat] = {f.name: f for f in (
     InputFormat("parquet", PARQUET_SUFFIXES, "parquet:read", "parquet",
-                ".parquet (or a folder of them)", reports_progress=True, arrow_buffers=True),
+                ".parquet (or a folder of them)", reports_progress=True, arrow_buffers=True,
+                noun="Parquet file or folder"),
     InputFormat("npy", (".npy",), "arrays:read_npy", "npy", ".npy", maps=True),
     InputFormat("npz", (".npz",), "arrays:read_npz", "npz", ".npz"),
     InputFormat("hf", (".arrow",), "hf:read", "hf (Hugging Face)",
                 "a Hugging Face dataset folder or .arrow", options=(_HF_SPLIT,),
-                reports_progress=True, folder="hf:is_dataset_folder"),
+                reports_progress=True, folder="hf:is_dataset_folder",
+                noun="Hugging Face dataset"),
     InputFormat("lance", (".lance",), "lance_dataset:read", "lance", "a .lance folder",
                 reports_progress=True, folder="lance_dataset:is_lance_folder",
-                folder_suffixes=True),
+                folder_suffixes=True, noun="Lance"),
     InputFormat("safetensors", (".safetensors",), "tensors:read_safetensors", "safetensors",
-                ".safetensors", options=(_TENSOR_KEY, _TENSOR_LABELS_KEY)),
+                ".safetensors", options=(_TENSOR_KEY, _TENSOR_LABELS_KEY), noun="safetensors"),
     InputFormat("pt", (".pt", ".pth"), "tensors:read_pt", "pt", ".pt/.pth",
-                options=(_TENSOR_KEY, _TENSOR_LABELS_KEY)),
+                options=(_TENSOR_KEY, _TENSOR_LABELS_KEY), noun=".pt"),
     InputFormat("hdf5", (".h5", ".hdf5"), "hdf5:read", "hdf5", ".h5/.hdf5",
-                options=(_DATASET_KEY, _DATASET_LABELS_KEY)),
+                options=(_DATASET_KEY, _DATASET_LABELS_KEY), noun="HDF5"),
     InputFormat("faiss", (".faiss", ".index"), "faiss_index:read", "faiss (an index file)",
-                ".faiss/.index"),
+                ".faiss/.index", noun="FAISS index"),
 )}
 
 #: Every format option once, in the order of the formats that take them.
@@ -183,6 +189,11 @@ def format_help() -> str:
     """The help of ``--format``."""
     return ("Input format (default: from the path): "
             + _either([f.choice for f in FORMATS.values()]) + ".")
+
+
+def path_formats() -> str:
+    """What a command's PATH may be, for its help: every format's noun."""
+    return _either([f.noun or f.expected for f in FORMATS.values()])
 
 
 def detect(path: str, forced: str | None = None) -> InputFormat:
