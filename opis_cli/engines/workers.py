@@ -127,8 +127,8 @@ def in_workers(n_workers: int, work: Callable[[int], None], tiles: TileQueue) ->
 
 def parallel_map(fn, items):
     """``fn`` over ``items`` on one thread per core, results in order (at most
-    two per worker waiting), BLAS on one thread each (the sampled engine's
-    blocks, whose products are small)."""
+    two per worker waiting), BLAS on one thread each: the sampled engine's
+    blocks (whose products are small), the exact engine's deferred keys."""
     items = list(items)
     n = cores()
     with one_blas_thread():
@@ -136,7 +136,7 @@ def parallel_map(fn, items):
             for it in items:
                 yield fn(it)
             return
-        with ThreadPoolExecutor(n, thread_name_prefix="opis-sampled") as ex:
+        with ThreadPoolExecutor(n, thread_name_prefix="opis-map") as ex:
             waiting: deque = deque()
             for it in items:
                 waiting.append(ex.submit(fn, it))
