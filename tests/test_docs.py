@@ -232,6 +232,16 @@ def test_blocks_not_run_are_few_and_say_why():
     assert len(shown) <= 9, "\n".join(f"{p}:{s} {r}" for p, s, r in shown)
 
 
+def test_readme_links_every_docs_page():
+    """The README is the landing page: every page of docs/ is one link away
+    (issue 26), by its path relative to the repository."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    links = set(re.findall(r"\]\((docs/[^)#\s]+\.md)(?:#[^)]*)?\)", readme))
+    pages = {p.relative_to(REPO).as_posix() for p in PAGES[1:]}
+    assert pages - links == set(), "README.md does not link these pages"
+    assert links - pages == set(), "README.md links pages that do not exist"
+
+
 def test_console_commands_are_opis_or_shell_tools():
     """Console blocks show commands a user types: opis itself, or a few shell tools."""
     allowed = {"opis", "python", "ls", "cat", "head", "jq", "pip", "cp", "echo"}
