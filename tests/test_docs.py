@@ -233,13 +233,14 @@ def test_blocks_not_run_are_few_and_say_why():
 
 
 def test_readme_links_every_docs_page():
-    """The README is the landing page: every page of docs/ is one link away
-    (issue 26), by its path relative to the repository."""
+    """The README is the landing page (issue 26): at most 300 lines, and every
+    page of docs/ one link away, by its path relative to the repository."""
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     links = set(re.findall(r"\]\((docs/[^)#\s]+\.md)(?:#[^)]*)?\)", readme))
     pages = {p.relative_to(REPO).as_posix() for p in PAGES[1:]}
     assert pages - links == set(), "README.md does not link these pages"
     assert links - pages == set(), "README.md links pages that do not exist"
+    assert len(readme.splitlines()) <= 300, "the landing page is at most 300 lines"
 
 
 def test_console_commands_are_opis_or_shell_tools():
