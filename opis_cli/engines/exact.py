@@ -912,8 +912,9 @@ def _resolve_deferred(res: Part, grid: np.ndarray, l2: bool, prep: Prepared) -> 
     margin = key_margins(prep)
     # each part decided on a core of its own (the kernel releases the GIL),
     # counted here in order: integer sums, the same whatever the threads
+    # (the generator first: it runs to its end, and closes its pool, inside the loop)
     cells = parallel_map(lambda part: _decide(prep, part, grid, l2, margin), parts)
-    for part, c in zip(parts, cells):
+    for c, part in zip(cells, parts):
         _add_cells(res, prep, c, part[1], part[2])
 
 
