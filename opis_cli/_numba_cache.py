@@ -12,7 +12,10 @@ before numba is imported (numba reads the variable then); an explicit
 from __future__ import annotations
 
 import os
+import threading
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 #: the folder of the compiled kernels' sources (``_kernels.py``, ``_transfer_kernels.py``)
 KERNELS_DIR = Path(__file__).resolve().parent / "engines"
@@ -56,3 +59,75 @@ def cached(dispatcher) -> bool:
         return os.path.exists(dispatcher._cache._cache_file._index_path)
     except AttributeError:
         return False
+
+
+#: the file, in a kernel's cache folder, that one compiling process at a time holds
+LOCK_NAME = "opis-compile.lock"
+_THREADS = threading.RLock()
+_held: dict = {"depth": 0, "fd": None}
+
+
+def lock_path(dispatcher) -> str | None:
+    """The compile lock of ``dispatcher``'s cache folder (None when it has none)."""
+    try:
+        return os.path.join(os.path.dirname(dispatcher._cache._cache_file._index_path),
+                            LOCK_NAME)
+    except AttributeError:
+        return None
+
+
+@contextmanager
+def compile_lock(dispatcher) -> Iterator[None]:
+    """Hold the compile lock of ``dispatcher``'s cache folder while numba loads
+    or compiles a version of it (``_jit.kernel`` wraps ``compile``).
+
+    numba's cache is not safe for two processes that compile one kernel at
+    once: it writes a kernel's index before its data, so a process can read
+    an index that points at a data file not yet written, or written by
+    another numba version, or by a process that compiled another version
+    of the kernel (numba issue 10128; seen as "LLVM bitcode parsing error").
+    With the lock, a second process waits for the first, then loads what it
+    compiled. Re-entrant (a kernel's callees are compiled inside it) and
+    shared by the process's threads; an ``flock`` (released by the OS if the
+    process dies). Where the folder cannot be written or the platform has
+    no ``fcntl``, nothing is locked."""
+    with _THREADS:
+        if _held["depth"] == 0:
+            _held["fd"] = _acquire(lock_path(dispatcher))
+        _held["depth"] += 1
+        try:
+            yield
+        finally:
+            _held["depth"] -= 1
+            if _held["depth"] == 0 and _held["fd"] is not None:
+                fd, _held["fd"] = _held["fd"], None
+                _release(fd)
+
+
+def _acquire(path: str | None) -> int | None:
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return None
+    if path is None:
+        return None
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError:  # a file system without locks
+        os.close(fd)
+        return None
+    return fd
+
+
+def _release(fd: int) -> None:
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

@@ -13,7 +13,7 @@ the helper), and the same results. Arrays keep their dtype and layout.
 
 from __future__ import annotations
 
-from .._numba_cache import use_user_cache_if_read_only
+from .._numba_cache import compile_lock, use_user_cache_if_read_only
 
 use_user_cache_if_read_only()  # before numba reads NUMBA_CACHE_DIR (a read-only install)
 
@@ -33,7 +33,8 @@ def _plain(t):
 def kernel(fn):
     """``numba.njit(cache=True, nogil=True)(fn)``, one compile per argument types
     (the module docstring): calls from other kernels compile (and reuse) the
-    version for the plain types of their arguments."""
+    version for the plain types of their arguments; compiled or loaded under
+    the compile lock (:func:`locked`)."""
     disp = nb.njit(cache=True, nogil=True)(fn)
     resolve = disp.get_call_template
 
@@ -41,4 +42,17 @@ def kernel(fn):
         return resolve(tuple(_plain(a) for a in args), {k: _plain(v) for k, v in kws.items()})
 
     disp.get_call_template = get_call_template
+    return locked(disp)
+
+
+def locked(disp):
+    """``disp`` loading or compiling a version only under the compile lock of
+    its cache folder (``_numba_cache.compile_lock``: one process at a time)."""
+    compile_ = disp.compile
+
+    def compile(sig):
+        with compile_lock(disp):
+            return compile_(sig)
+
+    disp.compile = compile
     return disp

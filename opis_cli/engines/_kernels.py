@@ -47,7 +47,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ._jit import kernel  # numba.njit(cache=True, nogil=True), one compile per argument types
+from ._jit import kernel, locked  # numba.njit(cache=True, nogil=True), one compile per types
 
 
 #: interleaved copies of a histogram (a power of two), see _order_stat_row
@@ -1436,6 +1436,7 @@ def _grid_cell(d, grid, inv):
     return k
 
 
+@locked
 @nb.njit(cache=True)
 def aggregate_rows(cnt, ids, n_ids, out):
     """``out[ids[r], :] += cnt[r, :]`` for every row (serial, exact integers)."""
