@@ -124,6 +124,19 @@ def _acquire(path: str | None) -> int | None:
     return fd
 
 
+def _after_fork_in_child() -> None:
+    """A child forked while a thread held the lock starts without it: a new
+    thread lock, and the inherited descriptor left open (unlocking it would
+    release the parent's lock, which shares it)."""
+    global _THREADS
+    _THREADS = threading.RLock()
+    _held.update(depth=0, fd=None)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _release(fd: int) -> None:
     import fcntl
 

@@ -125,3 +125,31 @@ def test_a_second_process_waits_for_the_first_then_loads_its_kernel(tmp_path):
         os.close(fd)
     out, err = second.communicate(timeout=300)
     assert second.returncode == 0 and out.split()[1] == "1", err
+
+
+def test_a_child_forked_while_the_lock_is_held_starts_without_it(tmp_path):
+    from types import SimpleNamespace
+
+    from opis_cli import _numba_cache as nc
+
+    index = tmp_path / "k.nbi"
+    disp = SimpleNamespace(_cache=SimpleNamespace(_cache_file=SimpleNamespace(
+        _index_path=str(index))))
+    with nc.compile_lock(disp):
+        assert nc._held["depth"] == 1 and nc._held["fd"] is not None
+        pid = os.fork()
+        if pid == 0:  # the child: no depth, a free thread lock, the parent's flock kept
+            ok = nc._held == {"depth": 0, "fd": None} and nc._THREADS.acquire(blocking=False)
+            os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        fd = os.open(tmp_path / nc.LOCK_NAME, os.O_RDWR)
+        try:  # still held by this process after the child exited
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                raise AssertionError("the child released the parent's lock")
+            except BlockingIOError:
+                pass
+        finally:
+            os.close(fd)
+    assert nc._held == {"depth": 0, "fd": None}
