@@ -67,12 +67,12 @@ def child_blas(args) -> dict:
     """One pass of the exact engine's BLAS tiles with no kernel, run the way
     the engine runs them (one worker per thread, BLAS single-threaded)."""
     from opis_cli.engines.base import DEFAULT_BLOCK_BYTES, inner_products, tile_rows
-    from opis_cli.engines.exact import _in_workers, _Tiles, _workers
+    from opis_cli.engines.workers import TileQueue, in_workers, workers_for
 
     x, _ = _load(args)
     n = len(x)
     tile = tile_rows(n)
-    tiles = _Tiles(range(0, n, tile))
+    tiles = TileQueue(range(0, n, tile))
     xT = x.T
 
     def work(slot):
@@ -82,7 +82,7 @@ def child_blas(args) -> dict:
             inner_products(x, s, min(n, s + tile), xT, S, pad)
 
     t = time.perf_counter()
-    _in_workers(_workers(tile, DEFAULT_BLOCK_BYTES // (4 * n), -(-n // tile)), work, tiles)
+    in_workers(workers_for(tile, DEFAULT_BLOCK_BYTES // (4 * n), -(-n // tile)), work, tiles)
     return {"seconds": time.perf_counter() - t}
 
 

@@ -52,13 +52,19 @@ def use_user_cache_if_read_only(kernels_dir: Path = KERNELS_DIR) -> str | None:
     return str(folder)
 
 
+def _index_path(dispatcher) -> str | None:
+    """numba's index file of ``dispatcher``'s cache (None when it has no cache)."""
+    try:
+        return dispatcher._cache._cache_file._index_path
+    except AttributeError:
+        return None
+
+
 def cached(dispatcher) -> bool:
     """Whether numba's on-disk cache holds a compiled version of ``dispatcher``
     (its index file exists). False when that cannot be told."""
-    try:
-        return os.path.exists(dispatcher._cache._cache_file._index_path)
-    except AttributeError:
-        return False
+    index = _index_path(dispatcher)
+    return index is not None and os.path.exists(index)
 
 
 #: the file, in a kernel's cache folder, that one compiling process at a time holds
@@ -69,11 +75,8 @@ _held: dict = {"depth": 0, "fd": None}
 
 def lock_path(dispatcher) -> str | None:
     """The compile lock of ``dispatcher``'s cache folder (None when it has none)."""
-    try:
-        return os.path.join(os.path.dirname(dispatcher._cache._cache_file._index_path),
-                            LOCK_NAME)
-    except AttributeError:
-        return None
+    index = _index_path(dispatcher)
+    return None if index is None else os.path.join(os.path.dirname(index), LOCK_NAME)
 
 
 @contextmanager

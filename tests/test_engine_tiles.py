@@ -20,7 +20,7 @@ import pytest
 import reference as ref
 from data_gen import gaussian, integer_rows
 from opis_cli import evaluate
-from opis_cli.engines import _kernels, base, exact as engine
+from opis_cli.engines import _kernels, base, workers
 from opis_cli.prepare import Prepared
 from ref_compare import compare, options_for, well_conditioned
 
@@ -190,7 +190,7 @@ def test_an_error_in_one_worker_stops_the_others(threads):
     import time
 
     threads(2)
-    tiles = engine._Tiles(range(200))
+    tiles = workers.TileQueue(range(200))
     done = []
     started = threading.Event()
 
@@ -204,7 +204,7 @@ def test_an_error_in_one_worker_stops_the_others(threads):
             done.append(t)
 
     with pytest.raises(RuntimeError, match="worker 0 failed"):
-        engine._in_workers(2, work, tiles)
+        workers.in_workers(2, work, tiles)
     time.sleep(0.2)  # worker 1 finishes its tile and finds the queue empty
     assert 0 < len(done) < 50
     assert list(tiles) == []

@@ -5,7 +5,7 @@ tiles of ``base.tile_rows(ng)`` rows; for each tile one BLAS product gives the
 ``tile x ng`` inner products, and a compiled kernel (``_kernels.process_block``)
 folds them into per-row counts on the threshold grid, histograms and the
 retrieval ranks, after which the tile is dropped. One worker per thread
-(``_workers``) takes tiles in turn and does both the product (BLAS limited to
+(``workers_for``) takes tiles in turn and does both the product (BLAS limited to
 one thread) and the kernel, so a core never waits on the other's work and
 BLAS's idle threads do not spin beside the kernels.
 
@@ -111,9 +111,7 @@ from .base import (DEFAULT_BLOCK_BYTES, FAR_BINS, REPORT_BINS, EngineOutput, Gri
                    tile_rows, key_margins)
 from .partial import Part, Retrieval, merge
 from .select import padded_span, pilot_columns, pilot_negative_keys, pilot_rows, select_or_none
-from .workers import parallel_map
-# the worker pool (workers.py) under the names the diagnosis pass imports
-from .workers import TileQueue as _Tiles, in_workers as _in_workers, workers_for as _workers
+from .workers import TileQueue, in_workers, parallel_map, workers_for
 
 
 class _LazyKernels:
@@ -199,18 +197,18 @@ def run_chunk(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg:
     sums: per-class (and per-group) count histograms on the grid, histograms,
     deferred and gathered elements, and the retrieval results of these
     queries. The rows are processed in tiles of ``tile_rows(ng)`` by
-    ``_workers`` workers at once; each worker computes its tile's products
+    ``workers_for`` workers at once; each worker computes its tile's products
     and runs ``_kernels.process_block`` on them (``_Tile``), then adds the
     tile's results to the chunk's (``_Chunk.add``).
     """
     if cfg.sym:
         return _run_strips(prep, row_eval, cfg, start, stop, progress)
     tiles = list(range(start, stop, cfg.tile))
-    n_workers = _workers(cfg.tile, cfg.block_rows, len(tiles))
+    n_workers = workers_for(cfg.tile, cfg.block_rows, len(tiles))
     G = len(prep.group_labels) if prep.group_labels is not None else 0
     setup = _PassSetup.of(prep, cfg, n_workers, G)
     chunk = _Chunk(prep, cfg, start, Part.empty(prep.n_classes, G, cfg.K, stop - start), G)
-    queue = _Tiles(tiles)
+    queue = TileQueue(tiles)
     xgT = prep.xg.T
     margins = key_margins(prep)
 
@@ -226,7 +224,7 @@ def run_chunk(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg:
                 if progress:
                     progress(e - s)
 
-    _in_workers(n_workers, work, queue)
+    in_workers(n_workers, work, queue)
     return chunk.part(setup)
 
 
@@ -447,7 +445,7 @@ def _run_strips(prep: Prepared, row_eval: np.ndarray, cfg: PassConfig, start: in
     """
     ng, tile = len(prep.g_rows), cfg.tile
     tiles = list(range(start, stop, tile))
-    n_workers = _workers(tile, cfg.block_rows, len(tiles))
+    n_workers = workers_for(tile, cfg.block_rows, len(tiles))
     G = len(prep.group_labels) if prep.group_labels is not None else 0
     setup = _PassSetup.of(prep, cfg, n_workers, G)
     windows = setup.windows
@@ -458,7 +456,7 @@ def _run_strips(prep: Prepared, row_eval: np.ndarray, cfg: PassConfig, start: in
     all_eval = bool(row_eval.all())
     raw_l2, off, aq, bg = _offsets(prep)
     xgT = prep.xg.T
-    queue = _Tiles(tiles)
+    queue = TileQueue(tiles)
     lock = queue.lock
 
     def work(slot: int) -> None:
@@ -475,7 +473,7 @@ def _run_strips(prep: Prepared, row_eval: np.ndarray, cfg: PassConfig, start: in
                 with lock:
                     progress(u - t)
 
-    _in_workers(n_workers, work, queue)
+    in_workers(n_workers, work, queue)
     return _Chunk(prep, cfg, start, Part.empty(prep.n_classes, G, cfg.K, stop - start),
                   G).part(setup)
 
