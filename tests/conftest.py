@@ -30,26 +30,8 @@ import os
 os.environ["_OPIS_SMALL_TERMS"] = "0"
 
 
-def _numba_cache_of_this_process() -> str:
-    """A numba cache folder of this test process alone, under the repository's
-    ``.numba_cache/``: one per numba version and per pytest-xdist worker.
-
-    numba's cache is not safe for two processes that compile one kernel at
-    the same time (it writes a kernel's index before its data, numba issue
-    10128), nor for two numba versions sharing a folder (``.ci/run``'s full
-    and lowest-versions steps import the same source tree): a process read
-    an index of its version pointing at a data file of the other's and
-    failed with "LLVM bitcode parsing error". The folder is kept between
-    runs, so a second run finds the kernels compiled."""
-    from importlib.metadata import version
-
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                        ".numba_cache", "numba-" + version("numba"), worker)
-
-
-# before anything imports numba (it reads the variable then); CLI subprocesses inherit it
-os.environ["NUMBA_CACHE_DIR"] = _numba_cache_of_this_process()
+# (the xdist workers share numba's cache: the kernels compile under its lock,
+# _numba_cache.compile_lock, so one worker compiles and the other loads)
 
 import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
