@@ -10,7 +10,9 @@ in timers, and prints each piece's wall-clock time divided by the time of one
 * ``pass 1``        the order-statistic pass (upper triangle when every row is
                     both query and gallery), split into BLAS products and the
                     compiled kernel;
-* ``pass 2``        counts, retrieval and the report histogram, split likewise;
+* ``pass 2``        counts, retrieval and the report histogram, split likewise
+                    (also over the upper triangle when every row is a query:
+                    ``engines/symmetric.py``);
 * ``rest``          preparing the input and building the result.
 
 Workers run tiles in parallel, so a piece's share of a pass is its share of
@@ -40,7 +42,7 @@ import faiss
 
 import opis_cli
 from _common import synthetic  # benchmarks/_common.py
-from opis_cli.engines import _kernels, base as engine_base, exact as engine
+from opis_cli.engines import _kernels, _sym_kernels, base as engine_base, exact as engine, symmetric
 
 
 def decisions(x, y, rng: tuple[float, float]) -> None:
@@ -49,8 +51,8 @@ def decisions(x, y, rng: tuple[float, float]) -> None:
     cnt = collections.defaultdict(int)
     lock = threading.Lock()
 
-    def wrap(name):
-        real = getattr(_kernels, name)
+    def wrap(owner, name, as_name):
+        real = getattr(owner, name)
 
         def timed(*args, **kwargs):
             t = time.thread_time()
@@ -58,15 +60,17 @@ def decisions(x, y, rng: tuple[float, float]) -> None:
                 return real(*args, **kwargs)
             finally:
                 with lock:
-                    sec[name] += time.thread_time() - t
-                    cnt[name] += 1
+                    sec[as_name] += time.thread_time() - t
+                    cnt[as_name] += 1
                     if name == "decide_deferred":
                         cnt["deferred"] += len(args[0])
 
-        setattr(_kernels, name, timed)
+        setattr(owner, name, timed)
 
-    for name in ("process_block", "decide_deferred"):
-        wrap(name)
+    # the kernel: full rows, or the upper triangle's strips (engines/symmetric.py)
+    wrap(_kernels, "process_block", "process_block")
+    wrap(_sym_kernels, "count_strip", "process_block")
+    wrap(_kernels, "decide_deferred", "decide_deferred")
     print(f"explicit range {rng[0]:g}:{rng[1]:g}, process CPU seconds (all threads); "
           f"kernel and decide: thread CPU seconds")
     rows = {True: [], False: []}
@@ -147,6 +151,8 @@ def main() -> None:
     timers.wrap(engine, "_strip_products", "products")
     timers.wrap(_kernels, "process_block", "kernel")
     timers.wrap(_kernels, "process_strip", "kernel")
+    timers.wrap(symmetric, "_strip_products", "products")  # the counts pass's strips
+    timers.wrap(_sym_kernels, "count_strip", "kernel")
     timers.wrap(engine, "_pilot_windows", "wall")
     timers.wrap_stage()
     base = faiss_seconds(x)

@@ -26,6 +26,9 @@ Peak memory (bytes), with N rows, D dimensions, K thresholds, w workers::
                       (at most DEFER_BYTES = 1 GiB: above, a third pass)
     + 2*w*(2**11 + G*Bg)*8  with --verification: the histograms of every key
                       (G groups of Bg <= 2048 bins, at most 2**20 bins in all)
+    + w*sum_j (25 h_j + 16 (2 h_j + 32) + 64)  the counts pass over the upper
+                      triangle's retrieval heaps (h_j = max(R_j, 8) per row;
+                      at most 512 MiB, else full rows: engines/symmetric.py)
     + n_gathered*17   with --verification: the keys of the bins that decide
                       EER, minDCF and FNMR at FMR (engines/verify.py)
 
@@ -48,7 +51,10 @@ all negative distances before the grid is known. It costs one extra pass:
    exactly (``_select``); the elements whose grid cell is still undecided
    are deferred and placed once the exact grid is known. Where that would
    defer more than DEFER_BYTES, pass 2 only gathers and a third pass counts
-   on the exact grid (``_defer_too_much``).
+   on the exact grid (``_defer_too_much``). When every row is both a query
+   and a gallery item (without offsets or the verification view), pass 2
+   reads the upper triangle too and counts each pair for both its queries
+   (``engines/symmetric.py``), as does the one pass of an explicit range.
 
 **Machine-independent decisions.** BLAS rounds float32 products
 differently on different CPU kernels (and at different positions of a
@@ -104,89 +110,21 @@ import numpy as np
 from .. import options
 from ..errors import ConfigError
 from ..prepare import Prepared
-from .verify import VER_BINS, group_bins, key_bracket, operating_points, wanted_bins
-from .base import (DEFAULT_BLOCK_BYTES, FAR_BINS, REPORT_BINS, EngineOutput, GridSpec, Progress,
-                   RunRows, check_block_bytes, check_range, dist_to_key, inner_products, key_span,
-                   key_to_dist, order_rank, rank_bin, report_edges, report_scale,
-                   tile_rows, key_margins)
+from .verify import VER_BINS, group_bins, operating_points, wanted_bins
+from .base import (DEFAULT_BLOCK_BYTES, FAR_BINS, EngineOutput, GridSpec, Progress, RunRows,
+                   check_block_bytes, check_range, dist_to_key, inner_products, key_span,
+                   key_to_dist, order_rank, rank_bin, report_edges, tile_rows, key_margins)
 from .partial import Part, Retrieval, merge
 from .select import padded_span, pilot_columns, pilot_negative_keys, pilot_rows, select_or_none
+from . import symmetric
+from .tiles import (PassConfig, _add_cells, _decide, _kernels, _offsets, _PassSetup,
+                    _strip_products, _Tile)
 from .workers import TileQueue, in_workers, parallel_map, workers_for
 
 
-class _LazyKernels:
-    """``engines._kernels`` (numba), imported on first use: a run on the
-    small-input route (:func:`small_route`) never loads numba."""
-
-    def __getattr__(self, name: str):
-        from . import _kernels
-
-        return getattr(_kernels, name)
-
-
-_kernels = _LazyKernels()
 #: query rows of the pilot that bounds the FAR pass, and values it keeps
 PILOT_ROWS = 2048
 PILOT_VALUES = 1_000_000
-
-
-@dataclass(frozen=True)
-class PassConfig:
-    """What one pass over the pairs computes (picklable: sent to workers)."""
-
-    K: int
-    l2: bool
-    block_rows: int
-    #: query rows of every BLAS product (``tile_rows``), fixed by the caller so
-    #: that every process (a Dask worker too) cuts the rows into the same tiles
-    tile: int
-    do_win: bool = False
-    win_lo: tuple[float, ...] = (0.0,)
-    win_hi: tuple[float, ...] = (1.0,)
-    do_rep: bool = False
-    r_lo: float = 0.0
-    r_hi: float = 1.0
-    do_gather: bool = False
-    #: the key brackets ``[lo, hi)`` that hold the two order statistics'
-    #: float64 keys (``_select``)
-    gather: tuple[tuple[float, float], tuple[float, float]] = ((0.0, -1.0), (0.0, -1.0))
-    counts: tuple[np.ndarray, np.ndarray] | None = None
-    #: the exact grid (distances) when ``counts`` holds it rather than bounds
-    #: of a grid still to be known: deferred elements are placed after each
-    #: tile, not after the pass
-    grid: np.ndarray | None = None
-    do_ret: bool = False
-    #: order statistic from the upper triangle only (symmetric inputs, see
-    #: _kernels.process_strip): half the matrix products
-    sym: bool = False
-    #: verification view (engines/verify.py): histogram every key, or gather
-    #: the keys of the wanted bins (global ``v_want``, per group ``v_gwant``)
-    do_vhist: bool = False
-    do_vgather: bool = False
-    v_want: np.ndarray | None = None
-    v_gwant: np.ndarray | None = None
-
-    def window_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        lo = np.asarray(self.win_lo, np.float64)
-        hi = np.asarray(self.win_hi, np.float64)
-        return lo, hi, FAR_BINS / (hi - lo)
-
-
-def _offsets(prep: Prepared) -> tuple[bool, bool, np.ndarray, np.ndarray]:
-    """What the kernels need to compute keys: the raw formula (l2 or cosine),
-    whether there are offsets (a calibration), and the query and gallery
-    offsets (zeros when there are none)."""
-    if prep.q_off is None:
-        return prep.metric == "l2", False, np.zeros(len(prep.q_rows)), np.zeros(len(prep.g_rows))
-    return prep.metric == "l2", True, prep.q_off, prep.g_off
-
-
-def _strip_products(xq, t, u, xgT, S, pad_q) -> None:
-    """``S = xq[t:u] @ xgT[:, t:]`` (rows zero-padded to the tile): the strip
-    of the upper triangle that starts at row ``t``."""
-    pad_q[:u - t] = xq[t:u]
-    pad_q[u - t:] = 0
-    np.matmul(pad_q, xgT[:, t:], out=S)
 
 
 def run_chunk(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg: PassConfig,
@@ -201,6 +139,9 @@ def run_chunk(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg:
     and runs ``_kernels.process_block`` on them (``_Tile``), then adds the
     tile's results to the chunk's (``_Chunk.add``).
     """
+    if cfg.sym and cfg.counts is not None:  # all rows, in this process (RunPlan.sym_counts)
+        assert (start, stop) == (0, len(prep.q_rows))
+        return symmetric.run_sym_counts(prep, row_eval, row_sample, cfg, progress)
     if cfg.sym:
         return _run_strips(prep, row_eval, cfg, start, stop, progress)
     tiles = list(range(start, stop, cfg.tile))
@@ -217,7 +158,7 @@ def run_chunk(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg:
         for s in queue:
             e = min(stop, s + cfg.tile)
             inner_products(prep.xq, s, e, xgT, tile.S, tile.pad_q)
-            tile.process(prep, row_eval, row_sample, s, e, margins)
+            tile.process(prep, row_eval, row_sample, slice(s, e), margins)
             got = tile.outputs(prep, s, e, margins)
             with queue.lock:  # integer sums: the order of tiles does not matter
                 chunk.add(tile, s, e, got)
@@ -226,152 +167,6 @@ def run_chunk(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, cfg:
 
     in_workers(n_workers, work, queue)
     return chunk.part(setup)
-
-
-@dataclass(frozen=True)
-class _PassSetup:
-    """What every worker of a pass shares, as the kernel's named tuples: the
-    grid's key bounds and the even grid that guesses a key's cell
-    (``_kernels._guess``), the workers' histograms (one slot each: FAR
-    windows, report, verification), the gather brackets and the verification
-    view's wanted bins. The per-tile buffers in them are placeholders that
-    each worker replaces (``_Tile.process``)."""
-
-    grid: _kernels.GridCounts
-    windows: _kernels.Windows
-    report: _kernels.Report
-    gather: _kernels.Gather
-    verify: _kernels.Verify
-    row_grp: np.ndarray
-    offsets: tuple
-
-    @classmethod
-    def of(cls, prep: Prepared, cfg: PassConfig, n_workers: int, G: int) -> "_PassSetup":
-        K, w = cfg.K, n_workers
-        do_counts = cfg.counts is not None
-        lo_b, hi_b = cfg.counts if do_counts else (np.full(1, -np.inf), np.full(1, -np.inf))
-        base = float(lo_b[0]) if np.isfinite(lo_b[0]) else 0.0
-        top = float(hi_b[-1])
-        if cfg.l2:
-            base = math.sqrt(max(base, 0.0))
-            top = math.sqrt(max(top, 0.0)) if np.isfinite(top) else top
-        inv_step = (K - 1) / (top - base) if do_counts and np.isfinite(top) and top > base \
-            else 0.0
-        cert_lo = np.concatenate([[-np.inf], hi_b[:-1]])
-        win_lo, win_hi, win_scale = cfg.window_arrays()
-        W = len(win_lo)
-        win_hist = np.zeros((w, W, FAR_BINS + _kernels.SPILL if cfg.do_win else 1), np.int64)
-        RB = REPORT_BINS if cfg.do_rep else 1
-        r_scale = report_scale((cfg.r_lo, cfg.r_hi)) if cfg.do_rep else 0.0
-        VB, VGB = (VER_BINS, group_bins(G)) if cfg.do_vhist or cfg.do_vgather else (1, 1)
-        span = cfg.r_hi - cfg.r_lo
-        v_pos = np.zeros((w, VB if cfg.do_vhist else 1), np.int64)
-        v_gpos = np.zeros((w, max(G, 1), VGB if cfg.do_vhist and G else 1), np.int64)
-        v_want = cfg.v_want if cfg.do_vgather else np.zeros(VB, bool)
-        v_gwant = cfg.v_gwant if cfg.do_vgather and G else np.zeros((1, VGB), bool)
-        v_range = (np.inf, -np.inf)
-        if cfg.do_vgather:
-            brackets = [key_bracket(v_want, cfg.r_lo, VB / span)]
-            brackets += [key_bracket(g, cfg.r_lo, VGB / span) for g in v_gwant] if G else []
-            v_range = (min(b[0] for b in brackets), max(b[1] for b in brackets))
-        none = np.zeros(0)
-        return cls(
-            _kernels.GridCounts(do_counts, lo_b, hi_b, cert_lo, base, inv_step, *[none] * 6),
-            _kernels.Windows(cfg.do_win, win_lo, win_hi, win_scale, FAR_BINS,
-                             np.zeros((w, W), np.int64), win_hist),
-            _kernels.Report(cfg.do_rep, cfg.r_lo, r_scale, RB, np.zeros((w, RB), np.int64),
-                            np.zeros((w, RB), np.int64)),
-            _kernels.Gather(cfg.do_gather, np.array([g[0] for g in cfg.gather], np.float64),
-                            np.array([g[1] for g in cfg.gather], np.float64), none, none, none),
-            _kernels.Verify(cfg.do_vhist, cfg.do_vgather, cfg.r_lo, VB / span, VB, VGB / span,
-                            VGB, v_pos, np.zeros_like(v_pos), v_gpos, np.zeros_like(v_gpos),
-                            none, v_want, v_gwant, *v_range, none, none, none),
-            prep.q_group if G else np.full(len(prep.q_rows), -1, np.int64), _offsets(prep))
-
-
-class _Tile:
-    """One worker's buffers for its tiles: the products, the per-row counts
-    on the grid, the deferred, gathered and verification elements (which
-    grow when a row overflows them) and the retrieval results."""
-
-    def __init__(self, prep: Prepared, cfg: PassConfig, setup: _PassSetup, slot: int):
-        tile, K = cfg.tile, cfg.K if cfg.counts is not None else 1
-        self.cfg, self.setup, self.slot = cfg, setup, slot
-        self.S = np.empty((tile, len(prep.g_rows)), np.float32)
-        self.pad_q = np.zeros((tile, prep.xq.shape[1]), np.float32)
-        self.cnt_all = np.zeros((tile, K), np.int64)
-        self.cnt_pos = np.zeros_like(self.cnt_all)
-        self.def_n = np.zeros(tile, np.int64)
-        self.gath_n = np.zeros(tile, np.int64)
-        self.gath_below = np.zeros((tile, 2), np.int64)
-        self.ranking = _kernels.Ranking(cfg.do_ret, np.zeros(tile, np.int64), np.zeros(tile),
-                                        np.zeros(tile, np.int64), np.zeros(tile, np.int64))
-        self.v_n = np.zeros(tile, np.int64)
-        # room for the usual number of deferred keys of a row (those within its
-        # margin of a threshold): a row with more makes the tile run again
-        self._alloc(512, 4, 64 if cfg.do_vgather else 1)
-
-    def _alloc(self, cap_d: int, cap_g: int, cap_v: int) -> None:
-        tile = self.cfg.tile
-        self.caps = (cap_d, cap_g, cap_v)
-        self.def_val = np.zeros((tile, cap_d), np.float64)
-        self.def_pos = np.zeros((tile, cap_d), np.bool_)
-        self.def_col = np.zeros((tile, cap_d), np.int64)
-        self.gath_val = np.zeros((tile, cap_g), np.float64)
-        self.v_val = np.zeros((tile, cap_v), np.float64)
-        self.v_isp = np.zeros((tile, cap_v), np.bool_)
-
-    def process(self, prep: Prepared, row_eval, row_sample, s: int, e: int, margins) -> None:
-        """``_kernels.process_block`` on rows ``[s, e)``; again with room for
-        them when a row overflowed a buffer (rare; histograms are already
-        counted, so not again)."""
-        cfg, su, n = self.cfg, self.setup, e - s
-        raw_l2, off, aq, bg = su.offsets
-        rows = _kernels.Rows(raw_l2, prep.qn2[s:e], prep.gn2, prep.self_col[s:e],
-                             prep.class_start[prep.q_class[s:e]],
-                             prep.class_end[prep.q_class[s:e]], row_eval[s:e], row_sample[s:e],
-                             prep.g_rows, off, aq[s:e], bg)
-        exact = _kernels.Exact(prep.xq[s:e], prep.xg, margins[s:e])
-        windows, report, hist = su.windows, su.report, cfg.do_vhist
-        while True:
-            _kernels.process_block(
-                self.S[:n], self.slot, rows, windows, report,
-                su.gather._replace(val=self.gath_val, n=self.gath_n, below=self.gath_below),
-                su.grid._replace(all=self.cnt_all, pos=self.cnt_pos, def_val=self.def_val,
-                                 def_pos=self.def_pos, def_col=self.def_col, def_n=self.def_n),
-                self.ranking,
-                su.verify._replace(hist=hist, row_grp=su.row_grp[s:e], val=self.v_val,
-                                   isp=self.v_isp, n=self.v_n),
-                exact)
-            need = (int(self.def_n[:n].max()) if cfg.counts is not None else 0,
-                    int(self.gath_n[:n].max()) if cfg.do_gather else 0,
-                    int(self.v_n[:n].max()) if cfg.do_vgather else 0)
-            if all(nd <= c for nd, c in zip(need, self.caps)):
-                return
-            self._alloc(*(max(c, 2 * nd) for nd, c in zip(need, self.caps)))
-            windows, report = windows._replace(on=False), report._replace(on=False)
-            hist = False
-
-    def outputs(self, prep: Prepared, s: int, e: int, margins):
-        """The tile's deferred elements (placed on the grid when it is exact),
-        gathered keys and verification elements; None where there are none."""
-        cfg, n = self.cfg, e - s
-        deferred = gathered = v_got = None
-        if cfg.counts is not None and self.def_n[:n].any():
-            mask = np.arange(self.def_val.shape[1])[None, :] < self.def_n[:n, None]
-            rows = np.nonzero(mask)[0]
-            deferred = (self.def_val[:n][mask], self.def_pos[:n][mask],
-                        (rows + s).astype(np.int32), self.def_col[:n][mask].astype(np.int32))
-            if cfg.grid is not None:  # the grid is exact: place them now
-                deferred = (_decide(prep, deferred, cfg.grid, cfg.l2, margins), deferred[1],
-                            deferred[2])
-        if cfg.do_gather and self.gath_n[:n].any():
-            mask = np.arange(self.gath_val.shape[1])[None, :] < self.gath_n[:n, None]
-            gathered = self.gath_val[:n][mask]
-        if cfg.do_vgather and self.v_n[:n].any():
-            mask = np.arange(self.v_val.shape[1])[None, :] < self.v_n[:n, None]
-            v_got = (self.v_val[:n][mask], self.v_isp[:n][mask], np.nonzero(mask)[0] + s)
-        return deferred, gathered, v_got
 
 
 class _Chunk:
@@ -561,7 +356,7 @@ class ExactEngine:
             out = ReferenceEngine(min(self.block_bytes, SMALL_BLOCK_BYTES),
                                   hold_pairs=SMALL_PAIRS).run(prep, spec)
             return replace(out, notes={**out.notes, "index": SMALL_INDEX})
-        return run_exact(prep, spec, map_local, self.block_bytes, progress)
+        return run_exact(prep, spec, map_local, self.block_bytes, progress, whole=True)
 
 
 @dataclass(frozen=True)
@@ -580,18 +375,22 @@ class RunPlan:
     base: PassConfig                # the report histogram's, no other work
     map_chunks: "ChunkMapper"
     progress: Progress | None
+    #: the counts pass reads the upper triangle (engines/symmetric.py)
+    sym_counts: bool = False
 
     @classmethod
     def of(cls, prep: Prepared, spec: GridSpec, map_chunks: "ChunkMapper", block_bytes: int,
-           progress: Progress | None) -> "RunPlan":
+           progress: Progress | None, whole: bool = False) -> "RunPlan":
         K = int(options.check("num_thresholds", spec.num_thresholds))
         rr = RunRows.of(prep, spec.min_class_rows)
         ng = len(prep.g_rows)
         span = key_span(prep)
         base = PassConfig(K=K, l2=prep.squared_keys, block_rows=max(1, block_bytes // (4 * ng)),
                           tile=tile_rows(ng), do_rep=True, r_lo=span[0], r_hi=span[1])
+        sym = whole and symmetric.applies(prep, replace(base, do_ret=spec.retrieval,
+                                                   do_vhist=spec.verification is not None))
         return cls(prep, K, int(rr.M[rr.evaluated].sum()), rr.row_eval, rr.row_sample, span,
-                   base, map_chunks, progress)
+                   base, map_chunks, progress, sym)
 
     @property
     def l2(self) -> bool:
@@ -604,21 +403,24 @@ class RunPlan:
 
 
 def run_exact(prep: Prepared, spec: GridSpec, map_chunks: ChunkMapper, block_bytes: int,
-              progress: Progress | None = None) -> EngineOutput:
+              progress: Progress | None = None, whole: bool = False) -> EngineOutput:
     """The exact algorithm (module docstring), each pass run by ``map_chunks``.
 
     One pass with an explicit calibration range; with a FAR-defined range a
     pilot, the order-statistic pass (again on full rows if the pilot's
     windows missed or the strips' products disagreed) and the counts pass.
+    ``whole``: ``map_chunks`` runs every pass over all rows in this process,
+    so a counts pass may read the upper triangle (``engines/symmetric.py``).
     """
-    plan = RunPlan.of(prep, spec, map_chunks, block_bytes, progress)
+    plan = RunPlan.of(prep, spec, map_chunks, block_bytes, progress, whole)
     l2, verify = plan.l2, spec.verification is not None
     if spec.calibration_range is not None:
         lo, hi = (float(v) for v in spec.calibration_range)
         check_range(lo, hi, "--calibration-range", f"{lo:g}:{hi:g}")
         grid = np.linspace(lo, hi, plan.K)
         res = ret = plan.run(replace(plan.base, counts=_exact_key_bounds(grid, l2), grid=grid,
-                                     do_ret=spec.retrieval, do_vhist=verify), "distances")
+                                     do_ret=spec.retrieval, do_vhist=verify,
+                                     sym=plan.sym_counts), "distances")
         source, passes = "explicit", 1
     else:
         grid, res, ret, passes = _far_defined(plan, spec)
@@ -663,7 +465,7 @@ def _far_defined(plan: RunPlan, spec: GridSpec) -> tuple[np.ndarray, Part, Part,
     if not recount:
         return grid, res, res, passes
     res3 = plan.run(replace(plan.base, do_rep=False, counts=_exact_key_bounds(grid, plan.l2),
-                            grid=grid), "counts")
+                            grid=grid, sym=plan.sym_counts), "counts")
     counted = replace(res, class_all=res3.class_all, class_pos=res3.class_pos,
                       group_all=res3.group_all, group_pos=res3.group_pos,
                       deferred=res3.deferred, deferred_keys=res3.deferred_keys)
@@ -703,7 +505,7 @@ def _order_statistics(plan: RunPlan, spec: GridSpec, fars: tuple[float, float],
             bounds = (np.array([top]), np.array([top]))
         cfg2 = replace(cfg1, do_win=False, do_rep=True, do_ret=spec.retrieval, do_gather=True,
                        gather=tuple(brackets), counts=bounds, K=len(bounds[0]),
-                       sym=False, do_vhist=spec.verification is not None)
+                       sym=sym and plan.sym_counts, do_vhist=spec.verification is not None)
         res = plan.run(cfg2, "counts")
         passes += 1
         keys = _select(ranks, brackets, res)
@@ -859,38 +661,6 @@ def _uncertain_key_bounds(K, d_lo, d_hi, k_lo, k_hi, l2):
         g_min = np.where(g_min > 0, dist_to_key(g_min, l2), -np.inf)
         g_max = dist_to_key(g_max, l2)
     return g_min, g_max
-
-
-def _decide(prep: Prepared, deferred, grid: np.ndarray, l2: bool,
-            margin: np.ndarray) -> np.ndarray:
-    """Grid cells of deferred elements (key, positive, query row, gallery
-    column) on the exact ``grid``: ``_kernels.decide_deferred``, which
-    recomputes in float64 the keys within their margin of a threshold."""
-    vals, _, q, g = deferred
-    off = prep.q_off is not None
-    return _kernels.decide_deferred(vals, q, g, margin, np.asarray(grid, np.float64), l2,
-                                    prep.xq, prep.xg, prep.metric == "l2", off,
-                                    prep.q_off if off else np.zeros(1),
-                                    prep.g_off if off else np.zeros(1))
-
-
-def _add_cells(res, prep: Prepared, cells, pos, q) -> None:
-    """Count elements at grid ``cells`` (K: above the grid, not counted) for
-    their query's class and group (integer sums)."""
-    C, K = res.class_all.shape
-    keep = cells < K
-    cells, pos, q = cells[keep], pos[keep], q[keep]
-    cls = prep.q_class[q]
-    res.class_all[...] += np.bincount(cls * K + cells, minlength=C * K).reshape(C, K)
-    res.class_pos[...] += np.bincount(cls[pos] * K + cells[pos], minlength=C * K).reshape(C, K)
-    if prep.q_group is not None and res.group_all.shape[0]:
-        G = res.group_all.shape[0]
-        grp = prep.q_group[q]
-        ok = (grp >= 0) & (grp < G)  # rows without a group count for none
-        grp, cells, pos = grp[ok], cells[ok], pos[ok]
-        res.group_all[...] += np.bincount(grp * K + cells, minlength=G * K).reshape(G, K)
-        res.group_pos[...] += np.bincount(grp[pos] * K + cells[pos],
-                                          minlength=G * K).reshape(G, K)
 
 
 def _resolve_deferred(res: Part, grid: np.ndarray, l2: bool, prep: Prepared) -> None:

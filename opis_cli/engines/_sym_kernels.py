@@ -1,0 +1,485 @@
+"""Compiled kernels of the counts pass over the upper triangle (``symmetric.py``).
+
+When every row is both a query and a gallery item (``Prepared.symmetric``,
+without offsets), the inner product of rows ``i`` and ``j`` serves both
+directed pairs ``(i, j)`` and ``(j, i)``: the key is the same (the squared
+norms are the same numbers, added in either order), and so is the float64
+key that decides (``_kernels.exact_key``: products commute, ``x - y ==
+-(y - x)``). ``count_strip`` reads one strip of the upper triangle (rows
+``[t, u)``, columns ``j > i``) once and counts every pair for both its
+queries:
+
+* grid counts: a decided cell adds to the class (and group) of ``i`` and
+  of ``j``; an undecided key is deferred twice, ``(i, j)`` and ``(j, i)``;
+* the report histogram and the order statistics' gather: weight
+  ``[i counts] + [j counts]``;
+* retrieval: the key is offered to the nearest-items heap of ``i`` and to
+  that of ``j``. The heaps outlive the strip (a row's pairs come from
+  every earlier strip and its own): one set per worker, merged by
+  ``merge_heaps`` after the pass, which then ranks the candidates by
+  float64 key exactly as ``_kernels._exact_topk`` does for a full row.
+
+A row's side list (near misses within twice its margin of its heap's top)
+has a fixed capacity; a row whose near misses do not fit is flagged and
+ranked again on its full row (``symmetric._rank_again``). Counts go to the
+worker's per-class and per-group histograms directly (integer sums).
+
+The per-key work is written out inside ``count_strip`` rather than in
+helpers taking the named tuples: numba counts a reference to every array
+a call passes (atomic operations, contended when the workers share the
+arrays), which made a helper called per key cost hundreds of nanoseconds.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from . import _kernels as K_
+from ._jit import kernel
+
+
+class SymRows(NamedTuple):
+    """Every row (query and gallery item at once), by prepared position."""
+
+    l2: bool                 # keys are squared l2 distances (else cosine)
+    n2: np.ndarray           # (n,) float64 squared norms
+    pos_start: np.ndarray    # (n,) int64: a row's positives are the
+    pos_end: np.ndarray      # (n,) int64  columns [pos_start, pos_end)
+    cls: np.ndarray          # (n,) int64 class
+    grp: np.ndarray          # (n,) int64 group, -1 without
+    ev: np.ndarray           # (n,) int64 1 where the row's class is evaluated
+    rs: np.ndarray           # (n,) int64 1 where the row feeds the report histogram
+    orig: np.ndarray         # (n,) int64 original row
+    margin: np.ndarray       # (n,) float64 bound on |float32 key - float64 key|
+    x: np.ndarray            # (n, D) float32 rows (the float64 re-decision)
+
+
+class Heaps(NamedTuple):
+    """One worker's retrieval state of every row (flat, ``off[j]`` the start
+    of row j's heap of ``size[j]`` items and ``soff[j]`` of its side list)."""
+
+    off: np.ndarray          # (n,) int64
+    size: np.ndarray         # (n,) int64 heap size max(R, 8) (0: no retrieval)
+    key: np.ndarray          # (H,) float64 float32-product keys, a max-heap per row
+    orig: np.ndarray         # (H,) int64 original row (ties)
+    pos: np.ndarray          # (H,) bool relevant
+    col: np.ndarray          # (H,) int64 column
+    fill: np.ndarray         # (n,) int64 items in the heap
+    soff: np.ndarray         # (n + 1,) int64
+    skey: np.ndarray         # (S,) float64 side list keys
+    scol: np.ndarray         # (S,) int64 side list columns
+    sfill: np.ndarray        # (n,) int64
+    over: np.ndarray         # (n,) bool the side list overflowed
+    thr: np.ndarray          # (n,) float64 keys above it are not offered
+    lim: np.ndarray          # (n,) float64 no key above it can rank (a full
+                             # heap's threshold is the lower of this and its top
+                             # plus twice the margin)
+
+
+class SymOut(NamedTuple):
+    """One worker's sums: grid counts per class and group, gathered keys
+    below each bracket."""
+
+    call: np.ndarray         # (C, K) int64
+    cpos: np.ndarray         # (C, K) int64
+    gall: np.ndarray         # (G, K) int64 (or (1, K) without groups)
+    gpos: np.ndarray         # (G, K) int64
+    below: np.ndarray        # (2,) int64
+
+
+@kernel
+def _side_add(j, key, col, top, soff, skey, scol, sfill, over):
+    """Append (key, col) to row ``j``'s side list; when it is full, drop the
+    entries above ``top`` first, and flag the row when that frees nothing."""
+    if over[j]:
+        return
+    s0 = soff[j]
+    cap = soff[j + 1] - s0
+    n = sfill[j]
+    if n == cap:
+        m = 0
+        for u in range(n):
+            if skey[s0 + u] <= top:
+                skey[s0 + m] = skey[s0 + u]
+                scol[s0 + m] = scol[s0 + u]
+                m += 1
+        n = m
+        if n == cap:
+            over[j] = True
+            return
+    skey[s0 + n] = key
+    scol[s0 + n] = col
+    sfill[j] = n + 1
+
+
+@kernel
+def _sift_down_at(hk, ho, hp, hc, h0, n, i):
+    """``_kernels._sift_down`` on the heap at ``h0`` of flat arrays."""
+    while True:
+        left = 2 * i + 1
+        if left >= n:
+            return
+        big = left
+        if left + 1 < n and K_._before(hk[h0 + left], ho[h0 + left], hk[h0 + left + 1],
+                                       ho[h0 + left + 1]):
+            big = left + 1
+        a = h0 + i
+        z = h0 + big
+        if not K_._before(hk[a], ho[a], hk[z], ho[z]):
+            return
+        hk[a], hk[z] = hk[z], hk[a]
+        ho[a], ho[z] = ho[z], ho[a]
+        hp[a], hp[z] = hp[z], hp[a]
+        hc[a], hc[z] = hc[z], hc[a]
+        i = big
+
+
+@kernel
+def _sift_up_at(hk, ho, hp, hc, h0, i):
+    """``_kernels._sift_up`` on the heap at ``h0`` of flat arrays."""
+    while i > 0:
+        parent = (i - 1) // 2
+        a = h0 + parent
+        z = h0 + i
+        if not K_._before(hk[a], ho[a], hk[z], ho[z]):
+            return
+        hk[a], hk[z] = hk[z], hk[a]
+        ho[a], ho[z] = ho[z], ho[a]
+        hp[a], hp[z] = hp[z], hp[a]
+        hc[a], hc[z] = hc[z], hc[a]
+        i = parent
+
+
+@kernel
+def _sure_cell(key, M, lo_b, hi_b, sq, base, inv_step):
+    """``_kernels._sure_cell`` (the cell every key within ``M`` of ``key``
+    falls in, K above the grid, or -1)."""
+    return K_._sure_cell(key, M, lo_b.shape[0], lo_b, hi_b, sq, base, inv_step)
+
+
+@kernel
+def _grow(dval, dpos, dq, dg, nd):
+    """The deferred buffers with room for twice as many."""
+    cap = 2 * dval.shape[0] + 64
+    v = np.empty(cap, np.float64)
+    p = np.empty(cap, np.bool_)
+    q = np.empty(cap, np.int32)
+    g = np.empty(cap, np.int32)
+    v[:nd] = dval[:nd]
+    p[:nd] = dpos[:nd]
+    q[:nd] = dq[:nd]
+    g[:nd] = dg[:nd]
+    return v, p, q, g
+
+
+@kernel
+def _gather(vals, idx, n, w_i, ev, lo, hi, gval, ng, below, xr, x, l2, M):
+    """The order statistics' brackets for the negatives ``vals[:n]`` (columns
+    ``idx``) of one row, as ``_kernels._gather_row`` with each key counted
+    ``w_i + ev[column]`` times (once per direction whose query is
+    evaluated); ``gval`` grows when full. Returns (gval, ng)."""
+    lo0 = lo[0] - M
+    lo1 = lo[1] - M
+    hi0 = hi[0] + M
+    hi1 = hi[1] + M
+    for u in range(n):
+        key = vals[u]
+        w = w_i + ev[idx[u]]
+        if w == 0:
+            continue
+        in0 = (lo0 <= key) and (key < hi0)
+        in1 = (lo1 <= key) and (key < hi1)
+        if not (in0 or in1):
+            below[0] += w * (key < lo0)
+            below[1] += w * (key < lo1)
+            continue
+        k = K_.exact_key(xr, x, idx[u], l2, False, 0.0, 0.0)
+        vals[u] = k
+        taken = False
+        for g in range(2):
+            if k < lo[g]:
+                below[g] += w
+            elif k < hi[g] and not taken:
+                if ng + w > gval.shape[0]:
+                    grown = np.empty(2 * gval.shape[0] + 64, np.float64)
+                    grown[:ng] = gval[:ng]
+                    gval = grown
+                for _ in range(w):
+                    gval[ng] = k
+                    ng += 1
+                taken = True
+    return gval, ng
+
+
+@kernel
+def count_strip(S, row0, c0, rows, sampled, rep, gat, grid, ret_on, h, out, dbuf, gbuf):
+    """One strip of the upper triangle: ``S[r, j - c0]`` is the product of
+    rows ``row0 + r`` and ``j`` (``j >= c0``); every pair ``j > i`` is
+    counted for both its queries (module docstring). ``rep``/``gat``/``grid``
+    as for ``_kernels.process_block`` (only their switches, bounds and the
+    report's slot-0 arrays are read: pass this worker's; ``sampled`` the
+    rows that feed the report, in order); ``h`` this
+    worker's :class:`Heaps` (read when ``ret_on``), ``out`` its
+    :class:`SymOut`. ``dbuf`` = (keys, positive, query, column, n) of the
+    deferred pairs and ``gbuf`` = (keys, n) of the gathered ones; both grow
+    and are returned as such tuples."""
+    dval, dpos, dq, dg, nd = dbuf
+    gval, ngat = gbuf
+    # the tuples' arrays as locals (numba would count a reference to each on
+    # every access inside the loops)
+    l2, n2, pos_start, pos_end, cls, grp, ev, rs, orig, margin, x = rows
+    off, size, hk, ho, hp, hc, fill, soff, skey, scol, sfill, over, thr_all, lim = h
+    do_rep, rep_lo, rep_scale, RB, rep_pos, rep_neg = rep
+    do_gather, gat_lo, gat_hi = gat.on, gat.lo, gat.hi
+    lo_b, hi_b, cert_lo, base, inv_step = grid.lo_b, grid.hi_b, grid.cert_lo, grid.base, \
+        grid.inv_step
+    call, cpos, gall, gpos, below = out
+    sq = l2
+    K = lo_b.shape[0]
+    key_skip = hi_b[K - 1]
+    B = S.shape[0]
+    Ng = n2.shape[0]
+    kc_buf = np.empty(K_.COLS, np.float64)
+    vals = np.empty(Ng + 8, np.float64)
+    idx = np.empty(Ng + 8, np.int64)
+    hit = np.empty(K_.COLS, np.int64)
+    ms = 0.0
+    for r in range(B):
+        i = row0 + r
+        ps = pos_start[i]
+        pe = pos_end[i]
+        ci = cls[i]
+        gi = grp[i]
+        M = margin[i]
+        xr = x[i]
+        row = S[r]
+        n = 0
+        ms = M * rep_scale
+        for a0 in range(i + 1, Ng, K_.COLS):
+            a1 = min(Ng, a0 + K_.COLS)
+            kc = kc_buf[:a1 - a0]
+            K_._keys_row(row[a0 - c0:a1 - c0], l2, n2[i], n2[a0:a1], kc)
+            if do_rep:
+                # the report histogram: each key once for each of its queries
+                # that feeds it (every column where row i does, else the
+                # sampled columns); a key within M of a bin edge is binned,
+                # and replaced in kc, by its float64 key
+                if rs[i]:
+                    u, u1 = 0, a1 - a0
+                else:
+                    u = np.searchsorted(sampled, a0)
+                    u1 = np.searchsorted(sampled, a1)
+                while u < u1:
+                    jj = u if rs[i] else sampled[u] - a0
+                    u += 1
+                    j = a0 + jj
+                    key = kc[jj]
+                    fr = (key - rep_lo) * rep_scale
+                    fr -= np.floor(fr)
+                    if fr < ms or fr > 1.0 - ms:
+                        key = K_.exact_key(xr, x, j, l2, False, 0.0, 0.0)
+                        kc[jj] = key
+                    bb = K_._bin(key, rep_lo, rep_scale, RB)
+                    w = rs[i] + rs[j] if rs[i] else 1
+                    if ps <= j < pe:
+                        rep_pos[0, bb] += w
+                    else:
+                        rep_neg[0, bb] += w
+            a = min(max(ps, a0), a1) - a0
+            b = min(max(pe, a0), a1) - a0
+            n = K_._compact_idx(kc, 0, a, key_skip + M, vals, idx, n, a0)
+            n = K_._compact_idx(kc, b, a1 - a0, key_skip + M, vals, idx, n, a0)
+            # the positives (the same class for both queries)
+            for jj in range(a, b):
+                key = kc[jj]
+                if not key <= key_skip + M:
+                    continue
+                j = a0 + jj
+                gj = grp[j]
+                k = K_._guess(key, sq, K, base, inv_step)
+                if cert_lo[k] + M < key and key <= lo_b[k] - M:
+                    cell = k
+                else:
+                    cell = _sure_cell(key, M, lo_b, hi_b, sq, base, inv_step)
+                if cell < 0:  # deferred for both its queries
+                    if nd + 2 > dval.shape[0]:
+                        dval, dpos, dq, dg = _grow(dval, dpos, dq, dg, nd)
+                    dval[nd] = key
+                    dpos[nd] = True
+                    dq[nd] = i
+                    dg[nd] = j
+                    dval[nd + 1] = key
+                    dpos[nd + 1] = True
+                    dq[nd + 1] = j
+                    dg[nd + 1] = i
+                    nd += 2
+                elif cell < K:
+                    call[ci, cell] += 2
+                    cpos[ci, cell] += 2
+                    if gi >= 0:
+                        gall[gi, cell] += 1
+                        gpos[gi, cell] += 1
+                    if gj >= 0:
+                        gall[gj, cell] += 1
+                        gpos[gj, cell] += 1
+            if ret_on:
+                # retrieval: the chunk's keys to the heap of i (column j) and to
+                # the heaps of the columns j (column i), as _kernels._heap_scan
+                # (h.lim the limit); the candidates first, branch-free
+                # (thresholds only fall: a key above them now never enters)
+                m = a1 - a0
+                top = thr_all[i]
+                n_hit = 0
+                for jj in range(m):
+                    hit[n_hit] = jj
+                    n_hit += (kc[jj] <= top) | (kc[jj] <= thr_all[a0 + jj])
+                for u in range(n_hit):
+                    jj = hit[u]
+                    key = kc[jj]
+                    j = a0 + jj
+                    p = ps <= j < pe
+                    for side in range(2):
+                        t = i if side == 0 else j          # whose heap
+                        c = j if side == 0 else i          # the item's column
+                        if not key <= thr_all[t]:
+                            continue
+                        o = orig[c]
+                        M2 = 2 * margin[t]
+                        h0 = off[t]
+                        f = fill[t]
+                        if f < size[t]:
+                            hk[h0 + f] = key
+                            ho[h0 + f] = o
+                            hp[h0 + f] = p
+                            hc[h0 + f] = c
+                            _sift_up_at(hk, ho, hp, hc, h0, f)
+                            fill[t] = f + 1
+                            if f + 1 == size[t]:
+                                thr_all[t] = min(lim[t], hk[h0] + M2)
+                        elif K_._before(key, o, hk[h0], ho[h0]):
+                            out_k = hk[h0]
+                            out_c = hc[h0]
+                            hk[h0] = key
+                            ho[h0] = o
+                            hp[h0] = p
+                            hc[h0] = c
+                            _sift_down_at(hk, ho, hp, hc, h0, f, 0)
+                            thr_all[t] = min(lim[t], hk[h0] + M2)
+                            _side_add(t, out_k, out_c, out_k + M2, soff, skey, scol, sfill,
+                                      over)
+                        else:
+                            _side_add(t, key, c, hk[h0] + M2, soff, skey, scol, sfill, over)
+        if do_gather:
+            gval, ngat = _gather(vals, idx, n, ev[i], ev, gat_lo, gat_hi, gval, ngat, below, xr,
+                                 x, l2, M)
+        # the negatives, each for both its queries (no call per key: numba
+        # would count a reference to each array it passes)
+        for u in range(n):
+            key = vals[u]
+            j = idx[u]
+            k = K_._guess(key, sq, K, base, inv_step)
+            if cert_lo[k] + M < key and key <= lo_b[k] - M:
+                cell = k
+            else:
+                cell = _sure_cell(key, M, lo_b, hi_b, sq, base, inv_step)
+            if cell < 0:
+                if nd + 2 > dval.shape[0]:
+                    dval, dpos, dq, dg = _grow(dval, dpos, dq, dg, nd)
+                dval[nd] = key
+                dpos[nd] = False
+                dq[nd] = i
+                dg[nd] = j
+                dval[nd + 1] = key
+                dpos[nd + 1] = False
+                dq[nd + 1] = j
+                dg[nd + 1] = i
+                nd += 2
+            elif cell < K:
+                call[ci, cell] += 1
+                call[cls[j], cell] += 1
+                if gi >= 0:
+                    gall[gi, cell] += 1
+                gj = grp[j]
+                if gj >= 0:
+                    gall[gj, cell] += 1
+    return (dval, dpos, dq, dg, nd), (gval, ngat)
+
+
+@kernel
+def merge_heaps(hs, j, out_k, out_c, side_k, side_c):
+    """Row ``j``'s candidates from every worker's heaps ``hs`` (a tuple of
+    :class:`Heaps`): the ``size`` nearest by (float32 key, original row) as a
+    heap whose top (position 0) is the last of them (``out_k``/``out_c``),
+    the others and every side list as the side list (``side_k``/``side_c``,
+    grown when needed). Returns (side_k, side_c, side count), or a count of
+    -1 when a worker's side list overflowed (or the heaps hold too few)."""
+    size = hs[0].size[j]
+    total = 0
+    ns = 0
+    for h in hs:
+        if h.over[j]:
+            return side_k, side_c, -1
+        total += h.fill[j]
+        ns += h.sfill[j]
+    if total < size:  # not every column was offered (not expected)
+        return side_k, side_c, -1
+    ck = np.empty(total, np.float64)
+    co = np.empty(total, np.int64)
+    cc = np.empty(total, np.int64)
+    m = 0
+    for h in hs:
+        h0 = h.off[j]
+        for u in range(h.fill[j]):
+            ck[m] = h.key[h0 + u]
+            co[m] = h.orig[h0 + u]
+            cc[m] = h.col[h0 + u]
+            m += 1
+    by_orig = np.argsort(co, kind="mergesort")
+    order = by_orig[np.argsort(ck[by_orig], kind="mergesort")]
+    need = ns + total - size
+    if need > side_k.shape[0]:
+        side_k = np.empty(2 * need, np.float64)
+        side_c = np.empty(2 * need, np.int64)
+    # the heap: the nearest `size`, the last of them (its top) first
+    for u in range(size):
+        v = order[size - 1 - u]
+        out_k[u] = ck[v]
+        out_c[u] = cc[v]
+    s = 0
+    for u in range(size, total):
+        side_k[s] = ck[order[u]]
+        side_c[s] = cc[order[u]]
+        s += 1
+    for h in hs:
+        s0 = h.soff[j]
+        for u in range(h.sfill[j]):
+            side_k[s] = h.skey[s0 + u]
+            side_c[s] = h.scol[s0 + u]
+            s += 1
+    return side_k, side_c, s
+
+
+@kernel
+def rank_rows(hs, rows, R, first_rank, ap, hits, redo):
+    """Retrieval of every row from the merged heaps (``_kernels._exact_topk``
+    on each row's candidates); ``redo[j]`` is set where a side list
+    overflowed (that row is ranked again on its full row)."""
+    n = rows.n2.shape[0]
+    side_k = np.empty(64, np.float64)
+    side_c = np.empty(64, np.int64)
+    for j in range(n):
+        size = hs[0].size[j]
+        if size == 0:
+            continue
+        hk = np.empty(size, np.float64)
+        hc = np.empty(size, np.int64)
+        side_k, side_c, ns = merge_heaps(hs, j, hk, hc, side_k, side_c)
+        if ns < 0:
+            redo[j] = True
+            continue
+        first_rank[j], ap[j], hits[j] = K_._exact_topk(
+            hk, hc, size, side_k, side_c, ns, 2 * rows.margin[j], rows.pos_start[j],
+            rows.pos_end[j], rows.orig, R[j], rows.x[j], rows.x, rows.l2, False, 0.0,
+            rows.n2)

@@ -1,0 +1,252 @@
+"""The counts pass over the upper triangle (every row a query and a gallery item).
+
+The counts pass of a FAR-defined range, and the one pass of an explicit
+range, read every inner product once per directed pair: ``ng`` products for
+each of ``nq`` query rows. When every row is both a query and a gallery
+item, in the same order and without offsets (``Prepared.symmetric`` and no
+calibration), the product of rows ``i`` and ``j`` serves both directed
+pairs, and their keys and float64 keys are the same numbers. This pass
+computes the strips of the upper triangle as the order-statistic pass does
+(``exact._run_strips``: half the BLAS work) and counts each pair for both
+its queries (``_sym_kernels.count_strip``); the results are those of the
+full-row pass, bit for bit (the conformance and tile tests run both).
+
+Retrieval needs, per row, the nearest items over all its columns, which
+now arrive from every strip above the row and its own: each worker keeps a
+heap and a side list for every row (``_sym_kernels.Heaps``), merged after
+the pass. Peak memory of that state, with ``w`` workers and heap sizes
+``h_j = max(R_j, 8)`` (0 for a row without relevant items)::
+
+    w * sum_j (25 h_j + 16 (2 h_j + 32) + 64)  bytes
+
+The route is taken only when that is at most ``HEAP_BYTES`` (else the
+full-row pass runs, as for a query/gallery split), and never with the
+verification view (its histograms are per row) or on Dask (whose tasks see
+a block of rows). A row whose near misses overflow its side list (many
+keys within two margins of its k-th nearest: duplicates) is ranked again
+on its full row (:func:`_rank_again`); the results do not change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Callable
+
+import numpy as np
+
+from ..prepare import Prepared
+from .base import key_margins
+from .tiles import PassConfig, _add_cells, _decide, _PassSetup, _strip_products, _Tile
+from .partial import Part, Retrieval
+from .workers import TileQueue, in_workers, workers_for
+
+#: bytes of the retrieval heaps of every row, over all workers, above which
+#: the full-row counts pass runs instead
+HEAP_BYTES = 512 * 2**20
+#: private: "0" turns the route off (the tests compare both routes)
+_ENABLED = True
+
+
+def heap_sizes(prep: Prepared, do_ret: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(R, heap size) of every row: R relevant items (its class less itself)
+    and ``min(max(R, 8), n - 1)`` nearest kept (0 where R is 0 or there is
+    no retrieval), as ``_kernels.process_block``."""
+    ps = prep.class_start[prep.q_class]
+    R = (prep.class_end[prep.q_class] - ps - 1).astype(np.int64)
+    if not do_ret:
+        return R, np.zeros(len(R), np.int64)
+    n = len(prep.q_rows)
+    return R, np.where(R > 0, np.minimum(np.maximum(R, 8), n - 1), 0).astype(np.int64)
+
+
+def heap_bytes(size: np.ndarray, n_workers: int) -> int:
+    """The retrieval state's bytes (module docstring)."""
+    side = np.where(size > 0, 2 * size + 32, 0)
+    return int(n_workers * (25 * size.sum() + 16 * side.sum() + 64 * len(size)))
+
+
+def applies(prep: Prepared, cfg: PassConfig) -> bool:
+    """Whether a counts pass of ``cfg`` over ``prep`` (all rows in this
+    process) takes this route."""
+    if not (_ENABLED and prep.symmetric and prep.q_off is None) or cfg.do_vhist:
+        return False
+    nq = len(prep.q_rows)
+    n_workers = workers_for(cfg.tile, cfg.block_rows, -(-nq // cfg.tile))
+    return heap_bytes(heap_sizes(prep, cfg.do_ret)[1], n_workers) <= HEAP_BYTES
+
+
+def _rows(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, do_rep: bool):
+    grp = prep.q_group if prep.q_group is not None else np.full(len(prep.q_rows), -1)
+    rs = (row_eval & row_sample) if do_rep else np.zeros(len(row_eval), bool)
+    return _sym().SymRows(
+        prep.metric == "l2", prep.qn2, prep.class_start[prep.q_class].astype(np.int64),
+        prep.class_end[prep.q_class].astype(np.int64), prep.q_class.astype(np.int64),
+        grp.astype(np.int64), row_eval.astype(np.int64), rs.astype(np.int64),
+        prep.g_rows.astype(np.int64), key_margins(prep), prep.xq)
+
+
+def ret_limits(prep: Prepared, R: np.ndarray, size: np.ndarray,
+               margin: np.ndarray) -> np.ndarray:
+    """Per row, a key above which no item can be among its nearest: with
+    ``R >= 8`` the heap holds R items and the R relevant ones are at or
+    below the largest of their float64 keys, so an item that can rank has a
+    key at most that plus its margin, and the float32 key of the largest is
+    within the margin of it: the largest float32 key of its relevant items
+    plus twice the margin (as ``_kernels.process_block``'s ``ret_limit``).
+    The class's products come from one BLAS product per block of its rows
+    (at most 2**22 at once); +inf where R < 8, -inf without retrieval."""
+    lim = np.where(size > 0, np.inf, -np.inf)
+    big = np.nonzero((R >= 8) & (size > 0))[0]
+    if not len(big):
+        return lim
+    l2 = prep.metric == "l2"
+    for c in np.unique(prep.q_class[big]):
+        s, e = int(prep.class_start[c]), int(prep.class_end[c])
+        xc = prep.xq[s:e]
+        step = max(1, 2**22 // (e - s))
+        for b0 in range(s, e, step):
+            b1 = min(e, b0 + step)
+            prod = xc[b0 - s:b1 - s] @ xc.T
+            if l2:
+                keys = prep.qn2[b0:b1, None] + prep.qn2[None, s:e] - 2.0 * prod
+            else:
+                keys = 1.0 - prod.astype(np.float64)
+            keys[np.arange(b1 - b0), np.arange(b0 - s, b1 - s)] = -np.inf  # itself
+            lim[b0:b1] = np.where(R[b0:b1] >= 8, keys.max(axis=1) + 2 * margin[b0:b1],
+                                  lim[b0:b1])
+    return lim
+
+
+def _heaps(size: np.ndarray, lim: np.ndarray):
+    n = len(size)
+    off = np.concatenate([[0], np.cumsum(size)[:-1]]).astype(np.int64)
+    side = np.where(size > 0, 2 * size + 32, 0)
+    soff = np.concatenate([[0], np.cumsum(side)]).astype(np.int64)
+    H, S = int(size.sum()), int(soff[-1])
+    return _sym().Heaps(off, size, np.empty(H), np.empty(H, np.int64), np.empty(H, bool),
+                        np.empty(H, np.int64), np.zeros(n, np.int64), soff, np.empty(S),
+                        np.empty(S, np.int64), np.zeros(n, np.int64), np.zeros(n, bool),
+                        lim.copy(), lim)
+
+
+class _Worker:
+    """One worker's state: heaps, sums, report histogram slot, and the
+    deferred and gathered buffers (grown by the kernel)."""
+
+    def __init__(self, prep: Prepared, setup: _PassSetup, slot: int, size: np.ndarray,
+                 lim: np.ndarray, G: int):
+        C, K = prep.n_classes, len(setup.grid.lo_b)
+        self.heaps = _heaps(size, lim)
+        self.out = _sym().SymOut(np.zeros((C, K), np.int64), np.zeros((C, K), np.int64),
+                                 np.zeros((max(G, 1), K), np.int64),
+                                 np.zeros((max(G, 1), K), np.int64), np.zeros(2, np.int64))
+        rep = setup.report
+        self.rep = rep._replace(pos=rep.pos[slot:slot + 1], neg=rep.neg[slot:slot + 1])
+        self.dbuf = (np.empty(4096), np.empty(4096, bool), np.empty(4096, np.int32),
+                     np.empty(4096, np.int32), 0)
+        self.gbuf = (np.empty(1024), 0)
+
+    def take_deferred(self):
+        """The deferred pairs so far, as (key, positive, query, column); emptied."""
+        dv, dp, dq, dg, nd = self.dbuf
+        self.dbuf = (dv, dp, dq, dg, 0)
+        return dv[:nd].copy(), dp[:nd].copy(), dq[:nd].copy(), dg[:nd].copy()
+
+
+def run_sym_counts(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray,
+                   cfg: PassConfig, progress: Callable[[int], None] | None = None) -> Part:
+    """The counts pass of ``cfg`` over the upper triangle: the part that
+    ``exact.run_chunk`` gives for all rows (module docstring)."""
+    nq, tile = len(prep.q_rows), cfg.tile
+    tiles = list(range(0, nq, tile))
+    n_workers = workers_for(tile, cfg.block_rows, len(tiles))
+    G = len(prep.group_labels) if prep.group_labels is not None else 0
+    setup = _PassSetup.of(prep, cfg, n_workers, G)
+    rows = _rows(prep, row_eval, row_sample, cfg.do_rep)
+    R, size = heap_sizes(prep, cfg.do_ret)
+    lim = ret_limits(prep, R, size, rows.margin)
+    workers = [_Worker(prep, setup, w, size, lim, G) for w in range(n_workers)]
+    sampled = np.nonzero(rows.rs)[0].astype(np.int64)
+    placed = Part.empty(prep.n_classes, G, cfg.K)
+    deferred: list = []
+    queue = TileQueue(tiles)
+    xgT = prep.xg.T
+    margins = rows.margin
+
+    def work(slot: int) -> None:
+        st = workers[slot]
+        pad_q = np.zeros((tile, prep.xq.shape[1]), np.float32)
+        buf = np.empty(tile * nq, np.float32)
+        for t in queue:
+            u = min(nq, t + tile)
+            S = buf[:tile * (nq - t)].reshape(tile, nq - t)
+            _strip_products(prep.xq, t, u, xgT, S, pad_q)
+            st.dbuf, st.gbuf = _sym().count_strip(S[:u - t], t, t, rows, sampled, st.rep,
+                                                  setup.gather,
+                                                  setup.grid, cfg.do_ret, st.heaps, st.out,
+                                                  st.dbuf, st.gbuf)
+            got = st.take_deferred() if st.dbuf[4] else None
+            if got is not None and cfg.grid is not None:  # the grid is exact: place them now
+                cells = _decide(prep, got, cfg.grid, cfg.l2, margins)
+            with queue.lock:
+                if got is not None and cfg.grid is not None:
+                    _add_cells(placed, prep, cells, got[1], got[2])
+                elif got is not None:
+                    deferred.append(got)
+                if progress:
+                    progress(u - t)
+
+    in_workers(n_workers, work, queue)
+    return _part(prep, cfg, setup, workers, placed, deferred, rows, R, row_eval, row_sample)
+
+
+def _part(prep, cfg, setup, workers, placed, deferred, rows, R, row_eval, row_sample) -> Part:
+    """The pass's part: the workers' sums, and the retrieval of every row."""
+    G = placed.group_all.shape[0]
+    outs = [w.out for w in workers]
+    ret = Retrieval.zeros(len(prep.q_rows))
+    if cfg.do_ret:
+        redo = np.zeros(len(R), bool)
+        _sym().rank_rows(tuple(w.heaps for w in workers), rows, R, ret.first_rank, ret.ap,
+                         ret.hits, redo)
+        ret.n_rel[:] = R
+        if redo.any():
+            _rank_again(prep, cfg, np.nonzero(redo)[0], row_eval, row_sample, ret)
+    gathered = tuple(w.gbuf[0][:w.gbuf[1]].copy() for w in workers if w.gbuf[1])
+    rep = setup.report
+    return replace(
+        placed, class_all=placed.class_all + sum(o.call for o in outs),
+        class_pos=placed.class_pos + sum(o.cpos for o in outs),
+        group_all=placed.group_all + sum(o.gall[:G] for o in outs),
+        group_pos=placed.group_pos + sum(o.gpos[:G] for o in outs),
+        deferred=tuple(deferred), gathered=gathered if cfg.do_gather else (),
+        gather_below=sum(o.below for o in outs),
+        rep_pos=rep.pos.sum(axis=0) if cfg.do_rep else None,
+        rep_neg=rep.neg.sum(axis=0) if cfg.do_rep else None, ret=ret, start=0)
+
+
+def _rank_again(prep: Prepared, cfg: PassConfig, which: np.ndarray, row_eval, row_sample,
+                ret: Retrieval) -> None:
+    """Retrieval of the rows ``which`` on their full rows (``process_block``
+    with retrieval alone), in tiles of ``cfg.tile`` rows."""
+    only = replace(cfg, counts=None, grid=None, do_rep=False, do_gather=False, do_win=False,
+                   do_vhist=False, do_vgather=False, do_ret=True, sym=False)
+    G = len(prep.group_labels) if prep.group_labels is not None else 0
+    tile = _Tile(prep, only, _PassSetup.of(prep, only, 1, G), 0)
+    margins = key_margins(prep)
+    xgT = prep.xg.T
+    for s in range(0, len(which), cfg.tile):
+        at = which[s:s + cfg.tile]
+        n = len(at)
+        tile.pad_q[:n] = prep.xq[at]
+        tile.pad_q[n:] = 0
+        np.matmul(tile.pad_q, xgT, out=tile.S)
+        tile.process(prep, row_eval, row_sample, at, margins)
+        r = tile.ranking
+        ret.put(at, Retrieval(r.first_rank[:n], r.ap[:n], r.n_rel[:n], r.hits[:n]))
+
+
+def _sym():
+    from . import _sym_kernels
+
+    return _sym_kernels
