@@ -10,7 +10,8 @@ key that decides (``_kernels.exact_key``: products commute, ``x - y ==
 queries:
 
 * grid counts: a decided cell adds to the class (and group) of ``i`` and
-  of ``j``; an undecided key is deferred twice, ``(i, j)`` and ``(j, i)``;
+  of ``j``; an undecided key is deferred once, ``(i, j)``, and placed for
+  both rows (``tiles._add_part``);
 * the report histogram and the order statistics' gather: weight
   ``[i counts] + [j counts]``;
 * retrieval: the key is offered to the nearest-items heap of ``i`` and to
@@ -154,9 +155,30 @@ def _sift_up_at(hk, ho, hp, hc, h0, i):
 
 @kernel
 def _sure_cell(key, M, lo_b, hi_b, sq, base, inv_step):
-    """``_kernels._sure_cell`` (the cell every key within ``M`` of ``key``
-    falls in, K above the grid, or -1)."""
-    return K_._sure_cell(key, M, lo_b.shape[0], lo_b, hi_b, sq, base, inv_step)
+    """``_kernels._sure_cell``: the cell every key within ``M`` of ``key``
+    falls in (K above the grid), or -1; ``_kernels._cell`` of ``key - M``
+    and ``key + M`` written out (one call, see the module docstring)."""
+    K = lo_b.shape[0]
+    first = -1
+    for side in range(2):
+        v = key - M if side == 0 else key + M
+        cell = 0
+        if v > lo_b[0]:
+            k = K_._guess(v, sq, K, base, inv_step)
+            while k > 0 and hi_b[k - 1] >= v:
+                k -= 1
+            while k < K and hi_b[k] < v:
+                k += 1
+            cell = k
+            while k < K and lo_b[k] < v:
+                k += 1
+            if k != cell:
+                return -1
+        if side == 0:
+            first = cell
+        elif cell != first:
+            return -1
+    return first
 
 
 @kernel
@@ -303,18 +325,14 @@ def count_strip(S, row0, c0, rows, sampled, rep, gat, grid, ret_on, h, out, dbuf
                     cell = k
                 else:
                     cell = _sure_cell(key, M, lo_b, hi_b, sq, base, inv_step)
-                if cell < 0:  # deferred for both its queries
-                    if nd + 2 > dval.shape[0]:
+                if cell < 0:  # deferred once, for both its queries
+                    if nd == dval.shape[0]:
                         dval, dpos, dq, dg = _grow(dval, dpos, dq, dg, nd)
                     dval[nd] = key
                     dpos[nd] = True
                     dq[nd] = i
                     dg[nd] = j
-                    dval[nd + 1] = key
-                    dpos[nd + 1] = True
-                    dq[nd + 1] = j
-                    dg[nd + 1] = i
-                    nd += 2
+                    nd += 1
                 elif cell < K:
                     call[ci, cell] += 2
                     cpos[ci, cell] += 2
@@ -385,17 +403,13 @@ def count_strip(S, row0, c0, rows, sampled, rep, gat, grid, ret_on, h, out, dbuf
             else:
                 cell = _sure_cell(key, M, lo_b, hi_b, sq, base, inv_step)
             if cell < 0:
-                if nd + 2 > dval.shape[0]:
+                if nd == dval.shape[0]:
                     dval, dpos, dq, dg = _grow(dval, dpos, dq, dg, nd)
                 dval[nd] = key
                 dpos[nd] = False
                 dq[nd] = i
                 dg[nd] = j
-                dval[nd + 1] = key
-                dpos[nd + 1] = False
-                dq[nd + 1] = j
-                dg[nd + 1] = i
-                nd += 2
+                nd += 1
             elif cell < K:
                 call[ci, cell] += 1
                 call[cls[j], cell] += 1

@@ -26,7 +26,7 @@ Peak memory (bytes), with N rows, D dimensions, K thresholds, w workers::
                       (at most DEFER_BYTES = 1 GiB: above, a third pass)
     + 2*w*(2**11 + G*Bg)*8  with --verification: the histograms of every key
                       (G groups of Bg <= 2048 bins, at most 2**20 bins in all)
-    + w*sum_j (25 h_j + 16 (2 h_j + 32) + 64)  the counts pass over the upper
+    + w*sum_j (25 h_j + 16 (2 h_j + 32) + 136)  the counts pass over the upper
                       triangle's retrieval heaps (h_j = max(R_j, 8) per row;
                       at most 512 MiB, else full rows: engines/symmetric.py)
     + n_gathered*17   with --verification: the keys of the bins that decide
@@ -117,8 +117,8 @@ from .base import (DEFAULT_BLOCK_BYTES, FAR_BINS, EngineOutput, GridSpec, Progre
 from .partial import Part, Retrieval, merge
 from .select import padded_span, pilot_columns, pilot_negative_keys, pilot_rows, select_or_none
 from . import symmetric
-from .tiles import (PassConfig, _add_cells, _decide, _kernels, _offsets, _PassSetup,
-                    _strip_products, _Tile)
+from .tiles import (PassConfig, _add_cells, _add_part, _decide, _kernels, _offsets,
+                    _PassSetup, _strip_products, _Tile)
 from .workers import TileQueue, in_workers, parallel_map, workers_for
 
 
@@ -673,7 +673,7 @@ def _resolve_deferred(res: Part, grid: np.ndarray, l2: bool, prep: Prepared) -> 
         for part, k64 in zip(parts, keys):
             cells = np.searchsorted(grid, key_to_dist(np.asarray(k64, np.float64), l2),
                                     side="left")
-            _add_cells(res, prep, cells, part[1], part[2])
+            _add_part(res, prep, cells, part)
         return
     if not parts:
         return
@@ -683,7 +683,7 @@ def _resolve_deferred(res: Part, grid: np.ndarray, l2: bool, prep: Prepared) -> 
     # (the generator first: it runs to its end, and closes its pool, inside the loop)
     cells = parallel_map(lambda part: _decide(prep, part, grid, l2, margin), parts)
     for c, part in zip(cells, parts):
-        _add_cells(res, prep, c, part[1], part[2])
+        _add_part(res, prep, c, part)
 
 
 # -- the order statistics ---------------------------------------------------------

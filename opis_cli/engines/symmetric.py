@@ -17,9 +17,10 @@ heap and a side list for every row (``_sym_kernels.Heaps``), merged after
 the pass. Peak memory of that state, with ``w`` workers and heap sizes
 ``h_j = max(R_j, 8)`` (0 for a row without relevant items)::
 
-    w * sum_j (25 h_j + 16 (2 h_j + 32) + 64)  bytes
+    w * sum_j (25 h_j + 16 (2 h_j + 32) + 136)  bytes
 
-The route is taken only when that is at most ``HEAP_BYTES`` (else the
+beside each worker's counts per class and group, ``16 w (C + G) K`` bytes,
+and its strip of products, as in the order-statistic pass. The route is taken only when that is at most ``HEAP_BYTES`` (else the
 full-row pass runs, as for a query/gallery split), and never with the
 verification view (its histograms are per row) or on Dask (whose tasks see
 a block of rows). A row whose near misses overflow its side list (many
@@ -36,14 +37,14 @@ import numpy as np
 
 from ..prepare import Prepared
 from .base import key_margins
-from .tiles import PassConfig, _add_cells, _decide, _PassSetup, _strip_products, _Tile
+from .tiles import PassConfig, _add_part, _decide, _PassSetup, _strip_products, _Tile
 from .partial import Part, Retrieval
 from .workers import TileQueue, in_workers, workers_for
 
 #: bytes of the retrieval heaps of every row, over all workers, above which
 #: the full-row counts pass runs instead
 HEAP_BYTES = 512 * 2**20
-#: private: "0" turns the route off (the tests compare both routes)
+#: private: False turns the route off (the tests compare both routes)
 _ENABLED = True
 
 
@@ -62,7 +63,7 @@ def heap_sizes(prep: Prepared, do_ret: bool) -> tuple[np.ndarray, np.ndarray]:
 def heap_bytes(size: np.ndarray, n_workers: int) -> int:
     """The retrieval state's bytes (module docstring)."""
     side = np.where(size > 0, 2 * size + 32, 0)
-    return int(n_workers * (25 * size.sum() + 16 * side.sum() + 64 * len(size)))
+    return int(n_workers * (25 * size.sum() + 16 * side.sum() + 136 * len(size)))
 
 
 def applies(prep: Prepared, cfg: PassConfig) -> bool:
@@ -134,9 +135,19 @@ class _Worker:
     deferred and gathered buffers (grown by the kernel)."""
 
     def __init__(self, prep: Prepared, setup: _PassSetup, slot: int, size: np.ndarray,
-                 lim: np.ndarray, G: int):
+                 lim: np.ndarray, G: int, rows, sampled: np.ndarray):
         C, K = prep.n_classes, len(setup.grid.lo_b)
         self.heaps = _heaps(size, lim)
+        # the worker's own copies of the small arrays it reads (not the rows):
+        # numba counts references to an array on every call that passes it,
+        # atomically, and workers sharing one array would contend for it
+        own = {f: getattr(rows, f).copy() for f in rows._fields if f not in ("l2", "x")}
+        self.rows = rows._replace(**own)
+        self.sampled = sampled.copy()
+        g = setup.grid
+        self.grid = g._replace(lo_b=g.lo_b.copy(), hi_b=g.hi_b.copy(), cert_lo=g.cert_lo.copy())
+        self.gather = setup.gather._replace(lo=setup.gather.lo.copy(),
+                                            hi=setup.gather.hi.copy())
         self.out = _sym().SymOut(np.zeros((C, K), np.int64), np.zeros((C, K), np.int64),
                                  np.zeros((max(G, 1), K), np.int64),
                                  np.zeros((max(G, 1), K), np.int64), np.zeros(2, np.int64))
@@ -147,10 +158,11 @@ class _Worker:
         self.gbuf = (np.empty(1024), 0)
 
     def take_deferred(self):
-        """The deferred pairs so far, as (key, positive, query, column); emptied."""
+        """The deferred pairs so far, as (key, positive, row i, row j, True):
+        each pair once, for both its rows (``tiles._add_part``); emptied."""
         dv, dp, dq, dg, nd = self.dbuf
         self.dbuf = (dv, dp, dq, dg, 0)
-        return dv[:nd].copy(), dp[:nd].copy(), dq[:nd].copy(), dg[:nd].copy()
+        return dv[:nd].copy(), dp[:nd].copy(), dq[:nd].copy(), dg[:nd].copy(), True
 
 
 def run_sym_counts(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray,
@@ -165,8 +177,8 @@ def run_sym_counts(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray,
     rows = _rows(prep, row_eval, row_sample, cfg.do_rep)
     R, size = heap_sizes(prep, cfg.do_ret)
     lim = ret_limits(prep, R, size, rows.margin)
-    workers = [_Worker(prep, setup, w, size, lim, G) for w in range(n_workers)]
     sampled = np.nonzero(rows.rs)[0].astype(np.int64)
+    workers = [_Worker(prep, setup, w, size, lim, G, rows, sampled) for w in range(n_workers)]
     placed = Part.empty(prep.n_classes, G, cfg.K)
     deferred: list = []
     queue = TileQueue(tiles)
@@ -181,16 +193,15 @@ def run_sym_counts(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray,
             u = min(nq, t + tile)
             S = buf[:tile * (nq - t)].reshape(tile, nq - t)
             _strip_products(prep.xq, t, u, xgT, S, pad_q)
-            st.dbuf, st.gbuf = _sym().count_strip(S[:u - t], t, t, rows, sampled, st.rep,
-                                                  setup.gather,
-                                                  setup.grid, cfg.do_ret, st.heaps, st.out,
-                                                  st.dbuf, st.gbuf)
+            st.dbuf, st.gbuf = _sym().count_strip(S[:u - t], t, t, st.rows, st.sampled, st.rep,
+                                                  st.gather, st.grid, cfg.do_ret, st.heaps,
+                                                  st.out, st.dbuf, st.gbuf)
             got = st.take_deferred() if st.dbuf[4] else None
             if got is not None and cfg.grid is not None:  # the grid is exact: place them now
                 cells = _decide(prep, got, cfg.grid, cfg.l2, margins)
             with queue.lock:
                 if got is not None and cfg.grid is not None:
-                    _add_cells(placed, prep, cells, got[1], got[2])
+                    _add_part(placed, prep, cells, got)
                 elif got is not None:
                     deferred.append(got)
                 if progress:

@@ -243,14 +243,24 @@ class _Tile:
 def _decide(prep: Prepared, deferred, grid: np.ndarray, l2: bool,
             margin: np.ndarray) -> np.ndarray:
     """Grid cells of deferred elements (key, positive, query row, gallery
-    column) on the exact ``grid``: ``_kernels.decide_deferred``, which
-    recomputes in float64 the keys within their margin of a threshold."""
-    vals, _, q, g = deferred
+    column[, both rows]) on the exact ``grid``: ``_kernels.decide_deferred``,
+    which recomputes in float64 the keys within their margin of a threshold."""
+    vals, q, g = deferred[0], deferred[2], deferred[3]
     off = prep.q_off is not None
     return _kernels.decide_deferred(vals, q, g, margin, np.asarray(grid, np.float64), l2,
                                     prep.xq, prep.xg, prep.metric == "l2", off,
                                     prep.q_off if off else np.zeros(1),
                                     prep.g_off if off else np.zeros(1))
+
+
+def _add_part(res, prep: Prepared, cells, part) -> None:
+    """Count a part of deferred elements (key, positive, query row, gallery
+    column[, both rows]) at their grid ``cells``: for its query rows, and
+    for its gallery columns too where the part says both (the counts pass
+    over the upper triangle defers each pair once; column j is row j)."""
+    _add_cells(res, prep, cells, part[1], part[2])
+    if len(part) > 4 and part[4]:
+        _add_cells(res, prep, cells, part[1], part[3])
 
 
 def _add_cells(res, prep: Prepared, cells, pos, q) -> None:
