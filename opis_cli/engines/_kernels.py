@@ -234,38 +234,41 @@ def _before(k1, o1, k2, o2):
 
 
 @kernel
-def _sift_down(hk, ho, hp, hc, n, i):
-    """Restore the max-heap (by key, then row) below position ``i``."""
+def _sift_down(hk, ho, hp, hc, h0, n, i):
+    """Restore the max-heap (by key, then row) of ``n`` items at ``h0`` of
+    the arrays below its position ``i``."""
     while True:
         left = 2 * i + 1
         if left >= n:
             return
         big = left
-        right = left + 1
-        if right < n and _before(hk[left], ho[left], hk[right], ho[right]):
-            big = right
-        if _before(hk[i], ho[i], hk[big], ho[big]):
-            hk[i], hk[big] = hk[big], hk[i]
-            ho[i], ho[big] = ho[big], ho[i]
-            hp[i], hp[big] = hp[big], hp[i]
-            hc[i], hc[big] = hc[big], hc[i]
-            i = big
-        else:
+        if left + 1 < n and _before(hk[h0 + left], ho[h0 + left], hk[h0 + left + 1],
+                                    ho[h0 + left + 1]):
+            big = left + 1
+        if not _before(hk[h0 + i], ho[h0 + i], hk[h0 + big], ho[h0 + big]):
             return
+        _swap(hk, ho, hp, hc, h0 + i, h0 + big)
+        i = big
 
 
 @kernel
-def _sift_up(hk, ho, hp, hc, i):
+def _sift_up(hk, ho, hp, hc, h0, i):
+    """Restore the max-heap at ``h0`` of the arrays above its position ``i``."""
     while i > 0:
         parent = (i - 1) // 2
-        if _before(hk[parent], ho[parent], hk[i], ho[i]):
-            hk[i], hk[parent] = hk[parent], hk[i]
-            ho[i], ho[parent] = ho[parent], ho[i]
-            hp[i], hp[parent] = hp[parent], hp[i]
-            hc[i], hc[parent] = hc[parent], hc[i]
-            i = parent
-        else:
+        if not _before(hk[h0 + parent], ho[h0 + parent], hk[h0 + i], ho[h0 + i]):
             return
+        _swap(hk, ho, hp, hc, h0 + parent, h0 + i)
+        i = parent
+
+
+@kernel
+def _swap(hk, ho, hp, hc, a, z):
+    """Swap heap items ``a`` and ``z`` (key, original row, relevant, column)."""
+    hk[a], hk[z] = hk[z], hk[a]
+    ho[a], ho[z] = ho[z], ho[a]
+    hp[a], hp[z] = hp[z], hp[a]
+    hc[a], hc[z] = hc[z], hc[a]
 
 
 @kernel
@@ -1016,7 +1019,7 @@ def _heap_scan(kc, off, j0, j1, sc, ps, pe, g_orig, hk, ho, hp, hc, hn, limit, s
                 ho[hn] = g_orig[col]
                 hp[hn] = ps <= col < pe
                 hc[hn] = col
-                _sift_up(hk, ho, hp, hc, hn)
+                _sift_up(hk, ho, hp, hc, 0, hn)
                 hn += 1
         elif key <= hk[0] + M2:  # self is +inf, never here
             o = g_orig[col]
@@ -1026,7 +1029,7 @@ def _heap_scan(kc, off, j0, j1, sc, ps, pe, g_orig, hk, ho, hp, hc, hn, limit, s
                 ho[0] = o
                 hp[0] = ps <= col < pe
                 hc[0] = col
-                _sift_down(hk, ho, hp, hc, hn, 0)
+                _sift_down(hk, ho, hp, hc, 0, hn, 0)
             else:
                 sk, scol, ns = _side_push(sk, scol, ns, key, col, hk[0] + M2)
     return hn, sk, scol, ns

@@ -116,44 +116,6 @@ def _side_add(j, key, col, top, soff, skey, scol, sfill, over):
 
 
 @kernel
-def _sift_down_at(hk, ho, hp, hc, h0, n, i):
-    """``_kernels._sift_down`` on the heap at ``h0`` of flat arrays."""
-    while True:
-        left = 2 * i + 1
-        if left >= n:
-            return
-        big = left
-        if left + 1 < n and K_._before(hk[h0 + left], ho[h0 + left], hk[h0 + left + 1],
-                                       ho[h0 + left + 1]):
-            big = left + 1
-        a = h0 + i
-        z = h0 + big
-        if not K_._before(hk[a], ho[a], hk[z], ho[z]):
-            return
-        hk[a], hk[z] = hk[z], hk[a]
-        ho[a], ho[z] = ho[z], ho[a]
-        hp[a], hp[z] = hp[z], hp[a]
-        hc[a], hc[z] = hc[z], hc[a]
-        i = big
-
-
-@kernel
-def _sift_up_at(hk, ho, hp, hc, h0, i):
-    """``_kernels._sift_up`` on the heap at ``h0`` of flat arrays."""
-    while i > 0:
-        parent = (i - 1) // 2
-        a = h0 + parent
-        z = h0 + i
-        if not K_._before(hk[a], ho[a], hk[z], ho[z]):
-            return
-        hk[a], hk[z] = hk[z], hk[a]
-        ho[a], ho[z] = ho[z], ho[a]
-        hp[a], hp[z] = hp[z], hp[a]
-        hc[a], hc[z] = hc[z], hc[a]
-        i = parent
-
-
-@kernel
 def _sure_cell(key, M, lo_b, hi_b, sq, base, inv_step):
     """``_kernels._sure_cell``: the cell every key within ``M`` of ``key``
     falls in (K above the grid), or -1; ``_kernels._cell`` of ``key - M``
@@ -266,6 +228,8 @@ def count_strip(S, row0, c0, rows, sampled, rep, gat, grid, ret_on, h, out, dbuf
     kc_buf = np.empty(K_.COLS, np.float64)
     vals = np.empty(Ng + 8, np.float64)
     idx = np.empty(Ng + 8, np.int64)
+    pvals = np.empty(Ng + 8, np.float64)
+    pidx = np.empty(Ng + 8, np.int64)
     hit = np.empty(K_.COLS, np.int64)
     ms = 0.0
     for r in range(B):
@@ -278,6 +242,7 @@ def count_strip(S, row0, c0, rows, sampled, rep, gat, grid, ret_on, h, out, dbuf
         xr = x[i]
         row = S[r]
         n = 0
+        n_pos = 0
         ms = M * rep_scale
         for a0 in range(i + 1, Ng, K_.COLS):
             a1 = min(Ng, a0 + K_.COLS)
@@ -314,34 +279,7 @@ def count_strip(S, row0, c0, rows, sampled, rep, gat, grid, ret_on, h, out, dbuf
             n = K_._compact_idx(kc, 0, a, key_skip + M, vals, idx, n, a0)
             n = K_._compact_idx(kc, b, a1 - a0, key_skip + M, vals, idx, n, a0)
             # the positives (the same class for both queries)
-            for jj in range(a, b):
-                key = kc[jj]
-                if not key <= key_skip + M:
-                    continue
-                j = a0 + jj
-                gj = grp[j]
-                k = K_._guess(key, sq, K, base, inv_step)
-                if cert_lo[k] + M < key and key <= lo_b[k] - M:
-                    cell = k
-                else:
-                    cell = _sure_cell(key, M, lo_b, hi_b, sq, base, inv_step)
-                if cell < 0:  # deferred once, for both its queries
-                    if nd == dval.shape[0]:
-                        dval, dpos, dq, dg = _grow(dval, dpos, dq, dg, nd)
-                    dval[nd] = key
-                    dpos[nd] = True
-                    dq[nd] = i
-                    dg[nd] = j
-                    nd += 1
-                elif cell < K:
-                    call[ci, cell] += 2
-                    cpos[ci, cell] += 2
-                    if gi >= 0:
-                        gall[gi, cell] += 1
-                        gpos[gi, cell] += 1
-                    if gj >= 0:
-                        gall[gj, cell] += 1
-                        gpos[gj, cell] += 1
+            n_pos = K_._compact_idx(kc, a, b, key_skip + M, pvals, pidx, n_pos, a0)
             if ret_on:
                 # retrieval: the chunk's keys to the heap of i (column j) and to
                 # the heaps of the columns j (column i), as _kernels._heap_scan
@@ -372,7 +310,7 @@ def count_strip(S, row0, c0, rows, sampled, rep, gat, grid, ret_on, h, out, dbuf
                             ho[h0 + f] = o
                             hp[h0 + f] = p
                             hc[h0 + f] = c
-                            _sift_up_at(hk, ho, hp, hc, h0, f)
+                            K_._sift_up(hk, ho, hp, hc, h0, f)
                             fill[t] = f + 1
                             if f + 1 == size[t]:
                                 thr_all[t] = min(lim[t], hk[h0] + M2)
@@ -383,7 +321,7 @@ def count_strip(S, row0, c0, rows, sampled, rep, gat, grid, ret_on, h, out, dbuf
                             ho[h0] = o
                             hp[h0] = p
                             hc[h0] = c
-                            _sift_down_at(hk, ho, hp, hc, h0, f, 0)
+                            K_._sift_down(hk, ho, hp, hc, h0, f, 0)
                             thr_all[t] = min(lim[t], hk[h0] + M2)
                             _side_add(t, out_k, out_c, out_k + M2, soff, skey, scol, sfill,
                                       over)
@@ -392,32 +330,40 @@ def count_strip(S, row0, c0, rows, sampled, rep, gat, grid, ret_on, h, out, dbuf
         if do_gather:
             gval, ngat = _gather(vals, idx, n, ev[i], ev, gat_lo, gat_hi, gval, ngat, below, xr,
                                  x, l2, M)
-        # the negatives, each for both its queries (no call per key: numba
-        # would count a reference to each array it passes)
-        for u in range(n):
-            key = vals[u]
-            j = idx[u]
-            k = K_._guess(key, sq, K, base, inv_step)
-            if cert_lo[k] + M < key and key <= lo_b[k] - M:
-                cell = k
-            else:
-                cell = _sure_cell(key, M, lo_b, hi_b, sq, base, inv_step)
-            if cell < 0:
-                if nd == dval.shape[0]:
-                    dval, dpos, dq, dg = _grow(dval, dpos, dq, dg, nd)
-                dval[nd] = key
-                dpos[nd] = False
-                dq[nd] = i
-                dg[nd] = j
-                nd += 1
-            elif cell < K:
-                call[ci, cell] += 1
-                call[cls[j], cell] += 1
-                if gi >= 0:
-                    gall[gi, cell] += 1
-                gj = grp[j]
-                if gj >= 0:
-                    gall[gj, cell] += 1
+        # the negatives, then the positives, each for both its queries (no
+        # call per key: numba would count a reference to each array it passes)
+        for part in range(2):
+            pos = part == 1
+            for u in range(n_pos if pos else n):
+                key = pvals[u] if pos else vals[u]
+                j = pidx[u] if pos else idx[u]
+                k = K_._guess(key, sq, K, base, inv_step)
+                if cert_lo[k] + M < key and key <= lo_b[k] - M:
+                    cell = k
+                else:
+                    cell = _sure_cell(key, M, lo_b, hi_b, sq, base, inv_step)
+                if cell < 0:  # deferred once, for both its queries
+                    if nd == dval.shape[0]:
+                        dval, dpos, dq, dg = _grow(dval, dpos, dq, dg, nd)
+                    dval[nd] = key
+                    dpos[nd] = pos
+                    dq[nd] = i
+                    dg[nd] = j
+                    nd += 1
+                elif cell < K:
+                    gj = grp[j]
+                    call[ci, cell] += 1
+                    call[cls[j], cell] += 1  # ci again for a positive
+                    if gi >= 0:
+                        gall[gi, cell] += 1
+                    if gj >= 0:
+                        gall[gj, cell] += 1
+                    if pos:
+                        cpos[ci, cell] += 2
+                        if gi >= 0:
+                            gpos[gi, cell] += 1
+                        if gj >= 0:
+                            gpos[gj, cell] += 1
     return (dval, dpos, dq, dg, nd), (gval, ngat)
 
 

@@ -118,7 +118,7 @@ from .partial import Part, Retrieval, merge
 from .select import padded_span, pilot_columns, pilot_negative_keys, pilot_rows, select_or_none
 from . import symmetric
 from .tiles import (PassConfig, _add_cells, _add_part, _decide, _kernels, _offsets,
-                    _PassSetup, _strip_products, _Tile)
+                    _PassSetup, _Tile, each_strip)
 from .workers import TileQueue, in_workers, parallel_map, workers_for
 
 
@@ -238,7 +238,7 @@ def _run_strips(prep: Prepared, row_eval: np.ndarray, cfg: PassConfig, start: in
     selected from the full-row products, and ``run_exact`` checks their
     ranks there (see ``_select``), so results never depend on this pass.
     """
-    ng, tile = len(prep.g_rows), cfg.tile
+    tile = cfg.tile
     tiles = list(range(start, stop, tile))
     n_workers = workers_for(tile, cfg.block_rows, len(tiles))
     G = len(prep.group_labels) if prep.group_labels is not None else 0
@@ -250,23 +250,18 @@ def _run_strips(prep: Prepared, row_eval: np.ndarray, cfg: PassConfig, start: in
     col_lim = np.where(row_eval, float(windows.hi.max()), -np.inf)
     all_eval = bool(row_eval.all())
     raw_l2, off, aq, bg = _offsets(prep)
-    xgT = prep.xg.T
     queue = TileQueue(tiles)
-    lock = queue.lock
 
     def work(slot: int) -> None:
-        pad_q = np.zeros((tile, prep.xq.shape[1]), np.float32)
-        buf = np.empty(tile * ng, np.float32)
-        for t in queue:
-            u = min(stop, t + tile)
-            S = buf[:tile * (ng - t)].reshape(tile, ng - t)
-            _strip_products(prep.xq, t, u, xgT, S, pad_q)
-            _kernels.process_strip(S[:u - t], slot, t, t, _kernels.StripRows(
+        def strip(S, t, u):
+            _kernels.process_strip(S, slot, t, t, _kernels.StripRows(
                 raw_l2, prep.qn2[t:u], prep.gn2, qs[t:u], qe[t:u], row_eval[t:u], col_lim,
                 all_eval, off, aq[t:u], bg), windows)
             if progress:
-                with lock:
+                with queue.lock:
                     progress(u - t)
+
+        each_strip(prep, tile, stop, queue, strip)
 
     in_workers(n_workers, work, queue)
     return _Chunk(prep, cfg, start, Part.empty(prep.n_classes, G, cfg.K, stop - start),

@@ -37,7 +37,7 @@ import numpy as np
 
 from ..prepare import Prepared
 from .base import key_margins
-from .tiles import PassConfig, _add_part, _decide, _PassSetup, _strip_products, _Tile
+from .tiles import PassConfig, _add_part, _decide, _PassSetup, _Tile, each_strip
 from .partial import Part, Retrieval
 from .workers import TileQueue, in_workers, workers_for
 
@@ -182,23 +182,17 @@ def run_sym_counts(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray,
     placed = Part.empty(prep.n_classes, G, cfg.K)
     deferred: list = []
     queue = TileQueue(tiles)
-    xgT = prep.xg.T
-    margins = rows.margin
 
     def work(slot: int) -> None:
         st = workers[slot]
-        pad_q = np.zeros((tile, prep.xq.shape[1]), np.float32)
-        buf = np.empty(tile * nq, np.float32)
-        for t in queue:
-            u = min(nq, t + tile)
-            S = buf[:tile * (nq - t)].reshape(tile, nq - t)
-            _strip_products(prep.xq, t, u, xgT, S, pad_q)
-            st.dbuf, st.gbuf = _sym().count_strip(S[:u - t], t, t, st.rows, st.sampled, st.rep,
+
+        def strip(S, t, u):
+            st.dbuf, st.gbuf = _sym().count_strip(S, t, t, st.rows, st.sampled, st.rep,
                                                   st.gather, st.grid, cfg.do_ret, st.heaps,
                                                   st.out, st.dbuf, st.gbuf)
             got = st.take_deferred() if st.dbuf[4] else None
             if got is not None and cfg.grid is not None:  # the grid is exact: place them now
-                cells = _decide(prep, got, cfg.grid, cfg.l2, margins)
+                cells = _decide(prep, got, cfg.grid, cfg.l2, rows.margin)
             with queue.lock:
                 if got is not None and cfg.grid is not None:
                     _add_part(placed, prep, cells, got)
@@ -206,6 +200,8 @@ def run_sym_counts(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray,
                     deferred.append(got)
                 if progress:
                     progress(u - t)
+
+        each_strip(prep, tile, nq, queue, strip)
 
     in_workers(n_workers, work, queue)
     return _part(prep, cfg, setup, workers, placed, deferred, rows, R, row_eval, row_sample)

@@ -92,6 +92,23 @@ def _strip_products(xq, t, u, xgT, S, pad_q) -> None:
     np.matmul(pad_q, xgT[:, t:], out=S)
 
 
+def each_strip(prep: Prepared, tile: int, stop: int, tiles, fn) -> None:
+    """For each first row ``t`` that ``tiles`` hands out, ``fn(S, t, u)`` with
+    ``S`` the strip of the upper triangle of rows ``[t, u)``, ``u = min(stop,
+    t + tile)``: ``S[r, j - t]`` the product of rows ``t + r`` and ``j``
+    (``j >= t``; every row a gallery column too). One worker's buffers, at
+    most ``tile * ng * 4`` bytes of products."""
+    ng = len(prep.g_rows)
+    pad_q = np.zeros((tile, prep.xq.shape[1]), np.float32)
+    buf = np.empty(tile * ng, np.float32)
+    xgT = prep.xg.T
+    for t in tiles:
+        u = min(stop, t + tile)
+        S = buf[:tile * (ng - t)].reshape(tile, ng - t)
+        _strip_products(prep.xq, t, u, xgT, S, pad_q)
+        fn(S[:u - t], t, u)
+
+
 @dataclass(frozen=True)
 class _PassSetup:
     """What every worker of a pass shares, as the kernel's named tuples: the
