@@ -553,6 +553,36 @@ def test_dask_worker_killed_mid_pass_same_json(client, tmp_path, monkeypatch, ca
     assert all(u.strip().startswith('"time": ') for u, v in zip(a, b) if u != v)
 
 
+@pytest.mark.slow
+def test_dask_pass_whose_data_was_forgotten_runs_again(client, tmp_path, monkeypatch, capsys):
+    # under load, a worker killed mid-pass can leave a chunk's future
+    # "already forgotten" by the scheduler: with a worker of the pass still
+    # alive, the pass runs once more (its inputs scattered again), same bytes
+    import distributed
+
+    import opis_cli.engines.dask as dask_engine
+
+    _wait_for_workers(client, 2)
+    args = _dask_input(tmp_path) + ["--scheduler", client.scheduler.address]
+    assert main([*args, "--json", str(tmp_path / "calm.json")]) == 0, capsys.readouterr().err
+    real = dask_engine._gather
+    forgotten: list = []
+
+    def gather(futures, progress, stage, nq, rows_of):
+        if stage == "counts" and not forgotten:
+            forgotten.append(futures[0].key)
+            for fut in futures:
+                fut.release()
+            raise distributed.client.FutureCancelledError(futures[0].key, "already forgotten")
+        return real(futures, progress, stage, nq, rows_of)
+
+    monkeypatch.setattr(dask_engine, "_gather", gather)
+    code = main([*args, "--json", str(tmp_path / "again.json")])
+    assert forgotten, "the counts pass never ran"
+    assert code == 0, capsys.readouterr().err
+    _same_json_but_time(tmp_path / "calm.json", tmp_path / "again.json")
+
+
 def _assert_lost_workers_line(code: int, err: str, tmp_path, files: list[str],
                               more: str = "") -> None:
     """Exit 2 with one line, ``Error: --engine dask: the cluster lost its workers

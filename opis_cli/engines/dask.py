@@ -147,7 +147,8 @@ class _DaskChunks:
     """The chunk mapper of one run (see ``exact.ChunkMapper``): submits the
     chunks of every pass to the cluster of ``client``, on which ``prep``
     was scattered once; per-run arrays are scattered on first use and
-    reused by later passes. ``tasks`` counts the tasks submitted."""
+    reused by later passes. ``tasks`` counts the tasks of the passes (a pass
+    run again counts once)."""
 
     def __init__(self, client, prep: Prepared, chunk_rows: int | None):
         self.client = client
@@ -165,6 +166,26 @@ class _DaskChunks:
 
     def __call__(self, prep: Prepared, row_eval, row_sample, cfg: PassConfig,
                  progress: Progress | None, stage: str) -> Part:
+        """One pass. A pass whose data the scheduler forgot while a worker
+        it started with is still alive (``FutureCancelledError``: under load,
+        a worker killed mid-pass can take a chunk's future with it although
+        every input is on every worker) is run once more, its inputs
+        scattered again: the same bytes. With no worker of the pass left,
+        the error stands (``DaskEngine._session`` turns it into one line)."""
+        before = set(self.client.scheduler_info().get("workers", {}))
+        tasks = self.tasks
+        try:
+            return self._pass(prep, row_eval, row_sample, cfg, progress, stage)
+        except distributed.client.FutureCancelledError:
+            if not _alive(self.client, before):
+                raise
+        self.prep = self.client.scatter(prep, broadcast=True, hash=False)
+        self.arrays.clear()
+        self.tasks = tasks  # the JSON's task count is the plan's
+        return self._pass(prep, row_eval, row_sample, cfg, progress, stage)
+
+    def _pass(self, prep: Prepared, row_eval, row_sample, cfg: PassConfig,
+              progress: Progress | None, stage: str) -> Part:
         # whole tiles, as in a local run: BLAS may round a row's products
         # differently at another position in its tile (OpenBLAS 0.3.31 does)
         nq = len(prep.q_rows)
@@ -176,6 +197,13 @@ class _DaskChunks:
         parts = _gather(futures, progress, stage, nq, lambda p: p[1] - p[0])
         parts.sort(key=lambda p: p[0])
         return merge([p[2] for p in parts], nq, prep.n_classes)
+
+
+def _alive(client, workers: set) -> bool:
+    """Whether the scheduler still lists one of ``workers`` (addresses); a
+    restarted worker has another address. (Asking the workers themselves
+    would wait out the connect timeout for each dead one.)"""
+    return bool(workers & set(client.scheduler_info().get("workers", {})))
 
 
 def _n_workers(client) -> int:
