@@ -12,6 +12,11 @@ give the same part (the tests hold the JSON bytes equal).
 
     python benchmarks/bench_symmetric.py                         # 26700 x 384
     python benchmarks/bench_symmetric.py --shape 100000x128 --repeat 1
+    python benchmarks/bench_symmetric.py --split       # every second row a query
+
+With ``--split`` every second row is a query (``is_query``) and every row a
+gallery item: the pass reads the upper triangle of the queries and their
+products with the other rows once (``tiles.Layout``).
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ os.environ.setdefault("_OPIS_SMALL_TERMS", "0")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import machine, synthetic  # noqa: E402
 
+import numpy as np  # noqa: E402
+
 import opis_cli  # noqa: E402
 from opis_cli.engines import exact, symmetric  # noqa: E402
 
@@ -35,6 +42,7 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", default="26700x384")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--split", action="store_true", help="every second row a query")
     args = ap.parse_args()
     n, d = (int(v) for v in args.shape.lower().split("x"))
     x, y = synthetic(n, d)
@@ -46,7 +54,8 @@ def main() -> None:
         return real(prep, row_eval, row_sample, cfg, progress)
 
     symmetric.run_sym_counts = capture
-    opis_cli.evaluate(x, y)  # also compiles or loads the kernels
+    is_query = (np.arange(n) % 2 == 0) if args.split else None
+    opis_cli.evaluate(x, y, is_query=is_query)  # also compiles or loads the kernels
     symmetric.run_sym_counts = real
     prep, row_eval, row_sample, cfg = caught[-1]
     runs = {
@@ -62,7 +71,8 @@ def main() -> None:
             w, c = time.perf_counter() - w, time.process_time() - c
             best[k] = (min(best[k][0], w), min(best[k][1], c))
     print(machine())
-    print(f"{args.shape}: the counts pass of a FAR-defined range, best of {args.repeat}")
+    what = ", every second row a query" if args.split else ""
+    print(f"{args.shape}{what}: the counts pass of a FAR-defined range, best of {args.repeat}")
     for k, (w, c) in best.items():
         print(f"  {k:15s} wall {w:7.2f} s   cpu {c:7.2f} s")
     (w1, c1), (w0, c0) = best["upper triangle"], best["full rows"]

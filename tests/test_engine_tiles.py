@@ -20,7 +20,7 @@ import pytest
 import reference as ref
 from data_gen import gaussian, integer_rows
 from opis_cli import evaluate
-from opis_cli.engines import _kernels, base, workers
+from opis_cli.engines import _kernels, base, tiles, workers
 from opis_cli.prepare import Prepared
 from ref_compare import compare, options_for, well_conditioned
 
@@ -115,6 +115,7 @@ def test_upper_triangle_pass_is_used_and_changes_nothing(small_tiles, threads, m
     assert max(widths) == 500 and min(widths) < 500  # strips start at their tile
     calls.clear()
     monkeypatch.setattr(Prepared, "symmetric", property(lambda self: False))
+    monkeypatch.setattr(tiles, "_SPLIT", False)
     full = evaluate(x, y, timestamp=False)
     assert not calls
     assert full.to_json() == sym.to_json()
@@ -134,6 +135,7 @@ def test_strips_that_round_differently_fall_back_to_full_rows(small_tiles, threa
     monkeypatch.setattr(_kernels, "process_strip", skewed)
     fallback = _json(evaluate(x, y, timestamp=False))
     monkeypatch.setattr(Prepared, "symmetric", property(lambda self: False))
+    monkeypatch.setattr(tiles, "_SPLIT", False)
     full = _json(evaluate(x, y, timestamp=False))
     assert fallback["provenance"].pop("passes") == 4
     assert full["provenance"].pop("passes") == 2

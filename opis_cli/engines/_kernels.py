@@ -85,19 +85,22 @@ class Rows(NamedTuple):
 
 
 class StripRows(NamedTuple):
-    """The queries of one strip of the upper triangle (see process_strip)."""
+    """The queries of one strip of the upper triangle (see process_strip),
+    over the columns of ``tiles.Layout``."""
 
     l2: bool
     qn2: np.ndarray          # (B,)
-    gn2: np.ndarray          # (ng,)
-    pos_start: np.ndarray    # (B,)
-    pos_end: np.ndarray      # (B,)
+    n2: np.ndarray           # (ng,) squared norm of each column
+    qs: np.ndarray           # (B,) a row's positives are the columns
+    qe: np.ndarray           # (B,)  [qs, qe) among the queries
+    gs: np.ndarray           # (B,)  and [gs, ge) among the others
+    ge: np.ndarray           # (B,)
     row_eval: np.ndarray     # (B,)
-    col_lim: np.ndarray      # (ng,) float64 window top of an evaluated row, else -inf
+    col_lim: np.ndarray      # (nq,) float64 window top of an evaluated query, else -inf
     all_eval: bool           # every row is evaluated
-    off: bool                # offsets, as in Rows (symmetric: aq of a row == bg)
+    off: bool                # offsets, as in Rows (a query's aq == its column's bg)
     aq: np.ndarray           # (B,)
-    bg: np.ndarray           # (ng,)
+    bg: np.ndarray           # (ng,) offset of each column
 
 
 class Windows(NamedTuple):
@@ -1293,65 +1296,72 @@ def process_block(S, t, rows, win, rep, gat, grid, ret, ver, ex):
 
 
 @kernel
-def process_strip(S, t, row0, c0, rows, win):
+def process_strip(S, S2, t, row0, c0, rows, win):
     """The order-statistic histograms from one strip of the upper triangle.
 
     ``rows`` is a :class:`StripRows`, ``win`` the :class:`Windows` (its
     ``on`` is not read: a strip only feeds the order statistic).
 
-    Only when every row is both a query and a gallery item (same order), so
-    that the inner products are symmetric: ``S[r, j - c0]`` is the product of
-    rows ``i = row0 + r`` and ``j`` for ``j >= c0``. Each unordered negative
-    pair ``{i, j}``, ``j > i``, is read once and counted once for each of
-    its two directions whose query is evaluated: for query ``i`` when
-    ``row_eval[r]``, for query ``j`` when ``col_lim[j]`` (the window top for
-    an evaluated row, -inf for the others) admits it. When every row is
-    evaluated (``all_eval``), one compaction serves both, with weight 2.
-    Half the matrix products of a full pass; the histograms accumulate in
-    slot ``t`` as in process_block.
+    Only when every query is also a gallery item with the same key either
+    way (``tiles.Layout``): ``S[r, j - c0]`` is the product of queries ``i
+    = row0 + r`` and ``j`` (``c0 <= j < nq``), ``S2[r, j - nq]`` that of
+    query ``i`` and the gallery-only column ``j``. Each unordered negative
+    pair of queries ``{i, j}``, ``j > i``, is read once and counted once for
+    each of its two directions whose query is evaluated: for query ``i``
+    when ``row_eval[r]``, for query ``j`` when ``col_lim[j]`` (the window
+    top for an evaluated row, -inf for the others) admits it; when every
+    row is evaluated (``all_eval``), one compaction serves both, with
+    weight 2. A gallery-only column counts for query ``i`` alone. The
+    histograms accumulate in slot ``t`` as in process_block.
     """
-    l2, qn2, gn2, pos_start, pos_end, row_eval, col_lim, all_eval, off, aq, bg = rows
+    l2, qn2, n2, qs, qe, gs, ge, row_eval, col_lim, all_eval, off, aq, bg = rows
     _, win_lo, win_hi, win_scale, F, win_below, win_hist = win
     B = S.shape[0]
-    Ng = gn2.shape[0]
+    Ng = n2.shape[0]
+    nq = col_lim.shape[0]
     win_top = win_hi.max()
     kc_buf = np.empty(COLS, np.float64)
     vals = np.empty(Ng + 8, np.float64)
+    vals_1 = np.empty(Ng + 8, np.float64)
     vals_c = np.empty(Ng + 8, np.float64)
     for r in range(B):
         i = row0 + r
-        ps = pos_start[r]
-        pe = pos_end[r]
         ev = row_eval[r]
         qn = qn2[r]
-        row = S[r]
-        n = 0
-        n_c = 0
-        for a0 in range(i + 1, Ng, COLS):
-            a1 = min(Ng, a0 + COLS)
-            kc = kc_buf[:a1 - a0]
-            _keys_row(row[a0 - c0:a1 - c0], l2, qn, gn2[a0:a1], kc)
-            if off:
-                _offset_row(kc, l2, aq[r], bg[a0:a1])
-            lims = col_lim[a0:a1]
-            # the negatives: columns outside [ps, pe)
-            a = min(max(ps, a0), a1) - a0
-            b = min(max(pe, a0), a1) - a0
-            if all_eval or ev:
-                n = _compact(kc, 0, a, win_top, vals, n)
-                n = _compact(kc, b, a1 - a0, win_top, vals, n)
-            if not all_eval:
-                n_c = _compact_each(kc, 0, a, lims, vals_c, n_c)
-                n_c = _compact_each(kc, b, a1 - a0, lims, vals_c, n_c)
-        if all_eval:
-            _order_stat_row(vals, n, 2, win_lo, win_hi, win_scale, F, win_below[t],
-                            win_hist[t])
-        else:
-            if ev:
-                _order_stat_row(vals, n, 1, win_lo, win_hi, win_scale, F, win_below[t],
-                                win_hist[t])
-            _order_stat_row(vals_c, n_c, 1, win_lo, win_hi, win_scale, F, win_below[t],
-                            win_hist[t])
+        n = 0    # weight 2 (every row evaluated) or 1 (row i's direction)
+        n_1 = 0  # weight 1: the gallery-only columns, when every row is evaluated
+        n_c = 0  # weight 1: the columns' directions
+        for seg in range(2):
+            lo, hi = (i + 1, nq) if seg == 0 else (nq, Ng)
+            ps, pe = (qs[r], qe[r]) if seg == 0 else (gs[r], ge[r])
+            for a0 in range(lo, hi, COLS):
+                a1 = min(hi, a0 + COLS)
+                kc = kc_buf[:a1 - a0]
+                if seg == 0:
+                    _keys_row(S[r, a0 - c0:a1 - c0], l2, qn, n2[a0:a1], kc)
+                else:
+                    _keys_row(S2[r, a0 - nq:a1 - nq], l2, qn, n2[a0:a1], kc)
+                if off:
+                    _offset_row(kc, l2, aq[r], bg[a0:a1])
+                # the negatives: columns outside [ps, pe)
+                a = min(max(ps, a0), a1) - a0
+                b = min(max(pe, a0), a1) - a0
+                if seg == 1 and all_eval:
+                    n_1 = _compact(kc, 0, a, win_top, vals_1, n_1)
+                    n_1 = _compact(kc, b, a1 - a0, win_top, vals_1, n_1)
+                elif all_eval or ev:
+                    n = _compact(kc, 0, a, win_top, vals, n)
+                    n = _compact(kc, b, a1 - a0, win_top, vals, n)
+                if seg == 0 and not all_eval:
+                    lims = col_lim[a0:a1]
+                    n_c = _compact_each(kc, 0, a, lims, vals_c, n_c)
+                    n_c = _compact_each(kc, b, a1 - a0, lims, vals_c, n_c)
+        _order_stat_row(vals, n, 2 if all_eval else 1, win_lo, win_hi, win_scale, F,
+                        win_below[t], win_hist[t])
+        _order_stat_row(vals_1, n_1, 1, win_lo, win_hi, win_scale, F, win_below[t],
+                        win_hist[t])
+        _order_stat_row(vals_c, n_c, 1, win_lo, win_hi, win_scale, F, win_below[t],
+                        win_hist[t])
 
 
 @kernel

@@ -1,29 +1,30 @@
 """Compiled kernels of the counts pass over the upper triangle (``symmetric.py``).
 
-When every row is both a query and a gallery item (``Prepared.symmetric``,
-without offsets), the inner product of rows ``i`` and ``j`` serves both
-directed pairs ``(i, j)`` and ``(j, i)``: the key is the same (the squared
-norms are the same numbers, added in either order), and so is the float64
-key that decides (``_kernels.exact_key``: products commute, ``x - y ==
--(y - x)``). ``count_strip`` reads one strip of the upper triangle (rows
-``[t, u)``, columns ``j > i``) once and counts every pair for both its
-queries:
+When every query is also a gallery item (``tiles.Layout``, without
+offsets), the inner product of queries ``i`` and ``j`` serves both directed
+pairs ``(i, j)`` and ``(j, i)``: the key is the same (the squared norms are
+the same numbers, added in either order), and so is the float64 key that
+decides (``_kernels.exact_key``: products commute, ``x - y == -(y - x)``).
+``count_strip`` reads one strip of the upper triangle (queries ``[t, u)``,
+query columns ``j > i``, then the gallery-only columns) once and counts
+every pair of queries for both, every other pair for its query:
 
-* grid counts: a decided cell adds to the class (and group) of ``i`` and
-  of ``j``; an undecided key is deferred once, ``(i, j)``, and placed for
-  both rows (``tiles._add_part``);
+* grid counts: a decided cell adds to the class (and group) of ``i`` and,
+  for a query column, of ``j``; an undecided key is deferred once, ``(i,
+  j)``, and placed for both queries (``tiles._add_part``);
 * the report histogram and the order statistics' gather: weight
   ``[i counts] + [j counts]``;
 * retrieval: the key is offered to the nearest-items heap of ``i`` and to
-  that of ``j``. The heaps outlive the strip (a row's pairs come from
-  every earlier strip and its own): one set per worker, merged by
+  that of a query ``j``. The heaps outlive the strip (a row's pairs come
+  from every earlier strip and its own): one set per worker, merged by
   ``merge_heaps`` after the pass, which then ranks the candidates by
   float64 key exactly as ``_kernels._exact_topk`` does for a full row.
 
 A row's side list (near misses within twice its margin of its heap's top)
 has a fixed capacity; a row whose near misses do not fit is flagged and
 ranked again on its full row (``symmetric._rank_again``). Counts go to the
-worker's per-class and per-group histograms directly (integer sums).
+worker's per-class and per-group histograms (integer sums; row i's summed over
+the row first, a column's written at once).
 
 The per-key work is written out inside ``count_strip`` rather than in
 helpers taking the named tuples: numba counts a reference to every array
@@ -42,19 +43,25 @@ from ._jit import kernel
 
 
 class SymRows(NamedTuple):
-    """Every row (query and gallery item at once), by prepared position."""
+    """The columns of ``tiles.Layout`` (the queries first, then the
+    gallery-only items), and the query rows."""
 
     l2: bool                 # keys are squared l2 distances (else cosine)
-    n2: np.ndarray           # (n,) float64 squared norms
-    pos_start: np.ndarray    # (n,) int64: a row's positives are the
-    pos_end: np.ndarray      # (n,) int64  columns [pos_start, pos_end)
-    cls: np.ndarray          # (n,) int64 class
-    grp: np.ndarray          # (n,) int64 group, -1 without
-    ev: np.ndarray           # (n,) int64 1 where the row's class is evaluated
-    rs: np.ndarray           # (n,) int64 1 where the row feeds the report histogram
-    orig: np.ndarray         # (n,) int64 original row
-    margin: np.ndarray       # (n,) float64 bound on |float32 key - float64 key|
-    x: np.ndarray            # (n, D) float32 rows (the float64 re-decision)
+    n2: np.ndarray           # (ng,) float64 squared norms, per column
+    qs: np.ndarray           # (nq,) int64: a query's positives are the
+    qe: np.ndarray           # (nq,) int64  columns [qs, qe) among the queries
+    gs: np.ndarray           # (nq,) int64  and [gs, ge) among the others
+    ge: np.ndarray           # (nq,) int64
+    cls: np.ndarray          # (ng,) int64 class
+    grp: np.ndarray          # (ng,) int64 group, -1 without (and gallery-only)
+    ev: np.ndarray           # (ng,) int64 1 where the query's class is evaluated
+    rs: np.ndarray           # (ng,) int64 1 where the query feeds the report histogram
+    orig: np.ndarray         # (ng,) int64 original row
+    margin: np.ndarray       # (ng,) float64 bound on |float32 key - float64 key|
+    x: np.ndarray            # (nq, D) float32 query rows (the float64 re-decision)
+    gx: np.ndarray           # (ng, D) float32 gallery rows, by gallery column
+    gcol: np.ndarray         # (ng,) int64 gallery column of each column
+    nq: int                  # columns [0, nq) are the queries
 
 
 class Heaps(NamedTuple):
@@ -159,7 +166,7 @@ def _grow(dval, dpos, dq, dg, nd):
 
 
 @kernel
-def _gather(vals, idx, n, w_i, ev, lo, hi, gval, ng, below, xr, x, l2, M):
+def _gather(vals, idx, n, w_i, ev, lo, hi, gval, ng, below, xr, gx, gcol, l2, M):
     """The order statistics' brackets for the negatives ``vals[:n]`` (columns
     ``idx``) of one row, as ``_kernels._gather_row`` with each key counted
     ``w_i + ev[column]`` times (once per direction whose query is
@@ -179,7 +186,7 @@ def _gather(vals, idx, n, w_i, ev, lo, hi, gval, ng, below, xr, x, l2, M):
             below[0] += w * (key < lo0)
             below[1] += w * (key < lo1)
             continue
-        k = K_.exact_key(xr, x, idx[u], l2, False, 0.0, 0.0)
+        k = K_.exact_key(xr, gx, gcol[idx[u]], l2, False, 0.0, 0.0)
         vals[u] = k
         taken = False
         for g in range(2):
@@ -198,10 +205,12 @@ def _gather(vals, idx, n, w_i, ev, lo, hi, gval, ng, below, xr, x, l2, M):
 
 
 @kernel
-def count_strip(S, row0, c0, rows, sampled, rep, gat, grid, ret_on, h, out, dbuf, gbuf):
+def count_strip(S, S2, row0, c0, rows, sampled, rep, gat, grid, ret_on, h, out, dbuf, gbuf):
     """One strip of the upper triangle: ``S[r, j - c0]`` is the product of
-    rows ``row0 + r`` and ``j`` (``j >= c0``); every pair ``j > i`` is
-    counted for both its queries (module docstring). ``rep``/``gat``/``grid``
+    queries ``row0 + r`` and ``j`` (``c0 <= j < nq``), ``S2[r, j - nq]``
+    that of query ``row0 + r`` and the gallery-only column ``j``; every
+    pair of queries ``j > i`` is counted for both (module docstring), a
+    gallery-only column for query ``i`` alone. ``rep``/``gat``/``grid``
     as for ``_kernels.process_block`` (only their switches, bounds and the
     report's slot-0 arrays are read: pass this worker's; ``sampled`` the
     rows that feed the report, in order); ``h`` this
@@ -213,7 +222,7 @@ def count_strip(S, row0, c0, rows, sampled, rep, gat, grid, ret_on, h, out, dbuf
     gval, ngat = gbuf
     # the tuples' arrays as locals (numba would count a reference to each on
     # every access inside the loops)
-    l2, n2, pos_start, pos_end, cls, grp, ev, rs, orig, margin, x = rows
+    l2, n2, qs, qe, gs, ge, cls, grp, ev, rs, orig, margin, x, gx, gcol, nq = rows
     off, size, hk, ho, hp, hc, fill, soff, skey, scol, sfill, over, thr_all, lim = h
     do_rep, rep_lo, rep_scale, RB, rep_pos, rep_neg = rep
     do_gather, gat_lo, gat_hi = gat.on, gat.lo, gat.hi
@@ -231,23 +240,31 @@ def count_strip(S, row0, c0, rows, sampled, rep, gat, grid, ret_on, h, out, dbuf
     pvals = np.empty(Ng + 8, np.float64)
     pidx = np.empty(Ng + 8, np.int64)
     hit = np.empty(K_.COLS, np.int64)
+    racc = np.zeros(K, np.int64)
+    racc_p = np.zeros(K, np.int64)
     ms = 0.0
     for r in range(B):
         i = row0 + r
-        ps = pos_start[i]
-        pe = pos_end[i]
         ci = cls[i]
         gi = grp[i]
         M = margin[i]
         xr = x[i]
         row = S[r]
+        row2 = S2[r]
         n = 0
         n_pos = 0
         ms = M * rep_scale
-        for a0 in range(i + 1, Ng, K_.COLS):
-            a1 = min(Ng, a0 + K_.COLS)
+        a1 = i + 1
+        while a1 < Ng:
+            # the queries' columns, then the others: no chunk holds both
+            a0 = a1
+            a1 = min(nq if a0 < nq else Ng, a0 + K_.COLS)
+            ps, pe = (qs[i], qe[i]) if a0 < nq else (gs[i], ge[i])
             kc = kc_buf[:a1 - a0]
-            K_._keys_row(row[a0 - c0:a1 - c0], l2, n2[i], n2[a0:a1], kc)
+            if a0 < nq:
+                K_._keys_row(row[a0 - c0:a1 - c0], l2, n2[i], n2[a0:a1], kc)
+            else:
+                K_._keys_row(row2[a0 - nq:a1 - nq], l2, n2[i], n2[a0:a1], kc)
             if do_rep:
                 # the report histogram: each key once for each of its queries
                 # that feeds it (every column where row i does, else the
@@ -266,7 +283,7 @@ def count_strip(S, row0, c0, rows, sampled, rep, gat, grid, ret_on, h, out, dbuf
                     fr = (key - rep_lo) * rep_scale
                     fr -= np.floor(fr)
                     if fr < ms or fr > 1.0 - ms:
-                        key = K_.exact_key(xr, x, j, l2, False, 0.0, 0.0)
+                        key = K_.exact_key(xr, gx, gcol[j], l2, False, 0.0, 0.0)
                         kc[jj] = key
                     bb = K_._bin(key, rep_lo, rep_scale, RB)
                     w = rs[i] + rs[j] if rs[i] else 1
@@ -288,15 +305,21 @@ def count_strip(S, row0, c0, rows, sampled, rep, gat, grid, ret_on, h, out, dbuf
                 m = a1 - a0
                 top = thr_all[i]
                 n_hit = 0
-                for jj in range(m):
-                    hit[n_hit] = jj
-                    n_hit += (kc[jj] <= top) | (kc[jj] <= thr_all[a0 + jj])
+                if a0 < nq:
+                    for jj in range(m):
+                        hit[n_hit] = jj
+                        n_hit += (kc[jj] <= top) | (kc[jj] <= thr_all[a0 + jj])
+                else:  # gallery-only columns keep no heap
+                    for jj in range(m):
+                        hit[n_hit] = jj
+                        n_hit += kc[jj] <= top
+                sides = 2 if a0 < nq else 1
                 for u in range(n_hit):
                     jj = hit[u]
                     key = kc[jj]
                     j = a0 + jj
                     p = ps <= j < pe
-                    for side in range(2):
+                    for side in range(sides):
                         t = i if side == 0 else j          # whose heap
                         c = j if side == 0 else i          # the item's column
                         if not key <= thr_all[t]:
@@ -329,9 +352,13 @@ def count_strip(S, row0, c0, rows, sampled, rep, gat, grid, ret_on, h, out, dbuf
                             _side_add(t, key, c, hk[h0] + M2, soff, skey, scol, sfill, over)
         if do_gather:
             gval, ngat = _gather(vals, idx, n, ev[i], ev, gat_lo, gat_hi, gval, ngat, below, xr,
-                                 x, l2, M)
+                                 gx, gcol, l2, M)
         # the negatives, then the positives, each for both its queries (no
-        # call per key: numba would count a reference to each array it passes)
+        # call per key: numba would count a reference to each array it passes);
+        # row i's cells summed in racc/racc_p (one class and group), the
+        # columns' written to their class and group at once
+        racc[:] = 0
+        racc_p[:] = 0
         for part in range(2):
             pos = part == 1
             for u in range(n_pos if pos else n):
@@ -351,19 +378,23 @@ def count_strip(S, row0, c0, rows, sampled, rep, gat, grid, ret_on, h, out, dbuf
                     dg[nd] = j
                     nd += 1
                 elif cell < K:
-                    gj = grp[j]
-                    call[ci, cell] += 1
-                    call[cls[j], cell] += 1  # ci again for a positive
-                    if gi >= 0:
-                        gall[gi, cell] += 1
-                    if gj >= 0:
-                        gall[gj, cell] += 1
-                    if pos:
-                        cpos[ci, cell] += 2
-                        if gi >= 0:
-                            gpos[gi, cell] += 1
+                    racc[cell] += 1
+                    racc_p[cell] += pos
+                    if j < nq:  # a query: its direction too
+                        gj = grp[j]
+                        call[cls[j], cell] += 1
                         if gj >= 0:
-                            gpos[gj, cell] += 1
+                            gall[gj, cell] += 1
+                        if pos:
+                            cpos[ci, cell] += 1
+                            if gj >= 0:
+                                gpos[gj, cell] += 1
+        for k in range(K):
+            call[ci, k] += racc[k]
+            cpos[ci, k] += racc_p[k]
+            if gi >= 0:
+                gall[gi, k] += racc[k]
+                gpos[gi, k] += racc_p[k]
     return (dval, dpos, dq, dg, nd), (gval, ngat)
 
 
@@ -422,14 +453,15 @@ def merge_heaps(hs, j, out_k, out_c, side_k, side_c):
 
 
 @kernel
-def rank_rows(hs, rows, R, first_rank, ap, hits, redo):
-    """Retrieval of every row from the merged heaps (``_kernels._exact_topk``
-    on each row's candidates); ``redo[j]`` is set where a side list
-    overflowed (that row is ranked again on its full row)."""
-    n = rows.n2.shape[0]
+def rank_rows(hs, rows, ps, pe, g_orig, R, first_rank, ap, hits, redo):
+    """Retrieval of every query from the merged heaps (``_kernels._exact_topk``
+    on each query's candidates, in gallery columns: ``ps``/``pe`` its
+    positives, ``g_orig`` the original rows); ``redo[j]`` is set where a
+    side list overflowed (that row is ranked again on its full row)."""
+    gcol = rows.gcol
     side_k = np.empty(64, np.float64)
     side_c = np.empty(64, np.int64)
-    for j in range(n):
+    for j in range(rows.nq):
         size = hs[0].size[j]
         if size == 0:
             continue
@@ -439,7 +471,10 @@ def rank_rows(hs, rows, R, first_rank, ap, hits, redo):
         if ns < 0:
             redo[j] = True
             continue
+        for u in range(size):
+            hc[u] = gcol[hc[u]]
+        for u in range(ns):
+            side_c[u] = gcol[side_c[u]]
         first_rank[j], ap[j], hits[j] = K_._exact_topk(
-            hk, hc, size, side_k, side_c, ns, 2 * rows.margin[j], rows.pos_start[j],
-            rows.pos_end[j], rows.orig, R[j], rows.x[j], rows.x, rows.l2, False, 0.0,
-            rows.n2)
+            hk, hc, size, side_k, side_c, ns, 2 * rows.margin[j], ps[j], pe[j], g_orig, R[j],
+            rows.x[j], rows.gx, rows.l2, False, 0.0, rows.n2)

@@ -27,8 +27,11 @@ Peak memory (bytes), with N rows, D dimensions, K thresholds, w workers::
     + 2*w*(2**11 + G*Bg)*8  with --verification: the histograms of every key
                       (G groups of Bg <= 2048 bins, at most 2**20 bins in all)
     + w*sum_j (25 h_j + 16 (2 h_j + 32) + 136)  the counts pass over the upper
-                      triangle's retrieval heaps (h_j = max(R_j, 8) per row;
-                      at most 512 MiB, else full rows: engines/symmetric.py)
+                      triangle's retrieval heaps (h_j = max(R_j, 8) per query,
+                      0 per gallery-only row; at most 512 MiB, else full rows:
+                      engines/symmetric.py)
+    + (ng-nq)*D*4     a query/gallery split read by its upper triangle: the
+                      gallery-only rows, contiguous (``tiles.Layout``)
     + n_gathered*17   with --verification: the keys of the bins that decide
                       EER, minDCF and FNMR at FMR (engines/verify.py)
 
@@ -43,7 +46,10 @@ all negative distances before the grid is known. It costs one extra pass:
    (if a window missed, pass 1 runs again over all distances: results never
    depend on the pilot, only the speed does). When every row is both a query
    and a gallery item the products are symmetric, and pass 1 reads only the
-   upper triangle (``_run_strips``): half the BLAS work;
+   upper triangle (``_run_strips``): half the BLAS work. With a split whose
+   queries are all gallery items (run in one process), it reads the upper
+   triangle of the queries and the gallery-only columns once
+   (``tiles.Layout``): with half the rows queries, a quarter less;
 2. pass 2 computes the retrieval metrics and the report histogram, counts
    against the grid known only to within the order statistics' brackets
    (below), gathers the float64 keys of the negatives in the two brackets
@@ -51,9 +57,9 @@ all negative distances before the grid is known. It costs one extra pass:
    exactly (``_select``); the elements whose grid cell is still undecided
    are deferred and placed once the exact grid is known. Where that would
    defer more than DEFER_BYTES, pass 2 only gathers and a third pass counts
-   on the exact grid (``_defer_too_much``). When every row is both a query
-   and a gallery item (without offsets or the verification view), pass 2
-   reads the upper triangle too and counts each pair for both its queries
+   on the exact grid (``_defer_too_much``). When every query is a gallery
+   item (without offsets or the verification view), pass 2 reads the upper
+   triangle too and counts each pair of queries for both
    (``engines/symmetric.py``), as does the one pass of an explicit range.
 
 **Machine-independent decisions.** BLAS rounds float32 products
@@ -117,7 +123,7 @@ from .base import (DEFAULT_BLOCK_BYTES, FAR_BINS, EngineOutput, GridSpec, Progre
 from .partial import Part, Retrieval, merge
 from .select import padded_span, pilot_columns, pilot_negative_keys, pilot_rows, select_or_none
 from . import symmetric
-from .tiles import (PassConfig, _add_cells, _add_part, _decide, _kernels, _offsets,
+from .tiles import (Layout, PassConfig, _add_cells, _add_part, _decide, _kernels, _offsets,
                     _PassSetup, _Tile, each_strip)
 from .workers import TileQueue, in_workers, parallel_map, workers_for
 
@@ -230,10 +236,11 @@ def _run_strips(prep: Prepared, row_eval: np.ndarray, cfg: PassConfig, start: in
                 progress: Callable[[int], None] | None = None) -> Part:
     """The order-statistic pass over the upper triangle (``cfg.sym``).
 
-    For every tile of query rows ``[t, t + tile)`` one BLAS product gives the
-    strip of columns ``[t, ng)`` (rows ``i`` need ``j > i`` only), at most
-    ``tile * ng * 4`` bytes; ``_kernels.process_strip`` counts each pair for
-    both its directions. The products of a strip may round differently from
+    For every tile of query rows ``[t, t + tile)`` BLAS gives the strip of
+    query columns ``[t, nq)`` (rows ``i`` need ``j > i`` only) and the
+    gallery-only columns (``tiles.Layout``; none when every row is a query),
+    at most ``tile * ng * 4`` bytes; ``_kernels.process_strip`` counts each
+    pair of queries for both its directions. The products of a strip may round differently from
     those of the full-row pass that follows; the order statistics are
     selected from the full-row products, and ``run_exact`` checks their
     ranks there (see ``_select``), so results never depend on this pass.
@@ -244,24 +251,22 @@ def _run_strips(prep: Prepared, row_eval: np.ndarray, cfg: PassConfig, start: in
     G = len(prep.group_labels) if prep.group_labels is not None else 0
     setup = _PassSetup.of(prep, cfg, n_workers, G)
     windows = setup.windows
-    qs = prep.class_start[prep.q_class]
-    qe = prep.class_end[prep.q_class]
-    # symmetric: gallery column j is query row j
+    lay = Layout.of(prep)
     col_lim = np.where(row_eval, float(windows.hi.max()), -np.inf)
     all_eval = bool(row_eval.all())
-    raw_l2, off, aq, bg = _offsets(prep)
+    raw_l2, off, aq, _ = _offsets(prep)
     queue = TileQueue(tiles)
 
     def work(slot: int) -> None:
-        def strip(S, t, u):
-            _kernels.process_strip(S, slot, t, t, _kernels.StripRows(
-                raw_l2, prep.qn2[t:u], prep.gn2, qs[t:u], qe[t:u], row_eval[t:u], col_lim,
-                all_eval, off, aq[t:u], bg), windows)
+        def strip(S, S2, t, u):
+            _kernels.process_strip(S, S2, slot, t, t, _kernels.StripRows(
+                raw_l2, prep.qn2[t:u], lay.n2, lay.qs[t:u], lay.qe[t:u], lay.gs[t:u],
+                lay.ge[t:u], row_eval[t:u], col_lim, all_eval, off, aq[t:u], lay.bg), windows)
             if progress:
                 with queue.lock:
                     progress(u - t)
 
-        each_strip(prep, tile, stop, queue, strip)
+        each_strip(prep, lay, tile, stop, queue, strip)
 
     in_workers(n_workers, work, queue)
     return _Chunk(prep, cfg, start, Part.empty(prep.n_classes, G, cfg.K, stop - start),
@@ -372,6 +377,9 @@ class RunPlan:
     progress: Progress | None
     #: the counts pass reads the upper triangle (engines/symmetric.py)
     sym_counts: bool = False
+    #: the order-statistic pass reads the upper triangle (``tiles.Layout``:
+    #: a query/gallery split only when every pass runs in this process)
+    strips: bool = False
 
     @classmethod
     def of(cls, prep: Prepared, spec: GridSpec, map_chunks: "ChunkMapper", block_bytes: int,
@@ -384,8 +392,9 @@ class RunPlan:
                           tile=tile_rows(ng), do_rep=True, r_lo=span[0], r_hi=span[1])
         sym = whole and symmetric.applies(prep, replace(base, do_ret=spec.retrieval,
                                                    do_vhist=spec.verification is not None))
+        strips = prep.symmetric or (whole and Layout.applies(prep))
         return cls(prep, K, int(rr.M[rr.evaluated].sum()), rr.row_eval, rr.row_sample, span,
-                   base, map_chunks, progress, sym)
+                   base, map_chunks, progress, sym, strips)
 
     @property
     def l2(self) -> bool:
@@ -478,7 +487,7 @@ def _order_statistics(plan: RunPlan, spec: GridSpec, fars: tuple[float, float],
     everything = padded_span(plan.span)
     windows = _pilot_windows(prep, plan.row_eval, fars, l2, everything)
     m_max = float(key_margins(prep).max()) if len(prep.q_rows) else 0.0
-    sym = prep.symmetric
+    sym = plan.strips
     passes = 0
     while True:
         while True:

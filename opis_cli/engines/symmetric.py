@@ -1,31 +1,37 @@
-"""The counts pass over the upper triangle (every row a query and a gallery item).
+"""The counts pass over the upper triangle (every query a gallery item).
 
 The counts pass of a FAR-defined range, and the one pass of an explicit
 range, read every inner product once per directed pair: ``ng`` products for
-each of ``nq`` query rows. When every row is both a query and a gallery
-item, in the same order and without offsets (``Prepared.symmetric`` and no
-calibration), the product of rows ``i`` and ``j`` serves both directed
-pairs, and their keys and float64 keys are the same numbers. This pass
-computes the strips of the upper triangle as the order-statistic pass does
-(``exact._run_strips``: half the BLAS work) and counts each pair for both
-its queries (``_sym_kernels.count_strip``); the results are those of the
-full-row pass, bit for bit (the conformance and tile tests run both).
+each of ``nq`` query rows. When every query is also a gallery item, with
+the same squared norm, and there are no offsets (``tiles.Layout.applies``
+and no calibration), the product of queries ``i`` and ``j`` serves both
+directed pairs, and their keys and float64 keys are the same numbers. This
+pass computes the strips of the upper triangle of the queries, and each
+query's products with the gallery items that are not queries, once
+(``tiles.each_strip``, as the order-statistic pass: half the BLAS work when
+every row is a query, a quarter less when half the rows are), and counts
+each pair of queries for both (``_sym_kernels.count_strip``); the results
+are those of the full-row pass, bit for bit (the conformance, tile and
+symmetric-pass tests run both).
 
-Retrieval needs, per row, the nearest items over all its columns, which
+Retrieval needs, per query, the nearest items over all its columns, which
 now arrive from every strip above the row and its own: each worker keeps a
-heap and a side list for every row (``_sym_kernels.Heaps``), merged after
-the pass. Peak memory of that state, with ``w`` workers and heap sizes
-``h_j = max(R_j, 8)`` (0 for a row without relevant items)::
+heap and a side list for every query (``_sym_kernels.Heaps``), merged after
+the pass. Peak memory of that state, with ``w`` workers, ``ng`` gallery
+items and heap sizes ``h_j = max(R_j, 8)`` (0 for a query without relevant
+items, and for a gallery-only item)::
 
-    w * sum_j (25 h_j + 16 (2 h_j + 32) + 136)  bytes
+    w * (sum_j (25 h_j + 16 (2 h_j + 32)) + 136 ng)  bytes
 
 beside each worker's counts per class and group, ``16 w (C + G) K`` bytes,
-and its strip of products, as in the order-statistic pass. The route is taken only when that is at most ``HEAP_BYTES`` (else the
-full-row pass runs, as for a query/gallery split), and never with the
-verification view (its histograms are per row) or on Dask (whose tasks see
-a block of rows). A row whose near misses overflow its side list (many
-keys within two margins of its k-th nearest: duplicates) is ranked again
-on its full row (:func:`_rank_again`); the results do not change.
+its strip of products, as in the order-statistic pass, and with a split the
+gallery-only rows, ``(ng - nq) D 4`` bytes. The route is taken only when
+the heaps take at most ``HEAP_BYTES`` (else the full-row pass runs, as for
+a query that is not a gallery item), and never with the verification view
+(its histograms are per row) or on Dask (whose tasks see a block of rows).
+A row whose near misses overflow its side list (many keys within two
+margins of its k-th nearest: duplicates) is ranked again on its full row
+(:func:`_rank_again`); the results do not change.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ import numpy as np
 
 from ..prepare import Prepared
 from .base import key_margins
-from .tiles import PassConfig, _add_part, _decide, _PassSetup, _Tile, each_strip
+from .tiles import Layout, PassConfig, _add_part, _decide, _PassSetup, _Tile, each_strip
 from .partial import Part, Retrieval
 from .workers import TileQueue, in_workers, workers_for
 
@@ -49,70 +55,83 @@ _ENABLED = True
 
 
 def heap_sizes(prep: Prepared, do_ret: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(R, heap size) of every row: R relevant items (its class less itself)
-    and ``min(max(R, 8), n - 1)`` nearest kept (0 where R is 0 or there is
-    no retrieval), as ``_kernels.process_block``."""
-    ps = prep.class_start[prep.q_class]
-    R = (prep.class_end[prep.q_class] - ps - 1).astype(np.int64)
+    """(R, heap size) of every query (each is a gallery item): R relevant
+    items (its class less itself) and ``min(max(R, 8), ng - 1)`` nearest
+    kept (0 where R is 0 or there is no retrieval), as
+    ``_kernels.process_block``."""
+    R = (prep.class_end[prep.q_class] - prep.class_start[prep.q_class] - 1).astype(np.int64)
     if not do_ret:
         return R, np.zeros(len(R), np.int64)
-    n = len(prep.q_rows)
-    return R, np.where(R > 0, np.minimum(np.maximum(R, 8), n - 1), 0).astype(np.int64)
+    ng = len(prep.g_rows)
+    return R, np.where(R > 0, np.minimum(np.maximum(R, 8), ng - 1), 0).astype(np.int64)
 
 
-def heap_bytes(size: np.ndarray, n_workers: int) -> int:
-    """The retrieval state's bytes (module docstring)."""
+def heap_bytes(size: np.ndarray, n_workers: int, ng: int) -> int:
+    """The retrieval state's bytes (module docstring), ``size`` per query."""
     side = np.where(size > 0, 2 * size + 32, 0)
-    return int(n_workers * (25 * size.sum() + 16 * side.sum() + 136 * len(size)))
+    return int(n_workers * (25 * size.sum() + 16 * side.sum() + 136 * ng))
 
 
 def applies(prep: Prepared, cfg: PassConfig) -> bool:
     """Whether a counts pass of ``cfg`` over ``prep`` (all rows in this
     process) takes this route."""
-    if not (_ENABLED and prep.symmetric and prep.q_off is None) or cfg.do_vhist:
+    if not (_ENABLED and Layout.applies(prep) and prep.q_off is None) or cfg.do_vhist:
         return False
     nq = len(prep.q_rows)
     n_workers = workers_for(cfg.tile, cfg.block_rows, -(-nq // cfg.tile))
-    return heap_bytes(heap_sizes(prep, cfg.do_ret)[1], n_workers) <= HEAP_BYTES
+    return heap_bytes(heap_sizes(prep, cfg.do_ret)[1], n_workers,
+                      len(prep.g_rows)) <= HEAP_BYTES
 
 
-def _rows(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray, do_rep: bool):
-    grp = prep.q_group if prep.q_group is not None else np.full(len(prep.q_rows), -1)
-    rs = (row_eval & row_sample) if do_rep else np.zeros(len(row_eval), bool)
+def _rows(prep: Prepared, lay: Layout, row_eval: np.ndarray, row_sample: np.ndarray,
+          do_rep: bool):
+    """The kernel's :class:`_sym_kernels.SymRows`: per column of ``lay``
+    (a gallery-only column is in no group, not evaluated, not sampled)."""
+    nq, ng = lay.nq, len(lay.gcol)
+
+    def cols(q: np.ndarray, fill) -> np.ndarray:
+        return np.concatenate([q, np.full(ng - nq, fill, q.dtype)])
+
+    grp = prep.q_group if prep.q_group is not None else np.full(nq, -1)
+    rs = (row_eval & row_sample) if do_rep else np.zeros(nq, bool)
     return _sym().SymRows(
-        prep.metric == "l2", prep.qn2, prep.class_start[prep.q_class].astype(np.int64),
-        prep.class_end[prep.q_class].astype(np.int64), prep.q_class.astype(np.int64),
-        grp.astype(np.int64), row_eval.astype(np.int64), rs.astype(np.int64),
-        prep.g_rows.astype(np.int64), key_margins(prep), prep.xq)
+        prep.metric == "l2", lay.n2, lay.qs, lay.qe, lay.gs, lay.ge, lay.cls,
+        cols(grp.astype(np.int64), -1), cols(row_eval.astype(np.int64), 0),
+        cols(rs.astype(np.int64), 0), lay.orig, cols(key_margins(prep), 0.0), prep.xq,
+        prep.xg, lay.gcol, nq)
 
 
 def ret_limits(prep: Prepared, R: np.ndarray, size: np.ndarray,
                margin: np.ndarray) -> np.ndarray:
-    """Per row, a key above which no item can be among its nearest: with
+    """Per query, a key above which no item can be among its nearest: with
     ``R >= 8`` the heap holds R items and the R relevant ones are at or
     below the largest of their float64 keys, so an item that can rank has a
     key at most that plus its margin, and the float32 key of the largest is
     within the margin of it: the largest float32 key of its relevant items
     plus twice the margin (as ``_kernels.process_block``'s ``ret_limit``).
-    The class's products come from one BLAS product per block of its rows
-    (at most 2**22 at once); +inf where R < 8, -inf without retrieval."""
+    The keys come from one BLAS product of a class's queries and its gallery
+    items per block of queries (at most 2**22 products at once); +inf where
+    R < 8, -inf without retrieval."""
     lim = np.where(size > 0, np.inf, -np.inf)
     big = np.nonzero((R >= 8) & (size > 0))[0]
     if not len(big):
         return lim
     l2 = prep.metric == "l2"
+    qe = np.cumsum(np.bincount(prep.q_class, minlength=prep.n_classes))
     for c in np.unique(prep.q_class[big]):
         s, e = int(prep.class_start[c]), int(prep.class_end[c])
-        xc = prep.xq[s:e]
+        q1 = int(qe[c])
+        q0 = q1 - int((prep.q_class == c).sum())
+        xc = prep.xg[s:e]
         step = max(1, 2**22 // (e - s))
-        for b0 in range(s, e, step):
-            b1 = min(e, b0 + step)
-            prod = xc[b0 - s:b1 - s] @ xc.T
+        for b0 in range(q0, q1, step):
+            b1 = min(q1, b0 + step)
+            prod = prep.xq[b0:b1] @ xc.T
             if l2:
-                keys = prep.qn2[b0:b1, None] + prep.qn2[None, s:e] - 2.0 * prod
+                keys = prep.qn2[b0:b1, None] + prep.gn2[None, s:e] - 2.0 * prod
             else:
                 keys = 1.0 - prod.astype(np.float64)
-            keys[np.arange(b1 - b0), np.arange(b0 - s, b1 - s)] = -np.inf  # itself
+            keys[np.arange(b1 - b0), prep.self_col[b0:b1] - s] = -np.inf  # itself
             lim[b0:b1] = np.where(R[b0:b1] >= 8, keys.max(axis=1) + 2 * margin[b0:b1],
                                   lim[b0:b1])
     return lim
@@ -141,7 +160,8 @@ class _Worker:
         # the worker's own copies of the small arrays it reads (not the rows):
         # numba counts references to an array on every call that passes it,
         # atomically, and workers sharing one array would contend for it
-        own = {f: getattr(rows, f).copy() for f in rows._fields if f not in ("l2", "x")}
+        own = {f: getattr(rows, f).copy() for f in rows._fields
+               if f not in ("l2", "x", "gx", "nq")}
         self.rows = rows._replace(**own)
         self.sampled = sampled.copy()
         g = setup.grid
@@ -157,12 +177,15 @@ class _Worker:
                      np.empty(4096, np.int32), 0)
         self.gbuf = (np.empty(1024), 0)
 
-    def take_deferred(self):
-        """The deferred pairs so far, as (key, positive, row i, row j, True):
-        each pair once, for both its rows (``tiles._add_part``); emptied."""
+    def take_deferred(self, lay: Layout):
+        """The deferred pairs so far, as (key, positive, query i, gallery
+        column, query j or -1): each pair once, for both its queries where
+        the column is one (``tiles._add_part``); emptied."""
         dv, dp, dq, dg, nd = self.dbuf
         self.dbuf = (dv, dp, dq, dg, 0)
-        return dv[:nd].copy(), dp[:nd].copy(), dq[:nd].copy(), dg[:nd].copy(), True
+        j = dg[:nd]
+        return (dv[:nd].copy(), dp[:nd].copy(), dq[:nd].copy(), lay.gcol[j].astype(np.int32),
+                np.where(j < lay.nq, j, -1).astype(np.int32))
 
 
 def run_sym_counts(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray,
@@ -174,9 +197,13 @@ def run_sym_counts(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray,
     n_workers = workers_for(tile, cfg.block_rows, len(tiles))
     G = len(prep.group_labels) if prep.group_labels is not None else 0
     setup = _PassSetup.of(prep, cfg, n_workers, G)
-    rows = _rows(prep, row_eval, row_sample, cfg.do_rep)
+    lay = Layout.of(prep)
+    rows = _rows(prep, lay, row_eval, row_sample, cfg.do_rep)
     R, size = heap_sizes(prep, cfg.do_ret)
     lim = ret_limits(prep, R, size, rows.margin)
+    ngo = len(lay.gcol) - nq  # the gallery-only columns keep no heap
+    size = np.concatenate([size, np.zeros(ngo, np.int64)])
+    lim = np.concatenate([lim, np.full(ngo, -np.inf)])
     sampled = np.nonzero(rows.rs)[0].astype(np.int64)
     workers = [_Worker(prep, setup, w, size, lim, G, rows, sampled) for w in range(n_workers)]
     placed = Part.empty(prep.n_classes, G, cfg.K)
@@ -186,11 +213,11 @@ def run_sym_counts(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray,
     def work(slot: int) -> None:
         st = workers[slot]
 
-        def strip(S, t, u):
-            st.dbuf, st.gbuf = _sym().count_strip(S, t, t, st.rows, st.sampled, st.rep,
+        def strip(S, S2, t, u):
+            st.dbuf, st.gbuf = _sym().count_strip(S, S2, t, t, st.rows, st.sampled, st.rep,
                                                   st.gather, st.grid, cfg.do_ret, st.heaps,
                                                   st.out, st.dbuf, st.gbuf)
-            got = st.take_deferred() if st.dbuf[4] else None
+            got = st.take_deferred(lay) if st.dbuf[4] else None
             if got is not None and cfg.grid is not None:  # the grid is exact: place them now
                 cells = _decide(prep, got, cfg.grid, cfg.l2, rows.margin)
             with queue.lock:
@@ -201,7 +228,7 @@ def run_sym_counts(prep: Prepared, row_eval: np.ndarray, row_sample: np.ndarray,
                 if progress:
                     progress(u - t)
 
-        each_strip(prep, tile, nq, queue, strip)
+        each_strip(prep, lay, tile, nq, queue, strip)
 
     in_workers(n_workers, work, queue)
     return _part(prep, cfg, setup, workers, placed, deferred, rows, R, row_eval, row_sample)
@@ -214,8 +241,11 @@ def _part(prep, cfg, setup, workers, placed, deferred, rows, R, row_eval, row_sa
     ret = Retrieval.zeros(len(prep.q_rows))
     if cfg.do_ret:
         redo = np.zeros(len(R), bool)
-        _sym().rank_rows(tuple(w.heaps for w in workers), rows, R, ret.first_rank, ret.ap,
-                         ret.hits, redo)
+        cls = prep.q_class
+        _sym().rank_rows(tuple(w.heaps for w in workers), rows,
+                         prep.class_start[cls].astype(np.int64),
+                         prep.class_end[cls].astype(np.int64), prep.g_rows.astype(np.int64), R,
+                         ret.first_rank, ret.ap, ret.hits, redo)
         ret.n_rel[:] = R
         if redo.any():
             _rank_again(prep, cfg, np.nonzero(redo)[0], row_eval, row_sample, ret)

@@ -84,29 +84,104 @@ def _offsets(prep: Prepared) -> tuple[bool, bool, np.ndarray, np.ndarray]:
     return prep.metric == "l2", True, prep.q_off, prep.g_off
 
 
-def _strip_products(xq, t, u, xgT, S, pad_q) -> None:
-    """``S = xq[t:u] @ xgT[:, t:]`` (rows zero-padded to the tile): the strip
-    of the upper triangle that starts at row ``t``."""
+#: private: False keeps query/gallery splits on full rows (the tests compare)
+_SPLIT = True
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The columns of the upper-triangle passes: first the ``nq`` query
+    rows (column ``j < nq`` is query ``j``'s own gallery item), then the
+    gallery items that are not queries, in gallery order (``gcol``: the
+    gallery column of each). The product of queries ``i`` and ``j`` serves
+    both directed pairs; a gallery-only column serves its row's query only.
+    Every row both a query and a gallery item (``Prepared.symmetric``):
+    ``gcol`` is the identity and there is no gallery-only column.
+
+    A class's columns are two ranges, ``[qs, qe)`` among the queries and
+    ``[gs, ge)`` among the others (``nq`` added). ``xgo`` holds the
+    gallery-only rows, contiguous (``(ng - nq) * D * 4`` bytes);
+    ``n2``, ``cls``, ``orig`` and ``bg`` (offsets) are per column."""
+
+    nq: int
+    gcol: np.ndarray
+    xgo: np.ndarray
+    n2: np.ndarray
+    cls: np.ndarray
+    orig: np.ndarray
+    bg: np.ndarray
+    qs: np.ndarray
+    qe: np.ndarray
+    gs: np.ndarray
+    ge: np.ndarray
+
+    @staticmethod
+    def applies(prep: Prepared) -> bool:
+        """Every query is a gallery item, with the same squared norm and
+        offset either way (so a pair's key and float64 key are the same
+        numbers in both directions); a split only while ``_SPLIT``."""
+        if prep.symmetric:
+            return True
+        sc = prep.self_col
+        if not _SPLIT or (sc < 0).any():
+            return False
+        if prep.metric == "l2" and not np.array_equal(prep.qn2, prep.gn2[sc]):
+            return False
+        return prep.q_off is None or bool(np.array_equal(prep.q_off, prep.g_off[sc]))
+
+    @classmethod
+    def of(cls, prep: Prepared) -> "Layout":
+        nq, ng = len(prep.q_rows), len(prep.g_rows)
+        C = prep.n_classes
+        if prep.symmetric:
+            gcol = np.arange(ng, dtype=np.int64)
+            xgo = prep.xg[:0]
+        else:
+            only = np.ones(ng, bool)
+            only[prep.self_col] = False
+            gcol = np.concatenate([prep.self_col, np.nonzero(only)[0]]).astype(np.int64)
+            xgo = np.ascontiguousarray(prep.xg[only])
+        qcount = np.bincount(prep.q_class, minlength=C)
+        qe = np.cumsum(qcount)
+        gcount = (prep.class_end - prep.class_start) - qcount
+        ge = np.cumsum(gcount)
+        c = prep.q_class
+        bg = prep.g_off[gcol] if prep.q_off is not None else np.zeros(ng)
+        return cls(nq, gcol, xgo, prep.gn2[gcol], prep.g_class[gcol].astype(np.int64),
+                   prep.g_rows[gcol].astype(np.int64), bg, (qe - qcount)[c].astype(np.int64),
+                   qe[c].astype(np.int64), (nq + ge - gcount)[c].astype(np.int64),
+                   (nq + ge)[c].astype(np.int64))
+
+
+def _strip_products(xq, t, u, xqT, xgoT, S, S2, pad_q) -> None:
+    """``S = xq[t:u] @ xqT[:, t:]`` and ``S2 = xq[t:u] @ xgoT`` (rows
+    zero-padded to the tile): the strip of the upper triangle that starts
+    at row ``t``, among the queries and against the gallery-only rows."""
     pad_q[:u - t] = xq[t:u]
     pad_q[u - t:] = 0
-    np.matmul(pad_q, xgT[:, t:], out=S)
+    np.matmul(pad_q, xqT[:, t:], out=S)
+    if S2.shape[1]:
+        np.matmul(pad_q, xgoT, out=S2)
 
 
-def each_strip(prep: Prepared, tile: int, stop: int, tiles, fn) -> None:
-    """For each first row ``t`` that ``tiles`` hands out, ``fn(S, t, u)`` with
-    ``S`` the strip of the upper triangle of rows ``[t, u)``, ``u = min(stop,
-    t + tile)``: ``S[r, j - t]`` the product of rows ``t + r`` and ``j``
-    (``j >= t``; every row a gallery column too). One worker's buffers, at
-    most ``tile * ng * 4`` bytes of products."""
-    ng = len(prep.g_rows)
+def each_strip(prep: Prepared, layout: Layout, tile: int, stop: int, tiles, fn) -> None:
+    """For each first row ``t`` that ``tiles`` hands out, ``fn(S, S2, t, u)``
+    with ``S`` and ``S2`` the strip of rows ``[t, u)``, ``u = min(stop, t +
+    tile)``, over the columns of ``layout``: ``S[r, j - t]`` the product of
+    queries ``t + r`` and ``j`` (``t <= j < nq``), ``S2[r, j - nq]`` that of
+    query ``t + r`` and column ``j >= nq``. One worker's buffers, at most
+    ``tile * ng * 4`` bytes of products."""
+    nq = layout.nq
+    ngo = len(layout.gcol) - nq
     pad_q = np.zeros((tile, prep.xq.shape[1]), np.float32)
-    buf = np.empty(tile * ng, np.float32)
-    xgT = prep.xg.T
+    buf = np.empty(tile * nq, np.float32)
+    S2 = np.empty((tile, ngo), np.float32)
+    xqT, xgoT = prep.xq.T, layout.xgo.T
     for t in tiles:
         u = min(stop, t + tile)
-        S = buf[:tile * (ng - t)].reshape(tile, ng - t)
-        _strip_products(prep.xq, t, u, xgT, S, pad_q)
-        fn(S[:u - t], t, u)
+        S = buf[:tile * (nq - t)].reshape(tile, nq - t)
+        _strip_products(prep.xq, t, u, xqT, xgoT, S, S2, pad_q)
+        fn(S[:u - t], S2[:u - t], t, u)
 
 
 @dataclass(frozen=True)
@@ -272,12 +347,13 @@ def _decide(prep: Prepared, deferred, grid: np.ndarray, l2: bool,
 
 def _add_part(res, prep: Prepared, cells, part) -> None:
     """Count a part of deferred elements (key, positive, query row, gallery
-    column[, both rows]) at their grid ``cells``: for its query rows, and
-    for its gallery columns too where the part says both (the counts pass
-    over the upper triangle defers each pair once; column j is row j)."""
+    column[, second query row]) at their grid ``cells``: for its query
+    rows, and for the second query row where there is one (>= 0; the
+    passes over the upper triangle defer a pair of queries once)."""
     _add_cells(res, prep, cells, part[1], part[2])
-    if len(part) > 4 and part[4]:
-        _add_cells(res, prep, cells, part[1], part[3])
+    if len(part) > 4:
+        two = part[4] >= 0
+        _add_cells(res, prep, cells[two], part[1][two], part[4][two])
 
 
 def _add_cells(res, prep: Prepared, cells, pos, q) -> None:
