@@ -554,7 +554,9 @@ def test_dask_worker_killed_mid_pass_same_json(client, tmp_path, monkeypatch, ca
 
 
 @pytest.mark.slow
-def test_dask_pass_whose_data_was_forgotten_runs_again(client, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("stage", ["counts", "diagnosis"])
+def test_dask_pass_whose_data_was_forgotten_runs_again(client, tmp_path, monkeypatch, capsys,
+                                                       stage):
     # under load, a worker killed mid-pass can leave a chunk's future
     # "already forgotten" by the scheduler: with a worker of the pass still
     # alive, the pass runs once more (its inputs scattered again), same bytes
@@ -564,12 +566,15 @@ def test_dask_pass_whose_data_was_forgotten_runs_again(client, tmp_path, monkeyp
 
     _wait_for_workers(client, 2)
     args = _dask_input(tmp_path) + ["--scheduler", client.scheduler.address]
+    if stage == "diagnosis":
+        args.append("--diagnose")
     assert main([*args, "--json", str(tmp_path / "calm.json")]) == 0, capsys.readouterr().err
     real = dask_engine._gather
     forgotten: list = []
+    forced = stage
 
     def gather(futures, progress, stage, nq, rows_of):
-        if stage == "counts" and not forgotten:
+        if stage == forced and not forgotten:
             forgotten.append(futures[0].key)
             for fut in futures:
                 fut.release()
@@ -578,7 +583,7 @@ def test_dask_pass_whose_data_was_forgotten_runs_again(client, tmp_path, monkeyp
 
     monkeypatch.setattr(dask_engine, "_gather", gather)
     code = main([*args, "--json", str(tmp_path / "again.json")])
-    assert forgotten, "the counts pass never ran"
+    assert forgotten, f"the {stage} pass never ran"
     assert code == 0, capsys.readouterr().err
     _same_json_but_time(tmp_path / "calm.json", tmp_path / "again.json")
 

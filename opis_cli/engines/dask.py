@@ -166,23 +166,18 @@ class _DaskChunks:
 
     def __call__(self, prep: Prepared, row_eval, row_sample, cfg: PassConfig,
                  progress: Progress | None, stage: str) -> Part:
-        """One pass. A pass whose data the scheduler forgot while a worker
-        it started with is still alive (``FutureCancelledError``: under load,
-        a worker killed mid-pass can take a chunk's future with it although
-        every input is on every worker) is run once more, its inputs
-        scattered again: the same bytes. With no worker of the pass left,
-        the error stands (``DaskEngine._session`` turns it into one line)."""
-        before = set(self.client.scheduler_info().get("workers", {}))
+        """One pass (run once more, its inputs scattered again, when the
+        scheduler forgot its data: ``_once_more``)."""
         tasks = self.tasks
-        try:
+
+        def run(again: bool) -> Part:
+            if again:
+                self.prep = self.client.scatter(prep, broadcast=True, hash=False)
+                self.arrays.clear()
+                self.tasks = tasks  # the JSON's task count is the plan's
             return self._pass(prep, row_eval, row_sample, cfg, progress, stage)
-        except distributed.client.FutureCancelledError:
-            if not _alive(self.client, before):
-                raise
-        self.prep = self.client.scatter(prep, broadcast=True, hash=False)
-        self.arrays.clear()
-        self.tasks = tasks  # the JSON's task count is the plan's
-        return self._pass(prep, row_eval, row_sample, cfg, progress, stage)
+
+        return _once_more(self.client, run)
 
     def _pass(self, prep: Prepared, row_eval, row_sample, cfg: PassConfig,
               progress: Progress | None, stage: str) -> Part:
@@ -199,11 +194,22 @@ class _DaskChunks:
         return merge([p[2] for p in parts], nq, prep.n_classes)
 
 
-def _alive(client, workers: set) -> bool:
-    """Whether the scheduler still lists one of ``workers`` (addresses); a
-    restarted worker has another address. (Asking the workers themselves
-    would wait out the connect timeout for each dead one.)"""
-    return bool(workers & set(client.scheduler_info().get("workers", {})))
+def _once_more(client, run):
+    """``run(False)``; when that raises ``FutureCancelledError`` while a
+    worker the work started with is still alive, ``run(True)`` (which sends
+    its inputs again): under load, a worker killed mid-pass can take a
+    task's future with it ("already forgotten") although every input is on
+    every worker. The result is the same bytes. With no worker of the work
+    left, the error stands (``DaskEngine._session`` makes it one line)."""
+    before = set(client.scheduler_info().get("workers", {}))
+    try:
+        return run(False)
+    except distributed.client.FutureCancelledError:
+        # the scheduler's list, not the workers: asking a dead worker would
+        # wait out the connect timeout (a restarted one has a new address)
+        if not before & set(client.scheduler_info().get("workers", {})):
+            raise
+    return run(True)
 
 
 def _n_workers(client) -> int:
@@ -413,13 +419,15 @@ class DaskEngine:
                               "diagnose yet")
         nq = len(prep.q_rows)
         with self._session("the diagnosis") as client:
-            scattered = client.scatter(prep, broadcast=True, hash=False)
-            futures = [client.submit(_diagnosis_task, scattered, float(t), s, e,
-                                     int(block_bytes), pure=False)
-                       for s, e in _row_ranges(client, nq, tile_rows(len(prep.g_rows)),
-                                               self.chunk_rows)]
-            parts = _gather(futures, progress, "diagnosis", nq, lambda p: p.stop - p.start)
-            del scattered
+            def run(again: bool) -> list:
+                scattered = client.scatter(prep, broadcast=True, hash=False)
+                futures = [client.submit(_diagnosis_task, scattered, float(t), s, e,
+                                         int(block_bytes), pure=False)
+                           for s, e in _row_ranges(client, nq, tile_rows(len(prep.g_rows)),
+                                                   self.chunk_rows)]
+                return _gather(futures, progress, "diagnosis", nq, lambda p: p.stop - p.start)
+
+            parts = _once_more(client, run)
         return merge_parts(parts, nq, prep.n_classes)
 
     def _rows_per_block(self, prep: Prepared, K: int) -> int:
