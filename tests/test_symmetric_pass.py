@@ -150,8 +150,14 @@ def test_the_route_is_taken_only_where_it_applies(monkeypatch, spies):
     monkeypatch.setattr(tiles, "_SPLIT", False)
     evaluate(x, y, is_query=np.arange(200) % 3 != 0, timestamp=False)
     assert spies["runs"] == 1
-    spies["runs"] = 0
     monkeypatch.setattr(tiles, "_SPLIT", True)
+    monkeypatch.setattr(tiles, "SPLIT_COPY_BYTES", 67 * 6 * 4 - 1)  # 67 gallery-only rows
+    evaluate(x, y, is_query=np.arange(200) % 3 != 0, timestamp=False)
+    assert spies["runs"] == 1
+    monkeypatch.setattr(tiles, "SPLIT_COPY_BYTES", 67 * 6 * 4)
+    evaluate(x, y, is_query=np.arange(200) % 3 != 0, timestamp=False)
+    assert spies["runs"] == 2
+    spies["runs"] = 0
     monkeypatch.setattr(symmetric, "HEAP_BYTES", 0)
     evaluate(x, y, timestamp=False)
     assert spies["runs"] == 0

@@ -31,7 +31,8 @@ Peak memory (bytes), with N rows, D dimensions, K thresholds, w workers::
                       0 per gallery-only row; at most 512 MiB, else full rows:
                       engines/symmetric.py)
     + (ng-nq)*D*4     a query/gallery split read by its upper triangle: the
-                      gallery-only rows, contiguous (``tiles.Layout``)
+                      gallery-only rows, contiguous (``tiles.Layout``; at
+                      most 512 MiB, else full rows)
     + n_gathered*17   with --verification: the keys of the bins that decide
                       EER, minDCF and FNMR at FMR (engines/verify.py)
 

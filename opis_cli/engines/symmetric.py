@@ -25,7 +25,8 @@ items, and for a gallery-only item)::
 
 beside each worker's counts per class and group, ``16 w (C + G) K`` bytes,
 its strip of products, as in the order-statistic pass, and with a split the
-gallery-only rows, ``(ng - nq) D 4`` bytes. The route is taken only when
+gallery-only rows, ``(ng - nq) D 4`` bytes (at most
+``tiles.SPLIT_COPY_BYTES``, else full rows). The route is taken only when
 the heaps take at most ``HEAP_BYTES`` (else the full-row pass runs, as for
 a query that is not a gallery item), and never with the verification view
 (its histograms are per row) or on Dask (whose tasks see a block of rows).

@@ -86,6 +86,8 @@ def _offsets(prep: Prepared) -> tuple[bool, bool, np.ndarray, np.ndarray]:
 
 #: private: False keeps query/gallery splits on full rows (the tests compare)
 _SPLIT = True
+#: bytes of the gallery-only rows' copy above which a split keeps full rows
+SPLIT_COPY_BYTES = 512 * 2**20
 
 
 @dataclass(frozen=True)
@@ -119,11 +121,13 @@ class Layout:
     def applies(prep: Prepared) -> bool:
         """Every query is a gallery item, with the same squared norm and
         offset either way (so a pair's key and float64 key are the same
-        numbers in both directions); a split only while ``_SPLIT``."""
+        numbers in both directions); a split only while ``_SPLIT`` and
+        while its gallery-only rows take at most ``SPLIT_COPY_BYTES``."""
         if prep.symmetric:
             return True
         sc = prep.self_col
-        if not _SPLIT or (sc < 0).any():
+        copy = (len(prep.g_rows) - len(sc)) * prep.xg.shape[1] * 4
+        if not _SPLIT or copy > SPLIT_COPY_BYTES or (sc < 0).any():
             return False
         if prep.metric == "l2" and not np.array_equal(prep.qn2, prep.gn2[sc]):
             return False
