@@ -900,7 +900,13 @@ def _gather_row(vals, idx, n, b_lo, b_hi, gval, gbelow, xr, xg, l2, off, a, bg, 
 @kernel
 def _sure_cell(key, M, K, lo_b, hi_b, l2, base, inv_step):
     """The grid cell (K: above every threshold) that every key within ``M``
-    of ``key`` falls in, or -1 when that is not certain."""
+    of ``key`` falls in, or -1 when that is not certain.
+
+    Its callers first test the guessed cell ``k`` (``_guess``): certain when
+    ``hi_b[k-1] + M < key <= lo_b[k] - M``; not certain when ``lo_b[k] - M <
+    key <= hi_b[k] + M`` (a float64 key within ``M`` may fall on either side
+    of ``t_k``, whatever the guess's accuracy: deferring is always safe).
+    Only the other keys (a guess off by a cell) come here."""
     c = _cell(key - M, K, lo_b, hi_b, l2, base, inv_step)
     if c >= 0 and c == _cell(key + M, K, lo_b, hi_b, l2, base, inv_step):
         return c
@@ -939,7 +945,11 @@ def _counts_row(pkeys, ps, vals, idx, n, key_skip, K, lo_b, hi_b, cert_lo, sq, b
     ns = _fast_counts(vals, idx, n, K, lo_b, cert_lo, sq, base, inv_step, acc, M)
     for i in range(ns):
         key = vals[i]
-        c = _sure_cell(key, M, K, lo_b, hi_b, sq, base, inv_step)
+        k = _guess(key, sq, K, base, inv_step)
+        if lo_b[k] - M < key and key <= hi_b[k] + M:
+            c = -1  # in threshold k's zone (see _sure_cell)
+        else:
+            c = _sure_cell(key, M, K, lo_b, hi_b, sq, base, inv_step)
         if c >= 0:
             if c < K:
                 acc[0, c] += 1
@@ -962,6 +972,8 @@ def _counts_row(pkeys, ps, vals, idx, n, key_skip, K, lo_b, hi_b, cert_lo, sq, b
         k = _guess(key, sq, K, base, inv_step)
         if cert_lo[k] + M < key and key <= lo_b[k] - M:
             c = k
+        elif lo_b[k] - M < key and key <= hi_b[k] + M:
+            c = -1  # in threshold k's zone (see _sure_cell)
         else:
             c = _sure_cell(key, M, K, lo_b, hi_b, sq, base, inv_step)
         if c >= 0:

@@ -367,6 +367,8 @@ def count_strip(S, S2, row0, c0, rows, sampled, rep, gat, grid, ret_on, h, out, 
                 k = K_._guess(key, sq, K, base, inv_step)
                 if cert_lo[k] + M < key and key <= lo_b[k] - M:
                     cell = k
+                elif lo_b[k] - M < key and key <= hi_b[k] + M:
+                    cell = -1  # in threshold k's zone (see _kernels._sure_cell)
                 else:
                     cell = _sure_cell(key, M, lo_b, hi_b, sq, base, inv_step)
                 if cell < 0:  # deferred once, for both its queries
