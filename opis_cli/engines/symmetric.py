@@ -118,11 +118,11 @@ def ret_limits(prep: Prepared, R: np.ndarray, size: np.ndarray,
     if not len(big):
         return lim
     l2 = prep.metric == "l2"
-    qe = np.cumsum(np.bincount(prep.q_class, minlength=prep.n_classes))
+    qn = np.bincount(prep.q_class, minlength=prep.n_classes)
+    qe = np.cumsum(qn)  # a class's queries are [qe - qn, qe)
     for c in np.unique(prep.q_class[big]):
         s, e = int(prep.class_start[c]), int(prep.class_end[c])
-        q1 = int(qe[c])
-        q0 = q1 - int((prep.q_class == c).sum())
+        q0, q1 = int(qe[c] - qn[c]), int(qe[c])
         xc = prep.xg[s:e]
         step = max(1, 2**22 // (e - s))
         for b0 in range(q0, q1, step):
