@@ -174,7 +174,10 @@ def test_portable_kernels_give_the_same_json(tmp_path):
     tests = str(Path(__file__).parent)  # data_gen's folder, for the child's imports
     outs = []
     for flag in ("", "1"):
-        env = dict(os.environ, OPIS_NO_AVX512=flag, NUMBA_CACHE_DIR=str(tmp_path / f"nb{flag}"),
+        # the default build loads the suite's cached kernels; the portable build
+        # compiles into a cache of its own (a cache entry does not record the flag)
+        cache = {"NUMBA_CACHE_DIR": str(tmp_path / "nb")} if flag else {}
+        env = dict(os.environ, OPIS_NO_AVX512=flag, **cache,
                    PYTHONPATH=os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")])))
         p = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
                            text=True, timeout=600)
@@ -210,3 +213,43 @@ def test_an_error_in_one_worker_stops_the_others(threads):
     time.sleep(0.2)  # worker 1 finishes its tile and finds the queue empty
     assert 0 < len(done) < 50
     assert list(tiles) == []
+
+
+@pytest.mark.parametrize("two", [False, True])
+@pytest.mark.parametrize("groups", [False, True])
+def test_deferred_elements_are_counted_for_each_of_their_rows(two, groups):
+    """``tiles._add_cells`` (``_kernels.add_cells``) against a plain loop: cells
+    above the grid not counted, a second row of -1 counted for none, rows
+    without a group (or outside the table) for no group."""
+    from types import SimpleNamespace
+
+    from opis_cli.engines.partial import Part
+
+    rng = np.random.default_rng(7 + 2 * two + groups)
+    C, G, K, nq, n = 5, 3, 6, 40, 3000
+    q_class = rng.integers(0, C, nq)
+    q_group = rng.integers(-1, G + 1, nq) if groups else None  # -1 and G: no group
+    prep = SimpleNamespace(q_class=q_class, q_group=q_group)
+    cells = rng.integers(0, K + 2, n)  # K and above: above the grid
+    pos = rng.random(n) < 0.3
+    q = rng.integers(0, nq, n).astype(np.int32)
+    q2 = np.where(rng.random(n) < 0.5, -1, rng.integers(0, nq, n)).astype(np.int32)
+    res = Part.empty(C, G, K)
+    start = rng.integers(0, 9, (4, max(C, G), K))  # counts already there are kept
+    for a, s in zip((res.class_all, res.class_pos, res.group_all, res.group_pos), start):
+        a[...] = s[:a.shape[0]]
+    want = [a.copy() for a in (res.class_all, res.class_pos, res.group_all, res.group_pos)]
+    for e in range(n):
+        if cells[e] >= K:
+            continue
+        for r in ([q[e], q2[e]] if two else [q[e]]):
+            if r < 0:
+                continue
+            want[0][q_class[r], cells[e]] += 1
+            want[1][q_class[r], cells[e]] += pos[e]
+            if groups and 0 <= q_group[r] < G:
+                want[2][q_group[r], cells[e]] += 1
+                want[3][q_group[r], cells[e]] += pos[e]
+    tiles._add_cells(res, prep, cells, pos, q, q2 if two else None)
+    for got, w in zip((res.class_all, res.class_pos, res.group_all, res.group_pos), want):
+        np.testing.assert_array_equal(got, w)

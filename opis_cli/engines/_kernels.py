@@ -1448,6 +1448,35 @@ def decide_deferred(vals, q, g, margin, grid, sq, xq, xg, l2, off, aq, bg):
 
 
 @kernel
+def add_cells(cells, pos, q, q2, two, q_class, q_group, G, c_all, c_pos, g_all, g_pos):
+    """Count elements at grid ``cells`` (``K`` and above: above the grid, not
+    counted) for the class and group (``0 <= group < G``) of their query row
+    ``q`` and, where ``two``, of their second query row ``q2`` (-1: none);
+    ``pos`` the positives. Integer sums: the order of the elements changes
+    nothing."""
+    K = c_all.shape[1]
+    for e in range(cells.shape[0]):
+        c = cells[e]
+        if c < 0 or c >= K:
+            continue
+        p = pos[e]
+        for side in range(2 if two else 1):
+            r = q[e] if side == 0 else q2[e]
+            if r < 0:
+                continue
+            k = q_class[r]
+            c_all[k, c] += 1
+            if p:
+                c_pos[k, c] += 1
+            if G > 0:
+                h = q_group[r]
+                if 0 <= h < G:
+                    g_all[h, c] += 1
+                    if p:
+                        g_pos[h, c] += 1
+
+
+@kernel
 def _grid_cell(d, grid, inv):
     """``np.searchsorted(grid, d, 'left')`` on an even grid (``inv`` cells
     per unit), from a guess: a step or two, not a binary search."""

@@ -354,26 +354,18 @@ def _add_part(res, prep: Prepared, cells, part) -> None:
     column[, second query row]) at their grid ``cells``: for its query
     rows, and for the second query row where there is one (>= 0; the
     passes over the upper triangle defer a pair of queries once)."""
-    _add_cells(res, prep, cells, part[1], part[2])
-    if len(part) > 4:
-        two = part[4] >= 0
-        _add_cells(res, prep, cells[two], part[1][two], part[4][two])
+    _add_cells(res, prep, cells, part[1], part[2], part[4] if len(part) > 4 else None)
 
 
-def _add_cells(res, prep: Prepared, cells, pos, q) -> None:
+def _add_cells(res, prep: Prepared, cells, pos, q, q2=None) -> None:
     """Count elements at grid ``cells`` (K: above the grid, not counted) for
-    their query's class and group (integer sums)."""
-    C, K = res.class_all.shape
-    keep = cells < K
-    cells, pos, q = cells[keep], pos[keep], q[keep]
-    cls = prep.q_class[q]
-    res.class_all[...] += np.bincount(cls * K + cells, minlength=C * K).reshape(C, K)
-    res.class_pos[...] += np.bincount(cls[pos] * K + cells[pos], minlength=C * K).reshape(C, K)
-    if prep.q_group is not None and res.group_all.shape[0]:
-        G = res.group_all.shape[0]
-        grp = prep.q_group[q]
-        ok = (grp >= 0) & (grp < G)  # rows without a group count for none
-        grp, cells, pos = grp[ok], cells[ok], pos[ok]
-        res.group_all[...] += np.bincount(grp * K + cells, minlength=G * K).reshape(G, K)
-        res.group_pos[...] += np.bincount(grp[pos] * K + cells[pos],
-                                          minlength=G * K).reshape(G, K)
+    their query's class and group, and for the class and group of their
+    second query row ``q2`` where it is >= 0 (``_kernels.add_cells``;
+    integer sums)."""
+    G = res.group_all.shape[0] if prep.q_group is not None else 0
+    i64 = np.int64
+    _kernels.add_cells(np.asarray(cells, i64), np.asarray(pos, np.bool_), np.asarray(q, i64),
+                       np.asarray(q2, i64) if q2 is not None else np.empty(0, i64),
+                       q2 is not None, np.asarray(prep.q_class, i64),
+                       np.asarray(prep.q_group, i64) if G else np.empty(0, i64), G,
+                       res.class_all, res.class_pos, res.group_all, res.group_pos)
