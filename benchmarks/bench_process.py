@@ -19,6 +19,11 @@ Two cases on the same synthetic rows (``_common.synthetic``: unit vectors,
   (``--query-fraction 0.5``), every row stays in the gallery; FAISS then
   searches the queries only.
 
+``opis`` is the console script installed beside this Python (``--entry
+module``: ``python -m opis_cli.cli``, which keeps the interpreter's normal
+exit; the script ends with ``os._exit`` once everything is written and the
+``atexit`` handlers have run, ``cli.root.run``).
+
 A third line times the fixed start-up: a process that imports ``opis_cli``
 and evaluates 300 rows (the imports and the load of the cached kernels,
 most of it numba's) against one that imports faiss and pyarrow.parquet.
@@ -91,6 +96,10 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--cases", default="all,split,startup",
                     help="comma-separated: all, split, startup")
+    ap.add_argument("--entry", choices=("script", "module"), default="script",
+                    help="the `opis` console script beside this Python (what a user types; "
+                         "it skips the interpreter's teardown), or `python -m opis_cli.cli` "
+                         "(the interpreter's normal exit)")
     args = ap.parse_args()
     import numpy as np
     import pyarrow as pa
@@ -100,6 +109,11 @@ def main() -> None:
     print(f"{args.rows} x {args.dim} float32, Parquet; best of {args.repeat} after a warm-up")
     print(f"{'case':>10} {'faiss s':>8} {'opis s':>8} {'ratio':>6} {'cpu ratio':>9}")
     py = sys.executable
+    script = os.path.join(os.path.dirname(py), "opis")
+    if args.entry == "script" and not os.path.exists(script):
+        ap.error(f"no console script {script} (pip install -e .), or use --entry module")
+    entry = [script] if args.entry == "script" else [py, "-m", "opis_cli.cli"]
+    print(f"opis: {' '.join(entry)}")
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     with tempfile.TemporaryDirectory() as tmp:
         x, y = synthetic(args.rows, args.dim)
@@ -121,8 +135,7 @@ def main() -> None:
                         "opis": [py, "-c", STARTUP]}
             else:
                 cmds = {"faiss": [py, "-c", FAISS_CHILD, paths[case]],
-                        "opis": [py, "-m", "opis_cli.cli", "evaluate", paths[case], "-q",
-                                 "--json", out]}
+                        "opis": [*entry, "evaluate", paths[case], "-q", "--json", out]}
             best = _best(cmds, args.repeat)
             (fw, fc), (ow, oc) = best["faiss"], best["opis"]
             print(f"{case:>10} {fw:8.2f} {ow:8.2f} {ow / fw:6.2f} {oc / fc:9.2f}", flush=True)

@@ -878,3 +878,48 @@ def test_pipe_with_columns_lays_tables_out_at_columns_and_keeps_lines_whole(tmp_
     assert len(lines[0]) > 60 and len(source) > 60  # a phrase is not broken to fit
     table = [x for x in lines if x.startswith(("\u2503", "\u2502", "\u250f"))]
     assert table and max(len(x) for x in table) <= 60
+
+
+_RUN_ENTRY = """
+import atexit, sys, threading, time
+from pathlib import Path
+marks = Path(sys.argv[1])
+def late():  # a non-daemon thread still working when the command returns
+    time.sleep(0.5)
+    (marks / "thread").write_text("done")
+threading.Thread(target=late).start()
+atexit.register(lambda: (marks / "atexit").write_text("ran"))
+sys.argv = ["opis", *sys.argv[2:]]
+from opis_cli.cli import run
+run()
+raise SystemExit("run() returned")
+"""
+
+
+@pytest.mark.parametrize("case", ["ok", "input-error"])
+def test_console_script_exit_waits_for_threads_runs_atexit_keeps_the_code(case, tmp_path,
+                                                                             digits_small):
+    """``opis`` (``cli.run``) ends with ``os._exit`` after :func:`main`: other threads
+    are waited for, the ``atexit`` handlers run, the exit code is main's, and
+    the JSON is the bytes that ``main`` writes in process."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    out = tmp_path / "run.json"
+    args = (["evaluate", str(digits_small), "--json", str(out), "-q"] if case == "ok"
+            else ["evaluate", str(tmp_path / "missing.parquet")])
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "-c", _RUN_ENTRY, str(marks), *args], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert (marks / "thread").read_text() == "done"
+    assert (marks / "atexit").read_text() == "ran"
+    assert "run() returned" not in proc.stderr
+    if case == "ok":
+        assert proc.returncode == 0, proc.stderr
+        here = tmp_path / "here.json"
+        assert main(["evaluate", str(digits_small), "--json", str(here), "-q"]) == 0
+        a, b = (json.loads(p.read_text()) for p in (out, here))
+        a["provenance"].pop("time"), b["provenance"].pop("time")
+        assert a == b
+    else:
+        assert proc.returncode == 2 and proc.stderr.startswith("Error: "), proc.stderr
+        assert "Traceback" not in proc.stderr

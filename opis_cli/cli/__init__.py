@@ -9,6 +9,6 @@ from __future__ import annotations
 
 # Importing a command module registers it; this order is the order of `opis --help`.
 from . import evaluate, calibrate, report, gate, compare  # noqa: F401, I001
-from .root import app, main
+from .root import app, main, run
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "run"]

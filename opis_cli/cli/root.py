@@ -16,6 +16,7 @@ so the staged output files are removed and earlier files stay as they were
 
 from __future__ import annotations
 
+import atexit
 import enum
 import os
 import re
@@ -23,7 +24,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated, Iterable
+from typing import Annotated, Iterable, NoReturn
 
 import typer
 import typer.main
@@ -374,6 +375,34 @@ def main(argv: Iterable[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def run() -> NoReturn:
+    """The ``opis`` console script: :func:`main`, then the process ends
+    without the interpreter's teardown.
+
+    Everything the command writes is closed (and renamed into place) before
+    :func:`main` returns; what is left is the interpreter freeing every
+    object one by one, about 0.5 s after a run that loaded numba (its type
+    and implementation registries; measured in docs/performance.md). So:
+    other threads are waited for and the ``atexit`` handlers run (logging,
+    MLflow, Dask, temporary folders), as at a normal exit; then
+    ``os._exit``. ``python -m opis_cli.cli`` keeps the normal exit (for
+    profilers and coverage), and an exception that escapes :func:`main`
+    (``--debug``) is raised as usual.
+    """
+    rc = main()
+    shutdown = getattr(threading, "_shutdown", None)  # what the interpreter calls first:
+    if shutdown is not None:  # wakes idle executor threads, waits for non-daemon threads
+        shutdown()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: nothing more can be said
+            if rc == ExitCode.OK:
+                rc = int(ExitCode.INTERRUPTED)
+    os._exit(rc)
 
 
 def _main(argv: Iterable[str] | None) -> int:
