@@ -28,6 +28,11 @@ A third line times the fixed start-up: a process that imports ``opis_cli``
 and evaluates 300 rows (the imports and the load of the cached kernels,
 most of it numba's) against one that imports faiss and pyarrow.parquet.
 
+``--without-warmup`` adds a third process per case, alternating with the
+other two: ``opis`` with numba's one-time start-up not begun on a background
+thread while the input is read (``_OPIS_NO_WARMUP=1``,
+``opis_cli/engines/warmup.py``), the baseline of that overlap.
+
 The machine may be shared: read the ratios, not the seconds (the CPU ratio
 is the steadier one when other processes compete for the cores).
 
@@ -71,12 +76,18 @@ STARTUP = ("import os; os.environ['_OPIS_SMALL_TERMS'] = '0'\n"
            "opis_cli.evaluate(x, np.arange(300) % 10)\n")
 
 
-def _child(cmd: list[str]) -> tuple[float, float]:
+#: a command line, or (command line, extra environment variables)
+Cmd = "list[str] | tuple[list[str], dict[str, str]]"
+
+
+def _child(cmd) -> tuple[float, float]:
     """(wall seconds, CPU seconds) of one child process, which must succeed."""
+    if isinstance(cmd, tuple):
+        return timed_child(cmd[0], env={**os.environ, **cmd[1]})
     return timed_child(cmd)
 
 
-def _best(cmds: dict[str, list[str]], repeat: int) -> dict[str, tuple[float, float]]:
+def _best(cmds: dict[str, Cmd], repeat: int) -> dict[str, tuple[float, float]]:
     """Best wall and best CPU of each command, run alternately after a warm-up."""
     for cmd in cmds.values():
         _child(cmd)
@@ -100,6 +111,10 @@ def main() -> None:
                     help="the `opis` console script beside this Python (what a user types; "
                          "it skips the interpreter's teardown), or `python -m opis_cli.cli` "
                          "(the interpreter's normal exit)")
+    ap.add_argument("--without-warmup", action="store_true",
+                    help="also time opis with numba's start-up not begun while the input "
+                         "is read (_OPIS_NO_WARMUP=1, engines/warmup.py), alternating with "
+                         "the others: the last two columns")
     args = ap.parse_args()
     import numpy as np
     import pyarrow as pa
@@ -107,7 +122,8 @@ def main() -> None:
 
     print(machine())
     print(f"{args.rows} x {args.dim} float32, Parquet; best of {args.repeat} after a warm-up")
-    print(f"{'case':>10} {'faiss s':>8} {'opis s':>8} {'ratio':>6} {'cpu ratio':>9}")
+    extra = f" {'no-warmup s':>11} {'ratio':>6}" if args.without_warmup else ""
+    print(f"{'case':>10} {'faiss s':>8} {'opis s':>8} {'ratio':>6} {'cpu ratio':>9}{extra}")
     py = sys.executable
     script = os.path.join(os.path.dirname(py), "opis")
     if args.entry == "script" and not os.path.exists(script):
@@ -134,11 +150,16 @@ def main() -> None:
                 cmds = {"faiss": [py, "-c", "import faiss, pyarrow.parquet"],
                         "opis": [py, "-c", STARTUP]}
             else:
-                cmds = {"faiss": [py, "-c", FAISS_CHILD, paths[case]],
-                        "opis": [*entry, "evaluate", paths[case], "-q", "--json", out]}
+                run = [*entry, "evaluate", paths[case], "-q", "--json", out]
+                cmds = {"faiss": [py, "-c", FAISS_CHILD, paths[case]], "opis": run}
+                if args.without_warmup:
+                    cmds["cold"] = (run, {"_OPIS_NO_WARMUP": "1"})
             best = _best(cmds, args.repeat)
             (fw, fc), (ow, oc) = best["faiss"], best["opis"]
-            print(f"{case:>10} {fw:8.2f} {ow:8.2f} {ow / fw:6.2f} {oc / fc:9.2f}", flush=True)
+            line = f"{case:>10} {fw:8.2f} {ow:8.2f} {ow / fw:6.2f} {oc / fc:9.2f}"
+            if "cold" in best:
+                line += f" {best['cold'][0]:11.2f} {best['cold'][0] / fw:6.2f}"
+            print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -44,8 +44,10 @@ def load_dataset(path: str | Path, read: "ReadOptions", *,
                  progress: "Progress | None" = None, owned: bool = False) -> "Dataset":
     """``path`` read with ``read``; ``progress`` gets the reader's stage as
     ``"reading"``. ``owned``: see :func:`opis_cli.io.read_dataset`."""
+    from .engines import warmup
     from .io import read_dataset
 
+    warmup.start(warmup.input_bytes(str(path)))  # numba's start-up while the rows are read
     cb = (lambda done, total: progress("reading", done, total)) if progress else None
     return read_dataset(str(path), read, progress=cb, owned=owned)
 

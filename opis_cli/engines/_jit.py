@@ -45,6 +45,21 @@ def kernel(fn):
     return locked(disp)
 
 
+def start_up() -> None:
+    """numba's one-time start-up (``warmup.py`` runs it on a background thread):
+    the CPU typing and target contexts created, then their registries loaded
+    (``refresh``, as the first compile or cache load does). Locks in numba's
+    order: a context's creation takes the compiler lock inside its own lock,
+    so the compiler lock is taken only once both contexts exist."""
+    from numba.core.compiler_lock import global_compiler_lock
+    from numba.core.registry import cpu_target
+
+    typing, target = cpu_target.typing_context, cpu_target.target_context
+    with global_compiler_lock:
+        typing.refresh()
+        target.refresh()
+
+
 def locked(disp):
     """``disp`` loading or compiling a version only under the compile lock of
     its cache folder (``_numba_cache.compile_lock``: one process at a time)."""
