@@ -510,20 +510,8 @@ def build_result(prep: Prepared, out: EngineOutput, *, spec: GridSpec, metric: s
                      _per_id_recall1(prep.q_class, C, out), fairness_alpha, min_rows)
     if classes.evaluated < 2:
         raise InputError(f"only {classes.evaluated} class(es) can be evaluated; need at least 2")
-    groups = None
-    if prep.q_group is not None:
-        G = len(prep.group_labels)
-        Pg, Mg = prep.group_pair_counts()
-        qg = np.bincount(prep.q_group, minlength=G)
-        if counts.evaluated(Pg, Mg, prep.group_rows, min_rows).any():
-            groups = _block(prep.group_labels, out.group_tp, out.group_fp, Pg, Mg, th,
-                            utility, beta, epsilon, policy, prep.group_rows, qg,
-                            _per_id_recall1(prep.q_group, G, out), fairness_alpha, min_rows)
-            if out.group_verification is not None:
-                eer_by = {prep.group_labels[g]: eer_of(p)[0]
-                          for g, p in enumerate(out.group_verification) if p is not None}
-                groups = replace(groups, per_class=tuple(
-                    replace(c, eer=eer_by.get(c.label)) for c in groups.per_class))
+    groups = _group_block(prep, out, th, utility, beta, epsilon, policy, fairness_alpha,
+                          min_rows)
     gfar = global_far(out.class_fp[ev], M[ev])
     cal = CalibrationRange(
         lower=float(th[0]), upper=float(th[-1]), source=out.range_source,
@@ -534,17 +522,7 @@ def build_result(prep: Prepared, out: EngineOutput, *, spec: GridSpec, metric: s
     hist = DistanceHistogram(tuple(float(v) for v in out.hist_edges),
                              tuple(int(v) for v in out.hist_pos), tuple(int(v) for v in out.hist_neg),
                              out.notes.get("report_histogram_rows"))
-    options = {
-        "metric": metric, "utility": utility, "beta": beta, "epsilon": epsilon,
-        "num_thresholds": spec.num_thresholds,
-        "far_range": list(spec.far_range) if spec.calibration_range is None else None,
-        "calibration_range": list(spec.calibration_range) if spec.calibration_range else None,
-        "threshold_policy": str(policy), "group_column": group_column,
-    }
-    if min_rows != opt.MIN_CLASS_ROWS:  # only when set, so default documents keep their bytes
-        options["min_class_rows"] = int(min_rows)
-    if not spec.retrieval:
-        options["retrieval"] = False
+    options = _options(spec, metric, utility, beta, epsilon, policy, group_column)
     ver = None
     if spec.verification is not None:
         options["verification"] = True
@@ -553,6 +531,69 @@ def build_result(prep: Prepared, out: EngineOutput, *, spec: GridSpec, metric: s
             gpts = () if out.group_verification is None or groups is None else tuple(
                 zip(prep.group_labels, out.group_verification))
             ver = verification_of(out.verification, spec.verification, gpts)
+    prov = _provenance(out, spec, engine_name, sources, options, calibration_info, timestamp)
+    estimate = None
+    if out.replicates is not None:  # a sampling engine: intervals, bias-corrected OPIS (SPEC 15)
+        from .metrics.estimate import attach
+
+        classes, estimate = attach(classes, out, prep.class_labels, P, M, kind=utility,
+                                   beta=beta, epsilon=epsilon, policy=policy,
+                                   rows=prep.class_rows, min_rows=min_rows)
+    return EvaluationResult(
+        n_samples=prep.n_samples, dim=prep.dim, metric=metric, utility=utility, beta=float(beta),
+        epsilon=float(epsilon), calibration_range=cal, thresholds=tuple(float(v) for v in th),
+        classes=classes, retrieval=retrieval,
+        distance_histogram=hist, options=options, provenance=prov, groups=groups,
+        group_column=group_column, verification=ver,
+        verification_asked=spec.verification is not None, estimate=estimate)
+
+
+def _group_block(prep: Prepared, out: EngineOutput, th, utility: str, beta: float,
+                 epsilon: float, policy: Policy, fairness_alpha: float, min_rows: int):
+    """The per-group block (with each group's EER under --verification), or
+    None without groups or when no group can be evaluated."""
+    if prep.q_group is None:
+        return None
+    G = len(prep.group_labels)
+    Pg, Mg = prep.group_pair_counts()
+    if not counts.evaluated(Pg, Mg, prep.group_rows, min_rows).any():
+        return None
+    qg = np.bincount(prep.q_group, minlength=G)
+    groups = _block(prep.group_labels, out.group_tp, out.group_fp, Pg, Mg, th, utility, beta,
+                    epsilon, policy, prep.group_rows, qg, _per_id_recall1(prep.q_group, G, out),
+                    fairness_alpha, min_rows)
+    if out.group_verification is not None:
+        eer_by = {prep.group_labels[g]: eer_of(p)[0]
+                  for g, p in enumerate(out.group_verification) if p is not None}
+        groups = replace(groups, per_class=tuple(
+            replace(c, eer=eer_by.get(c.label)) for c in groups.per_class))
+    return groups
+
+
+def _options(spec: GridSpec, metric: str, utility: str, beta: float, epsilon: float,
+             policy: Policy, group_column: str | None) -> dict:
+    """The result's ``options`` (key order is part of the JSON's bytes): the
+    evaluation options, then ``min_class_rows`` and ``retrieval`` only where
+    they differ from the default."""
+    options = {
+        "metric": metric, "utility": utility, "beta": beta, "epsilon": epsilon,
+        "num_thresholds": spec.num_thresholds,
+        "far_range": list(spec.far_range) if spec.calibration_range is None else None,
+        "calibration_range": list(spec.calibration_range) if spec.calibration_range else None,
+        "threshold_policy": str(policy), "group_column": group_column,
+    }
+    if spec.min_class_rows != opt.MIN_CLASS_ROWS:  # only when set (default documents'
+        options["min_class_rows"] = int(spec.min_class_rows)  # bytes are unchanged)
+    if not spec.retrieval:
+        options["retrieval"] = False
+    return options
+
+
+def _provenance(out: EngineOutput, spec: GridSpec, engine_name: str, sources: Sequence[dict],
+                options: dict, calibration_info: dict | None, timestamp: bool) -> dict:
+    """The result's ``provenance``: tool, inputs, engine, passes, ``options``
+    (which gains the calibration's name here), versions, the engine's notes
+    (and why --verification was not measured), the calibration, the time."""
     prov = {
         "tool": "opis", "tool_version": __version__, "inputs": [dict(s) for s in sources],
         "engine": engine_name, "index": provenance_index(engine_name),
@@ -573,17 +614,4 @@ def build_result(prep: Prepared, out: EngineOutput, *, spec: GridSpec, metric: s
         options["calibration"] = calibration_info.get("path", calibration_info["method"])
     if timestamp:
         prov["time"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    estimate = None
-    if out.replicates is not None:  # a sampling engine: intervals, bias-corrected OPIS (SPEC 15)
-        from .metrics.estimate import attach
-
-        classes, estimate = attach(classes, out, prep.class_labels, P, M, kind=utility,
-                                   beta=beta, epsilon=epsilon, policy=policy,
-                                   rows=prep.class_rows, min_rows=min_rows)
-    return EvaluationResult(
-        n_samples=prep.n_samples, dim=prep.dim, metric=metric, utility=utility, beta=float(beta),
-        epsilon=float(epsilon), calibration_range=cal, thresholds=tuple(float(v) for v in th),
-        classes=classes, retrieval=retrieval,
-        distance_histogram=hist, options=options, provenance=prov, groups=groups,
-        group_column=group_column, verification=ver,
-        verification_asked=spec.verification is not None, estimate=estimate)
+    return prov

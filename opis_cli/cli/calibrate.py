@@ -158,14 +158,40 @@ def calibrate(
     if test is not None:
         check_columns(test, replace(read, labels=test_labels))
 
-    from ..io.output import staged
-    from ..render.terminal import progress_bar
+    methods = _check_methods_and_outputs(method, target, out, test, folds, json_out, report)
+    from .trackers import log_calibration, mlflow_target
+
+    tracker = mlflow_target(mlflow, mlflow_experiment, mlflow_run_id)
+    if tracker is not None and out is not None:
+        raise ConfigError("--mlflow logs the transfer numbers; it does not apply to --out")
+    show = not quiet and sys.stderr.isatty()
+    options: dict[str, Any] = dict(
+        folds=folds, seed=seed, target=target,
+        split=split or ("groups" if group_column else "classes"), methods=methods,
+        metric=metric.value, far_range=far_range, calibration_range=calibration_range,
+        num_thresholds=num_thresholds, utility=utility.value, beta=beta, epsilon=epsilon,
+        block_bytes=block_mib * 2**20, group_column=group_column)
+    if out is not None:
+        _fit_and_write(path, read, methods[0], target, out, options, json_out,
+                       quiet, show)
+        return
+    result = _transfer(path, read, test, test_labels, options, show=show, quiet=quiet)
+    source = str(path) if test is None else f"{path} -> {test}"
+    _write_and_show(result, source, json_out=json_out, report=report, quiet=quiet)
+    if tracker is not None:
+        log_calibration(tracker, result, path=source, json_text=result.to_json(),
+                        json_out=json_out, report=report, quiet=quiet)
+
+
+def _check_methods_and_outputs(method, target: str, out, test, folds: int, json_out,
+                               report) -> list[str]:
+    """--target, every --method, what --out excludes, --folds and the output
+    paths (a report folder must be writable), before any work; returns the
+    methods."""
+    from ..calibration import parse_method
     from ..transfer import Target
-    from ..transfer import calibrate as run
 
     Target.parse(target)
-    from ..calibration import parse_method
-
     methods = list(method or [])
     for m in methods:
         parse_method(m)
@@ -187,22 +213,18 @@ def calibrate(
         from ..io.output import check_output_folder
 
         check_output_folder(report, "--report")  # writable: before any work
-    from .trackers import log_calibration, mlflow_target
+    return methods
 
-    tracker = mlflow_target(mlflow, mlflow_experiment, mlflow_run_id)
-    if tracker is not None and out is not None:
-        raise ConfigError("--mlflow logs the transfer numbers; it does not apply to --out")
-    show = not quiet and sys.stderr.isatty()
-    options: dict[str, Any] = dict(
-        folds=folds, seed=seed, target=target,
-        split=split or ("groups" if group_column else "classes"), methods=methods,
-        metric=metric.value, far_range=far_range, calibration_range=calibration_range,
-        num_thresholds=num_thresholds, utility=utility.value, beta=beta, epsilon=epsilon,
-        block_bytes=block_mib * 2**20, group_column=group_column)
-    if out is not None:
-        _fit_and_write(path, read, methods[0], target, out, options, json_out,
-                       quiet, show)
-        return
+
+def _transfer(path: Path, read, test: Optional[Path], test_labels, options: dict, *,
+              show: bool, quiet: bool):
+    """Read PATH (and --test) with a progress bar and run
+    :func:`opis_cli.transfer.calibrate` on them."""
+    from dataclasses import replace
+
+    from ..render.terminal import progress_bar
+    from ..transfer import calibrate as run
+
     with progress_bar(show) as bar:
         cb = with_compile_note(bar, not quiet)
         data, sources = _read(path, read, cb)
@@ -211,10 +233,15 @@ def calibrate(
             test_data, more = _read(test, replace(read, labels=test_labels), cb)
             sources += more
         try:
-            result = run(data, test=test_data, progress=cb, sources=sources, **options)
+            return run(data, test=test_data, progress=cb, sources=sources, **options)
         except InputError as e:
             raise InputError(f"{path}: {e}") from e
-    source = str(path) if test is None else f"{path} -> {test}"
+
+
+def _write_and_show(result, source: str, *, json_out, report, quiet: bool) -> None:
+    """The JSON and report, staged (both or neither), then the terminal's tables."""
+    from ..io.output import staged
+
     page = None
     with staged() as out:
         if json_out:
@@ -230,6 +257,3 @@ def calibrate(
 
         with results_on_stderr(stdout_taken(json_out)):
             print_transfer(result, source)
-    if tracker is not None:
-        log_calibration(tracker, result, path=source, json_text=result.to_json(),
-                        json_out=json_out, report=report, quiet=quiet)

@@ -184,23 +184,10 @@ def evaluate(
 
     With gate rules (--max, --min, ...) a failing rule exits 1.
     """
-    from ..io.output import TABLE_SUFFIXES, check_output_path, staged
-
     # What must fail before the files are read; the evaluation options are
     # checked by opis_cli.evaluate, the engine's by the engine.
-    opt.check("block_mib", block_mib)
-    opt.check("worker_mib", worker_mib)
-    opt.check("fairness_alpha", fairness_alpha)
-    opt.check("min_class_rows", min_class_rows)
-    dcf_costs = opt.parse_dcf(dcf)
-    check_outputs((json_out, "--json"), (markdown, "--markdown"))
-    if curves:
-        check_output_path(curves, "--curves", TABLE_SUFFIXES)
-    if report:
-        opt.check_report_folder(report, "--report")
-        from ..io.output import check_output_folder
-
-        check_output_folder(report, "--report")  # writable: before any work
+    dcf_costs = _check_outputs_and_options(block_mib, worker_mib, fairness_alpha, min_class_rows,
+                                           dcf, json_out, markdown, curves, report)
     diag_opts = _diagnosis_options(diagnose, threshold, impostors, overlap_level, pairs, engine,
                                    calibration)
     from ..gate.sides import EvaluateGate
@@ -209,21 +196,7 @@ def evaluate(
                              baseline=baseline, config=gate_config, bootstrap=bootstrap,
                              seed=seed, junit=junit)
     check_inputs(path)  # after the rules (tests/test_gate.py)
-    cal_opts = {}
-    if calibration is not None:
-        from ..calibration import load_calibration
-
-        cal, cal_source = load_calibration(calibration)
-        from ..engines.registry import capabilities, either, entry, with_capability
-
-        if not capabilities(entry(engine).name).offsets:
-            raise ConfigError(f"--calibration needs --engine {either(with_capability('offsets'))}"
-                              f", not {engine} (the {engine} engine does not take per-row "
-                              "offsets)")
-        if cal.metric != metric.value:
-            raise ConfigError(f"--calibration {calibration}: fitted with --metric {cal.metric}, "
-                              f"this evaluation uses --metric {metric.value}")
-        cal_opts = {"calibration": cal, "calibration_source": cal_source}
+    cal_opts = _calibration_options(calibration, engine, metric.value)
     from .trackers import log_evaluation, mlflow_target
 
     tracker = mlflow_target(mlflow, mlflow_experiment, mlflow_run_id)
@@ -237,41 +210,103 @@ def evaluate(
                      threshold_policy=threshold_policy, fairness_alpha=fairness_alpha,
                      verification=verification, dcf=dcf_costs, block_bytes=block_bytes,
                      min_class_rows=min_class_rows, **cal_opts, **diag_opts)
-    # each engine takes the options its registry entry declares; the default engine (the
-    # exact one, no options: opis_cli.evaluate's engine=None) is built by opis_cli.evaluate
-    # once the input is read and checked: a bad column fails before numba and the kernels load
-    if engine == opt.ENGINE:
-        eng = None
-    else:
-        from ..engines import make_engine
-
-        eng = make_engine(
-            engine, block_bytes=block_bytes, k=k, index=index, scheduler=scheduler,
-            workers=workers, worker_bytes=worker_mib * 2**20,
-            negatives_per_query=negatives_per_query, retrieval_queries=retrieval_queries,
-            seed=seed)
+    eng = _engine(engine, block_bytes=block_bytes, k=k, index=index, scheduler=scheduler,
+                  workers=workers, worker_bytes=worker_mib * 2**20,
+                  negatives_per_query=negatives_per_query, retrieval_queries=retrieval_queries,
+                  seed=seed)
     # a missing column fails here, from the Parquet footer: before pyarrow, numpy, the
     # engine's kernels and the terminal's tables load (tests/test_startup.py)
     from ..io.dataset import check_columns
 
     check_columns(path, read)
-    from ..render.terminal import (console, print_bootstrap, print_gate_outcome, print_result,
-                                   results_on_stderr)
+    result = _run(path, read, engine, eng, quiet=quiet, **eval_opts)
+    # the gate outcome sits beside the verdict, in the terminal and on the report page
+    outcome = gate.apply(result, str(path))
+    page = _write(result, gate, outcome, json_out=json_out, curves=curves, pairs=pairs,
+                  report=report)
+    wrote(json_out, curves, pairs, page, quiet=quiet)
+    _show(result, path, gate, outcome, json_out=json_out, markdown=markdown, junit=junit,
+          quiet=quiet)
+    if tracker is not None:
+        log_evaluation(tracker, result, path=path, json_text=gate.result_json(result),
+                       json_out=json_out, curves=curves, report=report, outcome=outcome,
+                       quiet=quiet)
+    raise exit_with(outcome)
+
+
+def _check_outputs_and_options(block_mib: int, worker_mib: int, fairness_alpha: float,
+                               min_class_rows: int, dcf: str, json_out, markdown, curves,
+                               report) -> tuple:
+    """The options ``opis_cli.evaluate`` does not check itself and the output
+    paths (a report folder must be writable), before any work; returns the
+    parsed --dcf costs."""
+    from ..io.output import TABLE_SUFFIXES, check_output_folder, check_output_path
+
+    opt.check("block_mib", block_mib)
+    opt.check("worker_mib", worker_mib)
+    opt.check("fairness_alpha", fairness_alpha)
+    opt.check("min_class_rows", min_class_rows)
+    dcf_costs = opt.parse_dcf(dcf)
+    check_outputs((json_out, "--json"), (markdown, "--markdown"))
+    if curves:
+        check_output_path(curves, "--curves", TABLE_SUFFIXES)
+    if report:
+        opt.check_report_folder(report, "--report")
+        check_output_folder(report, "--report")  # writable: before any work
+    return dcf_costs
+
+
+def _calibration_options(calibration: Optional[Path], engine: str, metric: str) -> dict:
+    """``opis_cli.evaluate``'s keywords of a --calibration file (none without one),
+    checked against the engine's capabilities and the metric."""
+    if calibration is None:
+        return {}
+    from ..calibration import load_calibration
+    from ..engines.registry import capabilities, either, entry, with_capability
+
+    cal, cal_source = load_calibration(calibration)
+    if not capabilities(entry(engine).name).offsets:
+        raise ConfigError(f"--calibration needs --engine {either(with_capability('offsets'))}"
+                          f", not {engine} (the {engine} engine does not take per-row "
+                          "offsets)")
+    if cal.metric != metric:
+        raise ConfigError(f"--calibration {calibration}: fitted with --metric {cal.metric}, "
+                          f"this evaluation uses --metric {metric}")
+    return {"calibration": cal, "calibration_source": cal_source}
+
+
+def _engine(engine: str, **options: Any):
+    """The engine to evaluate with: None for the default one, which
+    ``opis_cli.evaluate`` builds once the input is read and checked (a bad column
+    fails before numba and the kernels load); any other from its registry
+    entry, which takes the options it declares."""
+    if engine == opt.ENGINE:
+        return None
+    from ..engines import make_engine
+
+    return make_engine(engine, **options)
+
+
+def _run(path: Path, read, engine: str, eng, *, quiet: bool, **eval_opts: Any):
+    """The evaluation (``eval_opts``: ``opis_cli.evaluate``'s keywords), with a
+    progress bar on a terminal: the engine's workers read a Parquet input
+    themselves where they can (not with ``diagnose``, which needs the rows in
+    this process), else it is read here."""
+    from ..app import reads_shards
 
     show = not quiet and sys.stderr.isatty()
     note = not quiet and engine in COMPILED_ENGINES
-    from ..app import reads_shards
-
-    # the diagnosis needs the rows in this process: with it, Parquet is read
-    # here and scattered to the workers (their shards path does not diagnose)
-    if not diagnose and reads_shards(path, read, engine):
-        result = evaluate_shards(path, read, show_progress=show, compile_note=note, engine=eng,
-                                 **eval_opts)
-    else:
-        result = evaluate_path(path, read, show_progress=show, compile_note=note, engine=eng,
+    if not eval_opts.get("diagnose") and reads_shards(path, read, engine):
+        return evaluate_shards(path, read, show_progress=show, compile_note=note, engine=eng,
                                **eval_opts)
-    # the gate outcome sits beside the verdict, in the terminal and on the report page
-    outcome = gate.apply(result, str(path))
+    return evaluate_path(path, read, show_progress=show, compile_note=note, engine=eng,
+                         **eval_opts)
+
+
+def _write(result, gate, outcome, *, json_out, curves, pairs, report):
+    """The output files, staged (all or none); returns the report's page, if any."""
+    from ..io.output import staged
+
     page = None
     with staged() as out:
         if json_out:
@@ -284,7 +319,15 @@ def evaluate(
             from ..render.report import write_report
 
             page = write_report(result, report, gate=outcome)
-    wrote(json_out, curves, pairs, page, quiet=quiet)
+    return page
+
+
+def _show(result, path: Path, gate, outcome, *, json_out, markdown, junit, quiet: bool) -> None:
+    """The result, diagnosis, bootstrap and gate outcome in the terminal (on
+    stderr when stdout carries the JSON or Markdown), and the gate's files."""
+    from ..render.terminal import (console, print_bootstrap, print_gate_outcome, print_result,
+                                   results_on_stderr)
+
     with results_on_stderr(stdout_taken(json_out, markdown)):
         if not quiet:
             print_result(result, str(path), outcome=outcome)
@@ -305,8 +348,3 @@ def evaluate(
 
         write_gate_outputs(outcome, markdown=markdown, headline=shown_metrics(result),
                            verdict=result.verdict, quiet=quiet)
-    if tracker is not None:
-        log_evaluation(tracker, result, path=path, json_text=gate.result_json(result),
-                       json_out=json_out, curves=curves, report=report, outcome=outcome,
-                       quiet=quiet)
-    raise exit_with(outcome)
