@@ -152,25 +152,8 @@ def estimate(rep, labels, P: np.ndarray, M: np.ndarray, *, kind: str, beta: floa
         intervals[name] = [full[key] - tq * se, full[key] + tq * se]
     intervals["recommended_threshold.value"] = _threshold_interval(
         policy, full, np.asarray(r_score), np.asarray(r_grid), fpc, tq)
-    has = n_relevant > 0
-    n = int(has.sum())
-    N = max(int(rep.retrieval_population), n)
-    f_q = n / N if N else 1.0
-    if n:
-        p = float(np.mean(first_rank[has] == 1))
-        intervals["recall_at_k.1"] = _wilson(p, n, 1.0 - f_q)
-        a = ap_at_r[has]
-        mu = float(np.mean(a))
-        se = float(np.std(a, ddof=1)) / math.sqrt(n) * math.sqrt(max(1.0 - f_q, 0.0)) \
-            if n > 1 else 0.0
-        intervals["map_at_r"] = [mu - t975(max(n - 1, 1)) * se, mu + t975(max(n - 1, 1)) * se]
-        if hits_at_r is not None:  # the same t interval of a mean over the sampled queries
-            r = hits_at_r[has] / n_relevant[has]
-            mu = float(np.mean(r))
-            se = float(np.std(r, ddof=1)) / math.sqrt(n) * math.sqrt(max(1.0 - f_q, 0.0)) \
-                if n > 1 else 0.0
-            intervals["r_precision"] = [mu - t975(max(n - 1, 1)) * se,
-                                        mu + t975(max(n - 1, 1)) * se]
+    f_q = _retrieval_intervals(intervals, rep.retrieval_population, first_rank, ap_at_r,
+                               n_relevant, hits_at_r)
     plug_in = {"opis": full["opis"], "epsilon_opis": full["epsilon_opis"]}
     return Estimate(
         method=rep.method, parameters=dict(rep.parameters), seed=int(rep.seed),
@@ -178,6 +161,35 @@ def estimate(rep, labels, P: np.ndarray, M: np.ndarray, *, kind: str, beta: floa
         intervals={k: (float(v[0]), float(v[1])) for k, v in intervals.items()},
         plug_in=plug_in, corrected=corrected,
         sampling_fraction=1.0 - fpc, retrieval_fraction=f_q)
+
+
+def _retrieval_intervals(intervals: dict, population: int, first_rank: np.ndarray,
+                         ap_at_r: np.ndarray, n_relevant: np.ndarray,
+                         hits_at_r: np.ndarray | None) -> float:
+    """Add to ``intervals`` those of R@1 (Wilson), MAP@R and R-Precision (t
+    intervals of a mean) over the sampled queries (``n_relevant > 0``) of a
+    ``population`` of queries; returns the fraction sampled."""
+    has = n_relevant > 0
+    n = int(has.sum())
+    N = max(int(population), n)
+    f_q = n / N if N else 1.0
+    if n:
+        p = float(np.mean(first_rank[has] == 1))
+        intervals["recall_at_k.1"] = _wilson(p, n, 1.0 - f_q)
+        intervals["map_at_r"] = _mean_interval(ap_at_r[has], f_q)
+        if hits_at_r is not None:
+            intervals["r_precision"] = _mean_interval(hits_at_r[has] / n_relevant[has], f_q)
+    return f_q
+
+
+def _mean_interval(values: np.ndarray, f_q: float) -> list[float]:
+    """The t interval of the mean of ``values``, a sample of a fraction ``f_q``
+    of its population (finite-population correction ``1 - f_q``)."""
+    n = len(values)
+    mu = float(np.mean(values))
+    se = float(np.std(values, ddof=1)) / math.sqrt(n) * math.sqrt(max(1.0 - f_q, 0.0)) \
+        if n > 1 else 0.0
+    return [mu - t975(max(n - 1, 1)) * se, mu + t975(max(n - 1, 1)) * se]
 
 
 def _wilson(p: float, n: int, fpc: float) -> list[float]:
