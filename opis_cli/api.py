@@ -582,8 +582,9 @@ def _options(spec: GridSpec, metric: str, utility: str, beta: float, epsilon: fl
         "calibration_range": list(spec.calibration_range) if spec.calibration_range else None,
         "threshold_policy": str(policy), "group_column": group_column,
     }
-    if spec.min_class_rows != opt.MIN_CLASS_ROWS:  # only when set (default documents'
-        options["min_class_rows"] = int(spec.min_class_rows)  # bytes are unchanged)
+    # only when set, so that default documents keep their bytes
+    if spec.min_class_rows != opt.MIN_CLASS_ROWS:
+        options["min_class_rows"] = int(spec.min_class_rows)
     if not spec.retrieval:
         options["retrieval"] = False
     return options
