@@ -522,15 +522,13 @@ def build_result(prep: Prepared, out: EngineOutput, *, spec: GridSpec, metric: s
     hist = DistanceHistogram(tuple(float(v) for v in out.hist_edges),
                              tuple(int(v) for v in out.hist_pos), tuple(int(v) for v in out.hist_neg),
                              out.notes.get("report_histogram_rows"))
-    options = _options(spec, metric, utility, beta, epsilon, policy, group_column)
+    options = _options(spec, metric, utility, beta, epsilon, policy, group_column,
+                       calibration_info)
     ver = None
-    if spec.verification is not None:
-        options["verification"] = True
-        options["dcf"] = list(spec.verification)
-        if out.verification is not None:
-            gpts = () if out.group_verification is None or groups is None else tuple(
-                zip(prep.group_labels, out.group_verification))
-            ver = verification_of(out.verification, spec.verification, gpts)
+    if spec.verification is not None and out.verification is not None:
+        gpts = () if out.group_verification is None or groups is None else tuple(
+            zip(prep.group_labels, out.group_verification))
+        ver = verification_of(out.verification, spec.verification, gpts)
     prov = _provenance(out, spec, engine_name, sources, options, calibration_info, timestamp)
     estimate = None
     if out.replicates is not None:  # a sampling engine: intervals, bias-corrected OPIS (SPEC 15)
@@ -571,10 +569,11 @@ def _group_block(prep: Prepared, out: EngineOutput, th, utility: str, beta: floa
 
 
 def _options(spec: GridSpec, metric: str, utility: str, beta: float, epsilon: float,
-             policy: Policy, group_column: str | None) -> dict:
+             policy: Policy, group_column: str | None, calibration_info: dict | None) -> dict:
     """The result's ``options`` (key order is part of the JSON's bytes): the
     evaluation options, then ``min_class_rows`` and ``retrieval`` only where
-    they differ from the default."""
+    they differ from the default, the verification view's, and the
+    calibration applied (its path, else its method)."""
     options = {
         "metric": metric, "utility": utility, "beta": beta, "epsilon": epsilon,
         "num_thresholds": spec.num_thresholds,
@@ -587,14 +586,19 @@ def _options(spec: GridSpec, metric: str, utility: str, beta: float, epsilon: fl
         options["min_class_rows"] = int(spec.min_class_rows)
     if not spec.retrieval:
         options["retrieval"] = False
+    if spec.verification is not None:
+        options["verification"] = True
+        options["dcf"] = list(spec.verification)
+    if calibration_info is not None:
+        options["calibration"] = calibration_info.get("path", calibration_info["method"])
     return options
 
 
 def _provenance(out: EngineOutput, spec: GridSpec, engine_name: str, sources: Sequence[dict],
                 options: dict, calibration_info: dict | None, timestamp: bool) -> dict:
-    """The result's ``provenance``: tool, inputs, engine, passes, ``options``
-    (which gains the calibration's name here), versions, the engine's notes
-    (and why --verification was not measured), the calibration, the time."""
+    """The result's ``provenance``: tool, inputs, engine, passes, ``options``,
+    versions, the engine's notes (and why --verification was not measured),
+    the calibration, the time."""
     prov = {
         "tool": "opis", "tool_version": __version__, "inputs": [dict(s) for s in sources],
         "engine": engine_name, "index": provenance_index(engine_name),
@@ -612,7 +616,6 @@ def _provenance(out: EngineOutput, spec: GridSpec, engine_name: str, sources: Se
             f"use --engine {either(with_capability('verification'))}")}
     if calibration_info is not None:
         prov["calibration"] = calibration_info
-        options["calibration"] = calibration_info.get("path", calibration_info["method"])
     if timestamp:
         prov["time"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     return prov
