@@ -267,9 +267,12 @@ def prepare(embeddings, labels, *, metric: str = "cosine", groups=None,
         are copied as usual.
 
     Memory: the float32 rows once (``N x D x 4`` bytes; none with ``consume``
-    in the usual case), ``N x 16`` bytes of 64-bit indices and norms, the
-    labels as strings, and chunks of ``16384 x D`` float64 while converting;
-    with ``consume``, the permutation in place adds ``N x ~45`` bytes.
+    when every row is a gallery item), the query rows again where they are
+    not every gallery row (a split: ``nq x D x 4``), ``N x 16`` bytes of
+    64-bit indices and norms, the labels as strings, and chunks of ``16384 x
+    D`` float64 while converting; with ``consume``, the permutation in place
+    adds ``N x ~45`` bytes. Where some rows are not gallery items, the rows
+    are also copied once in input order while their subsets are taken.
 
     Raises
     ------
@@ -312,15 +315,17 @@ def prepare(embeddings, labels, *, metric: str = "cosine", groups=None,
     self_col = col_of_row[q_rows]
 
     own = consume and _consumable(emb)
-    if len(g_rows) == n and np.array_equal(q_rows, g_rows):
-        # every row both query and gallery (the usual case): one array serves
-        # both, written straight in class order (no second copy of the rows);
-        # an array handed over is normalised and put in class order in place
+    if len(g_rows) == n:
+        # every row a gallery item (the usual case, and the usual split): the
+        # gallery written straight in class order (no second copy of the rows;
+        # an array handed over is normalised and put in class order in place),
+        # the queries the same array or a copy of their rows of it
         x = None
         if own:
-            xg = xq = _permute_rows(_float32_rows(emb, metric, inplace=True), g_rows)
+            xg = _permute_rows(_float32_rows(emb, metric, inplace=True), g_rows)
         else:
-            xg = xq = _float32_rows(emb, metric, dest=col_of_row)
+            xg = _float32_rows(emb, metric, dest=col_of_row)
+        xq = xg if np.array_equal(q_rows, g_rows) else xg[self_col]
     else:
         x = _float32_rows(emb, metric, inplace=own)
         xg = x[g_rows]

@@ -219,19 +219,37 @@ def _rows(n=700, d=9, classes=23, shift=0.0, seed=0):
 
 
 @pytest.mark.parametrize("metric,shift", [("cosine", 0.0), ("l2", 0.0), ("l2", 50.0)])
-@pytest.mark.parametrize("split", [False, True])
+@pytest.mark.parametrize("split", ["none", "queries", "both"])
 def test_consume_equals_the_copying_path_bit_for_bit(metric, shift, split):
     x, y, rng = _rows(shift=shift)
     kw = dict(metric=metric, groups=[f"g{i % 4}" for i in range(len(y))])
-    if split:
-        kw.update(is_query=rng.random(len(y)) < 0.7, is_gallery=rng.random(len(y)) < 0.8)
+    if split != "none":
+        kw.update(is_query=rng.random(len(y)) < 0.7)
+    if split == "both":
+        kw.update(is_gallery=rng.random(len(y)) < 0.8)
     ref_prep = prepare(x, y, **kw)
     owned = x.copy()
     got = prepare(owned, y, consume=True, **kw)
     _same_prepared(ref_prep, got)
-    if not split:  # the input's buffer became the prepared rows: no second copy
+    if split == "none":  # the input's buffer became the prepared rows: no second copy
         assert got.xq is got.xg and np.shares_memory(got.xq, owned)
+    if split == "queries":  # the gallery is the input's buffer; the queries a copy of theirs
+        assert np.shares_memory(got.xg, owned) and not np.shares_memory(got.xq, owned)
     assert got.xq.flags.c_contiguous and got.xg.flags.c_contiguous
+    # the rows themselves, from their definition: normalised in float64 (cosine),
+    # rounded to float32, in class order (then centred, for l2)
+    ref = x.astype(np.float64)
+    if metric == "cosine":
+        ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    ref = ref.astype(np.float32)
+    if metric == "l2":
+        delta = got.xg[0] - ref[got.g_rows[0]]  # the centring translation, if any
+        ref = ref + delta
+        np.testing.assert_allclose(got.xg, ref[got.g_rows], rtol=0, atol=1e-3 * (1 + shift))
+        np.testing.assert_allclose(got.xq, ref[got.q_rows], rtol=0, atol=1e-3 * (1 + shift))
+    else:
+        assert got.xg.tobytes() == ref[got.g_rows].tobytes()
+        assert got.xq.tobytes() == ref[got.q_rows].tobytes()
 
 
 def test_consume_in_class_order_already_and_in_reverse():
