@@ -245,6 +245,37 @@ def _l2_centre(xg: np.ndarray) -> np.ndarray | None:
     return np.ldexp(np.round(mant * 256) / 256, expo).astype(np.float32)
 
 
+def _rows_in_order(emb, metric: str, own: bool, q_rows, g_rows, col_of_row, self_col):
+    """The query and gallery rows of ``prepare`` (float32, normalised for
+    cosine, centred for l2) in class order, and their squared norms (zeros
+    for cosine): ``(xq, xg, qn2, gn2)``. ``own``: ``emb``'s buffer may be
+    reused (``prepare``'s ``consume``)."""
+    if len(g_rows) == len(emb):
+        # every row a gallery item (the usual case, and the usual split): the
+        # gallery written straight in class order (no second copy of the rows;
+        # an array handed over is normalised and put in class order in place),
+        # the queries the same array or a copy of their rows of it
+        if own:
+            xg = _permute_rows(_float32_rows(emb, metric, inplace=True), g_rows)
+        else:
+            xg = _float32_rows(emb, metric, dest=col_of_row)
+        xq = xg if np.array_equal(q_rows, g_rows) else xg[self_col]
+    else:
+        x = _float32_rows(emb, metric, inplace=own)
+        xg = x[g_rows]
+        xq = xg if np.array_equal(q_rows, g_rows) else x[q_rows]
+        del x
+    if metric != "l2":
+        return xq, xg, np.zeros(len(q_rows)), np.zeros(len(g_rows))
+    centre = _l2_centre(xg)
+    if centre is not None:
+        xg -= centre
+        if xq is not xg:
+            xq -= centre
+    gn2 = _sq_norms(xg)
+    return xq, xg, (gn2.copy() if xq is xg else _sq_norms(xq)), gn2
+
+
 def prepare(embeddings, labels, *, metric: str = "cosine", groups=None,
             is_query=None, is_gallery=None, consume: bool = False) -> Prepared:
     """Validate the inputs and arrange them for the engines.
@@ -314,34 +345,8 @@ def prepare(embeddings, labels, *, metric: str = "cosine", groups=None,
     col_of_row[g_rows] = np.arange(len(g_rows))
     self_col = col_of_row[q_rows]
 
-    own = consume and _consumable(emb)
-    if len(g_rows) == n:
-        # every row a gallery item (the usual case, and the usual split): the
-        # gallery written straight in class order (no second copy of the rows;
-        # an array handed over is normalised and put in class order in place),
-        # the queries the same array or a copy of their rows of it
-        x = None
-        if own:
-            xg = _permute_rows(_float32_rows(emb, metric, inplace=True), g_rows)
-        else:
-            xg = _float32_rows(emb, metric, dest=col_of_row)
-        xq = xg if np.array_equal(q_rows, g_rows) else xg[self_col]
-    else:
-        x = _float32_rows(emb, metric, inplace=own)
-        xg = x[g_rows]
-        xq = xg if np.array_equal(q_rows, g_rows) else x[q_rows]
-    if metric == "l2":
-        centre = _l2_centre(xg)
-        if centre is not None:
-            xg -= centre
-            if xq is not xg:
-                xq -= centre
-        gn2 = _sq_norms(xg)
-        qn2 = gn2.copy() if xq is xg else _sq_norms(xq)
-    else:
-        gn2 = np.zeros(len(g_rows))
-        qn2 = np.zeros(len(q_rows))
-    del x
+    xq, xg, qn2, gn2 = _rows_in_order(emb, metric, consume and _consumable(emb), q_rows,
+                                      g_rows, col_of_row, self_col)
 
     q_group = None
     group_labels = None
