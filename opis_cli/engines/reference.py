@@ -167,6 +167,25 @@ class ReferenceEngine:
             passes += 1
             lo, hi = (lo, mid) if n_mid >= rank else (mid, hi)
 
+    def _range(self, prep: Prepared, spec: GridSpec, m_total: int, row_eval: np.ndarray,
+               blocks) -> tuple[float, float, str, int]:
+        """The calibration range (SPEC 5): its two ends, its source, and the
+        passes its order statistics took."""
+        if spec.calibration_range is not None:
+            lo, hi = (float(v) for v in spec.calibration_range)
+            check_range(lo, hi, "--calibration-range", f"{lo:g}:{hi:g}")
+            return lo, hi, "explicit", 0
+        a, b = (float(v) for v in spec.far_range)
+        if not (0.0 < a < b <= 1.0):
+            raise ConfigError(f"--far-range {a:g}:{b:g} is degenerate: need 0 < A < B <= 1")
+        (lo, p_lo), (hi, p_hi) = (
+            self._order_statistic(prep, row_eval, order_rank(f, m_total), blocks)
+            for f in (a, b))
+        check_range(lo, hi, "--far-range",
+                    f"{a:g}:{b:g} (it selects distances {lo:.6g} and {hi:.6g}; "
+                    "many negative pairs share one distance)")
+        return lo, hi, "far", p_lo + p_hi
+
     def run(self, prep: Prepared, spec: GridSpec, progress: Progress | None = None) -> EngineOutput:
         K = int(options.check("num_thresholds", spec.num_thresholds))
         P, M = prep.class_pair_counts()
@@ -174,24 +193,9 @@ class ReferenceEngine:
         row_eval = evaluated[prep.q_class]
         nq, ng = len(prep.q_rows), len(prep.g_rows)
         blocks = self._pairs(prep)
-        passes = 1  # the counts pass; the order statistics add theirs (held or not)
-        if spec.calibration_range is not None:
-            lo, hi = (float(v) for v in spec.calibration_range)
-            check_range(lo, hi, "--calibration-range", f"{lo:g}:{hi:g}")
-            source = "explicit"
-        else:
-            a, b = (float(v) for v in spec.far_range)
-            if not (0.0 < a < b <= 1.0):
-                raise ConfigError(f"--far-range {a:g}:{b:g} is degenerate: need 0 < A < B <= 1")
-            m_total = int(M[evaluated].sum())
-            (lo, p_lo), (hi, p_hi) = (
-                self._order_statistic(prep, row_eval, order_rank(f, m_total), blocks)
-                for f in (a, b))
-            passes += p_lo + p_hi
-            check_range(lo, hi, "--far-range",
-                        f"{a:g}:{b:g} (it selects distances {lo:.6g} and {hi:.6g}; "
-                        "many negative pairs share one distance)")
-            source = "far"
+        lo, hi, source, p_range = self._range(prep, spec, int(M[evaluated].sum()), row_eval,
+                                              blocks)
+        passes = 1 + p_range  # the counts pass and the order statistics' (held or not)
         grid = np.linspace(lo, hi, K)
 
         C = prep.n_classes

@@ -906,6 +906,23 @@ def _where_it_fails(result: EvaluationResult) -> str:
     return "".join(parts)
 
 
+def _groups_section(result: EvaluationResult, images: Mapping[str, bytes], caption: str) -> str:
+    """The Groups section: its cards, spread, figures (``caption`` under
+    each) and table."""
+    g = result.groups
+    gfig = "".join(_figure(n, p, caption) for n, p in images.items() if n.startswith("group_"))
+    return ('<section id="groups"><h2>Groups'
+            + (f" (column {esc(result.group_column)})" if result.group_column else "")
+            + "</h2>"
+            '<div class="cards">'
+            + _card("group OPIS", num(g.opis, ".4g"), "OPIS with groups in place of classes.")
+            + _card(f"group {100 * result.epsilon:g}%-OPIS", num(g.epsilon_opis, ".4g"),
+                    "Gap between the worst groups and the rest.")
+            + _card("groups", f"{g.evaluated:,}", f"evaluated; {g.excluded:,} excluded")
+            + "</div>" + _spread_table(g, "group") + "<br>" + gfig
+            + _table(g, "groups", "group", "groups", result.epsilon) + "</section>")
+
+
 def render_report(result: EvaluationResult, images: Mapping[str, bytes], *,
                   class_curves: bool = True, group_curves: bool = True,
                   gate: "GateOutcome | None" = None,
@@ -931,22 +948,10 @@ def render_report(result: EvaluationResult, images: Mapping[str, bytes], *,
         nav.append(("verification", "Verification"))
     nav += [("figures", "Figures"), ("find", "Find a class"), ("classes", "Per-class table")]
     groups_html = ""
-    g = result.groups
-    if g is not None:
+    if result.groups is not None:
         nav.append(("groups", "Groups"))
-        gfig = "".join(_figure(n, p, "" if group_curves else no_curves.replace("class", "group"))
-                       for n, p in images.items() if n.startswith("group_"))
-        groups_html = (
-            '<section id="groups"><h2>Groups'
-            + (f" (column {esc(result.group_column)})" if result.group_column else "")
-            + "</h2>"
-            '<div class="cards">'
-            + _card("group OPIS", num(g.opis, ".4g"), "OPIS with groups in place of classes.")
-            + _card(f"group {100 * result.epsilon:g}%-OPIS", num(g.epsilon_opis, ".4g"),
-                    "Gap between the worst groups and the rest.")
-            + _card("groups", f"{g.evaluated:,}", f"evaluated; {g.excluded:,} excluded")
-            + "</div>" + _spread_table(g, "group") + "<br>" + gfig
-            + _table(g, "groups", "group", "groups", result.epsilon) + "</section>")
+        groups_html = _groups_section(result, images,
+                                      "" if group_curves else no_curves.replace("class", "group"))
     if result.diagnosis is not None:
         nav.append(("where-it-fails", "Where it fails"))
     nav += [("excluded", "Excluded classes"), ("options", "Options"),
