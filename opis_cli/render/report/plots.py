@@ -210,13 +210,50 @@ def _utility_floor(block: "ConsistencyBlock", U: "np.ndarray | None") -> float:
     return float(max(0.0, np.floor(10 * (drawn.min() - 0.03)) / 10))
 
 
+def _draw_density(ax, th: np.ndarray, U: np.ndarray, worst: np.ndarray, ybottom: float,
+                  noun: str) -> list:
+    """Too many rows for a line each: the share of rows per utility cell at
+    each threshold (log colour scale), the 5th and 95th percentiles, and a
+    sample of the rows' curves, into ``ax``; returns their legend handles."""
+    from matplotlib.colors import LogNorm
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter
+
+    C = U.shape[0]
+    # Share of rows per utility bin at each threshold, over the visible utility range
+    # (rows below it are not drawn; the 5th percentile line shows how far down they go).
+    bins = np.linspace(ybottom, 1.0, DENSITY_BINS + 1)
+    bins[-1] = np.nextafter(1.0, 2.0)  # utility 1 falls into the top bin
+    dens = np.stack([np.histogram(U[:, k], bins=bins)[0] for k in range(len(th))],
+                    axis=1) / C
+    step = (th[-1] - th[0]) / max(len(th) - 1, 1)
+    xedges = np.concatenate([[th[0] - step / 2], (th[:-1] + th[1:]) / 2,
+                             [th[-1] + step / 2]])
+    mesh = ax.pcolormesh(xedges, bins, np.ma.masked_equal(dens, 0.0), cmap="Blues",
+                         norm=LogNorm(vmin=1.0 / C, vmax=1.0), shading="flat",
+                         rasterized=True, zorder=1, gid="class-density")
+    cb = ax.figure.colorbar(mesh, ax=ax, pad=0.01, fraction=0.04)
+    cb.set_label(f"share of {noun} in the cell (log scale)", fontsize=8)
+    cb.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: share_tick(v)))
+    for q, name in ((5, "p5"), (95, "p95")):
+        ax.plot(th, np.percentile(U, q, axis=0), color="#1e3a8a", lw=1.2, ls=":",
+                zorder=3, gid=f"class-{name}")
+    handles = [Line2D([], [], color="#1e3a8a", lw=1.2, ls=":",
+                      label=f"5th / 95th percentile of {C:,} {noun}")]
+    rows = sample_rows(C)
+    for i in rows:
+        ax.plot(th, U[i], color=C_WORST_LIGHT if worst[i] else C_CLASS, lw=0.7,
+                alpha=0.5, zorder=2, rasterized=True, gid="class-curve")
+    handles.append(Line2D([], [], color=C_CLASS, lw=0.7, alpha=0.6,
+                          label=f"{len(rows)} sampled {noun} (worst to best)"))
+    return handles
+
+
 def draw_utility(ax, result: "EvaluationResult", curves: "Curves | None" = None, *,
                  level: str = "class") -> tuple[str, str]:
     """Draw the per-row utility curves (:func:`utility_figure`) into ``ax``;
     returns the figure's ``(title, subtitle)``."""
-    from matplotlib.colors import LogNorm
     from matplotlib.lines import Line2D
-    from matplotlib.ticker import FuncFormatter
 
     block = _block(result, level)
     th = np.asarray(result.thresholds, dtype=np.float64)
@@ -228,7 +265,6 @@ def draw_utility(ax, result: "EvaluationResult", curves: "Curves | None" = None,
     one, noun = _noun(level, 1), _noun(level)
     U = aligned_curves(block, curves) if curves is not None else None
     ybottom = _utility_floor(block, U)
-    fig = ax.figure
     _style(ax)
     extra_handles = []
     note = ""
@@ -243,33 +279,7 @@ def draw_utility(ax, result: "EvaluationResult", curves: "Curves | None" = None,
             extra_handles.append(Line2D([], [], color=C_WORST_LIGHT, lw=1,
                                         label=f"each {one} in the worst {eps}"))
     elif U is not None:
-        C = U.shape[0]
-        # Share of rows per utility bin at each threshold, over the visible utility range
-        # (rows below it are not drawn; the 5th percentile line shows how far down they go).
-        bins = np.linspace(ybottom, 1.0, DENSITY_BINS + 1)
-        bins[-1] = np.nextafter(1.0, 2.0)  # utility 1 falls into the top bin
-        dens = np.stack([np.histogram(U[:, k], bins=bins)[0] for k in range(len(th))],
-                        axis=1) / C
-        step = (th[-1] - th[0]) / max(len(th) - 1, 1)
-        xedges = np.concatenate([[th[0] - step / 2], (th[:-1] + th[1:]) / 2,
-                                 [th[-1] + step / 2]])
-        mesh = ax.pcolormesh(xedges, bins, np.ma.masked_equal(dens, 0.0), cmap="Blues",
-                             norm=LogNorm(vmin=1.0 / C, vmax=1.0), shading="flat",
-                             rasterized=True, zorder=1, gid="class-density")
-        cb = fig.colorbar(mesh, ax=ax, pad=0.01, fraction=0.04)
-        cb.set_label(f"share of {noun} in the cell (log scale)", fontsize=8)
-        cb.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: share_tick(v)))
-        for q, name in ((5, "p5"), (95, "p95")):
-            ax.plot(th, np.percentile(U, q, axis=0), color="#1e3a8a", lw=1.2, ls=":",
-                    zorder=3, gid=f"class-{name}")
-        extra_handles.append(Line2D([], [], color="#1e3a8a", lw=1.2, ls=":",
-                                    label=f"5th / 95th percentile of {C:,} {noun}"))
-        rows = sample_rows(C)
-        for i in rows:
-            ax.plot(th, U[i], color=C_WORST_LIGHT if worst[i] else C_CLASS, lw=0.7,
-                    alpha=0.5, zorder=2, rasterized=True, gid="class-curve")
-        extra_handles.append(Line2D([], [], color=C_CLASS, lw=0.7, alpha=0.6,
-                                    label=f"{len(rows)} sampled {noun} (worst to best)"))
+        extra_handles += _draw_density(ax, th, U, worst, ybottom, noun)
     else:
         note = (f"\nPer-{one} curves are not in the result JSON: pass --curves CURVES "
                 "(the table from opis evaluate --curves) to draw them.")

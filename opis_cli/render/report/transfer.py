@@ -113,6 +113,28 @@ def all_figures(res: TransferResult) -> dict:
 
 
 
+def _methods_section(methods: dict, e) -> list[str]:
+    """The Calibrations section: each fitted method's means over the folds
+    (``e`` escapes a method's name)."""
+    parts = ['<section id="methods"><h2>Calibrations on the test side</h2>',
+             "<p class=\"muted\">Each fitted on the calibration side at the target FAR and "
+             "applied to the test side; mean over folds. OPIS on each test "
+             "side's own FAR range; FAR, TPR and the share above twice the target at the "
+             "fitted global threshold.</p>",
+             '<div class="box"><table><tr><th>method</th><th>OPIS</th><th>epsilon-OPIS</th>'
+             "<th>FAR</th>"
+             "<th>FAR min..max</th><th>TPR</th><th>&gt; 2x target</th></tr>"]
+    for name, v in methods.items():
+        parts.append(
+            f"<tr><td>{e(name)}</td><td>{num(v['opis']['mean'], '.5f')}</td>"
+            f"<td>{num(v['epsilon_opis']['mean'], '.5f')}</td><td>{pct(v['far']['mean'])}</td>"
+            f"<td>{pct(v['far']['min'])} .. {pct(v['far']['max'])}</td>"
+            f"<td>{pct(v['tpr']['mean'])}</td>"
+            f"<td>{pct(v['fraction_far_above_2x']['mean'], '.1f')}</td></tr>")
+    parts.append("</table></div></section>")
+    return parts
+
+
 def render_page(res: TransferResult, images: dict[str, bytes], source: str = "") -> str:
     """The page: the summary sentence, the per-fold table, the worst unseen classes, figures."""
     def e(value) -> str:
@@ -159,22 +181,7 @@ def render_page(res: TransferResult, images: dict[str, bytes], source: str = "")
     methods = summ.get("methods")
     if methods:
         nav.append(("methods", "Calibrations"))
-        parts += ['<section id="methods"><h2>Calibrations on the test side</h2>',
-                  "<p class=\"muted\">Each fitted on the calibration side at the target FAR and "
-                  "applied to the test side; mean over folds. OPIS on each test "
-                  "side's own FAR range; FAR, TPR and the share above twice the target at the "
-                  "fitted global threshold.</p>",
-                  '<div class="box"><table><tr><th>method</th><th>OPIS</th><th>epsilon-OPIS</th>'
-                  "<th>FAR</th>"
-                  "<th>FAR min..max</th><th>TPR</th><th>&gt; 2x target</th></tr>"]
-        for name, v in methods.items():
-            parts.append(
-                f"<tr><td>{e(name)}</td><td>{num(v['opis']['mean'], '.5f')}</td>"
-                f"<td>{num(v['epsilon_opis']['mean'], '.5f')}</td><td>{pct(v['far']['mean'])}</td>"
-                f"<td>{pct(v['far']['min'])} .. {pct(v['far']['max'])}</td>"
-                f"<td>{pct(v['tpr']['mean'])}</td>"
-                f"<td>{pct(v['fraction_far_above_2x']['mean'], '.1f')}</td></tr>")
-        parts.append("</table></div></section>")
+        parts += _methods_section(methods, e)
     worst = sorted(((c.far, f.fold, c) for f in res.folds for c in f.test.per_class),
                    key=lambda x: (-x[0], x[1], x[2].label))[:15]
     nav += [("unseen", "Unseen classes"), ("figures", "Figures")]
