@@ -284,11 +284,3 @@ def _first_dim(path: str, handle, group: int, column: str) -> int:
     if vals.null_count:
         raise InputError(f"{path}: column '{column}' row 0 is null; expected a list of numbers")
     return len(vals[0].values)
-
-
-def file_digest(path: str) -> tuple[str, str, int]:
-    """``(path, sha256, size)`` of one file (run on a worker for provenance)."""
-    from .dataset import _source_file
-
-    s = _source_file(path)
-    return s.path, s.sha256, s.size_bytes
