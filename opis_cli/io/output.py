@@ -116,6 +116,15 @@ def _signals_held() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` on
+    success (for writers that take a path, as the examples' figures do)."""
+    with staged() as stage:
+        tmp = stage.temp_for(path)
+        yield tmp
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
