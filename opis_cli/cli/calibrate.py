@@ -14,7 +14,7 @@ from .options import ADVANCED_OPTION, ENGINE, GATE, INPUT, OUTPUTS, RANGE, TRACK
 from ..errors import ConfigError, InputError
 from ..io.formats import path_formats
 from .firstrun import with_compile_note
-from .root import app, check_inputs, check_outputs, examples, stdout_taken, wrote
+from .root import app, check_inputs, check_outputs, check_report, examples, stdout_taken, wrote
 
 
 def _read(path: Path, read, progress):
@@ -208,11 +208,7 @@ def _check_methods_and_outputs(method, target: str, out, test, folds: int, json_
     if test is None:
         opt.check("folds", folds)
     check_outputs((json_out, "--json"))
-    if report:
-        opt.check_report_folder(report, "--report")
-        from ..io.output import check_output_folder
-
-        check_output_folder(report, "--report")  # writable: before any work
+    check_report(report)  # a writable folder: before any work
     return methods
 
 

@@ -12,8 +12,8 @@ from .. import options as opt
 from . import options as o
 from .options import ADVANCED_OPTION, ENGINE, GATE, INPUT, OUTPUTS, RANGE, TRACKERS  # noqa: F401
 from .evaluate import evaluate_path
-from .root import (app, check_inputs, check_outputs, examples, exit_with, stdout_taken,
-                   write_gate_outputs, wrote)
+from .root import (app, check_inputs, check_outputs, check_report, examples, exit_with,
+                   stdout_taken, write_gate_outputs, wrote)
 
 
 @app.command(epilog=examples(
@@ -114,11 +114,7 @@ def compare(
     from ..gate.sides import compare_rules, run_compare
     from ..render.terminal import print_comparison, print_gate_outcome, results_on_stderr
 
-    if report is not None:
-        opt.check_report_folder(report, "--report")
-        from ..io.output import check_output_folder
-
-        check_output_folder(report, "--report")  # writable: before any work
+    check_report(report)  # a writable folder: before any work
     from .trackers import log_comparison, mlflow_target
 
     tracker = mlflow_target(mlflow, mlflow_experiment, mlflow_run_id)

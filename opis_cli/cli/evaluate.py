@@ -16,8 +16,8 @@ from ..errors import ConfigError
 from ..io.formats import path_formats
 from . import options as o
 from .options import ADVANCED_OPTION, ENGINE, GATE, INPUT, OUTPUTS, RANGE, TRACKERS  # noqa: F401
-from .root import (app, check_inputs, check_outputs, examples, exit_with, stdout_taken,
-                   write_gate_outputs, wrote)
+from .root import (app, check_inputs, check_outputs, check_report, examples, exit_with,
+                   stdout_taken, write_gate_outputs, wrote)
 
 
 def evaluate_path(path: Path, read, *, show_progress: bool, compile_note: bool = True,
@@ -240,7 +240,7 @@ def _check_outputs_and_options(block_mib: int, worker_mib: int, fairness_alpha: 
     """The options ``opis_cli.evaluate`` does not check itself and the output
     paths (a report folder must be writable), before any work; returns the
     parsed --dcf costs."""
-    from ..io.output import TABLE_SUFFIXES, check_output_folder, check_output_path
+    from ..io.output import TABLE_SUFFIXES, check_output_path
 
     opt.check("block_mib", block_mib)
     opt.check("worker_mib", worker_mib)
@@ -250,9 +250,7 @@ def _check_outputs_and_options(block_mib: int, worker_mib: int, fairness_alpha: 
     check_outputs((json_out, "--json"), (markdown, "--markdown"))
     if curves:
         check_output_path(curves, "--curves", TABLE_SUFFIXES)
-    if report:
-        opt.check_report_folder(report, "--report")
-        check_output_folder(report, "--report")  # writable: before any work
+    check_report(report)  # a writable folder: before any work
     return dcf_costs
 
 

@@ -95,6 +95,17 @@ def check_outputs(*paths: tuple[str | Path | None, str]) -> None:
             check_output_path(path, option)
 
 
+def check_report(report: str | Path | None) -> None:
+    """Fail before any work when ``--report`` (if given) is not a folder or
+    cannot take new files."""
+    if report:
+        from .. import options as opt
+        from ..io.output import check_output_folder
+
+        opt.check_report_folder(report, "--report")
+        check_output_folder(report, "--report")
+
+
 def write_gate_outputs(outcome, *, json_out: str | None = None, junit: Path | None = None,
                        markdown: str | None = None, headline=None, comparison=None,
                        top: int = 5, json_doc: dict | None = None, verdict=None,
