@@ -144,6 +144,9 @@ def test_strips_that_round_differently_fall_back_to_full_rows(small_tiles, threa
 
 @pytest.mark.parametrize("limit", [0.5, 0.0, -1.0, 2.0])
 def test_compaction_keeps_the_keys_at_or_below_the_limit(limit):
+    """The compactions (AVX-512 where the CPU has it; the portable loops are
+    held to the same JSON by the test below) keep exactly the keys, and
+    columns, at or below the limit, in order."""
     rng = np.random.default_rng(5)
     kb = np.round(rng.uniform(-1, 1, 1000), 1)  # many keys equal to the limit
     kb[[3, 500, 999]] = np.inf
@@ -157,6 +160,12 @@ def test_compaction_keeps_the_keys_at_or_below_the_limit(limit):
         n = _kernels._compact_each(kb, j0, j1, lims, vals, 0)
         keep = kb[j0:j1] <= lims[j0:j1]
         np.testing.assert_array_equal(vals[:n], kb[j0:j1][keep])
+        idx = np.full(1000 + 8, -1, np.int64)
+        n = _kernels._compact_idx(kb, j0, j1, limit, vals, idx, 2, 40)
+        cols = np.nonzero(kb[j0:j1] <= limit)[0] + j0
+        assert n == 2 + len(cols)
+        np.testing.assert_array_equal(vals[2:n], kb[cols])
+        np.testing.assert_array_equal(idx[2:n], cols + 40)
 
 
 def test_portable_kernels_give_the_same_json(tmp_path):

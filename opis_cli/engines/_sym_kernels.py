@@ -239,7 +239,9 @@ def count_strip(S, S2, row0, c0, rows, sampled, rep, gat, grid, ret_on, h, out, 
     idx = np.empty(Ng + 8, np.int64)
     pvals = np.empty(Ng + 8, np.float64)
     pidx = np.empty(Ng + 8, np.int64)
-    hit = np.empty(K_.COLS, np.int64)
+    hit = np.empty(K_.COLS + 8, np.int64)
+    hval = np.empty(K_.COLS + 8, np.float64)
+    hlim = np.empty(K_.COLS, np.float64)
     racc = np.zeros(K, np.int64)
     racc_p = np.zeros(K, np.int64)
     ms = 0.0
@@ -300,19 +302,16 @@ def count_strip(S, S2, row0, c0, rows, sampled, rep, gat, grid, ret_on, h, out, 
             if ret_on:
                 # retrieval: the chunk's keys to the heap of i (column j) and to
                 # the heaps of the columns j (column i), as _kernels._heap_scan
-                # (h.lim the limit); the candidates first, branch-free
+                # (h.lim the limit); the candidates first, compacted
                 # (thresholds only fall: a key above them now never enters)
                 m = a1 - a0
                 top = thr_all[i]
-                n_hit = 0
-                if a0 < nq:
+                if a0 < nq:  # (kc <= top) | (kc <= thr_all[j]): no key is NaN
                     for jj in range(m):
-                        hit[n_hit] = jj
-                        n_hit += (kc[jj] <= top) | (kc[jj] <= thr_all[a0 + jj])
+                        hlim[jj] = max(top, thr_all[a0 + jj])
+                    n_hit = K_._compact_idx_each(kc, 0, m, hlim, hval, hit, 0, 0)
                 else:  # gallery-only columns keep no heap
-                    for jj in range(m):
-                        hit[n_hit] = jj
-                        n_hit += kc[jj] <= top
+                    n_hit = K_._compact_idx(kc, 0, m, top, hval, hit, 0, 0)
                 sides = 2 if a0 < nq else 1
                 for u in range(n_hit):
                     jj = hit[u]
