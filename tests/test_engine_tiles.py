@@ -166,10 +166,17 @@ def test_compaction_keeps_the_keys_at_or_below_the_limit(limit):
         assert n == 2 + len(cols)
         np.testing.assert_array_equal(vals[2:n], kb[cols])
         np.testing.assert_array_equal(idx[2:n], cols + 40)
+        n = _kernels._compact_idx_each(kb, j0, j1, lims, vals, idx, 0, 7)
+        cols = np.nonzero(kb[j0:j1] <= lims[j0:j1])[0] + j0
+        assert n == len(cols)
+        np.testing.assert_array_equal(vals[:n], kb[cols])
+        np.testing.assert_array_equal(idx[:n], cols + 7)
 
 
 def test_portable_kernels_give_the_same_json(tmp_path):
-    """OPIS_NO_AVX512=1 compiles the portable compaction: same JSON bytes.
+    """OPIS_NO_AVX512=1 compiles the portable compaction: same JSON bytes
+    (every row a query, two splits: the symmetric strips, the split's upper
+    triangle and full rows).
 
     (On a CPU without AVX-512 both runs take the portable code.)
     """
@@ -178,7 +185,12 @@ def test_portable_kernels_give_the_same_json(tmp_path):
         "x, y = gaussian(44, n=600, dim=16, n_classes=12, singletons=2);"
         "print(_kernels.AVX512);"
         "print(evaluate(x, y, timestamp=False).to_json());"
-        "print(evaluate(x, y, metric='l2', calibration_range=(0.5, 3.0), timestamp=False).to_json())"
+        "print(evaluate(x, y, metric='l2', calibration_range=(0.5, 3.0), timestamp=False).to_json());"
+        # a split whose queries are gallery items (the split's upper triangle)
+        # and one whose are not (full rows)
+        "import numpy as np; q = np.arange(600) % 2 == 0;"
+        "print(evaluate(x, y, is_query=q, timestamp=False).to_json());"
+        "print(evaluate(x, y, is_query=q, is_gallery=~q, timestamp=False).to_json())"
     )
     tests = str(Path(__file__).parent)  # data_gen's folder, for the child's imports
     outs = []
