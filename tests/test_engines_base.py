@@ -118,21 +118,46 @@ def test_rank_bin_matches_sorting():
         assert base.rank_bin(hist, below + len(values) + 1, below) is None
 
 
-def _kernel_result(keys, orig, pos, R):
+def _kernel_result(keys, orig, pos, R, shift=None, M=0.0):
     """(first rank, AP@R, positives among the R nearest) of the kernel's ranking step (``_exact_topk``) over
     the items: l2 keys of one-dimensional rows, the query at 0 and item i at
     distance ``keys[i]`` (exact in float64: a float32 number squared), the
-    positives placed first as columns ``[0, P)``."""
+    positives placed first as columns ``[0, P)``. The kernel is given those
+    keys moved by ``shift`` (within the margin ``M``) as its "float32" keys."""
     cols = np.argsort(~pos, kind="stable")  # column c holds item cols[c]
     xg = np.ascontiguousarray(keys[cols].astype(np.float32)[:, None])
     g_orig = orig[cols].astype(np.int64)
     n = len(keys)
     hc = np.arange(n, dtype=np.int64)
-    hk = np.zeros(n)
+    hk = xg[:, 0].astype(np.float64) ** 2
+    if shift is not None:
+        hk = hk + shift[cols]
     side = np.zeros(0)
-    return _kernels._exact_topk(hk, hc, n, side, np.zeros(0, np.int64), 0, 0.0, 0,
+    return _kernels._exact_topk(hk, hc, n, side, np.zeros(0, np.int64), 0, 2 * M, 0,
                                 int(pos.sum()), g_orig, R, np.zeros(1, np.float32), xg, True,
                                 False, 0.0, np.zeros(n))
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_kernel_ranks_by_float64_keys_however_the_float32_keys_moved(seed):
+    """With every float32 key moved within the margin (so that near-ties
+    swap in float32), the kernel's ranking is still that of the float64 keys
+    by (key, original row)."""
+    rng = np.random.default_rng(100 + seed)
+    L = int(rng.integers(1, 80))
+    M = 1e-3
+    keys = np.round(rng.uniform(0.3, 1, L), 1)  # ties and near-ties
+    keys += rng.integers(-2, 3, L) * rng.choice([0.0, 1e-4, 4e-4], L)
+    orig = rng.permutation(L)
+    pos = rng.random(L) < rng.uniform(0.05, 0.9)
+    R = int(rng.integers(1, L + 5))
+    k64 = keys.astype(np.float32).astype(np.float64) ** 2
+    shift = rng.choice([-1.0, 1.0], L) * rng.uniform(0.6, 1.0, L) * M * (rng.random(L) < 0.8)
+    first_k, ap_k, hits_k = _kernel_result(keys, orig, pos, R, shift, M)
+    ranked = pos[np.lexsort((orig, k64))]
+    first, ap = base.retrieval_at_r(ranked[None, :], np.array([R]), beyond=L + 1)
+    assert (first_k, ap_k) == (first[0], ap[0])
+    assert hits_k == base.hits_at_r(ranked[None, :], np.array([R]))[0]
 
 
 @pytest.mark.parametrize("seed", range(20))
