@@ -29,7 +29,10 @@ from ref_compare import compare, well_conditioned
 
 @pytest.fixture
 def small_tiles(monkeypatch):
+    """Small tiles, and the final ranking in ranges of 7 rows (on two threads
+    with ``two_threads``)."""
     monkeypatch.setattr(base, "TILE_BYTES", 1)
+    monkeypatch.setattr(symmetric, "RANK_ROWS", 7)
 
 
 @pytest.fixture

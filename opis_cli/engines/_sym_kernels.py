@@ -454,15 +454,17 @@ def merge_heaps(hs, j, out_k, out_c, side_k, side_c):
 
 
 @kernel
-def rank_rows(hs, rows, ps, pe, g_orig, R, first_rank, ap, hits, redo):
-    """Retrieval of every query from the merged heaps (``_kernels._exact_topk``
-    on each query's candidates, in gallery columns: ``ps``/``pe`` its
-    positives, ``g_orig`` the original rows); ``redo[j]`` is set where a
-    side list overflowed (that row is ranked again on its full row)."""
+def rank_rows(hs, rows, ps, pe, g_orig, R, first_rank, ap, hits, redo, j0, j1):
+    """Retrieval of queries ``[j0, j1)`` from the merged heaps
+    (``_kernels._exact_topk`` on each query's candidates, in gallery columns:
+    ``ps``/``pe`` its positives, ``g_orig`` the original rows); ``redo[j]``
+    is set where a side list overflowed (that row is ranked again on its full
+    row). Each row reads the heaps and writes its own outputs only, so
+    ranges may run on threads of their own."""
     gcol = rows.gcol
     side_k = np.empty(64, np.float64)
     side_c = np.empty(64, np.int64)
-    for j in range(rows.nq):
+    for j in range(j0, j1):
         size = hs[0].size[j]
         if size == 0:
             continue

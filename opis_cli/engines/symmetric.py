@@ -46,11 +46,13 @@ from ..prepare import Prepared
 from .base import key_margins
 from .tiles import Layout, PassConfig, _add_part, _decide, _PassSetup, _Tile, each_strip
 from .partial import Part, Retrieval
-from .workers import TileQueue, in_workers, workers_for
+from .workers import TileQueue, in_workers, parallel_map, workers_for
 
 #: bytes of the retrieval heaps of every row, over all workers, above which
 #: the full-row counts pass runs instead
 HEAP_BYTES = 512 * 2**20
+#: queries per task of the final ranking (``rank_rows``, on every core)
+RANK_ROWS = 2048
 #: private: False turns the route off (the tests compare both routes)
 _ENABLED = True
 
@@ -243,10 +245,15 @@ def _part(prep, cfg, setup, workers, placed, deferred, rows, R, row_eval, row_sa
     if cfg.do_ret:
         redo = np.zeros(len(R), bool)
         cls = prep.q_class
-        _sym().rank_rows(tuple(w.heaps for w in workers), rows,
-                         prep.class_start[cls].astype(np.int64),
-                         prep.class_end[cls].astype(np.int64), prep.g_rows.astype(np.int64), R,
-                         ret.first_rank, ret.ap, ret.hits, redo)
+        heaps = tuple(w.heaps for w in workers)
+        ps = prep.class_start[cls].astype(np.int64)
+        pe = prep.class_end[cls].astype(np.int64)
+        g_orig = prep.g_rows.astype(np.int64)
+        # row ranges on every core: each row's result is its own (same bytes)
+        for _ in parallel_map(lambda j0: _sym().rank_rows(
+                heaps, rows, ps, pe, g_orig, R, ret.first_rank, ret.ap, ret.hits, redo, j0,
+                min(rows.nq, j0 + RANK_ROWS)), range(0, rows.nq, RANK_ROWS)):
+            pass
         ret.n_rel[:] = R
         if redo.any():
             _rank_again(prep, cfg, np.nonzero(redo)[0], row_eval, row_sample, ret)
