@@ -16,8 +16,10 @@ from .errors import InputError
 
 
 
-#: rows converted to float32 at a time (bounded extra memory: CHUNK x D x 8 bytes)
-_CHUNK = 16384
+#: rows converted to float32 at a time (bounded extra memory: CHUNK x D x 8 bytes;
+#: at D = 384 a 6 MiB block that stays in the cache between numpy's passes over
+#: it: 26.7k x 384 rows normalise in 0.03 s, against 0.06-0.13 s by 16,384 rows)
+_CHUNK = 2048
 
 
 @dataclass(frozen=True)
@@ -300,7 +302,7 @@ def prepare(embeddings, labels, *, metric: str = "cosine", groups=None,
     Memory: the float32 rows once (``N x D x 4`` bytes; none with ``consume``
     when every row is a gallery item), the query rows again where they are
     not every gallery row (a split: ``nq x D x 4``), ``N x 16`` bytes of
-    64-bit indices and norms, the labels as strings, and chunks of ``16384 x
+    64-bit indices and norms, the labels as strings, and chunks of ``2048 x
     D`` float64 while converting; with ``consume``, the permutation in place
     adds ``N x ~45`` bytes. Where some rows are not gallery items, the rows
     are also copied once in input order while their subsets are taken.

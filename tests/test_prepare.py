@@ -313,6 +313,18 @@ def test_squared_norms_in_chunks_equal_the_whole_array_at_once(monkeypatch):
     assert P._sq_norms(x).tobytes() == whole.tobytes()
 
 
+@pytest.mark.parametrize("dim", [37, 384])
+def test_normalised_rows_are_the_same_whatever_the_chunk(monkeypatch, dim):
+    import opis_cli.prepare as P
+
+    x = (np.random.default_rng(dim).standard_normal((1000, dim)) * 30 + 5).astype(np.float32)
+    monkeypatch.setattr(P, "_CHUNK", 10**9)
+    whole = P._float32_rows(x, "cosine")
+    for chunk in (1, 64, 333):
+        monkeypatch.setattr(P, "_CHUNK", chunk)
+        assert P._float32_rows(x, "cosine").tobytes() == whole.tobytes()
+
+
 @pytest.mark.parametrize("metric", ["cosine", "l2"])
 def test_evaluate_copy_false_hands_the_array_over_with_the_same_result(metric):
     import opis_cli
