@@ -29,8 +29,8 @@ from ref_compare import compare, well_conditioned
 
 @pytest.fixture
 def small_tiles(monkeypatch):
-    """Small tiles, and the final ranking in ranges of 7 rows (on two threads
-    with ``two_threads``)."""
+    """Small tiles, and the final ranking in ranges of 7 rows (each range a
+    task of ``workers.parallel_map``, on every core)."""
     monkeypatch.setattr(base, "TILE_BYTES", 1)
     monkeypatch.setattr(symmetric, "RANK_ROWS", 7)
 
